@@ -1,1 +1,16 @@
-//! x
+//! slotcast's domain: the `ServerSchedule` aggregate, its commands and events, and the
+//! booking decision.
+//!
+//! Contract: pure. No I/O, no clocks, no randomness. `now`, the caller's identity, the new
+//! reservation id and the stream-key hash all arrive inside the command, so every decision is
+//! a function of (state, command) and replays byte for byte.
+
+pub mod booking;
+pub mod schedule;
+pub mod time;
+
+pub use booking::{free_windows, max_overlap, Window};
+pub use schedule::{
+    Actor, Carrier, Command, CommandKind, RejectReason, Role, ScheduleError, ScheduleEvent,
+    ServerPatch, ServerSchedule, ServerSettings, ServerSpec, Slot,
+};

@@ -1,0 +1,760 @@
+//! The `ServerSchedule` aggregate: one per distribution server, the consistency boundary for
+//! every booking decision on it.
+//!
+//! Contract: `handle` decides from the state and the command alone (the command carries `now`,
+//! the actor and any generated ids), and records every decision as an event, a refusal
+//! included. Input that breaks a rule on a field is an error naming the field and records
+//! nothing. `apply` is idempotent (set semantics keyed by reservation id) so replaying an event
+//! twice cannot change the state. The state keeps open and future slots only: a slot leaves
+//! when its window closes or it is cancelled.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::booking::{free_windows, max_overlap, Window};
+
+/// Defaults for a server's booking rules; the API documents them.
+pub mod defaults {
+    pub const CAPACITY: u32 = 1;
+    pub const MIN_LEAD_S: u64 = 30;
+    pub const MAX_DURATION_S: u64 = 12 * 3600;
+    pub const HORIZON_S: u64 = 90 * 86_400;
+    pub const PREROLL_S: u64 = 30;
+    pub const GRACE_S: u64 = 10;
+}
+
+/// Upper bounds on server settings, so that no setting can make the arithmetic overflow.
+mod limits {
+    pub const CAPACITY: u32 = 10_000;
+    pub const MIN_LEAD_S: u64 = 7 * 86_400;
+    pub const MAX_DURATION_S: u64 = 7 * 86_400;
+    pub const HORIZON_S: u64 = 5 * 366 * 86_400;
+    pub const WINDOW_PAD_S: u64 = 3600;
+    pub const CARRIERS: usize = 16;
+    pub const TEXT: usize = 200;
+    pub const ID: usize = 64;
+}
+
+/// How many free windows a refusal suggests.
+pub const SUGGESTIONS: usize = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Operator,
+    Distributor,
+}
+
+/// Who asked. `name` is the tenant: a distributor owns the reservations it books.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub role: Role,
+    pub name: String,
+}
+
+impl Actor {
+    fn may_touch(&self, slot: &Slot) -> bool {
+        self.role == Role::Operator || self.name == slot.owner
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carrier {
+    pub name: String,
+    pub ingest_url: String,
+}
+
+/// A server as an operator registers it; unset rules take the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerSpec {
+    pub id: String,
+    pub name: String,
+    pub capacity: Option<u32>,
+    pub min_lead_s: Option<u64>,
+    pub max_duration_s: Option<u64>,
+    pub horizon_s: Option<u64>,
+    pub preroll_s: Option<u64>,
+    pub grace_s: Option<u64>,
+    pub carriers: Vec<Carrier>,
+}
+
+/// A change to a server: every field that is set replaces the current one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerPatch {
+    pub name: Option<String>,
+    pub capacity: Option<u32>,
+    pub min_lead_s: Option<u64>,
+    pub max_duration_s: Option<u64>,
+    pub horizon_s: Option<u64>,
+    pub preroll_s: Option<u64>,
+    pub grace_s: Option<u64>,
+    pub carriers: Option<Vec<Carrier>>,
+}
+
+/// A server's settings with every default resolved, as recorded in its events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerSettings {
+    pub id: String,
+    pub name: String,
+    pub capacity: u32,
+    pub min_lead_s: u64,
+    pub max_duration_s: u64,
+    pub horizon_s: u64,
+    pub preroll_s: u64,
+    pub grace_s: u64,
+    pub carriers: Vec<Carrier>,
+}
+
+impl ServerSettings {
+    fn from_spec(spec: ServerSpec) -> Result<Self, ScheduleError> {
+        let settings = Self {
+            id: spec.id,
+            name: spec.name,
+            capacity: spec.capacity.unwrap_or(defaults::CAPACITY),
+            min_lead_s: spec.min_lead_s.unwrap_or(defaults::MIN_LEAD_S),
+            max_duration_s: spec.max_duration_s.unwrap_or(defaults::MAX_DURATION_S),
+            horizon_s: spec.horizon_s.unwrap_or(defaults::HORIZON_S),
+            preroll_s: spec.preroll_s.unwrap_or(defaults::PREROLL_S),
+            grace_s: spec.grace_s.unwrap_or(defaults::GRACE_S),
+            carriers: spec.carriers,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn patched(&self, patch: ServerPatch) -> Result<Self, ScheduleError> {
+        let settings = Self {
+            id: self.id.clone(),
+            name: patch.name.unwrap_or_else(|| self.name.clone()),
+            capacity: patch.capacity.unwrap_or(self.capacity),
+            min_lead_s: patch.min_lead_s.unwrap_or(self.min_lead_s),
+            max_duration_s: patch.max_duration_s.unwrap_or(self.max_duration_s),
+            horizon_s: patch.horizon_s.unwrap_or(self.horizon_s),
+            preroll_s: patch.preroll_s.unwrap_or(self.preroll_s),
+            grace_s: patch.grace_s.unwrap_or(self.grace_s),
+            carriers: patch.carriers.unwrap_or_else(|| self.carriers.clone()),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ScheduleError> {
+        check_token("id", &self.id)?;
+        if self.name.trim().is_empty() || self.name.len() > limits::TEXT {
+            return Err(invalid("name", "must be 1 to 200 characters"));
+        }
+        check_range("capacity", self.capacity.into(), 1, limits::CAPACITY.into())?;
+        check_range("min_lead_s", self.min_lead_s, 0, limits::MIN_LEAD_S)?;
+        check_range(
+            "max_duration_s",
+            self.max_duration_s,
+            1,
+            limits::MAX_DURATION_S,
+        )?;
+        check_range("horizon_s", self.horizon_s, 60, limits::HORIZON_S)?;
+        check_range("preroll_s", self.preroll_s, 0, limits::WINDOW_PAD_S)?;
+        check_range("grace_s", self.grace_s, 0, limits::WINDOW_PAD_S)?;
+        if self.carriers.is_empty() || self.carriers.len() > limits::CARRIERS {
+            return Err(invalid("carriers", "must list 1 to 16 carriers"));
+        }
+        for (i, carrier) in self.carriers.iter().enumerate() {
+            check_token("carriers[].name", &carrier.name)?;
+            if self.carriers[..i].iter().any(|c| c.name == carrier.name) {
+                return Err(invalid("carriers[].name", "carrier names must be unique"));
+            }
+            check_ingest_url(&carrier.ingest_url)?;
+        }
+        Ok(())
+    }
+
+    fn seconds(s: u64) -> Duration {
+        // Bounded by `limits`, so the cast cannot wrap.
+        Duration::seconds(s as i64)
+    }
+
+    /// The ingest window `[start - preroll, end + grace)` for a slot.
+    pub fn ingest_window(&self, slot: Window) -> Window {
+        Window::new(
+            slot.start - Self::seconds(self.preroll_s),
+            slot.end + Self::seconds(self.grace_s),
+        )
+    }
+}
+
+/// Ids and carrier names end up in URLs and NATS subjects: keep them to one plain token.
+fn check_token(field: &'static str, value: &str) -> Result<(), ScheduleError> {
+    let ok = !value.is_empty()
+        && value.len() <= limits::ID
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            "must be 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'",
+        ))
+    }
+}
+
+fn check_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), ScheduleError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(field, &format!("must be between {min} and {max}")))
+    }
+}
+
+fn check_ingest_url(url: &str) -> Result<(), ScheduleError> {
+    let rest = url
+        .strip_prefix("rtsp://")
+        .or_else(|| url.strip_prefix("rtsps://"));
+    let ok = match rest {
+        Some(rest) => {
+            let host = rest.split('/').next().unwrap_or("");
+            !host.is_empty()
+                && url.len() <= limits::TEXT
+                && !url.ends_with('/')
+                && !url.contains(['?', '#', ' '])
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "carriers[].ingest_url",
+            "must be rtsp://host[:port][/path] or rtsps://…, without a trailing '/', query or fragment",
+        ))
+    }
+}
+
+fn invalid(field: &'static str, message: &str) -> ScheduleError {
+    ScheduleError::Invalid {
+        field,
+        message: message.to_string(),
+    }
+}
+
+/// An accepted slot still open or in the future.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub reservation_id: String,
+    pub owner: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub opens_at: DateTime<Utc>,
+    pub closes_at: DateTime<Utc>,
+    pub stream_key_hash: String,
+}
+
+impl Slot {
+    fn window(&self) -> Window {
+        Window::new(self.start, self.end)
+    }
+}
+
+/// Why a booking or a reschedule was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// `capacity` accepted slots already overlap some instant of the window.
+    CapacityExceeded,
+}
+
+impl RejectReason {
+    pub fn explain(&self) -> &'static str {
+        match self {
+            Self::CapacityExceeded => "the server is fully booked for part of that window",
+        }
+    }
+}
+
+/// A command and its context. The API fills `now` from the NTP-disciplined server clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub now: DateTime<Utc>,
+    pub actor: Actor,
+    pub kind: CommandKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandKind {
+    RegisterServer(ServerSpec),
+    UpdateServer(ServerPatch),
+    RequestReservation {
+        reservation_id: String,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        title: Option<String>,
+        stream_key_hash: String,
+    },
+    CancelReservation {
+        reservation_id: String,
+    },
+    RescheduleReservation {
+        reservation_id: String,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
+    RotateStreamKey {
+        reservation_id: String,
+        stream_key_hash: String,
+    },
+}
+
+/// Everything that happened to a server's schedule. Every event carries `at`, the server-clock
+/// instant of the decision, so `apply` never needs a clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScheduleEvent {
+    ServerRegistered {
+        at: DateTime<Utc>,
+        settings: ServerSettings,
+    },
+    ServerUpdated {
+        at: DateTime<Utc>,
+        settings: ServerSettings,
+    },
+    ReservationAccepted {
+        at: DateTime<Utc>,
+        reservation_id: String,
+        owner: String,
+        title: Option<String>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        opens_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
+        stream_key_hash: String,
+    },
+    ReservationRejected {
+        at: DateTime<Utc>,
+        reservation_id: String,
+        owner: String,
+        title: Option<String>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        reason: RejectReason,
+        conflicts: Vec<Window>,
+        suggestions: Vec<Window>,
+    },
+    ReservationCancelled {
+        at: DateTime<Utc>,
+        reservation_id: String,
+        by: Actor,
+    },
+    ReservationRescheduled {
+        at: DateTime<Utc>,
+        reservation_id: String,
+        previous: Window,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        opens_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
+    },
+    RescheduleRejected {
+        at: DateTime<Utc>,
+        reservation_id: String,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        reason: RejectReason,
+        conflicts: Vec<Window>,
+        suggestions: Vec<Window>,
+    },
+    StreamKeyRotated {
+        at: DateTime<Utc>,
+        reservation_id: String,
+        stream_key_hash: String,
+    },
+}
+
+impl ScheduleEvent {
+    /// The reservation the event is about, if any.
+    pub fn reservation_id(&self) -> Option<&str> {
+        match self {
+            Self::ServerRegistered { .. } | Self::ServerUpdated { .. } => None,
+            Self::ReservationAccepted { reservation_id, .. }
+            | Self::ReservationRejected { reservation_id, .. }
+            | Self::ReservationCancelled { reservation_id, .. }
+            | Self::ReservationRescheduled { reservation_id, .. }
+            | Self::RescheduleRejected { reservation_id, .. }
+            | Self::StreamKeyRotated { reservation_id, .. } => Some(reservation_id),
+        }
+    }
+
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Self::ServerRegistered { at, .. }
+            | Self::ServerUpdated { at, .. }
+            | Self::ReservationAccepted { at, .. }
+            | Self::ReservationRejected { at, .. }
+            | Self::ReservationCancelled { at, .. }
+            | Self::ReservationRescheduled { at, .. }
+            | Self::RescheduleRejected { at, .. }
+            | Self::StreamKeyRotated { at, .. } => *at,
+        }
+    }
+}
+
+impl DomainEvent for ScheduleEvent {
+    fn event_type(&self) -> String {
+        let name = match self {
+            Self::ServerRegistered { .. } => "ServerRegistered",
+            Self::ServerUpdated { .. } => "ServerUpdated",
+            Self::ReservationAccepted { .. } => "ReservationAccepted",
+            Self::ReservationRejected { .. } => "ReservationRejected",
+            Self::ReservationCancelled { .. } => "ReservationCancelled",
+            Self::ReservationRescheduled { .. } => "ReservationRescheduled",
+            Self::RescheduleRejected { .. } => "RescheduleRejected",
+            Self::StreamKeyRotated { .. } => "StreamKeyRotated",
+        };
+        name.to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("only an operator may do that")]
+    Forbidden,
+    #[error("no such server")]
+    ServerNotFound,
+    #[error("a server with that id is already registered")]
+    ServerExists,
+    /// Also the answer for another tenant's reservation: its existence is not disclosed.
+    #[error("no such reservation")]
+    ReservationNotFound,
+    #[error("the reservation has ended or was cancelled")]
+    ReservationNotActive,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerSchedule {
+    settings: Option<ServerSettings>,
+    slots: BTreeMap<String, Slot>,
+}
+
+impl ServerSchedule {
+    pub fn settings(&self) -> Option<&ServerSettings> {
+        self.settings.as_ref()
+    }
+
+    /// Open and future slots, by reservation id.
+    pub fn slots(&self) -> &BTreeMap<String, Slot> {
+        &self.slots
+    }
+
+    /// Accepted windows that have not ended by `now`, except `skip`'s.
+    fn busy(&self, now: DateTime<Utc>, skip: Option<&str>) -> Vec<Window> {
+        self.slots
+            .values()
+            .filter(|s| s.end > now && Some(s.reservation_id.as_str()) != skip)
+            .map(Slot::window)
+            .collect()
+    }
+
+    /// Checks a requested window against the server's rules.
+    /// `keep_start` lets a running slot keep its (past) start while its end moves.
+    fn check_window(
+        settings: &ServerSettings,
+        now: DateTime<Utc>,
+        wanted: Window,
+        keep_start: Option<DateTime<Utc>>,
+    ) -> Result<(), ScheduleError> {
+        let secs = ServerSettings::seconds;
+        if wanted.end <= wanted.start {
+            return Err(invalid("end", "must be after start"));
+        }
+        if keep_start != Some(wanted.start) && wanted.start < now + secs(settings.min_lead_s) {
+            return Err(invalid(
+                "start",
+                &format!(
+                    "must be at least {} s after the server's current time",
+                    settings.min_lead_s
+                ),
+            ));
+        }
+        if wanted.start > now + secs(settings.horizon_s) {
+            return Err(invalid(
+                "start",
+                &format!(
+                    "must be within {} days of the server's current time",
+                    settings.horizon_s / 86_400
+                ),
+            ));
+        }
+        if wanted.duration() > secs(settings.max_duration_s) {
+            return Err(invalid(
+                "end",
+                &format!(
+                    "the slot may last at most {} s on this server",
+                    settings.max_duration_s
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `Ok(None)` when the window fits; otherwise the conflicts and suggestions.
+    fn fit(
+        &self,
+        settings: &ServerSettings,
+        now: DateTime<Utc>,
+        wanted: Window,
+        skip: Option<&str>,
+    ) -> Option<(Vec<Window>, Vec<Window>)> {
+        let busy = self.busy(now, skip);
+        let capacity = settings.capacity as usize;
+        if max_overlap(&busy, wanted) < capacity {
+            return None;
+        }
+        let mut conflicts: Vec<Window> = busy
+            .iter()
+            .copied()
+            .filter(|w| w.overlaps(&wanted))
+            .collect();
+        conflicts.sort_unstable();
+        let secs = ServerSettings::seconds;
+        let suggestions = free_windows(
+            &busy,
+            capacity,
+            wanted,
+            now + secs(settings.min_lead_s),
+            now + secs(settings.horizon_s),
+            SUGGESTIONS,
+        );
+        Some((conflicts, suggestions))
+    }
+
+    fn slot_for(&self, actor: &Actor, reservation_id: &str) -> Result<&Slot, ScheduleError> {
+        match self.slots.get(reservation_id) {
+            Some(slot) if actor.may_touch(slot) => Ok(slot),
+            _ => Err(ScheduleError::ReservationNotFound),
+        }
+    }
+
+    /// The decision itself; `handle` only records what this returns.
+    pub fn decide(&self, command: Command) -> Result<ScheduleEvent, ScheduleError> {
+        let Command { now, actor, kind } = command;
+        let registered = self.settings.as_ref().ok_or(ScheduleError::ServerNotFound);
+        match kind {
+            CommandKind::RegisterServer(spec) => {
+                if actor.role != Role::Operator {
+                    return Err(ScheduleError::Forbidden);
+                }
+                if self.settings.is_some() {
+                    return Err(ScheduleError::ServerExists);
+                }
+                let settings = ServerSettings::from_spec(spec)?;
+                Ok(ScheduleEvent::ServerRegistered { at: now, settings })
+            }
+            CommandKind::UpdateServer(patch) => {
+                if actor.role != Role::Operator {
+                    return Err(ScheduleError::Forbidden);
+                }
+                let settings = registered?.patched(patch)?;
+                Ok(ScheduleEvent::ServerUpdated { at: now, settings })
+            }
+            CommandKind::RequestReservation {
+                reservation_id,
+                start,
+                end,
+                title,
+                stream_key_hash,
+            } => {
+                if let Some(t) = &title {
+                    if t.len() > limits::TEXT {
+                        return Err(invalid("title", "must be at most 200 characters"));
+                    }
+                }
+                let settings = registered?;
+                let wanted = Window::new(start, end);
+                Self::check_window(settings, now, wanted, None)?;
+                if let Some((conflicts, suggestions)) = self.fit(settings, now, wanted, None) {
+                    return Ok(ScheduleEvent::ReservationRejected {
+                        at: now,
+                        reservation_id,
+                        owner: actor.name,
+                        title,
+                        start,
+                        end,
+                        reason: RejectReason::CapacityExceeded,
+                        conflicts,
+                        suggestions,
+                    });
+                }
+                let window = settings.ingest_window(wanted);
+                Ok(ScheduleEvent::ReservationAccepted {
+                    at: now,
+                    reservation_id,
+                    owner: actor.name,
+                    title,
+                    start,
+                    end,
+                    opens_at: window.start,
+                    closes_at: window.end,
+                    stream_key_hash,
+                })
+            }
+            CommandKind::CancelReservation { reservation_id } => {
+                registered?;
+                let slot = self.slot_for(&actor, &reservation_id)?;
+                if slot.end <= now {
+                    return Err(ScheduleError::ReservationNotActive);
+                }
+                Ok(ScheduleEvent::ReservationCancelled {
+                    at: now,
+                    reservation_id,
+                    by: actor,
+                })
+            }
+            CommandKind::RescheduleReservation {
+                reservation_id,
+                start,
+                end,
+            } => {
+                let slot = self.slot_for(&actor, &reservation_id)?;
+                if slot.end <= now {
+                    return Err(ScheduleError::ReservationNotActive);
+                }
+                let settings = registered?;
+                let wanted = Window::new(start, end);
+                let keep_start = (slot.start <= now).then_some(slot.start);
+                Self::check_window(settings, now, wanted, keep_start)?;
+                if let Some((conflicts, suggestions)) =
+                    self.fit(settings, now, wanted, Some(&reservation_id))
+                {
+                    return Ok(ScheduleEvent::RescheduleRejected {
+                        at: now,
+                        reservation_id,
+                        start,
+                        end,
+                        reason: RejectReason::CapacityExceeded,
+                        conflicts,
+                        suggestions,
+                    });
+                }
+                let window = settings.ingest_window(wanted);
+                Ok(ScheduleEvent::ReservationRescheduled {
+                    at: now,
+                    previous: slot.window(),
+                    reservation_id,
+                    start,
+                    end,
+                    opens_at: window.start,
+                    closes_at: window.end,
+                })
+            }
+            CommandKind::RotateStreamKey {
+                reservation_id,
+                stream_key_hash,
+            } => {
+                registered?;
+                let slot = self.slot_for(&actor, &reservation_id)?;
+                if slot.closes_at <= now {
+                    return Err(ScheduleError::ReservationNotActive);
+                }
+                Ok(ScheduleEvent::StreamKeyRotated {
+                    at: now,
+                    reservation_id,
+                    stream_key_hash,
+                })
+            }
+        }
+    }
+}
+
+impl Aggregate for ServerSchedule {
+    const TYPE: &'static str = "ServerSchedule";
+    type Command = Command;
+    type Event = ScheduleEvent;
+    type Error = ScheduleError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let event = self.decide(command)?;
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        let at = event.at();
+        match event {
+            ScheduleEvent::ServerRegistered { settings, .. }
+            | ScheduleEvent::ServerUpdated { settings, .. } => self.settings = Some(settings),
+            ScheduleEvent::ReservationAccepted {
+                reservation_id,
+                owner,
+                start,
+                end,
+                opens_at,
+                closes_at,
+                stream_key_hash,
+                ..
+            } => {
+                let slot = Slot {
+                    reservation_id: reservation_id.clone(),
+                    owner,
+                    start,
+                    end,
+                    opens_at,
+                    closes_at,
+                    stream_key_hash,
+                };
+                self.slots.insert(reservation_id, slot);
+            }
+            ScheduleEvent::ReservationRejected { .. }
+            | ScheduleEvent::RescheduleRejected { .. } => {}
+            ScheduleEvent::ReservationCancelled { reservation_id, .. } => {
+                self.slots.remove(&reservation_id);
+            }
+            ScheduleEvent::ReservationRescheduled {
+                reservation_id,
+                start,
+                end,
+                opens_at,
+                closes_at,
+                ..
+            } => {
+                if let Some(slot) = self.slots.get_mut(&reservation_id) {
+                    slot.start = start;
+                    slot.end = end;
+                    slot.opens_at = opens_at;
+                    slot.closes_at = closes_at;
+                }
+            }
+            ScheduleEvent::StreamKeyRotated {
+                reservation_id,
+                stream_key_hash,
+                ..
+            } => {
+                if let Some(slot) = self.slots.get_mut(&reservation_id) {
+                    slot.stream_key_hash = stream_key_hash;
+                }
+            }
+        }
+        // Closed windows leave the state: the aggregate stays as small as its open slots.
+        self.slots.retain(|_, slot| slot.closes_at > at);
+    }
+}
+
+#[cfg(test)]
+#[path = "schedule_tests.rs"]
+mod tests;

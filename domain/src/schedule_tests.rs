@@ -1,0 +1,582 @@
+//! The booking rules, one test each, on the pure decision.
+
+use super::*;
+use chrono::TimeZone;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap()
+}
+
+fn min(m: i64) -> DateTime<Utc> {
+    t0() + Duration::minutes(m)
+}
+
+fn operator() -> Actor {
+    Actor {
+        role: Role::Operator,
+        name: "ops".into(),
+    }
+}
+
+fn alice() -> Actor {
+    Actor {
+        role: Role::Distributor,
+        name: "alice".into(),
+    }
+}
+
+fn bob() -> Actor {
+    Actor {
+        role: Role::Distributor,
+        name: "bob".into(),
+    }
+}
+
+fn spec(capacity: u32) -> ServerSpec {
+    ServerSpec {
+        id: "srv-1".into(),
+        name: "Server one".into(),
+        capacity: Some(capacity),
+        carriers: vec![Carrier {
+            name: "carrier-a".into(),
+            ingest_url: "rtsp://127.0.0.2:8554".into(),
+        }],
+        ..ServerSpec::default()
+    }
+}
+
+/// Runs the real `Aggregate::handle` (which applies through the sink) to completion. Nothing
+/// in it waits, so a single poll finishes it.
+fn handle(
+    state: &mut ServerSchedule,
+    command: Command,
+) -> Result<Vec<ScheduleEvent>, ScheduleError> {
+    let sink = EventSink::default();
+    {
+        let mut fut = pin!(state.handle(command, &(), &sink));
+        let Poll::Ready(result) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) else {
+            panic!("handle waited on something");
+        };
+        result?;
+    }
+    let mut collect = pin!(sink.collect());
+    match collect
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(events) => Ok(events),
+        Poll::Pending => panic!("collect waited on something"),
+    }
+}
+
+fn cmd(now: DateTime<Utc>, actor: Actor, kind: CommandKind) -> Command {
+    Command { now, actor, kind }
+}
+
+fn server(capacity: u32) -> ServerSchedule {
+    let mut s = ServerSchedule::default();
+    handle(
+        &mut s,
+        cmd(
+            t0(),
+            operator(),
+            CommandKind::RegisterServer(spec(capacity)),
+        ),
+    )
+    .unwrap();
+    s
+}
+
+fn request(id: &str, start: i64, end: i64) -> CommandKind {
+    CommandKind::RequestReservation {
+        reservation_id: id.into(),
+        start: min(start),
+        end: min(end),
+        title: Some(format!("show {id}")),
+        stream_key_hash: format!("hash-{id}"),
+    }
+}
+
+fn book(s: &mut ServerSchedule, who: Actor, id: &str, start: i64, end: i64) -> ScheduleEvent {
+    let mut events = handle(s, cmd(t0(), who, request(id, start, end))).unwrap();
+    assert_eq!(events.len(), 1);
+    events.remove(0)
+}
+
+fn field_of(err: ScheduleError) -> &'static str {
+    match err {
+        ScheduleError::Invalid { field, .. } => field,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn registering_resolves_the_documented_defaults() {
+    let s = server(1);
+    let settings = s.settings().unwrap();
+    assert_eq!(
+        (
+            settings.min_lead_s,
+            settings.max_duration_s,
+            settings.horizon_s,
+            settings.preroll_s,
+            settings.grace_s
+        ),
+        (30, 12 * 3600, 90 * 86_400, 30, 10)
+    );
+}
+
+#[test]
+fn only_an_operator_registers_and_only_once() {
+    let mut s = ServerSchedule::default();
+    let err = handle(
+        &mut s,
+        cmd(t0(), alice(), CommandKind::RegisterServer(spec(1))),
+    )
+    .unwrap_err();
+    assert_eq!(err, ScheduleError::Forbidden);
+    let mut s = server(1);
+    let err = handle(
+        &mut s,
+        cmd(t0(), operator(), CommandKind::RegisterServer(spec(1))),
+    )
+    .unwrap_err();
+    assert_eq!(err, ScheduleError::ServerExists);
+}
+
+#[test]
+fn server_settings_are_validated_field_by_field() {
+    let cases: Vec<(ServerSpec, &str)> = vec![
+        (
+            ServerSpec {
+                id: "has.dot".into(),
+                ..spec(1)
+            },
+            "id",
+        ),
+        (
+            ServerSpec {
+                capacity: Some(0),
+                ..spec(1)
+            },
+            "capacity",
+        ),
+        (
+            ServerSpec {
+                carriers: vec![],
+                ..spec(1)
+            },
+            "carriers",
+        ),
+        (
+            ServerSpec {
+                carriers: vec![Carrier {
+                    name: "a".into(),
+                    ingest_url: "http://x".into(),
+                }],
+                ..spec(1)
+            },
+            "carriers[].ingest_url",
+        ),
+        (
+            ServerSpec {
+                carriers: vec![
+                    Carrier {
+                        name: "a".into(),
+                        ingest_url: "rtsp://x".into(),
+                    },
+                    Carrier {
+                        name: "a".into(),
+                        ingest_url: "rtsp://y".into(),
+                    },
+                ],
+                ..spec(1)
+            },
+            "carriers[].name",
+        ),
+    ];
+    for (bad, field) in cases {
+        let mut s = ServerSchedule::default();
+        let err = handle(
+            &mut s,
+            cmd(t0(), operator(), CommandKind::RegisterServer(bad)),
+        )
+        .unwrap_err();
+        assert_eq!(field_of(err), field);
+    }
+}
+
+#[test]
+fn booking_an_unregistered_server_is_not_found() {
+    let mut s = ServerSchedule::default();
+    let err = handle(&mut s, cmd(t0(), alice(), request("r1", 10, 20))).unwrap_err();
+    assert_eq!(err, ScheduleError::ServerNotFound);
+}
+
+#[test]
+fn acceptance_carries_the_ingest_window() {
+    let mut s = server(1);
+    match book(&mut s, alice(), "r1", 10, 20) {
+        ScheduleEvent::ReservationAccepted {
+            opens_at,
+            closes_at,
+            owner,
+            ..
+        } => {
+            assert_eq!(opens_at, min(10) - Duration::seconds(30));
+            assert_eq!(closes_at, min(20) + Duration::seconds(10));
+            assert_eq!(owner, "alice");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.slots().len(), 1);
+}
+
+#[test]
+fn window_rules_name_the_field_and_record_nothing() {
+    let mut s = server(1);
+    let too_long = 12 * 60 + 1;
+    let cases = [
+        (request("r", 10, 10), "end"),
+        (request("r", 10, 5), "end"),
+        (request("r", 0, 10), "start"), // closer than min_lead (30 s)
+        (request("r", 91 * 24 * 60, 91 * 24 * 60 + 10), "start"), // past the horizon
+        (request("r", 10, 10 + too_long), "end"),
+    ];
+    for (kind, field) in cases {
+        let err = handle(&mut s, cmd(t0(), alice(), kind)).unwrap_err();
+        assert_eq!(field_of(err), field);
+    }
+    assert!(s.slots().is_empty());
+}
+
+#[test]
+fn min_lead_is_inclusive() {
+    let mut s = server(1);
+    let start = t0() + Duration::seconds(30);
+    let kind = CommandKind::RequestReservation {
+        reservation_id: "r1".into(),
+        start,
+        end: start + Duration::minutes(5),
+        title: None,
+        stream_key_hash: "h".into(),
+    };
+    let events = handle(&mut s, cmd(t0(), alice(), kind)).unwrap();
+    assert!(matches!(
+        events[0],
+        ScheduleEvent::ReservationAccepted { .. }
+    ));
+}
+
+#[test]
+fn overlap_is_refused_as_an_event_with_conflicts_and_suggestions() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 10, 40);
+    match book(&mut s, bob(), "r2", 20, 30) {
+        ScheduleEvent::ReservationRejected {
+            reason,
+            conflicts,
+            suggestions,
+            owner,
+            ..
+        } => {
+            assert_eq!(reason, RejectReason::CapacityExceeded);
+            assert_eq!(owner, "bob");
+            assert_eq!(conflicts, vec![Window::new(min(10), min(40))]);
+            // The only gap that fits 10 minutes after the earliest allowed start.
+            assert_eq!(suggestions, vec![Window::new(min(40), min(50))]);
+            for w in &suggestions {
+                assert_eq!(w.duration(), Duration::minutes(10));
+                assert!(!w.overlaps(&Window::new(min(10), min(40))));
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.slots().len(), 1, "a refusal changes nothing");
+}
+
+#[test]
+fn back_to_back_slots_are_both_accepted() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 10, 20);
+    assert!(matches!(
+        book(&mut s, bob(), "r2", 20, 30),
+        ScheduleEvent::ReservationAccepted { .. }
+    ));
+    assert!(matches!(
+        book(&mut s, bob(), "r3", 1, 10),
+        ScheduleEvent::ReservationAccepted { .. }
+    ));
+}
+
+#[test]
+fn capacity_counts_simultaneous_slots() {
+    let mut s = server(3);
+    for id in ["a", "b", "c"] {
+        assert!(matches!(
+            book(&mut s, alice(), id, 10, 20),
+            ScheduleEvent::ReservationAccepted { .. }
+        ));
+    }
+    assert!(matches!(
+        book(&mut s, alice(), "d", 15, 25),
+        ScheduleEvent::ReservationRejected { .. }
+    ));
+    // Two overlap [20, 30) but never three at once together with [10, 20) ones.
+    assert!(matches!(
+        book(&mut s, alice(), "e", 20, 30),
+        ScheduleEvent::ReservationAccepted { .. }
+    ));
+}
+
+#[test]
+fn another_tenant_cannot_see_or_touch_a_reservation() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 10, 20);
+    for kind in [
+        CommandKind::CancelReservation {
+            reservation_id: "r1".into(),
+        },
+        CommandKind::RescheduleReservation {
+            reservation_id: "r1".into(),
+            start: min(30),
+            end: min(40),
+        },
+        CommandKind::RotateStreamKey {
+            reservation_id: "r1".into(),
+            stream_key_hash: "x".into(),
+        },
+    ] {
+        let err = handle(&mut s, cmd(t0(), bob(), kind)).unwrap_err();
+        assert_eq!(err, ScheduleError::ReservationNotFound);
+    }
+    // An operator may.
+    let events = handle(
+        &mut s,
+        cmd(
+            t0(),
+            operator(),
+            CommandKind::CancelReservation {
+                reservation_id: "r1".into(),
+            },
+        ),
+    )
+    .unwrap();
+    assert!(matches!(
+        events[0],
+        ScheduleEvent::ReservationCancelled { .. }
+    ));
+}
+
+#[test]
+fn cancel_frees_the_slot() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 10, 20);
+    handle(
+        &mut s,
+        cmd(
+            t0(),
+            alice(),
+            CommandKind::CancelReservation {
+                reservation_id: "r1".into(),
+            },
+        ),
+    )
+    .unwrap();
+    assert!(matches!(
+        book(&mut s, bob(), "r2", 10, 20),
+        ScheduleEvent::ReservationAccepted { .. }
+    ));
+}
+
+#[test]
+fn cancel_and_reschedule_only_before_the_slot_ends() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 10, 20);
+    let after_end = min(20);
+    for kind in [
+        CommandKind::CancelReservation {
+            reservation_id: "r1".into(),
+        },
+        CommandKind::RescheduleReservation {
+            reservation_id: "r1".into(),
+            start: min(30),
+            end: min(40),
+        },
+    ] {
+        let err = handle(&mut s, cmd(after_end, alice(), kind)).unwrap_err();
+        assert_eq!(err, ScheduleError::ReservationNotActive);
+    }
+}
+
+#[test]
+fn refused_reschedule_keeps_the_old_slot() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 10, 20);
+    book(&mut s, bob(), "r2", 30, 40);
+    let events = handle(
+        &mut s,
+        cmd(
+            t0(),
+            alice(),
+            CommandKind::RescheduleReservation {
+                reservation_id: "r1".into(),
+                start: min(35),
+                end: min(45),
+            },
+        ),
+    )
+    .unwrap();
+    assert!(matches!(
+        events[0],
+        ScheduleEvent::RescheduleRejected { .. }
+    ));
+    assert_eq!(s.slots()["r1"].start, min(10));
+    assert_eq!(s.slots()["r1"].end, min(20));
+}
+
+#[test]
+fn reschedule_does_not_conflict_with_itself() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 10, 20);
+    let events = handle(
+        &mut s,
+        cmd(
+            t0(),
+            alice(),
+            CommandKind::RescheduleReservation {
+                reservation_id: "r1".into(),
+                start: min(15),
+                end: min(25),
+            },
+        ),
+    )
+    .unwrap();
+    match &events[0] {
+        ScheduleEvent::ReservationRescheduled {
+            previous, opens_at, ..
+        } => {
+            assert_eq!(*previous, Window::new(min(10), min(20)));
+            assert_eq!(*opens_at, min(15) - Duration::seconds(30));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_running_slot_can_be_extended_without_moving_its_start() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 10, 20);
+    let during = min(15);
+    let events = handle(
+        &mut s,
+        cmd(
+            during,
+            alice(),
+            CommandKind::RescheduleReservation {
+                reservation_id: "r1".into(),
+                start: min(10),
+                end: min(30),
+            },
+        ),
+    )
+    .unwrap();
+    assert!(matches!(
+        events[0],
+        ScheduleEvent::ReservationRescheduled { .. }
+    ));
+}
+
+#[test]
+fn closed_slots_leave_the_state_and_stop_conflicting() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 10, 20);
+    // A later decision, after r1's window closed, prunes it.
+    let later = min(21);
+    let kind = CommandKind::RequestReservation {
+        reservation_id: "r2".into(),
+        start: min(60),
+        end: min(70),
+        title: None,
+        stream_key_hash: "h".into(),
+    };
+    handle(&mut s, cmd(later, bob(), kind)).unwrap();
+    assert!(!s.slots().contains_key("r1"));
+    assert_eq!(s.slots().len(), 1);
+}
+
+#[test]
+fn rotation_replaces_the_key_hash() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 10, 20);
+    handle(
+        &mut s,
+        cmd(
+            t0(),
+            alice(),
+            CommandKind::RotateStreamKey {
+                reservation_id: "r1".into(),
+                stream_key_hash: "new".into(),
+            },
+        ),
+    )
+    .unwrap();
+    assert_eq!(s.slots()["r1"].stream_key_hash, "new");
+}
+
+#[test]
+fn replaying_the_events_rebuilds_the_same_state_and_apply_is_idempotent() {
+    let mut s = ServerSchedule::default();
+    let mut log = Vec::new();
+    log.extend(
+        handle(
+            &mut s,
+            cmd(t0(), operator(), CommandKind::RegisterServer(spec(2))),
+        )
+        .unwrap(),
+    );
+    for (i, (a, b)) in [(10, 20), (15, 25), (12, 18), (30, 40)].iter().enumerate() {
+        log.extend(
+            handle(
+                &mut s,
+                cmd(t0(), alice(), request(&format!("r{i}"), *a, *b)),
+            )
+            .unwrap(),
+        );
+    }
+    log.extend(
+        handle(
+            &mut s,
+            cmd(
+                t0(),
+                alice(),
+                CommandKind::CancelReservation {
+                    reservation_id: "r0".into(),
+                },
+            ),
+        )
+        .unwrap(),
+    );
+    let mut replayed = ServerSchedule::default();
+    let mut twice = ServerSchedule::default();
+    for e in &log {
+        replayed.apply(e.clone());
+        twice.apply(e.clone());
+        twice.apply(e.clone());
+    }
+    assert_eq!(replayed, s);
+    assert_eq!(twice, s);
+}
+
+#[test]
+fn events_round_trip_through_json() {
+    let mut s = server(1);
+    let e = book(&mut s, alice(), "r1", 10, 20);
+    let json = serde_json::to_value(&e).unwrap();
+    assert_eq!(serde_json::from_value::<ScheduleEvent>(json).unwrap(), e);
+    assert_eq!(e.event_type(), "ReservationAccepted");
+    assert_eq!(e.reservation_id(), Some("r1"));
+}
