@@ -1,1 +1,105 @@
-//! x
+//! slotcast's REST API: booking over HTTP, the NTP-disciplined server clock, auth, and the
+//! event-store wiring.
+//!
+//! Contract: [`serve`] owns everything it starts (clock sync, catch-up projector, HTTP) and
+//! stops all of it when the shutdown token is cancelled. Errors map to HTTP only in
+//! [`error`].
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+mod idempotency;
+mod metrics;
+pub mod routes;
+pub mod state;
+pub mod store;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ApiConfig;
+pub use error::ApiError;
+
+use crate::clock::ServerClock;
+use crate::state::AppState;
+use crate::store::ScheduleStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("database: {0}")]
+    Db(#[from] slotcast_projections::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("http server: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// Builds the state (pool, migrations, clock) the api runs on.
+pub async fn state(config: ApiConfig) -> Result<AppState, ServeError> {
+    slotcast_projections::db::migrate(&config.database_url).await?;
+    let pool =
+        slotcast_projections::db::connect(&config.database_url, config.db_connections).await?;
+    Ok(AppState {
+        store: Arc::new(ScheduleStore::new(pool.clone(), config.inline_projection)),
+        clock: ServerClock::new(config.clock.clone()),
+        tokens: Default::default(),
+        metrics: Default::default(),
+        config: Arc::new(config),
+        pool,
+    })
+}
+
+/// Runs the api until `shutdown`; `on_listen` is told the bound address (useful with port 0).
+pub async fn serve(
+    config: ApiConfig,
+    shutdown: CancellationToken,
+    on_listen: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let addr = config.addr;
+    let state = state(config).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(ServeError::Http)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(state.clock.clone().run(shutdown.clone()));
+    if let Some(interval) = state.config.catch_up_interval {
+        tasks.spawn(slotcast_projections::run_catch_up(
+            state.pool.clone(),
+            interval,
+            shutdown.clone(),
+        ));
+    }
+    tasks.spawn(expire_idempotency(state.clone(), shutdown.clone()));
+    on_listen(bound);
+    let app = routes::router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .map_err(ServeError::Http);
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    result
+}
+
+async fn expire_idempotency(state: AppState, shutdown: CancellationToken) {
+    let ttl = state.config.idempotency_ttl;
+    loop {
+        if let Err(err) = idempotency::expire(&state.pool, ttl).await {
+            tracing::warn!(%err, "could not expire idempotency keys");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+    }
+}

@@ -1,1 +1,220 @@
-fn main() {}
+//! `slotcast`: the one binary. Server roles, administration, and (later) the broadcaster's
+//! terminal commands.
+//!
+//! Contract: parses arguments and configuration once, then hands typed config to the library
+//! crates. Exit codes: 0 success, 1 failure, 2 usage or configuration error.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use slotcast_domain::Role;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Env;
+
+#[derive(Parser)]
+#[command(
+    name = "slotcast",
+    version,
+    about = "Book live-streaming servers by the time slot, and run the slots."
+)]
+struct Cli {
+    /// TOML configuration file (environment variables override it).
+    #[arg(long, global = true, env = "SLOTCAST_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Apply the database migrations (DATABASE_URL) and exit.
+    Migrate,
+    /// Run server roles until SIGTERM or Ctrl-C.
+    Server {
+        #[arg(value_enum)]
+        role: ServerRole,
+    },
+    /// Administration: tokens, read-model rebuild.
+    Admin {
+        #[command(subcommand)]
+        command: Admin,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ServerRole {
+    /// Every role built so far in one process (today: the api).
+    All,
+    /// The REST API with the NTP server clock and the catch-up projector
+    /// (SLOTCAST_API_ADDR, default 127.0.0.1:8080).
+    Api,
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// Replay every event into fresh read-model tables, swap them in, and print events/s.
+    Rebuild,
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a bearer token and print it (once) on stdout; only its hash is stored.
+    Create {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Who holds it; a distributor's name is its tenant: it sees only its own bookings.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Operator,
+    Distributor,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = Env::capture();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLOTCAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("slotcast: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, env)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("slotcast: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, env: Env) -> Result<()> {
+    let file = config::read_file(cli.config.as_deref())?;
+    match cli.command {
+        Top::Migrate => {
+            let url = config::database_url(&file, &env);
+            slotcast_projections::db::migrate(&url)
+                .await
+                .with_context(|| format!("cannot migrate {}", redact(&url)))?;
+            println!("migrations applied");
+        }
+        Top::Server {
+            role: ServerRole::All | ServerRole::Api,
+        } => {
+            let config = config::api_config(&file, &env)?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            slotcast_api::serve(config, shutdown, |addr| {
+                println!("slotcast api listening on http://{addr}");
+            })
+            .await?;
+        }
+        Top::Admin {
+            command:
+                Admin::Token {
+                    command: TokenCmd::Create { role, name },
+                },
+        } => {
+            let name = name.trim();
+            anyhow::ensure!(
+                !name.is_empty() && name.len() <= 64,
+                "--name must be 1 to 64 characters"
+            );
+            let pool = connect(&file, &env).await?;
+            let role = match role {
+                RoleArg::Operator => Role::Operator,
+                RoleArg::Distributor => Role::Distributor,
+            };
+            let token = slotcast_api::auth::create_token(&pool, role, name)
+                .await
+                .context("cannot store the token")?;
+            println!("{token}");
+        }
+        Top::Admin {
+            command: Admin::Rebuild,
+        } => {
+            let pool = connect(&file, &env).await?;
+            let report = slotcast_projections::rebuild(&pool).await?;
+            println!(
+                "rebuilt the read model from {} events in {:.3} s ({:.0} events/s)",
+                report.events,
+                report.elapsed.as_secs_f64(),
+                report.events_per_second()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A small pool on a migrated database.
+async fn connect(file: &config::FileConfig, env: &Env) -> Result<sqlx::PgPool> {
+    let url = config::database_url(file, env);
+    slotcast_projections::db::migrate(&url)
+        .await
+        .with_context(|| format!("cannot migrate {}", redact(&url)))?;
+    slotcast_projections::db::connect(&url, 4)
+        .await
+        .with_context(|| format!("cannot connect to Postgres at {}", redact(&url)))
+}
+
+/// The URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,1 +1,35 @@
-//! x
+//! Read models fed from the event store.
+//!
+//! Contract: every row here is derived from events only. Three paths write it and all three
+//! are idempotent through `rm.streams.last_sequence` (per aggregate): the inline projector
+//! (`project_stream`, called by the api right after a commit), the catch-up projector
+//! (`catch_up`, by global order, for whatever inline dispatch missed) and `rebuild` (a fresh
+//! copy, swapped in). Read-model SQL uses unqualified table names; the connection's
+//! `search_path` (`rm, public` from [`db::connect`]) decides which copy they hit.
+
+pub mod db;
+mod project;
+pub mod read;
+mod rebuild;
+
+pub use project::{catch_up, project_stream, run_catch_up, CatchUp};
+pub use rebuild::{rebuild, RebuildReport};
+
+/// The numbered migrations in `migrations/`, embedded.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("event {aggregate_id}#{sequence} does not decode: {source}")]
+    Decode {
+        aggregate_id: String,
+        sequence: i64,
+        source: serde_json::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

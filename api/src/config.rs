@@ -1,0 +1,48 @@
+//! The api's typed configuration, parsed once by the cli (TOML file, then `SLOTCAST_*`
+//! environment) and passed down; nothing below reads the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::clock::ClockConfig;
+
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Where the REST API listens (`SLOTCAST_API_ADDR`, default 127.0.0.1:8080).
+    pub addr: SocketAddr,
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// Connections in the pool.
+    pub db_connections: u32,
+    /// The NTP servers and resync policy of the server clock.
+    pub clock: ClockConfig,
+    /// Project each command's events right after its commit (on by default). Off, the read
+    /// model is fed by the catch-up projector alone, as after a crash between the two.
+    pub inline_projection: bool,
+    /// How often the catch-up projector looks for events inline dispatch missed; `None`
+    /// disables it.
+    pub catch_up_interval: Option<Duration>,
+    /// Largest request body accepted.
+    pub body_limit: usize,
+    /// How long an Idempotency-Key's first answer is kept.
+    pub idempotency_ttl: Duration,
+}
+
+impl ApiConfig {
+    pub const DEFAULT_ADDR: &'static str = "127.0.0.1:8080";
+
+    pub fn new(database_url: String) -> Self {
+        Self {
+            addr: Self::DEFAULT_ADDR
+                .parse()
+                .expect("the default address is a valid socket address"),
+            database_url,
+            db_connections: 16,
+            clock: ClockConfig::default(),
+            inline_projection: true,
+            catch_up_interval: Some(Duration::from_millis(500)),
+            body_limit: 64 * 1024,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `ApiError`: every way a request can fail, mapped to HTTP in this one place.
+//!
+//! Contract: the client gets `{"error": {"code", "message"}}` with a message it can act on;
+//! internal causes (database, serialization) are logged here and never sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use slotcast_domain::ScheduleError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str, String),
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}: {1}")]
+    Invalid(String, String),
+    #[error("the event store is busy; retry")]
+    Busy,
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `payload_too_large`, `invalid`, `busy`, `internal` or a specific conflict.
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(err))
+    }
+
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid(field.to_string(), message.into())
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(code, _) => (StatusCode::CONFLICT, code),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::Invalid(..) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            Self::Conflict(_, message) => message.clone(),
+            Self::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                self.to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<ScheduleError> for ApiError {
+    fn from(err: ScheduleError) -> Self {
+        match err {
+            ScheduleError::Invalid { field, message } => Self::invalid(field, message),
+            ScheduleError::Forbidden => Self::Forbidden("only an operator may do that"),
+            ScheduleError::ServerNotFound => Self::NotFound("server"),
+            ScheduleError::ServerExists => Self::Conflict(
+                "server_exists",
+                "a server with that id is already registered".into(),
+            ),
+            ScheduleError::ReservationNotFound => Self::NotFound("reservation"),
+            ScheduleError::ReservationNotActive => Self::Conflict(
+                "reservation_not_active",
+                "the reservation has ended or was cancelled".into(),
+            ),
+        }
+    }
+}
+
+impl From<slotcast_projections::Error> for ApiError {
+    fn from(err: slotcast_projections::Error) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::internal(err)
+    }
+}

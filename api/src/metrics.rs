@@ -1,0 +1,116 @@
+//! Prometheus metrics for the api, in a registry of its own (no global recorder), rendered by
+//! `GET /metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::clock::{ClockStatus, SyncState};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<HttpLabels, Counter>,
+    latency: Histogram,
+    decisions: Family<OutcomeLabels, Counter>,
+    conflicts: Gauge<u64, AtomicU64>,
+    ntp_synced: Gauge,
+    ntp_offset_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("slotcast");
+        let requests = Family::<HttpLabels, Counter>::default();
+        let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let decisions = Family::<OutcomeLabels, Counter>::default();
+        let conflicts = Gauge::<u64, AtomicU64>::default();
+        let ntp_synced = Gauge::default();
+        let ntp_offset_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            latency.clone(),
+        );
+        registry.register(
+            "booking_decisions",
+            "Booking and reschedule decisions by outcome",
+            decisions.clone(),
+        );
+        registry.register(
+            "event_store_conflicts",
+            "Optimistic-lock conflicts (another process wrote the same server first)",
+            conflicts.clone(),
+        );
+        registry.register(
+            "ntp_synced",
+            "1 when the server clock is synced to NTP, 0 when stale or unsynced",
+            ntp_synced.clone(),
+        );
+        registry.register(
+            "ntp_offset_seconds",
+            "Offset applied to the system clock from the last good NTP sync",
+            ntp_offset_seconds.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            decisions,
+            conflicts,
+            ntp_synced,
+            ntp_offset_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_request(&self, method: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&HttpLabels {
+                method: method.to_string(),
+                status,
+            })
+            .inc();
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    pub fn decision(&self, outcome: &str) {
+        self.decisions
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// The exposition text, with the gauges read at this moment.
+    pub fn render(&self, clock: &ClockStatus, conflicts: u64) -> String {
+        self.conflicts.set(conflicts);
+        self.ntp_synced
+            .set(i64::from(clock.state == SyncState::Synced));
+        self.ntp_offset_seconds
+            .set(clock.ntp.as_ref().map_or(0.0, |n| n.offset_ms / 1000.0));
+        let mut out = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(%err, "metrics did not encode");
+        }
+        out
+    }
+}

@@ -1,0 +1,86 @@
+//! The HTTP surface: each module exports `router()`, merged here with the request-context
+//! middleware (request id, receive stamp on the server clock, metrics).
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use chrono::{DateTime, Utc};
+
+use crate::state::AppState;
+use crate::wire::ServerTime;
+
+mod ops;
+mod reservations;
+mod servers;
+mod time;
+
+pub use ops::ApiDoc;
+
+/// Set on every request by the middleware.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub request_id: String,
+    /// The server clock when the request arrived (`t_receive`).
+    pub received: DateTime<Utc>,
+}
+
+impl AppState {
+    /// The `server_time` object for a request received at `received`, stamped now.
+    pub fn server_time(&self, received: DateTime<Utc>) -> ServerTime {
+        let status = self.clock.status();
+        let now = self.clock.now();
+        ServerTime {
+            t_receive: received,
+            t_transmit: now,
+            now,
+            source: status.source,
+            state: status.state,
+            ntp: status.ntp,
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.body_limit;
+    Router::new()
+        .merge(time::router())
+        .merge(servers::router())
+        .merge(reservations::router())
+        .merge(ops::router())
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), context))
+        .with_state(state)
+}
+
+fn valid_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| s.to_string())
+}
+
+async fn context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let received = state.clock.now();
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(valid_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let method = req.method().to_string();
+    req.extensions_mut().insert(RequestContext {
+        request_id: request_id.clone(),
+        received,
+    });
+    let mut response = next.run(req).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    state
+        .metrics
+        .observe_request(&method, response.status().as_u16(), started.elapsed());
+    response
+}

@@ -1,0 +1,90 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// 200 when the database answers; the clock is reported but NTP trouble never makes the api
+/// unready (booking works on the system clock).
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let db = sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&state.pool)
+        .await;
+    let clock = state.clock.status();
+    let (status, db) = match db {
+        Ok(_) => (StatusCode::OK, json!("ok")),
+        Err(err) => {
+            tracing::warn!(%err, "readiness: database unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, json!("unavailable"))
+        }
+    };
+    let ready = status == StatusCode::OK;
+    (
+        status,
+        Json(json!({"ready": ready, "database": db, "clock": clock})),
+    )
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state
+        .metrics
+        .render(&state.clock.status(), state.store.conflicts());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document, generated from the handlers and wire types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "slotcast", description = "Book live-streaming servers by the time slot."),
+    modifiers(&BearerAuth),
+    paths(
+        super::time::time,
+        super::servers::create, super::servers::list, super::servers::show,
+        super::servers::update, super::servers::schedule,
+        super::reservations::book, super::reservations::list, super::reservations::show,
+        super::reservations::cancel, super::reservations::reschedule,
+        super::reservations::rotate_key, super::reservations::history,
+    )
+)]
+pub struct ApiDoc;

@@ -1,0 +1,498 @@
+//! `/v1/reservations`: distributors book, change and audit their slots; operators see all.
+//!
+//! Contract: a distributor only ever sees its own reservations; another tenant's id answers
+//! 404 exactly like an unknown one. Booking answers carry `server_time` stamped for this
+//! request, and the stream key appears only in the acceptance (and rotation) answer.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use slotcast_domain::{Command, CommandKind, Role, ScheduleEvent, ServerSettings};
+use slotcast_projections::read::{self, ReservationFilter, ReservationRow};
+
+use super::RequestContext;
+use crate::auth::{new_stream_key, Caller};
+use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::{self, Begin};
+use crate::state::AppState;
+use crate::store::Context;
+use crate::wire::{
+    parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryEntry, Rejected,
+    RescheduleRequest, ReservationDto, ReservationList, RotatedKey, Setting, WindowDto,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/reservations", get(list).post(book))
+        .route("/v1/reservations/{id}", get(show))
+        .route("/v1/reservations/{id}/cancel", post(cancel))
+        .route("/v1/reservations/{id}/reschedule", post(reschedule))
+        .route("/v1/reservations/{id}/rotate-key", post(rotate_key))
+        .route("/v1/reservations/{id}/history", get(history))
+}
+
+fn context(caller: &Caller, ctx: &RequestContext) -> Context {
+    Context {
+        actor: caller.label(),
+        request_id: ctx.request_id.clone(),
+        recorded_at: ctx.received,
+    }
+}
+
+fn carrier_urls(carriers: impl IntoIterator<Item = (String, String)>, id: &str) -> Vec<CarrierUrl> {
+    carriers
+        .into_iter()
+        .map(|(name, ingest_url)| CarrierUrl {
+            carrier: name,
+            url: format!("{ingest_url}/live/{id}"),
+        })
+        .collect()
+}
+
+fn settings_carriers(settings: &ServerSettings) -> Vec<(String, String)> {
+    settings
+        .carriers
+        .iter()
+        .map(|c| (c.name.clone(), c.ingest_url.clone()))
+        .collect()
+}
+
+async fn row_carriers(
+    state: &AppState,
+    server_id: &str,
+) -> Result<Vec<(String, String)>, ApiError> {
+    Ok(match read::server(&state.pool, server_id).await? {
+        Some(row) => super::servers::from_row(row)
+            .carriers
+            .into_iter()
+            .map(|c| (c.name, c.ingest_url))
+            .collect(),
+        None => Vec::new(),
+    })
+}
+
+fn dto(row: ReservationRow, carriers: &[(String, String)]) -> ReservationDto {
+    let setting = match (row.status.as_str(), row.opens_at, row.closes_at) {
+        ("accepted", Some(opens_at), Some(closes_at)) => Some(Setting {
+            stream_key: None,
+            opens_at,
+            closes_at,
+            carriers: carrier_urls(carriers.iter().cloned(), &row.id),
+        }),
+        _ => None,
+    };
+    ReservationDto {
+        id: row.id,
+        status: row.status,
+        server_id: row.server_id,
+        owner: row.owner,
+        title: row.title,
+        start: row.start_at,
+        end: row.end_at,
+        setting,
+        reason: row.reason,
+        requested_at: row.requested_at,
+        updated_at: row.updated_at,
+    }
+}
+
+/// The caller's view of a reservation: 404 for unknown ids and other tenants' alike.
+async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<ReservationRow, ApiError> {
+    match read::reservation(&state.pool, id).await? {
+        Some(row) if caller.is_operator() || row.owner == caller.0.name => Ok(row),
+        _ => Err(ApiError::NotFound("reservation")),
+    }
+}
+
+fn json_response<T: serde::Serialize>(
+    status: StatusCode,
+    body: &T,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    Ok((
+        status,
+        serde_json::to_value(body).map_err(ApiError::internal)?,
+    ))
+}
+
+/// Books a slot (distributor). 201 with the setting info and the server time on acceptance;
+/// 409 with the conflicts and up to 3 free windows when the server is full. With an
+/// `Idempotency-Key` header a retry returns the first answer and books nothing new.
+#[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = BookRequest,
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe booking")),
+    responses((status = 201, body = Accepted), (status = 409, body = Rejected),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn book(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body<BookRequest>,
+) -> Result<Response, ApiError> {
+    if caller.0.role != Role::Distributor {
+        return Err(ApiError::Forbidden(
+            "bookings are made with a distributor token",
+        ));
+    }
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let claim = match &key {
+        Some(key) => {
+            match idempotency::begin(&state.pool, &caller.label(), key, &body.raw).await? {
+                Begin::Replay { status, body } => {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                    return Ok((status, Json(body)).into_response());
+                }
+                Begin::Claimed(claim) => Some(claim),
+            }
+        }
+        None => None,
+    };
+    let result = decide_booking(&state, &ctx, &caller, body.value).await;
+    match (claim, result) {
+        (Some(claim), Ok((status, body))) => {
+            claim.finish(&state.pool, status.as_u16(), &body).await?;
+            Ok((status, Json(body)).into_response())
+        }
+        (None, Ok((status, body))) => Ok((status, Json(body)).into_response()),
+        (Some(claim), Err(err)) => {
+            claim.abandon(&state.pool).await;
+            Err(err)
+        }
+        (None, Err(err)) => Err(err),
+    }
+}
+
+async fn decide_booking(
+    state: &AppState,
+    ctx: &RequestContext,
+    caller: &Caller,
+    input: BookRequest,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let (stream_key, stream_key_hash) = new_stream_key();
+    let command = Command {
+        now: ctx.received,
+        actor: caller.0.clone(),
+        kind: CommandKind::RequestReservation {
+            reservation_id: id.clone(),
+            start: input.start.0,
+            end: input.end.0,
+            title: input.title,
+            stream_key_hash,
+        },
+    };
+    let decided = state
+        .store
+        .execute(&input.server_id, command, &context(caller, ctx))
+        .await?;
+    let carriers = decided
+        .settings
+        .as_ref()
+        .map(settings_carriers)
+        .unwrap_or_default();
+    match decided.events.first() {
+        Some(ScheduleEvent::ReservationAccepted {
+            start,
+            end,
+            title,
+            opens_at,
+            closes_at,
+            ..
+        }) => {
+            state.metrics.decision("accepted");
+            let body = Accepted {
+                id: id.clone(),
+                status: "accepted",
+                server_id: input.server_id,
+                start: *start,
+                end: *end,
+                title: title.clone(),
+                setting: Setting {
+                    stream_key: Some(stream_key),
+                    opens_at: *opens_at,
+                    closes_at: *closes_at,
+                    carriers: carrier_urls(carriers, &id),
+                },
+                server_time: state.server_time(ctx.received),
+            };
+            json_response(StatusCode::CREATED, &body)
+        }
+        Some(ScheduleEvent::ReservationRejected {
+            reason,
+            conflicts,
+            suggestions,
+            ..
+        }) => {
+            state.metrics.decision("rejected");
+            let body = rejection(state, ctx, id, *reason, conflicts, suggestions);
+            json_response(StatusCode::CONFLICT, &body)
+        }
+        _ => Err(ApiError::internal(std::io::Error::other(
+            "a booking decided neither accepted nor rejected",
+        ))),
+    }
+}
+
+fn rejection(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: String,
+    reason: slotcast_domain::RejectReason,
+    conflicts: &[slotcast_domain::Window],
+    suggestions: &[slotcast_domain::Window],
+) -> Rejected {
+    let code = serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    Rejected {
+        id,
+        status: "rejected",
+        reason: code,
+        message: reason.explain().to_string(),
+        conflicts: conflicts.iter().map(WindowDto::from).collect(),
+        suggestions: suggestions.iter().map(WindowDto::from).collect(),
+        server_time: state.server_time(ctx.received),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// `accepted`, `rejected` or `cancelled`.
+    pub status: Option<String>,
+    pub server_id: Option<String>,
+    /// RFC 3339: slots ending after this.
+    pub from: Option<String>,
+    /// RFC 3339: slots starting before this.
+    pub to: Option<String>,
+    /// At most this many (default 500, at most 5000).
+    pub limit: Option<i64>,
+}
+
+/// The caller's reservations (an operator's: everyone's) in start order.
+#[utoipa::path(get, path = "/v1/reservations", tag = "reservations", security(("bearer" = [])),
+    params(ListQuery), responses((status = 200, body = ReservationList)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ReservationList>, ApiError> {
+    let parse = |field: &str, v: &Option<String>| -> Result<Option<DateTime<Utc>>, ApiError> {
+        v.as_deref().map(|t| parse_time(field, t)).transpose()
+    };
+    if let Some(status) = &q.status {
+        if !["accepted", "rejected", "cancelled"].contains(&status.as_str()) {
+            return Err(ApiError::invalid(
+                "status",
+                "must be accepted, rejected or cancelled",
+            ));
+        }
+    }
+    let filter = ReservationFilter {
+        owner: (!caller.is_operator()).then(|| caller.0.name.clone()),
+        server_id: q.server_id,
+        status: q.status,
+        from: parse("from", &q.from)?,
+        to: parse("to", &q.to)?,
+        limit: q.limit.unwrap_or(500).clamp(1, 5000),
+    };
+    let rows = read::reservations(&state.pool, &filter).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut carriers: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+    for row in rows {
+        if !carriers.contains_key(&row.server_id) {
+            let c = row_carriers(&state, &row.server_id).await?;
+            carriers.insert(row.server_id.clone(), c);
+        }
+        let c = carriers.get(&row.server_id).cloned().unwrap_or_default();
+        out.push(dto(row, &c));
+    }
+    Ok(Json(ReservationList { reservations: out }))
+}
+
+/// One reservation.
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations",
+    security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = ReservationDto), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationDto>, ApiError> {
+    let row = visible(&state, &caller, &id).await?;
+    let carriers = row_carriers(&state, &row.server_id).await?;
+    Ok(Json(dto(row, &carriers)))
+}
+
+async fn fresh(state: &AppState, id: &str) -> Result<ReservationDto, ApiError> {
+    let row = read::reservation(&state.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound("reservation"))?;
+    let carriers = row_carriers(state, &row.server_id).await?;
+    Ok(dto(row, &carriers))
+}
+
+/// Cancels a reservation before its slot ends (owner or operator).
+#[utoipa::path(post, path = "/v1/reservations/{id}/cancel", tag = "reservations",
+    security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = ReservationDto), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationDto>, ApiError> {
+    let row = visible(&state, &caller, &id).await?;
+    let command = Command {
+        now: ctx.received,
+        actor: caller.0.clone(),
+        kind: CommandKind::CancelReservation {
+            reservation_id: id.clone(),
+        },
+    };
+    state
+        .store
+        .execute(&row.server_id, command, &context(&caller, &ctx))
+        .await?;
+    Ok(Json(fresh(&state, &id).await?))
+}
+
+/// Moves a reservation (owner or operator), atomically: if the new time is refused the old
+/// slot stays and the answer is 409 with conflicts and suggestions.
+#[utoipa::path(post, path = "/v1/reservations/{id}/reschedule", tag = "reservations",
+    security(("bearer" = [])), params(("id" = String, Path)), request_body = RescheduleRequest,
+    responses((status = 200, body = ReservationDto), (status = 409, body = Rejected),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn reschedule(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body<RescheduleRequest>,
+) -> Result<Response, ApiError> {
+    let row = visible(&state, &caller, &id).await?;
+    let command = Command {
+        now: ctx.received,
+        actor: caller.0.clone(),
+        kind: CommandKind::RescheduleReservation {
+            reservation_id: id.clone(),
+            start: body.value.start.0,
+            end: body.value.end.0,
+        },
+    };
+    let decided = state
+        .store
+        .execute(&row.server_id, command, &context(&caller, &ctx))
+        .await?;
+    if let Some(ScheduleEvent::RescheduleRejected {
+        reason,
+        conflicts,
+        suggestions,
+        ..
+    }) = decided.events.first()
+    {
+        state.metrics.decision("reschedule_rejected");
+        let body = rejection(&state, &ctx, id, *reason, conflicts, suggestions);
+        return Ok((StatusCode::CONFLICT, Json(body)).into_response());
+    }
+    state.metrics.decision("rescheduled");
+    Ok(Json(fresh(&state, &id).await?).into_response())
+}
+
+/// Issues a new stream key for the reservation (owner or operator); the old one stops
+/// working. Answers the new setting, the only time this key is shown.
+#[utoipa::path(post, path = "/v1/reservations/{id}/rotate-key", tag = "reservations",
+    security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = RotatedKey), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<RotatedKey>, ApiError> {
+    let row = visible(&state, &caller, &id).await?;
+    let (stream_key, stream_key_hash) = new_stream_key();
+    let command = Command {
+        now: ctx.received,
+        actor: caller.0.clone(),
+        kind: CommandKind::RotateStreamKey {
+            reservation_id: id.clone(),
+            stream_key_hash,
+        },
+    };
+    let decided = state
+        .store
+        .execute(&row.server_id, command, &context(&caller, &ctx))
+        .await?;
+    let carriers = decided
+        .settings
+        .as_ref()
+        .map(settings_carriers)
+        .unwrap_or_default();
+    let (opens_at, closes_at) = match (row.opens_at, row.closes_at) {
+        (Some(o), Some(c)) => (o, c),
+        _ => return Err(ApiError::NotFound("reservation")),
+    };
+    Ok(Json(RotatedKey {
+        setting: Setting {
+            stream_key: Some(stream_key),
+            opens_at,
+            closes_at,
+            carriers: carrier_urls(carriers, &id),
+        },
+        id,
+        server_time: state.server_time(ctx.received),
+    }))
+}
+
+/// Every event of the reservation, in order: the audit trail.
+#[utoipa::path(get, path = "/v1/reservations/{id}/history", tag = "reservations",
+    security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = History), (status = 404, body = ErrorBody)))]
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<History>, ApiError> {
+    visible(&state, &caller, &id).await?;
+    let rows = read::history(&state.pool, &id).await?;
+    let field =
+        |m: &serde_json::Value, k: &str| m.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let events = rows
+        .into_iter()
+        .map(|r| {
+            // Events are stored externally tagged ({"Type": {...}}): show the inside.
+            let data = match r.payload {
+                serde_json::Value::Object(mut map) if map.len() == 1 => {
+                    map.remove(&r.event_type).unwrap_or(serde_json::Value::Null)
+                }
+                other => other,
+            };
+            HistoryEntry {
+                sequence: r.sequence,
+                recorded_at: field(&r.metadata, "recorded_at"),
+                actor: field(&r.metadata, "actor"),
+                request_id: field(&r.metadata, "request_id"),
+                kind: r.event_type,
+                data,
+            }
+        })
+        .collect();
+    Ok(Json(History {
+        reservation_id: id,
+        events,
+    }))
+}

@@ -1,0 +1,258 @@
+//! `/v1/servers`: operators register and change distribution servers; anyone with a token
+//! lists them and reads their schedule.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use slotcast_domain::{Carrier, Command, CommandKind, ServerPatch, ServerSettings, ServerSpec};
+use slotcast_projections::read::{self, ServerRow};
+
+use super::RequestContext;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+use crate::store::Context;
+use crate::wire::{
+    parse_time, Body, CarrierDto, CarrierInput, CreateServer, PatchServer, Schedule, ScheduleSlot,
+    ServerDto, ServerList,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/servers", get(list).post(create))
+        .route("/v1/servers/{id}", get(show).patch(update))
+        .route("/v1/servers/{id}/schedule", get(schedule))
+}
+
+fn carriers(input: Vec<CarrierInput>) -> Vec<Carrier> {
+    input
+        .into_iter()
+        .map(|c| Carrier {
+            name: c.name,
+            ingest_url: c.ingest_url,
+        })
+        .collect()
+}
+
+fn from_settings(s: &ServerSettings) -> ServerDto {
+    ServerDto {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        capacity: s.capacity,
+        min_lead_s: s.min_lead_s,
+        max_duration_s: s.max_duration_s,
+        horizon_s: s.horizon_s,
+        preroll_s: s.preroll_s,
+        grace_s: s.grace_s,
+        carriers: s
+            .carriers
+            .iter()
+            .map(|c| CarrierDto {
+                name: c.name.clone(),
+                ingest_url: c.ingest_url.clone(),
+            })
+            .collect(),
+        registered_at: None,
+        updated_at: None,
+    }
+}
+
+pub(crate) fn from_row(row: ServerRow) -> ServerDto {
+    let carriers: Vec<Carrier> = serde_json::from_value(row.carriers).unwrap_or_default();
+    ServerDto {
+        id: row.id,
+        name: row.name,
+        capacity: u32::try_from(row.capacity).unwrap_or(0),
+        min_lead_s: u64::try_from(row.min_lead_s).unwrap_or(0),
+        max_duration_s: u64::try_from(row.max_duration_s).unwrap_or(0),
+        horizon_s: u64::try_from(row.horizon_s).unwrap_or(0),
+        preroll_s: u64::try_from(row.preroll_s).unwrap_or(0),
+        grace_s: u64::try_from(row.grace_s).unwrap_or(0),
+        carriers: carriers
+            .into_iter()
+            .map(|c| CarrierDto {
+                name: c.name,
+                ingest_url: c.ingest_url,
+            })
+            .collect(),
+        registered_at: Some(row.registered_at),
+        updated_at: Some(row.updated_at),
+    }
+}
+
+fn context(caller: &Caller, ctx: &RequestContext) -> Context {
+    Context {
+        actor: caller.label(),
+        request_id: ctx.request_id.clone(),
+        recorded_at: ctx.received,
+    }
+}
+
+/// Registers a distribution server (operator).
+#[utoipa::path(post, path = "/v1/servers", tag = "servers", request_body = CreateServer,
+    security(("bearer" = [])),
+    responses((status = 201, body = ServerDto), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    caller: Caller,
+    body: Body<CreateServer>,
+) -> Result<(StatusCode, Json<ServerDto>), ApiError> {
+    caller.require_operator()?;
+    let input = body.value;
+    let spec = ServerSpec {
+        id: input.id.clone(),
+        name: input.name,
+        capacity: input.capacity,
+        min_lead_s: input.min_lead_s,
+        max_duration_s: input.max_duration_s,
+        horizon_s: input.horizon_s,
+        preroll_s: input.preroll_s,
+        grace_s: input.grace_s,
+        carriers: carriers(input.carriers),
+    };
+    // The id must be valid before it names an aggregate.
+    let id = input.id;
+    let command = Command {
+        now: ctx.received,
+        actor: caller.0.clone(),
+        kind: CommandKind::RegisterServer(spec),
+    };
+    let decided = state
+        .store
+        .execute(&id, command, &context(&caller, &ctx))
+        .await?;
+    let settings = decided
+        .settings
+        .ok_or_else(|| ApiError::internal(std::io::Error::other("no settings after register")))?;
+    let mut dto = from_settings(&settings);
+    dto.registered_at = Some(ctx.received);
+    dto.updated_at = Some(ctx.received);
+    Ok((StatusCode::CREATED, Json(dto)))
+}
+
+/// Every registered server.
+#[utoipa::path(get, path = "/v1/servers", tag = "servers", security(("bearer" = [])),
+    responses((status = 200, body = ServerList)))]
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<ServerList>, ApiError> {
+    let servers = read::servers(&state.pool).await?;
+    Ok(Json(ServerList {
+        servers: servers.into_iter().map(from_row).collect(),
+    }))
+}
+
+/// One server.
+#[utoipa::path(get, path = "/v1/servers/{id}", tag = "servers", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = ServerDto), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ServerDto>, ApiError> {
+    let row = read::server(&state.pool, &id)
+        .await?
+        .ok_or(ApiError::NotFound("server"))?;
+    Ok(Json(from_row(row)))
+}
+
+/// Changes a server's settings (operator); each field given replaces the current one. New
+/// rules apply to later bookings.
+#[utoipa::path(patch, path = "/v1/servers/{id}", tag = "servers", request_body = PatchServer,
+    security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = ServerDto), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body<PatchServer>,
+) -> Result<Json<ServerDto>, ApiError> {
+    caller.require_operator()?;
+    let p = body.value;
+    let patch = ServerPatch {
+        name: p.name,
+        capacity: p.capacity,
+        min_lead_s: p.min_lead_s,
+        max_duration_s: p.max_duration_s,
+        horizon_s: p.horizon_s,
+        preroll_s: p.preroll_s,
+        grace_s: p.grace_s,
+        carriers: p.carriers.map(carriers),
+    };
+    let command = Command {
+        now: ctx.received,
+        actor: caller.0.clone(),
+        kind: CommandKind::UpdateServer(patch),
+    };
+    let decided = state
+        .store
+        .execute(&id, command, &context(&caller, &ctx))
+        .await?;
+    match read::server(&state.pool, &id).await? {
+        Some(row) => Ok(Json(from_row(row))),
+        None => decided
+            .settings
+            .map(|s| Json(from_settings(&s)))
+            .ok_or(ApiError::NotFound("server")),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct Range {
+    /// RFC 3339; slots ending after this.
+    pub from: Option<String>,
+    /// RFC 3339; slots starting before this.
+    pub to: Option<String>,
+}
+
+/// A server's slots in start order. Titles and owners only for their owner or an operator.
+#[utoipa::path(get, path = "/v1/servers/{id}/schedule", tag = "servers",
+    security(("bearer" = [])), params(("id" = String, Path), Range),
+    responses((status = 200, body = Schedule), (status = 404, body = ErrorBody)))]
+pub async fn schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(range): Query<Range>,
+) -> Result<Json<Schedule>, ApiError> {
+    let from = range
+        .from
+        .as_deref()
+        .map(|t| parse_time("from", t))
+        .transpose()?;
+    let to = range
+        .to
+        .as_deref()
+        .map(|t| parse_time("to", t))
+        .transpose()?;
+    if read::server(&state.pool, &id).await?.is_none() {
+        return Err(ApiError::NotFound("server"));
+    }
+    let rows = read::schedule(&state.pool, &id, from, to, 5000).await?;
+    let slots = rows
+        .into_iter()
+        .map(|r| {
+            let visible = caller.is_operator() || caller.0.name == r.owner;
+            ScheduleSlot {
+                reservation_id: r.id,
+                start: r.start_at,
+                end: r.end_at,
+                status: r.status,
+                title: if visible { r.title } else { None },
+                owner: visible.then_some(r.owner),
+            }
+        })
+        .collect();
+    Ok(Json(Schedule {
+        server_id: id,
+        slots,
+    }))
+}

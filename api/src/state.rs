@@ -1,0 +1,21 @@
+//! The one cheap-clone application state every handler gets through axum's `State`.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::auth::TokenCache;
+use crate::clock::ServerClock;
+use crate::config::ApiConfig;
+use crate::metrics::Metrics;
+use crate::store::ScheduleStore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ApiConfig>,
+    pub pool: PgPool,
+    pub store: Arc<ScheduleStore>,
+    pub clock: ServerClock,
+    pub tokens: Arc<TokenCache>,
+    pub metrics: Arc<Metrics>,
+}

@@ -1,0 +1,366 @@
+//! What goes over the wire: request bodies, answers, and the JSON body extractor.
+//!
+//! Contract: every time is RFC 3339 UTC with millisecond precision (the server clock's own
+//! stamps with microseconds); input times must carry a zone and are truncated to
+//! milliseconds. Bodies are parsed with the path of any bad field, so a 422 names it.
+
+use axum::extract::{FromRequest, Request};
+use bytes::Bytes;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use slotcast_domain::time::{serde_ms, serde_us};
+use slotcast_domain::Window;
+use utoipa::ToSchema;
+
+use crate::clock::{ClockSource, NtpInfo, SyncState};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Parses an input time: RFC 3339 with a zone, to UTC, truncated to milliseconds.
+pub fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .and_then(|t| {
+            t.with_timezone(&Utc)
+                .duration_trunc(TimeDelta::milliseconds(1))
+                .ok()
+        })
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                "must be an RFC 3339 time with a zone, e.g. 2030-01-01T12:00:00Z",
+            )
+        })
+}
+
+/// An input time; see [`parse_time`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ToSchema)]
+#[schema(value_type = String, format = DateTime)]
+pub struct WireTime(pub DateTime<Utc>);
+
+impl<'de> Deserialize<'de> for WireTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .ok()
+            .and_then(|t| {
+                t.with_timezone(&Utc)
+                    .duration_trunc(TimeDelta::milliseconds(1))
+                    .ok()
+            })
+            .map(WireTime)
+            .ok_or_else(|| {
+                serde::de::Error::custom(
+                    "must be an RFC 3339 time with a zone, e.g. 2030-01-01T12:00:00Z",
+                )
+            })
+    }
+}
+
+/// A JSON body: parsed with field paths in errors; the raw bytes are kept for hashing.
+pub struct Body<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.config.body_limit;
+        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(limit)
+            } else {
+                ApiError::BadRequest(rejection.body_text())
+            }
+        })?;
+        let value = parse_json(&raw)?;
+        Ok(Self { value, raw })
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(raw);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::BadRequest(format!("malformed JSON: {inner}"));
+        }
+        let message = inner.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        if let Some(missing) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            let field = if path == "." {
+                missing.to_string()
+            } else {
+                format!("{path}.{missing}")
+            };
+            return ApiError::invalid(&field, "is required");
+        }
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        ApiError::invalid(&field, message)
+    })
+}
+
+/// `server_time` in every booking answer and the whole of `GET /v1/time`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ServerTime {
+    /// When the server received the request (server clock).
+    #[serde(serialize_with = "serde_us::serialize")]
+    pub t_receive: DateTime<Utc>,
+    /// When the server sent this answer (server clock).
+    #[serde(serialize_with = "serde_us::serialize")]
+    pub t_transmit: DateTime<Utc>,
+    /// The server clock now (equal to `t_transmit`).
+    #[serde(serialize_with = "serde_us::serialize")]
+    pub now: DateTime<Utc>,
+    pub source: ClockSource,
+    pub state: SyncState,
+    pub ntp: Option<NtpInfo>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct CarrierDto {
+    pub name: String,
+    pub ingest_url: String,
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierInput {
+    pub name: String,
+    /// `rtsp://host[:port][/path]` on the dedicated ingest network.
+    pub ingest_url: String,
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServer {
+    pub id: String,
+    pub name: String,
+    /// Slots that may overlap at any instant (default 1).
+    pub capacity: Option<u32>,
+    /// Earliest a slot may start, in seconds after the server's now (default 30).
+    pub min_lead_s: Option<u64>,
+    /// Longest slot (default 43200 = 12 h).
+    pub max_duration_s: Option<u64>,
+    /// Latest a slot may start, in seconds after now (default 7776000 = 90 days).
+    pub horizon_s: Option<u64>,
+    /// Ingest opens this long before the slot (default 30).
+    pub preroll_s: Option<u64>,
+    /// Ingest stays open this long after the slot (default 10).
+    pub grace_s: Option<u64>,
+    pub carriers: Vec<CarrierInput>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchServer {
+    pub name: Option<String>,
+    pub capacity: Option<u32>,
+    pub min_lead_s: Option<u64>,
+    pub max_duration_s: Option<u64>,
+    pub horizon_s: Option<u64>,
+    pub preroll_s: Option<u64>,
+    pub grace_s: Option<u64>,
+    pub carriers: Option<Vec<CarrierInput>>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ServerDto {
+    pub id: String,
+    pub name: String,
+    pub capacity: u32,
+    pub min_lead_s: u64,
+    pub max_duration_s: u64,
+    pub horizon_s: u64,
+    pub preroll_s: u64,
+    pub grace_s: u64,
+    pub carriers: Vec<CarrierDto>,
+    #[serde(
+        serialize_with = "serde_ms::option::serialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub registered_at: Option<DateTime<Utc>>,
+    #[serde(
+        serialize_with = "serde_ms::option::serialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookRequest {
+    pub server_id: String,
+    pub start: WireTime,
+    pub end: WireTime,
+    pub title: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleRequest {
+    pub start: WireTime,
+    pub end: WireTime,
+}
+
+/// Where to connect on one carrier: `ingest_url` + `/live/<reservation_id>`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct CarrierUrl {
+    pub carrier: String,
+    pub url: String,
+}
+
+/// The reservation's setting info: what the terminal stores to go live.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Setting {
+    /// 128-bit random, shown only here (on acceptance and rotation); the server keeps a hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_key: Option<String>,
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub opens_at: DateTime<Utc>,
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub closes_at: DateTime<Utc>,
+    pub carriers: Vec<CarrierUrl>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub id: String,
+    /// Always `accepted`.
+    pub status: &'static str,
+    pub server_id: String,
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub start: DateTime<Utc>,
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub end: DateTime<Utc>,
+    pub title: Option<String>,
+    pub setting: Setting,
+    pub server_time: ServerTime,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct WindowDto {
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub start: DateTime<Utc>,
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub end: DateTime<Utc>,
+}
+
+impl From<&Window> for WindowDto {
+    fn from(w: &Window) -> Self {
+        Self {
+            start: w.start,
+            end: w.end,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Rejected {
+    /// The id the refused request was recorded under (its history is auditable).
+    pub id: String,
+    /// Always `rejected`.
+    pub status: &'static str,
+    /// Machine-readable: `capacity_exceeded`.
+    pub reason: String,
+    pub message: String,
+    /// Accepted slots overlapping the requested window.
+    pub conflicts: Vec<WindowDto>,
+    /// Up to 3 nearest free windows of the same length.
+    pub suggestions: Vec<WindowDto>,
+    pub server_time: ServerTime,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReservationDto {
+    pub id: String,
+    /// `accepted`, `rejected` or `cancelled`.
+    pub status: String,
+    pub server_id: String,
+    pub owner: String,
+    pub title: Option<String>,
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub start: DateTime<Utc>,
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub end: DateTime<Utc>,
+    /// Present for accepted reservations; the stream key is never repeated here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setting: Option<Setting>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub requested_at: DateTime<Utc>,
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReservationList {
+    pub reservations: Vec<ReservationDto>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ServerList {
+    pub servers: Vec<ServerDto>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ScheduleSlot {
+    pub reservation_id: String,
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub start: DateTime<Utc>,
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub end: DateTime<Utc>,
+    pub status: String,
+    /// Only for the reservation's owner or an operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Only for the reservation's owner or an operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Schedule {
+    pub server_id: String,
+    pub slots: Vec<ScheduleSlot>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    pub sequence: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub recorded_at: Option<String>,
+    pub actor: Option<String>,
+    pub request_id: Option<String>,
+    pub data: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct History {
+    pub reservation_id: String,
+    pub events: Vec<HistoryEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RotatedKey {
+    pub id: String,
+    pub setting: Setting,
+    pub server_time: ServerTime,
+}

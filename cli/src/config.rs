@@ -1,0 +1,207 @@
+//! Loading the one configuration: defaults, then the TOML file, then `SLOTCAST_*` / the usual
+//! environment variables. Parsed once here and passed down as typed structs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use slotcast_api::clock::ClockConfig;
+use slotcast_api::ApiConfig;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The TOML file's shape; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub database: DatabaseSection,
+    #[serde(default)]
+    pub ntp: NtpSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    pub addr: Option<String>,
+    pub body_limit: Option<usize>,
+    pub inline_projection: Option<bool>,
+    pub catch_up_interval_ms: Option<u64>,
+    pub idempotency_ttl_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    pub url: Option<String>,
+    pub connections: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NtpSection {
+    pub servers: Option<Vec<String>>,
+    pub interval_s: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub stale_after_s: Option<u64>,
+}
+
+/// The environment, captured once so the rest of the program never reads it.
+pub struct Env(std::collections::HashMap<String, String>);
+
+impl Env {
+    pub fn capture() -> Self {
+        Self(std::env::vars().collect())
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => bail!("{key}={v}: expected true or false"),
+    }
+}
+
+fn parse_u64(key: &str, v: &str) -> Result<u64> {
+    v.parse()
+        .with_context(|| format!("{key}={v}: expected a whole number"))
+}
+
+pub fn database_url(file: &FileConfig, env: &Env) -> String {
+    env.get("DATABASE_URL")
+        .map(str::to_string)
+        .or_else(|| file.database.url.clone())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string())
+}
+
+pub fn read_file(path: Option<&Path>) -> Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+/// The api's configuration from the file and the environment.
+pub fn api_config(file: &FileConfig, env: &Env) -> Result<ApiConfig> {
+    let mut config = ApiConfig::new(database_url(file, env));
+    let addr = env
+        .get("SLOTCAST_API_ADDR")
+        .map(str::to_string)
+        .or_else(|| file.api.addr.clone());
+    if let Some(addr) = addr {
+        config.addr = addr.parse().with_context(|| {
+            format!("SLOTCAST_API_ADDR / api.addr = {addr}: expected host:port")
+        })?;
+    }
+    if let Some(n) = file.database.connections {
+        config.db_connections = n.max(1);
+    }
+    if let Some(n) = file.api.body_limit {
+        config.body_limit = n;
+    }
+    if let Some(s) = file.api.idempotency_ttl_s {
+        config.idempotency_ttl = Duration::from_secs(s);
+    }
+    let inline = match env.get("SLOTCAST_INLINE_PROJECTION") {
+        Some(v) => Some(parse_bool("SLOTCAST_INLINE_PROJECTION", v)?),
+        None => file.api.inline_projection,
+    };
+    if let Some(inline) = inline {
+        config.inline_projection = inline;
+    }
+    let catch_up = match env.get("SLOTCAST_CATCH_UP_INTERVAL_MS") {
+        Some(v) => Some(parse_u64("SLOTCAST_CATCH_UP_INTERVAL_MS", v)?),
+        None => file.api.catch_up_interval_ms,
+    };
+    if let Some(ms) = catch_up {
+        config.catch_up_interval = (ms > 0).then(|| Duration::from_millis(ms));
+    }
+    config.clock = clock_config(file, env)?;
+    Ok(config)
+}
+
+fn clock_config(file: &FileConfig, env: &Env) -> Result<ClockConfig> {
+    let mut clock = ClockConfig::default();
+    let servers = match env.get("SLOTCAST_NTP_SERVERS") {
+        Some(list) => Some(
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
+        None => file.ntp.servers.clone(),
+    };
+    clock.servers = servers.unwrap_or_else(|| vec!["pool.ntp.org:123".to_string()]);
+    let interval = match env.get("SLOTCAST_NTP_INTERVAL_S") {
+        Some(v) => Some(parse_u64("SLOTCAST_NTP_INTERVAL_S", v)?),
+        None => file.ntp.interval_s,
+    };
+    if let Some(s) = interval {
+        clock.interval = Duration::from_secs(s.max(1));
+    }
+    if let Some(ms) = file.ntp.timeout_ms {
+        clock.timeout = Duration::from_millis(ms.max(1));
+    }
+    if let Some(s) = file.ntp.stale_after_s {
+        clock.stale_after = Duration::from_secs(s.max(1));
+    }
+    Ok(clock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+
+    #[test]
+    fn environment_overrides_the_file_which_overrides_defaults() {
+        let file: FileConfig = toml::from_str(
+            "[api]\naddr = \"127.0.0.1:9000\"\ninline_projection = false\n[ntp]\nservers = [\"a:1\"]\n",
+        )
+        .unwrap();
+        let c = api_config(&file, &env(&[("SLOTCAST_NTP_SERVERS", "b:2, c:3")])).unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:9000");
+        assert!(!c.inline_projection);
+        assert_eq!(c.clock.servers, vec!["b:2", "c:3"]);
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        let c = api_config(
+            &FileConfig::default(),
+            &env(&[("SLOTCAST_CATCH_UP_INTERVAL_MS", "0")]),
+        )
+        .unwrap();
+        assert_eq!(c.catch_up_interval, None);
+        assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn bad_values_say_which_key() {
+        let err = api_config(
+            &FileConfig::default(),
+            &env(&[("SLOTCAST_API_ADDR", "nope")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("SLOTCAST_API_ADDR"));
+        let err = toml::from_str::<FileConfig>("[api]\nadress = 1\n").unwrap_err();
+        assert!(err.to_string().contains("adress"));
+    }
+}

@@ -1,0 +1,352 @@
+//! Projecting `ServerSchedule` events into the read model.
+//!
+//! Contract: `project_stream` brings one aggregate's rows up to its latest committed event;
+//! `catch_up` walks the global order from its checkpoint and does the same for every aggregate
+//! it meets, storing the checkpoint in the same transaction. Each transaction first takes the
+//! read model's shared advisory lock, so `rebuild` can swap copies under the exclusive one.
+//! Locks: one `rm.streams` row per aggregate (`FOR UPDATE`); catch-up locks the checkpoint row
+//! first and then aggregates in id order, so two projectors never wait on each other in a
+//! cycle.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use slotcast_domain::{ScheduleEvent, ServerSchedule, ServerSettings};
+use sqlx::{PgConnection, PgPool, Row};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Error, Result};
+
+/// The advisory lock key guarding which copy of the read model is live.
+pub(crate) const READ_MODEL_LOCK: i64 = 0x736c_6f74_7263_6d31; // "slotrcm1"
+
+/// Brings `aggregate_id`'s read-model rows up to date. Returns how many events it applied
+/// (0 when another path got there first).
+pub async fn project_stream(pool: &PgPool, aggregate_id: &str) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    share_read_model(&mut tx).await?;
+    let applied = project_stream_in(&mut tx, aggregate_id).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+pub(crate) async fn share_read_model(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(READ_MODEL_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The body of [`project_stream`], inside the caller's transaction.
+pub(crate) async fn project_stream_in(conn: &mut PgConnection, aggregate_id: &str) -> Result<u64> {
+    sqlx::query(
+        "INSERT INTO streams (aggregate_id, last_sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(aggregate_id)
+    .execute(&mut *conn)
+    .await?;
+    let last: i64 =
+        sqlx::query_scalar("SELECT last_sequence FROM streams WHERE aggregate_id = $1 FOR UPDATE")
+            .bind(aggregate_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let rows = sqlx::query(
+        "SELECT sequence, payload FROM public.events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
+    )
+    .bind(ServerSchedule::TYPE)
+    .bind(aggregate_id)
+    .bind(last)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut newest = last;
+    for row in &rows {
+        let sequence: i64 = row.try_get("sequence")?;
+        let payload: serde_json::Value = row.try_get("payload")?;
+        let event: ScheduleEvent =
+            serde_json::from_value(payload).map_err(|source| Error::Decode {
+                aggregate_id: aggregate_id.to_string(),
+                sequence,
+                source,
+            })?;
+        apply(conn, aggregate_id, &event).await?;
+        newest = sequence;
+    }
+    if newest != last {
+        sqlx::query("UPDATE streams SET last_sequence = $2 WHERE aggregate_id = $1")
+            .bind(aggregate_id)
+            .bind(newest)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(rows.len() as u64)
+}
+
+/// What one catch-up batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Events read from the global order in this batch.
+    pub seen: u64,
+    /// Events applied (the rest had been applied inline already).
+    pub applied: u64,
+}
+
+/// Reads up to `batch` events past the checkpoint, among finished transactions only, projects
+/// every aggregate they touch and moves the checkpoint, all in one transaction.
+pub async fn catch_up(pool: &PgPool, batch: i64) -> Result<CatchUp> {
+    let mut tx = pool.begin().await?;
+    share_read_model(&mut tx).await?;
+    let done = catch_up_in(&mut tx, batch).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+pub(crate) async fn catch_up_in(conn: &mut PgConnection, batch: i64) -> Result<CatchUp> {
+    let checkpoint = sqlx::query(
+        "SELECT txid::text AS txid, position FROM checkpoint WHERE name = 'catch_up' FOR UPDATE",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let txid: String = checkpoint.try_get("txid")?;
+    let position: i64 = checkpoint.try_get("position")?;
+    let rows = sqlx::query(
+        "SELECT aggregate_id, txid::text AS txid, position FROM public.events \
+         WHERE aggregate_type = $1 \
+           AND (txid, position) > ($2::text::xid8, $3) \
+           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY txid, position LIMIT $4",
+    )
+    .bind(ServerSchedule::TYPE)
+    .bind(&txid)
+    .bind(position)
+    .bind(batch)
+    .fetch_all(&mut *conn)
+    .await?;
+    let Some(last) = rows.last() else {
+        return Ok(CatchUp::default());
+    };
+    let last_txid: String = last.try_get("txid")?;
+    let last_position: i64 = last.try_get("position")?;
+    let mut aggregates = BTreeSet::new();
+    for row in &rows {
+        aggregates.insert(row.try_get::<String, _>("aggregate_id")?);
+    }
+    let mut applied = 0;
+    for aggregate_id in &aggregates {
+        applied += project_stream_in(conn, aggregate_id).await?;
+    }
+    sqlx::query(
+        "UPDATE checkpoint SET txid = $1::text::xid8, position = $2 WHERE name = 'catch_up'",
+    )
+    .bind(&last_txid)
+    .bind(last_position)
+    .execute(&mut *conn)
+    .await?;
+    Ok(CatchUp {
+        seen: rows.len() as u64,
+        applied,
+    })
+}
+
+/// Runs catch-up every `interval` (and straight again while batches come back full) until
+/// `shutdown`. Errors are logged and retried at the next tick: a projector never stops.
+pub async fn run_catch_up(pool: PgPool, interval: Duration, shutdown: CancellationToken) {
+    const BATCH: i64 = 1000;
+    loop {
+        let pause = match catch_up(&pool, BATCH).await {
+            Ok(done) if done.seen as i64 == BATCH => Duration::ZERO,
+            Ok(done) => {
+                if done.applied > 0 {
+                    tracing::info!(
+                        applied = done.applied,
+                        "catch-up applied events inline dispatch missed"
+                    );
+                }
+                interval
+            }
+            Err(err) => {
+                tracing::warn!(%err, "catch-up failed; retrying");
+                interval
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+fn carriers_json(settings: &ServerSettings) -> serde_json::Value {
+    serde_json::to_value(&settings.carriers).unwrap_or(serde_json::Value::Null)
+}
+
+async fn upsert_server(
+    conn: &mut PgConnection,
+    settings: &ServerSettings,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO servers (id, name, capacity, min_lead_s, max_duration_s, horizon_s, \
+                              preroll_s, grace_s, carriers, registered_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+         ON CONFLICT (id) DO UPDATE SET name = $2, capacity = $3, min_lead_s = $4, \
+            max_duration_s = $5, horizon_s = $6, preroll_s = $7, grace_s = $8, carriers = $9, \
+            updated_at = $10",
+    )
+    .bind(&settings.id)
+    .bind(&settings.name)
+    .bind(settings.capacity as i32)
+    .bind(settings.min_lead_s as i64)
+    .bind(settings.max_duration_s as i64)
+    .bind(settings.horizon_s as i64)
+    .bind(settings.preroll_s as i64)
+    .bind(settings.grace_s as i64)
+    .bind(carriers_json(settings))
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One event's effect on the read model.
+async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) -> Result<()> {
+    match event {
+        ScheduleEvent::ServerRegistered { at, settings }
+        | ScheduleEvent::ServerUpdated { at, settings } => {
+            upsert_server(conn, settings, *at).await?;
+        }
+        ScheduleEvent::ReservationAccepted {
+            at,
+            reservation_id,
+            owner,
+            title,
+            start,
+            end,
+            opens_at,
+            closes_at,
+            stream_key_hash,
+        } => {
+            sqlx::query(
+                "INSERT INTO reservations (id, server_id, owner, title, start_at, end_at, \
+                     opens_at, closes_at, status, stream_key_hash, requested_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'accepted', $9, $10, $10)",
+            )
+            .bind(reservation_id)
+            .bind(server_id)
+            .bind(owner)
+            .bind(title)
+            .bind(start)
+            .bind(end)
+            .bind(opens_at)
+            .bind(closes_at)
+            .bind(stream_key_hash)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO schedule (server_id, reservation_id, start_at, end_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(server_id)
+            .bind(reservation_id)
+            .bind(start)
+            .bind(end)
+            .execute(&mut *conn)
+            .await?;
+        }
+        ScheduleEvent::ReservationRejected {
+            at,
+            reservation_id,
+            owner,
+            title,
+            start,
+            end,
+            reason,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO reservations (id, server_id, owner, title, start_at, end_at, \
+                     status, reason, requested_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'rejected', $7, $8, $8)",
+            )
+            .bind(reservation_id)
+            .bind(server_id)
+            .bind(owner)
+            .bind(title)
+            .bind(start)
+            .bind(end)
+            .bind(reason.explain())
+            .bind(at)
+            .execute(conn)
+            .await?;
+        }
+        ScheduleEvent::ReservationCancelled {
+            at, reservation_id, ..
+        } => {
+            sqlx::query(
+                "UPDATE reservations SET status = 'cancelled', updated_at = $2 WHERE id = $1",
+            )
+            .bind(reservation_id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM schedule WHERE server_id = $1 AND reservation_id = $2")
+                .bind(server_id)
+                .bind(reservation_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        ScheduleEvent::ReservationRescheduled {
+            at,
+            reservation_id,
+            start,
+            end,
+            opens_at,
+            closes_at,
+            ..
+        } => {
+            sqlx::query(
+                "UPDATE reservations SET start_at = $2, end_at = $3, opens_at = $4, \
+                     closes_at = $5, updated_at = $6 WHERE id = $1",
+            )
+            .bind(reservation_id)
+            .bind(start)
+            .bind(end)
+            .bind(opens_at)
+            .bind(closes_at)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "UPDATE schedule SET start_at = $3, end_at = $4 \
+                 WHERE server_id = $1 AND reservation_id = $2",
+            )
+            .bind(server_id)
+            .bind(reservation_id)
+            .bind(start)
+            .bind(end)
+            .execute(&mut *conn)
+            .await?;
+        }
+        // A refused reschedule changes nothing; the history shows it.
+        ScheduleEvent::RescheduleRejected { .. } => {}
+        ScheduleEvent::StreamKeyRotated {
+            at,
+            reservation_id,
+            stream_key_hash,
+        } => {
+            sqlx::query(
+                "UPDATE reservations SET stream_key_hash = $2, updated_at = $3 WHERE id = $1",
+            )
+            .bind(reservation_id)
+            .bind(stream_key_hash)
+            .bind(at)
+            .execute(conn)
+            .await?;
+        }
+    }
+    Ok(())
+}

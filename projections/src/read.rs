@@ -1,0 +1,137 @@
+//! Queries over the read model, for the api.
+//!
+//! Contract: read-only; SQL lives here and nowhere else in the read path. Time ranges are
+//! half-open `[from, to)` against the slot, so a slot is listed when any part of it falls in
+//! the range.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::Result;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ServerRow {
+    pub id: String,
+    pub name: String,
+    pub capacity: i32,
+    pub min_lead_s: i64,
+    pub max_duration_s: i64,
+    pub horizon_s: i64,
+    pub preroll_s: i64,
+    pub grace_s: i64,
+    pub carriers: Value,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ReservationRow {
+    pub id: String,
+    pub server_id: String,
+    pub owner: String,
+    pub title: Option<String>,
+    pub start_at: DateTime<Utc>,
+    pub end_at: DateTime<Utc>,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub reason: Option<String>,
+    pub stream_key_hash: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub sequence: i64,
+    pub event_type: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+const SERVER_COLUMNS: &str = "id, name, capacity, min_lead_s, max_duration_s, horizon_s, \
+    preroll_s, grace_s, carriers, registered_at, updated_at";
+
+pub async fn servers(pool: &PgPool) -> Result<Vec<ServerRow>> {
+    let sql = format!("SELECT {SERVER_COLUMNS} FROM servers ORDER BY id");
+    Ok(sqlx::query_as(&sql).fetch_all(pool).await?)
+}
+
+pub async fn server(pool: &PgPool, id: &str) -> Result<Option<ServerRow>> {
+    let sql = format!("SELECT {SERVER_COLUMNS} FROM servers WHERE id = $1");
+    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?)
+}
+
+pub async fn reservation(pool: &PgPool, id: &str) -> Result<Option<ReservationRow>> {
+    Ok(sqlx::query_as("SELECT * FROM reservations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Which reservations to list.
+#[derive(Clone, Debug, Default)]
+pub struct ReservationFilter {
+    /// Only this tenant's (a distributor's view); `None` lists everyone's (an operator's).
+    pub owner: Option<String>,
+    pub server_id: Option<String>,
+    pub status: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+pub async fn reservations(pool: &PgPool, f: &ReservationFilter) -> Result<Vec<ReservationRow>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM reservations \
+         WHERE ($1::text IS NULL OR owner = $1) \
+           AND ($2::text IS NULL OR server_id = $2) \
+           AND ($3::text IS NULL OR status = $3) \
+           AND ($4::timestamptz IS NULL OR end_at > $4) \
+           AND ($5::timestamptz IS NULL OR start_at < $5) \
+         ORDER BY start_at, id LIMIT $6",
+    )
+    .bind(&f.owner)
+    .bind(&f.server_id)
+    .bind(&f.status)
+    .bind(f.from)
+    .bind(f.to)
+    .bind(f.limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A server's held slots in start order, with their reservations.
+pub async fn schedule(
+    pool: &PgPool,
+    server_id: &str,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    limit: i64,
+) -> Result<Vec<ReservationRow>> {
+    Ok(sqlx::query_as(
+        "SELECT r.* FROM schedule s JOIN reservations r ON r.id = s.reservation_id \
+         WHERE s.server_id = $1 \
+           AND ($2::timestamptz IS NULL OR s.end_at > $2) \
+           AND ($3::timestamptz IS NULL OR s.start_at < $3) \
+         ORDER BY s.start_at, s.reservation_id LIMIT $4",
+    )
+    .bind(server_id)
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Every event about one reservation, in order, straight from the event store.
+pub async fn history(pool: &PgPool, reservation_id: &str) -> Result<Vec<HistoryRow>> {
+    Ok(sqlx::query_as(
+        "SELECT sequence, event_type, payload::jsonb AS payload, metadata::jsonb AS metadata \
+         FROM public.events WHERE reservation_id = $1 ORDER BY aggregate_id, sequence",
+    )
+    .bind(reservation_id)
+    .fetch_all(pool)
+    .await?)
+}
