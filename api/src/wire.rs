@@ -6,7 +6,7 @@
 
 use axum::extract::{FromRequest, Request};
 use bytes::Bytes;
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use slotcast_domain::time::{serde_ms, serde_us};
@@ -17,21 +17,18 @@ use crate::clock::{ClockSource, NtpInfo, SyncState};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+const TIME_FORMAT: &str = "must be an RFC 3339 time with a zone, e.g. 2030-01-01T12:00:00Z";
+
+/// RFC 3339 with a zone, to UTC, truncated to milliseconds. (Not `duration_trunc`: it goes
+/// through nanosecond timestamps and fails after 2262.)
+fn rfc3339_utc_ms(text: &str) -> Option<DateTime<Utc>> {
+    let t = DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc);
+    t.with_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
+}
+
 /// Parses an input time: RFC 3339 with a zone, to UTC, truncated to milliseconds.
 pub fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .and_then(|t| {
-            t.with_timezone(&Utc)
-                .duration_trunc(TimeDelta::milliseconds(1))
-                .ok()
-        })
-        .ok_or_else(|| {
-            ApiError::invalid(
-                field,
-                "must be an RFC 3339 time with a zone, e.g. 2030-01-01T12:00:00Z",
-            )
-        })
+    rfc3339_utc_ms(text).ok_or_else(|| ApiError::invalid(field, TIME_FORMAT))
 }
 
 /// An input time; see [`parse_time`].
@@ -42,19 +39,9 @@ pub struct WireTime(pub DateTime<Utc>);
 impl<'de> Deserialize<'de> for WireTime {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&text)
-            .ok()
-            .and_then(|t| {
-                t.with_timezone(&Utc)
-                    .duration_trunc(TimeDelta::milliseconds(1))
-                    .ok()
-            })
+        rfc3339_utc_ms(&text)
             .map(WireTime)
-            .ok_or_else(|| {
-                serde::de::Error::custom(
-                    "must be an RFC 3339 time with a zone, e.g. 2030-01-01T12:00:00Z",
-                )
-            })
+            .ok_or_else(|| serde::de::Error::custom(TIME_FORMAT))
     }
 }
 

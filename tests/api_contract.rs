@@ -1,0 +1,231 @@
+//! The API's contract at its edges: bad input and bad tokens get clear JSON errors and store
+//! nothing; the server clock follows a real chrony and degrades to the system clock without
+//! blocking bookings; health, readiness, metrics, OpenAPI; clean shutdown on SIGTERM.
+
+mod support;
+
+use chrono::{Duration, Utc};
+use serde_json::{json, Value};
+use support::chrony::{Chrony, LOCAL_STRATUM};
+use support::{server_body, time, token, ts, Api, TestDb};
+
+async fn raw(api: &Api, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+    let mut req = api
+        .http
+        .post(api.url("/v1/reservations"))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_json_error_and_stores_nothing() {
+    let db = TestDb::new().await;
+    let operator = token(&db, "operator", "ops");
+    let alice = token(&db, "distributor", "alice");
+    let api = Api::start(&db, &[]);
+    let (status, _) = api
+        .post("/v1/servers", &operator, server_body("srv", 1))
+        .await;
+    assert_eq!(status, 201);
+    let events_before = db.count("SELECT count(*) FROM events").await;
+    let start = Utc::now() + Duration::hours(1);
+    let s = ts(start);
+    let e = ts(start + Duration::minutes(30));
+    // (case, token, body, status, error code, what the message says)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        ("malformed JSON", Some(&alice), b"{\"server_id\": \"srv\",".to_vec(), 400, "bad_request", "malformed JSON"),
+        ("missing field", Some(&alice), json!({"server_id": "srv", "end": e}).to_string().into_bytes(), 422, "invalid", "start: is required"),
+        ("start = end", Some(&alice), json!({"server_id": "srv", "start": s, "end": s}).to_string().into_bytes(), 422, "invalid", "end: must be after start"),
+        ("year 9999", Some(&alice), json!({"server_id": "srv", "start": "9999-01-01T00:00:00Z", "end": "9999-01-01T01:00:00Z"}).to_string().into_bytes(), 422, "invalid", "start: must be within"),
+        ("no zone", Some(&alice), json!({"server_id": "srv", "start": "2031-01-01T10:00:00", "end": e}).to_string().into_bytes(), 422, "invalid", "start: must be an RFC 3339 time with a zone"),
+        ("unknown field", Some(&alice), json!({"server_id": "srv", "start": s, "end": e, "titel": "x"}).to_string().into_bytes(), 422, "invalid", "unknown field `titel`"),
+        ("over 64 KiB", Some(&alice), json!({"server_id": "srv", "start": s, "end": e, "title": "x".repeat(70_000)}).to_string().into_bytes(), 413, "payload_too_large", "request body larger than 65536 bytes"),
+        ("title too long", Some(&alice), json!({"server_id": "srv", "start": s, "end": e, "title": "x".repeat(201)}).to_string().into_bytes(), 422, "invalid", "title:"),
+        ("no token", None, json!({"server_id": "srv", "start": s, "end": e}).to_string().into_bytes(), 401, "unauthorized", "missing Authorization"),
+        ("wrong token", Some("sct_not-a-token"), json!({"server_id": "srv", "start": s, "end": e}).to_string().into_bytes(), 401, "unauthorized", "unknown or revoked token"),
+        ("operator books", Some(&operator), json!({"server_id": "srv", "start": s, "end": e}).to_string().into_bytes(), 403, "forbidden", "distributor"),
+    ];
+    for (name, token, body, status, code, message) in cases {
+        let (got, answer) = raw(&api, token, body).await;
+        assert_eq!(got, status, "{name}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{name}: {answer}");
+        let text = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            text.contains(message),
+            "{name}: {text:?} should say {message:?}"
+        );
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM events").await,
+        events_before,
+        "nothing stored"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM idempotency").await, 0);
+    // Bad query parameters name the parameter too.
+    let (status, answer) = api.get("/v1/reservations?from=yesterday", &alice).await;
+    assert_eq!(
+        (
+            status,
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("from:")
+        ),
+        (422, true)
+    );
+    // Bad server registrations name the field.
+    let mut bad = server_body("bad", 1);
+    bad["carriers"][0]["ingest_url"] = json!("http://x");
+    let (status, answer) = api.post("/v1/servers", &operator, bad).await;
+    assert_eq!(status, 422);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("carriers[].ingest_url"),
+        "{answer}"
+    );
+    let (status, answer) = api
+        .post("/v1/servers", &operator, server_body("srv", 1))
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("server_exists"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_time_follows_a_real_ntp_server() {
+    let db = TestDb::new().await;
+    let alice = token(&db, "distributor", "alice");
+    let operator = token(&db, "operator", "ops");
+    let chrony = Chrony::start();
+    let api = Api::start(&db, &[("SLOTCAST_NTP_SERVERS", &chrony.server())]);
+    let mut synced = Value::Null;
+    for _ in 0..50 {
+        let (_, t) = api.call("GET", "/v1/time", None, None).await;
+        if t["state"] == "synced" {
+            synced = t;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        synced["state"],
+        "synced",
+        "no sync with chrony: {}",
+        chrony.log()
+    );
+    assert_eq!(synced["source"], "ntp");
+    assert_eq!(synced["ntp"]["server"], chrony.server());
+    assert_eq!(synced["ntp"]["stratum"], LOCAL_STRATUM);
+    assert!(synced["ntp"]["offset_ms"].as_f64().unwrap().abs() < 50.0);
+    assert!((time(&synced["now"]) - Utc::now()).num_milliseconds().abs() < 1000);
+    // The booking answer carries the same clock.
+    api.post("/v1/servers", &operator, server_body("srv", 1))
+        .await;
+    let start = Utc::now() + Duration::hours(1);
+    let (status, a) = api.post("/v1/reservations", &alice, json!({"server_id": "srv", "start": ts(start), "end": ts(start + Duration::minutes(5))})).await;
+    assert_eq!(status, 201);
+    assert_eq!(a["server_time"]["state"], "synced");
+    assert_eq!(a["server_time"]["ntp"]["stratum"], LOCAL_STRATUM);
+    let (status, ready) = api.call("GET", "/readyz", None, None).await;
+    assert_eq!(
+        (status, ready["clock"]["state"].as_str()),
+        (200, Some("synced"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_ntp_leaves_the_clock_unsynced_and_booking_working() {
+    let db = TestDb::new().await;
+    let alice = token(&db, "distributor", "alice");
+    let operator = token(&db, "operator", "ops");
+    let api = Api::start(&db, &[("SLOTCAST_NTP_SERVERS", "127.0.0.1:9")]);
+    let (status, t) = api.call("GET", "/v1/time", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            t["state"].as_str(),
+            t["source"].as_str(),
+            t["ntp"].is_null()
+        ),
+        (Some("unsynced"), Some("system"), true)
+    );
+    api.post("/v1/servers", &operator, server_body("srv", 1))
+        .await;
+    let start = Utc::now() + Duration::hours(1);
+    let (status, a) = api.post("/v1/reservations", &alice, json!({"server_id": "srv", "start": ts(start), "end": ts(start + Duration::minutes(5))})).await;
+    assert_eq!(status, 201, "{a}");
+    assert_eq!(a["server_time"]["state"], "unsynced");
+    let (status, ready) = api.call("GET", "/readyz", None, None).await;
+    assert_eq!(
+        (status, ready["clock"]["state"].as_str()),
+        (200, Some("unsynced"))
+    );
+    let metrics = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("slotcast_ntp_synced 0"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_endpoints_and_clean_shutdown() {
+    let db = TestDb::new().await;
+    let api = Api::start(&db, &[]);
+    let (status, health) = api.call("GET", "/healthz", None, None).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let (status, ready) = api.call("GET", "/readyz", None, None).await;
+    assert_eq!((status, ready["database"].as_str()), (200, Some("ok")));
+    let (status, spec) = api.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/v1/time",
+        "/v1/servers",
+        "/v1/servers/{id}/schedule",
+        "/v1/reservations",
+        "/v1/reservations/{id}/history",
+        "/v1/reservations/{id}/rotate-key",
+    ] {
+        assert!(spec["paths"].get(path).is_some(), "OpenAPI lacks {path}");
+    }
+    assert!(spec["components"]["schemas"].get("Accepted").is_some());
+    let metrics = api
+        .http
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("slotcast_http_requests_total"),
+        "{metrics}"
+    );
+    let resp = api
+        .http
+        .get(api.url("/v1/time"))
+        .header("x-request-id", "trace-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-me");
+    assert_eq!(api.stop(), Some(0), "SIGTERM ends the server cleanly");
+}

@@ -1,0 +1,77 @@
+//! A real chrony NTP server on a loopback port of its own, for tests.
+//!
+//! Contract: `chronyd -x` never touches the system clock; the process and its files go with
+//! the guard. Answers with stratum [`LOCAL_STRATUM`] from its first packet.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+pub const LOCAL_STRATUM: u8 = 8;
+
+pub struct Chrony {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+    socket.local_addr().expect("local addr").port()
+}
+
+impl Chrony {
+    pub fn start() -> Self {
+        let chronyd = std::env::var_os("CHRONYD")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/sbin/chronyd"));
+        let dir = tempfile::tempdir().expect("create tempdir");
+        let port = free_udp_port();
+        let conf = dir.path().join("chrony.conf");
+        let d = dir.path().display();
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbindaddress 127.0.0.1\nlocal stratum {LOCAL_STRATUM}\n\
+                 allow 127.0.0.1\ncmdport 0\nbindcmdaddress /\n\
+                 pidfile {d}/chronyd.pid\ndriftfile {d}/drift\n"
+            ),
+        )
+        .expect("write chrony.conf");
+        let log = std::fs::File::create(dir.path().join("chronyd.log")).expect("create log");
+        // -x: never set the clock; -d: foreground; -U -u root: run as whoever we are.
+        let child = Command::new(&chronyd)
+            .args(["-x", "-d", "-U", "-u", "root", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "start {}: {e} (install chrony: scripts/services)",
+                    chronyd.display()
+                )
+            });
+        Self { child, port, dir }
+    }
+
+    /// `host:port` for SLOTCAST_NTP_SERVERS.
+    pub fn server(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("chronyd.log")).unwrap_or_default()
+    }
+
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Chrony {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,280 @@
+//! Shared harness for the end-to-end tests: a database of each test's own, the built
+//! `slotcast` binary as a child process, tokens, a real chrony, and an HTTP client.
+//!
+//! Contract: everything a test starts is stopped and removed when its guard drops (the
+//! database too); every wait is bounded; only loopback addresses are used. No Postgres means
+//! a loud failure, never a skip.
+#![allow(dead_code)]
+
+pub mod chrony;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+use sqlx::{Connection, Executor, PgConnection};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_slotcast");
+
+fn base_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A fresh database, dropped (forcibly) with the guard.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let admin_url = base_url();
+        let name = format!("slotcast_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!(
+                "these tests need Postgres at DATABASE_URL={admin_url} (run scripts/services): {e}"
+            )
+        });
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create the test database");
+        let _ = conn.close().await;
+        let url = match admin_url.rfind('/') {
+            Some(i) if admin_url[..i].contains("://") && admin_url[..i].len() > 10 => {
+                let query = admin_url[i..]
+                    .find('?')
+                    .map(|q| &admin_url[i + q..])
+                    .unwrap_or("");
+                format!("{}/{name}{query}", &admin_url[..i])
+            }
+            _ => panic!("DATABASE_URL must name a database: {admin_url}"),
+        };
+        Self {
+            name,
+            url,
+            admin_url,
+        }
+    }
+
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Runs a query returning one JSON value (e.g. `SELECT json_agg(...)`).
+    pub async fn json(&self, sql: &str) -> Value {
+        let mut conn = self.connect().await;
+        let v: Option<Value> = sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect(sql);
+        v.unwrap_or(Value::Null)
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let mut conn = self.connect().await;
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect(sql)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                        let _ = conn
+                            .execute(
+                                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                            )
+                            .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// Runs `slotcast` to completion with `DATABASE_URL` set; returns (status, stdout, stderr).
+pub fn slotcast(db: &TestDb, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("SLOTCAST_LOG", "error")
+        .output()
+        .expect("run slotcast");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn token(db: &TestDb, role: &str, name: &str) -> String {
+    let (code, out, err) = slotcast(
+        db,
+        &["admin", "token", "create", "--role", role, "--name", name],
+    );
+    assert_eq!(code, 0, "token create failed: {err}");
+    out.trim().to_string()
+}
+
+/// `slotcast server api` on a port of its own.
+pub struct Api {
+    child: Child,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    /// Starts the api; NTP points at a closed loopback port unless `env` says otherwise.
+    pub fn start(db: &TestDb, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["server", "api"])
+            .env("DATABASE_URL", &db.url)
+            .env("SLOTCAST_API_ADDR", "127.0.0.1:0")
+            .env("SLOTCAST_NTP_SERVERS", "127.0.0.1:9")
+            .env("SLOTCAST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start slotcast server api");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("slotcast api listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("slotcast server api did not start listening within 60 s");
+            }
+        };
+        Self {
+            child,
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request; returns (status, JSON body or Null).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    /// Stops the api with SIGTERM and waits (bounded) for a clean exit; returns its status.
+    pub fn stop(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn time(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
+        .unwrap_or_else(|e| panic!("not RFC 3339: {v}: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// A server spec with two carriers.
+pub fn server_body(id: &str, capacity: u32) -> Value {
+    serde_json::json!({
+        "id": id,
+        "name": format!("Server {id}"),
+        "capacity": capacity,
+        "carriers": [
+            {"name": "carrier-a", "ingest_url": "rtsp://127.0.0.2:8554"},
+            {"name": "carrier-b", "ingest_url": "rtsp://127.0.0.3:8554"}
+        ]
+    })
+}
+
+/// The read model as canonical JSON, for comparing copies.
+pub async fn dump_read_model(db: &TestDb) -> Value {
+    let mut out = serde_json::Map::new();
+    for (table, order) in [
+        ("servers", "id"),
+        ("reservations", "id"),
+        ("schedule", "server_id, reservation_id"),
+        ("streams", "aggregate_id"),
+    ] {
+        let sql = format!(
+            "SELECT coalesce(json_agg(t ORDER BY {order}), '[]'::json)::jsonb FROM rm.{table} t"
+        );
+        out.insert(table.to_string(), db.json(&sql).await);
+    }
+    Value::Object(out)
+}
