@@ -103,3 +103,21 @@ async fn expire_idempotency(state: AppState, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// `serve` must be spawnable (the cli and the benchmark run it on a tokio task).
+    #[test]
+    fn serve_future_is_send() {
+        let fut = serve(
+            ApiConfig::new(String::new()),
+            CancellationToken::new(),
+            |_| {},
+        );
+        assert_send(&fut);
+    }
+}

@@ -2,111 +2,37 @@
 //! loopback UDP port (see [`Chrony`]). Everything stays on 127.0.0.1 and every wait is bounded.
 
 use std::net::UdpSocket;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use slotcast_api::clock::{ClockConfig, ClockError, ClockSource, NtpInfo, ServerClock, SyncState};
 use tokio_util::sync::CancellationToken;
 
-/// chrony answers as a `local stratum N` server with stratum N itself (not N + 1).
-const LOCAL_STRATUM: u8 = 8;
+// The same real-chrony harness the end-to-end tests use.
+#[path = "../../tests/support/chrony.rs"]
+mod chrony;
+use chrony::{free_udp_port, Chrony, LOCAL_STRATUM};
 
-/// A `chronyd` serving NTP on 127.0.0.1 from a private tempdir, killed on drop.
-///
-/// It runs with `-x` (never touches the system clock) and `-d` (foreground). `-U` lifts
-/// chronyd's "must be root" check and `-u root` stops it dropping privileges to `_chrony`
-/// when it is root (it could then not write its pid and drift files in our tempdir); together
-/// they work both as root and as a normal user. `cmdport 0` and `bindcmdaddress /` disable
-/// both command sockets, so nothing is shared with a system chronyd.
-struct Chrony {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Chrony {
-    fn start() -> Self {
-        let chronyd = std::env::var_os("CHRONYD")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/sbin/chronyd"));
-        let dir = tempfile::tempdir().expect("create tempdir");
-        let port = free_udp_port();
-        let conf = dir.path().join("chrony.conf");
-        let d = dir.path().display();
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\n\
-                 bindaddress 127.0.0.1\n\
-                 local stratum {LOCAL_STRATUM}\n\
-                 allow 127.0.0.1\n\
-                 cmdport 0\n\
-                 bindcmdaddress /\n\
-                 pidfile {d}/chronyd.pid\n\
-                 driftfile {d}/drift\n"
-            ),
-        )
-        .expect("write chrony.conf");
-        let log = std::fs::File::create(dir.path().join("chronyd.log")).expect("create log");
-        let child = Command::new(&chronyd)
-            .args(["-x", "-d", "-U", "-u", "root", "-f"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e} (is chrony installed?)", chronyd.display()));
-        Self { child, port, dir }
-    }
-
-    /// The `host:port` to put in `ClockConfig::servers`.
-    fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("chronyd.log")).unwrap_or_default()
-    }
-
-    /// Syncs `clock` (configured with this server) once chrony answers. chrony answers from
-    /// its first packet once its socket is bound, so this normally succeeds at once; the
-    /// bounded retries only cover process start-up.
-    async fn sync(&mut self, clock: &ServerClock) -> NtpInfo {
-        let mut last_error = None;
-        for _ in 0..50 {
-            if let Ok(Some(exit)) = self.child.try_wait() {
-                panic!("chronyd exited early ({exit}):\n{}", self.log());
-            }
-            match clock.sync_once().await {
-                Ok(info) => return info,
-                Err(e) => last_error = Some(e),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// Syncs `clock` (configured with `chrony`) once chrony answers. chrony answers from its first
+/// packet once its socket is bound, so this normally succeeds at once; the bounded retries
+/// only cover process start-up.
+async fn sync(chrony: &mut Chrony, clock: &ServerClock) -> NtpInfo {
+    let mut last_error = None;
+    for _ in 0..50 {
+        if chrony.exited() {
+            panic!("chronyd exited early:\n{}", chrony.log());
         }
-        panic!(
-            "chronyd on {} never answered: {last_error:?}\n{}",
-            self.server(),
-            self.log()
-        );
+        match clock.sync_once().await {
+            Ok(info) => return info,
+            Err(e) => last_error = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-impl Drop for Chrony {
-    fn drop(&mut self) {
-        // Ignore errors: the process may already be gone.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback UDP port that was free a moment ago.
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind an ephemeral loopback UDP port")
-        .port()
+    panic!(
+        "chronyd on {} never answered: {last_error:?}\n{}",
+        chrony.server(),
+        chrony.log()
+    );
 }
 
 fn config(servers: &[String]) -> ClockConfig {
@@ -130,7 +56,7 @@ async fn syncs_against_a_real_chrony() {
     assert_eq!(clock.status().state, SyncState::Unsynced);
 
     let before = Utc::now();
-    let info = chrony.sync(&clock).await;
+    let info = sync(&mut chrony, &clock).await;
     let after = Utc::now();
 
     let status = clock.status();
@@ -169,7 +95,7 @@ async fn the_first_server_that_answers_wins() {
     let mut chrony = Chrony::start();
     let nobody = format!("127.0.0.1:{}", free_udp_port());
     let clock = ServerClock::new(config(&[nobody, chrony.server()]));
-    let info = chrony.sync(&clock).await;
+    let info = sync(&mut chrony, &clock).await;
     assert_eq!(info.server, chrony.server());
     assert_eq!(clock.status().state, SyncState::Synced);
 }
@@ -251,7 +177,7 @@ async fn goes_stale_after_chrony_dies_and_keeps_the_offset() {
         stale_after,
         ..config(&[chrony.server()])
     });
-    let info = chrony.sync(&clock).await;
+    let info = sync(&mut chrony, &clock).await;
     assert_eq!(clock.status().state, SyncState::Synced);
 
     drop(chrony);

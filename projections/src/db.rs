@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, Executor, PgPool};
+use sqlx::{Executor, PgPool};
 
 /// A pool of `max` connections with the read-model search path.
 pub async fn connect(database_url: &str, max: u32) -> crate::Result<PgPool> {
@@ -29,8 +29,13 @@ pub async fn connect(database_url: &str, max: u32) -> crate::Result<PgPool> {
 /// (so sqlx's bookkeeping table stays in `public`, never in `rm`).
 pub async fn migrate(database_url: &str) -> crate::Result<()> {
     let options: PgConnectOptions = database_url.parse()?;
-    let mut conn = sqlx::PgConnection::connect_with(&options).await?;
-    crate::MIGRATOR.run(&mut conn).await?;
-    conn.close().await?;
+    // A one-connection pool rather than a bare connection: `Migrator::run(&mut PgConnection)`
+    // makes the caller's future non-`Send` (a higher-ranked lifetime limit of sqlx 0.8).
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    crate::MIGRATOR.run(&pool).await?;
+    pool.close().await;
     Ok(())
 }

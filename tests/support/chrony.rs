@@ -14,7 +14,8 @@ pub struct Chrony {
     dir: tempfile::TempDir,
 }
 
-fn free_udp_port() -> u16 {
+/// A UDP port on 127.0.0.1 free a moment ago.
+pub fn free_udp_port() -> u16 {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
     socket.local_addr().expect("local addr").port()
 }
@@ -38,7 +39,11 @@ impl Chrony {
         )
         .expect("write chrony.conf");
         let log = std::fs::File::create(dir.path().join("chronyd.log")).expect("create log");
-        // -x: never set the clock; -d: foreground; -U -u root: run as whoever we are.
+        // -x: never set the clock; -d: foreground. -U lifts chronyd's "must be root" check and
+        // -u root stops it dropping to `_chrony` when it is root (it could then not write in
+        // our tempdir): together they work as root and as a normal user. `cmdport 0` and
+        // `bindcmdaddress /` close both command sockets, so nothing is shared with a system
+        // chronyd.
         let child = Command::new(&chronyd)
             .args(["-x", "-d", "-U", "-u", "root", "-f"])
             .arg(&conf)

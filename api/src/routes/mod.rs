@@ -10,7 +10,12 @@ use axum::response::Response;
 use axum::Router;
 use chrono::{DateTime, Utc};
 
+use slotcast_domain::{Command, CommandKind};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::{Context, Decided};
 use crate::wire::ServerTime;
 
 mod ops;
@@ -41,6 +46,29 @@ impl AppState {
             state: status.state,
             ntp: status.ntp,
         }
+    }
+}
+
+impl AppState {
+    /// Decides `kind` on `server_id`'s schedule for `caller`, at the request's receive time.
+    pub async fn decide(
+        &self,
+        ctx: &RequestContext,
+        caller: &Caller,
+        server_id: &str,
+        kind: CommandKind,
+    ) -> Result<Decided, ApiError> {
+        let command = Command {
+            now: ctx.received,
+            actor: caller.0.clone(),
+            kind,
+        };
+        let context = Context {
+            actor: caller.label(),
+            request_id: ctx.request_id.clone(),
+            recorded_at: ctx.received,
+        };
+        self.store.execute(server_id, command, &context).await
     }
 }
 

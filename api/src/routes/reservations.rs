@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use slotcast_domain::{Command, CommandKind, Role, ScheduleEvent, ServerSettings};
+use slotcast_domain::{CommandKind, Role, ScheduleEvent, ServerSettings};
 use slotcast_projections::read::{self, ReservationFilter, ReservationRow};
 
 use super::RequestContext;
@@ -19,7 +19,6 @@ use crate::auth::{new_stream_key, Caller};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Begin};
 use crate::state::AppState;
-use crate::store::Context;
 use crate::wire::{
     parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryEntry, Rejected,
     RescheduleRequest, ReservationDto, ReservationList, RotatedKey, Setting, WindowDto,
@@ -33,14 +32,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/reservations/{id}/reschedule", post(reschedule))
         .route("/v1/reservations/{id}/rotate-key", post(rotate_key))
         .route("/v1/reservations/{id}/history", get(history))
-}
-
-fn context(caller: &Caller, ctx: &RequestContext) -> Context {
-    Context {
-        actor: caller.label(),
-        request_id: ctx.request_id.clone(),
-        recorded_at: ctx.received,
-    }
 }
 
 fn carrier_urls(carriers: impl IntoIterator<Item = (String, String)>, id: &str) -> Vec<CarrierUrl> {
@@ -181,20 +172,19 @@ async fn decide_booking(
 ) -> Result<(StatusCode, serde_json::Value), ApiError> {
     let id = uuid::Uuid::now_v7().to_string();
     let (stream_key, stream_key_hash) = new_stream_key();
-    let command = Command {
-        now: ctx.received,
-        actor: caller.0.clone(),
-        kind: CommandKind::RequestReservation {
-            reservation_id: id.clone(),
-            start: input.start.0,
-            end: input.end.0,
-            title: input.title,
-            stream_key_hash,
-        },
-    };
     let decided = state
-        .store
-        .execute(&input.server_id, command, &context(caller, ctx))
+        .decide(
+            ctx,
+            caller,
+            &input.server_id,
+            CommandKind::RequestReservation {
+                reservation_id: id.clone(),
+                start: input.start.0,
+                end: input.end.0,
+                title: input.title,
+                stream_key_hash,
+            },
+        )
         .await?;
     let carriers = decided
         .settings
@@ -355,16 +345,15 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<ReservationDto>, ApiError> {
     let row = visible(&state, &caller, &id).await?;
-    let command = Command {
-        now: ctx.received,
-        actor: caller.0.clone(),
-        kind: CommandKind::CancelReservation {
-            reservation_id: id.clone(),
-        },
-    };
     state
-        .store
-        .execute(&row.server_id, command, &context(&caller, &ctx))
+        .decide(
+            &ctx,
+            &caller,
+            &row.server_id,
+            CommandKind::CancelReservation {
+                reservation_id: id.clone(),
+            },
+        )
         .await?;
     Ok(Json(fresh(&state, &id).await?))
 }
@@ -383,18 +372,17 @@ pub async fn reschedule(
     body: Body<RescheduleRequest>,
 ) -> Result<Response, ApiError> {
     let row = visible(&state, &caller, &id).await?;
-    let command = Command {
-        now: ctx.received,
-        actor: caller.0.clone(),
-        kind: CommandKind::RescheduleReservation {
-            reservation_id: id.clone(),
-            start: body.value.start.0,
-            end: body.value.end.0,
-        },
-    };
     let decided = state
-        .store
-        .execute(&row.server_id, command, &context(&caller, &ctx))
+        .decide(
+            &ctx,
+            &caller,
+            &row.server_id,
+            CommandKind::RescheduleReservation {
+                reservation_id: id.clone(),
+                start: body.value.start.0,
+                end: body.value.end.0,
+            },
+        )
         .await?;
     if let Some(ScheduleEvent::RescheduleRejected {
         reason,
@@ -425,17 +413,16 @@ pub async fn rotate_key(
 ) -> Result<Json<RotatedKey>, ApiError> {
     let row = visible(&state, &caller, &id).await?;
     let (stream_key, stream_key_hash) = new_stream_key();
-    let command = Command {
-        now: ctx.received,
-        actor: caller.0.clone(),
-        kind: CommandKind::RotateStreamKey {
-            reservation_id: id.clone(),
-            stream_key_hash,
-        },
-    };
     let decided = state
-        .store
-        .execute(&row.server_id, command, &context(&caller, &ctx))
+        .decide(
+            &ctx,
+            &caller,
+            &row.server_id,
+            CommandKind::RotateStreamKey {
+                reservation_id: id.clone(),
+                stream_key_hash,
+            },
+        )
         .await?;
     let carriers = decided
         .settings

@@ -6,14 +6,13 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use slotcast_domain::{Carrier, Command, CommandKind, ServerPatch, ServerSettings, ServerSpec};
+use slotcast_domain::{Carrier, CommandKind, ServerPatch, ServerSettings, ServerSpec};
 use slotcast_projections::read::{self, ServerRow};
 
 use super::RequestContext;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
-use crate::store::Context;
 use crate::wire::{
     parse_time, Body, CarrierDto, CarrierInput, CreateServer, PatchServer, Schedule, ScheduleSlot,
     ServerDto, ServerList,
@@ -82,14 +81,6 @@ pub(crate) fn from_row(row: ServerRow) -> ServerDto {
     }
 }
 
-fn context(caller: &Caller, ctx: &RequestContext) -> Context {
-    Context {
-        actor: caller.label(),
-        request_id: ctx.request_id.clone(),
-        recorded_at: ctx.received,
-    }
-}
-
 /// Registers a distribution server (operator).
 #[utoipa::path(post, path = "/v1/servers", tag = "servers", request_body = CreateServer,
     security(("bearer" = [])),
@@ -116,14 +107,8 @@ pub async fn create(
     };
     // The id must be valid before it names an aggregate.
     let id = input.id;
-    let command = Command {
-        now: ctx.received,
-        actor: caller.0.clone(),
-        kind: CommandKind::RegisterServer(spec),
-    };
     let decided = state
-        .store
-        .execute(&id, command, &context(&caller, &ctx))
+        .decide(&ctx, &caller, &id, CommandKind::RegisterServer(spec))
         .await?;
     let settings = decided
         .settings
@@ -187,14 +172,8 @@ pub async fn update(
         grace_s: p.grace_s,
         carriers: p.carriers.map(carriers),
     };
-    let command = Command {
-        now: ctx.received,
-        actor: caller.0.clone(),
-        kind: CommandKind::UpdateServer(patch),
-    };
     let decided = state
-        .store
-        .execute(&id, command, &context(&caller, &ctx))
+        .decide(&ctx, &caller, &id, CommandKind::UpdateServer(patch))
         .await?;
     match read::server(&state.pool, &id).await? {
         Some(row) => Ok(Json(from_row(row))),
