@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent};
 use postgres_es::PostgresEventRepository;
@@ -110,25 +109,29 @@ impl ScheduleStore {
             if !cached.loaded {
                 self.refresh(server_id, &mut cached).await?;
             }
-            let mut next = cached.state.clone();
-            let sink = EventSink::default();
-            if let Err(err) = next.handle(command.clone(), &(), &sink).await {
-                let unknown = next.settings().is_none();
-                drop(cached);
-                if unknown {
-                    // Keep no cache entry for ids that are not servers.
-                    self.forget(server_id);
+            // `decide` is `handle` without the sink's apply: the cached state changes only once
+            // the events are committed, and needs no copy to stay clean if they are not.
+            let event = match cached.state.decide(command.clone()) {
+                Ok(event) => event,
+                Err(err) => {
+                    let unknown = cached.state.settings().is_none();
+                    drop(cached);
+                    if unknown {
+                        // Keep no cache entry for ids that are not servers.
+                        self.forget(server_id);
+                    }
+                    return Err(domain_error(err));
                 }
-                return Err(domain_error(err));
-            }
-            let events = sink.collect().await;
+            };
+            let events = vec![event];
             let serialized = self.serialize(server_id, cached.sequence, &events, context)?;
             match self.repo.persist::<ServerSchedule>(&serialized, None).await {
                 Ok(()) => {
-                    let settings = next.settings().cloned();
-                    cached.state = next;
+                    for event in &events {
+                        cached.state.apply(event.clone());
+                    }
                     cached.sequence += events.len();
-                    break (events, settings);
+                    break (events, cached.state.settings().cloned());
                 }
                 Err(PersistenceError::OptimisticLockError) if attempt < ATTEMPTS => {
                     self.conflicts

@@ -4,6 +4,7 @@
 //! Contract: parses arguments and configuration once, then hands typed config to the library
 //! crates. Exit codes: 0 success, 1 failure, 2 usage or configuration error.
 
+mod bench;
 mod config;
 
 use std::path::PathBuf;
@@ -44,6 +45,11 @@ enum Top {
         #[command(subcommand)]
         command: Admin,
     },
+    /// Benchmarks: they print figures (BENCHMARKS.md has the latest ones).
+    Bench {
+        #[command(subcommand)]
+        command: Bench,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -64,6 +70,13 @@ enum Admin {
     },
     /// Replay every event into fresh read-model tables, swap them in, and print events/s.
     Rebuild,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Booking throughput and p50/p99 latency through the api, beside raw SQL inserts into an
+    /// exclusion-constrained table, over 1 and 100 servers; in a throwaway database.
+    Booking(bench::BookingArgs),
 }
 
 #[derive(Subcommand)]
@@ -167,6 +180,9 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
                 report.events_per_second()
             );
         }
+        Top::Bench {
+            command: Bench::Booking(args),
+        } => bench::booking(args).await?,
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! first and then aggregates in id order, so two projectors never wait on each other in a
 //! cycle.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -113,7 +113,7 @@ pub(crate) async fn catch_up_in(conn: &mut PgConnection, batch: i64) -> Result<C
     let txid: String = checkpoint.try_get("txid")?;
     let position: i64 = checkpoint.try_get("position")?;
     let rows = sqlx::query(
-        "SELECT aggregate_id, txid::text AS txid, position FROM public.events \
+        "SELECT aggregate_id, sequence, txid::text AS txid, position FROM public.events \
          WHERE aggregate_type = $1 \
            AND (txid, position) > ($2::text::xid8, $3) \
            AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -130,12 +130,30 @@ pub(crate) async fn catch_up_in(conn: &mut PgConnection, batch: i64) -> Result<C
     };
     let last_txid: String = last.try_get("txid")?;
     let last_position: i64 = last.try_get("position")?;
-    let mut aggregates = BTreeSet::new();
+    // The newest sequence this batch saw per aggregate.
+    let mut newest: BTreeMap<String, i64> = BTreeMap::new();
     for row in &rows {
-        aggregates.insert(row.try_get::<String, _>("aggregate_id")?);
+        let id: String = row.try_get("aggregate_id")?;
+        let sequence: i64 = row.try_get("sequence")?;
+        let entry = newest.entry(id).or_insert(sequence);
+        *entry = (*entry).max(sequence);
+    }
+    // Usually the inline projector got there first: skip those aggregates without locking
+    // them, so catch-up never makes a booking's inline projection wait.
+    let ids: Vec<String> = newest.keys().cloned().collect();
+    let projected: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT aggregate_id, last_sequence FROM streams WHERE aggregate_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, last) in projected {
+        if newest.get(&id).is_some_and(|n| *n <= last) {
+            newest.remove(&id);
+        }
     }
     let mut applied = 0;
-    for aggregate_id in &aggregates {
+    for aggregate_id in newest.keys() {
         applied += project_stream_in(conn, aggregate_id).await?;
     }
     sqlx::query(

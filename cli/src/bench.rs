@@ -1,0 +1,947 @@
+//! `slotcast bench booking`: booking throughput and latency through the real api, beside a
+//! raw-SQL baseline (one `EXCLUDE USING gist` table), in one run; prints figures, asserts none.
+//!
+//! Contract: everything happens in a throwaway database `slotcast_bench_<uuid>` that is
+//! created through the admin connection and dropped `WITH (FORCE)` at the end, on error and on
+//! Ctrl-C too. The api runs in this process on 127.0.0.1:0 with no NTP servers (nothing waits
+//! on the network) and, unless the flags say otherwise, its default pool, inline projection and
+//! catch-up. Every request has a timeout and every measured run stops taking work at a time
+//! cap, then reports what finished. Each scenario books on server ids of its own, so scenarios
+//! never see each other's slots.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
+use serde::Serialize;
+use slotcast_api::ApiConfig;
+use slotcast_domain::Role;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Length of each booked slot; a server's slots are laid end to end from a day ahead.
+const SLOT: TimeDelta = TimeDelta::minutes(10);
+/// The servers' booking horizon, so long runs on one server stay bookable (4 years).
+const HORIZON_S: u64 = 4 * 365 * 86_400;
+/// The targets the issue sets: across 100 servers, this share of the raw-SQL rate...
+const RATIO_TARGET: f64 = 0.5;
+/// ...and this p99 at half the measured maximum rate.
+const P99_TARGET_MS: f64 = 25.0;
+/// The scenario the targets are read on.
+const TARGET_SERVERS: usize = 100;
+/// Distinct error messages kept per run.
+const ERROR_SAMPLES: usize = 5;
+
+/// Booking throughput (accepted/s) and p50/p99 latency with N concurrent clients, through
+/// the api and as raw SQL inserts, per number of servers; then p50/p99 at half the measured
+/// rate. Needs Postgres with btree_gist; works in a throwaway database it drops at the end.
+#[derive(clap::Args, Debug)]
+pub struct BookingArgs {
+    /// Concurrent clients (closed loop: each sends its next booking when the last is
+    /// answered). The raw-SQL baseline opens this many database connections.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    clients: u32,
+    /// Bookings per run. They never overlap on a server, so every one should be accepted.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    bookings: u32,
+    /// Scenarios: how many servers the bookings are spread over (round-robin), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,100",
+        value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    servers: Vec<u32>,
+    /// Admin connection, used only to create and drop the throwaway database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true,
+        default_value = crate::config::DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// Timeout on each request (booking or insert), in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    timeout_s: u64,
+    /// Each measured run stops taking work after this many seconds and reports what finished
+    /// (a scenario is two runs, slotcast and raw SQL).
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    cap_s: u64,
+    /// Connections in the api's database pool (default: the api's own default).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
+    api_connections: Option<u32>,
+    /// Turn off the api's inline projection after each commit, leaving the read model to the
+    /// catch-up projector: shows what the projection costs a booking.
+    #[arg(long)]
+    no_inline_projection: bool,
+    /// Turn off the api's catch-up projector (it runs every 500 ms by default): shows what its
+    /// periodic pass costs the bookings beside it.
+    #[arg(long)]
+    no_catch_up: bool,
+    /// Print the figures as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one measured run did.
+#[derive(Clone, Debug, Serialize)]
+struct Figures {
+    /// Requests sent.
+    sent: usize,
+    /// Answered 201 (slotcast) or inserted (raw SQL).
+    ok: usize,
+    errors: usize,
+    /// The run stopped at the time cap before sending every booking.
+    capped: bool,
+    wall_s: f64,
+    /// `ok` per second of wall time.
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// Distinct errors as `count× message`.
+    error_samples: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Scenario {
+    servers: usize,
+    clients: usize,
+    slotcast: Figures,
+    raw_sql: Figures,
+    /// slotcast accepted/s ÷ raw SQL inserts/s.
+    ratio: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct HalfRate {
+    servers: usize,
+    /// The closed-loop slotcast rate it halves.
+    max_rate: f64,
+    /// Requests per second on the fixed arrival schedule.
+    offered_rate: f64,
+    /// Latency is measured from each request's scheduled send time.
+    figures: Figures,
+}
+
+#[derive(Debug, Serialize)]
+struct Targets {
+    servers: Option<usize>,
+    ratio: Option<f64>,
+    ratio_target: f64,
+    ratio_met: Option<bool>,
+    half_rate_p99_ms: Option<f64>,
+    p99_target_ms: f64,
+    p99_met: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpus: usize,
+    kernel: String,
+    cpu_model: String,
+    postgres: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    bookings: usize,
+    clients: usize,
+    api_db_connections: u32,
+    inline_projection: bool,
+    catch_up: bool,
+    request_timeout_s: u64,
+    cap_s: u64,
+    scenarios: Vec<Scenario>,
+    half_rate: Option<HalfRate>,
+    targets: Targets,
+    machine: Machine,
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn booking(args: BookingArgs) -> Result<()> {
+    let scratch = Scratch::create(&args.database_url).await?;
+    let shutdown = CancellationToken::new();
+    let outcome = tokio::select! {
+        outcome = run(&args, &scratch, shutdown.clone()) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    shutdown.cancel();
+    let dropped = scratch.drop_database().await;
+    let report = outcome?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", text(&report));
+    }
+    dropped
+}
+
+/// The throwaway database and the admin connection's URL it came from.
+struct Scratch {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Scratch {
+    async fn create(admin_url: &str) -> Result<Self> {
+        let name = format!("slotcast_bench_{}", uuid::Uuid::new_v4().simple());
+        let url = with_database(admin_url, &name)?;
+        let mut admin = PgConnection::connect(admin_url).await.with_context(|| {
+            format!("cannot connect to Postgres at {}", crate::redact(admin_url))
+        })?;
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .with_context(|| format!("cannot create the database {name}"))?;
+        let _ = admin.close().await;
+        Ok(Self {
+            admin_url: admin_url.to_string(),
+            name,
+            url,
+        })
+    }
+
+    async fn drop_database(self) -> Result<()> {
+        let drop = async {
+            let mut admin = PgConnection::connect(&self.admin_url).await?;
+            admin
+                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                .await?;
+            let _ = admin.close().await;
+            Ok::<_, sqlx::Error>(())
+        };
+        match tokio::time::timeout(Duration::from_secs(30), drop).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(err).with_context(|| format!("cannot drop {}", self.name)),
+            Err(_) => bail!("cannot drop {}: no answer within 30 s", self.name),
+        }
+    }
+}
+
+/// `url` naming database `name` instead of its own (query parameters kept).
+fn with_database(url: &str, name: &str) -> Result<String> {
+    let scheme_end = url
+        .find("://")
+        .map(|i| i + 3)
+        .ok_or_else(|| anyhow!("--database-url must be a postgres:// URL"))?;
+    let (base, query) = match url.find('?') {
+        Some(q) => url.split_at(q),
+        None => (url, ""),
+    };
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    Ok(format!("{}/{name}{query}", &base[..authority_end]))
+}
+
+/// How the in-process api was configured, for the report.
+struct ApiSetup {
+    db_connections: u32,
+    inline_projection: bool,
+    catch_up: bool,
+}
+
+/// Everything between creating and dropping the database: the api and the measurements,
+/// polled together (the api's future is not `Send`, so it cannot be spawned; its connections
+/// are tasks of their own all the same).
+async fn run(args: &BookingArgs, scratch: &Scratch, shutdown: CancellationToken) -> Result<Report> {
+    let mut config = ApiConfig::new(scratch.url.clone());
+    config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.clock.servers = Vec::new();
+    if let Some(n) = args.api_connections {
+        config.db_connections = n;
+    }
+    if args.no_inline_projection {
+        config.inline_projection = false;
+    }
+    if args.no_catch_up {
+        config.catch_up_interval = None;
+    }
+    let setup = ApiSetup {
+        db_connections: config.db_connections,
+        inline_projection: config.inline_projection,
+        catch_up: config.catch_up_interval.is_some(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let serve = async {
+        let serve = slotcast_api::serve(config, shutdown.clone(), move |addr| {
+            let _ = tx.send(addr);
+        });
+        // Stopping is bounded: the database is dropped WITH (FORCE) afterwards in any case.
+        let give_up = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        };
+        tokio::select! {
+            served = serve => served.map_err(anyhow::Error::from),
+            () = give_up => Err(anyhow!("the in-process api did not stop within 30 s")),
+        }
+    };
+    let measured = async {
+        let measured = match tokio::time::timeout(Duration::from_secs(60), rx).await {
+            Ok(Ok(addr)) => measure(args, scratch, addr, setup).await,
+            Ok(Err(_)) => Err(anyhow!("the in-process api stopped before listening")),
+            Err(_) => Err(anyhow!("the in-process api did not listen within 60 s")),
+        };
+        shutdown.cancel();
+        measured
+    };
+    match tokio::join!(serve, measured) {
+        (Ok(()), measured) => measured,
+        (Err(served), Ok(report)) => {
+            tracing::warn!("{served:#}");
+            Ok(report)
+        }
+        (Err(served), Err(measured)) => Err(measured.context(format!("{served:#}"))),
+    }
+}
+
+/// The measurements, against the api listening on `addr`.
+async fn measure(
+    args: &BookingArgs,
+    scratch: &Scratch,
+    addr: SocketAddr,
+    setup: ApiSetup,
+) -> Result<Report> {
+    let clients = args.clients as usize;
+    let bookings = args.bookings as usize;
+    let timeout = Duration::from_secs(args.timeout_s);
+    let cap = Duration::from_secs(args.cap_s);
+
+    let pool = slotcast_projections::db::connect(&scratch.url, 2).await?;
+    let operator =
+        slotcast_api::auth::create_token(&pool, Role::Operator, "bench-operator").await?;
+    let distributor =
+        slotcast_api::auth::create_token(&pool, Role::Distributor, "bench-distributor").await?;
+    let postgres: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&pool)
+        .await?;
+    for statement in [
+        "CREATE EXTENSION IF NOT EXISTS btree_gist",
+        "CREATE TABLE public.bench_raw (id uuid PRIMARY KEY, server_id text NOT NULL, \
+         period tstzrange NOT NULL, EXCLUDE USING gist (server_id WITH =, period WITH &&))",
+    ] {
+        pool.execute(statement)
+            .await
+            .with_context(|| format!("cannot run: {statement}"))?;
+    }
+    pool.close().await;
+
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    let api = Api {
+        http,
+        base: format!("http://{addr}"),
+        operator,
+        distributor,
+    };
+    let raw = PgPoolOptions::new()
+        .max_connections(args.clients)
+        .acquire_timeout(timeout)
+        .connect(&scratch.url)
+        .await?;
+    // Open every connection before timing, as the api's warm-up below does for its own.
+    let mut held = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        held.push(raw.acquire().await?);
+    }
+    drop(held);
+
+    let base = Utc::now().duration_trunc(TimeDelta::minutes(1))? + TimeDelta::days(1);
+    let last = base + SLOT * i32::try_from(bookings).context("--bookings is too large")?;
+    anyhow::ensure!(
+        last < Utc::now() + TimeDelta::seconds(HORIZON_S as i64 - 86_400),
+        "--bookings on one server would go past the servers' booking horizon"
+    );
+
+    let mut scenarios = Vec::new();
+    for (index, &servers) in args.servers.iter().enumerate() {
+        let servers = servers as usize;
+        let ids = server_ids(&format!("s{index}"), servers);
+        api.register(&ids, clients, timeout).await?;
+        api.warm_up(clients, timeout).await;
+        let work = Arc::new(workload(&ids, bookings, base));
+        let slotcast = closed_loop(clients, bookings, timeout, cap, {
+            let (api, work) = (api.clone(), work.clone());
+            move |i| {
+                let (api, work) = (api.clone(), work.clone());
+                async move { api.book(&work[i]).await }
+            }
+        })
+        .await;
+        sqlx::query("TRUNCATE public.bench_raw")
+            .execute(&raw)
+            .await?;
+        let raw_sql = closed_loop(clients, bookings, timeout, cap, {
+            let (raw, work) = (raw.clone(), work.clone());
+            move |i| {
+                let (raw, work) = (raw.clone(), work.clone());
+                async move { insert_raw(&raw, &work[i]).await }
+            }
+        })
+        .await;
+        let ratio = (raw_sql.rate > 0.0).then(|| slotcast.rate / raw_sql.rate);
+        scenarios.push(Scenario {
+            servers,
+            clients,
+            slotcast,
+            raw_sql,
+            ratio,
+        });
+    }
+    raw.close().await;
+
+    let target = scenarios
+        .iter()
+        .position(|s| s.servers == TARGET_SERVERS)
+        .or_else(|| (0..scenarios.len()).max_by_key(|&i| scenarios[i].servers));
+    let mut half_rate = None;
+    if let Some(target) = target.map(|i| &scenarios[i]) {
+        if target.slotcast.rate > 0.0 {
+            let ids = server_ids("half", target.servers);
+            api.register(&ids, clients, timeout).await?;
+            let work = Arc::new(workload(&ids, bookings, base));
+            let offered = target.slotcast.rate / 2.0;
+            let figures = open_loop(offered, bookings, timeout, cap, {
+                let (api, work) = (api.clone(), work.clone());
+                move |i| {
+                    let (api, work) = (api.clone(), work.clone());
+                    async move { api.book(&work[i]).await }
+                }
+            })
+            .await;
+            half_rate = Some(HalfRate {
+                servers: target.servers,
+                max_rate: target.slotcast.rate,
+                offered_rate: offered,
+                figures,
+            });
+        }
+    }
+
+    let targets = targets(target.map(|i| &scenarios[i]), half_rate.as_ref());
+    Ok(Report {
+        bookings,
+        clients,
+        api_db_connections: setup.db_connections,
+        inline_projection: setup.inline_projection,
+        catch_up: setup.catch_up,
+        request_timeout_s: args.timeout_s,
+        cap_s: args.cap_s,
+        scenarios,
+        half_rate,
+        targets,
+        machine: machine(postgres),
+    })
+}
+
+/// One booking of the workload: the same list feeds slotcast and the raw-SQL baseline.
+struct Booking {
+    id: uuid::Uuid,
+    server_id: String,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    /// The `POST /v1/reservations` body, built before timing.
+    body: String,
+}
+
+fn server_ids(tag: &str, count: usize) -> Vec<String> {
+    (0..count).map(|k| format!("bench-{tag}-{k:05}")).collect()
+}
+
+/// `count` bookings round-robin over `servers`, each server's slots end to end from `base`.
+fn workload(servers: &[String], count: usize, base: DateTime<Utc>) -> Vec<Booking> {
+    (0..count)
+        .map(|i| {
+            let server_id = servers[i % servers.len()].clone();
+            let nth = i32::try_from(i / servers.len()).expect("--bookings is bounded to fit i32");
+            let start = base + SLOT * nth;
+            let end = start + SLOT;
+            let body = serde_json::json!({
+                "server_id": server_id,
+                "start": start.to_rfc3339_opts(SecondsFormat::Secs, true),
+                "end": end.to_rfc3339_opts(SecondsFormat::Secs, true),
+            })
+            .to_string();
+            Booking {
+                id: uuid::Uuid::new_v4(),
+                server_id,
+                start,
+                end,
+                body,
+            }
+        })
+        .collect()
+}
+
+/// The api as its clients see it.
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    operator: String,
+    distributor: String,
+}
+
+impl Api {
+    async fn book(&self, booking: &Booking) -> Outcome {
+        let request = self
+            .http
+            .post(format!("{}/v1/reservations", self.base))
+            .bearer_auth(&self.distributor)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(booking.body.clone());
+        expect(request, reqwest::StatusCode::CREATED).await
+    }
+
+    /// Registers `ids` (capacity 1, one carrier, default lead time), `clients` at a time.
+    async fn register(&self, ids: &[String], clients: usize, timeout: Duration) -> Result<()> {
+        let ids = Arc::new(ids.to_vec());
+        let api = self.clone();
+        let count = ids.len();
+        let figures = closed_loop(
+            clients,
+            count,
+            timeout,
+            Duration::from_secs(300),
+            move |i| {
+                let (api, ids) = (api.clone(), ids.clone());
+                async move {
+                    let body = serde_json::json!({
+                        "id": ids[i],
+                        "name": format!("bench server {}", ids[i]),
+                        "capacity": 1,
+                        "horizon_s": HORIZON_S,
+                        "carriers": [{"name": "carrier-a", "ingest_url": "rtsp://127.0.0.2:8554"}],
+                    });
+                    let request = api
+                        .http
+                        .post(format!("{}/v1/servers", api.base))
+                        .bearer_auth(&api.operator)
+                        .json(&body);
+                    expect(request, reqwest::StatusCode::CREATED).await
+                }
+            },
+        )
+        .await;
+        if figures.ok != count {
+            bail!(
+                "registered {} of {count} servers: {}",
+                figures.ok,
+                figures.error_samples.join("; ")
+            );
+        }
+        Ok(())
+    }
+
+    /// A few authenticated reads from every client, so connections (HTTP and the api's pool)
+    /// are open and the token is cached before timing.
+    async fn warm_up(&self, clients: usize, timeout: Duration) {
+        let api = self.clone();
+        closed_loop(clients, clients * 4, timeout, timeout, move |_| {
+            let api = api.clone();
+            async move {
+                let request = api
+                    .http
+                    .get(format!("{}/v1/servers", api.base))
+                    .bearer_auth(&api.distributor);
+                expect(request, reqwest::StatusCode::OK).await
+            }
+        })
+        .await;
+    }
+}
+
+/// What one request came to; `Err` is a short description that groups alike failures.
+type Outcome = Result<(), String>;
+
+/// Sends `request` and reads the whole answer; anything but `status` is an error.
+async fn expect(request: reqwest::RequestBuilder, status: reqwest::StatusCode) -> Outcome {
+    let response = request.send().await.map_err(describe_http)?;
+    let got = response.status();
+    let body = response.bytes().await.map_err(describe_http)?;
+    if got == status {
+        return Ok(());
+    }
+    // Group by the error's code and message, not its ids.
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let field = |path: &[&str]| {
+        path.iter()
+            .try_fold(&json, |v, k| v.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let what = match (
+        field(&["error", "code"]),
+        field(&["error", "message"]),
+        field(&["reason"]),
+    ) {
+        (Some(code), Some(message), _) => format!("{code}: {message}"),
+        (_, _, Some(reason)) => format!("refused: {reason}"),
+        _ => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    };
+    Err(format!("HTTP {}: {what}", got.as_u16()))
+}
+
+fn describe_http(err: reqwest::Error) -> String {
+    if err.is_timeout() {
+        "HTTP request timed out".to_string()
+    } else if err.is_connect() {
+        "cannot connect to the api".to_string()
+    } else {
+        format!("HTTP: {err}")
+    }
+}
+
+async fn insert_raw(pool: &PgPool, booking: &Booking) -> Outcome {
+    sqlx::query(
+        "INSERT INTO public.bench_raw (id, server_id, period) VALUES ($1, $2, tstzrange($3, $4))",
+    )
+    .bind(booking.id)
+    .bind(&booking.server_id)
+    .bind(booking.start)
+    .bind(booking.end)
+    .execute(pool)
+    .await
+    .map(drop)
+    .map_err(|err| match err {
+        sqlx::Error::Database(db) => {
+            format!("SQL {}: {}", db.code().unwrap_or_default(), db.message())
+        }
+        other => format!("SQL: {other}"),
+    })
+}
+
+async fn bounded(timeout: Duration, request: impl Future<Output = Outcome>) -> Outcome {
+    tokio::time::timeout(timeout, request)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs())))
+}
+
+/// `clients` tasks each take the next index from a shared counter, run `op` on it and wait
+/// for the answer before taking another, until `total` or the `cap`.
+async fn closed_loop<F, Fut>(
+    clients: usize,
+    total: usize,
+    timeout: Duration,
+    cap: Duration,
+    op: F,
+) -> Figures
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + cap;
+    let mut tasks = JoinSet::new();
+    for _ in 0..clients.min(total) {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut samples = Vec::new();
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let sent = Instant::now();
+                let outcome = bounded(timeout, op(i)).await;
+                samples.push((sent.elapsed(), outcome));
+            }
+            samples
+        });
+    }
+    collect(tasks, started, total).await
+}
+
+/// Sends request `i` at `i / rate` seconds after the start whatever the answers do (a fixed
+/// arrival schedule), each in a task of its own, at most `total`, until the `cap`. Latency
+/// counts from the scheduled send time, so time spent waiting to be sent shows.
+async fn open_loop<F, Fut>(
+    rate: f64,
+    total: usize,
+    timeout: Duration,
+    cap: Duration,
+    op: F,
+) -> Figures
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let started = Instant::now();
+    let deadline = started + cap;
+    let mut tasks = JoinSet::new();
+    for i in 0..total {
+        let scheduled = started + Duration::from_secs_f64(i as f64 / rate);
+        if scheduled >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(scheduled.into()).await;
+        let request = op(i);
+        tasks.spawn(async move {
+            let outcome = bounded(timeout, request).await;
+            vec![(scheduled.elapsed(), outcome)]
+        });
+    }
+    collect(tasks, started, total).await
+}
+
+type Samples = Vec<(Duration, Outcome)>;
+
+async fn collect(mut tasks: JoinSet<Samples>, started: Instant, total: usize) -> Figures {
+    let mut samples = Vec::with_capacity(total);
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(some) => samples.extend(some),
+            Err(err) => samples.push((Duration::ZERO, Err(format!("client task failed: {err}")))),
+        }
+    }
+    figures(samples, started.elapsed(), total)
+}
+
+/// Latency percentiles are over every request sent, failures included.
+fn figures(samples: Samples, wall: Duration, total: usize) -> Figures {
+    let mut latencies: Vec<Duration> = samples.iter().map(|(latency, _)| *latency).collect();
+    latencies.sort_unstable();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, outcome) in &samples {
+        if let Err(what) = outcome {
+            *errors.entry(what.clone()).or_default() += 1;
+        }
+    }
+    let failed: usize = errors.values().sum();
+    let ok = samples.len() - failed;
+    let mut error_samples: Vec<String> = errors
+        .iter()
+        .take(ERROR_SAMPLES)
+        .map(|(what, count)| format!("{count}× {what}"))
+        .collect();
+    if errors.len() > ERROR_SAMPLES {
+        error_samples.push(format!("and {} other kinds", errors.len() - ERROR_SAMPLES));
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let wall_s = wall.as_secs_f64();
+    Figures {
+        sent: samples.len(),
+        ok,
+        errors: failed,
+        capped: samples.len() < total,
+        wall_s,
+        rate: if wall_s > 0.0 {
+            ok as f64 / wall_s
+        } else {
+            0.0
+        },
+        p50_ms: ms(percentile(&latencies, 0.50)),
+        p99_ms: ms(percentile(&latencies, 0.99)),
+        max_ms: ms(latencies.last().copied().unwrap_or_default()),
+        error_samples,
+    }
+}
+
+/// Nearest-rank percentile of sorted values (zero when there are none).
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn targets(scenario: Option<&Scenario>, half_rate: Option<&HalfRate>) -> Targets {
+    let ratio = scenario.and_then(|s| s.ratio);
+    let p99 = half_rate.map(|h| h.figures.p99_ms);
+    Targets {
+        servers: scenario.map(|s| s.servers),
+        ratio,
+        ratio_target: RATIO_TARGET,
+        ratio_met: ratio.map(|r| r >= RATIO_TARGET),
+        half_rate_p99_ms: p99,
+        p99_target_ms: P99_TARGET_MS,
+        p99_met: p99.map(|p| p <= P99_TARGET_MS),
+    }
+}
+
+fn machine(postgres: String) -> Machine {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu_model = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel: if kernel.is_empty() {
+            "unknown".to_string()
+        } else {
+            kernel
+        },
+        cpu_model,
+        postgres,
+    }
+}
+
+fn servers_label(n: usize) -> String {
+    match n {
+        1 => "1 server".to_string(),
+        n => format!("{n} servers"),
+    }
+}
+
+fn met(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "not measured",
+    }
+}
+
+fn run_line(name: &str, f: &Figures, unit: &str) -> String {
+    let mut line = format!(
+        "{name} {} of {} {unit} in {:.2} s, max {:.1} ms, {} errors",
+        f.ok, f.sent, f.wall_s, f.max_ms, f.errors
+    );
+    if f.capped {
+        line.push_str(" (stopped at the time cap)");
+    }
+    for sample in &f.error_samples {
+        line.push_str(&format!("\n      {name} error: {sample}"));
+    }
+    line
+}
+
+/// The plain-text report.
+fn text(r: &Report) -> String {
+    let on = |b: bool| if b { "on" } else { "off" };
+    let mut out = format!(
+        "slotcast bench booking: {} bookings per run, {} clients; api in-process, pool of {}, \
+         inline projection {}, catch-up {}\n\n",
+        r.bookings,
+        r.clients,
+        r.api_db_connections,
+        on(r.inline_projection),
+        on(r.catch_up)
+    );
+    out.push_str(
+        "servers | clients | slotcast accepted/s |      p50 |      p99 | raw SQL inserts/s |      p50 |      p99 | ratio\n\
+         ------- | ------- | ------------------- | -------- | -------- | ----------------- | -------- | -------- | -----\n",
+    );
+    for s in &r.scenarios {
+        let ratio = s.ratio.map_or("-".to_string(), |v| format!("{v:.2}"));
+        out.push_str(&format!(
+            "{:>7} | {:>7} | {:>19.1} | {:>5.1} ms | {:>5.1} ms | {:>17.1} | {:>5.1} ms | {:>5.1} ms | {ratio:>5}\n",
+            s.servers,
+            s.clients,
+            s.slotcast.rate,
+            s.slotcast.p50_ms,
+            s.slotcast.p99_ms,
+            s.raw_sql.rate,
+            s.raw_sql.p50_ms,
+            s.raw_sql.p99_ms,
+        ));
+    }
+    out.push('\n');
+    for s in &r.scenarios {
+        let servers = servers_label(s.servers);
+        out.push_str(&format!(
+            "{servers:>12}: {}\n{servers:>12}: {}\n",
+            run_line("slotcast", &s.slotcast, "accepted"),
+            run_line("raw SQL", &s.raw_sql, "inserted"),
+        ));
+    }
+    out.push('\n');
+    match &r.half_rate {
+        Some(h) => out.push_str(&format!(
+            "half rate: {}, open loop at {:.1} bookings/s (50% of {:.1}/s): \
+             p50 {:.1} ms, p99 {:.1} ms (from each scheduled send time)\n  {}\n",
+            servers_label(h.servers),
+            h.offered_rate,
+            h.max_rate,
+            h.figures.p50_ms,
+            h.figures.p99_ms,
+            run_line("slotcast", &h.figures, "accepted"),
+        )),
+        None => out.push_str("half rate: not measured (no scenario booked anything)\n"),
+    }
+    let t = &r.targets;
+    let servers = t.servers.map_or("-".to_string(), servers_label);
+    out.push_str(&format!(
+        "\ntarget: slotcast >= {:.0}% of the raw-SQL rate across {servers}: {} ({})\n",
+        t.ratio_target * 100.0,
+        t.ratio
+            .map_or("-".to_string(), |v| format!("{:.0}%", v * 100.0)),
+        met(t.ratio_met),
+    ));
+    out.push_str(&format!(
+        "target: p99 <= {:.0} ms at half the maximum rate across {servers}: {} ({})\n",
+        t.p99_target_ms,
+        t.half_rate_p99_ms
+            .map_or("-".to_string(), |v| format!("{v:.1} ms")),
+        met(t.p99_met),
+    ));
+    let m = &r.machine;
+    out.push_str(&format!(
+        "\nmachine: {} CPUs ({}), Linux {}, PostgreSQL {}; the api, the clients and Postgres \
+         share them\n",
+        m.cpus, m.cpu_model, m.kernel, m.postgres
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throwaway_url_names_only_the_database_differently() {
+        let cases = [
+            (
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                "postgres://postgres@127.0.0.1:5432/x",
+            ),
+            (
+                "postgres://u:p@h/db?sslmode=disable",
+                "postgres://u:p@h/x?sslmode=disable",
+            ),
+            ("postgres://h:5432", "postgres://h:5432/x"),
+            (
+                "postgres:///db?host=/run/postgresql",
+                "postgres:///x?host=/run/postgresql",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(with_database(url, "x").unwrap(), want, "{url}");
+        }
+        assert!(with_database("nonsense", "x").is_err());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let ms: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&ms, 0.50), Duration::from_millis(50));
+        assert_eq!(percentile(&ms, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&ms[..1], 0.99), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_servers_slots_never_overlap_and_servers_take_turns() {
+        let ids = server_ids("t", 3);
+        let base = Utc::now();
+        let work = workload(&ids, 10, base);
+        assert_eq!(work[0].server_id, ids[0]);
+        assert_eq!(work[4].server_id, ids[1]);
+        for server in &ids {
+            let mine: Vec<_> = work.iter().filter(|b| &b.server_id == server).collect();
+            for pair in mine.windows(2) {
+                assert!(pair[0].end <= pair[1].start);
+            }
+        }
+    }
+}
