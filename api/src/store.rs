@@ -19,7 +19,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use postgres_es::PostgresEventRepository;
 use rand::Rng;
 use serde_json::json;
-use slotcast_domain::{Command, ScheduleError, ScheduleEvent, ServerSchedule, ServerSettings};
+use slotcast_domain::{Command, ScheduleEvent, ServerSchedule, ServerSettings};
 use sqlx::PgPool;
 
 use crate::error::ApiError;
@@ -104,7 +104,7 @@ impl ScheduleStore {
         let entry = self.entry(server_id);
         let mut cached = entry.lock().await;
         let mut attempt = 0;
-        let (events, settings) = loop {
+        let (events, settings, first_sequence) = loop {
             attempt += 1;
             if !cached.loaded {
                 self.refresh(server_id, &mut cached).await?;
@@ -120,7 +120,7 @@ impl ScheduleStore {
                         // Keep no cache entry for ids that are not servers.
                         self.forget(server_id);
                     }
-                    return Err(domain_error(err));
+                    return Err(err.into());
                 }
             };
             let events = vec![event];
@@ -130,8 +130,9 @@ impl ScheduleStore {
                     for event in &events {
                         cached.state.apply(event.clone());
                     }
+                    let first_sequence = cached.sequence + 1;
                     cached.sequence += events.len();
-                    break (events, cached.state.settings().cloned());
+                    break (events, cached.state.settings().cloned(), first_sequence);
                 }
                 Err(PersistenceError::OptimisticLockError) if attempt < ATTEMPTS => {
                     self.conflicts
@@ -151,7 +152,13 @@ impl ScheduleStore {
         };
         drop(cached);
         if self.inline_projection {
-            if let Err(err) = slotcast_projections::project_stream(&self.pool, server_id).await {
+            let committed = slotcast_projections::Committed {
+                first_sequence: first_sequence as i64,
+                events: &events,
+            };
+            let projected =
+                slotcast_projections::project_stream(&self.pool, server_id, Some(committed)).await;
+            if let Err(err) = projected {
                 // Committed is committed: the catch-up projector will bring the read model in.
                 tracing::warn!(%err, server_id, "inline projection failed");
             }
@@ -207,8 +214,4 @@ impl ScheduleStore {
             })
             .collect()
     }
-}
-
-fn domain_error(err: ScheduleError) -> ApiError {
-    ApiError::from(err)
 }

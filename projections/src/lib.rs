@@ -12,7 +12,7 @@ mod project;
 pub mod read;
 mod rebuild;
 
-pub use project::{catch_up, project_stream, run_catch_up, CatchUp};
+pub use project::{catch_up, project_stream, run_catch_up, CatchUp, Committed};
 pub use rebuild::{rebuild, RebuildReport};
 
 /// The numbered migrations in `migrations/`, embedded.

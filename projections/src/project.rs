@@ -22,12 +22,25 @@ use crate::{Error, Result};
 /// The advisory lock key guarding which copy of the read model is live.
 pub(crate) const READ_MODEL_LOCK: i64 = 0x736c_6f74_7263_6d31; // "slotrcm1"
 
+/// Events of one aggregate that the caller has just committed: `events[i]` has sequence
+/// `first_sequence + i`. Handing them over saves reading back what was just written.
+#[derive(Clone, Copy, Debug)]
+pub struct Committed<'a> {
+    pub first_sequence: i64,
+    pub events: &'a [ScheduleEvent],
+}
+
 /// Brings `aggregate_id`'s read-model rows up to date. Returns how many events it applied
-/// (0 when another path got there first).
-pub async fn project_stream(pool: &PgPool, aggregate_id: &str) -> Result<u64> {
+/// (0 when another path got there first). `committed`, when given, is used as is if it comes
+/// right after what is projected; otherwise the events are read from the store.
+pub async fn project_stream(
+    pool: &PgPool,
+    aggregate_id: &str,
+    committed: Option<Committed<'_>>,
+) -> Result<u64> {
     let mut tx = pool.begin().await?;
     share_read_model(&mut tx).await?;
-    let applied = project_stream_in(&mut tx, aggregate_id).await?;
+    let applied = project_stream_in(&mut tx, aggregate_id, committed).await?;
     tx.commit().await?;
     Ok(applied)
 }
@@ -41,18 +54,53 @@ pub(crate) async fn share_read_model(conn: &mut PgConnection) -> Result<()> {
 }
 
 /// The body of [`project_stream`], inside the caller's transaction.
-pub(crate) async fn project_stream_in(conn: &mut PgConnection, aggregate_id: &str) -> Result<u64> {
-    sqlx::query(
-        "INSERT INTO streams (aggregate_id, last_sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+pub(crate) async fn project_stream_in(
+    conn: &mut PgConnection,
+    aggregate_id: &str,
+    committed: Option<Committed<'_>>,
+) -> Result<u64> {
+    // Creates the row on first sight and locks it either way, in one round trip.
+    let last: i64 = sqlx::query_scalar(
+        "INSERT INTO streams (aggregate_id, last_sequence) VALUES ($1, 0) \
+         ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = streams.last_sequence \
+         RETURNING last_sequence",
     )
     .bind(aggregate_id)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    let last: i64 =
-        sqlx::query_scalar("SELECT last_sequence FROM streams WHERE aggregate_id = $1 FOR UPDATE")
-            .bind(aggregate_id)
-            .fetch_one(&mut *conn)
-            .await?;
+    let loaded;
+    let pending: Vec<(i64, &ScheduleEvent)> = match committed {
+        Some(c) if c.first_sequence == last + 1 => {
+            (c.first_sequence..).zip(c.events.iter()).collect()
+        }
+        _ => {
+            loaded = load_after(conn, aggregate_id, last).await?;
+            loaded
+                .iter()
+                .map(|(sequence, event)| (*sequence, event))
+                .collect()
+        }
+    };
+    let Some(&(newest, _)) = pending.last() else {
+        return Ok(0);
+    };
+    for (_, event) in &pending {
+        apply(conn, aggregate_id, event).await?;
+    }
+    sqlx::query("UPDATE streams SET last_sequence = $2 WHERE aggregate_id = $1")
+        .bind(aggregate_id)
+        .bind(newest)
+        .execute(&mut *conn)
+        .await?;
+    Ok(pending.len() as u64)
+}
+
+/// `aggregate_id`'s committed events after sequence `last`, in order.
+async fn load_after(
+    conn: &mut PgConnection,
+    aggregate_id: &str,
+    last: i64,
+) -> Result<Vec<(i64, ScheduleEvent)>> {
     let rows = sqlx::query(
         "SELECT sequence, payload FROM public.events \
          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
@@ -62,27 +110,18 @@ pub(crate) async fn project_stream_in(conn: &mut PgConnection, aggregate_id: &st
     .bind(last)
     .fetch_all(&mut *conn)
     .await?;
-    let mut newest = last;
-    for row in &rows {
-        let sequence: i64 = row.try_get("sequence")?;
-        let payload: serde_json::Value = row.try_get("payload")?;
-        let event: ScheduleEvent =
-            serde_json::from_value(payload).map_err(|source| Error::Decode {
+    rows.iter()
+        .map(|row| {
+            let sequence: i64 = row.try_get("sequence")?;
+            let payload: serde_json::Value = row.try_get("payload")?;
+            let event = serde_json::from_value(payload).map_err(|source| Error::Decode {
                 aggregate_id: aggregate_id.to_string(),
                 sequence,
                 source,
             })?;
-        apply(conn, aggregate_id, &event).await?;
-        newest = sequence;
-    }
-    if newest != last {
-        sqlx::query("UPDATE streams SET last_sequence = $2 WHERE aggregate_id = $1")
-            .bind(aggregate_id)
-            .bind(newest)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(rows.len() as u64)
+            Ok((sequence, event))
+        })
+        .collect()
 }
 
 /// What one catch-up batch did.
@@ -154,7 +193,7 @@ pub(crate) async fn catch_up_in(conn: &mut PgConnection, batch: i64) -> Result<C
     }
     let mut applied = 0;
     for aggregate_id in newest.keys() {
-        applied += project_stream_in(conn, aggregate_id).await?;
+        applied += project_stream_in(conn, aggregate_id, None).await?;
     }
     sqlx::query(
         "UPDATE checkpoint SET txid = $1::text::xid8, position = $2 WHERE name = 'catch_up'",

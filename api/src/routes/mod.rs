@@ -47,9 +47,7 @@ impl AppState {
             ntp: status.ntp,
         }
     }
-}
 
-impl AppState {
     /// Decides `kind` on `server_id`'s schedule for `caller`, at the request's receive time.
     pub async fn decide(
         &self,

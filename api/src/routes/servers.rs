@@ -105,7 +105,7 @@ pub async fn create(
         grace_s: input.grace_s,
         carriers: carriers(input.carriers),
     };
-    // The id must be valid before it names an aggregate.
+    // The domain validates the id; the store keeps no cache entry for one that is refused.
     let id = input.id;
     let decided = state
         .decide(&ctx, &caller, &id, CommandKind::RegisterServer(spec))
