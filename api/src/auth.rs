@@ -43,6 +43,7 @@ pub fn role_name(role: Role) -> &'static str {
     match role {
         Role::Operator => "operator",
         Role::Distributor => "distributor",
+        Role::Service => "service",
     }
 }
 

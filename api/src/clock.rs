@@ -159,6 +159,12 @@ struct Inner {
     state: Mutex<State>,
 }
 
+impl slotcast_projections::scheduler::Clock for ServerClock {
+    fn now(&self) -> DateTime<Utc> {
+        ServerClock::now(self)
+    }
+}
+
 impl ServerClock {
     /// A clock that starts unsynced (`now()` = system clock) until `sync_once` or `run` succeeds.
     pub fn new(config: ClockConfig) -> Self {

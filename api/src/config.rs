@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use slotcast_projections::nats::NatsConfig;
+use slotcast_projections::scheduler::SchedulerConfig;
+
 use crate::clock::ClockConfig;
 
 #[derive(Clone, Debug)]
@@ -26,6 +29,10 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// How long an Idempotency-Key's first answer is kept.
     pub idempotency_ttl: Duration,
+    /// NATS, for recording the ingest and slot streams in the history; `None` runs without.
+    pub nats: Option<NatsConfig>,
+    /// Run the slot scheduler in this process too (`slotcast server all`).
+    pub scheduler: Option<SchedulerConfig>,
 }
 
 impl ApiConfig {
@@ -43,6 +50,8 @@ impl ApiConfig {
             catch_up_interval: Some(Duration::from_millis(500)),
             body_limit: 64 * 1024,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            nats: Some(NatsConfig::default()),
+            scheduler: None,
         }
     }
 }

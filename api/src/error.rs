@@ -27,6 +27,8 @@ pub enum ApiError {
     Invalid(String, String),
     #[error("the event store is busy; retry")]
     Busy,
+    #[error("already recorded")]
+    AlreadyRecorded,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -63,6 +65,7 @@ impl ApiError {
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Invalid(..) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Self::AlreadyRecorded => (StatusCode::CONFLICT, "already_recorded"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -104,6 +107,7 @@ impl From<ScheduleError> for ApiError {
                 "reservation_not_active",
                 "the reservation has ended or was cancelled".into(),
             ),
+            ScheduleError::AlreadyRecorded => Self::AlreadyRecorded,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod feeds;
 mod idempotency;
 mod metrics;
 pub mod routes;
@@ -26,14 +27,16 @@ use tokio_util::sync::CancellationToken;
 pub use config::ApiConfig;
 pub use error::ApiError;
 
+use slotcast_projections::scheduler::Scheduler;
+
 use crate::clock::ServerClock;
 use crate::state::AppState;
 use crate::store::ScheduleStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("database: {0}")]
-    Db(#[from] slotcast_projections::Error),
+    #[error("{0}")]
+    Db(slotcast_projections::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -41,6 +44,12 @@ pub enum ServeError {
     },
     #[error("http server: {0}")]
     Http(#[source] std::io::Error),
+}
+
+impl From<slotcast_projections::Error> for ServeError {
+    fn from(err: slotcast_projections::Error) -> Self {
+        Self::Db(err)
+    }
 }
 
 /// Builds the state (pool, migrations, clock) the api runs on.
@@ -53,6 +62,7 @@ pub async fn state(config: ApiConfig) -> Result<AppState, ServeError> {
         clock: ServerClock::new(config.clock.clone()),
         tokens: Default::default(),
         metrics: Default::default(),
+        health: Default::default(),
         config: Arc::new(config),
         pool,
     })
@@ -80,12 +90,84 @@ pub async fn serve(
         ));
     }
     tasks.spawn(expire_idempotency(state.clone(), shutdown.clone()));
+    if let Some(nats_config) = state.config.nats.clone() {
+        let nats = slotcast_projections::nats::connect(nats_config, "slotcast-api").await?;
+        tasks.spawn(feeds::run(state.clone(), nats.clone(), shutdown.clone()));
+        if let Some(config) = state.config.scheduler.clone() {
+            let scheduler = Scheduler {
+                pool: state.pool.clone(),
+                nats,
+                clock: Arc::new(state.clock.clone()),
+                config,
+                health: state.health.clone(),
+                stats: Default::default(),
+            };
+            tasks.spawn(scheduler.run(shutdown.clone()));
+        }
+    }
     on_listen(bound);
     let app = routes::router(state);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .map_err(ServeError::Http);
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    result
+}
+
+/// `slotcast server scheduler` on its own: the server clock, the outbox and NATS, and
+/// optionally `/healthz` and `/readyz` on `ops_addr`.
+#[derive(Clone, Debug)]
+pub struct SchedulerRoleConfig {
+    pub database_url: String,
+    pub clock: clock::ClockConfig,
+    pub nats: slotcast_projections::nats::NatsConfig,
+    pub scheduler: slotcast_projections::scheduler::SchedulerConfig,
+    pub ops_addr: Option<SocketAddr>,
+}
+
+/// Runs a scheduler replica until `shutdown`; `on_listen` is told the ops address, if any.
+pub async fn run_scheduler(
+    config: SchedulerRoleConfig,
+    shutdown: CancellationToken,
+    on_listen: impl FnOnce(Option<SocketAddr>),
+) -> Result<(), ServeError> {
+    slotcast_projections::db::migrate(&config.database_url).await?;
+    let pool = slotcast_projections::db::connect(&config.database_url, 4).await?;
+    let clock = ServerClock::new(config.clock.clone());
+    let health = slotcast_projections::nats::Health::default();
+    let nats =
+        slotcast_projections::nats::connect(config.nats.clone(), "slotcast-scheduler").await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(clock.clone().run(shutdown.clone()));
+    let scheduler = Scheduler {
+        pool,
+        nats,
+        clock: Arc::new(clock.clone()),
+        config: config.scheduler.clone(),
+        health: health.clone(),
+        stats: Default::default(),
+    };
+    tasks.spawn(scheduler.run(shutdown.clone()));
+    let result = match config.ops_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            on_listen(Some(listener.local_addr().map_err(ServeError::Http)?));
+            let app = routes::scheduler_ops(clock, health);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+                .map_err(ServeError::Http)
+        }
+        None => {
+            on_listen(None);
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    };
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     result

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use slotcast_projections::nats::Health;
 use sqlx::PgPool;
 
 use crate::auth::TokenCache;
@@ -18,4 +19,6 @@ pub struct AppState {
     pub clock: ServerClock,
     pub tokens: Arc<TokenCache>,
     pub metrics: Arc<Metrics>,
+    /// What this process's NATS-facing parts (consumers, scheduler) report.
+    pub health: Health,
 }

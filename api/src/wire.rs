@@ -276,7 +276,8 @@ pub struct Rejected {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ReservationDto {
     pub id: String,
-    /// `accepted`, `rejected` or `cancelled`.
+    /// `accepted` → `live` (a publisher connected) → `ended` (the window closed after ingest)
+    /// or `missed` (it closed without any); or `rejected`, `cancelled`.
     pub status: String,
     pub server_id: String,
     pub owner: String,
@@ -290,10 +291,24 @@ pub struct ReservationDto {
     pub setting: Option<Setting>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The streamer's last report, once there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<IngestDto>,
     #[serde(serialize_with = "serde_ms::serialize")]
     pub requested_at: DateTime<Utc>,
     #[serde(serialize_with = "serde_ms::serialize")]
     pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct IngestDto {
+    /// `connected`, `disconnected` or `failed`.
+    pub state: String,
+    /// The carrier the publisher came in on.
+    pub carrier: Option<String>,
+    /// When the api recorded the report (server clock).
+    #[serde(serialize_with = "serde_ms::serialize")]
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]

@@ -7,7 +7,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use slotcast_api::clock::ClockConfig;
-use slotcast_api::ApiConfig;
+use slotcast_api::{ApiConfig, SchedulerRoleConfig};
+use slotcast_domain::contract::Names;
+use slotcast_projections::nats::NatsConfig;
+use slotcast_projections::scheduler::SchedulerConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -21,6 +24,28 @@ pub struct FileConfig {
     pub database: DatabaseSection,
     #[serde(default)]
     pub ntp: NtpSection,
+    #[serde(default)]
+    pub nats: NatsSection,
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSection {
+    pub url: Option<String>,
+    pub prefix: Option<String>,
+    pub slots_duplicate_window_s: Option<u64>,
+    pub max_age_s: Option<u64>,
+    pub ack_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSection {
+    pub replica: Option<String>,
+    pub ops_addr: Option<String>,
+    pub batch: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,7 +155,90 @@ pub fn api_config(file: &FileConfig, env: &Env) -> Result<ApiConfig> {
         config.catch_up_interval = (ms > 0).then(|| Duration::from_millis(ms));
     }
     config.clock = clock_config(file, env)?;
+    config.nats = Some(nats_config(file, env)?);
     Ok(config)
+}
+
+/// `slotcast server all`: the api with the scheduler inside.
+pub fn all_config(file: &FileConfig, env: &Env) -> Result<ApiConfig> {
+    let mut config = api_config(file, env)?;
+    config.scheduler = Some(scheduler_config(file, env));
+    Ok(config)
+}
+
+/// `slotcast server scheduler`.
+pub fn scheduler_role_config(file: &FileConfig, env: &Env) -> Result<SchedulerRoleConfig> {
+    let ops = env
+        .get("SLOTCAST_SCHEDULER_OPS_ADDR")
+        .map(str::to_string)
+        .or_else(|| file.scheduler.ops_addr.clone());
+    let ops_addr = ops
+        .map(|a| {
+            a.parse().with_context(|| {
+                format!(
+                    "SLOTCAST_SCHEDULER_OPS_ADDR / scheduler.ops_addr = {a}: expected host:port"
+                )
+            })
+        })
+        .transpose()?;
+    Ok(SchedulerRoleConfig {
+        database_url: database_url(file, env),
+        clock: clock_config(file, env)?,
+        nats: nats_config(file, env)?,
+        scheduler: scheduler_config(file, env),
+        ops_addr,
+    })
+}
+
+fn nats_config(file: &FileConfig, env: &Env) -> Result<NatsConfig> {
+    let url = env
+        .get("NATS_URL")
+        .map(str::to_string)
+        .or_else(|| file.nats.url.clone())
+        .unwrap_or_else(|| NatsConfig::DEFAULT_URL.to_string());
+    let mut config = NatsConfig::new(url);
+    let prefix = env
+        .get("SLOTCAST_NATS_PREFIX")
+        .map(str::to_string)
+        .or_else(|| file.nats.prefix.clone());
+    if let Some(prefix) = prefix {
+        config.names = Names::new(&prefix).with_context(|| {
+            format!(
+                "SLOTCAST_NATS_PREFIX / nats.prefix = {prefix}: expected 1 to 32 letters, digits, - or _"
+            )
+        })?;
+    }
+    if let Some(s) = file.nats.slots_duplicate_window_s {
+        config.slots_duplicate_window = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = file.nats.max_age_s {
+        config.max_age = Duration::from_secs(s.max(60));
+    }
+    if let Some(ms) = file.nats.ack_timeout_ms {
+        config.ack_timeout = Duration::from_millis(ms.max(10));
+    }
+    Ok(config)
+}
+
+fn scheduler_config(file: &FileConfig, env: &Env) -> SchedulerConfig {
+    let replica = env
+        .get("SLOTCAST_SCHEDULER_REPLICA")
+        .map(str::to_string)
+        .or_else(|| file.scheduler.replica.clone())
+        .unwrap_or_else(default_replica);
+    let mut config = SchedulerConfig::new(replica);
+    if let Some(batch) = file.scheduler.batch {
+        config.batch = batch.clamp(1, 10_000);
+    }
+    config
+}
+
+/// `host:pid`, which tells replicas apart in `slot_boundaries.published_by`.
+fn default_replica() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".to_string());
+    format!("{host}:{}", std::process::id())
 }
 
 fn clock_config(file: &FileConfig, env: &Env) -> Result<ClockConfig> {

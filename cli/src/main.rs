@@ -54,11 +54,16 @@ enum Top {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ServerRole {
-    /// Every role built so far in one process (today: the api).
+    /// Every role built so far in one process: the api and the scheduler.
     All,
-    /// The REST API with the NTP server clock and the catch-up projector
-    /// (SLOTCAST_API_ADDR, default 127.0.0.1:8080).
+    /// The REST API with the NTP server clock, the catch-up projector, and the consumers
+    /// that record ingest reports and slot boundaries in the history (SLOTCAST_API_ADDR,
+    /// default 127.0.0.1:8080; NATS_URL, default nats://127.0.0.1:4222).
     Api,
+    /// The slot clock: publishes each slot's opened / closed boundary to JetStream on the
+    /// NTP server clock. Any number of replicas may run (SLOTCAST_SCHEDULER_OPS_ADDR serves
+    /// /healthz and /readyz when set).
+    Scheduler,
 }
 
 #[derive(Subcommand)]
@@ -138,9 +143,24 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
             println!("migrations applied");
         }
         Top::Server {
-            role: ServerRole::All | ServerRole::Api,
+            role: ServerRole::Scheduler,
         } => {
-            let config = config::api_config(&file, &env)?;
+            let config = config::scheduler_role_config(&file, &env)?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            slotcast_api::run_scheduler(config, shutdown, |addr| match addr {
+                Some(addr) => println!("slotcast scheduler running; ops on http://{addr}"),
+                None => println!("slotcast scheduler running"),
+            })
+            .await?;
+        }
+        Top::Server {
+            role: role @ (ServerRole::All | ServerRole::Api),
+        } => {
+            let config = match role {
+                ServerRole::All => config::all_config(&file, &env)?,
+                _ => config::api_config(&file, &env)?,
+            };
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             slotcast_api::serve(config, shutdown, |addr| {

@@ -6,11 +6,12 @@
 //! a function of (state, command) and replays byte for byte.
 
 pub mod booking;
+pub mod contract;
 pub mod schedule;
 pub mod time;
 
 pub use booking::{free_windows, max_overlap, Window};
 pub use schedule::{
-    Actor, Carrier, Command, CommandKind, RejectReason, Role, ScheduleError, ScheduleEvent,
+    Actor, Carrier, Command, CommandKind, Feed, RejectReason, Role, ScheduleError, ScheduleEvent,
     ServerPatch, ServerSchedule, ServerSettings, ServerSpec, Slot,
 };

@@ -16,6 +16,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::booking::{free_windows, max_overlap, Window};
+use crate::contract::{IngestKind, IngestMessage, SlotKind, SlotMessage, StreamCursor};
 
 /// Defaults for a server's booking rules; the API documents them.
 pub mod defaults {
@@ -47,6 +48,9 @@ pub const SUGGESTIONS: usize = 3;
 pub enum Role {
     Operator,
     Distributor,
+    /// slotcast's own roles (the api's NATS consumers), recording what the streamer and the
+    /// scheduler report. No token carries it.
+    Service,
 }
 
 /// Who asked. `name` is the tenant: a distributor owns the reservations it books.
@@ -276,14 +280,14 @@ impl RejectReason {
 }
 
 /// A command and its context. The API fills `now` from the NTP-disciplined server clock.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     pub now: DateTime<Utc>,
     pub actor: Actor,
     pub kind: CommandKind,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CommandKind {
     RegisterServer(ServerSpec),
     UpdateServer(ServerPatch),
@@ -306,11 +310,21 @@ pub enum CommandKind {
         reservation_id: String,
         stream_key_hash: String,
     },
+    /// What the streamer reported on the ingest stream, at `cursor` in that stream.
+    RecordIngest {
+        report: IngestMessage,
+        cursor: StreamCursor,
+    },
+    /// A slot boundary as delivered on the slot stream (`opened` or `closed`), at `cursor`.
+    RecordWindow {
+        message: SlotMessage,
+        cursor: StreamCursor,
+    },
 }
 
 /// Everything that happened to a server's schedule. Every event carries `at`, the server-clock
 /// instant of the decision, so `apply` never needs a clock.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ScheduleEvent {
     ServerRegistered {
         at: DateTime<Utc>,
@@ -370,6 +384,39 @@ pub enum ScheduleEvent {
         reservation_id: String,
         stream_key_hash: String,
     },
+    /// The streamer reported a publisher (or camera) connecting, disconnecting or failing.
+    IngestReported {
+        at: DateTime<Utc>,
+        reservation_id: String,
+        kind: IngestKind,
+        /// When the streamer saw it (its server clock).
+        reported_at: DateTime<Utc>,
+        carrier: Option<String>,
+        remote_addr: Option<String>,
+        codec: Option<String>,
+        reason: Option<String>,
+        cursor: StreamCursor,
+    },
+    /// The scheduler announced the ingest window open.
+    WindowOpened {
+        at: DateTime<Utc>,
+        reservation_id: String,
+        revision: u32,
+        due_at: DateTime<Utc>,
+        published_at: DateTime<Utc>,
+        late_ms: f64,
+        cursor: StreamCursor,
+    },
+    /// The scheduler announced the ingest window closed.
+    WindowClosed {
+        at: DateTime<Utc>,
+        reservation_id: String,
+        revision: u32,
+        due_at: DateTime<Utc>,
+        published_at: DateTime<Utc>,
+        late_ms: f64,
+        cursor: StreamCursor,
+    },
 }
 
 impl ScheduleEvent {
@@ -382,7 +429,10 @@ impl ScheduleEvent {
             | Self::ReservationCancelled { reservation_id, .. }
             | Self::ReservationRescheduled { reservation_id, .. }
             | Self::RescheduleRejected { reservation_id, .. }
-            | Self::StreamKeyRotated { reservation_id, .. } => Some(reservation_id),
+            | Self::StreamKeyRotated { reservation_id, .. }
+            | Self::IngestReported { reservation_id, .. }
+            | Self::WindowOpened { reservation_id, .. }
+            | Self::WindowClosed { reservation_id, .. } => Some(reservation_id),
         }
     }
 
@@ -395,7 +445,10 @@ impl ScheduleEvent {
             | Self::ReservationCancelled { at, .. }
             | Self::ReservationRescheduled { at, .. }
             | Self::RescheduleRejected { at, .. }
-            | Self::StreamKeyRotated { at, .. } => *at,
+            | Self::StreamKeyRotated { at, .. }
+            | Self::IngestReported { at, .. }
+            | Self::WindowOpened { at, .. }
+            | Self::WindowClosed { at, .. } => *at,
         }
     }
 }
@@ -411,6 +464,9 @@ impl DomainEvent for ScheduleEvent {
             Self::ReservationRescheduled { .. } => "ReservationRescheduled",
             Self::RescheduleRejected { .. } => "RescheduleRejected",
             Self::StreamKeyRotated { .. } => "StreamKeyRotated",
+            Self::IngestReported { .. } => "IngestReported",
+            Self::WindowOpened { .. } => "WindowOpened",
+            Self::WindowClosed { .. } => "WindowClosed",
         };
         name.to_string()
     }
@@ -438,12 +494,26 @@ pub enum ScheduleError {
     ReservationNotFound,
     #[error("the reservation has ended or was cancelled")]
     ReservationNotActive,
+    /// A stream message at or before what this server has already recorded from that stream:
+    /// a redelivery. Nothing is recorded.
+    #[error("already recorded")]
+    AlreadyRecorded,
+}
+
+/// The NATS streams whose messages become events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Feed {
+    Ingest,
+    Slots,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerSchedule {
     settings: Option<ServerSettings>,
     slots: BTreeMap<String, Slot>,
+    /// Per feed, the newest message recorded. The api consumes each stream in order, one
+    /// message at a time, so anything at or before this is a redelivery.
+    cursors: BTreeMap<Feed, StreamCursor>,
 }
 
 impl ServerSchedule {
@@ -536,6 +606,22 @@ impl ServerSchedule {
             SUGGESTIONS,
         );
         Some((conflicts, suggestions))
+    }
+
+    /// Refuses what only slotcast's own services may record, and redeliveries.
+    fn check_feed(
+        &self,
+        actor: &Actor,
+        feed: Feed,
+        cursor: StreamCursor,
+    ) -> Result<(), ScheduleError> {
+        if actor.role != Role::Service {
+            return Err(ScheduleError::Forbidden);
+        }
+        match self.cursors.get(&feed) {
+            Some(seen) if cursor <= *seen => Err(ScheduleError::AlreadyRecorded),
+            _ => Ok(()),
+        }
     }
 
     fn slot_for(&self, actor: &Actor, reservation_id: &str) -> Result<&Slot, ScheduleError> {
@@ -672,7 +758,86 @@ impl ServerSchedule {
                     stream_key_hash,
                 })
             }
+            CommandKind::RecordIngest { report, cursor } => {
+                let settings = registered?;
+                self.check_feed(&actor, Feed::Ingest, cursor)?;
+                if report.server_id != settings.id {
+                    return Err(invalid("server_id", "is not this server"));
+                }
+                Ok(ScheduleEvent::IngestReported {
+                    at: now,
+                    reservation_id: bounded(report.reservation_id),
+                    kind: report.kind,
+                    reported_at: report.at,
+                    carrier: report.carrier.map(bounded),
+                    remote_addr: report.remote_addr.map(bounded),
+                    codec: report.codec.map(bounded),
+                    reason: report.reason.map(bounded),
+                    cursor,
+                })
+            }
+            CommandKind::RecordWindow { message, cursor } => {
+                let settings = registered?;
+                self.check_feed(&actor, Feed::Slots, cursor)?;
+                if message.server_id != settings.id {
+                    return Err(invalid("server_id", "is not this server"));
+                }
+                let SlotMessage {
+                    kind,
+                    reservation_id,
+                    revision,
+                    due_at,
+                    published_at,
+                    late_ms,
+                    ..
+                } = message;
+                let reservation_id = bounded(reservation_id);
+                match kind {
+                    SlotKind::Opened => Ok(ScheduleEvent::WindowOpened {
+                        at: now,
+                        reservation_id,
+                        revision,
+                        due_at,
+                        published_at,
+                        late_ms,
+                        cursor,
+                    }),
+                    SlotKind::Closed => Ok(ScheduleEvent::WindowClosed {
+                        at: now,
+                        reservation_id,
+                        revision,
+                        due_at,
+                        published_at,
+                        late_ms,
+                        cursor,
+                    }),
+                    // Already in the history as the reschedule, rotation or cancel.
+                    SlotKind::Changed | SlotKind::Cancelled => {
+                        Err(invalid("kind", "only opened and closed are recorded"))
+                    }
+                }
+            }
         }
+    }
+}
+
+/// Text from a stream message, cut to `INGEST_TEXT_MAX` bytes on a character boundary.
+fn bounded(mut text: String) -> String {
+    let max = crate::contract::INGEST_TEXT_MAX;
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+impl ServerSchedule {
+    fn advance(&mut self, feed: Feed, cursor: StreamCursor) {
+        let seen = self.cursors.entry(feed).or_default();
+        *seen = (*seen).max(cursor);
     }
 }
 
@@ -749,6 +914,9 @@ impl Aggregate for ServerSchedule {
                     slot.stream_key_hash = stream_key_hash;
                 }
             }
+            ScheduleEvent::IngestReported { cursor, .. } => self.advance(Feed::Ingest, cursor),
+            ScheduleEvent::WindowOpened { cursor, .. }
+            | ScheduleEvent::WindowClosed { cursor, .. } => self.advance(Feed::Slots, cursor),
         }
         // Closed windows leave the state: the aggregate stays as small as its open slots.
         self.slots.retain(|_, slot| slot.closes_at > at);

@@ -580,3 +580,166 @@ fn events_round_trip_through_json() {
     assert_eq!(e.event_type(), "ReservationAccepted");
     assert_eq!(e.reservation_id(), Some("r1"));
 }
+
+fn service() -> Actor {
+    Actor {
+        role: Role::Service,
+        name: "api:ingest".into(),
+    }
+}
+
+fn ingest(kind: IngestKind, reservation_id: &str) -> IngestMessage {
+    IngestMessage {
+        schema: crate::contract::SCHEMA,
+        kind,
+        reservation_id: reservation_id.into(),
+        server_id: "srv-1".into(),
+        at: min(1),
+        carrier: Some("carrier-a".into()),
+        remote_addr: Some("127.0.0.2:50000".into()),
+        codec: Some("h264,aac".into()),
+        reason: None,
+    }
+}
+
+fn at(epoch_ms: i64, sequence: u64) -> StreamCursor {
+    StreamCursor { epoch_ms, sequence }
+}
+
+#[test]
+fn a_redelivered_stream_message_records_nothing() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 60, 90);
+    let report = |seq| CommandKind::RecordIngest {
+        report: ingest(IngestKind::Connected, "r1"),
+        cursor: at(1, seq),
+    };
+    let events = handle(&mut s, cmd(min(1), service(), report(7))).unwrap();
+    assert!(matches!(
+        &events[..],
+        [ScheduleEvent::IngestReported { kind: IngestKind::Connected, carrier: Some(c), .. }]
+            if c == "carrier-a"
+    ));
+    for seq in [7, 3] {
+        assert_eq!(
+            handle(&mut s, cmd(min(2), service(), report(seq))),
+            Err(ScheduleError::AlreadyRecorded)
+        );
+    }
+    assert_eq!(
+        handle(&mut s, cmd(min(2), service(), report(8)))
+            .unwrap()
+            .len(),
+        1
+    );
+    // The stream was recreated: sequences restart, but it is newer.
+    let recreated = CommandKind::RecordIngest {
+        report: ingest(IngestKind::Disconnected, "r1"),
+        cursor: at(2, 1),
+    };
+    assert_eq!(
+        handle(&mut s, cmd(min(3), service(), recreated))
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn feeds_are_recorded_only_by_slotcast_and_only_for_this_server() {
+    let mut s = server(1);
+    let report = CommandKind::RecordIngest {
+        report: ingest(IngestKind::Connected, "r1"),
+        cursor: at(1, 1),
+    };
+    for who in [operator(), alice()] {
+        assert_eq!(
+            handle(&mut s, cmd(min(1), who, report.clone())),
+            Err(ScheduleError::Forbidden)
+        );
+    }
+    let mut elsewhere = ingest(IngestKind::Connected, "r1");
+    elsewhere.server_id = "srv-2".into();
+    let wrong = CommandKind::RecordIngest {
+        report: elsewhere,
+        cursor: at(1, 1),
+    };
+    assert_eq!(
+        field_of(handle(&mut s, cmd(min(1), service(), wrong)).unwrap_err()),
+        "server_id"
+    );
+    let mut long = ingest(IngestKind::Failed, "r1");
+    long.reason = Some("é".repeat(1000));
+    let events = handle(
+        &mut s,
+        cmd(
+            min(1),
+            service(),
+            CommandKind::RecordIngest {
+                report: long,
+                cursor: at(1, 2),
+            },
+        ),
+    )
+    .unwrap();
+    let ScheduleEvent::IngestReported {
+        reason: Some(reason),
+        ..
+    } = &events[0]
+    else {
+        panic!("{events:?}");
+    };
+    assert!(reason.len() <= crate::contract::INGEST_TEXT_MAX && reason.starts_with('é'));
+}
+
+#[test]
+fn window_boundaries_are_recorded_with_their_lateness() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 60, 90);
+    let message = |kind, due| SlotMessage {
+        schema: crate::contract::SCHEMA,
+        kind,
+        reservation_id: "r1".into(),
+        server_id: "srv-1".into(),
+        revision: 1,
+        opens_at: min(60),
+        closes_at: min(90),
+        start: min(60),
+        end: min(90),
+        stream_key_hash: "k".into(),
+        ingest: crate::contract::IngestMode::Push,
+        due_at: due,
+        published_at: due + Duration::milliseconds(3),
+        late_ms: 3.0,
+    };
+    let record = |kind, due, seq| CommandKind::RecordWindow {
+        message: message(kind, due),
+        cursor: at(1, seq),
+    };
+    let events = handle(
+        &mut s,
+        cmd(min(60), service(), record(SlotKind::Opened, min(60), 1)),
+    );
+    assert!(matches!(
+        &events.unwrap()[..],
+        [ScheduleEvent::WindowOpened { revision: 1, late_ms, .. }] if *late_ms == 3.0
+    ));
+    let events = handle(
+        &mut s,
+        cmd(min(90), service(), record(SlotKind::Closed, min(90), 2)),
+    );
+    assert!(matches!(
+        &events.unwrap()[..],
+        [ScheduleEvent::WindowClosed { .. }]
+    ));
+    assert_eq!(
+        field_of(
+            handle(
+                &mut s,
+                cmd(min(91), service(), record(SlotKind::Changed, min(91), 3))
+            )
+            .unwrap_err()
+        ),
+        "kind"
+    );
+}

@@ -8,9 +8,12 @@
 //! `search_path` (`rm, public` from [`db::connect`]) decides which copy they hit.
 
 pub mod db;
+pub mod nats;
 mod project;
 pub mod read;
 mod rebuild;
+pub mod scheduler;
+mod slots;
 
 pub use project::{catch_up, project_stream, run_catch_up, CatchUp, Committed};
 pub use rebuild::{rebuild, RebuildReport};
@@ -24,6 +27,10 @@ pub enum Error {
     Db(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("nats: {0}")]
+    Nats(String),
+    #[error("unexpected data: {0}")]
+    Corrupt(String),
     #[error("event {aggregate_id}#{sequence} does not decode: {source}")]
     Decode {
         aggregate_id: String,

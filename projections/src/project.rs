@@ -4,15 +4,18 @@
 //! `catch_up` walks the global order from its checkpoint and does the same for every aggregate
 //! it meets, storing the checkpoint in the same transaction. Each transaction first takes the
 //! read model's shared advisory lock, so `rebuild` can swap copies under the exclusive one.
-//! Locks: one `rm.streams` row per aggregate (`FOR UPDATE`); catch-up locks the checkpoint row
-//! first and then aggregates in id order, so two projectors never wait on each other in a
-//! cycle.
+//! The slot-boundary outbox (`slots`) is projected in the same transaction, behind its own
+//! cursor (`public.slot_cursor`), so whichever path gets to an event first writes both.
+//! Locks: per aggregate its `rm.streams` row, then its `slot_cursor` row (`FOR UPDATE`);
+//! catch-up locks the checkpoint row first and then aggregates in id order, so two projectors
+//! never wait on each other in a cycle.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
+use slotcast_domain::contract::IngestKind;
 use slotcast_domain::{ScheduleEvent, ServerSchedule, ServerSettings};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
@@ -59,22 +62,31 @@ pub(crate) async fn project_stream_in(
     aggregate_id: &str,
     committed: Option<Committed<'_>>,
 ) -> Result<u64> {
-    // Creates the row on first sight and locks it either way, in one round trip.
-    let last: i64 = sqlx::query_scalar(
-        "INSERT INTO streams (aggregate_id, last_sequence) VALUES ($1, 0) \
-         ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = streams.last_sequence \
-         RETURNING last_sequence",
+    // Creates both cursor rows on first sight and locks them either way, in one round trip;
+    // `slot` reads from `rm`, so the read model's row is always locked first.
+    let (last, slot_last): (i64, i64) = sqlx::query_as(
+        "WITH rm AS ( \
+             INSERT INTO streams (aggregate_id, last_sequence) VALUES ($1, 0) \
+             ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = streams.last_sequence \
+             RETURNING last_sequence), \
+         slot AS ( \
+             INSERT INTO public.slot_cursor (aggregate_id, last_sequence) \
+             SELECT $1, 0 FROM rm \
+             ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = slot_cursor.last_sequence \
+             RETURNING last_sequence) \
+         SELECT rm.last_sequence, slot.last_sequence FROM rm, slot",
     )
     .bind(aggregate_id)
     .fetch_one(&mut *conn)
     .await?;
+    let from = last.min(slot_last);
     let loaded;
     let pending: Vec<(i64, &ScheduleEvent)> = match committed {
-        Some(c) if c.first_sequence == last + 1 => {
+        Some(c) if c.first_sequence == from + 1 => {
             (c.first_sequence..).zip(c.events.iter()).collect()
         }
         _ => {
-            loaded = load_after(conn, aggregate_id, last).await?;
+            loaded = load_after(conn, aggregate_id, from).await?;
             loaded
                 .iter()
                 .map(|(sequence, event)| (*sequence, event))
@@ -84,15 +96,27 @@ pub(crate) async fn project_stream_in(
     let Some(&(newest, _)) = pending.last() else {
         return Ok(0);
     };
-    for (_, event) in &pending {
-        apply(conn, aggregate_id, event).await?;
+    let mut applied = 0;
+    for (sequence, event) in &pending {
+        if *sequence > last {
+            apply(conn, aggregate_id, event).await?;
+            applied += 1;
+        }
+        if *sequence > slot_last {
+            crate::slots::apply(conn, aggregate_id, event).await?;
+        }
     }
-    sqlx::query("UPDATE streams SET last_sequence = $2 WHERE aggregate_id = $1")
-        .bind(aggregate_id)
-        .bind(newest)
-        .execute(&mut *conn)
-        .await?;
-    Ok(pending.len() as u64)
+    sqlx::query(
+        "WITH rm AS (UPDATE streams SET last_sequence = greatest(last_sequence, $2) \
+                     WHERE aggregate_id = $1) \
+         UPDATE public.slot_cursor SET last_sequence = greatest(last_sequence, $2) \
+         WHERE aggregate_id = $1",
+    )
+    .bind(aggregate_id)
+    .bind(newest)
+    .execute(&mut *conn)
+    .await?;
+    Ok(applied)
 }
 
 /// `aggregate_id`'s committed events after sequence `last`, in order.
@@ -181,7 +205,9 @@ pub(crate) async fn catch_up_in(conn: &mut PgConnection, batch: i64) -> Result<C
     // them, so catch-up never makes a booking's inline projection wait.
     let ids: Vec<String> = newest.keys().cloned().collect();
     let projected: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT aggregate_id, last_sequence FROM streams WHERE aggregate_id = ANY($1)",
+        "SELECT s.aggregate_id, least(s.last_sequence, coalesce(c.last_sequence, 0)) \
+         FROM streams s LEFT JOIN public.slot_cursor c USING (aggregate_id) \
+         WHERE s.aggregate_id = ANY($1)",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
@@ -390,6 +416,50 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
         }
         // A refused reschedule changes nothing; the history shows it.
         ScheduleEvent::RescheduleRejected { .. } => {}
+        ScheduleEvent::IngestReported {
+            at,
+            reservation_id,
+            kind,
+            carrier,
+            ..
+        } => {
+            // Connected makes it live; a connect recorded after the window's close (the two
+            // feeds are consumed independently) still turns `missed` into `ended`.
+            let connected = *kind == IngestKind::Connected;
+            sqlx::query(
+                "UPDATE reservations SET ingest = $2, ingest_carrier = coalesce($3, ingest_carrier), \
+                     ingest_at = $4, ingested = ingested OR $5, updated_at = $4, \
+                     status = CASE WHEN NOT $5 THEN status \
+                                   WHEN status = 'accepted' THEN 'live' \
+                                   WHEN status = 'missed' THEN 'ended' \
+                                   ELSE status END \
+                 WHERE id = $1",
+            )
+            .bind(reservation_id)
+            .bind(kind.as_str())
+            .bind(carrier)
+            .bind(at)
+            .bind(connected)
+            .execute(conn)
+            .await?;
+        }
+        // The window opening changes no status: `live` waits for a publisher.
+        ScheduleEvent::WindowOpened { .. } => {}
+        ScheduleEvent::WindowClosed {
+            at, reservation_id, ..
+        } => {
+            sqlx::query(
+                "UPDATE reservations SET updated_at = $2, \
+                     status = CASE WHEN status IN ('accepted', 'live') \
+                                   THEN CASE WHEN ingested THEN 'ended' ELSE 'missed' END \
+                                   ELSE status END \
+                 WHERE id = $1",
+            )
+            .bind(reservation_id)
+            .bind(at)
+            .execute(conn)
+            .await?;
+        }
         ScheduleEvent::StreamKeyRotated {
             at,
             reservation_id,

@@ -40,6 +40,10 @@ pub struct ReservationRow {
     pub stream_key_hash: Option<String>,
     pub requested_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub ingest: Option<String>,
+    pub ingest_carrier: Option<String>,
+    pub ingest_at: Option<DateTime<Utc>>,
+    pub ingested: bool,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]

@@ -23,7 +23,7 @@ mod reservations;
 mod servers;
 mod time;
 
-pub use ops::ApiDoc;
+pub use ops::{scheduler_ops, ApiDoc};
 
 /// Set on every request by the middleware.
 #[derive(Clone, Debug)]

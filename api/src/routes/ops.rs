@@ -9,6 +9,9 @@ use serde_json::json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use slotcast_projections::nats::Health;
+
+use crate::clock::ServerClock;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -23,8 +26,9 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 when the database answers; the clock is reported but NTP trouble never makes the api
-/// unready (booking works on the system clock).
+/// 200 when the database answers and, where this process runs the scheduler, it can publish.
+/// The clock and the NATS consumers are reported, but neither NTP nor consumer trouble makes
+/// the api unready (booking works on the system clock, and consumers catch up).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let db = sqlx::query_scalar::<_, i32>("SELECT 1")
         .fetch_one(&state.pool)
@@ -37,11 +41,43 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             (StatusCode::SERVICE_UNAVAILABLE, json!("unavailable"))
         }
     };
+    let nats = state.health.snapshot();
+    let scheduler = state
+        .health
+        .is_ok(slotcast_projections::scheduler::COMPONENT);
+    let status = if scheduler == Some(false) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        status
+    };
     let ready = status == StatusCode::OK;
     (
         status,
-        Json(json!({"ready": ready, "database": db, "clock": clock})),
+        Json(json!({"ready": ready, "database": db, "clock": clock, "nats": nats})),
     )
+}
+
+/// A standalone scheduler's `/healthz` and `/readyz` (503 while it cannot publish).
+pub fn scheduler_ops(clock: ServerClock, health: Health) -> Router {
+    let ready = move || {
+        let clock = clock.status();
+        let nats = health.snapshot();
+        let ok = health.is_ok(slotcast_projections::scheduler::COMPONENT) == Some(true);
+        let status = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        async move {
+            (
+                status,
+                Json(json!({"ready": ok, "clock": clock, "nats": nats})),
+            )
+        }
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(ready))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

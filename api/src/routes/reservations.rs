@@ -20,8 +20,8 @@ use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Begin};
 use crate::state::AppState;
 use crate::wire::{
-    parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryEntry, Rejected,
-    RescheduleRequest, ReservationDto, ReservationList, RotatedKey, Setting, WindowDto,
+    parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryEntry, IngestDto,
+    Rejected, RescheduleRequest, ReservationDto, ReservationList, RotatedKey, Setting, WindowDto,
 };
 
 pub fn router() -> Router<AppState> {
@@ -68,12 +68,14 @@ async fn row_carriers(
 
 fn dto(row: ReservationRow, carriers: &[(String, String)]) -> ReservationDto {
     let setting = match (row.status.as_str(), row.opens_at, row.closes_at) {
-        ("accepted", Some(opens_at), Some(closes_at)) => Some(Setting {
-            stream_key: None,
-            opens_at,
-            closes_at,
-            carriers: carrier_urls(carriers.iter().cloned(), &row.id),
-        }),
+        (ACCEPTED | "live" | "ended" | "missed", Some(opens_at), Some(closes_at)) => {
+            Some(Setting {
+                stream_key: None,
+                opens_at,
+                closes_at,
+                carriers: carrier_urls(carriers.iter().cloned(), &row.id),
+            })
+        }
         _ => None,
     };
     ReservationDto {
@@ -86,10 +88,20 @@ fn dto(row: ReservationRow, carriers: &[(String, String)]) -> ReservationDto {
         end: row.end_at,
         setting,
         reason: row.reason,
+        ingest: row.ingest.map(|state| IngestDto {
+            state,
+            carrier: row.ingest_carrier,
+            at: row.ingest_at.unwrap_or(row.updated_at),
+        }),
         requested_at: row.requested_at,
         updated_at: row.updated_at,
     }
 }
+
+const ACCEPTED: &str = "accepted";
+
+/// Every reservation status, in the order a reservation may pass through them.
+const STATUSES: [&str; 6] = [ACCEPTED, "live", "ended", "missed", "rejected", "cancelled"];
 
 /// The caller's view of a reservation: 404 for unknown ids and other tenants' alike.
 async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<ReservationRow, ApiError> {
@@ -282,10 +294,10 @@ pub async fn list(
         v.as_deref().map(|t| parse_time(field, t)).transpose()
     };
     if let Some(status) = &q.status {
-        if !["accepted", "rejected", "cancelled"].contains(&status.as_str()) {
+        if !STATUSES.contains(&status.as_str()) {
             return Err(ApiError::invalid(
                 "status",
-                "must be accepted, rejected or cancelled",
+                format!("must be one of {}", STATUSES.join(", ")),
             ));
         }
     }

@@ -1,0 +1,222 @@
+//! The api's NATS consumers: what the streamer reports (`SLOTCAST_INGEST`) and the slot
+//! boundaries as delivered (`SLOTCAST_SLOTS`) become events on the reservation's server.
+//!
+//! Contract: one durable pull consumer per stream (`slotcast-api`), shared by every api
+//! replica, with explicit acks and at most one message in flight. So each server's messages
+//! are recorded in stream order, and a message is acknowledged only after its event is
+//! committed (or it was found to be a redelivery, or unusable). The aggregate refuses a
+//! message at or before the last one it recorded from that stream (`AlreadyRecorded`), which
+//! makes redelivery record nothing new. Unusable messages (bad subject or JSON) are
+//! terminated and logged, never retried; a failure to record is retried after a pause.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{AckKind, Message};
+use futures_util::StreamExt;
+use slotcast_domain::contract::{IngestMessage, SlotKind, SlotMessage, StreamCursor};
+use slotcast_domain::{Actor, Command, CommandKind, Feed, Role};
+use slotcast_projections::nats::{Backoff, Nats};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::Context;
+
+/// The durable consumer name, on both streams.
+pub const CONSUMER: &str = "slotcast-api";
+
+/// The `Health` component names.
+fn component(feed: Feed) -> &'static str {
+    match feed {
+        Feed::Ingest => "ingest-consumer",
+        Feed::Slots => "slot-consumer",
+    }
+}
+
+/// Consumes both streams until `shutdown`.
+pub async fn run(state: AppState, nats: Nats, shutdown: CancellationToken) {
+    tokio::join!(
+        consume(state.clone(), nats.clone(), Feed::Ingest, shutdown.clone()),
+        consume(state, nats, Feed::Slots, shutdown),
+    );
+}
+
+/// What to do with a message once handled.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Recorded,
+    /// A redelivery, or a kind the history already has: acknowledge, record nothing.
+    Skipped,
+    /// Can never be recorded: terminate (no redelivery).
+    Unusable(String),
+}
+
+async fn consume(state: AppState, nats: Nats, feed: Feed, shutdown: CancellationToken) {
+    let name = component(feed);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    state.health.set(name, false, "starting");
+    while !shutdown.is_cancelled() {
+        match consume_once(&state, &nats, feed, &shutdown).await {
+            Ok(()) => return,
+            Err(err) => {
+                let detail = if nats.connected() {
+                    err
+                } else {
+                    format!("NATS unreachable at {}", nats.config.url)
+                };
+                tracing::warn!(feed = name, detail, "consumer interrupted; retrying");
+                state.health.set(name, false, detail);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// Binds the durable consumer and records messages until shutdown (`Ok`) or trouble.
+async fn consume_once(
+    state: &AppState,
+    nats: &Nats,
+    feed: Feed,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let names = &nats.config.names;
+    let info = match feed {
+        Feed::Ingest => nats.ensure_ingest_stream().await,
+        Feed::Slots => nats.ensure_slots_stream().await,
+    }
+    .map_err(|e| e.to_string())?;
+    let epoch_ms = info.created.timestamp_millis();
+    let stream = nats
+        .jetstream
+        .get_stream(&info.config.name)
+        .await
+        .map_err(|e| format!("stream {}: {e}", info.config.name))?;
+    let filter_subject = match feed {
+        Feed::Ingest => names.ingest_subjects(),
+        Feed::Slots => names.slot_subjects(),
+    };
+    let consumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            pull::Config {
+                durable_name: Some(CONSUMER.to_string()),
+                description: Some("the slotcast api records these in the history".into()),
+                filter_subject,
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                // One at a time: each server's messages are recorded in stream order.
+                max_ack_pending: 1,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("consumer {CONSUMER} on {}: {e}", info.config.name))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("consume {}: {e}", info.config.name))?;
+    let name = component(feed);
+    state
+        .health
+        .set(name, true, format!("consuming {}", info.config.name));
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            next = messages.next() => next,
+        };
+        let message = match next {
+            Some(Ok(m)) => m,
+            Some(Err(err)) => return Err(format!("receive: {err}")),
+            None => return Err("the consumer's message stream ended".into()),
+        };
+        let sequence = match message.info() {
+            Ok(info) => info.stream_sequence,
+            Err(err) => {
+                tracing::warn!(%err, "a message without JetStream metadata; dropping it");
+                let _ = message.ack_with(AckKind::Term).await;
+                continue;
+            }
+        };
+        let cursor = StreamCursor { epoch_ms, sequence };
+        let ack = match record(state, nats, feed, &message, cursor).await {
+            Ok(Outcome::Recorded | Outcome::Skipped) => AckKind::Ack,
+            Ok(Outcome::Unusable(why)) => {
+                tracing::warn!(subject = %message.subject, sequence, why, "unusable message");
+                AckKind::Term
+            }
+            Err(err) => {
+                // Not recorded; try again shortly (nothing after it is delivered meanwhile).
+                tracing::warn!(subject = %message.subject, sequence, %err, "not recorded yet");
+                AckKind::Nak(Some(Duration::from_secs(1)))
+            }
+        };
+        message
+            .double_ack_with(ack)
+            .await
+            .map_err(|e| format!("acknowledge: {e}"))?;
+    }
+}
+
+/// Records one message as an event on its server.
+async fn record(
+    state: &AppState,
+    nats: &Nats,
+    feed: Feed,
+    message: &Message,
+    cursor: StreamCursor,
+) -> Result<Outcome, ApiError> {
+    let subject = message.subject.as_str();
+    let Some((server_id, reservation_id)) = nats.config.names.parse_subject(subject) else {
+        return Ok(Outcome::Unusable(format!("subject {subject}")));
+    };
+    let kind = match feed {
+        Feed::Ingest => match serde_json::from_slice::<IngestMessage>(&message.payload) {
+            Ok(report) => {
+                if report.server_id != server_id || report.reservation_id != reservation_id {
+                    return Ok(Outcome::Unusable(
+                        "payload ids differ from the subject".into(),
+                    ));
+                }
+                CommandKind::RecordIngest { report, cursor }
+            }
+            Err(err) => return Ok(Outcome::Unusable(format!("payload: {err}"))),
+        },
+        Feed::Slots => match serde_json::from_slice::<SlotMessage>(&message.payload) {
+            Ok(m) if matches!(m.kind, SlotKind::Changed | SlotKind::Cancelled) => {
+                return Ok(Outcome::Skipped)
+            }
+            Ok(m) => {
+                if m.server_id != server_id || m.reservation_id != reservation_id {
+                    return Ok(Outcome::Unusable(
+                        "payload ids differ from the subject".into(),
+                    ));
+                }
+                CommandKind::RecordWindow { message: m, cursor }
+            }
+            Err(err) => return Ok(Outcome::Unusable(format!("payload: {err}"))),
+        },
+    };
+    let now = state.clock.now();
+    let actor = Actor {
+        role: Role::Service,
+        name: component(feed).to_string(),
+    };
+    let context = Context {
+        actor: format!("service:{}", actor.name),
+        request_id: format!("nats:{subject}:{}", cursor.sequence),
+        recorded_at: now,
+    };
+    let command = Command { now, actor, kind };
+    match state.store.execute(server_id, command, &context).await {
+        Ok(_) => Ok(Outcome::Recorded),
+        Err(ApiError::AlreadyRecorded) => Ok(Outcome::Skipped),
+        Err(ApiError::NotFound(what)) => Ok(Outcome::Unusable(format!("no such {what}"))),
+        Err(ApiError::Invalid(field, why)) => Ok(Outcome::Unusable(format!("{field}: {why}"))),
+        Err(other) => Err(other),
+    }
+}

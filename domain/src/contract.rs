@@ -1,0 +1,311 @@
+//! The NATS contract between the booking side and the streaming side (README, "NATS
+//! contract"): subjects, message ids and payloads of the slot and ingest streams.
+//!
+//! Contract: types and names only, shared by the scheduler (publisher of slot messages), the
+//! api (consumer of both streams) and the streamer. No I/O. `SCHEMA` changes only with a
+//! breaking payload change; additive fields keep it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The payload schema version carried in every message.
+pub const SCHEMA: u32 = 1;
+
+/// What a slot message announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotKind {
+    /// The ingest window is open: accept the publisher (or pull the camera).
+    Opened,
+    /// The window has closed: disconnect, end the playlist.
+    Closed,
+    /// The window of an already opened slot moved, or its stream key changed: apply the
+    /// payload's window and key; close the gate while now is outside the new window.
+    Changed,
+    /// An opened slot was cancelled: disconnect, end the playlist.
+    Cancelled,
+}
+
+impl SlotKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Closed => "closed",
+            Self::Changed => "changed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "opened" => Some(Self::Opened),
+            "closed" => Some(Self::Closed),
+            "changed" => Some(Self::Changed),
+            "cancelled" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// Whether this message ends the slot for good (no later message follows it).
+    pub const fn ends_the_slot(self) -> bool {
+        matches!(self, Self::Closed | Self::Cancelled)
+    }
+}
+
+/// How media reaches the streamer for a reservation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum IngestMode {
+    /// A publisher pushes by RTSP ANNOUNCE/RECORD on a carrier listener.
+    Push,
+}
+
+/// One message on `SLOTCAST_SLOTS`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotMessage {
+    pub schema: u32,
+    pub kind: SlotKind,
+    pub reservation_id: String,
+    pub server_id: String,
+    /// Bumped by every change to the slot (reschedule, key rotation, cancel).
+    pub revision: u32,
+    pub opens_at: DateTime<Utc>,
+    pub closes_at: DateTime<Utc>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Lower-case hex SHA-256 of the stream key valid for this revision.
+    pub stream_key_hash: String,
+    pub ingest: IngestMode,
+    /// When the boundary was due by the server clock.
+    pub due_at: DateTime<Utc>,
+    /// When the scheduler sent it, by the server clock.
+    pub published_at: DateTime<Utc>,
+    /// `published_at - due_at` in milliseconds: how late it went out.
+    pub late_ms: f64,
+}
+
+/// What the streamer reports about a publisher or a pull.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestKind {
+    Connected,
+    Disconnected,
+    Failed,
+}
+
+impl IngestKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Disconnected => "disconnected",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One message on `SLOTCAST_INGEST`, published by the streamer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestMessage {
+    pub schema: u32,
+    pub kind: IngestKind,
+    pub reservation_id: String,
+    pub server_id: String,
+    /// When it happened, by the streamer's server clock.
+    pub at: DateTime<Utc>,
+    /// The carrier (ingest network) the publisher came in on, or the camera was pulled over.
+    #[serde(default)]
+    pub carrier: Option<String>,
+    /// The publisher's (or camera's) address, `host:port`.
+    #[serde(default)]
+    pub remote_addr: Option<String>,
+    /// Codecs, e.g. `h264,aac`.
+    #[serde(default)]
+    pub codec: Option<String>,
+    /// Why it disconnected or failed.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Limits on what the api accepts from the ingest stream, so a faulty streamer cannot write
+/// unbounded text into the history.
+pub const INGEST_TEXT_MAX: usize = 512;
+
+/// Subject and stream names under one prefix (default `slotcast`), so that several
+/// deployments, or tests, share a NATS server without seeing each other's messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub const DEFAULT_PREFIX: &'static str = "slotcast";
+
+    /// `prefix` must be one NATS subject token: ASCII letters, digits, `-` and `_`.
+    pub fn new(prefix: &str) -> Option<Self> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= 32
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| Self {
+            prefix: prefix.to_string(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn stream(&self, what: &str) -> String {
+        let base: String = self
+            .prefix
+            .chars()
+            .map(|c| match c {
+                '-' => '_',
+                c => c.to_ascii_uppercase(),
+            })
+            .collect();
+        format!("{base}_{what}")
+    }
+
+    /// `SLOTCAST_SLOTS` for the default prefix.
+    pub fn slots_stream(&self) -> String {
+        self.stream("SLOTS")
+    }
+
+    /// `SLOTCAST_INGEST` for the default prefix.
+    pub fn ingest_stream(&self) -> String {
+        self.stream("INGEST")
+    }
+
+    /// `slotcast.slot.>`: every slot subject.
+    pub fn slot_subjects(&self) -> String {
+        format!("{}.slot.>", self.prefix)
+    }
+
+    /// `slotcast.slot.<server_id>.>`: one server's slots (what its streamer consumes).
+    pub fn server_slot_subjects(&self, server_id: &str) -> String {
+        format!("{}.slot.{server_id}.>", self.prefix)
+    }
+
+    pub fn slot_subject(&self, server_id: &str, reservation_id: &str) -> String {
+        format!("{}.slot.{server_id}.{reservation_id}", self.prefix)
+    }
+
+    pub fn ingest_subjects(&self) -> String {
+        format!("{}.ingest.>", self.prefix)
+    }
+
+    pub fn ingest_subject(&self, server_id: &str, reservation_id: &str) -> String {
+        format!("{}.ingest.{server_id}.{reservation_id}", self.prefix)
+    }
+
+    /// `(server_id, reservation_id)` from a slot or ingest subject of this prefix.
+    pub fn parse_subject<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('.')?;
+        let rest = rest
+            .strip_prefix("slot.")
+            .or_else(|| rest.strip_prefix("ingest."))?;
+        let (server, reservation) = rest.split_once('.')?;
+        let token = |s: &str| !s.is_empty() && !s.contains(['.', '*', '>']);
+        (token(server) && token(reservation)).then_some((server, reservation))
+    }
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self {
+            prefix: Self::DEFAULT_PREFIX.to_string(),
+        }
+    }
+}
+
+/// A slot message's JetStream message id: JetStream drops a second message with the same id
+/// within the stream's duplicate window, which makes replicas publish each boundary once.
+pub fn slot_message_id(reservation_id: &str, kind: SlotKind, revision: u32) -> String {
+    format!("{reservation_id}:{}:{revision}", kind.as_str())
+}
+
+/// Where a consumed message sits in its stream: the stream's creation time (so a recreated
+/// stream, whose sequences restart, still counts as newer) and the message's sequence.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct StreamCursor {
+    /// The stream's creation time in Unix milliseconds.
+    pub epoch_ms: i64,
+    pub sequence: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_the_documented_ones() {
+        let n = Names::default();
+        assert_eq!(n.slots_stream(), "SLOTCAST_SLOTS");
+        assert_eq!(n.ingest_stream(), "SLOTCAST_INGEST");
+        assert_eq!(n.slot_subject("s1", "r1"), "slotcast.slot.s1.r1");
+        assert_eq!(n.server_slot_subjects("s1"), "slotcast.slot.s1.>");
+        assert_eq!(n.ingest_subject("s1", "r1"), "slotcast.ingest.s1.r1");
+        assert_eq!(slot_message_id("r1", SlotKind::Opened, 3), "r1:opened:3");
+    }
+
+    #[test]
+    fn a_prefix_gives_disjoint_names() {
+        let n = Names::new("t-42").unwrap();
+        assert_eq!(n.slots_stream(), "T_42_SLOTS");
+        assert_eq!(n.slot_subject("s", "r"), "t-42.slot.s.r");
+        assert_eq!(n.parse_subject("t-42.ingest.s.r"), Some(("s", "r")));
+        assert_eq!(n.parse_subject("slotcast.ingest.s.r"), None);
+        assert_eq!(n.parse_subject("t-42.ingest.s"), None);
+        assert_eq!(n.parse_subject("t-42.ingest.s.r.x"), None);
+        assert_eq!(n.parse_subject("t-42.other.s.r"), None);
+        assert!(Names::new("a.b").is_none());
+        assert!(Names::new("").is_none());
+        assert!(Names::new("a>").is_none());
+    }
+
+    #[test]
+    fn a_recreated_stream_is_newer_whatever_its_sequence() {
+        let old = StreamCursor {
+            epoch_ms: 1000,
+            sequence: 5000,
+        };
+        let new = StreamCursor {
+            epoch_ms: 2000,
+            sequence: 1,
+        };
+        assert!(new > old);
+    }
+
+    #[test]
+    fn slot_messages_round_trip() {
+        let t = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let m = SlotMessage {
+            schema: SCHEMA,
+            kind: SlotKind::Opened,
+            reservation_id: "r".into(),
+            server_id: "s".into(),
+            revision: 1,
+            opens_at: t,
+            closes_at: t,
+            start: t,
+            end: t,
+            stream_key_hash: "ab".into(),
+            ingest: IngestMode::Push,
+            due_at: t,
+            published_at: t,
+            late_ms: 1.5,
+        };
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["kind"], "opened");
+        assert_eq!(json["ingest"]["mode"], "push");
+        assert_eq!(serde_json::from_value::<SlotMessage>(json).unwrap(), m);
+    }
+}
