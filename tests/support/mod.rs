@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod chrony;
+pub mod nats;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -24,17 +25,22 @@ fn base_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
-/// A fresh database, dropped (forcibly) with the guard.
+/// A fresh database, dropped (forcibly) with the guard, and a NATS subject prefix of the
+/// test's own, whose streams on the shared NATS go with the guard too.
 pub struct TestDb {
     pub name: String,
     pub url: String,
     admin_url: String,
+    /// `SLOTCAST_NATS_PREFIX` for every role this test starts.
+    pub nats_prefix: String,
 }
 
 impl TestDb {
     pub async fn new() -> Self {
         let admin_url = base_url();
-        let name = format!("slotcast_t_{}", uuid::Uuid::new_v4().simple());
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("slotcast_t_{id}");
+        let nats_prefix = format!("t_{}", &id[..16]);
         let mut conn = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
             panic!(
                 "these tests need Postgres at DATABASE_URL={admin_url} (run scripts/services): {e}"
@@ -58,7 +64,21 @@ impl TestDb {
             name,
             url,
             admin_url,
+            nats_prefix,
         }
+    }
+
+    /// The stream names of this test's prefix: `<base>_SLOTS`, `<base>_INGEST`.
+    pub fn stream_base(&self) -> String {
+        self.nats_prefix.to_ascii_uppercase()
+    }
+
+    pub fn slots_stream(&self) -> String {
+        format!("{}_SLOTS", self.stream_base())
+    }
+
+    pub fn ingest_stream(&self) -> String {
+        format!("{}_INGEST", self.stream_base())
     }
 
     pub async fn connect(&self) -> PgConnection {
@@ -90,6 +110,7 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let admin = self.admin_url.clone();
         let name = self.name.clone();
+        let streams = self.stream_base();
         // Drop runs outside any runtime guarantee: use a thread with its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -97,6 +118,7 @@ impl Drop for TestDb {
                 .build();
             if let Ok(rt) = rt {
                 rt.block_on(async {
+                    nats::delete_streams(&nats::shared_url(), &streams).await;
                     if let Ok(mut conn) = PgConnection::connect(&admin).await {
                         let _ = conn
                             .execute(
@@ -135,7 +157,96 @@ pub fn token(db: &TestDb, role: &str, name: &str) -> String {
     out.trim().to_string()
 }
 
-/// `slotcast server api` on a port of its own.
+/// Starts `slotcast server <role>` for `db` (its database, its NATS prefix, NTP at a closed
+/// loopback port unless `env` says otherwise) and waits for the line starting `marker`;
+/// returns the child and the rest of that line.
+fn spawn_role(db: &TestDb, role: &str, env: &[(&str, &str)], marker: &str) -> (Child, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["server", role])
+        .env("DATABASE_URL", &db.url)
+        .env("SLOTCAST_API_ADDR", "127.0.0.1:0")
+        .env("SLOTCAST_SCHEDULER_OPS_ADDR", "127.0.0.1:0")
+        .env("SLOTCAST_NTP_SERVERS", "127.0.0.1:9")
+        .env("SLOTCAST_NATS_PREFIX", &db.nats_prefix)
+        .env("NATS_URL", nats::shared_url())
+        .env("SLOTCAST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("start slotcast server {role}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    let marker = marker.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(&marker) {
+                let _ = tx.send(rest.to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(rest) => (child, rest),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("slotcast server {role} did not start within 60 s");
+        }
+    }
+}
+
+/// Sends `signal` to `child` and waits (bounded) for it to exit; returns its status.
+fn signal_and_wait(child: &mut Child, signal: &str) -> Option<i32> {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args([signal, &pid]).status();
+    for _ in 0..100 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// `slotcast server scheduler`, with its ops endpoints on a port of its own.
+pub struct Scheduler {
+    child: Child,
+    pub ops: String,
+}
+
+impl Scheduler {
+    pub fn start(db: &TestDb, env: &[(&str, &str)]) -> Self {
+        let (child, ops) = spawn_role(db, "scheduler", env, "slotcast scheduler running; ops on ");
+        Self { child, ops }
+    }
+
+    /// SIGKILL: no clean-up, as a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `GET /readyz` on the ops port: (status, body).
+    pub async fn readyz(&self) -> (u16, Value) {
+        let resp = reqwest::get(format!("{}/readyz", self.ops))
+            .await
+            .expect("scheduler readyz");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `slotcast server api` (or `all`) on a port of its own.
 pub struct Api {
     child: Child,
     pub base: String,
@@ -143,37 +254,14 @@ pub struct Api {
 }
 
 impl Api {
-    /// Starts the api; NTP points at a closed loopback port unless `env` says otherwise.
+    /// Starts `slotcast server api`; see [`spawn_role`] for the environment.
     pub fn start(db: &TestDb, env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["server", "api"])
-            .env("DATABASE_URL", &db.url)
-            .env("SLOTCAST_API_ADDR", "127.0.0.1:0")
-            .env("SLOTCAST_NTP_SERVERS", "127.0.0.1:9")
-            .env("SLOTCAST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start slotcast server api");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("slotcast api listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(base) => base,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("slotcast server api did not start listening within 60 s");
-            }
-        };
+        Self::start_role(db, "api", env)
+    }
+
+    /// `role` is `api` or `all` (the api with the scheduler inside).
+    pub fn start_role(db: &TestDb, role: &str, env: &[(&str, &str)]) -> Self {
+        let (child, base) = spawn_role(db, role, env, "slotcast api listening on ");
         Self {
             child,
             base,
@@ -220,15 +308,7 @@ impl Api {
 
     /// Stops the api with SIGTERM and waits (bounded) for a clean exit; returns its status.
     pub fn stop(mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..100 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
+        signal_and_wait(&mut self.child, "-TERM")
     }
 }
 

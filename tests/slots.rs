@@ -1,0 +1,593 @@
+//! The slot clock against real NATS JetStream and real Postgres: every boundary lands in the
+//! stream exactly once and in order, whatever happens to the schedulers, to NATS, or to the
+//! slot; and what the streamer reports comes back into the reservation's history once.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
+use support::nats::{self, read_stream, wait_for_stream, NatsServer, Stored};
+use support::{time, token, ts, Api, Scheduler, TestDb};
+
+/// A server whose windows are exactly the booked slots and which takes bookings at once.
+fn tight_server(id: &str, capacity: u32) -> Value {
+    json!({
+        "id": id, "name": id, "capacity": capacity,
+        "min_lead_s": 0, "preroll_s": 0, "grace_s": 0,
+        "carriers": [{"name": "carrier-a", "ingest_url": "rtsp://127.0.0.2:8554"}]
+    })
+}
+
+struct Tenant {
+    operator: String,
+    alice: String,
+}
+
+async fn tenant(db: &TestDb) -> Tenant {
+    Tenant {
+        operator: token(db, "operator", "ops"),
+        alice: token(db, "distributor", "alice"),
+    }
+}
+
+async fn register(api: &Api, t: &Tenant, id: &str, capacity: u32) {
+    let (status, body) = api
+        .post("/v1/servers", &t.operator, tight_server(id, capacity))
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+async fn book(
+    api: &Api,
+    t: &Tenant,
+    server: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> String {
+    let body = json!({"server_id": server, "start": ts(start), "end": ts(end)});
+    let (status, booked) = api.post("/v1/reservations", &t.alice, body).await;
+    assert_eq!(status, 201, "{booked}");
+    booked["id"].as_str().expect("id").to_string()
+}
+
+fn ids(messages: &[Stored]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m.message_id.clone().expect("every slot message has an id"))
+        .collect()
+}
+
+/// Each of `reservations` has exactly `opened:1` then `closed:1` in the stream, and nothing
+/// else is there; every message went out at or after its due time.
+fn assert_each_boundary_once_in_order(messages: &[Stored], reservations: &[String]) {
+    let got = ids(messages);
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "duplicated message ids in {got:?}");
+    let expected: BTreeSet<String> = reservations
+        .iter()
+        .flat_map(|r| [format!("{r}:opened:1"), format!("{r}:closed:1")])
+        .collect();
+    let got_set: BTreeSet<String> = got.iter().cloned().collect();
+    let missing: Vec<_> = expected.difference(&got_set).collect();
+    let extra: Vec<_> = got_set.difference(&expected).collect();
+    assert!(missing.is_empty(), "missing {missing:?}");
+    assert!(extra.is_empty(), "unexpected {extra:?}");
+    let mut opened_at: BTreeMap<&str, u64> = BTreeMap::new();
+    for m in messages {
+        let p = &m.payload;
+        let r = p["reservation_id"].as_str().expect("reservation_id");
+        match p["kind"].as_str() {
+            Some("opened") => {
+                opened_at.insert(r, m.sequence);
+            }
+            Some("closed") => assert!(
+                opened_at.contains_key(r),
+                "{r}: closed before opened (stream sequence {})",
+                m.sequence
+            ),
+            other => panic!("unexpected kind {other:?}"),
+        }
+        assert!(
+            time(&p["published_at"]) >= time(&p["due_at"]),
+            "{} went out early: {p}",
+            m.sequence
+        );
+        assert!(p["late_ms"].as_f64().expect("late_ms") >= 0.0);
+        assert_eq!(p["schema"], 1);
+        assert_eq!(p["ingest"]["mode"], "push");
+        assert_eq!(p["stream_key_hash"].as_str().map(str::len), Some(64));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scheduler_replicas_publish_200_slots_exactly_once_in_order() {
+    let db = TestDb::new().await;
+    let t = tenant(&db).await;
+    let api = Api::start(&db, &[]);
+    let replicas = [Scheduler::start(&db, &[]), Scheduler::start(&db, &[])];
+    let servers = ["s1", "s2", "s3", "s4"];
+    for s in servers {
+        register(&api, &t, s, 50).await;
+    }
+    let base = Utc::now() + Duration::seconds(5);
+    let mut reservations = Vec::new();
+    for i in 0..200i64 {
+        let start = base + Duration::milliseconds(i * 25);
+        let end = start + Duration::milliseconds(1000 + (i % 5) * 200);
+        reservations.push(book(&api, &t, servers[i as usize % 4], start, end).await);
+    }
+    let js = nats::jetstream(&nats::shared_url()).await;
+    let stream = db.slots_stream();
+    wait_for_stream(
+        &js,
+        &stream,
+        StdDuration::from_secs(60),
+        "400 boundaries",
+        |m| m.len() >= 400,
+    )
+    .await;
+    // Give a late duplicate every chance to show up.
+    tokio::time::sleep(StdDuration::from_secs(1)).await;
+    let messages = read_stream(&js, &stream).await;
+    assert_each_boundary_once_in_order(&messages, &reservations);
+    assert_eq!(
+        db.count("SELECT count(*) FROM slot_boundaries WHERE published_at IS NULL")
+            .await,
+        0
+    );
+    let by_replica = db
+        .json("SELECT json_object_agg(published_by, n) FROM (SELECT published_by, count(*) n FROM slot_boundaries GROUP BY 1) x")
+        .await;
+    eprintln!("boundaries published per replica: {by_replica}");
+    drop(replicas);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_scheduler_publishes_what_came_due_when_it_is_back() {
+    let db = TestDb::new().await;
+    let t = tenant(&db).await;
+    let api = Api::start(&db, &[]);
+    register(&api, &t, "s1", 30).await;
+    let first = Scheduler::start(&db, &[]);
+    let base = Utc::now() + Duration::seconds(3);
+    let mut reservations = Vec::new();
+    for i in 0..30i64 {
+        let start = base + Duration::milliseconds(i * 100);
+        reservations.push(book(&api, &t, "s1", start, start + Duration::milliseconds(500)).await);
+    }
+    let last_close = base + Duration::milliseconds(29 * 100 + 500);
+    let js = nats::jetstream(&nats::shared_url()).await;
+    let stream = db.slots_stream();
+    wait_for_stream(
+        &js,
+        &stream,
+        StdDuration::from_secs(30),
+        "the first boundaries",
+        |m| m.len() >= 4,
+    )
+    .await;
+    first.kill();
+    let killed_at = Utc::now();
+    // Stay down until every window has wholly passed.
+    let down = (last_close - Utc::now()).to_std().unwrap_or_default() + StdDuration::from_secs(1);
+    tokio::time::sleep(down).await;
+    let back_at = Utc::now();
+    let _second = Scheduler::start(&db, &[]);
+    wait_for_stream(
+        &js,
+        &stream,
+        StdDuration::from_secs(30),
+        "all 60 boundaries",
+        |m| m.len() >= 60,
+    )
+    .await;
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    let messages = read_stream(&js, &stream).await;
+    assert!(messages.len() >= 60);
+    assert_each_boundary_once_in_order(&messages, &reservations);
+    let mut late = 0;
+    for m in &messages {
+        let p = &m.payload;
+        let due = time(&p["due_at"]);
+        if due > killed_at + Duration::milliseconds(200) && due < back_at {
+            // Came due while no scheduler ran: it says how late it is.
+            let late_ms = p["late_ms"].as_f64().unwrap();
+            let expected = (time(&p["published_at"]) - due).num_milliseconds() as f64;
+            assert!(late_ms >= 500.0, "{p}");
+            assert!((late_ms - expected).abs() < 2.0, "{p}");
+            late += 1;
+        }
+    }
+    assert!(
+        late >= 20,
+        "only {late} boundaries came due during the outage"
+    );
+}
+
+/// The stream's messages for one reservation, as `kind:revision`.
+fn story(messages: &[Stored], reservation: &str) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| m.payload["reservation_id"] == reservation)
+        .map(|m| {
+            format!(
+                "{}:{}",
+                m.payload["kind"].as_str().unwrap(),
+                m.payload["revision"]
+            )
+        })
+        .collect()
+}
+
+async fn wait_opened(js: &async_nats::jetstream::Context, stream: &str, id: &str) {
+    let want = format!("{id}:opened:1");
+    wait_for_stream(js, stream, StdDuration::from_secs(20), "opened", |m| {
+        m.iter()
+            .any(|m| m.message_id.as_deref() == Some(want.as_str()))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reschedule_and_cancel_before_and_inside_the_window_tell_the_right_story() {
+    let db = TestDb::new().await;
+    let t = tenant(&db).await;
+    // The api with the scheduler inside: `slotcast server all`.
+    let api = Api::start_role(&db, "all", &[]);
+    register(&api, &t, "s1", 10).await;
+    let js = nats::jetstream(&nats::shared_url()).await;
+    let stream = db.slots_stream();
+    // Whole milliseconds, as the API keeps them.
+    let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now");
+    let s = |secs: i64| now + Duration::seconds(secs);
+    let moved_early = book(&api, &t, "s1", s(30), s(90)).await;
+    let cancelled_early = book(&api, &t, "s1", s(30), s(90)).await;
+    let shortened = book(&api, &t, "s1", s(2), s(60)).await;
+    let cancelled_live = book(&api, &t, "s1", s(2), s(60)).await;
+    let rotated = book(&api, &t, "s1", s(2), s(60)).await;
+    let moved_later = book(&api, &t, "s1", s(2), s(60)).await;
+
+    // Before the window: no message yet, and none for the old window afterwards.
+    let path = |id: &str, what: &str| format!("/v1/reservations/{id}/{what}");
+    let (status, body) = api
+        .post(
+            &path(&moved_early, "reschedule"),
+            &t.alice,
+            json!({"start": ts(s(4)), "end": ts(s(6))}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api
+        .post(&path(&cancelled_early, "cancel"), &t.alice, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Inside the window.
+    for id in [&shortened, &cancelled_live, &rotated, &moved_later] {
+        wait_opened(&js, &stream, id).await;
+    }
+    let (status, body) = api
+        .post(
+            &path(&shortened, "reschedule"),
+            &t.alice,
+            json!({"start": ts(s(2)), "end": ts(s(6))}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api
+        .post(&path(&cancelled_live, "cancel"), &t.alice, json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, rotation) = api
+        .post(&path(&rotated, "rotate-key"), &t.alice, json!({}))
+        .await;
+    assert_eq!(status, 200, "{rotation}");
+    let (status, body) = api
+        .post(
+            &path(&moved_later, "reschedule"),
+            &t.alice,
+            json!({"start": ts(s(8)), "end": ts(s(10))}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let wait_for = [
+        format!("{moved_early}:closed:2"),
+        format!("{shortened}:closed:2"),
+        format!("{moved_later}:closed:2"),
+        format!("{cancelled_live}:cancelled:2"),
+        format!("{rotated}:changed:2"),
+    ];
+    let messages = wait_for_stream(
+        &js,
+        &stream,
+        StdDuration::from_secs(30),
+        "the last boundaries",
+        |m| {
+            let have: BTreeSet<&str> = m.iter().filter_map(|m| m.message_id.as_deref()).collect();
+            wait_for.iter().all(|w| have.contains(w.as_str()))
+        },
+    )
+    .await;
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    let messages = {
+        let again = read_stream(&js, &stream).await;
+        assert!(again.len() >= messages.len());
+        again
+    };
+    assert_eq!(
+        story(&messages, &moved_early),
+        ["opened:2", "closed:2"],
+        "no stale opened"
+    );
+    assert!(story(&messages, &cancelled_early).is_empty());
+    assert_eq!(
+        story(&messages, &shortened),
+        ["opened:1", "changed:2", "closed:2"]
+    );
+    assert_eq!(
+        story(&messages, &cancelled_live),
+        ["opened:1", "cancelled:2"]
+    );
+    assert_eq!(story(&messages, &rotated), ["opened:1", "changed:2"]);
+    assert_eq!(
+        story(&messages, &moved_later),
+        ["opened:1", "changed:2", "opened:2", "closed:2"]
+    );
+    let by_id = |id: &str, kind: &str| -> Value {
+        let m = messages
+            .iter()
+            .find(|m| m.message_id.as_deref() == Some(&format!("{id}:{kind}")))
+            .unwrap_or_else(|| panic!("no {id}:{kind}"));
+        m.payload.clone()
+    };
+    // Changed and cancelled go out at once; changed carries the new window and key.
+    let changed = by_id(&shortened, "changed:2");
+    assert!(changed["late_ms"].as_f64().unwrap() < 1000.0, "{changed}");
+    assert_eq!(time(&changed["closes_at"]), s(6));
+    let rotated_msg = by_id(&rotated, "changed:2");
+    let hash_before = by_id(&rotated, "opened:1")["stream_key_hash"].clone();
+    assert_ne!(rotated_msg["stream_key_hash"], hash_before);
+    assert_eq!(time(&by_id(&moved_later, "opened:2")["due_at"]), s(8));
+
+    // The history has the window as delivered; without ingest the slot is missed.
+    let (_, history) = api.get(&path(&shortened, "history"), &t.alice).await;
+    let types: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    let mut tries = 0;
+    let mut types = types.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    while !types.contains(&"WindowClosed".to_string()) && tries < 50 {
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+        let (_, h) = api.get(&path(&shortened, "history"), &t.alice).await;
+        types = h["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect();
+        tries += 1;
+    }
+    assert_eq!(
+        types,
+        [
+            "ReservationAccepted",
+            "WindowOpened",
+            "ReservationRescheduled",
+            "WindowClosed"
+        ]
+    );
+    let (_, shown) = api
+        .get(&format!("/v1/reservations/{shortened}"), &t.alice)
+        .await;
+    assert_eq!(shown["status"], "missed");
+    let (_, shown) = api
+        .get(&format!("/v1/reservations/{cancelled_live}"), &t.alice)
+        .await;
+    assert_eq!(shown["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_loses_no_boundary() {
+    let mut server = NatsServer::start();
+    let url = server.url();
+    let db = TestDb::new().await;
+    let t = tenant(&db).await;
+    let env = [("NATS_URL", url.as_str())];
+    let api = Api::start(&db, &env);
+    register(&api, &t, "s1", 20).await;
+    let scheduler = Scheduler::start(&db, &env);
+    let base = Utc::now() + Duration::seconds(3);
+    let mut reservations = Vec::new();
+    for i in 0..20i64 {
+        let start = base + Duration::milliseconds(i * 200);
+        reservations.push(book(&api, &t, "s1", start, start + Duration::milliseconds(300)).await);
+    }
+    let js = nats::jetstream(&url).await;
+    let stream = db.slots_stream();
+    wait_for_stream(
+        &js,
+        &stream,
+        StdDuration::from_secs(30),
+        "the first boundaries",
+        |m| m.len() >= 2,
+    )
+    .await;
+    server.stop();
+    // The scheduler says so.
+    let mut said = None;
+    for _ in 0..100 {
+        let (status, body) = scheduler.readyz().await;
+        if status == 503 {
+            said = Some(body);
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    let said = said.expect("/readyz turned 503 within 10 s of NATS going away");
+    let detail = said["nats"]["scheduler"]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(detail.contains("unreachable"), "{said}");
+    // Boundaries come due while NATS is down.
+    tokio::time::sleep(StdDuration::from_secs(3)).await;
+    assert!(
+        db.count(
+            "SELECT count(*) FROM slot_boundaries WHERE published_at IS NULL AND due_at < now()"
+        )
+        .await
+            > 0,
+        "some boundaries came due during the outage"
+    );
+    server.resume();
+    let js = nats::jetstream(&url).await;
+    wait_for_stream(
+        &js,
+        &stream,
+        StdDuration::from_secs(60),
+        "all 40 boundaries",
+        |m| m.len() >= 40,
+    )
+    .await;
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    assert_each_boundary_once_in_order(&read_stream(&js, &stream).await, &reservations);
+    let mut ready = false;
+    for _ in 0..100 {
+        if scheduler.readyz().await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    assert!(ready, "/readyz back to 200 once NATS is back");
+}
+
+async fn history_types(api: &Api, t: &Tenant, id: &str) -> Vec<String> {
+    let (status, h) = api
+        .get(&format!("/v1/reservations/{id}/history"), &t.alice)
+        .await;
+    assert_eq!(status, 200, "{h}");
+    h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    panic!("{what}: not within 20 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_reports_are_recorded_once_even_when_redelivered() {
+    let db = TestDb::new().await;
+    let t = tenant(&db).await;
+    let api = Api::start_role(&db, "all", &[]);
+    register(&api, &t, "s1", 1).await;
+    let now = Utc::now();
+    let id = book(
+        &api,
+        &t,
+        "s1",
+        now + Duration::seconds(2),
+        now + Duration::seconds(6),
+    )
+    .await;
+    let js = nats::jetstream(&nats::shared_url()).await;
+    wait_opened(&js, &db.slots_stream(), &id).await;
+
+    let subject = format!("{}.ingest.s1.{id}", db.nats_prefix);
+    let report = |kind: &str, reason: Option<&str>| {
+        json!({
+            "schema": 1, "kind": kind, "reservation_id": id, "server_id": "s1",
+            "at": ts(Utc::now()), "carrier": "carrier-a", "remote_addr": "127.0.0.2:40000",
+            "codec": "h264,aac", "reason": reason
+        })
+    };
+    js.publish(
+        subject.clone(),
+        report("connected", None).to_string().into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack");
+    wait_until("live", || async {
+        let (_, r) = api.get(&format!("/v1/reservations/{id}"), &t.alice).await;
+        r["status"] == "live"
+    })
+    .await;
+    let (_, shown) = api.get(&format!("/v1/reservations/{id}"), &t.alice).await;
+    assert_eq!(shown["ingest"]["state"], "connected");
+    assert_eq!(shown["ingest"]["carrier"], "carrier-a");
+
+    // The api loses its place in the stream: a fresh consumer redelivers everything.
+    assert_eq!(api.stop(), Some(0));
+    let stream = js
+        .get_stream(db.ingest_stream())
+        .await
+        .expect("ingest stream");
+    stream
+        .delete_consumer("slotcast-api")
+        .await
+        .expect("delete the api's consumer");
+    let api = Api::start_role(&db, "all", &[]);
+    js.publish(
+        subject,
+        report("disconnected", Some("publisher closed"))
+            .to_string()
+            .into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack");
+    // One at a time, in order: once the second is recorded, the first was seen again.
+    wait_until("disconnected recorded", || async {
+        history_types(&api, &t, &id)
+            .await
+            .iter()
+            .filter(|t| *t == "IngestReported")
+            .count()
+            >= 2
+    })
+    .await;
+    let (_, h) = api
+        .get(&format!("/v1/reservations/{id}/history"), &t.alice)
+        .await;
+    let ingest: Vec<&Value> = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "IngestReported")
+        .collect();
+    assert_eq!(ingest.len(), 2, "{h}");
+    assert_eq!(ingest[0]["data"]["kind"], "connected");
+    assert_eq!(ingest[1]["data"]["kind"], "disconnected");
+    assert_eq!(ingest[1]["data"]["reason"], "publisher closed");
+    assert_eq!(ingest[0]["actor"], "service:ingest-consumer");
+
+    // The window closes after ingest: ended.
+    wait_until("ended", || async {
+        let (_, r) = api.get(&format!("/v1/reservations/{id}"), &t.alice).await;
+        r["status"] == "ended"
+    })
+    .await;
+}
