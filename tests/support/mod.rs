@@ -160,7 +160,7 @@ pub fn token(db: &TestDb, role: &str, name: &str) -> String {
 /// Starts `slotcast server <role>` for `db` (its database, its NATS prefix, NTP at a closed
 /// loopback port unless `env` says otherwise) and waits for the line starting `marker`;
 /// returns the child and the rest of that line.
-fn spawn_role(db: &TestDb, role: &str, env: &[(&str, &str)], marker: &str) -> (Child, String) {
+fn spawn_role(db: &TestDb, role: &str, env: &[(&str, &str)], marker: &str) -> (Role, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(["server", role])
         .env("DATABASE_URL", &db.url)
@@ -176,6 +176,7 @@ fn spawn_role(db: &TestDb, role: &str, env: &[(&str, &str)], marker: &str) -> (C
     for (k, v) in env {
         cmd.env(k, v);
     }
+    let role_name = role;
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("start slotcast server {role}: {e}"));
@@ -189,11 +190,38 @@ fn spawn_role(db: &TestDb, role: &str, env: &[(&str, &str)], marker: &str) -> (C
             }
         }
     });
+    let nats_url = env
+        .iter()
+        .find(|(k, _)| *k == "NATS_URL")
+        .map_or_else(nats::shared_url, |(_, v)| v.to_string());
+    let role = Role {
+        child,
+        nats_url,
+        stream_base: db.stream_base(),
+    };
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(rest) => (child, rest),
-        Err(_) => {
-            let _ = child.kill();
-            panic!("slotcast server {role} did not start within 60 s");
+        Ok(rest) => (role, rest),
+        Err(_) => panic!("slotcast server {role_name} did not start within 60 s"),
+    }
+}
+
+/// A server role's process. Dropped while still running (the end of a test), it kills the
+/// process and then deletes the test's NATS streams, which the process could have recreated
+/// after the database guard deleted them. A role stopped or killed on purpose mid-test
+/// leaves them to the others.
+struct Role {
+    child: Child,
+    nats_url: String,
+    stream_base: String,
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let running = matches!(self.child.try_wait(), Ok(None));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if running {
+            nats::delete_streams_blocking(self.nats_url.clone(), self.stream_base.clone());
         }
     }
 }
@@ -213,20 +241,20 @@ fn signal_and_wait(child: &mut Child, signal: &str) -> Option<i32> {
 
 /// `slotcast server scheduler`, with its ops endpoints on a port of its own.
 pub struct Scheduler {
-    child: Child,
+    role: Role,
     pub ops: String,
 }
 
 impl Scheduler {
     pub fn start(db: &TestDb, env: &[(&str, &str)]) -> Self {
-        let (child, ops) = spawn_role(db, "scheduler", env, "slotcast scheduler running; ops on ");
-        Self { child, ops }
+        let (role, ops) = spawn_role(db, "scheduler", env, "slotcast scheduler running; ops on ");
+        Self { role, ops }
     }
 
     /// SIGKILL: no clean-up, as a crash.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.role.child.kill();
+        let _ = self.role.child.wait();
     }
 
     /// `GET /readyz` on the ops port: (status, body).
@@ -239,16 +267,9 @@ impl Scheduler {
     }
 }
 
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `slotcast server api` (or `all`) on a port of its own.
 pub struct Api {
-    child: Child,
+    role: Role,
     pub base: String,
     pub http: reqwest::Client,
 }
@@ -261,9 +282,9 @@ impl Api {
 
     /// `role` is `api` or `all` (the api with the scheduler inside).
     pub fn start_role(db: &TestDb, role: &str, env: &[(&str, &str)]) -> Self {
-        let (child, base) = spawn_role(db, role, env, "slotcast api listening on ");
+        let (role, base) = spawn_role(db, role, env, "slotcast api listening on ");
         Self {
-            child,
+            role,
             base,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -308,14 +329,7 @@ impl Api {
 
     /// Stops the api with SIGTERM and waits (bounded) for a clean exit; returns its status.
     pub fn stop(mut self) -> Option<i32> {
-        signal_and_wait(&mut self.child, "-TERM")
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        signal_and_wait(&mut self.role.child, "-TERM")
     }
 }
 

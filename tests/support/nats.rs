@@ -176,6 +176,19 @@ pub async fn wait_for_stream(
     }
 }
 
+/// [`delete_streams`] from synchronous code (a `Drop`), on a thread with its own runtime.
+pub fn delete_streams_blocking(url: String, stream_base: String) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(delete_streams(&url, &stream_base));
+        }
+    })
+    .join();
+}
+
 /// Deletes the streams of `prefix` (test clean-up; errors are ignored).
 pub async fn delete_streams(url: &str, stream_base: &str) {
     let Ok(client) = async_nats::ConnectOptions::new()
