@@ -135,11 +135,11 @@ struct Targets {
 }
 
 #[derive(Debug, Serialize)]
-struct Machine {
-    cpus: usize,
-    kernel: String,
-    cpu_model: String,
-    postgres: String,
+pub(crate) struct Machine {
+    pub(crate) cpus: usize,
+    pub(crate) kernel: String,
+    pub(crate) cpu_model: String,
+    pub(crate) postgres: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -177,14 +177,14 @@ pub async fn booking(args: BookingArgs) -> Result<()> {
 }
 
 /// The throwaway database and the admin connection's URL it came from.
-struct Scratch {
+pub(crate) struct Scratch {
     admin_url: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Scratch {
-    async fn create(admin_url: &str) -> Result<Self> {
+    pub(crate) async fn create(admin_url: &str) -> Result<Self> {
         let name = format!("slotcast_bench_{}", uuid::Uuid::new_v4().simple());
         let url = with_database(admin_url, &name)?;
         let mut admin = PgConnection::connect(admin_url).await.with_context(|| {
@@ -202,7 +202,7 @@ impl Scratch {
         })
     }
 
-    async fn drop_database(self) -> Result<()> {
+    pub(crate) async fn drop_database(self) -> Result<()> {
         let drop = async {
             let mut admin = PgConnection::connect(&self.admin_url).await?;
             admin
@@ -744,7 +744,7 @@ fn figures(samples: Samples, wall: Duration, total: usize) -> Figures {
 }
 
 /// Nearest-rank percentile of sorted values (zero when there are none).
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -766,7 +766,7 @@ fn targets(scenario: Option<&Scenario>, half_rate: Option<&HalfRate>) -> Targets
     }
 }
 
-fn machine(postgres: String) -> Machine {
+pub(crate) fn machine(postgres: String) -> Machine {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     let cpu_model = read("/proc/cpuinfo")
         .lines()

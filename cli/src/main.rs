@@ -5,6 +5,7 @@
 //! crates. Exit codes: 0 success, 1 failure, 2 usage or configuration error.
 
 mod bench;
+mod bench_slots;
 mod config;
 
 use std::path::PathBuf;
@@ -82,6 +83,10 @@ enum Bench {
     /// Booking throughput and p50/p99 latency through the api, beside raw SQL inserts into an
     /// exclusion-constrained table, over 1 and 100 servers; in a throwaway database.
     Booking(bench::BookingArgs),
+    /// Slot boundaries: delay from due time to delivery at a JetStream consumer (p50/p99/max)
+    /// and boundaries missing or duplicated, with scheduler replicas as child processes, all
+    /// up and with one killed mid-run; in a throwaway database and NATS prefix.
+    Slots(bench_slots::SlotsArgs),
 }
 
 #[derive(Subcommand)]
@@ -108,7 +113,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLOTCAST_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn")
+                tracing_subscriber::EnvFilter::new(
+                    "info,sqlx::postgres::notice=warn,async_nats=warn",
+                )
             }),
         )
         .with_writer(std::io::stderr)
@@ -204,6 +211,9 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
         Top::Bench {
             command: Bench::Booking(args),
         } => bench::booking(args).await?,
+        Top::Bench {
+            command: Bench::Slots(args),
+        } => bench_slots::slots(args).await?,
     }
     Ok(())
 }
