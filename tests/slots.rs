@@ -207,6 +207,14 @@ async fn a_killed_scheduler_publishes_what_came_due_when_it_is_back() {
     );
 }
 
+/// `POST /v1/reservations/{id}/{what}` as alice, which must succeed.
+async fn act(api: &Api, t: &Tenant, id: &str, what: &str, body: Value) {
+    let (status, answer) = api
+        .post(&format!("/v1/reservations/{id}/{what}"), &t.alice, body)
+        .await;
+    assert_eq!(status, 200, "{what} {id}: {answer}");
+}
+
 /// The stream's messages for one reservation, as `kind:revision`.
 fn story(messages: &[Stored], reservation: &str) -> Vec<String> {
     messages
@@ -251,48 +259,18 @@ async fn reschedule_and_cancel_before_and_inside_the_window_tell_the_right_story
     let moved_later = book(&api, &t, "s1", s(2), s(60)).await;
 
     // Before the window: no message yet, and none for the old window afterwards.
-    let path = |id: &str, what: &str| format!("/v1/reservations/{id}/{what}");
-    let (status, body) = api
-        .post(
-            &path(&moved_early, "reschedule"),
-            &t.alice,
-            json!({"start": ts(s(4)), "end": ts(s(6))}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = api
-        .post(&path(&cancelled_early, "cancel"), &t.alice, json!({}))
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let window = |from: i64, to: i64| json!({"start": ts(s(from)), "end": ts(s(to))});
+    act(&api, &t, &moved_early, "reschedule", window(4, 6)).await;
+    act(&api, &t, &cancelled_early, "cancel", json!({})).await;
 
     // Inside the window.
     for id in [&shortened, &cancelled_live, &rotated, &moved_later] {
         wait_opened(&js, &stream, id).await;
     }
-    let (status, body) = api
-        .post(
-            &path(&shortened, "reschedule"),
-            &t.alice,
-            json!({"start": ts(s(2)), "end": ts(s(6))}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = api
-        .post(&path(&cancelled_live, "cancel"), &t.alice, json!({}))
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, rotation) = api
-        .post(&path(&rotated, "rotate-key"), &t.alice, json!({}))
-        .await;
-    assert_eq!(status, 200, "{rotation}");
-    let (status, body) = api
-        .post(
-            &path(&moved_later, "reschedule"),
-            &t.alice,
-            json!({"start": ts(s(8)), "end": ts(s(10))}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    act(&api, &t, &shortened, "reschedule", window(2, 6)).await;
+    act(&api, &t, &cancelled_live, "cancel", json!({})).await;
+    act(&api, &t, &rotated, "rotate-key", json!({})).await;
+    act(&api, &t, &moved_later, "reschedule", window(8, 10)).await;
 
     let wait_for = [
         format!("{moved_early}:closed:2"),
@@ -354,28 +332,14 @@ async fn reschedule_and_cancel_before_and_inside_the_window_tell_the_right_story
     assert_eq!(time(&by_id(&moved_later, "opened:2")["due_at"]), s(8));
 
     // The history has the window as delivered; without ingest the slot is missed.
-    let (_, history) = api.get(&path(&shortened, "history"), &t.alice).await;
-    let types: Vec<&str> = history["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
-    let mut tries = 0;
-    let mut types = types.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    while !types.contains(&"WindowClosed".to_string()) && tries < 50 {
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-        let (_, h) = api.get(&path(&shortened, "history"), &t.alice).await;
-        types = h["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["type"].as_str().unwrap().to_string())
-            .collect();
-        tries += 1;
-    }
+    wait_until("WindowClosed recorded", || async {
+        history_types(&api, &t, &shortened)
+            .await
+            .contains(&"WindowClosed".to_string())
+    })
+    .await;
     assert_eq!(
-        types,
+        history_types(&api, &t, &shortened).await,
         [
             "ReservationAccepted",
             "WindowOpened",
