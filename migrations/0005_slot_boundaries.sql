@@ -45,6 +45,21 @@ CREATE INDEX slot_boundaries_due ON slot_boundaries (due_at) WHERE published_at 
 CREATE INDEX slot_boundaries_pending ON slot_boundaries (reservation_id, seq)
     WHERE published_at IS NULL;
 
+-- A database that already has reservations: the outbox starts where the read model is (so
+-- old history is not replayed into it), with the boundaries still to come for accepted
+-- reservations whose window has not closed (an open window is announced at once).
+INSERT INTO slot_cursor (aggregate_id, last_sequence)
+SELECT aggregate_id, last_sequence FROM rm.streams;
+INSERT INTO slot_boundaries (reservation_id, kind, revision, server_id, due_at, opens_at,
+                             closes_at, start_at, end_at, stream_key_hash, ingest)
+SELECT r.id, k.kind, 1, r.server_id,
+       greatest(CASE k.kind WHEN 'opened' THEN r.opens_at ELSE r.closes_at END, now()),
+       r.opens_at, r.closes_at, r.start_at, r.end_at, r.stream_key_hash, '{"mode": "push"}'
+FROM rm.reservations r
+CROSS JOIN (VALUES ('opened', 1), ('closed', 2)) AS k(kind, n)
+WHERE r.status = 'accepted' AND r.closes_at > now()
+ORDER BY r.id, k.n;
+
 -- What the streamer reported, for the reservation's status:
 -- accepted -> live (an ingest connected) -> ended (window closed after ingest), or missed
 -- (window closed without any).

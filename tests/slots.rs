@@ -555,3 +555,56 @@ async fn ingest_reports_are_recorded_once_even_when_redelivered() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_after_the_opening_was_due_is_announced_even_if_opened_never_went_out() {
+    let db = TestDb::new().await;
+    let t = tenant(&db).await;
+    // No scheduler yet: the opening comes due but nobody sends it (as after a lost ack).
+    let api = Api::start(&db, &[]);
+    register(&api, &t, "s1", 2).await;
+    let now = DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).expect("now");
+    let cancelled = book(
+        &api,
+        &t,
+        "s1",
+        now + Duration::seconds(1),
+        now + Duration::seconds(60),
+    )
+    .await;
+    let moved = book(
+        &api,
+        &t,
+        "s1",
+        now + Duration::seconds(1),
+        now + Duration::seconds(60),
+    )
+    .await;
+    tokio::time::sleep(StdDuration::from_millis(1500)).await;
+    act(&api, &t, &cancelled, "cancel", json!({})).await;
+    let end = now + Duration::seconds(4);
+    act(
+        &api,
+        &t,
+        &moved,
+        "reschedule",
+        json!({"start": ts(now + Duration::seconds(1)), "end": ts(end)}),
+    )
+    .await;
+    let _scheduler = Scheduler::start(&db, &[]);
+    let js = nats::jetstream(&nats::shared_url()).await;
+    let want = format!("{moved}:closed:2");
+    let messages = wait_for_stream(
+        &js,
+        &db.slots_stream(),
+        StdDuration::from_secs(20),
+        "closed:2",
+        |m| {
+            m.iter()
+                .any(|m| m.message_id.as_deref() == Some(want.as_str()))
+        },
+    )
+    .await;
+    assert_eq!(story(&messages, &cancelled), ["cancelled:2"]);
+    assert_eq!(story(&messages, &moved), ["changed:2", "closed:2"]);
+}

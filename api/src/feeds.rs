@@ -134,8 +134,8 @@ async fn consume_once(
             Some(Err(err)) => return Err(format!("receive: {err}")),
             None => return Err("the consumer's message stream ended".into()),
         };
-        let sequence = match message.info() {
-            Ok(info) => info.stream_sequence,
+        let (sequence, delivered) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
             Err(err) => {
                 tracing::warn!(%err, "a message without JetStream metadata; dropping it");
                 let _ = message.ack_with(AckKind::Term).await;
@@ -150,9 +150,18 @@ async fn consume_once(
                 AckKind::Term
             }
             Err(err) => {
-                // Not recorded; try again shortly (nothing after it is delivered meanwhile).
-                tracing::warn!(subject = %message.subject, sequence, %err, "not recorded yet");
-                AckKind::Nak(Some(Duration::from_secs(1)))
+                // Not recorded; try again (nothing after it is delivered meanwhile), backing
+                // off to a minute. It is never dropped: a message that can never be recorded
+                // holds the feed up, loudly.
+                let delay = Duration::from_secs(1 << delivered.clamp(1, 7).saturating_sub(1))
+                    .min(Duration::from_secs(60));
+                if delivered >= 5 {
+                    tracing::error!(subject = %message.subject, sequence, delivered, %err,
+                        "cannot record this message; the feed waits for it");
+                } else {
+                    tracing::warn!(subject = %message.subject, sequence, %err, "not recorded yet");
+                }
+                AckKind::Nak(Some(delay))
             }
         };
         message

@@ -228,15 +228,22 @@ pub fn slot_message_id(reservation_id: &str, kind: SlotKind, revision: u32) -> S
     format!("{reservation_id}:{}:{revision}", kind.as_str())
 }
 
-/// Where a consumed message sits in its stream: the stream's creation time (so a recreated
-/// stream, whose sequences restart, still counts as newer) and the message's sequence.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+/// Where a consumed message sits in its stream: which incarnation of the stream (its creation
+/// time: a recreated stream restarts its sequences) and the message's sequence in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StreamCursor {
     /// The stream's creation time in Unix milliseconds.
     pub epoch_ms: i64,
     pub sequence: u64,
+}
+
+impl StreamCursor {
+    /// Whether both positions are in the same incarnation of the stream, so their sequences
+    /// compare. Creation times are only told apart, never ordered: a recreated stream may
+    /// carry an earlier one (a clock step on the NATS server).
+    pub fn same_stream(&self, other: &Self) -> bool {
+        self.epoch_ms == other.epoch_ms
+    }
 }
 
 #[cfg(test)]
@@ -270,16 +277,17 @@ mod tests {
     }
 
     #[test]
-    fn a_recreated_stream_is_newer_whatever_its_sequence() {
+    fn cursors_of_a_recreated_stream_do_not_compare() {
         let old = StreamCursor {
-            epoch_ms: 1000,
+            epoch_ms: 2000,
             sequence: 5000,
         };
         let new = StreamCursor {
-            epoch_ms: 2000,
+            epoch_ms: 1000,
             sequence: 1,
         };
-        assert!(new > old);
+        assert!(!new.same_stream(&old));
+        assert!(old.same_stream(&StreamCursor { sequence: 1, ..old }));
     }
 
     #[test]

@@ -512,7 +512,8 @@ pub struct ServerSchedule {
     settings: Option<ServerSettings>,
     slots: BTreeMap<String, Slot>,
     /// Per feed, the newest message recorded. The api consumes each stream in order, one
-    /// message at a time, so anything at or before this is a redelivery.
+    /// message at a time, so anything at or before this in the same stream is a redelivery;
+    /// a message of another stream (the stream was recreated) is new.
     cursors: BTreeMap<Feed, StreamCursor>,
 }
 
@@ -619,7 +620,9 @@ impl ServerSchedule {
             return Err(ScheduleError::Forbidden);
         }
         match self.cursors.get(&feed) {
-            Some(seen) if cursor <= *seen => Err(ScheduleError::AlreadyRecorded),
+            Some(seen) if cursor.same_stream(seen) && cursor.sequence <= seen.sequence => {
+                Err(ScheduleError::AlreadyRecorded)
+            }
             _ => Ok(()),
         }
     }
@@ -836,8 +839,10 @@ fn bounded(mut text: String) -> String {
 
 impl ServerSchedule {
     fn advance(&mut self, feed: Feed, cursor: StreamCursor) {
-        let seen = self.cursors.entry(feed).or_default();
-        *seen = (*seen).max(cursor);
+        let seen = self.cursors.entry(feed).or_insert(cursor);
+        if !cursor.same_stream(seen) || cursor.sequence > seen.sequence {
+            *seen = cursor;
+        }
     }
 }
 

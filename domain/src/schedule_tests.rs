@@ -632,16 +632,20 @@ fn a_redelivered_stream_message_records_nothing() {
             .len(),
         1
     );
-    // The stream was recreated: sequences restart, but it is newer.
-    let recreated = CommandKind::RecordIngest {
+    // The stream was recreated (even with an earlier creation time): sequences restart.
+    let recreated = |seq| CommandKind::RecordIngest {
         report: ingest(IngestKind::Disconnected, "r1"),
-        cursor: at(2, 1),
+        cursor: at(0, seq),
     };
     assert_eq!(
-        handle(&mut s, cmd(min(3), service(), recreated))
+        handle(&mut s, cmd(min(3), service(), recreated(1)))
             .unwrap()
             .len(),
         1
+    );
+    assert_eq!(
+        handle(&mut s, cmd(min(3), service(), recreated(1))),
+        Err(ScheduleError::AlreadyRecorded)
     );
 }
 

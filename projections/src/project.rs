@@ -435,13 +435,14 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
                                    WHEN status = 'accepted' THEN 'live' \
                                    WHEN status = 'missed' THEN 'ended' \
                                    ELSE status END \
-                 WHERE id = $1",
+                 WHERE id = $1 AND server_id = $6",
             )
             .bind(reservation_id)
             .bind(kind.as_str())
             .bind(carrier)
             .bind(at)
             .bind(connected)
+            .bind(server_id)
             .execute(conn)
             .await?;
         }
@@ -455,10 +456,11 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
                      status = CASE WHEN status IN ('accepted', 'live') \
                                    THEN CASE WHEN ingested THEN 'ended' ELSE 'missed' END \
                                    ELSE status END \
-                 WHERE id = $1",
+                 WHERE id = $1 AND server_id = $3",
             )
             .bind(reservation_id)
             .bind(at)
+            .bind(server_id)
             .execute(conn)
             .await?;
         }

@@ -194,6 +194,36 @@ impl Scheduler {
             tx.rollback().await?;
             return Ok(Pass::Idle(next));
         }
+        // The rows stay locked until the commit: bound the wait for JetStream, so a stalled
+        // NATS holds them (and any reschedule or cancel waiting on them) for about one ack
+        // timeout, not one per row.
+        let limit = self.nats.config.ack_timeout * 2;
+        let (acked, failure) = match tokio::time::timeout(limit, self.publish(due)).await {
+            Ok(done) => done,
+            Err(_) => (
+                Vec::new(),
+                Some(Error::Nats(format!(
+                    "JetStream did not answer within {limit:?}"
+                ))),
+            ),
+        };
+        mark(&mut tx, &acked, &self.config.replica).await?;
+        tx.commit().await?;
+        self.stats
+            .published
+            .fetch_add(acked.len() as u64, Ordering::Relaxed);
+        if let Some(err) = failure {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(err);
+        }
+        Ok(Pass::Published(acked.len()))
+    }
+}
+
+impl Scheduler {
+    /// Publishes `due` (all sends first, then every acknowledgement at once); returns what
+    /// JetStream acknowledged and the first failure, if any.
+    async fn publish(&self, due: Vec<Due>) -> (Vec<(Due, DateTime<Utc>, f64)>, Option<Error>) {
         let names = &self.nats.config.names;
         let mut sent = Vec::with_capacity(due.len());
         let mut failure = None;
@@ -218,45 +248,41 @@ impl Scheduler {
                 published_at,
                 late_ms,
             };
-            let payload = serde_json::to_vec(&message)
-                .map_err(|e| Error::Corrupt(format!("slot message: {e}")))?;
             let id = contract::slot_message_id(&row.reservation_id, row.kind, message.revision);
+            let payload = match serde_json::to_vec(&message) {
+                Ok(p) => p,
+                Err(e) => {
+                    failure = Some(Error::Corrupt(format!("slot message {id}: {e}")));
+                    break;
+                }
+            };
             let subject = names.slot_subject(&row.server_id, &row.reservation_id);
             let publish = PublishMessage::build()
                 .payload(payload.into())
                 .message_id(&id);
             match self.nats.jetstream.send_publish(subject, publish).await {
-                Ok(ack) => sent.push((row, published_at, late_ms, ack)),
+                Ok(ack) => sent.push((id, row, published_at, late_ms, ack)),
                 Err(err) => {
                     failure = Some(Error::Nats(format!("publish {id}: {err}")));
                     break;
                 }
             }
         }
-        let mut acked = Vec::with_capacity(sent.len());
-        for (row, published_at, late_ms, ack) in sent {
-            match ack.await {
+        let answers = futures_util::future::join_all(
+            sent.into_iter()
+                .map(|(id, row, at, late, ack)| async move { (id, row, at, late, ack.await) }),
+        )
+        .await;
+        let mut acked = Vec::with_capacity(answers.len());
+        for (id, row, published_at, late_ms, answer) in answers {
+            match answer {
                 Ok(_) => acked.push((row, published_at, late_ms)),
                 Err(err) => {
-                    let id = contract::slot_message_id(
-                        &row.reservation_id,
-                        row.kind,
-                        row.revision as u32,
-                    );
                     failure.get_or_insert(Error::Nats(format!("no ack for {id}: {err}")));
                 }
             }
         }
-        mark(&mut tx, &acked, &self.config.replica).await?;
-        tx.commit().await?;
-        self.stats
-            .published
-            .fetch_add(acked.len() as u64, Ordering::Relaxed);
-        if let Some(err) = failure {
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            return Err(err);
-        }
-        Ok(Pass::Published(acked.len()))
+        (acked, failure)
     }
 }
 

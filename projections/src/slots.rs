@@ -6,9 +6,14 @@
 //! at `closes_at`), revision 1. Any later change (reschedule, key rotation, cancel) takes the
 //! reservation's rows `FOR UPDATE` (so it waits for a scheduler publishing one of them), drops
 //! the unpublished ones and writes the next revision's:
-//! - window not yet announced open: a fresh `opened` + `closed` (nothing, for a cancel);
-//! - announced open: `changed` (or `cancelled`) due at once, then `opened` again if the new
+//! - window not yet open: a fresh `opened` + `closed` (nothing, for a cancel);
+//! - window open: `changed` (or `cancelled`) due at once, then `opened` again if the new
 //!   window starts later, and the new `closed`.
+//!
+//! "Open" means an `opened` was published, or was due by the change: a publish whose outcome
+//! is unknown (ack lost, replica killed before marking it) may have reached consumers, and
+//! a `changed` or `cancelled` they did not need does no harm, while a missing one would leave
+//! a gate open.
 //!
 //! Once `closed` or `cancelled` has gone out, nothing more is written. Every write notifies
 //! [`CHANNEL`] at commit, which wakes the schedulers.
@@ -168,11 +173,12 @@ async fn revise(
     change: Change,
 ) -> Result<()> {
     let rows = sqlx::query(
-        "SELECT kind, revision, published_at IS NOT NULL AS published, opens_at, closes_at, \
-                start_at, end_at, stream_key_hash, ingest \
+        "SELECT kind, revision, published_at IS NOT NULL AS published, due_at <= $2 AS due, \
+                opens_at, closes_at, start_at, end_at, stream_key_hash, ingest \
          FROM public.slot_boundaries WHERE reservation_id = $1 ORDER BY seq FOR UPDATE",
     )
     .bind(reservation_id)
+    .bind(at)
     .fetch_all(&mut *conn)
     .await?;
     let Some(latest) = rows.last() else {
@@ -184,14 +190,14 @@ async fn revise(
     let mut ended = false;
     for row in &rows {
         revision = revision.max(row.try_get::<i32, _>("revision")?);
-        if row.try_get::<bool, _>("published")? {
-            let kind: String = row.try_get("kind")?;
-            match SlotKind::parse(&kind) {
-                Some(SlotKind::Opened) => opened = true,
-                Some(k) if k.ends_the_slot() => ended = true,
-                Some(_) => {}
-                None => return Err(Error::Corrupt(format!("slot boundary kind {kind}"))),
-            }
+        let published: bool = row.try_get("published")?;
+        let due: bool = row.try_get("due")?;
+        let kind: String = row.try_get("kind")?;
+        match SlotKind::parse(&kind) {
+            Some(SlotKind::Opened) if published || due => opened = true,
+            Some(k) if k.ends_the_slot() && published => ended = true,
+            Some(_) => {}
+            None => return Err(Error::Corrupt(format!("slot boundary kind {kind}"))),
         }
     }
     if ended {
