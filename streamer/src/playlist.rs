@@ -1,0 +1,361 @@
+//! The LL-HLS media playlist writer (RFC 8216bis, with low-latency parts), sans-IO.
+//!
+//! Contract: a [`Playlist`] is told what the segmenter produced (`push_part`,
+//! `finish_segment`, `discontinuity`, `end`) and renders `index.m3u8` text from that alone:
+//! no clock, no files, no sockets. It is an EVENT playlist: segments are never dropped, so
+//! the recording stays playable as VOD at the same URL once `EXT-X-ENDLIST` is written. Parts
+//! are listed for the last [`Playlist::PART_SEGMENTS`] segments only, as the spec advises.
+//! [`Playlist::readiness`] answers a blocking reload (`_HLS_msn` / `_HLS_part`).
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// One partial segment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Part {
+    pub duration: Duration,
+    /// Starts with a keyframe (`INDEPENDENT=YES`).
+    pub independent: bool,
+}
+
+/// A segment: complete, or the one being cut (its parts so far).
+#[derive(Clone, Debug, PartialEq)]
+struct Segment {
+    msn: u64,
+    parts: Vec<Part>,
+    /// Set once complete.
+    duration: Option<Duration>,
+    /// Wall time of its first frame, on the server clock.
+    program_date_time: DateTime<Utc>,
+    /// The publisher reconnected (or the source changed) before this segment.
+    discontinuity: bool,
+}
+
+/// What a blocking playlist request should do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// The playlist holds the requested segment or part: answer now.
+    Ready,
+    /// Not yet: hold the request until the next change (bounded by the caller).
+    Wait,
+    /// More than two segments ahead of the live edge, or a part without a segment: 400.
+    TooFarAhead,
+}
+
+#[derive(Clone, Debug)]
+pub struct Playlist {
+    /// Nominal segment length (`EXT-X-TARGETDURATION` is at least its ceiling).
+    target: Duration,
+    part_target: Duration,
+    segments: Vec<Segment>,
+    pending_discontinuity: bool,
+    ended: bool,
+}
+
+impl Playlist {
+    /// How many of the newest segments list their parts.
+    pub const PART_SEGMENTS: usize = 3;
+
+    pub fn new(target: Duration, part_target: Duration) -> Self {
+        Self {
+            target,
+            part_target,
+            segments: Vec::new(),
+            pending_discontinuity: false,
+            ended: false,
+        }
+    }
+
+    /// A part was cut. The first part of a segment opens it, stamped `at` (server clock).
+    pub fn push_part(&mut self, part: Part, at: DateTime<Utc>) {
+        if self.ended {
+            return;
+        }
+        let open = matches!(self.segments.last(), Some(s) if s.duration.is_none());
+        if !open {
+            let msn = self.segments.last().map_or(0, |s| s.msn + 1);
+            self.segments.push(Segment {
+                msn,
+                parts: Vec::new(),
+                duration: None,
+                program_date_time: at,
+                discontinuity: std::mem::take(&mut self.pending_discontinuity),
+            });
+        }
+        if let Some(segment) = self.segments.last_mut() {
+            segment.parts.push(part);
+        }
+    }
+
+    /// The open segment is complete; its duration is the sum of its parts.
+    pub fn finish_segment(&mut self) {
+        if let Some(segment) = self.segments.last_mut() {
+            if segment.duration.is_none() {
+                segment.duration = Some(segment.parts.iter().map(|p| p.duration).sum());
+            }
+        }
+    }
+
+    /// The next segment starts a new timeline (the publisher reconnected).
+    pub fn discontinuity(&mut self) {
+        self.finish_segment();
+        if !self.segments.is_empty() {
+            self.pending_discontinuity = true;
+        }
+    }
+
+    /// The window closed: finish what is open and write `EXT-X-ENDLIST` from now on.
+    pub fn end(&mut self) {
+        self.finish_segment();
+        self.ended = true;
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The next part the segmenter will write, as `(msn, part index)`: the preload hint.
+    fn next_part(&self) -> (u64, usize) {
+        match self.segments.last() {
+            Some(s) if s.duration.is_none() => (s.msn, s.parts.len()),
+            Some(s) => (s.msn + 1, 0),
+            None => (0, 0),
+        }
+    }
+
+    /// Whether a request for `msn` (and `part` of it, if given) can be answered.
+    pub fn readiness(&self, msn: u64, part: Option<usize>) -> Readiness {
+        if self.ended {
+            return Readiness::Ready;
+        }
+        let (next_msn, next_part) = self.next_part();
+        if msn > next_msn + 2 {
+            return Readiness::TooFarAhead;
+        }
+        // Every segment before the one being cut is complete.
+        let there = match part {
+            None => msn < next_msn,
+            Some(p) => msn < next_msn || (msn == next_msn && p < next_part),
+        };
+        if there {
+            Readiness::Ready
+        } else {
+            Readiness::Wait
+        }
+    }
+
+    /// `index.m3u8`.
+    pub fn render(&self) -> String {
+        let longest = self
+            .segments
+            .iter()
+            .filter_map(|s| s.duration)
+            .chain([self.target])
+            .max()
+            .unwrap_or(self.target);
+        let target = longest.as_secs_f64().ceil().max(1.0) as u64;
+        let part = self.part_target.as_secs_f64();
+        let mut out = String::with_capacity(256 + self.segments.len() * 64);
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "#EXTM3U");
+        let _ = writeln!(out, "#EXT-X-VERSION:9");
+        let _ = writeln!(out, "#EXT-X-PLAYLIST-TYPE:EVENT");
+        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
+        let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part:.3}");
+        let _ = writeln!(
+            out,
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}",
+            part * 3.0
+        );
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:0");
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"init.mp4\"");
+        let with_parts = self.segments.len().saturating_sub(Self::PART_SEGMENTS);
+        for (i, s) in self.segments.iter().enumerate() {
+            if s.discontinuity {
+                let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
+            }
+            if i == 0 || s.discontinuity {
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-PROGRAM-DATE-TIME:{}",
+                    s.program_date_time
+                        .to_rfc3339_opts(SecondsFormat::Millis, true)
+                );
+            }
+            if i >= with_parts && !self.ended {
+                for (p, part) in s.parts.iter().enumerate() {
+                    let independent = if part.independent {
+                        ",INDEPENDENT=YES"
+                    } else {
+                        ""
+                    };
+                    let _ = writeln!(
+                        out,
+                        "#EXT-X-PART:DURATION={:.3},URI=\"{}\"{independent}",
+                        part.duration.as_secs_f64(),
+                        part_uri(s.msn, p)
+                    );
+                }
+            }
+            if let Some(d) = s.duration {
+                let _ = writeln!(out, "#EXTINF:{:.3},", d.as_secs_f64());
+                let _ = writeln!(out, "{}", segment_uri(s.msn));
+            }
+        }
+        if self.ended {
+            let _ = writeln!(out, "#EXT-X-ENDLIST");
+        } else {
+            let (msn, p) = self.next_part();
+            let _ = writeln!(
+                out,
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
+                part_uri(msn, p)
+            );
+        }
+        out
+    }
+}
+
+/// `seg-<msn>.m4s`.
+pub fn segment_uri(msn: u64) -> String {
+    format!("seg-{msn}.m4s")
+}
+
+/// `part-<msn>.<index>.m4s`.
+pub fn part_uri(msn: u64, index: usize) -> String {
+    format!("part-{msn}.{index}.m4s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_900_000_000 + secs, 0).unwrap()
+    }
+
+    fn part(independent: bool) -> Part {
+        Part {
+            duration: ms(200),
+            independent,
+        }
+    }
+
+    /// `n` complete 1 s segments of five 200 ms parts, the first part of each a keyframe.
+    fn with_segments(n: i64) -> Playlist {
+        let mut p = Playlist::new(ms(1000), ms(200));
+        for s in 0..n {
+            for i in 0..5 {
+                p.push_part(part(i == 0), t(s));
+            }
+            p.finish_segment();
+        }
+        p
+    }
+
+    #[test]
+    fn a_live_playlist_lists_parts_and_hints_the_next_one() {
+        let mut p = with_segments(1);
+        p.push_part(part(true), t(1));
+        p.push_part(part(false), t(1));
+        let text = p.render();
+        let expected = "#EXTM3U
+#EXT-X-VERSION:9
+#EXT-X-PLAYLIST-TYPE:EVENT
+#EXT-X-TARGETDURATION:1
+#EXT-X-PART-INF:PART-TARGET=0.200
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600
+#EXT-X-MEDIA-SEQUENCE:0
+#EXT-X-MAP:URI=\"init.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:2030-03-17T17:46:40.000Z
+#EXT-X-PART:DURATION=0.200,URI=\"part-0.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.200,URI=\"part-0.1.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"part-0.2.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"part-0.3.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"part-0.4.m4s\"
+#EXTINF:1.000,
+seg-0.m4s
+#EXT-X-PART:DURATION=0.200,URI=\"part-1.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.200,URI=\"part-1.1.m4s\"
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-1.2.m4s\"
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn only_the_newest_segments_list_their_parts() {
+        let p = with_segments(5);
+        let text = p.render();
+        assert!(!text.contains("part-1.0.m4s"));
+        assert!(text.contains("part-2.0.m4s"));
+        assert!(text.contains("seg-0.m4s") && text.contains("seg-4.m4s"));
+        assert!(text.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-5.0.m4s\"\n"));
+    }
+
+    #[test]
+    fn a_reconnect_is_a_discontinuity_with_its_own_date() {
+        let mut p = with_segments(1);
+        p.push_part(part(true), t(1));
+        p.discontinuity();
+        p.push_part(part(true), t(30));
+        p.end();
+        let text = p.render();
+        let lines: Vec<&str> = text.lines().collect();
+        let d = lines
+            .iter()
+            .position(|l| *l == "#EXT-X-DISCONTINUITY")
+            .expect("a discontinuity");
+        assert_eq!(lines[d - 1], "seg-1.m4s");
+        assert_eq!(
+            lines[d + 1],
+            "#EXT-X-PROGRAM-DATE-TIME:2030-03-17T17:47:10.000Z"
+        );
+        assert_eq!(lines[d + 2], "#EXTINF:0.200,");
+        assert_eq!(lines[d + 3], "seg-2.m4s");
+    }
+
+    #[test]
+    fn an_ended_playlist_is_vod_with_every_segment_and_no_parts() {
+        let mut p = with_segments(4);
+        p.push_part(part(true), t(4));
+        p.end();
+        p.push_part(part(true), t(5)); // after the end: ignored
+        let text = p.render();
+        assert!(text.ends_with("seg-4.m4s\n#EXT-X-ENDLIST\n"), "{text}");
+        assert!(!text.contains("#EXT-X-PART:"));
+        assert!(!text.contains("PRELOAD-HINT"));
+        assert_eq!(text.matches("#EXTINF:").count(), 5);
+    }
+
+    #[test]
+    fn target_duration_covers_the_longest_segment() {
+        let mut p = Playlist::new(ms(1000), ms(200));
+        for _ in 0..12 {
+            p.push_part(part(false), t(0));
+        }
+        p.finish_segment();
+        assert!(p.render().contains("#EXT-X-TARGETDURATION:3\n"));
+    }
+
+    #[test]
+    fn blocking_reload_answers_by_segment_and_part() {
+        let mut p = with_segments(2); // msn 0 and 1 complete
+        p.push_part(part(true), t(2)); // part 2.0
+        assert_eq!(p.readiness(1, None), Readiness::Ready);
+        assert_eq!(p.readiness(2, None), Readiness::Wait);
+        assert_eq!(p.readiness(2, Some(0)), Readiness::Ready);
+        assert_eq!(p.readiness(2, Some(1)), Readiness::Wait);
+        assert_eq!(p.readiness(3, Some(0)), Readiness::Wait);
+        assert_eq!(p.readiness(4, None), Readiness::Wait);
+        assert_eq!(p.readiness(5, None), Readiness::TooFarAhead);
+        p.end();
+        assert_eq!(p.readiness(5, None), Readiness::Ready);
+    }
+}
