@@ -94,14 +94,13 @@ pub async fn serve(
         let nats = slotcast_projections::nats::connect(nats_config, "slotcast-api").await?;
         tasks.spawn(feeds::run(state.clone(), nats.clone(), shutdown.clone()));
         if let Some(config) = state.config.scheduler.clone() {
-            let scheduler = Scheduler {
-                pool: state.pool.clone(),
+            let scheduler = Scheduler::new(
+                state.pool.clone(),
                 nats,
-                clock: Arc::new(state.clock.clone()),
+                Arc::new(state.clock.clone()),
                 config,
-                health: state.health.clone(),
-                stats: Default::default(),
-            };
+                state.health.clone(),
+            );
             tasks.spawn(scheduler.run(shutdown.clone()));
         }
     }
@@ -141,14 +140,13 @@ pub async fn run_scheduler(
         slotcast_projections::nats::connect(config.nats.clone(), "slotcast-scheduler").await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(clock.clone().run(shutdown.clone()));
-    let scheduler = Scheduler {
+    let scheduler = Scheduler::new(
         pool,
         nats,
-        clock: Arc::new(clock.clone()),
-        config: config.scheduler.clone(),
-        health: health.clone(),
-        stats: Default::default(),
-    };
+        Arc::new(clock.clone()),
+        config.scheduler.clone(),
+        health.clone(),
+    );
     tasks.spawn(scheduler.run(shutdown.clone()));
     let result = match config.ops_addr {
         Some(addr) => {

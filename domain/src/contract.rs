@@ -152,10 +152,6 @@ impl Names {
         })
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     fn stream(&self, what: &str) -> String {
         let base: String = self
             .prefix

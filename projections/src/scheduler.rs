@@ -56,20 +56,20 @@ impl SchedulerConfig {
     }
 }
 
-/// Running totals, for logs, `/readyz` and the benchmark.
+/// This replica's running totals, shown in its `/readyz` detail.
 #[derive(Debug, Default)]
-pub struct SchedulerStats {
-    pub published: AtomicU64,
-    pub failed: AtomicU64,
+struct SchedulerStats {
+    published: AtomicU64,
+    failed: AtomicU64,
 }
 
 pub struct Scheduler {
-    pub pool: PgPool,
-    pub nats: Nats,
-    pub clock: Arc<dyn Clock>,
-    pub config: SchedulerConfig,
-    pub health: Health,
-    pub stats: Arc<SchedulerStats>,
+    pool: PgPool,
+    nats: Nats,
+    clock: Arc<dyn Clock>,
+    config: SchedulerConfig,
+    health: Health,
+    stats: SchedulerStats,
 }
 
 /// What one pass over the outbox did.
@@ -96,6 +96,24 @@ struct Due {
 }
 
 impl Scheduler {
+    /// A replica publishing through `nats`, timed by `clock`, reporting to `health`.
+    pub fn new(
+        pool: PgPool,
+        nats: Nats,
+        clock: Arc<dyn Clock>,
+        config: SchedulerConfig,
+        health: Health,
+    ) -> Self {
+        Self {
+            pool,
+            nats,
+            clock,
+            config,
+            health,
+            stats: SchedulerStats::default(),
+        }
+    }
+
     /// Runs until `shutdown`. Never returns an error: every failure is retried.
     pub async fn run(self, shutdown: CancellationToken) {
         let wake = Arc::new(Notify::new());
@@ -158,11 +176,14 @@ impl Scheduler {
 
     fn report_ok(&self) {
         let published = self.stats.published.load(Ordering::Relaxed);
+        let failed = self.stats.failed.load(Ordering::Relaxed);
         let stream = self.nats.config.names.slots_stream();
         self.health.set(
             COMPONENT,
             true,
-            format!("publishing to {stream} ({published} sent by this replica)"),
+            format!(
+                "publishing to {stream} ({published} sent by this replica, {failed} failed passes)"
+            ),
         );
     }
 
@@ -218,9 +239,7 @@ impl Scheduler {
         }
         Ok(Pass::Published(acked.len()))
     }
-}
 
-impl Scheduler {
     /// Publishes `due` (all sends first, then every acknowledgement at once); returns what
     /// JetStream acknowledged and the first failure, if any.
     async fn publish(&self, due: Vec<Due>) -> (Vec<(Due, DateTime<Utc>, f64)>, Option<Error>) {

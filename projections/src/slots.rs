@@ -218,14 +218,8 @@ async fn revise(
     .execute(&mut *conn)
     .await?;
     let plan = match change {
-        Change::Cancel => {
-            let plan = if opened {
-                vec![(SlotKind::Cancelled, at)]
-            } else {
-                vec![]
-            };
-            return insert(conn, server_id, reservation_id, revision + 1, &basis, &plan).await;
-        }
+        Change::Cancel if opened => vec![(SlotKind::Cancelled, at)],
+        Change::Cancel => Vec::new(),
         Change::Window {
             start,
             end,
