@@ -1,0 +1,24 @@
+//! The streamer's one error enum.
+//!
+//! Contract: protocol refusals a peer should see (an RTSP 401, a playlist 404) are answers,
+//! not errors; these are failures of our own side or of a whole stream.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StreamerError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("RTP depacketizing: {0}")]
+    Depacketize(String),
+    #[error("muxing: {0}")]
+    Mux(String),
+    #[error("RTSP: {0}")]
+    Rtsp(String),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = StreamerError> = std::result::Result<T, E>;

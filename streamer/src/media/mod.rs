@@ -1,0 +1,89 @@
+//! Media types shared by the RTP depacketizer adapter (`retina_adapter`), the CMAF segmenter
+//! (`segmenter`) and the per-reservation stream that ties them to the playlist.
+//!
+//! Contract: plain data, no I/O. Timestamps are in each track's own clock rate (90 kHz for
+//! video, the sample rate for AAC), extended to 64 bits so they never wrap.
+
+pub mod retina_adapter;
+pub mod segmenter;
+
+use bytes::Bytes;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+/// One track as the publisher's SDP describes it (`m=` line, `a=rtpmap`, `a=fmtp`,
+/// `a=control`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackSpec {
+    pub kind: TrackKind,
+    /// The `m=` media name: `video` or `audio`.
+    pub media: String,
+    /// The rtpmap encoding name as written, e.g. `H264`, `H265`, `MPEG4-GENERIC`.
+    pub encoding_name: String,
+    pub payload_type: u8,
+    pub clock_rate: u32,
+    pub channels: Option<u16>,
+    /// The `a=fmtp` parameters after the payload type, e.g. `packetization-mode=1;...`.
+    pub fmtp: Option<String>,
+    /// The `a=control` value, e.g. `streamid=0` or `trackID=1`.
+    pub control: Option<String>,
+}
+
+/// What an init segment needs to describe a track. A change mid-stream starts a new init
+/// segment (and a discontinuity in the playlist).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CodecParams {
+    /// H.264: the AVCDecoderConfigurationRecord (the body of `avcC`).
+    H264 {
+        avcc: Bytes,
+        width: u16,
+        height: u16,
+        /// RFC 6381 codec string, e.g. `avc1.64001f`.
+        codec: String,
+    },
+    /// H.265: the HEVCDecoderConfigurationRecord (the body of `hvcC`).
+    H265 {
+        hvcc: Bytes,
+        width: u16,
+        height: u16,
+        codec: String,
+    },
+    /// AAC: the AudioSpecificConfig.
+    Aac {
+        asc: Bytes,
+        sample_rate: u32,
+        channels: u16,
+        /// e.g. `mp4a.40.2`.
+        codec: String,
+    },
+}
+
+impl CodecParams {
+    pub fn codec(&self) -> &str {
+        match self {
+            Self::H264 { codec, .. } | Self::H265 { codec, .. } | Self::Aac { codec, .. } => codec,
+        }
+    }
+}
+
+/// One access unit (video) or one audio frame, in decode order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Index into the session's track list.
+    pub track: usize,
+    /// Presentation time in the track's clock rate.
+    pub pts: i64,
+    /// Decode time; equal to `pts` when there are no B-frames (what slotcast asks of
+    /// publishers).
+    pub dts: i64,
+    pub keyframe: bool,
+    /// Video: NAL units each prefixed by its 4-byte big-endian length (MP4 sample format).
+    /// Audio: one raw AAC frame.
+    pub data: Bytes,
+    /// Set on a track's first frame and whenever its parameters change.
+    pub params: Option<CodecParams>,
+}

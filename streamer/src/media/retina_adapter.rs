@@ -1,0 +1,1 @@
+//! RTP to frames through retina's depacketizer (being written).

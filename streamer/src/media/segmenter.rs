@@ -1,0 +1,1 @@
+//! CMAF fMP4 segmenter (being written).

@@ -1,0 +1,1 @@
+//! RTSP publish server core (being written).
