@@ -57,7 +57,13 @@ impl SlotKind {
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum IngestMode {
     /// A publisher pushes by RTSP ANNOUNCE/RECORD on a carrier listener.
-    Push,
+    Push {
+        /// The server's carriers when the slot was booked: a streamer accepts the publisher
+        /// only on a listener of one of these. Empty (a message from before this field) means
+        /// any of the streamer's listeners.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        carriers: Vec<String>,
+    },
 }
 
 /// One message on `SLOTCAST_SLOTS`.
@@ -302,7 +308,7 @@ mod tests {
             start: t,
             end: t,
             stream_key_hash: "ab".into(),
-            ingest: IngestMode::Push,
+            ingest: IngestMode::Push { carriers: vec![] },
             due_at: t,
             published_at: t,
             late_ms: 1.5,

@@ -711,7 +711,7 @@ fn window_boundaries_are_recorded_with_their_lateness() {
         start: min(60),
         end: min(90),
         stream_key_hash: "k".into(),
-        ingest: crate::contract::IngestMode::Push,
+        ingest: crate::contract::IngestMode::Push { carriers: vec![] },
         due_at: due,
         published_at: due + Duration::milliseconds(3),
         late_ms: 3.0,

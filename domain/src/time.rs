@@ -97,3 +97,10 @@ mod tests {
         assert_eq!(rfc3339_us(&t), "2030-01-01T12:00:00.000000Z");
     }
 }
+
+/// The server clock, as the parts that time slots see it: the api's NTP-disciplined clock in
+/// production, a fixed or shifted clock in tests. Scheduler, streamer gates and
+/// `EXT-X-PROGRAM-DATE-TIME` all read this one.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}

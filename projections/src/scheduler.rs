@@ -26,9 +26,7 @@ use crate::nats::{Backoff, Health, Nats};
 use crate::{slots, Error, Result};
 
 /// The clock boundaries are timed by: the api's NTP-disciplined server clock in production.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> DateTime<Utc>;
-}
+pub use slotcast_domain::time::Clock;
 
 /// The `Health` component name the scheduler reports under.
 pub const COMPONENT: &str = "scheduler";

@@ -67,13 +67,14 @@ pub(crate) async fn apply(
             stream_key_hash,
             ..
         } => {
+            let carriers = server_carriers(conn, server_id).await?;
             let basis = Basis {
                 opens_at: *opens_at,
                 closes_at: *closes_at,
                 start: *start,
                 end: *end,
                 stream_key_hash: stream_key_hash.clone(),
-                ingest: ingest_json(&IngestMode::Push),
+                ingest: ingest_json(&IngestMode::Push { carriers }),
             };
             let plan = [
                 (SlotKind::Opened, (*opens_at).max(*at)),
@@ -117,6 +118,22 @@ pub(crate) async fn apply(
         | ScheduleEvent::WindowOpened { .. }
         | ScheduleEvent::WindowClosed { .. } => Ok(()),
     }
+}
+
+/// The server's carrier names as the read model has them: `rm` is projected before the slot
+/// boundaries in the same transaction, so it already holds this server's registration.
+async fn server_carriers(conn: &mut PgConnection, server_id: &str) -> Result<Vec<String>> {
+    let carriers: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT carriers FROM rm.servers WHERE id = $1")
+            .bind(server_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let carriers: Vec<slotcast_domain::Carrier> = match carriers {
+        Some(value) => serde_json::from_value(value)
+            .map_err(|e| Error::Corrupt(format!("rm.servers.carriers of {server_id}: {e}")))?,
+        None => Vec::new(),
+    };
+    Ok(carriers.into_iter().map(|c| c.name).collect())
 }
 
 fn ingest_json(mode: &IngestMode) -> serde_json::Value {
