@@ -1,0 +1,152 @@
+#!/usr/bin/env node
+// Watch a slotcast watch page in Debian's headless Chromium and say whether the video played.
+//
+//   node tests/browser/watch.mjs <watch-url> [--seconds N] [--min-advance S]
+//        [--expect-state waiting|live|ended] [--screenshot FILE]
+//
+// Opens the page, then once a second samples video.currentTime, window.slotcastPlayer.state
+// and its errors, for N seconds (default 20; less when the stream has ended and played out).
+// Prints one JSON line:
+//   {"ok":bool,"first_time":x,"last_time":y,"advanced":y-x,"state":"…","errors":[…],
+//    "console_errors":[…], …}
+// first_time is the first sample at which the video was playing, so the jump to the live edge
+// does not count as playback. Exit 0 only when the video advanced by at least --min-advance
+// seconds (default 2), the page recorded no fatal player error and, with --expect-state, the
+// last state is that one; exit 1 otherwise, 2 on bad arguments.
+//
+// Needs `npm ci --prefix web` (scripts/services does it) for playwright-core, and
+// /usr/bin/chromium (or $CHROMIUM). Never downloads a browser. Bounded: a hard timeout of
+// N + 60 s covers launch and navigation, and the browser is always closed.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const USAGE = "usage: node tests/browser/watch.mjs <watch-url> [--seconds N] [--min-advance S]"
+  + " [--expect-state waiting|live|ended] [--screenshot FILE]";
+const CHROMIUM_ARGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  // This machine's network is closed: without these Chromium keeps calling out to Google.
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+
+function parseArgs(argv) {
+  const opts = { url: null, seconds: 20, minAdvance: 2, expectState: null, screenshot: null };
+  const number = (flag, value) => {
+    const n = Number(value);
+    if (value === undefined || !Number.isFinite(n) || n < 0) usage(`${flag} needs a number >= 0`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "--seconds") opts.seconds = number(arg, argv[++i]);
+    else if (arg === "--min-advance") opts.minAdvance = number(arg, argv[++i]);
+    else if (arg === "--expect-state") opts.expectState = argv[++i] ?? usage(`${arg} needs a state`);
+    else if (arg === "--screenshot") opts.screenshot = argv[++i] ?? usage(`${arg} needs a file`);
+    else if (arg === "-h" || arg === "--help") { console.log(USAGE); process.exit(0); }
+    else if (arg.startsWith("-") || opts.url !== null) usage(`unexpected argument: ${arg}`);
+    else opts.url = arg;
+  }
+  if (opts.url === null) usage("missing <watch-url>");
+  return opts;
+}
+
+function usage(message) {
+  console.error(`${message}\n${USAGE}`);
+  process.exit(2);
+}
+
+const opts = parseArgs(process.argv.slice(2));
+const result = {
+  ok: false, url: opts.url, first_time: null, last_time: null, advanced: 0, state: null,
+  engine: null, samples: 0, errors: [], console_errors: [],
+};
+const round = (x) => Math.round(x * 1000) / 1000;
+
+let context = null;
+let userDataDir = null;
+let finished = false;
+
+async function finish(reason) {
+  if (finished) return;
+  finished = true;
+  if (reason) result.reason = reason;
+  if (context) {
+    // A wedged browser must not hold the run: Playwright kills it on exit anyway.
+    await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+  }
+  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+  console.log(JSON.stringify(result));
+  process.exit(result.ok ? 0 : 1);
+}
+
+const hardTimeout = setTimeout(() => finish("hard timeout"), (opts.seconds + 60) * 1000);
+hardTimeout.unref();
+
+async function main() {
+  let chromium;
+  try {
+    // Resolved relative to this file, so it runs from any working directory.
+    ({ chromium } = await import(
+      new URL("../../web/node_modules/playwright-core/index.mjs", import.meta.url).href));
+  } catch (err) {
+    return finish(`playwright-core not installed (run scripts/services): ${err.message}`);
+  }
+  userDataDir = mkdtempSync(join(tmpdir(), "slotcast-chromium-"));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: CHROMIUM_ARGS,
+    timeout: 30000,
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("console", (msg) => {
+    if (msg.type() === "error") result.console_errors.push(msg.text());
+  });
+  page.on("pageerror", (err) => result.console_errors.push(`uncaught: ${err.message}`));
+
+  const response = await page.goto(opts.url, { waitUntil: "domcontentloaded", timeout: 20000 });
+  if (!response || !response.ok()) {
+    return finish(`page answered ${response ? response.status() : "nothing"}`);
+  }
+
+  const deadline = Date.now() + opts.seconds * 1000;
+  while (Date.now() < deadline) {
+    const s = await page.evaluate(() => {
+      const v = document.querySelector("video");
+      const p = window.slotcastPlayer || {};
+      return {
+        time: v ? v.currentTime : null,
+        playing: !!v && !v.paused && v.readyState >= 2 && v.currentTime > 0,
+        ended: !!v && v.ended,
+        state: p.state ?? null,
+        engine: p.engine ?? null,
+        errors: Array.isArray(p.errors) ? p.errors : [],
+      };
+    });
+    result.samples++;
+    result.state = s.state;
+    result.engine = s.engine;
+    result.errors = s.errors;
+    if (s.time !== null && (result.first_time !== null || s.playing)) {
+      if (result.first_time === null) result.first_time = round(s.time);
+      result.last_time = round(s.time);
+    }
+    // Nothing more can happen: the stream is over and played out, or the page gave up.
+    if ((s.state === "ended" && (s.ended || result.first_time === null && result.samples > 5))
+      || s.errors.some((e) => e.type === "setup")) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  if (result.first_time !== null) result.advanced = round(result.last_time - result.first_time);
+  if (opts.screenshot) await page.screenshot({ path: opts.screenshot });
+
+  const problems = [];
+  if (result.advanced < opts.minAdvance) problems.push(`advanced ${result.advanced} s < ${opts.minAdvance} s`);
+  if (result.errors.length) problems.push(`${result.errors.length} fatal player error(s)`);
+  if (opts.expectState && result.state !== opts.expectState) {
+    problems.push(`state ${result.state}, expected ${opts.expectState}`);
+  }
+  result.ok = problems.length === 0;
+  return finish(problems.join("; ") || undefined);
+}
+
+main().catch((err) => finish(`${err.name}: ${err.message.split("\n")[0]}`));
