@@ -1,1 +1,188 @@
-//! RTSP publish server core (being written).
+//! The RTSP publish (push ingest) server core, sans-IO: one [`Session`] per TCP connection.
+//!
+//! Contract: a [`Session`] is a `&mut self` state machine. The async edge that owns the socket
+//! feeds it what it read ([`Session::handle_input`]), the UDP datagrams it received on ports it
+//! bound for the session ([`Session::handle_udp`]) and the passing of time
+//! ([`Session::handle_timeout`] at [`Session::poll_timeout`]); after each call it drains
+//! [`Session::poll_output`] until `None`: it writes every [`Output::Send`] to the socket in
+//! order, hands [`Output::Publish`] and [`Output::Rtp`] to the media pipeline, and closes the
+//! socket at [`Output::Close`] (after writing the `Send`s queued before it). Nothing is queued
+//! after a `Close`.
+//!
+//! The core never awaits, never touches a socket, a clock or a file, and never panics on
+//! input: every client mistake becomes an RTSP status (see `session.rs` for the table), and
+//! the few things that are not the client's business (admission, port binding) are asked of
+//! the [`Host`]. Memory is bounded per session: the input buffer never holds more than
+//! [`SessionConfig::max_buffered_bytes`], and the output queue holds only what one call
+//! produced if the edge drains it after every call.
+//!
+//! Only publishers are served (ANNOUNCE / SETUP `mode=record` / RECORD); DESCRIBE and PLAY
+//! answer 405.
+
+mod auth;
+mod framing;
+mod response;
+mod sdp;
+mod session;
+mod transport;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_malformed;
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::media::TrackSpec;
+
+pub use session::Session;
+
+/// Limits and identity of one RTSP connection; the edge builds it from the listener's config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Name of the carrier listener this connection came in on (passed to [`Host::admit`]).
+    pub carrier: String,
+    /// No complete request and no media for this long: the session closes.
+    pub timeout: Duration,
+    /// Request line plus headers (through the blank line); more answers 431 and closes.
+    pub max_header_bytes: usize,
+    /// Request body (the SDP of an ANNOUNCE); more answers 413 and closes.
+    pub max_body_bytes: usize,
+    /// The per-session input buffer: one incomplete request or interleaved frame at most.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            carrier: "default".to_owned(),
+            timeout: Duration::from_secs(60),
+            max_header_bytes: 8 * 1024,
+            max_body_bytes: 16 * 1024,
+            max_buffered_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// What the core asks of the world around it.
+pub trait Host {
+    /// May a publisher publish to this reservation with this key on this carrier, now?
+    /// Asked at ANNOUNCE and again at RECORD (time passes between them).
+    fn admit(&mut self, request: &Admission<'_>) -> Result<(), Refusal>;
+    /// Bind an RTP/RTCP UDP port pair for `track` on the listener's address; returns the
+    /// (rtp, rtcp) ports. The error text is logged, never sent to the client.
+    fn bind_udp(&mut self, track: usize) -> Result<(u16, u16), String>;
+}
+
+/// One admission question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission<'a> {
+    pub carrier: &'a str,
+    pub reservation_id: &'a str,
+    pub key: &'a str,
+}
+
+/// Why the host will not admit a publisher. The RTSP answer for each is in
+/// [`Refusal::status`]; the `NotOpen` text is shown to the publisher (in the reason phrase
+/// and the body), so it must say nothing secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// 404 Not Found.
+    UnknownReservation,
+    /// 401 Unauthorized (with `WWW-Authenticate`, so a client may retry with credentials).
+    BadKey,
+    /// 403 Forbidden: outside the window, cancelled, ...; the text says which.
+    NotOpen(String),
+    /// 403 Forbidden: the reservation belongs to another server or carrier.
+    NotThisServer,
+    /// 403 Forbidden: someone is already publishing to it.
+    Busy,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownReservation => f.write_str("unknown reservation"),
+            Self::BadKey => f.write_str("wrong stream key"),
+            Self::NotOpen(why) => write!(f, "reservation not open: {why}"),
+            Self::NotThisServer => f.write_str("the reservation is not on this server or carrier"),
+            Self::Busy => f.write_str("another publisher is live on this reservation"),
+        }
+    }
+}
+
+/// How media reaches the server; one per session (every SETUP uses the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Interleaved in the RTSP TCP connection (`$` frames).
+    Tcp,
+    /// On UDP port pairs the edge bound through [`Host::bind_udp`].
+    Udp,
+}
+
+/// The life of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Init,
+    /// ANNOUNCE admitted and its SDP understood.
+    Announced,
+    /// At least one track SETUP.
+    Ready,
+    /// RECORD admitted: media flows.
+    Recording,
+    /// A `Close` is queued; input is ignored from now on.
+    Closed,
+}
+
+/// What the edge must do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Bytes to write to the TCP socket (responses).
+    Send(Bytes),
+    /// RECORD succeeded: the publisher is live. Track indices everywhere are positions in
+    /// `tracks`, the full list of audio/video sections the ANNOUNCE described; only the tracks
+    /// in [`Session::setup_tracks`] carry media.
+    Publish {
+        reservation_id: String,
+        tracks: Vec<TrackSpec>,
+        transport: Transport,
+    },
+    /// One RTP packet (not RTCP) for a track, from an interleaved frame or a UDP datagram.
+    /// Only the fixed RTP header has been checked (length, version 2).
+    Rtp { track: usize, packet: Bytes },
+    /// Close the socket after writing any `Send` queued before this.
+    Close(CloseReason),
+}
+
+/// Why a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The publisher sent TEARDOWN.
+    Teardown,
+    /// No request and no media for [`SessionConfig::timeout`].
+    Timeout,
+    /// Bytes that are not RTSP, or over a limit.
+    Malformed(String),
+    /// Admission refused at RECORD, or too many failed ANNOUNCEs.
+    Refused(String),
+    /// The edge saw the peer close the connection.
+    PeerClosed,
+    /// The edge ended it (window closed, reservation cancelled, shutdown, ...).
+    Ended(String),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Teardown => f.write_str("publisher sent TEARDOWN"),
+            Self::Timeout => f.write_str("session timed out"),
+            Self::Malformed(why) => write!(f, "malformed input: {why}"),
+            Self::Refused(why) => write!(f, "refused: {why}"),
+            Self::PeerClosed => f.write_str("peer closed the connection"),
+            Self::Ended(why) => write!(f, "ended: {why}"),
+        }
+    }
+}
