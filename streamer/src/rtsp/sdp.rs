@@ -7,11 +7,15 @@
 //! and are kept aside only so that a SETUP for them gets a clear answer. What we can ingest: H264 and H265 video at 90 kHz, and
 //! MPEG4-GENERIC (AAC) audio in `mode=AAC-hbr` with a `config`, over `RTP/AVP`: what the
 //! depacketizer takes (`RTP/AVPF` is read as `RTP/AVP`).
+//! At most 8 media sections: each set-up track may cost the host a UDP port pair.
 
 use crate::media::{TrackKind, TrackSpec};
 
 /// Plain RTP profiles (AVPF only adds feedback, which a publisher's packets do not need).
 const RTP_PROFILES: [&str; 2] = ["RTP/AVP", "RTP/AVPF"];
+
+/// Each set-up track may cost the host a UDP port pair: a publisher has a few, not hundreds.
+const MAX_MEDIA_SECTIONS: usize = 8;
 
 /// What an ANNOUNCE described.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +37,12 @@ pub(super) enum SdpError {
 pub(super) fn parse(body: &[u8]) -> Result<Description, SdpError> {
     let session =
         sdp_types::Session::parse(body).map_err(|e| SdpError::Malformed(format!("SDP: {e}")))?;
+    if session.medias.len() > MAX_MEDIA_SECTIONS {
+        return Err(SdpError::Malformed(format!(
+            "SDP with {} media sections; at most {MAX_MEDIA_SECTIONS}",
+            session.medias.len()
+        )));
+    }
     let mut tracks = Vec::new();
     let mut others = Vec::new();
     for (i, media) in session.medias.iter().enumerate() {
@@ -282,5 +292,15 @@ m=application 0 RTP/AVP 107\r\na=rtpmap:107 vnd.onvif.metadata/90000\r\na=contro
         for (sdp, want) in table {
             assert_eq!(parse(sdp.as_bytes()), Err(want), "{sdp}");
         }
+        let many = format!(
+            "v=0\r\n{}",
+            "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n".repeat(9)
+        );
+        assert_eq!(
+            parse(many.as_bytes()),
+            Err(SdpError::Malformed(
+                "SDP with 9 media sections; at most 8".to_owned()
+            ))
+        );
     }
 }

@@ -21,7 +21,7 @@
 //! | ANNOUNCE without a key | 401 + `WWW-Authenticate` | |
 //! | admission refused: unknown reservation / bad key / not open, not this server, busy | 404 / 401 + `WWW-Authenticate` / 403 | at RECORD: Close(Refused) |
 //! | ANNOUNCE body not `application/sdp`, or no track we can ingest | 415 | |
-//! | ANNOUNCE without a body, or SDP we cannot read | 400 | |
+//! | ANNOUNCE without a body, SDP we cannot read, or more than 8 media sections | 400 | |
 //! | the third failed ANNOUNCE on one connection | its answer | Close(Refused) |
 //! | SETUP of a track we cannot ingest (other codec, not audio/video) | 415 | |
 //! | SETUP without a usable `Transport` (multicast, mode=play, odd channels, UDP without client_port, mixed TCP and UDP, channels in use) | 461 | |
