@@ -260,7 +260,8 @@ impl Segmenter {
                 frame.data.len()
             )));
         }
-        let cts = i32::try_from(frame.pts - frame.dts).map_err(|_| {
+        let offset = frame.pts.checked_sub(frame.dts).unwrap_or(i64::MAX);
+        let cts = i32::try_from(offset).map_err(|_| {
             StreamerError::Mux(format!(
                 "track {idx}: pts {} too far from dts {}",
                 frame.pts, frame.dts
@@ -310,7 +311,12 @@ impl Segmenter {
         }
 
         let decode_time = match self.tracks[idx].anchor {
-            Some((dts0, t0)) => t0 + (frame.dts - dts0),
+            // Out of range only for absurd timestamps; caught as "does not follow" below.
+            Some((dts0, t0)) => frame
+                .dts
+                .checked_sub(dts0)
+                .and_then(|d| d.checked_add(t0))
+                .unwrap_or(-1),
             None => {
                 let t0 = self.primary_clock(now, self.tracks[idx].timescale);
                 self.tracks[idx].anchor = Some((frame.dts, t0));
@@ -336,6 +342,9 @@ impl Segmenter {
             prev.duration = Some(interval);
         }
 
+        // A part that cannot be written is lost, but the frame that closed it is kept: the
+        // error is reported after it is in.
+        let mut written = Ok(());
         if is_primary && sync {
             let due = match self.segment_start {
                 None => false,
@@ -345,7 +354,7 @@ impl Segmenter {
                 }
             };
             if due {
-                self.cut()?;
+                written = self.cut();
             }
             if self.segment_start.is_none() {
                 self.segment_start = Some(decode_time);
@@ -355,7 +364,7 @@ impl Segmenter {
         if self.part.count + 1 > MAX_PART_SAMPLES
             || self.part.bytes + frame.data.len() > MAX_PART_BYTES
         {
-            self.close_part()?;
+            written = written.and(self.close_part());
         }
         self.part.push(
             idx,
@@ -375,12 +384,12 @@ impl Segmenter {
                 self.tracks[idx].interval,
             ) {
                 let target = self.ticks(idx, self.config.part_target);
-                if decode_time - first + estimate >= target - self.slack(idx) {
-                    self.close_part()?;
+                if (decode_time - first).saturating_add(estimate) >= target - self.slack(idx) {
+                    written = written.and(self.close_part());
                 }
             }
         }
-        Ok(())
+        written
     }
 
     /// End of stream (publisher left, window closed): emit the pending part and end the
@@ -515,7 +524,7 @@ impl Segmenter {
             let mut frag = Vec::with_capacity(track_samples.len());
             for s in track_samples {
                 let d = s.duration.unwrap_or_else(|| track.estimate());
-                total += d;
+                total = total.saturating_add(d);
                 frag.push(boxes::FragSample {
                     duration: u32::try_from(d).map_err(|_| {
                         StreamerError::Mux(format!("track {t}: sample duration {d} out of range"))
@@ -537,7 +546,7 @@ impl Segmenter {
                     independent = first.sync;
                 }
             }
-            ends.push((t, first.decode_time + total));
+            ends.push((t, first.decode_time.saturating_add(total)));
             runs.push(boxes::FragTrack {
                 track_id: track_id(t),
                 // Never negative: checked on push.

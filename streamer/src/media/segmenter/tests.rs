@@ -774,3 +774,91 @@ fn bad_frames_are_refused_and_the_stream_goes_on() {
         "frames 0, 1, 2 and 4"
     );
 }
+
+fn hvcc_record() -> Bytes {
+    use mp4_atom::{Encode, HvcCArray, Hvcc};
+    let array = |nal_unit_type: u8, nal: &[u8]| HvcCArray {
+        completeness: true,
+        nal_unit_type,
+        nalus: vec![nal.to_vec()],
+    };
+    let hvcc = Hvcc {
+        configuration_version: 1,
+        general_profile_idc: 1,
+        general_profile_compatibility_flags: [0x60, 0, 0, 0],
+        general_level_idc: 93,
+        chroma_format_idc: 1,
+        length_size_minus_one: 3,
+        arrays: vec![
+            array(32, &[0x40, 0x01, 0x0c]),
+            array(33, &[0x42, 0x01, 0x01]),
+            array(34, &[0x44, 0x01, 0xc0]),
+        ],
+        ..Default::default()
+    };
+    let mut boxed = Vec::new();
+    hvcc.encode(&mut boxed).expect("encode hvcC");
+    // The params carry the record, not the box: drop the 8-byte box header.
+    Bytes::from(boxed.split_off(8))
+}
+
+#[test]
+fn h265_is_hvc1_unless_the_codec_says_hev1() {
+    for (codec, hev1) in [("hvc1.1.6.L93.B0", false), ("hev1.1.6.L93.B0", true)] {
+        let mut seg = Segmenter::new(SegmenterConfig::default(), &[spec(TrackKind::Video)]);
+        let t0 = Instant::now();
+        for i in 0..5 {
+            let frame = Frame {
+                track: 0,
+                pts: i * FRAME,
+                dts: i * FRAME,
+                keyframe: i == 0,
+                data: video_data(i, i == 0),
+                params: (i == 0).then(|| CodecParams::H265 {
+                    hvcc: hvcc_record(),
+                    width: 640,
+                    height: 360,
+                    codec: codec.into(),
+                }),
+            };
+            seg.push(t0 + Sim::video_at(i), frame).expect("push");
+        }
+        let out: Vec<_> = std::iter::from_fn(|| seg.poll_output()).collect();
+        assert_eq!(shape(&out), "IP");
+        let SegmenterOutput::Init {
+            codecs, resolution, ..
+        } = &out[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!((codecs.as_str(), *resolution), (codec, Some((640, 360))));
+        let (_, moov) = parse_init(&out[0]);
+        let entry = &moov.trak[0].mdia.minf.stbl.stsd.codecs[0];
+        let (visual, hvcc) = match entry {
+            mp4_atom::Codec::Hvc1(e) if !hev1 => (&e.visual, &e.hvcc),
+            mp4_atom::Codec::Hev1(e) if hev1 => (&e.visual, &e.hvcc),
+            other => panic!("{codec}: unexpected sample entry {other:?}"),
+        };
+        assert_eq!((visual.width, visual.height), (640, 360));
+        assert_eq!(hvcc.arrays.len(), 3);
+        assert_eq!(hvcc.length_size_minus_one, 3);
+    }
+}
+
+#[test]
+fn a_part_is_bounded_in_samples_when_video_stalls() {
+    let mut sim = Sim::av();
+    sim.video(0);
+    sim.video(1);
+    let mut out = Vec::new();
+    // Video stops; audio goes on.
+    for j in 0..1100 {
+        out.extend(sim.audio(j));
+    }
+    assert_eq!(shape(&out), "IP");
+    let part = parse_part(&out[1]);
+    assert_eq!(
+        part.entries(1).len() + part.entries(2).len(),
+        MAX_PART_SAMPLES
+    );
+}
