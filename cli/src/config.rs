@@ -11,6 +11,7 @@ use slotcast_api::{ApiConfig, SchedulerRoleConfig};
 use slotcast_domain::contract::Names;
 use slotcast_projections::nats::NatsConfig;
 use slotcast_projections::scheduler::SchedulerConfig;
+use slotcast_streamer::StreamerConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -28,6 +29,22 @@ pub struct FileConfig {
     pub nats: NatsSection,
     #[serde(default)]
     pub scheduler: SchedulerSection,
+    #[serde(default)]
+    pub streamer: StreamerSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamerSection {
+    pub server_id: Option<String>,
+    pub ingest_listeners: Option<String>,
+    pub hls_addr: Option<String>,
+    pub recordings_dir: Option<String>,
+    pub retention_s: Option<u64>,
+    pub hls_js: Option<String>,
+    pub segment_ms: Option<u64>,
+    pub part_ms: Option<u64>,
+    pub session_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +206,70 @@ pub fn scheduler_role_config(file: &FileConfig, env: &Env) -> Result<SchedulerRo
         ops_addr,
     })
 }
+
+/// The streamer's part of the configuration.
+pub struct StreamerRoleConfig {
+    pub streamer: StreamerConfig,
+    pub clock: ClockConfig,
+    pub nats: NatsConfig,
+}
+
+/// `slotcast server streamer`, and the streamer inside `server all`: `None` when no server id
+/// is configured (then `server all` runs without a streamer, and `server streamer` refuses).
+pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRoleConfig>> {
+    let section = &file.streamer;
+    let pick = |key: &str, from_file: &Option<String>| {
+        env.get(key)
+            .map(str::to_string)
+            .or_else(|| from_file.clone())
+    };
+    let Some(server_id) = pick("SLOTCAST_SERVER_ID", &section.server_id) else {
+        return Ok(None);
+    };
+    let listeners_text = pick("SLOTCAST_INGEST_LISTENERS", &section.ingest_listeners)
+        .unwrap_or_else(|| DEFAULT_INGEST_LISTENERS.to_string());
+    let listeners = slotcast_streamer::parse_listeners(&listeners_text)
+        .context("SLOTCAST_INGEST_LISTENERS / streamer.ingest_listeners")?;
+    let mut config = StreamerConfig::new(server_id, listeners);
+    if let Some(addr) = pick("SLOTCAST_HLS_ADDR", &section.hls_addr) {
+        config.hls_addr = addr.parse().with_context(|| {
+            format!("SLOTCAST_HLS_ADDR / streamer.hls_addr = {addr}: expected host:port")
+        })?;
+    }
+    if let Some(dir) = pick("SLOTCAST_RECORDINGS_DIR", &section.recordings_dir) {
+        config.recordings_dir = dir.into();
+    }
+    if let Some(path) = pick("SLOTCAST_HLS_JS", &section.hls_js) {
+        config.hls_js = path.into();
+    }
+    let number = |key: &str, from_file: Option<u64>| -> Result<Option<u64>> {
+        match env.get(key) {
+            Some(v) => Ok(Some(parse_u64(key, v)?)),
+            None => Ok(from_file),
+        }
+    };
+    if let Some(s) = number("SLOTCAST_RECORDING_RETENTION_S", section.retention_s)? {
+        config.retention = Duration::from_secs(s);
+    }
+    if let Some(ms) = number("SLOTCAST_SEGMENT_MS", section.segment_ms)? {
+        config.segment_target = Duration::from_millis(ms);
+    }
+    if let Some(ms) = number("SLOTCAST_PART_MS", section.part_ms)? {
+        config.part_target = Duration::from_millis(ms);
+    }
+    if let Some(s) = number("SLOTCAST_SESSION_TIMEOUT_S", section.session_timeout_s)? {
+        config.session_timeout = Duration::from_secs(s.max(1));
+    }
+    config.validate().context("streamer configuration")?;
+    Ok(Some(StreamerRoleConfig {
+        streamer: config,
+        clock: clock_config(file, env)?,
+        nats: nats_config(file, env)?,
+    }))
+}
+
+/// One carrier on loopback, for a single-machine demo.
+pub const DEFAULT_INGEST_LISTENERS: &str = "carrier-a=127.0.0.1:8554";
 
 fn nats_config(file: &FileConfig, env: &Env) -> Result<NatsConfig> {
     let url = env

@@ -7,6 +7,7 @@
 mod bench;
 mod bench_slots;
 mod config;
+mod streamer_role;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,7 +56,8 @@ enum Top {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ServerRole {
-    /// Every role built so far in one process: the api and the scheduler.
+    /// Every role in one process: the api, the scheduler, and the streamer when
+    /// SLOTCAST_SERVER_ID is set.
     All,
     /// The REST API with the NTP server clock, the catch-up projector, and the consumers
     /// that record ingest reports and slot boundaries in the history (SLOTCAST_API_ADDR,
@@ -65,6 +67,12 @@ enum ServerRole {
     /// NTP server clock. Any number of replicas may run (SLOTCAST_SCHEDULER_OPS_ADDR serves
     /// /healthz and /readyz when set).
     Scheduler,
+    /// The distribution server for one registered server (SLOTCAST_SERVER_ID): RTSP ingest
+    /// listeners, one per carrier (SLOTCAST_INGEST_LISTENERS, default
+    /// carrier-a=127.0.0.1:8554), opened only inside reserved windows as told by NATS; LL-HLS,
+    /// the watch page and /metrics for viewers (SLOTCAST_HLS_ADDR, default 127.0.0.1:8888);
+    /// recordings under SLOTCAST_RECORDINGS_DIR (default data/recordings).
+    Streamer,
 }
 
 #[derive(Subcommand)]
@@ -162,18 +170,47 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
             .await?;
         }
         Top::Server {
+            role: ServerRole::Streamer,
+        } => {
+            let config = config::streamer_config(&file, &env)?.context(
+                "set SLOTCAST_SERVER_ID (or streamer.server_id): the registered server this \
+                 streamer is",
+            )?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            streamer_role::run(config, shutdown, streamer_role::announce).await?;
+        }
+        Top::Server {
             role: role @ (ServerRole::All | ServerRole::Api),
         } => {
-            let config = match role {
-                ServerRole::All => config::all_config(&file, &env)?,
-                _ => config::api_config(&file, &env)?,
+            let (config, streamer) = match role {
+                ServerRole::All => (
+                    config::all_config(&file, &env)?,
+                    config::streamer_config(&file, &env)?,
+                ),
+                _ => (config::api_config(&file, &env)?, None),
             };
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            slotcast_api::serve(config, shutdown, |addr| {
+            let api = slotcast_api::serve(config, shutdown.clone(), |addr| {
                 println!("slotcast api listening on http://{addr}");
-            })
-            .await?;
+            });
+            match streamer {
+                Some(streamer) => {
+                    let streamer = async {
+                        let result =
+                            streamer_role::run(streamer, shutdown.clone(), streamer_role::announce)
+                                .await;
+                        // A streamer that cannot start takes the process down with it.
+                        shutdown.cancel();
+                        result
+                    };
+                    let (api, streamer) = tokio::join!(api, streamer);
+                    api?;
+                    streamer?;
+                }
+                None => api.await?,
+            }
         }
         Top::Admin {
             command:

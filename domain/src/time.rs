@@ -70,6 +70,13 @@ impl Exchange {
     }
 }
 
+/// The server clock, as the parts that time slots see it: the api's NTP-disciplined clock in
+/// production, a fixed or shifted clock in tests. Scheduler, streamer gates and
+/// `EXT-X-PROGRAM-DATE-TIME` all read this one.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,9 +105,3 @@ mod tests {
     }
 }
 
-/// The server clock, as the parts that time slots see it: the api's NTP-disciplined clock in
-/// production, a fixed or shifted clock in tests. Scheduler, streamer gates and
-/// `EXT-X-PROGRAM-DATE-TIME` all read this one.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> DateTime<Utc>;
-}

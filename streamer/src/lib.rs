@@ -2,10 +2,142 @@
 //! served to viewers as low-latency HLS.
 //!
 //! Contract: protocol and media code here is sans-IO (bytes and events in, bytes and events
-//! out, time passed in); sockets and files live in thin async edges.
+//! out, time passed in): `rtsp`, `media`, `playlist`, `channel`, `gates`. Sockets and files
+//! live in thin async edges: `ingest` (RTSP), `http` (viewers), `feed` (NATS), `recording`
+//! (disk). [`run`] starts them all and stops them when `shutdown` fires.
 
+pub mod channel;
+pub mod config;
 pub mod error;
+pub mod feed;
+pub mod gates;
+pub mod http;
+pub mod hub;
+pub mod ingest;
 pub mod media;
+pub mod metrics;
 pub mod playlist;
+pub mod recording;
 pub mod rtsp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use slotcast_domain::time::Clock;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{parse_listeners, Listener, StreamerConfig};
 pub use error::{Result, StreamerError};
+pub use feed::NatsLink;
+pub use hub::Hub;
+
+/// Where a started streamer listens.
+#[derive(Clone, Debug)]
+pub struct Bound {
+    pub hls: SocketAddr,
+    /// `(carrier, address)` of each RTSP listener.
+    pub ingest: Vec<(String, SocketAddr)>,
+}
+
+/// Binds every listener (failing fast with the address that could not be bound), then runs
+/// the streamer until `shutdown`.
+pub async fn run(
+    config: StreamerConfig,
+    clock: Arc<dyn Clock>,
+    nats: NatsLink,
+    shutdown: CancellationToken,
+    on_listen: impl FnOnce(&Bound),
+) -> Result<()> {
+    config.validate()?;
+    let mut ingest = Vec::new();
+    for listener in &config.listeners {
+        let socket = TcpListener::bind(listener.addr).await.map_err(|e| {
+            StreamerError::Config(format!(
+                "cannot listen for carrier {} on {}: {e}",
+                listener.carrier, listener.addr
+            ))
+        })?;
+        ingest.push((listener.clone(), socket));
+    }
+    let hls = TcpListener::bind(config.hls_addr).await.map_err(|e| {
+        StreamerError::Config(format!("cannot serve viewers on {}: {e}", config.hls_addr))
+    })?;
+    let bound = Bound {
+        hls: hls.local_addr()?,
+        ingest: ingest
+            .iter()
+            .map(|(l, s)| Ok((l.carrier.clone(), s.local_addr()?)))
+            .collect::<std::io::Result<_>>()?,
+    };
+    let config = Arc::new(config);
+    let (reports_tx, reports_rx) = mpsc::channel(4096);
+    let (disk_tx, disk_rx) = mpsc::channel(1024);
+    let hub = Hub::new(config.clone(), clock, reports_tx, disk_tx);
+
+    let mut tasks = JoinSet::new();
+    // Media and viewers stop first; reports and the disk writer drain after them.
+    let edges = shutdown.child_token();
+    for (listener, socket) in ingest {
+        tasks.spawn(ingest::serve_listener(
+            hub.clone(),
+            listener,
+            socket,
+            edges.clone(),
+        ));
+    }
+    {
+        let (hub, edges) = (hub.clone(), edges.clone());
+        tasks.spawn(async move {
+            if let Err(err) = http::serve(hls, hub, edges).await {
+                tracing::error!(%err, "the viewer side stopped");
+            }
+        });
+    }
+    tasks.spawn(feed::follow_gates(hub.clone(), nats.clone(), edges.clone()));
+    tasks.spawn(feed::follow_directory(
+        hub.clone(),
+        nats.clone(),
+        edges.clone(),
+    ));
+    tasks.spawn(ticks(hub.clone(), edges.clone()));
+    tasks.spawn(recording::sweep(config.clone(), edges.clone()));
+    let drain = CancellationToken::new();
+    let mut tail = JoinSet::new();
+    tail.spawn(feed::publish_reports(nats, reports_rx, drain.clone()));
+    tail.spawn(recording::write(config.recordings_dir.clone(), disk_rx));
+    on_listen(&bound);
+    tracing::info!(server = %config.server_id, hls = %bound.hls, ingest = ?bound.ingest, "streamer running");
+
+    shutdown.cancelled().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    drop(hub);
+    drain.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tail.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
+/// Closes gates on time and forgets ended channels.
+async fn ticks(hub: Hub, shutdown: CancellationToken) {
+    let mut expire = tokio::time::interval(Duration::from_millis(100));
+    expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut forget = tokio::time::interval(Duration::from_secs(120));
+    forget.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = expire.tick() => { hub.expire(); }
+            _ = forget.tick() => hub.forget_ended(),
+        }
+    }
+}

@@ -31,6 +31,8 @@ struct Segment {
     program_date_time: DateTime<Utc>,
     /// The publisher reconnected (or the source changed) before this segment.
     discontinuity: bool,
+    /// Which init segment (`EXT-X-MAP`) its media needs.
+    init: u32,
 }
 
 /// What a blocking playlist request should do.
@@ -51,6 +53,7 @@ pub struct Playlist {
     part_target: Duration,
     segments: Vec<Segment>,
     pending_discontinuity: bool,
+    init: u32,
     ended: bool,
 }
 
@@ -64,6 +67,7 @@ impl Playlist {
             part_target,
             segments: Vec::new(),
             pending_discontinuity: false,
+            init: 0,
             ended: false,
         }
     }
@@ -82,6 +86,7 @@ impl Playlist {
                 duration: None,
                 program_date_time: at,
                 discontinuity: std::mem::take(&mut self.pending_discontinuity),
+                init: self.init,
             });
         }
         if let Some(segment) = self.segments.last_mut() {
@@ -104,6 +109,18 @@ impl Playlist {
         if !self.segments.is_empty() {
             self.pending_discontinuity = true;
         }
+    }
+
+    /// The media from the next part on needs a new init segment (a publisher connected, or
+    /// its codec parameters changed): a discontinuity with its own `EXT-X-MAP`. Returns the
+    /// init's number, for [`init_uri`].
+    pub fn new_init(&mut self) -> u32 {
+        if self.segments.is_empty() {
+            return self.init;
+        }
+        self.discontinuity();
+        self.init += 1;
+        self.init
     }
 
     /// The window closed: finish what is open and write `EXT-X-ENDLIST` from now on.
@@ -170,11 +187,13 @@ impl Playlist {
             part * 3.0
         );
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:0");
-        let _ = writeln!(out, "#EXT-X-MAP:URI=\"init.mp4\"");
         let with_parts = self.segments.len().saturating_sub(Self::PART_SEGMENTS);
         for (i, s) in self.segments.iter().enumerate() {
             if s.discontinuity {
                 let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
+            }
+            if i == 0 || self.segments[i - 1].init != s.init {
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(s.init));
             }
             if i == 0 || s.discontinuity {
                 let _ = writeln!(
@@ -215,6 +234,15 @@ impl Playlist {
             );
         }
         out
+    }
+}
+
+/// `init.mp4` for the first publisher, `init-<n>.mp4` after the n-th new init.
+pub fn init_uri(n: u32) -> String {
+    if n == 0 {
+        "init.mp4".into()
+    } else {
+        format!("init-{n}.mp4")
     }
 }
 
@@ -319,6 +347,27 @@ seg-0.m4s
         );
         assert_eq!(lines[d + 2], "#EXTINF:0.200,");
         assert_eq!(lines[d + 3], "seg-2.m4s");
+        // Same init (the publisher sent the same parameters): no second EXT-X-MAP.
+        assert_eq!(text.matches("#EXT-X-MAP").count(), 1);
+    }
+
+    #[test]
+    fn a_new_publisher_gets_its_own_init_after_the_discontinuity() {
+        let mut p = with_segments(1);
+        assert_eq!(p.new_init(), 1);
+        p.push_part(part(true), t(30));
+        p.end();
+        let text = p.render();
+        let lines: Vec<&str> = text.lines().collect();
+        let maps: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].starts_with("#EXT-X-MAP"))
+            .collect();
+        assert_eq!(maps.len(), 2, "{text}");
+        assert_eq!(lines[maps[0]], "#EXT-X-MAP:URI=\"init.mp4\"");
+        assert_eq!(lines[maps[1] - 1], "#EXT-X-DISCONTINUITY");
+        assert_eq!(lines[maps[1]], "#EXT-X-MAP:URI=\"init-1.mp4\"");
+        // Before any media there is nothing to start over from.
+        assert_eq!(Playlist::new(ms(1000), ms(200)).new_init(), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod chrony;
 pub mod nats;
+pub mod streaming;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -161,6 +162,18 @@ pub fn token(db: &TestDb, role: &str, name: &str) -> String {
 /// loopback port unless `env` says otherwise) and waits for the line starting `marker`;
 /// returns the child and the rest of that line.
 fn spawn_role(db: &TestDb, role: &str, env: &[(&str, &str)], marker: &str) -> (Role, String) {
+    let (role, mut lines) = spawn_role_lines(db, role, env, &[marker]);
+    (role, lines.remove(0))
+}
+
+/// [`spawn_role`] waiting for one line per marker (in any order); returns the rest of each,
+/// in the order of `markers`.
+pub(crate) fn spawn_role_lines(
+    db: &TestDb,
+    role: &str,
+    env: &[(&str, &str)],
+    markers: &[&str],
+) -> (Role, Vec<String>) {
     let mut cmd = Command::new(BIN);
     cmd.args(["server", role])
         .env("DATABASE_URL", &db.url)
@@ -182,11 +195,13 @@ fn spawn_role(db: &TestDb, role: &str, env: &[(&str, &str)], marker: &str) -> (R
         .unwrap_or_else(|e| panic!("start slotcast server {role}: {e}"));
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
-    let marker = marker.to_string();
+    let wanted: Vec<String> = markers.iter().map(|m| m.to_string()).collect();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix(&marker) {
-                let _ = tx.send(rest.to_string());
+            for (i, marker) in wanted.iter().enumerate() {
+                if let Some(rest) = line.strip_prefix(marker.as_str()) {
+                    let _ = tx.send((i, rest.to_string()));
+                }
             }
         }
     });
@@ -199,18 +214,24 @@ fn spawn_role(db: &TestDb, role: &str, env: &[(&str, &str)], marker: &str) -> (R
         nats_url,
         stream_base: db.stream_base(),
     };
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(rest) => (role, rest),
-        Err(_) => panic!("slotcast server {role_name} did not start within 60 s"),
+    let mut found: Vec<Option<String>> = vec![None; markers.len()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while found.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, rest)) => found[i] = Some(rest),
+            Err(_) => panic!("slotcast server {role_name} did not start within 60 s"),
+        }
     }
+    (role, found.into_iter().flatten().collect())
 }
 
 /// A server role's process. Dropped while still running (the end of a test), it kills the
 /// process and then deletes the test's NATS streams, which the process could have recreated
 /// after the database guard deleted them. A role stopped or killed on purpose mid-test
 /// leaves them to the others.
-struct Role {
-    child: Child,
+pub(crate) struct Role {
+    pub(crate) child: Child,
     nats_url: String,
     stream_base: String,
 }
@@ -227,7 +248,7 @@ impl Drop for Role {
 }
 
 /// Sends `signal` to `child` and waits (bounded) for it to exit; returns its status.
-fn signal_and_wait(child: &mut Child, signal: &str) -> Option<i32> {
+pub(crate) fn signal_and_wait(child: &mut Child, signal: &str) -> Option<i32> {
     let pid = child.id().to_string();
     let _ = Command::new("kill").args([signal, &pid]).status();
     for _ in 0..100 {
@@ -283,6 +304,18 @@ impl Api {
     /// `role` is `api` or `all` (the api with the scheduler inside).
     pub fn start_role(db: &TestDb, role: &str, env: &[(&str, &str)]) -> Self {
         let (role, base) = spawn_role(db, role, env, "slotcast api listening on ");
+        Self {
+            role,
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// An api already started some other way (e.g. `server all` with a streamer).
+    pub(crate) fn from_role(role: Role, base: String) -> Self {
         Self {
             role,
             base,

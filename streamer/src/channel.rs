@@ -1,0 +1,348 @@
+//! One reservation's HLS output: its playlist, init segments, the newest parts and segments
+//! in memory, and what must be written to disk for the recording.
+//!
+//! Contract: sans-IO. The segmenter's outputs go in ([`Channel::apply`]); files to write come
+//! out as [`DiskWrite`]s for the disk writer, and every change bumps a version that blocked
+//! playlist and part requests wait on. Memory is bounded: parts for the newest
+//! [`Playlist::PART_SEGMENTS`] + 1 segments and the newest [`Channel::MEMORY_SEGMENTS`]
+//! segments; older media is served from disk.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+
+use crate::media::segmenter::SegmenterOutput;
+use crate::playlist::{self, Part, Playlist, Readiness};
+
+/// What a viewer sees of the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelState {
+    /// No media yet.
+    Waiting,
+    Live,
+    /// The window closed (or the slot was cancelled): the playlist has `EXT-X-ENDLIST`.
+    Ended,
+}
+
+/// A file of the recording to write (relative to the reservation's directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskWrite {
+    pub name: String,
+    pub data: Bytes,
+}
+
+/// A part just announced, for the latency figures.
+#[derive(Clone, Copy, Debug)]
+pub struct Announced {
+    pub first_arrival: Instant,
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    playlist: Playlist,
+    state: ChannelState,
+    /// Init segments by number (`init_uri`).
+    inits: Vec<(u32, Bytes)>,
+    /// The init number the next parts use.
+    init: u32,
+    codecs: String,
+    parts: VecDeque<((u64, usize), Bytes)>,
+    segments: VecDeque<(u64, Bytes)>,
+    /// Parts of the segment being cut, joined into the segment when it completes.
+    building: Vec<Bytes>,
+    /// The msn and part index of the next part (mirrors the playlist's preload hint).
+    next: (u64, usize),
+    version: u64,
+}
+
+impl Channel {
+    /// Complete segments kept in memory (older ones are read from disk).
+    pub const MEMORY_SEGMENTS: usize = 6;
+
+    pub fn new(segment_target: Duration, part_target: Duration) -> Self {
+        Self {
+            playlist: Playlist::new(segment_target, part_target),
+            state: ChannelState::Waiting,
+            inits: Vec::new(),
+            init: 0,
+            codecs: String::new(),
+            parts: VecDeque::new(),
+            segments: VecDeque::new(),
+            building: Vec::new(),
+            next: (0, 0),
+            version: 0,
+        }
+    }
+
+    pub fn state(&self) -> ChannelState {
+        self.state
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn codecs(&self) -> &str {
+        &self.codecs
+    }
+
+    /// Takes one segmenter output; `at` is the server clock now (for the program date).
+    pub fn apply(
+        &mut self,
+        output: SegmenterOutput,
+        at: DateTime<Utc>,
+        writes: &mut Vec<DiskWrite>,
+    ) -> Option<Announced> {
+        if self.state == ChannelState::Ended {
+            return None;
+        }
+        let mut announced = None;
+        match output {
+            SegmenterOutput::Init { data, codecs, .. } => {
+                // Every init after the first (a publisher reconnected, or its parameters
+                // changed) starts a discontinuity: the segment being cut ends here.
+                if !self.inits.is_empty() {
+                    self.finish_segment(writes);
+                    self.init = self.playlist.new_init();
+                }
+                self.codecs = codecs;
+                writes.push(DiskWrite {
+                    name: playlist::init_uri(self.init),
+                    data: data.clone(),
+                });
+                self.inits.push((self.init, data));
+                // Only the newest two inits are needed in memory (the live one and the one
+                // viewers may still be finishing).
+                if self.inits.len() > 2 {
+                    self.inits.remove(0);
+                }
+            }
+            SegmenterOutput::Part {
+                data,
+                duration,
+                independent,
+                first_arrival,
+                ..
+            } => {
+                if self.inits.is_empty() {
+                    return None;
+                }
+                let key = self.next;
+                self.playlist.push_part(
+                    Part {
+                        duration,
+                        independent,
+                    },
+                    at,
+                );
+                self.building.push(data.clone());
+                self.parts.push_back((key, data));
+                self.next = (key.0, key.1 + 1);
+                self.state = ChannelState::Live;
+                self.trim();
+                announced = Some(Announced { first_arrival });
+            }
+            SegmenterOutput::SegmentEnd => self.finish_segment(writes),
+        }
+        self.version += 1;
+        announced
+    }
+
+    fn finish_segment(&mut self, writes: &mut Vec<DiskWrite>) {
+        if self.building.is_empty() {
+            return;
+        }
+        self.playlist.finish_segment();
+        let msn = self.next.0;
+        let mut joined = BytesMut::with_capacity(self.building.iter().map(Bytes::len).sum());
+        for part in self.building.drain(..) {
+            joined.extend_from_slice(&part);
+        }
+        let segment = joined.freeze();
+        writes.push(DiskWrite {
+            name: playlist::segment_uri(msn),
+            data: segment.clone(),
+        });
+        // The playlist on disk follows every complete segment, so a crash leaves the
+        // recording playable up to there.
+        writes.push(DiskWrite {
+            name: "index.m3u8".into(),
+            data: Bytes::from(self.playlist.render()),
+        });
+        self.segments.push_back((msn, segment));
+        while self.segments.len() > Self::MEMORY_SEGMENTS {
+            self.segments.pop_front();
+        }
+        self.next = (msn + 1, 0);
+        self.version += 1;
+    }
+
+    fn trim(&mut self) {
+        let oldest = self
+            .next
+            .0
+            .saturating_sub(Playlist::PART_SEGMENTS as u64 + 1);
+        while matches!(self.parts.front(), Some(((msn, _), _)) if *msn < oldest) {
+            self.parts.pop_front();
+        }
+    }
+
+    /// The window closed or the slot was cancelled: the playlist gets `EXT-X-ENDLIST`.
+    pub fn end(&mut self, writes: &mut Vec<DiskWrite>) {
+        if self.state == ChannelState::Ended {
+            return;
+        }
+        self.finish_segment(writes);
+        self.playlist.end();
+        self.state = ChannelState::Ended;
+        self.parts.clear();
+        writes.push(DiskWrite {
+            name: "index.m3u8".into(),
+            data: Bytes::from(self.playlist.render()),
+        });
+        self.version += 1;
+    }
+
+    pub fn readiness(&self, msn: u64, part: Option<usize>) -> Readiness {
+        self.playlist.readiness(msn, part)
+    }
+
+    /// `index.m3u8`, or `None` before the first part (a player would see an empty list).
+    pub fn playlist(&self) -> Option<String> {
+        (!self.inits.is_empty() && self.next != (0, 0) || self.state == ChannelState::Ended)
+            .then(|| self.playlist.render())
+    }
+
+    /// A file of the stream held in memory, by its URI.
+    pub fn file(&self, name: &str) -> Option<Bytes> {
+        if let Some((_, data)) = self
+            .inits
+            .iter()
+            .find(|(n, _)| playlist::init_uri(*n) == name)
+        {
+            return Some(data.clone());
+        }
+        if let Some(msn) = parse_segment(name) {
+            return self
+                .segments
+                .iter()
+                .find(|(m, _)| *m == msn)
+                .map(|(_, d)| d.clone());
+        }
+        if let Some(key) = parse_part(name) {
+            return self
+                .parts
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, d)| d.clone());
+        }
+        None
+    }
+
+    /// Whether `name` is the part (or segment) the stream will produce next, so a request for
+    /// it (the preload hint) should wait rather than 404.
+    pub fn is_coming(&self, name: &str) -> bool {
+        if self.state == ChannelState::Ended {
+            return false;
+        }
+        if let Some((msn, index)) = parse_part(name) {
+            return (msn, index) == self.next || (msn == self.next.0 + 1 && index == 0);
+        }
+        parse_segment(name) == Some(self.next.0)
+    }
+}
+
+/// `seg-<msn>.m4s` → msn.
+pub fn parse_segment(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".m4s")?
+        .parse()
+        .ok()
+}
+
+/// `part-<msn>.<i>.m4s` → (msn, i).
+pub fn parse_part(name: &str) -> Option<(u64, usize)> {
+    let (msn, index) = name
+        .strip_prefix("part-")?
+        .strip_suffix(".m4s")?
+        .split_once('.')?;
+    Some((msn.parse().ok()?, index.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at() -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000, 0).single().expect("valid")
+    }
+
+    fn part(byte: u8, independent: bool) -> SegmenterOutput {
+        SegmenterOutput::Part {
+            data: Bytes::from(vec![byte; 4]),
+            duration: Duration::from_millis(200),
+            independent,
+            first_arrival: Instant::now(),
+            starts_segment: independent,
+        }
+    }
+
+    fn init() -> SegmenterOutput {
+        SegmenterOutput::Init {
+            data: Bytes::from_static(b"init"),
+            codecs: "avc1.64001f".into(),
+            resolution: Some((320, 240)),
+        }
+    }
+
+    #[test]
+    fn parts_become_segments_and_files_on_disk() {
+        let mut c = Channel::new(Duration::from_secs(1), Duration::from_millis(200));
+        let mut w = Vec::new();
+        assert_eq!(c.playlist(), None);
+        c.apply(init(), at(), &mut w);
+        assert!(c.is_coming("part-0.0.m4s"));
+        assert!(c.apply(part(1, true), at(), &mut w).is_some());
+        assert_eq!(c.state(), ChannelState::Live);
+        c.apply(part(2, false), at(), &mut w);
+        assert_eq!(c.file("part-0.1.m4s").as_deref(), Some(&[2u8; 4][..]));
+        c.apply(SegmenterOutput::SegmentEnd, at(), &mut w);
+        let names: Vec<&str> = w.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["init.mp4", "seg-0.m4s", "index.m3u8"]);
+        assert_eq!(&w[1].data[..], &[1, 1, 1, 1, 2, 2, 2, 2]);
+        assert_eq!(c.file("seg-0.m4s").map(|b| b.len()), Some(8));
+        assert!(c.is_coming("part-1.0.m4s"));
+        assert!(!c.is_coming("part-5.0.m4s"));
+    }
+
+    #[test]
+    fn a_second_publisher_gets_a_new_init_and_a_discontinuity() {
+        let mut c = Channel::new(Duration::from_secs(1), Duration::from_millis(200));
+        let mut w = Vec::new();
+        c.apply(init(), at(), &mut w);
+        c.apply(part(1, true), at(), &mut w);
+        c.apply(init(), at(), &mut w);
+        c.apply(part(2, true), at(), &mut w);
+        let mut end = Vec::new();
+        c.end(&mut end);
+        let text = c.playlist().expect("a playlist");
+        assert!(text.contains("#EXT-X-DISCONTINUITY"), "{text}");
+        assert!(text.contains("init-1.mp4"), "{text}");
+        assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+        assert!(w.iter().any(|w| w.name == "init-1.mp4"));
+        assert_eq!(c.state(), ChannelState::Ended);
+        assert!(c.apply(part(3, true), at(), &mut end).is_none());
+    }
+
+    #[test]
+    fn uris_parse() {
+        assert_eq!(parse_segment("seg-12.m4s"), Some(12));
+        assert_eq!(parse_part("part-12.3.m4s"), Some((12, 3)));
+        assert_eq!(parse_part("part-12.m4s"), None);
+        assert_eq!(parse_segment("../seg-1.m4s"), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! The streamer's typed configuration, parsed once at start (by the cli) and passed down.
+//!
+//! Contract: no environment reads here; [`parse_listeners`] turns the
+//! `SLOTCAST_INGEST_LISTENERS` text into listeners and says exactly what is wrong with it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{Result, StreamerError};
+
+/// One RTSP listener on the dedicated network, named after the carrier it serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub carrier: String,
+    pub addr: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct StreamerConfig {
+    /// The registered server this streamer is (`SLOTCAST_SERVER_ID`).
+    pub server_id: String,
+    /// RTSP listeners, one per carrier (`SLOTCAST_INGEST_LISTENERS`).
+    pub listeners: Vec<Listener>,
+    /// Viewer side: HLS, the watch page, metrics (`SLOTCAST_HLS_ADDR`).
+    pub hls_addr: SocketAddr,
+    /// Where recordings are written (`<dir>/<reservation_id>/`).
+    pub recordings_dir: PathBuf,
+    /// How long a recording stays watchable after its slot ended.
+    pub retention: Duration,
+    /// Where `npm ci --prefix web` put hls.js (`web/node_modules/hls.js/dist/hls.min.js`).
+    pub hls_js: PathBuf,
+    /// Target segment duration; segments are cut on the first keyframe past it.
+    pub segment_target: Duration,
+    /// Target LL-HLS part duration.
+    pub part_target: Duration,
+    /// A publisher silent (no request, no media) this long is disconnected.
+    pub session_timeout: Duration,
+    /// Concurrent RTSP connections per listener at most.
+    pub max_connections: usize,
+}
+
+impl StreamerConfig {
+    pub const DEFAULT_HLS_ADDR: &'static str = "127.0.0.1:8888";
+
+    /// Defaults that run on one machine.
+    pub fn new(server_id: impl Into<String>, listeners: Vec<Listener>) -> Self {
+        Self {
+            server_id: server_id.into(),
+            listeners,
+            hls_addr: Self::DEFAULT_HLS_ADDR
+                .parse()
+                .expect("the default HLS address is a literal socket address"),
+            recordings_dir: PathBuf::from("data/recordings"),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            hls_js: PathBuf::from("web/node_modules/hls.js/dist/hls.min.js"),
+            segment_target: Duration::from_secs(1),
+            part_target: Duration::from_millis(200),
+            session_timeout: Duration::from_secs(60),
+            max_connections: 256,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.server_id.is_empty() {
+            return Err(StreamerError::Config("server id is empty".into()));
+        }
+        if self.listeners.is_empty() {
+            return Err(StreamerError::Config("no ingest listeners".into()));
+        }
+        if self.part_target.is_zero() || self.segment_target < self.part_target {
+            return Err(StreamerError::Config(
+                "part target must be positive and at most the segment target".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `carrier-a=127.0.0.2:8554,carrier-b=127.0.0.3:8554`.
+pub fn parse_listeners(text: &str) -> Result<Vec<Listener>> {
+    let mut listeners: Vec<Listener> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (carrier, addr) = item.split_once('=').ok_or_else(|| {
+            StreamerError::Config(format!(
+                "ingest listener {item:?}: expected carrier=host:port"
+            ))
+        })?;
+        let carrier = carrier.trim();
+        let token_ok = !carrier.is_empty()
+            && carrier.len() <= 64
+            && carrier
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !token_ok {
+            return Err(StreamerError::Config(format!(
+                "ingest listener {item:?}: the carrier name must be 1-64 letters, digits, - or _"
+            )));
+        }
+        let addr: SocketAddr = addr.trim().parse().map_err(|_| {
+            StreamerError::Config(format!(
+                "ingest listener {item:?}: {addr:?} is not an ip:port address"
+            ))
+        })?;
+        if listeners.iter().any(|l| l.carrier == carrier) {
+            return Err(StreamerError::Config(format!(
+                "ingest listener {item:?}: carrier {carrier} is listed twice"
+            )));
+        }
+        listeners.push(Listener {
+            carrier: carrier.to_string(),
+            addr,
+        });
+    }
+    if listeners.is_empty() {
+        return Err(StreamerError::Config("no ingest listeners given".into()));
+    }
+    Ok(listeners)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_parse_and_errors_say_what_is_wrong() {
+        let l = parse_listeners("carrier-a=127.0.0.2:8554, carrier-b=127.0.0.3:8554").unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[1].carrier, "carrier-b");
+        assert_eq!(l[1].addr, "127.0.0.3:8554".parse().unwrap());
+        for (bad, says) in [
+            ("", "no ingest listeners"),
+            ("127.0.0.1:8554", "expected carrier=host:port"),
+            ("a b=127.0.0.1:1", "carrier name"),
+            ("a=localhost:1", "not an ip:port"),
+            ("a=127.0.0.1:1,a=127.0.0.1:2", "listed twice"),
+        ] {
+            let err = parse_listeners(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! Ingest gates: which of this server's reservations may publish now, decided from slot
+//! messages alone (docs/nats-contract.md, "Rebuilding state after a restart").
+//!
+//! Contract: sans-IO. [`Gates::apply`] takes each slot message as it arrives (the newest per
+//! reservation first after a restart, then everything new) and says what changed;
+//! [`Gates::admit`] answers a publisher at a given server-clock instant; [`Gates::expire`]
+//! drops gates whose window has passed, so a gate closes on time even if the `closed`
+//! message is late. Stream keys are compared as SHA-256 hashes in constant time; the key
+//! itself is never stored. Reservations of other servers are remembered by id only, so a
+//! publisher who dialled the wrong server is told so (403) instead of "unknown" (404).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use slotcast_domain::contract::{IngestMode, SlotKind, SlotMessage};
+
+/// Why a publisher is not let in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// No slot message ever named this reservation.
+    Unknown,
+    /// The reservation belongs to another distribution server.
+    OtherServer(String),
+    /// The key does not hash to the reservation's current key hash.
+    BadKey,
+    /// The window is not open at this instant (or is over, or was cancelled).
+    NotOpen(String),
+    /// The listener's carrier is not one of the server's carriers for this slot.
+    NotACarrier(String),
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unknown => write!(f, "unknown reservation"),
+            Self::OtherServer(server) => {
+                write!(f, "the reservation is on server {server}, not this one")
+            }
+            Self::BadKey => write!(f, "wrong stream key"),
+            Self::NotOpen(why) => write!(f, "ingest window not open: {why}"),
+            Self::NotACarrier(carrier) => {
+                write!(
+                    f,
+                    "carrier {carrier} is not a carrier of this reservation's server"
+                )
+            }
+        }
+    }
+}
+
+/// What a message did to the gates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Older than what is known, or for another server: nothing changed.
+    Ignored,
+    /// The reservation's gate is (still) there, maybe with a new window or key. A live
+    /// publisher should be checked again ([`Gates::still_admitted`]): the window may have
+    /// moved away from now, or the key changed.
+    Updated,
+    /// The slot is over (`closed` or `cancelled`): disconnect its publisher, end its playlist.
+    Ended,
+}
+
+#[derive(Clone, Debug)]
+struct Gate {
+    revision: u32,
+    kind: SlotKind,
+    opens_at: DateTime<Utc>,
+    closes_at: DateTime<Utc>,
+    key_hash: [u8; 32],
+    carriers: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+enum Entry {
+    Live(Gate),
+    /// Closed or cancelled, at this revision: kept so a late publisher hears "closed".
+    Over {
+        revision: u32,
+        kind: SlotKind,
+    },
+}
+
+impl Entry {
+    fn revision(&self) -> u32 {
+        match self {
+            Self::Live(gate) => gate.revision,
+            Self::Over { revision, .. } => *revision,
+        }
+    }
+}
+
+/// Other servers' reservations remembered at most (ids only).
+const DIRECTORY_MAX: usize = 1_000_000;
+
+#[derive(Debug)]
+pub struct Gates {
+    server_id: String,
+    entries: HashMap<String, Entry>,
+    directory: HashMap<String, String>,
+}
+
+impl Gates {
+    pub fn new(server_id: impl Into<String>) -> Self {
+        Self {
+            server_id: server_id.into(),
+            entries: HashMap::new(),
+            directory: HashMap::new(),
+        }
+    }
+
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
+    /// Applies one slot message of this server.
+    pub fn apply(&mut self, msg: &SlotMessage) -> Applied {
+        if msg.server_id != self.server_id {
+            self.note_elsewhere(&msg.reservation_id, &msg.server_id);
+            return Applied::Ignored;
+        }
+        if let Some(entry) = self.entries.get(&msg.reservation_id) {
+            // A revision is only ever followed by messages of the same or a higher one; a
+            // lower one is a redelivery from before a change.
+            if msg.revision < entry.revision() {
+                return Applied::Ignored;
+            }
+            if let Entry::Over { revision, .. } = entry {
+                if msg.revision == *revision {
+                    return Applied::Ignored;
+                }
+            }
+        }
+        if msg.kind.ends_the_slot() {
+            self.entries.insert(
+                msg.reservation_id.clone(),
+                Entry::Over {
+                    revision: msg.revision,
+                    kind: msg.kind,
+                },
+            );
+            return Applied::Ended;
+        }
+        let Some(key_hash) = parse_hash(&msg.stream_key_hash) else {
+            // A message we cannot check keys against lets nobody in.
+            tracing::warn!(reservation = %msg.reservation_id, "slot message with a bad key hash");
+            self.entries.insert(
+                msg.reservation_id.clone(),
+                Entry::Over {
+                    revision: msg.revision,
+                    kind: SlotKind::Cancelled,
+                },
+            );
+            return Applied::Ended;
+        };
+        let IngestMode::Push { carriers } = &msg.ingest;
+        self.entries.insert(
+            msg.reservation_id.clone(),
+            Entry::Live(Gate {
+                revision: msg.revision,
+                kind: msg.kind,
+                opens_at: msg.opens_at,
+                closes_at: msg.closes_at,
+                key_hash,
+                carriers: carriers.clone(),
+            }),
+        );
+        Applied::Updated
+    }
+
+    /// Remembers that `reservation_id` lives on another server (from the directory feed).
+    pub fn note_elsewhere(&mut self, reservation_id: &str, server_id: &str) {
+        if server_id == self.server_id || self.directory.len() >= DIRECTORY_MAX {
+            return;
+        }
+        self.directory
+            .insert(reservation_id.to_string(), server_id.to_string());
+    }
+
+    /// Whether a publisher may start publishing now.
+    pub fn admit(
+        &self,
+        carrier: &str,
+        reservation_id: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), Denied> {
+        let gate = match self.entries.get(reservation_id) {
+            Some(Entry::Live(gate)) => gate,
+            Some(Entry::Over { kind, .. }) => {
+                let why = match kind {
+                    SlotKind::Cancelled => "the reservation was cancelled",
+                    _ => "the window has closed",
+                };
+                return Err(Denied::NotOpen(why.into()));
+            }
+            None => {
+                return Err(match self.directory.get(reservation_id) {
+                    Some(server) => Denied::OtherServer(server.clone()),
+                    None => Denied::Unknown,
+                })
+            }
+        };
+        if !key_matches(key, &gate.key_hash) {
+            return Err(Denied::BadKey);
+        }
+        if !gate.carriers.is_empty() && !gate.carriers.iter().any(|c| c == carrier) {
+            return Err(Denied::NotACarrier(carrier.to_string()));
+        }
+        gate.check_open(now)
+    }
+
+    /// Whether a publisher admitted with `key` may go on (after [`Applied::Updated`] or on a
+    /// timer): the window still holds now and the key is still the reservation's key.
+    pub fn still_admitted(
+        &self,
+        reservation_id: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), Denied> {
+        match self.entries.get(reservation_id) {
+            Some(Entry::Live(gate)) => {
+                if !key_matches(key, &gate.key_hash) {
+                    return Err(Denied::BadKey);
+                }
+                gate.check_open(now)
+            }
+            Some(Entry::Over { .. }) => Err(Denied::NotOpen("the window has closed".into())),
+            None => Err(Denied::Unknown),
+        }
+    }
+
+    /// Whether the reservation's gate is open at `now`.
+    pub fn is_open(&self, reservation_id: &str, now: DateTime<Utc>) -> bool {
+        matches!(self.entries.get(reservation_id), Some(Entry::Live(g)) if g.check_open(now).is_ok())
+    }
+
+    /// Whether a message of this server ever named the reservation.
+    pub fn knows(&self, reservation_id: &str) -> bool {
+        self.entries.contains_key(reservation_id)
+    }
+
+    /// Whether the slot is over for good (closed or cancelled).
+    pub fn is_over(&self, reservation_id: &str) -> bool {
+        matches!(self.entries.get(reservation_id), Some(Entry::Over { .. }))
+    }
+
+    /// Gates whose window ended by `now` without their `closed` message yet: marked over and
+    /// returned, so their publishers are cut off on time.
+    pub fn expire(&mut self, now: DateTime<Utc>) -> Vec<String> {
+        let mut over = Vec::new();
+        for (id, entry) in &mut self.entries {
+            if let Entry::Live(gate) = entry {
+                if now >= gate.closes_at {
+                    over.push(id.clone());
+                    *entry = Entry::Over {
+                        revision: gate.revision,
+                        kind: SlotKind::Closed,
+                    };
+                }
+            }
+        }
+        over
+    }
+
+    /// Forgets slots that ended; called rarely, so the map holds open and future slots and
+    /// recently ended ones only.
+    pub fn forget_over(&mut self) {
+        self.entries.retain(|_, e| matches!(e, Entry::Live(_)));
+    }
+
+    /// Reservations with a live gate (open now or later).
+    pub fn live(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().filter_map(|(id, e)| match e {
+            Entry::Live(_) => Some(id.as_str()),
+            Entry::Over { .. } => None,
+        })
+    }
+}
+
+impl Gate {
+    fn check_open(&self, now: DateTime<Utc>) -> Result<(), Denied> {
+        // `opened` means the scheduler saw `opens_at` pass on the server clock; trust it even
+        // if this clock lags a little. `changed` carries a window that may start later.
+        let opened = self.kind == SlotKind::Opened || now >= self.opens_at;
+        if !opened {
+            return Err(Denied::NotOpen(format!(
+                "it opens at {}",
+                self.opens_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )));
+        }
+        if now >= self.closes_at {
+            return Err(Denied::NotOpen("the window has closed".into()));
+        }
+        Ok(())
+    }
+}
+
+fn parse_hash(hex_hash: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(hex_hash).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Compares SHA-256(key) with the stored hash without an early exit.
+fn key_matches(key: &str, hash: &[u8; 32]) -> bool {
+    let digest = Sha256::digest(key.as_bytes());
+    let diff = digest
+        .iter()
+        .zip(hash.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use slotcast_domain::contract::SCHEMA;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0)
+            .single()
+            .expect("valid")
+    }
+
+    fn hash(key: &str) -> String {
+        hex::encode(Sha256::digest(key.as_bytes()))
+    }
+
+    fn msg(kind: SlotKind, revision: u32, opens: i64, closes: i64, key: &str) -> SlotMessage {
+        SlotMessage {
+            schema: SCHEMA,
+            kind,
+            reservation_id: "r1".into(),
+            server_id: "s1".into(),
+            revision,
+            opens_at: at(opens),
+            closes_at: at(closes),
+            start: at(opens),
+            end: at(closes),
+            stream_key_hash: hash(key),
+            ingest: IngestMode::Push {
+                carriers: vec!["carrier-a".into(), "carrier-b".into()],
+            },
+            due_at: at(opens),
+            published_at: at(opens),
+            late_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_slot_as_booked_opens_then_closes() {
+        let mut gates = Gates::new("s1");
+        assert_eq!(
+            gates.admit("carrier-a", "r1", "k", at(0)),
+            Err(Denied::Unknown)
+        );
+        assert_eq!(
+            gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "k")),
+            Applied::Updated
+        );
+        assert_eq!(gates.admit("carrier-a", "r1", "k", at(10)), Ok(()));
+        assert_eq!(
+            gates.admit("carrier-a", "r1", "x", at(10)),
+            Err(Denied::BadKey)
+        );
+        assert_eq!(
+            gates.admit("carrier-z", "r1", "k", at(10)),
+            Err(Denied::NotACarrier("carrier-z".into()))
+        );
+        assert!(matches!(
+            gates.admit("carrier-a", "r1", "k", at(100)),
+            Err(Denied::NotOpen(_))
+        ));
+        assert_eq!(
+            gates.apply(&msg(SlotKind::Closed, 1, 0, 100, "k")),
+            Applied::Ended
+        );
+        assert!(gates.is_over("r1"));
+        assert!(matches!(
+            gates.admit("carrier-a", "r1", "k", at(50)),
+            Err(Denied::NotOpen(_))
+        ));
+    }
+
+    #[test]
+    fn a_move_to_later_closes_until_opened_again() {
+        let mut gates = Gates::new("s1");
+        gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "k"));
+        assert_eq!(
+            gates.apply(&msg(SlotKind::Changed, 2, 50, 150, "k")),
+            Applied::Updated
+        );
+        assert!(gates.still_admitted("r1", "k", at(10)).is_err());
+        assert!(!gates.is_open("r1", at(10)));
+        // Opens by time even before `opened:2` arrives, as the contract says for `changed`.
+        assert!(gates.is_open("r1", at(60)));
+        // A stale redelivery of revision 1 changes nothing.
+        assert_eq!(
+            gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "k")),
+            Applied::Ignored
+        );
+        assert!(!gates.is_open("r1", at(10)));
+    }
+
+    #[test]
+    fn a_rotated_key_cuts_off_the_old_one() {
+        let mut gates = Gates::new("s1");
+        gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "old"));
+        gates.apply(&msg(SlotKind::Changed, 2, 0, 100, "new"));
+        assert_eq!(
+            gates.still_admitted("r1", "old", at(10)),
+            Err(Denied::BadKey)
+        );
+        assert_eq!(gates.admit("carrier-b", "r1", "new", at(10)), Ok(()));
+    }
+
+    #[test]
+    fn expiry_closes_on_time_without_the_closed_message() {
+        let mut gates = Gates::new("s1");
+        gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "k"));
+        assert!(gates.expire(at(99)).is_empty());
+        assert_eq!(gates.expire(at(100)), vec!["r1".to_string()]);
+        assert!(!gates.is_open("r1", at(50)));
+        // The late `closed` then changes nothing visible.
+        assert_eq!(
+            gates.apply(&msg(SlotKind::Closed, 1, 0, 100, "k")),
+            Applied::Ignored
+        );
+    }
+
+    #[test]
+    fn other_servers_and_cancellations_are_told_apart() {
+        let mut gates = Gates::new("s1");
+        let mut other = msg(SlotKind::Opened, 1, 0, 100, "k");
+        other.server_id = "s2".into();
+        other.reservation_id = "r2".into();
+        assert_eq!(gates.apply(&other), Applied::Ignored);
+        assert_eq!(
+            gates.admit("carrier-a", "r2", "k", at(10)),
+            Err(Denied::OtherServer("s2".into()))
+        );
+        gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "k"));
+        assert_eq!(
+            gates.apply(&msg(SlotKind::Cancelled, 2, 0, 100, "k")),
+            Applied::Ended
+        );
+        assert_eq!(
+            gates.admit("carrier-a", "r1", "k", at(10)),
+            Err(Denied::NotOpen("the reservation was cancelled".into()))
+        );
+    }
+
+    #[test]
+    fn no_carriers_listed_means_any_listener() {
+        let mut gates = Gates::new("s1");
+        let mut m = msg(SlotKind::Opened, 1, 0, 100, "k");
+        m.ingest = IngestMode::Push { carriers: vec![] };
+        gates.apply(&m);
+        assert_eq!(gates.admit("anything", "r1", "k", at(1)), Ok(()));
+    }
+}

@@ -1,0 +1,363 @@
+//! The viewer side: LL-HLS playlists (with blocking reload), init segments, segments and parts,
+//! the watch page, hls.js, status, metrics and health.
+//!
+//! Contract: a thin axum edge over the [`Hub`]. Live media comes from the channel in memory;
+//! anything older, and every recording after its slot, from the recordings directory. A
+//! blocked request holds no lock: it waits on the channel's version watch, bounded by three
+//! target durations (then 503, as RFC 8216bis asks). File names are matched against the
+//! stream's own patterns before any path is built, so a request cannot leave the directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::{parse_part, parse_segment};
+use crate::hub::{ChannelHandle, Hub};
+use crate::playlist::Readiness;
+
+const WATCH_PAGE: &str = include_str!("../../web/watch.html");
+
+const MIME_PLAYLIST: &str = "application/vnd.apple.mpegurl";
+const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const CACHE_LIVE: &str = "no-cache";
+
+pub fn router(hub: Hub) -> Router {
+    Router::new()
+        .route("/hls/{id}/index.m3u8", get(playlist))
+        .route("/hls/{id}/status.json", get(status))
+        .route("/hls/{id}/{file}", get(media_file))
+        .route("/watch/{id}", get(watch))
+        .route("/assets/hls.min.js", get(hls_js))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(axum::middleware::map_response(cors))
+        .with_state(hub)
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    hub: Hub,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(hub).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn cors(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.into(),
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "no such stream or file\n")
+}
+
+#[derive(Debug, Deserialize)]
+struct Blocking {
+    #[serde(rename = "_HLS_msn")]
+    msn: Option<u64>,
+    #[serde(rename = "_HLS_part")]
+    part: Option<usize>,
+}
+
+fn hold_limit(hub: &Hub) -> Duration {
+    hub.config().segment_target * 3
+}
+
+async fn playlist(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(blocking): Query<Blocking>,
+) -> Response {
+    if !valid_id(&id) {
+        return not_found();
+    }
+    hub.saw_viewer(&id, remote.ip());
+    let Some(channel) = hub.find_channel(&id) else {
+        return match read_recording(&hub, &id, "index.m3u8").await {
+            Some(body) => playlist_response(body.to_vec(), true),
+            None => text(StatusCode::NOT_FOUND, "the stream has not started\n"),
+        };
+    };
+    if blocking.part.is_some() && blocking.msn.is_none() {
+        return text(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn\n");
+    }
+    let deadline = tokio::time::Instant::now() + hold_limit(&hub);
+    let mut changed = channel.subscribe();
+    loop {
+        let answer = {
+            let c = channel.lock();
+            let ready = match blocking.msn {
+                Some(msn) => c.readiness(msn, blocking.part),
+                None => Readiness::Ready,
+            };
+            match ready {
+                Readiness::Ready => Some(c.playlist().map(|p| (p, c.state()))),
+                Readiness::TooFarAhead => {
+                    return text(StatusCode::BAD_REQUEST, "_HLS_msn is too far ahead\n")
+                }
+                Readiness::Wait => None,
+            }
+        };
+        match answer {
+            Some(Some((body, state))) => {
+                return playlist_response(
+                    body.into_bytes(),
+                    state == crate::channel::ChannelState::Ended,
+                )
+            }
+            Some(None) => return text(StatusCode::NOT_FOUND, "the stream has not started\n"),
+            None => {}
+        }
+        if tokio::time::timeout_at(deadline, changed.changed())
+            .await
+            .is_err()
+        {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the playlist did not reach the requested part in time\n",
+            );
+        }
+    }
+}
+
+fn playlist_response(body: Vec<u8>, ended: bool) -> Response {
+    let cache = if ended {
+        "public, max-age=60"
+    } else {
+        CACHE_LIVE
+    };
+    (
+        [
+            (header::CONTENT_TYPE, MIME_PLAYLIST),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The names a stream's files can have: `init.mp4`, `init-<n>.mp4`, `seg-<msn>.m4s`,
+/// `part-<msn>.<i>.m4s`.
+fn media_name(name: &str) -> Option<&'static str> {
+    let init = name == "init.mp4"
+        || name
+            .strip_prefix("init-")
+            .and_then(|n| n.strip_suffix(".mp4"))
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+    if init {
+        return Some("video/mp4");
+    }
+    if parse_segment(name).is_some() || parse_part(name).is_some() {
+        return Some("video/iso.segment");
+    }
+    None
+}
+
+async fn media_file(State(hub): State<Hub>, Path((id, name)): Path<(String, String)>) -> Response {
+    if !valid_id(&id) {
+        return not_found();
+    }
+    let Some(mime) = media_name(&name) else {
+        return not_found();
+    };
+    let body = match hub.find_channel(&id) {
+        Some(channel) => match wait_for_file(&hub, &channel, &name).await {
+            Ok(Some(body)) => Some(body),
+            Ok(None) => read_recording(&hub, &id, &name).await,
+            Err(response) => return response,
+        },
+        None => read_recording(&hub, &id, &name).await,
+    };
+    match body {
+        Some(body) => (
+            [
+                (header::CONTENT_TYPE, mime),
+                (header::CACHE_CONTROL, CACHE_IMMUTABLE),
+            ],
+            body,
+        )
+            .into_response(),
+        None => not_found(),
+    }
+}
+
+/// The file from memory; for the part the stream will produce next (the preload hint),
+/// waits for it.
+async fn wait_for_file(
+    hub: &Hub,
+    channel: &ChannelHandle,
+    name: &str,
+) -> Result<Option<Bytes>, Response> {
+    let deadline = tokio::time::Instant::now() + hold_limit(hub);
+    let mut changed = channel.subscribe();
+    loop {
+        {
+            let c = channel.lock();
+            if let Some(body) = c.file(name) {
+                return Ok(Some(body));
+            }
+            if !c.is_coming(name) {
+                return Ok(None);
+            }
+        }
+        if tokio::time::timeout_at(deadline, changed.changed())
+            .await
+            .is_err()
+        {
+            return Err(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the part did not arrive in time\n",
+            ));
+        }
+    }
+}
+
+fn recording_path(hub: &Hub, id: &str, name: &str) -> PathBuf {
+    hub.config().recordings_dir.join(id).join(name)
+}
+
+/// A file of the recording on disk (names already checked against the stream's patterns).
+async fn read_recording(hub: &Hub, id: &str, name: &str) -> Option<Bytes> {
+    tokio::fs::read(recording_path(hub, id, name))
+        .await
+        .ok()
+        .map(Bytes::from)
+}
+
+async fn status(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
+    if !valid_id(&id) {
+        return not_found();
+    }
+    let mut state = hub.status(&id);
+    if state == crate::hub::Status::Waiting
+        && tokio::fs::try_exists(recording_path(&hub, &id, "index.m3u8"))
+            .await
+            .unwrap_or(false)
+        && hub.find_channel(&id).is_none()
+    {
+        state = crate::hub::Status::Ended;
+    }
+    let body = serde_json::json!({ "reservation_id": id, "state": state });
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
+async fn watch(Path(id): Path<String>) -> Response {
+    if !valid_id(&id) {
+        return not_found();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        WATCH_PAGE,
+    )
+        .into_response()
+}
+
+async fn hls_js(State(hub): State<Hub>) -> Response {
+    match tokio::fs::read(&hub.config().hls_js).await {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(path = %hub.config().hls_js.display(), error = %e, "hls.js is not installed");
+            text(
+                StatusCode::NOT_FOUND,
+                "player not installed: run scripts/services (npm ci --prefix web)\n",
+            )
+        }
+    }
+}
+
+async fn metrics(State(hub): State<Hub>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        hub.encode_metrics(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(hub): State<Hub>, _headers: HeaderMap) -> Response {
+    let gates = hub.gates_ready();
+    let body = serde_json::json!({
+        "status": if gates { "ok" } else { "unavailable" },
+        "checks": { "gates": if gates { "ok" } else { "not following NATS" } },
+    });
+    let status = if gates {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_streams_own_file_names_are_served() {
+        assert_eq!(media_name("init.mp4"), Some("video/mp4"));
+        assert_eq!(media_name("init-3.mp4"), Some("video/mp4"));
+        assert_eq!(media_name("seg-7.m4s"), Some("video/iso.segment"));
+        assert_eq!(media_name("part-7.2.m4s"), Some("video/iso.segment"));
+        for bad in [
+            "../etc/passwd",
+            "index.m3u8",
+            "seg-x.m4s",
+            "init-.mp4",
+            "seg-1.m4s/..",
+        ] {
+            assert_eq!(media_name(bad), None, "{bad}");
+        }
+        assert!(!valid_id("../x"));
+        assert!(valid_id("0190c7a2-1b2c-7d3e-8f90-123456789abc"));
+    }
+}

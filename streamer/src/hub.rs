@@ -1,0 +1,539 @@
+//! The streamer's shared state: gates, live publishers, channels, viewers.
+//!
+//! Contract: one cheap-clone [`Hub`] shared by the RTSP edge, the NATS feed and the HTTP
+//! side. Every lock is a std `Mutex` held for a few map operations and never across an await;
+//! locks are taken in the order gates → sessions → channels and never the other way.
+//! Decisions that end a publisher (window over, key rotated, a newer publisher took over) are
+//! made here and delivered through the session's cancellation token with a reason.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use slotcast_domain::contract::{IngestKind, IngestMessage, SCHEMA};
+use slotcast_domain::time::Clock;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::{Channel, ChannelState, DiskWrite};
+use crate::config::StreamerConfig;
+use crate::gates::{Applied, Denied, Gates};
+use crate::metrics::Metrics;
+use slotcast_domain::contract::SlotMessage;
+
+/// Files of one reservation's recording to write.
+#[derive(Debug)]
+pub struct DiskBatch {
+    pub reservation_id: String,
+    pub writes: Vec<DiskWrite>,
+}
+
+/// A channel and the version watch that blocked requests wait on.
+#[derive(Debug)]
+pub struct ChannelHandle {
+    channel: Mutex<Channel>,
+    changed: watch::Sender<u64>,
+}
+
+impl ChannelHandle {
+    pub fn lock(&self) -> MutexGuard<'_, Channel> {
+        lock(&self.channel)
+    }
+
+    /// Tells waiting requests that the channel changed.
+    pub fn notify(&self, version: u64) {
+        self.changed.send_replace(version);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// A publisher connection known to the hub.
+#[derive(Debug)]
+pub struct SessionEntry {
+    pub id: u64,
+    pub carrier: String,
+    pub remote: SocketAddr,
+    /// Set once, when RECORD goes through.
+    recording: OnceLock<Recording>,
+    /// Milliseconds since the hub started, at the last request or packet.
+    last_activity_ms: AtomicU64,
+    pub cancel: CancellationToken,
+    reason: Mutex<Option<String>>,
+}
+
+#[derive(Debug)]
+struct Recording {
+    reservation_id: String,
+    key: String,
+}
+
+impl SessionEntry {
+    /// The reservation it records, once recording.
+    pub fn recording(&self) -> Option<&str> {
+        self.recording.get().map(|r| r.reservation_id.as_str())
+    }
+
+    fn records(&self, reservation_id: &str) -> bool {
+        self.recording() == Some(reservation_id)
+    }
+
+    /// Why the hub ended this session, once it has.
+    pub fn reason(&self) -> Option<String> {
+        lock(&self.reason).clone()
+    }
+}
+
+struct Sessions {
+    by_id: HashMap<u64, Arc<SessionEntry>>,
+    next_id: u64,
+}
+
+/// Stream status for the watch page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Waiting,
+    Live,
+    Ended,
+}
+
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<StreamerConfig>,
+    clock: Arc<dyn Clock>,
+    started: Instant,
+    gates: Mutex<Gates>,
+    sessions: Mutex<Sessions>,
+    channels: Mutex<HashMap<String, Arc<ChannelHandle>>>,
+    viewers: Mutex<HashMap<(String, IpAddr), Instant>>,
+    metrics: Metrics,
+    reports: mpsc::Sender<IngestMessage>,
+    disk: mpsc::Sender<DiskBatch>,
+    gates_ready: AtomicBool,
+}
+
+/// Viewer entries kept at most (a flood of addresses must not grow memory).
+const VIEWERS_MAX: usize = 100_000;
+const VIEWER_WINDOW: Duration = Duration::from_secs(10);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere, which is a bug; the data is still usable
+    // (every critical section leaves it consistent), so carry on rather than cascade.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Hub {
+    pub fn new(
+        config: Arc<StreamerConfig>,
+        clock: Arc<dyn Clock>,
+        reports: mpsc::Sender<IngestMessage>,
+        disk: mpsc::Sender<DiskBatch>,
+    ) -> Self {
+        let gates = Gates::new(config.server_id.clone());
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                clock,
+                started: Instant::now(),
+                gates: Mutex::new(gates),
+                sessions: Mutex::new(Sessions {
+                    by_id: HashMap::new(),
+                    next_id: 1,
+                }),
+                channels: Mutex::new(HashMap::new()),
+                viewers: Mutex::new(HashMap::new()),
+                metrics: Metrics::new(),
+                reports,
+                disk,
+                gates_ready: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &StreamerConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    fn ms_since_start(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.inner.started).as_millis())
+            .unwrap_or(u64::MAX)
+    }
+
+    pub fn set_gates_ready(&self, ready: bool) {
+        self.inner.gates_ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the gates have been rebuilt from NATS and are following it.
+    pub fn gates_ready(&self) -> bool {
+        self.inner.gates_ready.load(Ordering::Relaxed)
+    }
+
+    // ---- publishers ---------------------------------------------------------------------
+
+    /// A new RTSP connection on `carrier`.
+    pub fn register_session(&self, carrier: &str, remote: SocketAddr) -> Arc<SessionEntry> {
+        let mut sessions = lock(&self.inner.sessions);
+        let id = sessions.next_id;
+        sessions.next_id += 1;
+        let entry = Arc::new(SessionEntry {
+            id,
+            carrier: carrier.to_string(),
+            remote,
+            recording: OnceLock::new(),
+            last_activity_ms: AtomicU64::new(self.ms_since_start(Instant::now())),
+            cancel: CancellationToken::new(),
+            reason: Mutex::new(None),
+        });
+        sessions.by_id.insert(id, entry.clone());
+        self.inner.metrics.connections.inc();
+        entry
+    }
+
+    pub fn touch(&self, session: &SessionEntry, now: Instant) {
+        session
+            .last_activity_ms
+            .store(self.ms_since_start(now), Ordering::Relaxed);
+    }
+
+    /// May this publisher publish? Checks the gate, then that no other publisher is live on
+    /// the reservation (one that went silent past the session timeout does not count).
+    pub fn admit(
+        &self,
+        session: &SessionEntry,
+        reservation_id: &str,
+        key: &str,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        let at = self.now();
+        lock(&self.inner.gates)
+            .admit(&session.carrier, reservation_id, key, at)
+            .map_err(Refused::Gate)?;
+        let timeout_ms =
+            u64::try_from(self.inner.config.session_timeout.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = self.ms_since_start(now);
+        let sessions = lock(&self.inner.sessions);
+        let busy = sessions.by_id.values().any(|other| {
+            other.id != session.id
+                && other.records(reservation_id)
+                && now_ms.saturating_sub(other.last_activity_ms.load(Ordering::Relaxed))
+                    < timeout_ms
+        });
+        if busy {
+            return Err(Refused::Busy);
+        }
+        Ok(())
+    }
+
+    /// RECORD went through: the session is the reservation's publisher from now on. A stale
+    /// publisher of the same reservation is cut off. Returns the channel to feed.
+    pub fn start_recording(
+        &self,
+        session: &SessionEntry,
+        reservation_id: &str,
+        key: &str,
+        codecs: &str,
+    ) -> Arc<ChannelHandle> {
+        {
+            let sessions = lock(&self.inner.sessions);
+            for other in sessions.by_id.values() {
+                if other.id != session.id && other.records(reservation_id) {
+                    *lock(&other.reason) =
+                        Some("a new publisher took over after this one went silent".into());
+                    other.cancel.cancel();
+                }
+            }
+            let recording = Recording {
+                reservation_id: reservation_id.to_string(),
+                key: key.to_string(),
+            };
+            if session.recording.set(recording).is_err() {
+                tracing::warn!(session = session.id, "RECORD twice on one session");
+            }
+        }
+        self.inner.metrics.sessions.inc();
+        self.report(
+            session,
+            reservation_id,
+            IngestKind::Connected,
+            Some(codecs.to_string()),
+            None,
+        );
+        self.channel(reservation_id)
+    }
+
+    /// The connection is gone. A recording publisher is reported `disconnected` (`failed` if
+    /// `failure`), and if its slot is over, the channel ends.
+    pub fn end_session(&self, id: u64, reason: &str, failure: bool) {
+        let entry = lock(&self.inner.sessions).by_id.remove(&id);
+        self.inner.metrics.connections.dec();
+        let Some(entry) = entry else { return };
+        let Some(reservation_id) = entry.recording() else {
+            return;
+        };
+        self.inner.metrics.sessions.dec();
+        let kind = if failure {
+            IngestKind::Failed
+        } else {
+            IngestKind::Disconnected
+        };
+        let reason = entry.reason().unwrap_or_else(|| reason.to_string());
+        self.report(&entry, reservation_id, kind, None, Some(reason));
+        let over = lock(&self.inner.gates).is_over(reservation_id);
+        if over {
+            self.end_channel(reservation_id);
+        }
+    }
+
+    fn report(
+        &self,
+        entry: &SessionEntry,
+        reservation_id: &str,
+        kind: IngestKind,
+        codec: Option<String>,
+        reason: Option<String>,
+    ) {
+        let message = IngestMessage {
+            schema: SCHEMA,
+            kind,
+            reservation_id: reservation_id.to_string(),
+            server_id: self.inner.config.server_id.clone(),
+            at: self.now(),
+            carrier: Some(entry.carrier.clone()),
+            remote_addr: Some(entry.remote.to_string()),
+            codec,
+            reason,
+        };
+        if let Err(e) = self.inner.reports.try_send(message) {
+            // The reporter is far behind NATS (or stopped): the history misses this one.
+            tracing::warn!(error = %e, "ingest report dropped: the report queue is full");
+        }
+    }
+
+    /// A refused publish attempt, reported as `failed` so the reservation's history shows it.
+    pub fn report_refusal(&self, session: &SessionEntry, reservation_id: &str, why: &str) {
+        // Only this server's reservations have a history here to land in.
+        if lock(&self.inner.gates).knows(reservation_id) {
+            self.report(
+                session,
+                reservation_id,
+                IngestKind::Failed,
+                None,
+                Some(why.to_string()),
+            );
+        }
+    }
+
+    // ---- slots ------------------------------------------------------------------------
+
+    /// One slot message from NATS.
+    pub fn apply_slot(&self, msg: &SlotMessage) {
+        let applied = lock(&self.inner.gates).apply(msg);
+        match applied {
+            Applied::Ignored => {}
+            Applied::Ended => {
+                let why = if msg.kind == slotcast_domain::contract::SlotKind::Cancelled {
+                    "the reservation was cancelled"
+                } else {
+                    "the window closed"
+                };
+                self.slot_over(&msg.reservation_id, why);
+            }
+            Applied::Updated => self.recheck(&msg.reservation_id),
+        }
+    }
+
+    /// Closes gates whose window has passed by the server clock; returns how many.
+    pub fn expire(&self) -> usize {
+        let over = lock(&self.inner.gates).expire(self.now());
+        for id in &over {
+            self.slot_over(id, "the window closed");
+        }
+        over.len()
+    }
+
+    /// Every live publisher still holds a gate (a `changed` moved the window or the key).
+    fn recheck(&self, reservation_id: &str) {
+        let now = self.now();
+        let gates = lock(&self.inner.gates);
+        let sessions = lock(&self.inner.sessions);
+        for s in sessions.by_id.values() {
+            let Some(recording) = s.recording.get() else {
+                continue;
+            };
+            if recording.reservation_id == reservation_id {
+                if let Err(denied) = gates.still_admitted(reservation_id, &recording.key, now) {
+                    *lock(&s.reason) = Some(denied.to_string());
+                    s.cancel.cancel();
+                }
+            }
+        }
+    }
+
+    /// The slot is over: cut its publisher off (it ends the channel once its last media is
+    /// in), or end the channel now if nobody is publishing.
+    fn slot_over(&self, reservation_id: &str, why: &str) {
+        let publishing = {
+            let sessions = lock(&self.inner.sessions);
+            let mut any = false;
+            for s in sessions.by_id.values() {
+                if s.records(reservation_id) {
+                    *lock(&s.reason) = Some(why.to_string());
+                    s.cancel.cancel();
+                    any = true;
+                }
+            }
+            any
+        };
+        if !publishing {
+            self.end_channel(reservation_id);
+        }
+    }
+
+    fn end_channel(&self, reservation_id: &str) {
+        let handle = lock(&self.inner.channels).get(reservation_id).cloned();
+        let Some(handle) = handle else { return };
+        let mut writes = Vec::new();
+        let version = {
+            let mut channel = handle.lock();
+            channel.end(&mut writes);
+            channel.version()
+        };
+        handle.notify(version);
+        self.write(reservation_id, writes);
+    }
+
+    // ---- channels -----------------------------------------------------------------------
+
+    /// The reservation's channel, made on first use.
+    pub fn channel(&self, reservation_id: &str) -> Arc<ChannelHandle> {
+        let mut channels = lock(&self.inner.channels);
+        channels
+            .entry(reservation_id.to_string())
+            .or_insert_with(|| {
+                let (changed, _) = watch::channel(0);
+                Arc::new(ChannelHandle {
+                    channel: Mutex::new(Channel::new(
+                        self.inner.config.segment_target,
+                        self.inner.config.part_target,
+                    )),
+                    changed,
+                })
+            })
+            .clone()
+    }
+
+    pub fn find_channel(&self, reservation_id: &str) -> Option<Arc<ChannelHandle>> {
+        lock(&self.inner.channels).get(reservation_id).cloned()
+    }
+
+    /// Drops ended channels from memory (their recordings are served from disk).
+    pub fn forget_ended(&self) {
+        lock(&self.inner.channels).retain(|_, c| c.lock().state() != ChannelState::Ended);
+        lock(&self.inner.gates).forget_over();
+    }
+
+    /// Queues files of a recording for the disk writer.
+    pub fn write(&self, reservation_id: &str, writes: Vec<DiskWrite>) {
+        if writes.is_empty() {
+            return;
+        }
+        let batch = DiskBatch {
+            reservation_id: reservation_id.to_string(),
+            writes,
+        };
+        if let Err(e) = self.inner.disk.try_send(batch) {
+            // The disk is stalled: the live stream goes on from memory, the recording loses
+            // this batch. Counted and logged, never queued without bound.
+            self.inner.metrics.refused("disk_backlog");
+            tracing::error!(reservation = reservation_id, error = %e, "recording write dropped");
+        }
+    }
+
+    /// What the watch page shows.
+    pub fn status(&self, reservation_id: &str) -> Status {
+        if let Some(handle) = self.find_channel(reservation_id) {
+            match handle.lock().state() {
+                ChannelState::Live => return Status::Live,
+                ChannelState::Ended => return Status::Ended,
+                ChannelState::Waiting => {}
+            }
+        }
+        if lock(&self.inner.gates).is_over(reservation_id) {
+            return Status::Ended;
+        }
+        Status::Waiting
+    }
+
+    /// A reservation seen on another server's slot subject.
+    pub fn note_elsewhere(&self, reservation_id: &str, server_id: &str) {
+        lock(&self.inner.gates).note_elsewhere(reservation_id, server_id);
+    }
+
+    pub fn is_over(&self, reservation_id: &str) -> bool {
+        lock(&self.inner.gates).is_over(reservation_id)
+    }
+
+    // ---- viewers ----------------------------------------------------------------------
+
+    pub fn saw_viewer(&self, reservation_id: &str, ip: IpAddr) {
+        let mut viewers = lock(&self.inner.viewers);
+        if viewers.len() >= VIEWERS_MAX {
+            let now = Instant::now();
+            viewers.retain(|_, seen| now.duration_since(*seen) < VIEWER_WINDOW);
+            if viewers.len() >= VIEWERS_MAX {
+                return;
+            }
+        }
+        viewers.insert((reservation_id.to_string(), ip), Instant::now());
+    }
+
+    /// Updates the viewers gauge and encodes the metrics.
+    pub fn encode_metrics(&self) -> String {
+        let now = Instant::now();
+        let count = {
+            let mut viewers = lock(&self.inner.viewers);
+            viewers.retain(|_, seen| now.duration_since(*seen) < VIEWER_WINDOW);
+            viewers.len()
+        };
+        self.inner
+            .metrics
+            .viewers
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.inner.metrics.encode()
+    }
+}
+
+/// Why the hub refused a publisher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    Gate(Denied),
+    /// Another publisher is live on the reservation.
+    Busy,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Gate(denied) => denied.fmt(f),
+            Self::Busy => write!(f, "another publisher is live on this reservation"),
+        }
+    }
+}

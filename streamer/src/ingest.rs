@@ -1,0 +1,436 @@
+//! The RTSP edge on the dedicated network: one TCP listener per carrier, one task per
+//! publisher connection, UDP port pairs for publishers that SETUP over UDP.
+//!
+//! Contract: the only code here that awaits on ingest sockets. Each connection task owns its
+//! [`Session`] (the sans-IO RTSP core) and, once recording, its [`Pipeline`]
+//! (depacketizers → segmenter → channel). Nothing a publisher sends reaches another
+//! publisher's task: a bad publisher ends its own task only. Writes to a slow publisher are
+//! bounded in time; UDP datagrams are accepted only from the publisher's own address, through a
+//! bounded queue (overflow is counted as loss, never buffered without bound).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Listener;
+use crate::gates::Denied;
+use crate::hub::{ChannelHandle, Hub, Refused, SessionEntry};
+use crate::media::retina_adapter::Depacketizer;
+use crate::media::segmenter::{Segmenter, SegmenterConfig};
+use crate::media::{TrackKind, TrackSpec};
+use crate::rtsp::{Admission, CloseReason, Host, Output, Refusal, Session, SessionConfig};
+use crate::StreamerError;
+
+/// A publisher that cannot take a response within this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Depacketizing errors tolerated (loss, a corrupt frame) before the publisher is dropped.
+const MEDIA_ERRORS_MAX: u32 = 50;
+const UDP_QUEUE: usize = 1024;
+
+/// Accepts publishers on one carrier listener until `shutdown`.
+pub async fn serve_listener(
+    hub: Hub,
+    listener: Listener,
+    socket: TcpListener,
+    shutdown: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(hub.config().max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = socket.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(carrier = %listener.carrier, %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            hub.metrics().refused("too_many_connections");
+            tracing::warn!(carrier = %listener.carrier, %remote, "connection limit reached");
+            continue;
+        };
+        let hub = hub.clone();
+        let carrier = listener.carrier.clone();
+        let local_ip = listener.addr.ip();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            connection(hub, carrier, local_ip, stream, remote, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+/// The world as one session's core sees it.
+struct EdgeHost {
+    hub: Hub,
+    entry: Arc<SessionEntry>,
+    local_ip: IpAddr,
+    now: Instant,
+    /// The key of the last admitted request: the key the publisher records with.
+    key: Option<String>,
+    udp: mpsc::Sender<(usize, bool, Bytes)>,
+    stop: CancellationToken,
+}
+
+impl Host for EdgeHost {
+    fn admit(&mut self, request: &Admission<'_>) -> Result<(), Refusal> {
+        match self
+            .hub
+            .admit(&self.entry, request.reservation_id, request.key, self.now)
+        {
+            Ok(()) => {
+                self.key = Some(request.key.to_string());
+                Ok(())
+            }
+            Err(refused) => {
+                let text = refused.to_string();
+                tracing::info!(carrier = %self.entry.carrier, remote = %self.entry.remote,
+                    reservation = request.reservation_id, why = %text, "publisher refused");
+                self.hub
+                    .report_refusal(&self.entry, request.reservation_id, &text);
+                Err(match refused {
+                    Refused::Busy => Refusal::Busy,
+                    Refused::Gate(Denied::Unknown) => Refusal::UnknownReservation,
+                    Refused::Gate(Denied::BadKey) => Refusal::BadKey,
+                    Refused::Gate(Denied::OtherServer(_) | Denied::NotACarrier(_)) => {
+                        Refusal::NotThisServer
+                    }
+                    Refused::Gate(Denied::NotOpen(why)) => Refusal::NotOpen(why),
+                })
+            }
+        }
+    }
+
+    fn bind_udp(&mut self, track: usize) -> Result<(u16, u16), String> {
+        let (rtp, rtcp) = bind_pair(self.local_ip)?;
+        let ports = (
+            rtp.local_addr().map_err(|e| e.to_string())?.port(),
+            rtcp.local_addr().map_err(|e| e.to_string())?.port(),
+        );
+        let from = self.entry.remote.ip();
+        for (socket, is_rtcp) in [(rtp, false), (rtcp, true)] {
+            let socket = UdpSocket::from_std(socket).map_err(|e| e.to_string())?;
+            tokio::spawn(receive_udp(
+                socket,
+                from,
+                track,
+                is_rtcp,
+                self.udp.clone(),
+                self.stop.clone(),
+                self.hub.clone(),
+            ));
+        }
+        Ok(ports)
+    }
+}
+
+/// An even RTP port and the odd RTCP port above it, on the listener's address.
+fn bind_pair(ip: IpAddr) -> Result<(std::net::UdpSocket, std::net::UdpSocket), String> {
+    use rand::Rng;
+    let mut last = String::new();
+    for _ in 0..64 {
+        let port = rand::rng().random_range(20_000u16..60_000) & !1;
+        let rtp = match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+            Ok(s) => s,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        let rtcp = match std::net::UdpSocket::bind(SocketAddr::new(ip, port + 1)) {
+            Ok(s) => s,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        for s in [&rtp, &rtcp] {
+            s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        }
+        return Ok((rtp, rtcp));
+    }
+    Err(format!("no free UDP port pair on {ip}: {last}"))
+}
+
+async fn receive_udp(
+    socket: UdpSocket,
+    from: IpAddr,
+    track: usize,
+    rtcp: bool,
+    tx: mpsc::Sender<(usize, bool, Bytes)>,
+    stop: CancellationToken,
+    hub: Hub,
+) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let received = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = socket.recv_from(&mut buf) => r,
+        };
+        let Ok((n, peer)) = received else { continue };
+        if peer.ip() != from {
+            hub.metrics().refused("udp_foreign_source");
+            continue;
+        }
+        if rtcp {
+            // Receiver reports are of no use to us; RTCP only keeps the session alive.
+            let _ = tx.try_send((track, true, Bytes::new()));
+            continue;
+        }
+        match tx.try_send((track, false, Bytes::copy_from_slice(&buf[..n]))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => hub.metrics().refused("udp_queue_full"),
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+/// One publisher's media path: RTP → frames → CMAF parts → the reservation's channel.
+struct Pipeline {
+    reservation_id: String,
+    depacketizers: Vec<Option<Depacketizer>>,
+    segmenter: Segmenter,
+    channel: Arc<ChannelHandle>,
+    errors: u32,
+}
+
+impl Pipeline {
+    fn new(
+        hub: &Hub,
+        reservation_id: &str,
+        tracks: &[TrackSpec],
+        channel: Arc<ChannelHandle>,
+    ) -> Self {
+        let depacketizers = tracks
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| match Depacketizer::new(i, spec) {
+                Ok(d) => Some(d),
+                Err(err) => {
+                    tracing::info!(reservation = reservation_id, track = i, %err,
+                        "track left out");
+                    None
+                }
+            })
+            .collect();
+        let config = SegmenterConfig {
+            segment_target: hub.config().segment_target,
+            part_target: hub.config().part_target,
+        };
+        Self {
+            reservation_id: reservation_id.to_string(),
+            depacketizers,
+            segmenter: Segmenter::new(config, tracks),
+            channel,
+            errors: 0,
+        }
+    }
+
+    fn push_rtp(
+        &mut self,
+        hub: &Hub,
+        now: Instant,
+        track: usize,
+        packet: &[u8],
+    ) -> Result<(), StreamerError> {
+        let Some(Some(depacketizer)) = self.depacketizers.get_mut(track) else {
+            return Ok(());
+        };
+        let result = (|| {
+            depacketizer.push_rtp(packet)?;
+            while let Some(frame) = depacketizer.pull()? {
+                hub.metrics().frames.inc();
+                self.segmenter.push(now, frame)?;
+            }
+            Ok::<(), StreamerError>(())
+        })();
+        if let Err(err) = result {
+            self.errors += 1;
+            tracing::debug!(reservation = %self.reservation_id, %err, "media error");
+            if self.errors > MEDIA_ERRORS_MAX {
+                return Err(err);
+            }
+        }
+        self.drain(hub);
+        Ok(())
+    }
+
+    /// Moves the segmenter's outputs into the channel and the recording.
+    fn drain(&mut self, hub: &Hub) {
+        let mut outputs = Vec::new();
+        while let Some(output) = self.segmenter.poll_output() {
+            outputs.push(output);
+        }
+        if outputs.is_empty() {
+            return;
+        }
+        let at = hub.now();
+        let mut writes = Vec::new();
+        let mut announced = Vec::new();
+        let version = {
+            let mut channel = self.channel.lock();
+            for output in outputs {
+                if let Some(a) = channel.apply(output, at, &mut writes) {
+                    announced.push(a);
+                }
+            }
+            channel.version()
+        };
+        self.channel.notify(version);
+        let done = Instant::now();
+        for a in announced {
+            hub.metrics().parts.inc();
+            hub.metrics().part_latency.observe(
+                done.saturating_duration_since(a.first_arrival)
+                    .as_secs_f64(),
+            );
+        }
+        hub.write(&self.reservation_id, writes);
+    }
+
+    fn finish(&mut self, hub: &Hub) {
+        self.segmenter.flush(Instant::now());
+        self.drain(hub);
+    }
+}
+
+fn codecs(tracks: &[TrackSpec]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for t in tracks {
+        let name = match (t.kind, t.encoding_name.to_ascii_uppercase().as_str()) {
+            (TrackKind::Audio, "MPEG4-GENERIC") => "aac".to_string(),
+            (_, other) => other.to_ascii_lowercase(),
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names.join(",")
+}
+
+async fn connection(
+    hub: Hub,
+    carrier: String,
+    local_ip: IpAddr,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let entry = hub.register_session(&carrier, remote);
+    let stop = CancellationToken::new();
+    let (udp_tx, mut udp_rx) = mpsc::channel(UDP_QUEUE);
+    let mut host = EdgeHost {
+        hub: hub.clone(),
+        entry: entry.clone(),
+        local_ip,
+        now: Instant::now(),
+        key: None,
+        udp: udp_tx,
+        stop: stop.clone(),
+    };
+    let config = SessionConfig {
+        carrier: carrier.clone(),
+        timeout: hub.config().session_timeout,
+        ..SessionConfig::default()
+    };
+    let mut session = Session::new(config, Instant::now());
+    let mut pipeline: Option<Pipeline> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut failure = false;
+    let reason = 'session: loop {
+        let timeout = session
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = entry.cancel.cancelled() => {
+                let why = entry.reason().unwrap_or_else(|| "ended by the server".into());
+                session.close(CloseReason::Ended(why));
+            }
+            _ = shutdown.cancelled() => {
+                session.close(CloseReason::Ended("the streamer is shutting down".into()));
+            }
+            read = stream.read(&mut buf) => {
+                let now = Instant::now();
+                match read {
+                    Ok(0) => break 'session CloseReason::PeerClosed,
+                    Ok(n) => {
+                        hub.touch(&entry, now);
+                        hub.metrics().ingest_bytes.inc_by(n as u64);
+                        host.now = now;
+                        session.handle_input(now, &buf[..n], &mut host);
+                    }
+                    Err(err) => break 'session CloseReason::Ended(format!("read: {err}")),
+                }
+            }
+            Some((track, rtcp, data)) = udp_rx.recv() => {
+                let now = Instant::now();
+                hub.touch(&entry, now);
+                hub.metrics().ingest_bytes.inc_by(data.len() as u64);
+                session.handle_udp(now, track, rtcp, &data);
+            }
+            _ = tokio::time::sleep_until(timeout) => session.handle_timeout(Instant::now()),
+        }
+        while let Some(output) = session.poll_output() {
+            match output {
+                Output::Send(bytes) => {
+                    let written =
+                        tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await;
+                    if !matches!(written, Ok(Ok(()))) {
+                        break 'session CloseReason::Ended("the publisher stopped reading".into());
+                    }
+                }
+                Output::Publish {
+                    reservation_id,
+                    tracks,
+                    transport,
+                } => {
+                    let key = host.key.clone().unwrap_or_default();
+                    let codecs = codecs(&tracks);
+                    let channel = hub.start_recording(&entry, &reservation_id, &key, &codecs);
+                    tracing::info!(reservation = %reservation_id, %carrier, %remote, ?transport,
+                        codecs, "publisher live");
+                    pipeline = Some(Pipeline::new(&hub, &reservation_id, &tracks, channel));
+                }
+                Output::Rtp { track, packet } => {
+                    if let Some(p) = pipeline.as_mut() {
+                        if let Err(err) = p.push_rtp(&hub, Instant::now(), track, &packet) {
+                            failure = true;
+                            hub.metrics().refused("bad_media");
+                            break 'session CloseReason::Malformed(format!("media: {err}"));
+                        }
+                    }
+                }
+                Output::Close(reason) => {
+                    if matches!(reason, CloseReason::Malformed(_) | CloseReason::Timeout) {
+                        failure = matches!(reason, CloseReason::Malformed(_));
+                        hub.metrics().refused(match reason {
+                            CloseReason::Timeout => "timeout",
+                            _ => "malformed",
+                        });
+                    }
+                    break 'session reason;
+                }
+            }
+        }
+    };
+    stop.cancel();
+    let _ = stream.shutdown().await;
+    if let Some(mut p) = pipeline {
+        p.finish(&hub);
+    }
+    tracing::info!(%carrier, %remote, reason = %reason, "publisher connection closed");
+    hub.end_session(entry.id, &reason.to_string(), failure);
+}

@@ -1,0 +1,104 @@
+//! The streamer's Prometheus metrics (`/metrics` on the viewer address).
+//!
+//! Contract: counters and gauges are atomics, cheap to touch per packet; the registry is
+//! encoded on scrape only. Viewer counts are computed at scrape time from the hub.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// RTSP connections open.
+    pub connections: Gauge,
+    /// Publishers recording now.
+    pub sessions: Gauge,
+    pub ingest_bytes: Counter,
+    pub frames: Counter,
+    pub parts: Counter,
+    /// Publishers refused or dropped, by reason.
+    pub refusals: Family<ReasonLabel, Counter>,
+    /// Distinct viewer addresses that fetched a playlist in the last few seconds.
+    pub viewers: Gauge,
+    /// From the arrival of a part's first frame to the part being in the playlist.
+    pub part_latency: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("slotcast_streamer");
+        let connections = Gauge::default();
+        let sessions = Gauge::default();
+        let ingest_bytes = Counter::default();
+        let frames = Counter::default();
+        let parts = Counter::default();
+        let refusals = Family::<ReasonLabel, Counter>::default();
+        let viewers = Gauge::default();
+        // 5 ms steps up to 500 ms, then coarser: the latency target is part + 50 ms.
+        let buckets = (1..=100)
+            .map(|i| f64::from(i) * 0.005)
+            .chain([0.75, 1.0, 2.0, 5.0]);
+        let part_latency = Histogram::new(buckets);
+        registry.register("connections", "RTSP connections open", connections.clone());
+        registry.register("sessions", "Publishers recording now", sessions.clone());
+        registry.register("ingest_bytes", "RTP bytes received", ingest_bytes.clone());
+        registry.register("frames", "Frames depacketized", frames.clone());
+        registry.register("parts", "LL-HLS parts announced", parts.clone());
+        registry.register(
+            "refusals",
+            "Publishers refused or dropped",
+            refusals.clone(),
+        );
+        registry.register(
+            "viewers",
+            "Viewer addresses that fetched a playlist in the last 10 s",
+            viewers.clone(),
+        );
+        registry.register(
+            "part_latency_seconds",
+            "From a part's first frame arriving to the part being announced",
+            part_latency.clone(),
+        );
+        Self {
+            registry,
+            connections,
+            sessions,
+            ingest_bytes,
+            frames,
+            parts,
+            refusals,
+            viewers,
+            part_latency,
+        }
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,418 @@
+//! The streamer with real peers: ffmpeg and GStreamer publish by RTSP into reserved windows
+//! on the dedicated-network listeners, ffmpeg and headless Chromium (hls.js) watch the
+//! LL-HLS output, and the gates follow the slot clock over real NATS JetStream.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration as StdDuration;
+
+use chrono::{Duration, Utc};
+use rand::RngCore;
+use support::streaming::{
+    announce, ffmpeg_publish, ffmpeg_read_frames, get_text, gst_publish, publish_url, repo_root,
+    streamer_env, wait_for_text, wait_gate_open, RawRtsp, Stack, StreamerProcess, SDP,
+};
+use support::TestDb;
+
+const TWO_CARRIERS: &str = "carrier-a=127.0.0.2:0,carrier-b=127.0.0.3:0";
+
+fn segments(playlist: &str) -> usize {
+    playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXTINF"))
+        .count()
+}
+
+/// A window from `lead` seconds from now, `length` seconds long.
+fn window(lead: i64, length: i64) -> (chrono::DateTime<Utc>, chrono::DateTime<Utc>) {
+    let start = Utc::now() + Duration::seconds(lead);
+    (start, start + Duration::seconds(length))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ffmpeg_publishes_over_tcp_and_viewers_watch_live_then_the_recording() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", TWO_CARRIERS);
+    stack.register("s1", &["carrier-a", "carrier-b"]).await;
+    let (start, end) = window(2, 24);
+    let (id, key) = stack.book("s1", start, end).await;
+    let addr = stack.rtsp("carrier-a");
+    wait_gate_open(addr, &id, &key);
+
+    let mut publisher = ffmpeg_publish(&publish_url(addr, &id, &key), "tcp", 14);
+    let playlist_url = stack.hls(&format!("/hls/{id}/index.m3u8"));
+    let live = wait_for_text(
+        &playlist_url,
+        "three segments",
+        StdDuration::from_secs(20),
+        |p| segments(p) >= 3,
+    )
+    .await;
+    for tag in [
+        "#EXT-X-PART-INF:PART-TARGET=0.200",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES",
+        "#EXT-X-PRELOAD-HINT:TYPE=PART",
+        "#EXT-X-PROGRAM-DATE-TIME:",
+        "#EXT-X-MAP:URI=\"init.mp4\"",
+        ",INDEPENDENT=YES",
+    ] {
+        assert!(live.contains(tag), "live playlist lacks {tag}:\n{live}");
+    }
+    assert!(!live.contains("#EXT-X-ENDLIST"), "{live}");
+
+    // Blocking reload: asking for the next segment holds until it exists.
+    let next = segments(&live) + 1;
+    let asked = std::time::Instant::now();
+    let (status, blocked) = get_text(&format!("{playlist_url}?_HLS_msn={next}")).await;
+    assert_eq!(status, 200, "{blocked}");
+    assert!(
+        blocked.contains(&format!("seg-{}.m4s", next - 1)) || segments(&blocked) >= next,
+        "{blocked}"
+    );
+    assert!(
+        asked.elapsed() < StdDuration::from_secs(3),
+        "blocked for {:?}",
+        asked.elapsed()
+    );
+
+    // A part and a segment are served with their MIME type and cache headers.
+    let resp = reqwest::get(stack.hls(&format!("/hls/{id}/seg-0.m4s")))
+        .await
+        .expect("segment");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "video/iso.segment");
+    assert!(resp.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let resp = reqwest::get(&playlist_url).await.expect("playlist");
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/vnd.apple.mpegurl"
+    );
+    assert_eq!(resp.headers()["cache-control"], "no-cache");
+
+    // ffmpeg reads the live playlist back and decodes.
+    let (frames, errors) = ffmpeg_read_frames(&playlist_url, 3);
+    assert!(
+        frames >= 50,
+        "decoded {frames} frames live; errors: {errors}"
+    );
+    assert!(
+        errors.trim().is_empty(),
+        "ffmpeg reading live said: {errors}"
+    );
+
+    // The watch page in headless Chromium plays it.
+    let watch = stack.hls(&format!("/watch/{id}"));
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/browser/watch.mjs"))
+        .args([&watch, "--seconds", "15", "--min-advance", "2"])
+        .output()
+        .expect("node (scripts/services installs it)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the watch page did not play: {report} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("\"state\":\"live\""), "{report}");
+
+    assert!(
+        publisher.wait(StdDuration::from_secs(30)).is_some(),
+        "{}",
+        publisher.describe()
+    );
+
+    // The window closes: the playlist ends and stays watchable as a recording.
+    let ended = wait_for_text(
+        &playlist_url,
+        "EXT-X-ENDLIST",
+        StdDuration::from_secs(30),
+        |p| p.contains("#EXT-X-ENDLIST"),
+    )
+    .await;
+    assert!(segments(&ended) >= 10, "{ended}");
+    let (frames, errors) = ffmpeg_read_frames(&playlist_url, 60);
+    assert!(
+        frames >= 250,
+        "decoded {frames} frames of the recording; errors: {errors}"
+    );
+    assert!(
+        errors.trim().is_empty(),
+        "ffmpeg reading the recording said: {errors}"
+    );
+    let (_, status) = get_text(&stack.hls(&format!("/hls/{id}/status.json"))).await;
+    assert!(status.contains("\"ended\""), "{status}");
+
+    // The history has what the streamer reported.
+    let (code, history) = stack
+        .api
+        .get(&format!("/v1/reservations/{id}/history"), &stack.alice)
+        .await;
+    assert_eq!(code, 200, "{history}");
+    let text = history.to_string();
+    assert!(
+        text.contains("connected") && text.contains("disconnected"),
+        "{text}"
+    );
+    let (_, reservation) = stack
+        .api
+        .get(&format!("/v1/reservations/{id}"), &stack.alice)
+        .await;
+    assert_eq!(reservation["status"], "ended", "{reservation}");
+
+    // Metrics count what went through.
+    let (_, metrics) = get_text(&stack.hls("/metrics")).await;
+    assert!(
+        metrics.contains("slotcast_streamer_frames_total"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("slotcast_streamer_frames_total 0\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ffmpeg_over_udp_and_gstreamer_publish_and_are_read_back() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", TWO_CARRIERS);
+    stack.register("s1", &["carrier-a", "carrier-b"]).await;
+    let (start, end) = window(2, 60);
+    let (udp_id, udp_key) = stack.book("s1", start, end).await;
+    let (gst_id, gst_key) = stack.book("s1", start, end).await;
+    wait_gate_open(stack.rtsp("carrier-a"), &udp_id, &udp_key);
+
+    let _udp = ffmpeg_publish(
+        &publish_url(stack.rtsp("carrier-a"), &udp_id, &udp_key),
+        "udp",
+        20,
+    );
+    let mut gst = gst_publish(stack.rtsp("carrier-b"), &gst_id, &gst_key, 20);
+    for (id, what) in [(&udp_id, "ffmpeg over UDP"), (&gst_id, "GStreamer")] {
+        let url = stack.hls(&format!("/hls/{id}/index.m3u8"));
+        wait_for_text(
+            &url,
+            &format!("{what}: two segments"),
+            StdDuration::from_secs(25),
+            |p| segments(p) >= 2,
+        )
+        .await;
+        let (frames, errors) = ffmpeg_read_frames(&url, 3);
+        assert!(
+            frames >= 50,
+            "{what}: decoded {frames} frames; errors: {errors}; {}",
+            gst.describe()
+        );
+        assert!(errors.trim().is_empty(), "{what}: {errors}");
+    }
+    assert!(gst.is_running(), "{}", gst.describe());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishers_are_refused_outside_their_window_server_key_or_carrier_and_cut_off_at_close() {
+    let db = TestDb::new().await;
+    // carrier-x is a listener of this streamer but not a carrier of server s1.
+    let stack = Stack::start(&db, "s1", "carrier-a=127.0.0.2:0,carrier-x=127.0.0.4:0");
+    stack.register("s1", &["carrier-a"]).await;
+    stack.register("s2", &["carrier-a"]).await;
+    let (start, end) = window(2, 10);
+    let (open_id, open_key) = stack.book("s1", start, end).await;
+    let (later_id, later_key) = stack
+        .book(
+            "s1",
+            start + Duration::seconds(600),
+            end + Duration::seconds(600),
+        )
+        .await;
+    let (other_id, other_key) = stack.book("s2", start, end).await;
+    let a = stack.rtsp("carrier-a");
+    wait_gate_open(a, &open_id, &open_key);
+
+    assert_eq!(
+        announce(a, &later_id, &later_key).0,
+        403,
+        "before the window"
+    );
+    assert_eq!(
+        announce(a, &open_id, "0123456789abcdef0123456789abcdef").0,
+        401,
+        "wrong key"
+    );
+    assert_eq!(
+        announce(a, &other_id, &other_key).0,
+        403,
+        "another server's reservation"
+    );
+    assert_eq!(
+        announce(stack.rtsp("carrier-x"), &open_id, &open_key).0,
+        403,
+        "not a carrier"
+    );
+    assert_eq!(
+        announce(a, "no-such-reservation", &open_key).0,
+        404,
+        "unknown"
+    );
+    let mut bare = RawRtsp::connect(a);
+    let (code, _, text) = bare.request("ANNOUNCE", &format!("rtsp://{a}/live/{open_id}"), &[], SDP);
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("WWW-Authenticate: Basic"), "{text}");
+
+    // A publisher that would go on for a minute is cut off when the window closes.
+    let mut publisher = ffmpeg_publish(&publish_url(a, &open_id, &open_key), "tcp", 60);
+    let url = stack.hls(&format!("/hls/{open_id}/index.m3u8"));
+    wait_for_text(&url, "a segment", StdDuration::from_secs(15), |p| {
+        segments(p) >= 1
+    })
+    .await;
+    assert_eq!(
+        announce(a, &open_id, &open_key).0,
+        403,
+        "a second publisher while one is live"
+    );
+    let limit = (end - Utc::now()).to_std().unwrap_or_default() + StdDuration::from_secs(8);
+    assert!(
+        publisher.wait(limit).is_some(),
+        "not cut off at window close: {}",
+        publisher.describe()
+    );
+    let ended = wait_for_text(&url, "EXT-X-ENDLIST", StdDuration::from_secs(10), |p| {
+        p.contains("#EXT-X-ENDLIST")
+    })
+    .await;
+    assert!(segments(&ended) >= 3, "{ended}");
+    assert_eq!(announce(a, &open_id, &open_key).0, 403, "after the window");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_that_reconnects_inside_the_window_continues_the_playlist_after_a_discontinuity(
+) {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", TWO_CARRIERS);
+    stack.register("s1", &["carrier-a", "carrier-b"]).await;
+    let (start, end) = window(2, 20);
+    let (id, key) = stack.book("s1", start, end).await;
+    let a = stack.rtsp("carrier-a");
+    wait_gate_open(a, &id, &key);
+    let url = publish_url(a, &id, &key);
+    let mut first = ffmpeg_publish(&url, "tcp", 4);
+    assert_eq!(
+        first.wait(StdDuration::from_secs(20)),
+        Some(0),
+        "{}",
+        first.describe()
+    );
+    let playlist_url = stack.hls(&format!("/hls/{id}/index.m3u8"));
+    let before = segments(&get_text(&playlist_url).await.1);
+    let mut second = ffmpeg_publish(&url, "tcp", 4);
+    assert_eq!(
+        second.wait(StdDuration::from_secs(20)),
+        Some(0),
+        "{}",
+        second.describe()
+    );
+    let ended = wait_for_text(
+        &playlist_url,
+        "EXT-X-ENDLIST",
+        StdDuration::from_secs(30),
+        |p| p.contains("#EXT-X-ENDLIST"),
+    )
+    .await;
+    assert!(ended.contains("#EXT-X-DISCONTINUITY"), "{ended}");
+    assert!(ended.contains("init-1.mp4"), "{ended}");
+    assert!(
+        segments(&ended) >= before + 3,
+        "{before} segments before:\n{ended}"
+    );
+    let (frames, errors) = ffmpeg_read_frames(&playlist_url, 60);
+    assert!(
+        frames >= 150,
+        "decoded {frames} frames across the reconnect; errors: {errors}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_sending_garbage_is_dropped_while_an_honest_one_keeps_streaming() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", TWO_CARRIERS);
+    stack.register("s1", &["carrier-a", "carrier-b"]).await;
+    let (start, end) = window(2, 60);
+    let (honest_id, honest_key) = stack.book("s1", start, end).await;
+    let (bad_id, bad_key) = stack.book("s1", start, end).await;
+    let a = stack.rtsp("carrier-a");
+    wait_gate_open(a, &honest_id, &honest_key);
+    let mut honest = ffmpeg_publish(&publish_url(a, &honest_id, &honest_key), "tcp", 25);
+    let url = stack.hls(&format!("/hls/{honest_id}/index.m3u8"));
+    wait_for_text(&url, "a segment", StdDuration::from_secs(15), |p| {
+        segments(p) >= 1
+    })
+    .await;
+
+    let mut bad = RawRtsp::connect(a);
+    let (code, _, text) = bad.request("ANNOUNCE", &publish_url(a, &bad_id, &bad_key), &[], SDP);
+    assert_eq!(code, 200, "{text}");
+    let mut noise = vec![0u8; 64 * 1024];
+    rand::rng().fill_bytes(&mut noise);
+    let _ = bad.send_raw(&noise);
+    assert!(
+        bad.closed_within(StdDuration::from_secs(5)),
+        "the garbage publisher was not dropped"
+    );
+
+    let before = segments(&get_text(&url).await.1);
+    wait_for_text(
+        &url,
+        "the honest stream going on",
+        StdDuration::from_secs(10),
+        |p| segments(p) >= before + 3,
+    )
+    .await;
+    assert!(honest.is_running(), "{}", honest.describe());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_streamer_rebuilds_its_gates_and_an_open_window_stays_open() {
+    let db = TestDb::new().await;
+    // The booking side alone (no server id: no streamer inside), and a streamer process.
+    let api = support::Api::start_role(&db, "all", &[]);
+    let operator = support::token(&db, "operator", "ops");
+    let alice = support::token(&db, "distributor", "alice");
+    let body = serde_json::json!({
+        "id": "s1", "name": "s1", "capacity": 10, "min_lead_s": 0, "preroll_s": 0, "grace_s": 0,
+        "carriers": [{"name": "carrier-a", "ingest_url": "rtsp://127.0.0.2:8554"}]
+    });
+    assert_eq!(api.post("/v1/servers", &operator, body).await.0, 201);
+    let (start, end) = window(1, 120);
+    let (status, booked) = api
+        .post(
+            "/v1/reservations",
+            &alice,
+            serde_json::json!({"server_id": "s1", "start": support::ts(start), "end": support::ts(end)}),
+        )
+        .await;
+    assert_eq!(status, 201, "{booked}");
+    let id = booked["id"].as_str().expect("id").to_string();
+    let key = support::streaming::find_key(&booked).expect("a stream key");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let env = streamer_env("s1", "carrier-a=127.0.0.2:0", dir.path());
+    let first = StreamerProcess::start(&db, &env);
+    wait_gate_open(first.endpoints.ingest["carrier-a"], &id, &key);
+    first.kill();
+
+    let second = StreamerProcess::start(&db, &env);
+    let readyz = format!("{}/readyz", second.endpoints.hls);
+    wait_for_text(&readyz, "ready", StdDuration::from_secs(15), |b| {
+        b.contains("\"ok\"")
+    })
+    .await;
+    assert_eq!(
+        announce(second.endpoints.ingest["carrier-a"], &id, &key).0,
+        200,
+        "the open window was forgotten across the restart"
+    );
+}

@@ -1,0 +1,493 @@
+//! The streaming side under test: `slotcast server all` with the streamer in it (or a
+//! streamer on its own), real publishers (ffmpeg, GStreamer), a raw RTSP client for exact
+//! answers, and real HLS readers (ffmpeg; Chromium through tests/browser/watch.mjs).
+//!
+//! Contract: every process is killed when its guard drops; every wait is bounded; every
+//! address is on loopback. A missing ffmpeg, GStreamer or Chromium fails the test loudly.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::{spawn_role_lines, token, ts, Api, Role, TestDb};
+
+pub const STREAMER_LINE: &str = "slotcast streamer serving viewers on ";
+const API_LINE: &str = "slotcast api listening on ";
+
+/// Where a streamer listens, from its start-up line.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    /// `http://127.0.0.1:port`
+    pub hls: String,
+    pub ingest: BTreeMap<String, SocketAddr>,
+}
+
+fn parse_endpoints(line: &str) -> Endpoints {
+    // "http://127.0.0.1:8888; ingest carrier-a=rtsp://127.0.0.2:8554, carrier-x=rtsp://…"
+    let (hls, ingest) = line.split_once("; ingest ").expect("streamer line");
+    let ingest = ingest
+        .split(", ")
+        .map(|item| {
+            let (carrier, url) = item.split_once('=').expect("carrier=url");
+            let addr = url.strip_prefix("rtsp://").expect("rtsp url");
+            (carrier.to_string(), addr.parse().expect("socket address"))
+        })
+        .collect();
+    Endpoints {
+        hls: format!("http://{}", hls.trim_start_matches("http://")),
+        ingest,
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the cli crate is in the workspace")
+        .to_path_buf()
+}
+
+/// The streamer's environment: its server id, listeners on ports of their own, recordings
+/// in `dir`.
+pub fn streamer_env(server_id: &str, listeners: &str, dir: &Path) -> Vec<(String, String)> {
+    vec![
+        ("SLOTCAST_SERVER_ID".into(), server_id.into()),
+        ("SLOTCAST_INGEST_LISTENERS".into(), listeners.into()),
+        ("SLOTCAST_HLS_ADDR".into(), "127.0.0.1:0".into()),
+        ("SLOTCAST_RECORDINGS_DIR".into(), dir.display().to_string()),
+        (
+            "SLOTCAST_HLS_JS".into(),
+            repo_root()
+                .join("web/node_modules/hls.js/dist/hls.min.js")
+                .display()
+                .to_string(),
+        ),
+        ("SLOTCAST_SESSION_TIMEOUT_S".into(), "10".into()),
+    ]
+}
+
+/// `slotcast server all` with a streamer for `server_id`, plus an operator and a distributor.
+pub struct Stack {
+    pub api: Api,
+    pub streamer: Endpoints,
+    pub recordings: tempfile::TempDir,
+    pub operator: String,
+    pub alice: String,
+}
+
+impl Stack {
+    /// `listeners` as in SLOTCAST_INGEST_LISTENERS, with port 0 for a free port.
+    pub fn start(db: &TestDb, server_id: &str, listeners: &str) -> Self {
+        let recordings = tempfile::tempdir().expect("recordings dir");
+        let env = streamer_env(server_id, listeners, recordings.path());
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (role, lines) = spawn_role_lines(db, "all", &env, &[API_LINE, STREAMER_LINE]);
+        Self {
+            api: Api::from_role(role, lines[0].clone()),
+            streamer: parse_endpoints(&lines[1]),
+            recordings,
+            operator: token(db, "operator", "ops"),
+            alice: token(db, "distributor", "alice"),
+        }
+    }
+
+    /// Registers a server with these carriers; its windows are exactly the booked slots.
+    pub async fn register(&self, id: &str, carriers: &[&str]) {
+        let carriers: Vec<Value> = carriers
+            .iter()
+            .map(|c| json!({"name": c, "ingest_url": format!("rtsp://{c}.example:8554")}))
+            .collect();
+        let body = json!({
+            "id": id, "name": id, "capacity": 10,
+            "min_lead_s": 0, "preroll_s": 0, "grace_s": 0, "carriers": carriers
+        });
+        let (status, body) = self.api.post("/v1/servers", &self.operator, body).await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// Books `[start, end)`; returns (reservation id, stream key).
+    pub async fn book(
+        &self,
+        server: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> (String, String) {
+        let body = json!({"server_id": server, "start": ts(start), "end": ts(end)});
+        let (status, booked) = self.api.post("/v1/reservations", &self.alice, body).await;
+        assert_eq!(status, 201, "{booked}");
+        let id = booked["id"].as_str().expect("id").to_string();
+        let key = find_key(&booked).unwrap_or_else(|| panic!("no stream key in {booked}"));
+        (id, key)
+    }
+
+    pub fn rtsp(&self, carrier: &str) -> SocketAddr {
+        self.streamer.ingest[carrier]
+    }
+
+    pub fn hls(&self, path: &str) -> String {
+        format!("{}{path}", self.streamer.hls)
+    }
+}
+
+/// The stream key wherever the booking answer puts it.
+pub fn find_key(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(k)) = map.get("stream_key") {
+                return Some(k.clone());
+            }
+            map.values().find_map(find_key)
+        }
+        Value::Array(items) => items.iter().find_map(find_key),
+        _ => None,
+    }
+}
+
+/// `slotcast server streamer` on its own (to restart it mid-window).
+pub struct StreamerProcess {
+    pub role: Role,
+    pub endpoints: Endpoints,
+}
+
+impl StreamerProcess {
+    pub fn start(db: &TestDb, env: &[(String, String)]) -> Self {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (role, lines) = spawn_role_lines(db, "streamer", &env, &[STREAMER_LINE]);
+        Self {
+            role,
+            endpoints: parse_endpoints(&lines[0]),
+        }
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.role.child.kill();
+        let _ = self.role.child.wait();
+    }
+}
+
+// ---- publishers ---------------------------------------------------------------------------
+
+/// A child that is killed when dropped, with its stderr kept in a file for failure messages.
+pub struct Publisher {
+    pub child: Child,
+    log: tempfile::NamedTempFile,
+    what: String,
+}
+
+impl Publisher {
+    fn spawn(mut cmd: Command, what: &str) -> Self {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let err = log.reopen().expect("log handle");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {what} (is it installed? scripts/services installs it): {e}")
+        });
+        Self {
+            child,
+            log,
+            what: what.to_string(),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Waits (bounded) for it to exit; its exit code, or None if still running at the limit.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{}:\n{}", self.what, self.log())
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The RTSP publish URL with the key in the query.
+pub fn publish_url(addr: SocketAddr, reservation: &str, key: &str) -> String {
+    format!("rtsp://{addr}/live/{reservation}?key={key}")
+}
+
+/// ffmpeg publishing a live test pattern (H.264 without B-frames, AAC) for `seconds`.
+pub fn ffmpeg_publish(url: &str, transport: &str, seconds: u32) -> Publisher {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-bf", "0", "-g", "25"])
+        .args(["-c:a", "aac", "-b:a", "64k"])
+        .args(["-f", "rtsp", "-rtsp_transport", transport, url]);
+    Publisher::spawn(cmd, &format!("ffmpeg publishing over {transport}"))
+}
+
+/// GStreamer's rtspclientsink publishing a live test pattern, the key as the Basic password.
+pub fn gst_publish(addr: SocketAddr, reservation: &str, key: &str, seconds: u32) -> Publisher {
+    let url = format!("rtsp://slotcast:{key}@{addr}/live/{reservation}");
+    let buffers = (seconds * 25).to_string();
+    let mut cmd = Command::new("gst-launch-1.0");
+    cmd.args(["-q", "-e", "videotestsrc", "is-live=true"])
+        .arg(format!("num-buffers={buffers}"))
+        .args(["!", "video/x-raw,width=320,height=240,framerate=25/1"])
+        .args(["!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast"])
+        .args(["key-int-max=25", "bframes=0"])
+        .args(["!", "video/x-h264,profile=baseline"])
+        .args(["!", "rtspclientsink", "protocols=tcp"])
+        .arg(format!("location={url}"));
+    Publisher::spawn(cmd, "gst-launch-1.0 rtspclientsink")
+}
+
+// ---- raw RTSP -------------------------------------------------------------------------------
+
+/// A minimal SDP like ffmpeg's for H.264.
+pub const SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=test\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z2QAH6zZQFAFuwEQAAADABAAAAMDIPGDGWA=,aOvjyyLA; profile-level-id=64001F\r\n\
+a=control:streamid=0\r\n";
+
+/// A hand-driven RTSP connection: exact requests, exact answers.
+pub struct RawRtsp {
+    stream: TcpStream,
+    cseq: u32,
+}
+
+impl RawRtsp {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Self { stream, cseq: 0 }
+    }
+
+    /// Sends a request and returns (status, reason phrase, whole response).
+    pub fn request(
+        &mut self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String, String) {
+        self.cseq += 1;
+        let mut req = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            req.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        self.stream
+            .write_all(req.as_bytes())
+            .expect("write request");
+        self.read_response()
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    fn read_response(&mut self) -> (u16, String, String) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    let text = String::from_utf8_lossy(&buf[..end + 4 + length]).to_string();
+                    let status_line = head.lines().next().unwrap_or_default().to_string();
+                    let mut parts = status_line.splitn(3, ' ');
+                    let _version = parts.next();
+                    let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+                    let reason = parts.next().unwrap_or_default().to_string();
+                    return (code, reason, text);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no RTSP answer in time: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return (
+                        0,
+                        "connection closed".into(),
+                        String::from_utf8_lossy(&buf).to_string(),
+                    )
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => {
+                    return (
+                        0,
+                        format!("read error: {e}"),
+                        String::from_utf8_lossy(&buf).to_string(),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Whether the server closed the connection within `limit` (reads until EOF).
+    pub fn closed_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut chunk = [0u8; 4096];
+        let _ = self
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(200)));
+        while Instant::now() < deadline {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// ANNOUNCE as a publisher would, on a fresh connection: (status, reason).
+pub fn announce(addr: SocketAddr, reservation: &str, key: &str) -> (u16, String) {
+    let mut rtsp = RawRtsp::connect(addr);
+    let url = format!("rtsp://{addr}/live/{reservation}?key={key}");
+    let (code, reason, _) = rtsp.request("ANNOUNCE", &url, &[], SDP);
+    (code, reason)
+}
+
+/// Waits (bounded) until the gate lets this publisher in.
+pub fn wait_gate_open(addr: SocketAddr, reservation: &str, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, reason) = announce(addr, reservation, key);
+        if code == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gate did not open: {code} {reason}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---- viewers ------------------------------------------------------------------------------
+
+/// ffmpeg reading the HLS playlist back for up to `seconds` of media: (decoded video frames,
+/// ffmpeg's error output).
+pub fn ffmpeg_read_frames(url: &str, seconds: u32) -> (usize, String) {
+    let out = Command::new("timeout")
+        .arg(format!("{}", seconds + 30))
+        .args([
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            url,
+        ])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-map",
+            "0:v:0",
+            "-f",
+            "framecrc",
+            "-",
+        ])
+        .output()
+        .expect("run ffmpeg (is it installed? scripts/services installs it)");
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("0,"))
+        .count();
+    (frames, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// GET a text resource: (status, body).
+pub async fn get_text(url: &str) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+/// Polls `url` until `check` holds on its body (bounded); returns the body.
+pub async fn wait_for_text(
+    url: &str,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, body) = get_text(url).await;
+        if status == 200 && check(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {limit:?}; last {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
