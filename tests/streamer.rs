@@ -232,11 +232,10 @@ async fn publishers_are_refused_outside_their_window_server_key_or_carrier_and_c
     let a = stack.rtsp("carrier-a");
     wait_gate_open(a, &open_id, &open_key);
 
-    assert_eq!(
-        announce(a, &later_id, &later_key).0,
-        403,
-        "before the window"
-    );
+    // Before its window a slot has not been announced to the streamer: 404 with the reason.
+    let (code, reason) = announce(a, &later_id, &later_key);
+    assert_eq!(code, 404, "before the window: {reason}");
+    assert!(reason.contains("has not opened yet"), "{reason}");
     assert_eq!(
         announce(a, &open_id, "0123456789abcdef0123456789abcdef").0,
         401,

@@ -33,7 +33,7 @@ pub enum Denied {
 impl std::fmt::Display for Denied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Unknown => write!(f, "unknown reservation"),
+            Self::Unknown => write!(f, "unknown reservation, or its window has not opened yet"),
             Self::OtherServer(server) => {
                 write!(f, "the reservation is on server {server}, not this one")
             }

@@ -206,32 +206,46 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    /// `setup` are the tracks the publisher SETUP: the only ones that will carry media.
     fn new(
         hub: &Hub,
         reservation_id: &str,
         tracks: &[TrackSpec],
+        setup: &[usize],
         channel: Arc<ChannelHandle>,
     ) -> Self {
-        let depacketizers = tracks
+        let depacketizers: Vec<Option<Depacketizer>> = tracks
             .iter()
             .enumerate()
-            .map(|(i, spec)| match Depacketizer::new(i, spec) {
-                Ok(d) => Some(d),
-                Err(err) => {
-                    tracing::info!(reservation = reservation_id, track = i, %err,
+            .map(
+                |(i, spec)| match setup.contains(&i).then(|| Depacketizer::new(i, spec)) {
+                    None => None,
+                    Some(Ok(d)) => Some(d),
+                    Some(Err(err)) => {
+                        tracing::info!(reservation = reservation_id, track = i, %err,
                         "track left out");
-                    None
-                }
-            })
+                        None
+                    }
+                },
+            )
             .collect();
         let config = SegmenterConfig {
             segment_target: hub.config().segment_target,
             part_target: hub.config().part_target,
         };
+        let mut segmenter = Segmenter::new(config, tracks);
+        for (i, d) in depacketizers.iter().enumerate() {
+            if let Some(params) = d.as_ref().and_then(Depacketizer::params) {
+                if let Err(err) = segmenter.set_params(i, params) {
+                    tracing::info!(reservation = reservation_id, track = i, %err,
+                        "SDP parameters not usable; waiting for the media's own");
+                }
+            }
+        }
         Self {
             reservation_id: reservation_id.to_string(),
             depacketizers,
-            segmenter: Segmenter::new(config, tracks),
+            segmenter,
             channel,
             errors: 0,
         }
@@ -402,7 +416,14 @@ async fn connection(
                     let channel = hub.start_recording(&entry, &reservation_id, &key, &codecs);
                     tracing::info!(reservation = %reservation_id, %carrier, %remote, ?transport,
                         codecs, "publisher live");
-                    pipeline = Some(Pipeline::new(&hub, &reservation_id, &tracks, channel));
+                    let setup = session.setup_tracks();
+                    pipeline = Some(Pipeline::new(
+                        &hub,
+                        &reservation_id,
+                        &tracks,
+                        &setup,
+                        channel,
+                    ));
                 }
                 Output::Rtp { track, packet } => {
                     if let Some(p) = pipeline.as_mut() {

@@ -243,6 +243,24 @@ impl Segmenter {
         }
     }
 
+    /// A track's parameters known before its first frame (from the publisher's SDP), so the
+    /// first init describes it even if its media starts a little after the video: a player
+    /// then never sees the track count change mid-stream. Frames carrying other parameters
+    /// later still switch to a new init as usual.
+    pub fn set_params(&mut self, track: usize, params: CodecParams) -> Result<(), StreamerError> {
+        let Some(t) = self.tracks.get_mut(track) else {
+            return Err(StreamerError::Mux(format!(
+                "params for unknown track {track}"
+            )));
+        };
+        if self.running || t.current_params() == Some(&params) {
+            return Ok(());
+        }
+        let entry = boxes::sample_entry(&params)?;
+        t.params = Some((params, entry));
+        Ok(())
+    }
+
     /// One frame, in decode order per track, with the instant it arrived. An error refuses
     /// that frame only (unknown track, bad params, dts not increasing, oversized); the
     /// segmenter carries on with the next.

@@ -105,7 +105,11 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::UnknownReservation => f.write_str("unknown reservation"),
+            // A slot is announced on NATS only when its window opens: before that the streamer
+            // cannot tell a future reservation from one that does not exist.
+            Self::UnknownReservation => {
+                f.write_str("unknown reservation, or its window has not opened yet")
+            }
             Self::BadKey => f.write_str("wrong stream key"),
             Self::NotOpen(why) => write!(f, "reservation not open: {why}"),
             Self::NotThisServer => f.write_str("the reservation is not on this server or carrier"),
