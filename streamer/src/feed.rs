@@ -67,35 +67,60 @@ async fn sleep_or_stop(delay: Duration, shutdown: &CancellationToken) -> bool {
     }
 }
 
-/// Follows this server's slot messages into the hub's gates until `shutdown`.
-pub async fn follow_gates(hub: Hub, link: NatsLink, shutdown: CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+/// Runs `once` again after every interruption, with backoff, until it ends cleanly (at
+/// `shutdown`). An attempt that ran for a while was connected: the backoff starts over.
+async fn keep_following<F, Fut>(
+    what: &str,
+    mut backoff: Backoff,
+    shutdown: &CancellationToken,
+    mut once: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     while !shutdown.is_cancelled() {
-        match follow_gates_once(&hub, &link, &shutdown, &mut backoff).await {
+        let began = tokio::time::Instant::now();
+        match once().await {
             Ok(()) => return,
-            Err(err) => {
-                hub.set_gates_ready(false);
-                tracing::warn!(%err, "slot consumer interrupted; retrying");
-            }
+            Err(err) => tracing::warn!(%err, "{what} interrupted; retrying"),
         }
-        if !sleep_or_stop(backoff.next_delay(), &shutdown).await {
+        if began.elapsed() > Duration::from_secs(10) {
+            backoff.reset();
+        }
+        if !sleep_or_stop(backoff.next_delay(), shutdown).await {
             return;
         }
     }
+}
+
+async fn slots_stream(link: &NatsLink) -> Result<jetstream::stream::Stream, String> {
+    let name = link.names.slots_stream();
+    link.jetstream
+        .get_stream(&name)
+        .await
+        .map_err(|e| format!("stream {name}: {e}"))
+}
+
+/// Follows this server's slot messages into the hub's gates until `shutdown`.
+pub async fn follow_gates(hub: Hub, link: NatsLink, shutdown: CancellationToken) {
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    keep_following("slot consumer", backoff, &shutdown, || async {
+        let result = follow_gates_once(&hub, &link, &shutdown).await;
+        if result.is_err() {
+            hub.set_gates_ready(false);
+        }
+        result
+    })
+    .await;
 }
 
 async fn follow_gates_once(
     hub: &Hub,
     link: &NatsLink,
     shutdown: &CancellationToken,
-    backoff: &mut Backoff,
 ) -> Result<(), String> {
     let stream_name = link.names.slots_stream();
-    let stream = link
-        .jetstream
-        .get_stream(&stream_name)
-        .await
-        .map_err(|e| format!("stream {stream_name}: {e}"))?;
+    let stream = slots_stream(link).await?;
     let server_id = hub.config().server_id.clone();
     let name = consumer_name(&server_id);
     // A durable consumer that exists resumes where it stopped; the gates live in memory, so
@@ -130,7 +155,6 @@ async fn follow_gates_once(
     if backlog == 0 {
         hub.set_gates_ready(true);
     }
-    backoff.reset();
     tracing::info!(consumer = %name, backlog, "following slot messages");
     loop {
         let next = tokio::select! {
@@ -168,31 +192,20 @@ async fn follow_gates_once(
 
 /// Remembers which server every reservation is on (subjects only) until `shutdown`.
 pub async fn follow_directory(hub: Hub, link: NatsLink, shutdown: CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-    while !shutdown.is_cancelled() {
-        if let Err(err) = follow_directory_once(&hub, &link, &shutdown, &mut backoff).await {
-            tracing::debug!(%err, "slot directory interrupted; retrying");
-        } else {
-            return;
-        }
-        if !sleep_or_stop(backoff.next_delay(), &shutdown).await {
-            return;
-        }
-    }
+    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    keep_following("slot directory", backoff, &shutdown, || {
+        follow_directory_once(&hub, &link, &shutdown)
+    })
+    .await;
 }
 
 async fn follow_directory_once(
     hub: &Hub,
     link: &NatsLink,
     shutdown: &CancellationToken,
-    backoff: &mut Backoff,
 ) -> Result<(), String> {
     let stream_name = link.names.slots_stream();
-    let stream = link
-        .jetstream
-        .get_stream(&stream_name)
-        .await
-        .map_err(|e| format!("stream {stream_name}: {e}"))?;
+    let stream = slots_stream(link).await?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: link.names.slot_subjects(),
@@ -206,7 +219,6 @@ async fn follow_directory_once(
         .messages()
         .await
         .map_err(|e| format!("consume {stream_name}: {e}"))?;
-    backoff.reset();
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
