@@ -5,6 +5,7 @@
 //! crates. Exit codes: 0 success, 1 failure, 2 usage or configuration error.
 
 mod bench;
+mod bench_ingest;
 mod bench_slots;
 mod config;
 mod streamer_role;
@@ -95,6 +96,10 @@ enum Bench {
     /// and boundaries missing or duplicated, with scheduler replicas as child processes, all
     /// up and with one killed mid-run; in a throwaway database and NATS prefix.
     Slots(bench_slots::SlotsArgs),
+    /// Streamer ingest: CPU and memory per stream with 1, 10 and 50 RTSP publishers, beside
+    /// ffmpeg remuxing the same input to HLS, and part latency p50/p95 from /metrics; the
+    /// streamer is a child process. Needs ffmpeg and NATS; use a release build.
+    Ingest(bench_ingest::IngestArgs),
 }
 
 #[derive(Subcommand)]
@@ -251,6 +256,9 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
         Top::Bench {
             command: Bench::Slots(args),
         } => bench_slots::slots(args).await?,
+        Top::Bench {
+            command: Bench::Ingest(args),
+        } => bench_ingest::ingest(args).await?,
     }
     Ok(())
 }
