@@ -32,6 +32,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Depacketizing errors tolerated (loss, a corrupt frame) before the publisher is dropped.
 const MEDIA_ERRORS_MAX: u32 = 50;
 const UDP_QUEUE: usize = 1024;
+/// How often a connection checks its session's timeout.
+const TIMEOUT_TICK: Duration = Duration::from_millis(500);
 
 /// Accepts publishers on one carrier listener until `shutdown`.
 pub async fn serve_listener(
@@ -363,11 +365,9 @@ async fn connection(
     let mut pipeline: Option<Pipeline> = None;
     let mut buf = vec![0u8; 64 * 1024];
     let mut failure = false;
+    let mut timeout_tick = tokio::time::interval(TIMEOUT_TICK);
+    timeout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reason = 'session: loop {
-        let timeout = session
-            .poll_timeout()
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = entry.cancel.cancelled() => {
                 let why = entry.reason().unwrap_or_else(|| "ended by the server".into());
@@ -395,7 +395,15 @@ async fn connection(
                 hub.metrics().ingest_bytes.inc_by(data.len() as u64);
                 session.handle_udp(now, track, rtcp, &data);
             }
-            _ = tokio::time::sleep_until(timeout) => session.handle_timeout(Instant::now()),
+            // The session's own deadline moves with every packet; re-arming a timer per read
+            // costs more than the read. A coarse tick checks it instead (timeouts are
+            // seconds long, so they fire at most one tick late).
+            _ = timeout_tick.tick() => {
+                let now = Instant::now();
+                if session.poll_timeout().is_some_and(|due| due <= now) {
+                    session.handle_timeout(now);
+                }
+            }
         }
         while let Some(output) = session.poll_output() {
             match output {
