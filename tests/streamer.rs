@@ -10,8 +10,9 @@ use std::time::Duration as StdDuration;
 use chrono::{Duration, Utc};
 use rand::RngCore;
 use support::streaming::{
-    announce, ffmpeg_publish, ffmpeg_read_frames, get_text, gst_publish, publish_url, repo_root,
-    streamer_env, wait_for_text, wait_gate_open, RawRtsp, Stack, StreamerProcess, SDP,
+    announce, book, ffmpeg_publish, ffmpeg_read_frames, get_text, gst_publish, publish_url,
+    register, repo_root, streamer_env, wait_for_text, wait_gate_open, RawRtsp, Stack,
+    StreamerProcess, SDP,
 };
 use support::TestDb;
 
@@ -380,22 +381,9 @@ async fn a_restarted_streamer_rebuilds_its_gates_and_an_open_window_stays_open()
     let api = support::Api::start_role(&db, "all", &[]);
     let operator = support::token(&db, "operator", "ops");
     let alice = support::token(&db, "distributor", "alice");
-    let body = serde_json::json!({
-        "id": "s1", "name": "s1", "capacity": 10, "min_lead_s": 0, "preroll_s": 0, "grace_s": 0,
-        "carriers": [{"name": "carrier-a", "ingest_url": "rtsp://127.0.0.2:8554"}]
-    });
-    assert_eq!(api.post("/v1/servers", &operator, body).await.0, 201);
+    register(&api, &operator, "s1", &["carrier-a"]).await;
     let (start, end) = window(1, 120);
-    let (status, booked) = api
-        .post(
-            "/v1/reservations",
-            &alice,
-            serde_json::json!({"server_id": "s1", "start": support::ts(start), "end": support::ts(end)}),
-        )
-        .await;
-    assert_eq!(status, 201, "{booked}");
-    let id = booked["id"].as_str().expect("id").to_string();
-    let key = support::streaming::find_key(&booked).expect("a stream key");
+    let (id, key) = book(&api, &alice, "s1", start, end).await;
 
     let dir = tempfile::tempdir().expect("dir");
     let env = streamer_env("s1", "carrier-a=127.0.0.2:0", dir.path());

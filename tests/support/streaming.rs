@@ -98,16 +98,7 @@ impl Stack {
 
     /// Registers a server with these carriers; its windows are exactly the booked slots.
     pub async fn register(&self, id: &str, carriers: &[&str]) {
-        let carriers: Vec<Value> = carriers
-            .iter()
-            .map(|c| json!({"name": c, "ingest_url": format!("rtsp://{c}.example:8554")}))
-            .collect();
-        let body = json!({
-            "id": id, "name": id, "capacity": 10,
-            "min_lead_s": 0, "preroll_s": 0, "grace_s": 0, "carriers": carriers
-        });
-        let (status, body) = self.api.post("/v1/servers", &self.operator, body).await;
-        assert_eq!(status, 201, "{body}");
+        register(&self.api, &self.operator, id, carriers).await;
     }
 
     /// Books `[start, end)`; returns (reservation id, stream key).
@@ -117,12 +108,7 @@ impl Stack {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> (String, String) {
-        let body = json!({"server_id": server, "start": ts(start), "end": ts(end)});
-        let (status, booked) = self.api.post("/v1/reservations", &self.alice, body).await;
-        assert_eq!(status, 201, "{booked}");
-        let id = booked["id"].as_str().expect("id").to_string();
-        let key = find_key(&booked).unwrap_or_else(|| panic!("no stream key in {booked}"));
-        (id, key)
+        book(&self.api, &self.alice, server, start, end).await
     }
 
     pub fn rtsp(&self, carrier: &str) -> SocketAddr {
@@ -132,6 +118,37 @@ impl Stack {
     pub fn hls(&self, path: &str) -> String {
         format!("{}{path}", self.streamer.hls)
     }
+}
+
+/// Registers server `id` with these carriers through `api`; its windows are exactly the
+/// booked slots, and it takes bookings at once.
+pub async fn register(api: &Api, operator: &str, id: &str, carriers: &[&str]) {
+    let carriers: Vec<Value> = carriers
+        .iter()
+        .map(|c| json!({"name": c, "ingest_url": format!("rtsp://{c}.example:8554")}))
+        .collect();
+    let body = json!({
+        "id": id, "name": id, "capacity": 10,
+        "min_lead_s": 0, "preroll_s": 0, "grace_s": 0, "carriers": carriers
+    });
+    let (status, body) = api.post("/v1/servers", operator, body).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Books `[start, end)` on `server` as `distributor`; returns (reservation id, stream key).
+pub async fn book(
+    api: &Api,
+    distributor: &str,
+    server: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> (String, String) {
+    let body = json!({"server_id": server, "start": ts(start), "end": ts(end)});
+    let (status, booked) = api.post("/v1/reservations", distributor, body).await;
+    assert_eq!(status, 201, "{booked}");
+    let id = booked["id"].as_str().expect("id").to_string();
+    let key = find_key(&booked).unwrap_or_else(|| panic!("no stream key in {booked}"));
+    (id, key)
 }
 
 /// The stream key wherever the booking answer puts it.
