@@ -25,6 +25,14 @@ fn segments(playlist: &str) -> usize {
         .count()
 }
 
+/// Waits (bounded) for the playlist at `url` to end; returns it.
+async fn wait_ended(url: &str, limit_s: u64) -> String {
+    wait_for_text(url, "EXT-X-ENDLIST", StdDuration::from_secs(limit_s), |p| {
+        p.contains("#EXT-X-ENDLIST")
+    })
+    .await
+}
+
 /// A window from `lead` seconds from now, `length` seconds long.
 fn window(lead: i64, length: i64) -> (chrono::DateTime<Utc>, chrono::DateTime<Utc>) {
     let start = Utc::now() + Duration::seconds(lead);
@@ -128,13 +136,7 @@ async fn ffmpeg_publishes_over_tcp_and_viewers_watch_live_then_the_recording() {
     );
 
     // The window closes: the playlist ends and stays watchable as a recording.
-    let ended = wait_for_text(
-        &playlist_url,
-        "EXT-X-ENDLIST",
-        StdDuration::from_secs(30),
-        |p| p.contains("#EXT-X-ENDLIST"),
-    )
-    .await;
+    let ended = wait_ended(&playlist_url, 30).await;
     assert!(segments(&ended) >= 10, "{ended}");
     let (frames, errors) = ffmpeg_read_frames(&playlist_url, 60);
     assert!(
@@ -280,10 +282,7 @@ async fn publishers_are_refused_outside_their_window_server_key_or_carrier_and_c
         "not cut off at window close: {}",
         publisher.describe()
     );
-    let ended = wait_for_text(&url, "EXT-X-ENDLIST", StdDuration::from_secs(10), |p| {
-        p.contains("#EXT-X-ENDLIST")
-    })
-    .await;
+    let ended = wait_ended(&url, 10).await;
     assert!(segments(&ended) >= 3, "{ended}");
     assert_eq!(announce(a, &open_id, &open_key).0, 403, "after the window");
 }
@@ -315,13 +314,7 @@ async fn a_publisher_that_reconnects_inside_the_window_continues_the_playlist_af
         "{}",
         second.describe()
     );
-    let ended = wait_for_text(
-        &playlist_url,
-        "EXT-X-ENDLIST",
-        StdDuration::from_secs(30),
-        |p| p.contains("#EXT-X-ENDLIST"),
-    )
-    .await;
+    let ended = wait_ended(&playlist_url, 30).await;
     assert!(ended.contains("#EXT-X-DISCONTINUITY"), "{ended}");
     assert!(ended.contains("init-1.mp4"), "{ended}");
     assert!(

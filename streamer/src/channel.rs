@@ -48,7 +48,6 @@ pub struct Channel {
     inits: Vec<(u32, Bytes)>,
     /// The init number the next parts use.
     init: u32,
-    codecs: String,
     parts: VecDeque<((u64, usize), Bytes)>,
     segments: VecDeque<(u64, Bytes)>,
     /// Parts of the segment being cut, joined into the segment when it completes.
@@ -68,7 +67,6 @@ impl Channel {
             state: ChannelState::Waiting,
             inits: Vec::new(),
             init: 0,
-            codecs: String::new(),
             parts: VecDeque::new(),
             segments: VecDeque::new(),
             building: Vec::new(),
@@ -85,10 +83,6 @@ impl Channel {
         self.version
     }
 
-    pub fn codecs(&self) -> &str {
-        &self.codecs
-    }
-
     /// Takes one segmenter output; `at` is the server clock now (for the program date).
     pub fn apply(
         &mut self,
@@ -101,14 +95,13 @@ impl Channel {
         }
         let mut announced = None;
         match output {
-            SegmenterOutput::Init { data, codecs, .. } => {
+            SegmenterOutput::Init { data, .. } => {
                 // Every init after the first (a publisher reconnected, or its parameters
                 // changed) starts a discontinuity: the segment being cut ends here.
                 if !self.inits.is_empty() {
                     self.finish_segment(writes);
                     self.init = self.playlist.new_init();
                 }
-                self.codecs = codecs;
                 writes.push(DiskWrite {
                     name: playlist::init_uri(self.init),
                     data: data.clone(),

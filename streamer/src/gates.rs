@@ -30,6 +30,19 @@ pub enum Denied {
     NotACarrier(String),
 }
 
+impl Denied {
+    /// A fixed label for metrics (the text may hold times and server ids).
+    pub const fn label(&self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::OtherServer(_) => "other_server",
+            Self::BadKey => "bad_key",
+            Self::NotOpen(_) => "not_open",
+            Self::NotACarrier(_) => "not_a_carrier",
+        }
+    }
+}
+
 impl std::fmt::Display for Denied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -108,10 +121,6 @@ impl Gates {
             entries: HashMap::new(),
             directory: HashMap::new(),
         }
-    }
-
-    pub fn server_id(&self) -> &str {
-        &self.server_id
     }
 
     /// Applies one slot message of this server.
@@ -268,14 +277,6 @@ impl Gates {
     /// recently ended ones only.
     pub fn forget_over(&mut self) {
         self.entries.retain(|_, e| matches!(e, Entry::Live(_)));
-    }
-
-    /// Reservations with a live gate (open now or later).
-    pub fn live(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().filter_map(|(id, e)| match e {
-            Entry::Live(_) => Some(id.as_str()),
-            Entry::Over { .. } => None,
-        })
     }
 }
 

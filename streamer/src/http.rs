@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -324,7 +324,7 @@ async fn metrics(State(hub): State<Hub>) -> Response {
         .into_response()
 }
 
-async fn readyz(State(hub): State<Hub>, _headers: HeaderMap) -> Response {
+async fn readyz(State(hub): State<Hub>) -> Response {
     let gates = hub.gates_ready();
     let body = serde_json::json!({
         "status": if gates { "ok" } else { "unavailable" },

@@ -328,7 +328,8 @@ impl Hub {
     }
 
     /// A refused publish attempt, reported as `failed` so the reservation's history shows it.
-    pub fn report_refusal(&self, session: &SessionEntry, reservation_id: &str, why: &str) {
+    pub fn report_refusal(&self, session: &SessionEntry, reservation_id: &str, refused: &Refused) {
+        self.inner.metrics.refused(refused.label());
         // Only this server's reservations have a history here to land in.
         if lock(&self.inner.gates).knows(reservation_id) {
             self.report(
@@ -336,7 +337,7 @@ impl Hub {
                 reservation_id,
                 IngestKind::Failed,
                 None,
-                Some(why.to_string()),
+                Some(refused.to_string()),
             );
         }
     }
@@ -487,10 +488,6 @@ impl Hub {
         lock(&self.inner.gates).note_elsewhere(reservation_id, server_id);
     }
 
-    pub fn is_over(&self, reservation_id: &str) -> bool {
-        lock(&self.inner.gates).is_over(reservation_id)
-    }
-
     // ---- viewers ----------------------------------------------------------------------
 
     pub fn saw_viewer(&self, reservation_id: &str, ip: IpAddr) {
@@ -527,6 +524,16 @@ pub enum Refused {
     Gate(Denied),
     /// Another publisher is live on the reservation.
     Busy,
+}
+
+impl Refused {
+    /// A fixed label for metrics (the text may hold times and server ids).
+    pub const fn label(&self) -> &'static str {
+        match self {
+            Self::Gate(denied) => denied.label(),
+            Self::Busy => "busy",
+        }
+    }
 }
 
 impl std::fmt::Display for Refused {

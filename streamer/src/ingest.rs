@@ -96,11 +96,10 @@ impl Host for EdgeHost {
                 Ok(())
             }
             Err(refused) => {
-                let text = refused.to_string();
                 tracing::info!(carrier = %self.entry.carrier, remote = %self.entry.remote,
-                    reservation = request.reservation_id, why = %text, "publisher refused");
+                    reservation = request.reservation_id, why = %refused, "publisher refused");
                 self.hub
-                    .report_refusal(&self.entry, request.reservation_id, &text);
+                    .report_refusal(&self.entry, request.reservation_id, &refused);
                 Err(match refused {
                     Refused::Busy => Refusal::Busy,
                     Refused::Gate(Denied::Unknown) => Refusal::UnknownReservation,
