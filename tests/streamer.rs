@@ -179,8 +179,10 @@ async fn ffmpeg_publishes_over_tcp_and_viewers_watch_live_then_the_recording() {
     );
 }
 
+/// Both publishers log in with user `slotcast` and the key as the password: the streamer
+/// (which shares the api's secret key) challenges for Digest first, and both use it.
 #[tokio::test(flavor = "multi_thread")]
-async fn ffmpeg_over_udp_and_gstreamer_publish_and_are_read_back() {
+async fn ffmpeg_over_udp_and_gstreamer_publish_with_digest_auth_and_are_read_back() {
     let db = TestDb::new().await;
     let stack = Stack::start(&db, "s1", TWO_CARRIERS);
     stack.register("s1", &["carrier-a", "carrier-b"]).await;
@@ -190,7 +192,10 @@ async fn ffmpeg_over_udp_and_gstreamer_publish_and_are_read_back() {
     wait_gate_open(stack.rtsp("carrier-a"), &udp_id, &udp_key);
 
     let _udp = ffmpeg_publish(
-        &publish_url(stack.rtsp("carrier-a"), &udp_id, &udp_key),
+        &format!(
+            "rtsp://slotcast:{udp_key}@{}/live/{udp_id}",
+            stack.rtsp("carrier-a")
+        ),
         "udp",
         20,
     );
@@ -213,6 +218,27 @@ async fn ffmpeg_over_udp_and_gstreamer_publish_and_are_read_back() {
         assert!(errors.trim().is_empty(), "{what}: {errors}");
     }
     assert!(gst.is_running(), "{}", gst.describe());
+    let (_, metrics) = get_text(&stack.hls("/metrics")).await;
+    assert!(
+        metrics.contains("slotcast_streamer_publishers_total{auth=\"digest\"} 2\n"),
+        "{metrics}"
+    );
+    // The Digest credential (HA1, a password-equivalent) is in the events only sealed.
+    for key in [&udp_key, &gst_key] {
+        let ha1 = slotcast_domain::secret::digest_ha1(key);
+        let sealed = db
+            .count("SELECT count(*) FROM events WHERE payload::text LIKE '%stream_key_digest%'")
+            .await;
+        assert!(sealed >= 2, "bookings carry a sealed Digest credential");
+        for secret in [ha1.as_str(), key.as_str()] {
+            let sql = format!("SELECT count(*) FROM events WHERE payload::text LIKE '%{secret}%'");
+            assert_eq!(
+                db.count(&sql).await,
+                0,
+                "a credential in clear in the events"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -235,10 +261,10 @@ async fn publishers_are_refused_outside_their_window_server_key_or_carrier_and_c
     let a = stack.rtsp("carrier-a");
     wait_gate_open(a, &open_id, &open_key);
 
-    // Before its window a slot has not been announced to the streamer: 404 with the reason.
+    // Before its window the streamer knows the slot (`scheduled`) and says when it opens.
     let (code, reason) = announce(a, &later_id, &later_key);
-    assert_eq!(code, 404, "before the window: {reason}");
-    assert!(reason.contains("has not opened yet"), "{reason}");
+    assert_eq!(code, 403, "before the window: {reason}");
+    assert!(reason.contains("it opens at"), "{reason}");
     assert_eq!(
         announce(a, &open_id, "0123456789abcdef0123456789abcdef").0,
         401,
@@ -262,6 +288,10 @@ async fn publishers_are_refused_outside_their_window_server_key_or_carrier_and_c
     let mut bare = RawRtsp::connect(a);
     let (code, _, text) = bare.request("ANNOUNCE", &format!("rtsp://{a}/live/{open_id}"), &[], SDP);
     assert_eq!(code, 401, "{text}");
+    assert!(
+        text.contains("WWW-Authenticate: Digest realm=\"slotcast\""),
+        "{text}"
+    );
     assert!(text.contains("WWW-Authenticate: Basic"), "{text}");
 
     // A publisher that would go on for a minute is cut off when the window closes.

@@ -12,6 +12,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use slotcast_domain::secret::{self, SecretKey};
 use slotcast_domain::{Actor, Role};
 use sqlx::PgPool;
 
@@ -32,11 +33,26 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-/// A new 128-bit stream key and the hash that is stored instead of it.
-pub fn new_stream_key() -> (String, String) {
+/// A freshly minted stream key and what is stored instead of it.
+pub struct StreamKey {
+    /// 128-bit random, lower-case hex: shown to the broadcaster once.
+    pub key: String,
+    /// SHA-256 of the key: what `?key=` and Basic auth are checked against.
+    pub hash: String,
+    /// The key's Digest HA1 sealed for the reservation, when a secret key is configured.
+    pub digest: Option<String>,
+}
+
+/// A new stream key for `reservation_id`; `secret` seals its Digest credential.
+pub fn new_stream_key(reservation_id: &str, secret: Option<&SecretKey>) -> StreamKey {
     let key = random_hex(16);
     let hash = sha256_hex(key.as_bytes());
-    (key, hash)
+    let digest = secret.map(|secret| {
+        let mut nonce = [0u8; secret::NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        secret.seal(nonce, reservation_id, secret::digest_ha1(&key).as_bytes())
+    });
+    StreamKey { key, hash, digest }
 }
 
 pub fn role_name(role: Role) -> &'static str {

@@ -33,6 +33,9 @@ pub struct ApiConfig {
     pub nats: Option<NatsConfig>,
     /// Run the slot scheduler in this process too (`slotcast server all`).
     pub scheduler: Option<SchedulerConfig>,
+    /// `SLOTCAST_SECRET_KEY`: seals each stream key's Digest credential for the streamer.
+    /// `None`: publishers use `?key=` or Basic auth only.
+    pub secret_key: Option<slotcast_domain::secret::SecretKey>,
 }
 
 impl ApiConfig {
@@ -52,6 +55,7 @@ impl ApiConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             nats: Some(NatsConfig::default()),
             scheduler: None,
+            secret_key: None,
         }
     }
 }

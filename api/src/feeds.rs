@@ -196,7 +196,7 @@ async fn record(
             Err(err) => return Ok(Outcome::Unusable(format!("payload: {err}"))),
         },
         Feed::Slots => match serde_json::from_slice::<SlotMessage>(&message.payload) {
-            Ok(m) if matches!(m.kind, SlotKind::Changed | SlotKind::Cancelled) => {
+            Ok(m) if !matches!(m.kind, SlotKind::Opened | SlotKind::Closed) => {
                 return Ok(Outcome::Skipped)
             }
             Ok(m) => {

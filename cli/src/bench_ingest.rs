@@ -323,8 +323,9 @@ impl Bench<'_> {
         nats.ensure_ingest_stream().await?;
         let reservations: Vec<(String, String)> = (0..n)
             .map(|i| {
-                let (key, _) = slotcast_api::auth::new_stream_key();
-                (format!("bench-{k}-{i:03}"), key)
+                let id = format!("bench-{k}-{i:03}");
+                let key = slotcast_api::auth::new_stream_key(&id, None).key;
+                (id, key)
             })
             .collect();
         self.open_gates(&nats, &reservations).await?;
@@ -523,6 +524,7 @@ impl Bench<'_> {
                 start: opens,
                 end: closes,
                 stream_key_hash: slotcast_api::auth::sha256_hex(key.as_bytes()),
+                stream_key_digest: None,
                 ingest: IngestMode::Push { carriers: vec![] },
                 due_at: opens,
                 published_at: now,

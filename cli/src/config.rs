@@ -9,6 +9,7 @@ use serde::Deserialize;
 use slotcast_api::clock::ClockConfig;
 use slotcast_api::{ApiConfig, SchedulerRoleConfig};
 use slotcast_domain::contract::Names;
+use slotcast_domain::secret::SecretKey;
 use slotcast_projections::nats::NatsConfig;
 use slotcast_projections::scheduler::SchedulerConfig;
 use slotcast_streamer::StreamerConfig;
@@ -173,7 +174,33 @@ pub fn api_config(file: &FileConfig, env: &Env) -> Result<ApiConfig> {
     }
     config.clock = clock_config(file, env)?;
     config.nats = Some(nats_config(file, env)?);
+    config.secret_key = secret_key(env)?;
     Ok(config)
+}
+
+/// `SLOTCAST_SECRET_KEY` (64 hex characters), or the file `SLOTCAST_SECRET_KEY_FILE` names:
+/// the key the api seals Digest credentials with and the streamer opens them with. Only from
+/// the environment, never the TOML file, so it does not end up in a config repository.
+pub fn secret_key(env: &Env) -> Result<Option<SecretKey>> {
+    let (text, from) = match (
+        env.get("SLOTCAST_SECRET_KEY"),
+        env.get("SLOTCAST_SECRET_KEY_FILE"),
+    ) {
+        (Some(_), Some(_)) => {
+            bail!("set SLOTCAST_SECRET_KEY or SLOTCAST_SECRET_KEY_FILE, not both")
+        }
+        (Some(text), None) => (text.to_string(), "SLOTCAST_SECRET_KEY".to_string()),
+        (None, Some(path)) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("SLOTCAST_SECRET_KEY_FILE={path}: cannot read it"))?,
+            format!("SLOTCAST_SECRET_KEY_FILE={path}"),
+        ),
+        (None, None) => return Ok(None),
+    };
+    let key = text
+        .parse()
+        .map_err(|why| anyhow::anyhow!("{from}: {why}; make one with `openssl rand -hex 32`"))?;
+    Ok(Some(key))
 }
 
 /// `slotcast server all`: the api with the scheduler inside.
@@ -260,6 +287,7 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
     if let Some(s) = number("SLOTCAST_SESSION_TIMEOUT_S", section.session_timeout_s)? {
         config.session_timeout = Duration::from_secs(s.max(1));
     }
+    config.secret_key = secret_key(env)?;
     config.validate().context("streamer configuration")?;
     Ok(Some(StreamerRoleConfig {
         streamer: config,
@@ -392,5 +420,33 @@ mod tests {
         assert!(format!("{err:#}").contains("SLOTCAST_API_ADDR"));
         let err = toml::from_str::<FileConfig>("[api]\nadress = 1\n").unwrap_err();
         assert!(err.to_string().contains("adress"));
+    }
+
+    #[test]
+    fn the_secret_key_comes_from_the_environment_or_a_file_and_never_shows() {
+        assert!(secret_key(&env(&[])).unwrap().is_none());
+        let hex = "0f".repeat(32);
+        let key = secret_key(&env(&[("SLOTCAST_SECRET_KEY", &hex)])).unwrap();
+        assert!(key.is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, format!("{hex}\n")).unwrap();
+        let path = path.display().to_string();
+        assert!(secret_key(&env(&[("SLOTCAST_SECRET_KEY_FILE", &path)]))
+            .unwrap()
+            .is_some());
+        let both = [
+            ("SLOTCAST_SECRET_KEY", hex.as_str()),
+            ("SLOTCAST_SECRET_KEY_FILE", &path),
+        ];
+        assert!(secret_key(&env(&both)).is_err());
+        let short = "0f".repeat(8);
+        let err = secret_key(&env(&[("SLOTCAST_SECRET_KEY", &short)])).unwrap_err();
+        let shown = format!("{err:#}");
+        assert!(
+            shown.contains("SLOTCAST_SECRET_KEY: must be 64 hex"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&short), "the value is not echoed: {shown}");
     }
 }

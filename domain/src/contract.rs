@@ -15,6 +15,10 @@ pub const SCHEMA: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SlotKind {
+    /// A slot was booked, or changed before its window opened: the streamer learns the window
+    /// and key ahead, so an early publisher is told when it opens (403), not "unknown" (404).
+    /// It admits nobody before `opens_at`.
+    Scheduled,
     /// The ingest window is open: accept the publisher (or pull the camera).
     Opened,
     /// The window has closed: disconnect, end the playlist.
@@ -29,6 +33,7 @@ pub enum SlotKind {
 impl SlotKind {
     pub const fn as_str(self) -> &'static str {
         match self {
+            Self::Scheduled => "scheduled",
             Self::Opened => "opened",
             Self::Closed => "closed",
             Self::Changed => "changed",
@@ -38,6 +43,7 @@ impl SlotKind {
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "scheduled" => Some(Self::Scheduled),
             "opened" => Some(Self::Opened),
             "closed" => Some(Self::Closed),
             "changed" => Some(Self::Changed),
@@ -81,6 +87,10 @@ pub struct SlotMessage {
     pub end: DateTime<Utc>,
     /// Lower-case hex SHA-256 of the stream key valid for this revision.
     pub stream_key_hash: String,
+    /// The stream key's Digest HA1 sealed with the deployment's secret key, for the
+    /// reservation id (`slotcast_domain::secret`); absent without a secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_key_digest: Option<String>,
     pub ingest: IngestMode,
     /// When the boundary was due by the server clock.
     pub due_at: DateTime<Utc>,
@@ -308,6 +318,7 @@ mod tests {
             start: t,
             end: t,
             stream_key_hash: "ab".into(),
+            stream_key_digest: None,
             ingest: IngestMode::Push { carriers: vec![] },
             due_at: t,
             published_at: t,

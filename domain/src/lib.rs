@@ -2,12 +2,13 @@
 //! booking decision.
 //!
 //! Contract: pure. No I/O, no clocks, no randomness. `now`, the caller's identity, the new
-//! reservation id and the stream-key hash all arrive inside the command, so every decision is
+//! reservation id, the stream-key hash and any sealing nonce all arrive inside the command, so every decision is
 //! a function of (state, command) and replays byte for byte.
 
 pub mod booking;
 pub mod contract;
 pub mod schedule;
+pub mod secret;
 pub mod time;
 
 pub use booking::{free_windows, max_overlap, Window};

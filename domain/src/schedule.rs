@@ -297,6 +297,11 @@ pub enum CommandKind {
         end: DateTime<Utc>,
         title: Option<String>,
         stream_key_hash: String,
+        /// The stream key's Digest HA1, sealed with the deployment's secret key for this
+        /// reservation id ([`crate::secret`]); absent when no secret key is configured (the
+        /// streamer then offers Basic auth only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream_key_digest: Option<String>,
     },
     CancelReservation {
         reservation_id: String,
@@ -309,6 +314,11 @@ pub enum CommandKind {
     RotateStreamKey {
         reservation_id: String,
         stream_key_hash: String,
+        /// The stream key's Digest HA1, sealed with the deployment's secret key for this
+        /// reservation id ([`crate::secret`]); absent when no secret key is configured (the
+        /// streamer then offers Basic auth only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream_key_digest: Option<String>,
     },
     /// What the streamer reported on the ingest stream, at `cursor` in that stream.
     RecordIngest {
@@ -344,6 +354,11 @@ pub enum ScheduleEvent {
         opens_at: DateTime<Utc>,
         closes_at: DateTime<Utc>,
         stream_key_hash: String,
+        /// The stream key's Digest HA1, sealed with the deployment's secret key for this
+        /// reservation id ([`crate::secret`]); absent when no secret key is configured (the
+        /// streamer then offers Basic auth only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream_key_digest: Option<String>,
     },
     ReservationRejected {
         at: DateTime<Utc>,
@@ -383,6 +398,11 @@ pub enum ScheduleEvent {
         at: DateTime<Utc>,
         reservation_id: String,
         stream_key_hash: String,
+        /// The stream key's Digest HA1, sealed with the deployment's secret key for this
+        /// reservation id ([`crate::secret`]); absent when no secret key is configured (the
+        /// streamer then offers Basic auth only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream_key_digest: Option<String>,
     },
     /// The streamer reported a publisher (or camera) connecting, disconnecting or failing.
     IngestReported {
@@ -662,6 +682,7 @@ impl ServerSchedule {
                 end,
                 title,
                 stream_key_hash,
+                stream_key_digest,
             } => {
                 if let Some(t) = &title {
                     if t.len() > limits::TEXT {
@@ -695,6 +716,7 @@ impl ServerSchedule {
                     opens_at: window.start,
                     closes_at: window.end,
                     stream_key_hash,
+                    stream_key_digest,
                 })
             }
             CommandKind::CancelReservation { reservation_id } => {
@@ -749,6 +771,7 @@ impl ServerSchedule {
             CommandKind::RotateStreamKey {
                 reservation_id,
                 stream_key_hash,
+                stream_key_digest,
             } => {
                 registered?;
                 let slot = self.slot_for(&actor, &reservation_id)?;
@@ -759,6 +782,7 @@ impl ServerSchedule {
                     at: now,
                     reservation_id,
                     stream_key_hash,
+                    stream_key_digest,
                 })
             }
             CommandKind::RecordIngest { report, cursor } => {
@@ -814,8 +838,8 @@ impl ServerSchedule {
                         late_ms,
                         cursor,
                     }),
-                    // Already in the history as the reschedule, rotation or cancel.
-                    SlotKind::Changed | SlotKind::Cancelled => {
+                    // Already in the history as the booking, reschedule, rotation or cancel.
+                    SlotKind::Scheduled | SlotKind::Changed | SlotKind::Cancelled => {
                         Err(invalid("kind", "only opened and closed are recorded"))
                     }
                 }

@@ -97,6 +97,7 @@ fn request(id: &str, start: i64, end: i64) -> CommandKind {
         end: min(end),
         title: Some(format!("show {id}")),
         stream_key_hash: format!("hash-{id}"),
+        stream_key_digest: None,
     }
 }
 
@@ -263,6 +264,7 @@ fn min_lead_is_inclusive() {
         end: start + Duration::minutes(5),
         title: None,
         stream_key_hash: "h".into(),
+        stream_key_digest: None,
     };
     let events = handle(&mut s, cmd(t0(), alice(), kind)).unwrap();
     assert!(matches!(
@@ -348,6 +350,7 @@ fn another_tenant_cannot_see_or_touch_a_reservation() {
         CommandKind::RotateStreamKey {
             reservation_id: "r1".into(),
             stream_key_hash: "x".into(),
+            stream_key_digest: None,
         },
     ] {
         let err = handle(&mut s, cmd(t0(), bob(), kind)).unwrap_err();
@@ -502,6 +505,7 @@ fn closed_slots_leave_the_state_and_stop_conflicting() {
         end: min(70),
         title: None,
         stream_key_hash: "h".into(),
+        stream_key_digest: None,
     };
     handle(&mut s, cmd(later, bob(), kind)).unwrap();
     assert!(!s.slots().contains_key("r1"));
@@ -520,6 +524,7 @@ fn rotation_replaces_the_key_hash() {
             CommandKind::RotateStreamKey {
                 reservation_id: "r1".into(),
                 stream_key_hash: "new".into(),
+                stream_key_digest: None,
             },
         ),
     )
@@ -711,6 +716,7 @@ fn window_boundaries_are_recorded_with_their_lateness() {
         start: min(60),
         end: min(90),
         stream_key_hash: "k".into(),
+        stream_key_digest: None,
         ingest: crate::contract::IngestMode::Push { carriers: vec![] },
         due_at: due,
         published_at: due + Duration::milliseconds(3),

@@ -313,6 +313,7 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
             opens_at,
             closes_at,
             stream_key_hash,
+            ..
         } => {
             sqlx::query(
                 "INSERT INTO reservations (id, server_id, owner, title, start_at, end_at, \
@@ -468,6 +469,7 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
             at,
             reservation_id,
             stream_key_hash,
+            ..
         } => {
             sqlx::query(
                 "UPDATE reservations SET stream_key_hash = $2, updated_at = $3 WHERE id = $1",

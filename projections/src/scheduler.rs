@@ -90,6 +90,7 @@ struct Due {
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     stream_key_hash: String,
+    stream_key_digest: Option<String>,
     ingest: IngestMode,
 }
 
@@ -260,6 +261,7 @@ impl Scheduler {
                 start: row.start,
                 end: row.end,
                 stream_key_hash: row.stream_key_hash.clone(),
+                stream_key_digest: row.stream_key_digest.clone(),
                 ingest: row.ingest.clone(),
                 due_at: row.due_at,
                 published_at,
@@ -308,7 +310,8 @@ impl Scheduler {
 async fn claim(conn: &mut PgConnection, now: DateTime<Utc>, batch: i64) -> Result<Vec<Due>> {
     let rows = sqlx::query(
         "SELECT b.reservation_id, b.kind, b.revision, b.server_id, b.due_at, b.opens_at, \
-                b.closes_at, b.start_at, b.end_at, b.stream_key_hash, b.ingest \
+                b.closes_at, b.start_at, b.end_at, b.stream_key_hash, b.stream_key_digest, \
+                b.ingest \
          FROM public.slot_boundaries b \
          WHERE b.published_at IS NULL AND b.due_at <= $1 \
            AND NOT EXISTS (SELECT 1 FROM public.slot_boundaries e \
@@ -337,6 +340,7 @@ async fn claim(conn: &mut PgConnection, now: DateTime<Utc>, batch: i64) -> Resul
                 start: row.try_get("start_at")?,
                 end: row.try_get("end_at")?,
                 stream_key_hash: row.try_get("stream_key_hash")?,
+                stream_key_digest: row.try_get("stream_key_digest")?,
                 ingest: serde_json::from_value(ingest)
                     .map_err(|e| Error::Corrupt(format!("slot ingest mode: {e}")))?,
             })

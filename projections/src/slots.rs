@@ -2,13 +2,18 @@
 //! scheduler's outbox.
 //!
 //! Contract: called by `project` inside the projecting transaction, once per event (guarded by
-//! `slot_cursor`). An accepted reservation gets `opened` (due at `opens_at`) and `closed` (due
-//! at `closes_at`), revision 1. Any later change (reschedule, key rotation, cancel) takes the
-//! reservation's rows `FOR UPDATE` (so it waits for a scheduler publishing one of them), drops
-//! the unpublished ones and writes the next revision's:
-//! - window not yet open: a fresh `opened` + `closed` (nothing, for a cancel);
+//! `slot_cursor`). An accepted reservation gets `scheduled` (due at once, so the streamer
+//! knows the slot ahead), `opened` (due at `opens_at`) and `closed` (due at `closes_at`),
+//! revision 1. Any later change (reschedule, key rotation, cancel) takes the reservation's
+//! rows `FOR UPDATE` (so it waits for a scheduler publishing one of them), drops the
+//! unpublished ones and writes the next revision's:
+//! - window not yet open: a fresh `scheduled` + `opened` + `closed` (`cancelled` at once, for
+//!   a cancel);
 //! - window open: `changed` (or `cancelled`) due at once, then `opened` again if the new
 //!   window starts later, and the new `closed`.
+//!
+//! `scheduled` is left out when the window is already open at the decision (`opened` is then
+//! due at once anyway).
 //!
 //! "Open" means an `opened` was published, or was due by the change: a publish whose outcome
 //! is unknown (ack lost, replica killed before marking it) may have reached consumers, and
@@ -36,6 +41,7 @@ struct Basis {
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     stream_key_hash: String,
+    stream_key_digest: Option<String>,
     ingest: serde_json::Value,
 }
 
@@ -46,7 +52,10 @@ enum Change {
         opens_at: DateTime<Utc>,
         closes_at: DateTime<Utc>,
     },
-    Key(String),
+    Key {
+        hash: String,
+        digest: Option<String>,
+    },
     Cancel,
 }
 
@@ -65,6 +74,7 @@ pub(crate) async fn apply(
             opens_at,
             closes_at,
             stream_key_hash,
+            stream_key_digest,
             ..
         } => {
             let carriers = server_carriers(conn, server_id).await?;
@@ -74,12 +84,10 @@ pub(crate) async fn apply(
                 start: *start,
                 end: *end,
                 stream_key_hash: stream_key_hash.clone(),
+                stream_key_digest: stream_key_digest.clone(),
                 ingest: ingest_json(&IngestMode::Push { carriers }),
             };
-            let plan = [
-                (SlotKind::Opened, (*opens_at).max(*at)),
-                (SlotKind::Closed, (*closes_at).max(*at)),
-            ];
+            let plan = plan_for(&basis, *at, false);
             insert(conn, server_id, reservation_id, 1, &basis, &plan).await
         }
         ScheduleEvent::ReservationRescheduled {
@@ -103,8 +111,12 @@ pub(crate) async fn apply(
             at,
             reservation_id,
             stream_key_hash,
+            stream_key_digest,
         } => {
-            let change = Change::Key(stream_key_hash.clone());
+            let change = Change::Key {
+                hash: stream_key_hash.clone(),
+                digest: stream_key_digest.clone(),
+            };
             revise(conn, server_id, reservation_id, *at, change).await
         }
         ScheduleEvent::ReservationCancelled {
@@ -157,8 +169,9 @@ async fn insert(
     sqlx::query(
         "WITH ins AS ( \
              INSERT INTO public.slot_boundaries (reservation_id, kind, revision, server_id, \
-                 due_at, opens_at, closes_at, start_at, end_at, stream_key_hash, ingest) \
-             SELECT $1, p.kind, $3, $4, p.due, $5, $6, $7, $8, $9, $10 \
+                 due_at, opens_at, closes_at, start_at, end_at, stream_key_hash, ingest, \
+                 stream_key_digest) \
+             SELECT $1, p.kind, $3, $4, p.due, $5, $6, $7, $8, $9, $10, $13 \
              FROM unnest($2::text[], $11::timestamptz[]) WITH ORDINALITY AS p(kind, due, n) \
              ORDER BY p.n \
              ON CONFLICT DO NOTHING) \
@@ -176,6 +189,7 @@ async fn insert(
     .bind(&basis.ingest)
     .bind(&dues)
     .bind(CHANNEL)
+    .bind(&basis.stream_key_digest)
     .execute(conn)
     .await?;
     Ok(())
@@ -191,7 +205,8 @@ async fn revise(
 ) -> Result<()> {
     let rows = sqlx::query(
         "SELECT kind, revision, published_at IS NOT NULL AS published, due_at <= $2 AS due, \
-                opens_at, closes_at, start_at, end_at, stream_key_hash, ingest \
+                opens_at, closes_at, start_at, end_at, stream_key_hash, stream_key_digest, \
+                ingest \
          FROM public.slot_boundaries WHERE reservation_id = $1 ORDER BY seq FOR UPDATE",
     )
     .bind(reservation_id)
@@ -204,12 +219,14 @@ async fn revise(
     };
     let mut revision = 0;
     let mut opened = false;
+    let mut known = false;
     let mut ended = false;
     for row in &rows {
         revision = revision.max(row.try_get::<i32, _>("revision")?);
         let published: bool = row.try_get("published")?;
         let due: bool = row.try_get("due")?;
         let kind: String = row.try_get("kind")?;
+        known |= published || due;
         match SlotKind::parse(&kind) {
             Some(SlotKind::Opened) if published || due => opened = true,
             Some(k) if k.ends_the_slot() && published => ended = true,
@@ -226,6 +243,7 @@ async fn revise(
         start: latest.try_get("start_at")?,
         end: latest.try_get("end_at")?,
         stream_key_hash: latest.try_get("stream_key_hash")?,
+        stream_key_digest: latest.try_get("stream_key_digest")?,
         ingest: latest.try_get("ingest")?,
     };
     sqlx::query(
@@ -235,7 +253,8 @@ async fn revise(
     .execute(&mut *conn)
     .await?;
     let plan = match change {
-        Change::Cancel if opened => vec![(SlotKind::Cancelled, at)],
+        // Consumers may have heard of the slot (`scheduled`, `opened`): tell them it is off.
+        Change::Cancel if known => vec![(SlotKind::Cancelled, at)],
         Change::Cancel => Vec::new(),
         Change::Window {
             start,
@@ -249,19 +268,22 @@ async fn revise(
             basis.closes_at = closes_at;
             plan_for(&basis, at, opened)
         }
-        Change::Key(hash) => {
+        Change::Key { hash, digest } => {
             basis.stream_key_hash = hash;
+            basis.stream_key_digest = digest;
             plan_for(&basis, at, opened)
         }
     };
     insert(conn, server_id, reservation_id, revision + 1, &basis, &plan).await
 }
 
-/// The messages a changed slot needs, given whether consumers have seen it open.
+/// The messages a new or changed slot needs, given whether consumers have seen it open.
 fn plan_for(basis: &Basis, at: DateTime<Utc>, opened: bool) -> Vec<(SlotKind, DateTime<Utc>)> {
     let mut plan = Vec::with_capacity(3);
     if opened {
         plan.push((SlotKind::Changed, at));
+    } else if basis.opens_at > at {
+        plan.push((SlotKind::Scheduled, at));
     }
     if !opened || basis.opens_at > at {
         plan.push((SlotKind::Opened, basis.opens_at.max(at)));
@@ -286,6 +308,7 @@ mod tests {
             start: t(opens),
             end: t(closes),
             stream_key_hash: "k".into(),
+            stream_key_digest: None,
             ingest: serde_json::Value::Null,
         }
     }
@@ -295,10 +318,11 @@ mod tests {
     }
 
     #[test]
-    fn a_change_before_the_window_opened_plans_a_fresh_window() {
+    fn a_booking_or_a_change_before_the_window_opened_plans_a_fresh_window() {
         let plan = plan_for(&basis(100, 200), t(10), false);
-        assert_eq!(kinds(&plan), ["opened", "closed"]);
-        assert_eq!(plan[0].1, t(100));
+        assert_eq!(kinds(&plan), ["scheduled", "opened", "closed"]);
+        assert_eq!(plan[0].1, t(10));
+        assert_eq!(plan[1].1, t(100));
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct StreamerConfig {
     pub session_timeout: Duration,
     /// Concurrent RTSP connections per listener at most.
     pub max_connections: usize,
+    /// `SLOTCAST_SECRET_KEY`, the api's: opens the sealed Digest credential in slot messages.
+    /// `None`: publishers authenticate with `?key=` or Basic only.
+    pub secret_key: Option<slotcast_domain::secret::SecretKey>,
 }
 
 impl StreamerConfig {
@@ -58,6 +61,7 @@ impl StreamerConfig {
             part_target: Duration::from_millis(200),
             session_timeout: Duration::from_secs(60),
             max_connections: 256,
+            secret_key: None,
         }
     }
 

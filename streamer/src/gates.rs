@@ -6,14 +6,21 @@
 //! [`Gates::admit`] answers a publisher at a given server-clock instant; [`Gates::expire`]
 //! drops gates whose window has passed, so a gate closes on time even if the `closed`
 //! message is late. Stream keys are compared as SHA-256 hashes in constant time; the key
-//! itself is never stored. Reservations of other servers are remembered by id only, so a
-//! publisher who dialled the wrong server is told so (403) instead of "unknown" (404).
+//! itself is never stored. A Digest answer is checked against the key's HA1, which arrives
+//! sealed in the message and is opened with the secret key (without one, or for a message
+//! without it, Digest answers are refused as a wrong key). Reservations of other servers are
+//! remembered by id only, so a publisher who dialled the wrong server is told so (403)
+//! instead of "unknown" (404). A `scheduled` slot is known but admits nobody before
+//! `opens_at`, so an early publisher is told when it opens (403).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use slotcast_domain::contract::{IngestMode, SlotKind, SlotMessage};
+use slotcast_domain::secret::SecretKey;
+
+use crate::rtsp::Credential;
 
 /// Why a publisher is not let in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +53,7 @@ impl Denied {
 impl std::fmt::Display for Denied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Unknown => write!(f, "unknown reservation, or its window has not opened yet"),
+            Self::Unknown => write!(f, "unknown reservation"),
             Self::OtherServer(server) => {
                 write!(f, "the reservation is on server {server}, not this one")
             }
@@ -82,6 +89,8 @@ struct Gate {
     opens_at: DateTime<Utc>,
     closes_at: DateTime<Utc>,
     key_hash: [u8; 32],
+    /// The key's Digest HA1 (lower-case hex), when the message carried one we could open.
+    digest_ha1: Option<String>,
     carriers: Vec<String>,
 }
 
@@ -110,14 +119,16 @@ const DIRECTORY_MAX: usize = 1_000_000;
 #[derive(Debug)]
 pub struct Gates {
     server_id: String,
+    secret_key: Option<SecretKey>,
     entries: HashMap<String, Entry>,
     directory: HashMap<String, String>,
 }
 
 impl Gates {
-    pub fn new(server_id: impl Into<String>) -> Self {
+    pub fn new(server_id: impl Into<String>, secret_key: Option<SecretKey>) -> Self {
         Self {
             server_id: server_id.into(),
+            secret_key,
             entries: HashMap::new(),
             directory: HashMap::new(),
         }
@@ -164,6 +175,7 @@ impl Gates {
             return Applied::Ended;
         };
         let IngestMode::Push { carriers } = &msg.ingest;
+        let digest_ha1 = self.open_digest(msg);
         self.entries.insert(
             msg.reservation_id.clone(),
             Entry::Live(Gate {
@@ -172,10 +184,27 @@ impl Gates {
                 opens_at: msg.opens_at,
                 closes_at: msg.closes_at,
                 key_hash,
+                digest_ha1,
                 carriers: carriers.clone(),
             }),
         );
         Applied::Updated
+    }
+
+    /// The HA1 sealed in `msg`, if there is one and it opens with our key.
+    fn open_digest(&self, msg: &SlotMessage) -> Option<String> {
+        let sealed = msg.stream_key_digest.as_deref()?;
+        let Some(secret_key) = &self.secret_key else {
+            return None;
+        };
+        match secret_key.open(sealed, &msg.reservation_id) {
+            Ok(ha1) => String::from_utf8(ha1).ok(),
+            Err(err) => {
+                tracing::warn!(reservation = %msg.reservation_id, %err,
+                    "Digest credential unusable: is SLOTCAST_SECRET_KEY the api's?");
+                None
+            }
+        }
     }
 
     /// Remembers that `reservation_id` lives on another server (from the directory feed).
@@ -192,7 +221,7 @@ impl Gates {
         &self,
         carrier: &str,
         reservation_id: &str,
-        key: &str,
+        credential: &Credential,
         now: DateTime<Utc>,
     ) -> Result<(), Denied> {
         let gate = match self.entries.get(reservation_id) {
@@ -211,7 +240,7 @@ impl Gates {
                 })
             }
         };
-        if !key_matches(key, &gate.key_hash) {
+        if !gate.accepts(credential) {
             return Err(Denied::BadKey);
         }
         if !gate.carriers.is_empty() && !gate.carriers.iter().any(|c| c == carrier) {
@@ -220,17 +249,17 @@ impl Gates {
         gate.check_open(now)
     }
 
-    /// Whether a publisher admitted with `key` may go on (after [`Applied::Updated`] or on a
-    /// timer): the window still holds now and the key is still the reservation's key.
+    /// Whether a publisher admitted with `credential` may go on (after [`Applied::Updated`]
+    /// or on a timer): the window still holds now and the key is still the reservation's key.
     pub fn still_admitted(
         &self,
         reservation_id: &str,
-        key: &str,
+        credential: &Credential,
         now: DateTime<Utc>,
     ) -> Result<(), Denied> {
         match self.entries.get(reservation_id) {
             Some(Entry::Live(gate)) => {
-                if !key_matches(key, &gate.key_hash) {
+                if !gate.accepts(credential) {
                     return Err(Denied::BadKey);
                 }
                 gate.check_open(now)
@@ -243,6 +272,11 @@ impl Gates {
     /// Whether the reservation's gate is open at `now`.
     pub fn is_open(&self, reservation_id: &str, now: DateTime<Utc>) -> bool {
         matches!(self.entries.get(reservation_id), Some(Entry::Live(g)) if g.check_open(now).is_ok())
+    }
+
+    /// Whether a Digest answer for the reservation can be checked (its HA1 opened).
+    pub fn has_digest(&self, reservation_id: &str) -> bool {
+        matches!(self.entries.get(reservation_id), Some(Entry::Live(g)) if g.digest_ha1.is_some())
     }
 
     /// Whether a message of this server ever named the reservation.
@@ -281,6 +315,16 @@ impl Gates {
 }
 
 impl Gate {
+    fn accepts(&self, credential: &Credential) -> bool {
+        match credential {
+            Credential::Key(key) => key_matches(key, &self.key_hash),
+            Credential::Digest(answer) => self
+                .digest_ha1
+                .as_deref()
+                .is_some_and(|ha1| answer.matches(ha1)),
+        }
+    }
+
     fn check_open(&self, now: DateTime<Utc>) -> Result<(), Denied> {
         // `opened` means the scheduler saw `opens_at` pass on the server clock; trust it even
         // if this clock lags a little. `changed` carries a window that may start later.
@@ -326,6 +370,10 @@ mod tests {
             .expect("valid")
     }
 
+    fn key(k: &str) -> Credential {
+        Credential::Key(k.to_owned())
+    }
+
     fn hash(key: &str) -> String {
         hex::encode(Sha256::digest(key.as_bytes()))
     }
@@ -342,6 +390,7 @@ mod tests {
             start: at(opens),
             end: at(closes),
             stream_key_hash: hash(key),
+            stream_key_digest: None,
             ingest: IngestMode::Push {
                 carriers: vec!["carrier-a".into(), "carrier-b".into()],
             },
@@ -353,26 +402,26 @@ mod tests {
 
     #[test]
     fn a_slot_as_booked_opens_then_closes() {
-        let mut gates = Gates::new("s1");
+        let mut gates = Gates::new("s1", None);
         assert_eq!(
-            gates.admit("carrier-a", "r1", "k", at(0)),
+            gates.admit("carrier-a", "r1", &key("k"), at(0)),
             Err(Denied::Unknown)
         );
         assert_eq!(
             gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "k")),
             Applied::Updated
         );
-        assert_eq!(gates.admit("carrier-a", "r1", "k", at(10)), Ok(()));
+        assert_eq!(gates.admit("carrier-a", "r1", &key("k"), at(10)), Ok(()));
         assert_eq!(
-            gates.admit("carrier-a", "r1", "x", at(10)),
+            gates.admit("carrier-a", "r1", &key("x"), at(10)),
             Err(Denied::BadKey)
         );
         assert_eq!(
-            gates.admit("carrier-z", "r1", "k", at(10)),
+            gates.admit("carrier-z", "r1", &key("k"), at(10)),
             Err(Denied::NotACarrier("carrier-z".into()))
         );
         assert!(matches!(
-            gates.admit("carrier-a", "r1", "k", at(100)),
+            gates.admit("carrier-a", "r1", &key("k"), at(100)),
             Err(Denied::NotOpen(_))
         ));
         assert_eq!(
@@ -381,20 +430,20 @@ mod tests {
         );
         assert!(gates.is_over("r1"));
         assert!(matches!(
-            gates.admit("carrier-a", "r1", "k", at(50)),
+            gates.admit("carrier-a", "r1", &key("k"), at(50)),
             Err(Denied::NotOpen(_))
         ));
     }
 
     #[test]
     fn a_move_to_later_closes_until_opened_again() {
-        let mut gates = Gates::new("s1");
+        let mut gates = Gates::new("s1", None);
         gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "k"));
         assert_eq!(
             gates.apply(&msg(SlotKind::Changed, 2, 50, 150, "k")),
             Applied::Updated
         );
-        assert!(gates.still_admitted("r1", "k", at(10)).is_err());
+        assert!(gates.still_admitted("r1", &key("k"), at(10)).is_err());
         assert!(!gates.is_open("r1", at(10)));
         // Opens by time even before `opened:2` arrives, as the contract says for `changed`.
         assert!(gates.is_open("r1", at(60)));
@@ -408,19 +457,19 @@ mod tests {
 
     #[test]
     fn a_rotated_key_cuts_off_the_old_one() {
-        let mut gates = Gates::new("s1");
+        let mut gates = Gates::new("s1", None);
         gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "old"));
         gates.apply(&msg(SlotKind::Changed, 2, 0, 100, "new"));
         assert_eq!(
-            gates.still_admitted("r1", "old", at(10)),
+            gates.still_admitted("r1", &key("old"), at(10)),
             Err(Denied::BadKey)
         );
-        assert_eq!(gates.admit("carrier-b", "r1", "new", at(10)), Ok(()));
+        assert_eq!(gates.admit("carrier-b", "r1", &key("new"), at(10)), Ok(()));
     }
 
     #[test]
     fn expiry_closes_on_time_without_the_closed_message() {
-        let mut gates = Gates::new("s1");
+        let mut gates = Gates::new("s1", None);
         gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "k"));
         assert!(gates.expire(at(99)).is_empty());
         assert_eq!(gates.expire(at(100)), vec!["r1".to_string()]);
@@ -434,13 +483,13 @@ mod tests {
 
     #[test]
     fn other_servers_and_cancellations_are_told_apart() {
-        let mut gates = Gates::new("s1");
+        let mut gates = Gates::new("s1", None);
         let mut other = msg(SlotKind::Opened, 1, 0, 100, "k");
         other.server_id = "s2".into();
         other.reservation_id = "r2".into();
         assert_eq!(gates.apply(&other), Applied::Ignored);
         assert_eq!(
-            gates.admit("carrier-a", "r2", "k", at(10)),
+            gates.admit("carrier-a", "r2", &key("k"), at(10)),
             Err(Denied::OtherServer("s2".into()))
         );
         gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "k"));
@@ -449,17 +498,133 @@ mod tests {
             Applied::Ended
         );
         assert_eq!(
-            gates.admit("carrier-a", "r1", "k", at(10)),
+            gates.admit("carrier-a", "r1", &key("k"), at(10)),
             Err(Denied::NotOpen("the reservation was cancelled".into()))
         );
     }
 
     #[test]
     fn no_carriers_listed_means_any_listener() {
-        let mut gates = Gates::new("s1");
+        let mut gates = Gates::new("s1", None);
         let mut m = msg(SlotKind::Opened, 1, 0, 100, "k");
         m.ingest = IngestMode::Push { carriers: vec![] };
         gates.apply(&m);
-        assert_eq!(gates.admit("anything", "r1", "k", at(1)), Ok(()));
+        assert_eq!(gates.admit("anything", "r1", &key("k"), at(1)), Ok(()));
+    }
+
+    #[test]
+    fn a_scheduled_slot_tells_an_early_publisher_when_it_opens() {
+        let mut gates = Gates::new("s1", None);
+        assert_eq!(
+            gates.apply(&msg(SlotKind::Scheduled, 1, 100, 200, "k")),
+            Applied::Updated
+        );
+        assert_eq!(
+            gates.admit("carrier-a", "r1", &key("k"), at(10)),
+            Err(Denied::NotOpen("it opens at 2027-01-15T08:01:40Z".into()))
+        );
+        // The key is checked first: a wrong key learns nothing about the window.
+        assert_eq!(
+            gates.admit("carrier-a", "r1", &key("x"), at(10)),
+            Err(Denied::BadKey)
+        );
+        // By time alone, should `opened` be late.
+        assert_eq!(gates.admit("carrier-a", "r1", &key("k"), at(100)), Ok(()));
+        assert_eq!(
+            gates.apply(&msg(SlotKind::Opened, 1, 100, 200, "k")),
+            Applied::Updated
+        );
+        assert_eq!(gates.admit("carrier-a", "r1", &key("k"), at(150)), Ok(()));
+    }
+
+    #[test]
+    fn a_cancel_before_the_window_says_cancelled() {
+        let mut gates = Gates::new("s1", None);
+        gates.apply(&msg(SlotKind::Scheduled, 1, 100, 200, "k"));
+        assert_eq!(
+            gates.apply(&msg(SlotKind::Cancelled, 2, 100, 200, "k")),
+            Applied::Ended
+        );
+        assert_eq!(
+            gates.admit("carrier-a", "r1", &key("k"), at(150)),
+            Err(Denied::NotOpen("the reservation was cancelled".into()))
+        );
+    }
+
+    fn digest_answer(stream_key: &str, nonce: &str) -> Credential {
+        use slotcast_domain::secret::{digest_ha1, md5_hex};
+        let ha2 = md5_hex(&["ANNOUNCE", "rtsp://h/live/r1"]);
+        Credential::Digest(crate::rtsp::DigestAnswer {
+            method: "ANNOUNCE".into(),
+            uri: "rtsp://h/live/r1".into(),
+            nonce: nonce.into(),
+            response: md5_hex(&[&digest_ha1(stream_key), nonce, &ha2]),
+            qop_auth: None,
+        })
+    }
+
+    fn sealed(secret: &SecretKey, reservation: &str, stream_key: &str) -> Option<String> {
+        let ha1 = slotcast_domain::secret::digest_ha1(stream_key);
+        Some(secret.seal([3; 24], reservation, ha1.as_bytes()))
+    }
+
+    #[test]
+    fn digest_answers_are_checked_against_the_sealed_ha1() {
+        let secret = SecretKey::from_bytes([9; 32]);
+        let mut gates = Gates::new("s1", Some(secret.clone()));
+        let mut m = msg(SlotKind::Opened, 1, 0, 100, "k");
+        m.stream_key_digest = sealed(&secret, "r1", "k");
+        gates.apply(&m);
+        assert!(gates.has_digest("r1"));
+        assert_eq!(
+            gates.admit("carrier-a", "r1", &digest_answer("k", "n1"), at(10)),
+            Ok(())
+        );
+        assert_eq!(
+            gates.admit("carrier-a", "r1", &digest_answer("x", "n1"), at(10)),
+            Err(Denied::BadKey)
+        );
+        // A rotated key: the old Digest answer no longer holds.
+        let mut rotated = msg(SlotKind::Changed, 2, 0, 100, "k2");
+        rotated.stream_key_digest = sealed(&secret, "r1", "k2");
+        gates.apply(&rotated);
+        assert_eq!(
+            gates.still_admitted("r1", &digest_answer("k", "n1"), at(20)),
+            Err(Denied::BadKey)
+        );
+        assert_eq!(
+            gates.still_admitted("r1", &digest_answer("k2", "n1"), at(20)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn digest_is_refused_without_the_secret_key_or_with_another_ones_seal() {
+        let secret = SecretKey::from_bytes([9; 32]);
+        let mut m = msg(SlotKind::Opened, 1, 0, 100, "k");
+        m.stream_key_digest = sealed(&secret, "r1", "k");
+        let mut without = Gates::new("s1", None);
+        without.apply(&m);
+        assert!(!without.has_digest("r1"));
+        assert_eq!(
+            without.admit("carrier-a", "r1", &digest_answer("k", "n"), at(10)),
+            Err(Denied::BadKey)
+        );
+        assert_eq!(without.admit("carrier-a", "r1", &key("k"), at(10)), Ok(()));
+        let mut other = Gates::new("s1", Some(SecretKey::from_bytes([1; 32])));
+        other.apply(&m);
+        assert_eq!(
+            other.admit("carrier-a", "r1", &digest_answer("k", "n"), at(10)),
+            Err(Denied::BadKey)
+        );
+        // Sealed for another reservation: copied into this one's message, it does not open.
+        let mut copied = msg(SlotKind::Opened, 1, 0, 100, "k");
+        copied.stream_key_digest = sealed(&secret, "r2", "k");
+        let mut gates = Gates::new("s1", Some(secret));
+        gates.apply(&copied);
+        assert_eq!(
+            gates.admit("carrier-a", "r1", &digest_answer("k", "n"), at(10)),
+            Err(Denied::BadKey)
+        );
     }
 }

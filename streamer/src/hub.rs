@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::{Channel, ChannelState, DiskWrite};
 use crate::config::StreamerConfig;
 use crate::gates::{Applied, Denied, Gates};
-use crate::metrics::Metrics;
+use crate::metrics::{AuthLabel, Metrics};
+use crate::rtsp::Credential;
 use slotcast_domain::contract::SlotMessage;
 
 /// Files of one reservation's recording to write.
@@ -70,7 +71,7 @@ pub struct SessionEntry {
 #[derive(Debug)]
 struct Recording {
     reservation_id: String,
-    key: String,
+    credential: Credential,
 }
 
 impl SessionEntry {
@@ -139,7 +140,7 @@ impl Hub {
         reports: mpsc::Sender<IngestMessage>,
         disk: mpsc::Sender<DiskBatch>,
     ) -> Self {
-        let gates = Gates::new(config.server_id.clone());
+        let gates = Gates::new(config.server_id.clone(), config.secret_key.clone());
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -213,18 +214,23 @@ impl Hub {
             .store(self.ms_since_start(now), Ordering::Relaxed);
     }
 
+    /// Whether the reservation's key can be checked by Digest here.
+    pub fn offers_digest(&self, reservation_id: &str) -> bool {
+        lock(&self.inner.gates).has_digest(reservation_id)
+    }
+
     /// May this publisher publish? Checks the gate, then that no other publisher is live on
     /// the reservation (one that went silent past the session timeout does not count).
     pub fn admit(
         &self,
         session: &SessionEntry,
         reservation_id: &str,
-        key: &str,
+        credential: &Credential,
         now: Instant,
     ) -> Result<(), Refused> {
         let at = self.now();
         lock(&self.inner.gates)
-            .admit(&session.carrier, reservation_id, key, at)
+            .admit(&session.carrier, reservation_id, credential, at)
             .map_err(Refused::Gate)?;
         let timeout_ms =
             u64::try_from(self.inner.config.session_timeout.as_millis()).unwrap_or(u64::MAX);
@@ -248,7 +254,7 @@ impl Hub {
         &self,
         session: &SessionEntry,
         reservation_id: &str,
-        key: &str,
+        credential: Credential,
         codecs: &str,
     ) -> Arc<ChannelHandle> {
         {
@@ -260,9 +266,17 @@ impl Hub {
                     other.cancel.cancel();
                 }
             }
+            let auth = match credential {
+                Credential::Key(_) => "key",
+                Credential::Digest(_) => "digest",
+            };
+            self.metrics()
+                .publishers
+                .get_or_create(&AuthLabel { auth })
+                .inc();
             let recording = Recording {
                 reservation_id: reservation_id.to_string(),
-                key: key.to_string(),
+                credential,
             };
             if session.recording.set(recording).is_err() {
                 tracing::warn!(session = session.id, "RECORD twice on one session");
@@ -380,7 +394,9 @@ impl Hub {
                 continue;
             };
             if recording.reservation_id == reservation_id {
-                if let Err(denied) = gates.still_admitted(reservation_id, &recording.key, now) {
+                if let Err(denied) =
+                    gates.still_admitted(reservation_id, &recording.credential, now)
+                {
                     *lock(&s.reason) = Some(denied.to_string());
                     s.cancel.cancel();
                 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rand::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
@@ -24,7 +25,9 @@ use crate::hub::{ChannelHandle, Hub, Refused, SessionEntry};
 use crate::media::retina_adapter::Depacketizer;
 use crate::media::segmenter::{Segmenter, SegmenterConfig};
 use crate::media::{TrackKind, TrackSpec};
-use crate::rtsp::{Admission, CloseReason, Host, Output, Refusal, Session, SessionConfig};
+use crate::rtsp::{
+    Admission, CloseReason, Credential, Host, Output, Refusal, Session, SessionConfig,
+};
 use crate::StreamerError;
 
 /// A publisher that cannot take a response within this long is dropped.
@@ -79,20 +82,22 @@ struct EdgeHost {
     entry: Arc<SessionEntry>,
     local_ip: IpAddr,
     now: Instant,
-    /// The key of the last admitted request: the key the publisher records with.
-    key: Option<String>,
+    /// The credential of the last admitted request: the one the publisher records with.
+    credential: Option<Credential>,
     udp: mpsc::Sender<(usize, bool, Bytes)>,
     stop: CancellationToken,
 }
 
 impl Host for EdgeHost {
     fn admit(&mut self, request: &Admission<'_>) -> Result<(), Refusal> {
-        match self
-            .hub
-            .admit(&self.entry, request.reservation_id, request.key, self.now)
-        {
+        match self.hub.admit(
+            &self.entry,
+            request.reservation_id,
+            request.credential,
+            self.now,
+        ) {
             Ok(()) => {
-                self.key = Some(request.key.to_string());
+                self.credential = Some(request.credential.clone());
                 Ok(())
             }
             Err(refused) => {
@@ -111,6 +116,10 @@ impl Host for EdgeHost {
                 })
             }
         }
+    }
+
+    fn offers_digest(&mut self, reservation_id: &str) -> bool {
+        self.hub.offers_digest(reservation_id)
     }
 
     fn bind_udp(&mut self, track: usize) -> Result<(u16, u16), String> {
@@ -351,13 +360,19 @@ async fn connection(
         entry: entry.clone(),
         local_ip,
         now: Instant::now(),
-        key: None,
+        credential: None,
         udp: udp_tx,
         stop: stop.clone(),
     };
     let config = SessionConfig {
         carrier: carrier.clone(),
         timeout: hub.config().session_timeout,
+        // Digest only where a sealed HA1 can be opened; a fresh nonce per connection.
+        digest_nonce: hub.config().secret_key.as_ref().map(|_| {
+            let mut nonce = [0u8; 16];
+            rand::rng().fill_bytes(&mut nonce);
+            hex::encode(nonce)
+        }),
         ..SessionConfig::default()
     };
     let mut session = Session::new(config, Instant::now());
@@ -418,9 +433,12 @@ async fn connection(
                     tracks,
                     transport,
                 } => {
-                    let key = host.key.clone().unwrap_or_default();
+                    let Some(credential) = host.credential.clone() else {
+                        // The core publishes only after the host admitted RECORD.
+                        break 'session CloseReason::Ended("recording without admission".into());
+                    };
                     let codecs = codecs(&tracks);
-                    let channel = hub.start_recording(&entry, &reservation_id, &key, &codecs);
+                    let channel = hub.start_recording(&entry, &reservation_id, credential, &codecs);
                     tracing::info!(reservation = %reservation_id, %carrier, %remote, ?transport,
                         codecs, "publisher live");
                     let setup = session.setup_tracks();

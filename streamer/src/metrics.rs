@@ -15,6 +15,12 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabel {
+    /// `key` (`?key=` or Basic) or `digest`.
+    pub auth: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -27,6 +33,8 @@ pub struct Metrics {
     pub parts: Counter,
     /// Publishers refused or dropped, by reason.
     pub refusals: Family<ReasonLabel, Counter>,
+    /// Publishers that went live, by how they authenticated.
+    pub publishers: Family<AuthLabel, Counter>,
     /// Distinct viewer addresses that fetched a playlist in the last few seconds.
     pub viewers: Gauge,
     /// From the arrival of a part's first frame to the part being in the playlist.
@@ -42,6 +50,7 @@ impl Metrics {
         let frames = Counter::default();
         let parts = Counter::default();
         let refusals = Family::<ReasonLabel, Counter>::default();
+        let publishers = Family::<AuthLabel, Counter>::default();
         let viewers = Gauge::default();
         // 5 ms steps up to 500 ms, then coarser: the latency target is part + 50 ms.
         let buckets = (1..=100)
@@ -57,6 +66,11 @@ impl Metrics {
             "refusals",
             "Publishers refused or dropped",
             refusals.clone(),
+        );
+        registry.register(
+            "publishers",
+            "Publishers that went live, by how they authenticated",
+            publishers.clone(),
         );
         registry.register(
             "viewers",
@@ -76,6 +90,7 @@ impl Metrics {
             frames,
             parts,
             refusals,
+            publishers,
             viewers,
             part_latency,
         }

@@ -53,7 +53,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The streamer's environment: its server id, listeners on ports of their own, recordings
-/// in `dir`.
+/// in `dir`, a secret key of its own.
 pub fn streamer_env(server_id: &str, listeners: &str, dir: &Path) -> Vec<(String, String)> {
     vec![
         ("SLOTCAST_SERVER_ID".into(), server_id.into()),
@@ -68,7 +68,16 @@ pub fn streamer_env(server_id: &str, listeners: &str, dir: &Path) -> Vec<(String
                 .to_string(),
         ),
         ("SLOTCAST_SESSION_TIMEOUT_S".into(), "10".into()),
+        ("SLOTCAST_SECRET_KEY".into(), secret_key()),
     ]
+}
+
+/// A fresh `SLOTCAST_SECRET_KEY` for one test (the api and the streamer of a `Stack` share it).
+pub fn secret_key() -> String {
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `slotcast server all` with a streamer for `server_id`, plus an operator and a distributor.
@@ -271,7 +280,8 @@ pub fn ffmpeg_publish(url: &str, transport: &str, seconds: u32) -> Publisher {
     Publisher::spawn(cmd, &format!("ffmpeg publishing over {transport}"))
 }
 
-/// GStreamer's rtspclientsink publishing a live test pattern, the key as the Basic password.
+/// GStreamer's rtspclientsink publishing a live test pattern, user `slotcast` and the key as
+/// the password (Digest when the streamer offers it, else Basic).
 pub fn gst_publish(addr: SocketAddr, reservation: &str, key: &str, seconds: u32) -> Publisher {
     let url = format!("rtsp://slotcast:{key}@{addr}/live/{reservation}");
     let buffers = (seconds * 25).to_string();

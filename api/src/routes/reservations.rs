@@ -183,7 +183,8 @@ async fn decide_booking(
     input: BookRequest,
 ) -> Result<(StatusCode, serde_json::Value), ApiError> {
     let id = uuid::Uuid::now_v7().to_string();
-    let (stream_key, stream_key_hash) = new_stream_key();
+    let minted = new_stream_key(&id, state.config.secret_key.as_ref());
+    let stream_key = minted.key;
     let decided = state
         .decide(
             ctx,
@@ -194,7 +195,8 @@ async fn decide_booking(
                 start: input.start.0,
                 end: input.end.0,
                 title: input.title,
-                stream_key_hash,
+                stream_key_hash: minted.hash,
+                stream_key_digest: minted.digest,
             },
         )
         .await?;
@@ -424,7 +426,8 @@ pub async fn rotate_key(
     Path(id): Path<String>,
 ) -> Result<Json<RotatedKey>, ApiError> {
     let row = visible(&state, &caller, &id).await?;
-    let (stream_key, stream_key_hash) = new_stream_key();
+    let minted = new_stream_key(&id, state.config.secret_key.as_ref());
+    let stream_key = minted.key;
     let decided = state
         .decide(
             &ctx,
@@ -432,7 +435,8 @@ pub async fn rotate_key(
             &row.server_id,
             CommandKind::RotateStreamKey {
                 reservation_id: id.clone(),
-                stream_key_hash,
+                stream_key_hash: minted.hash,
+                stream_key_digest: minted.digest,
             },
         )
         .await?;

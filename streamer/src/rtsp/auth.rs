@@ -1,8 +1,11 @@
 //! Who is asking for what: the request target (`/live/<reservation>[/<control>]`) and the
-//! stream key (`?key=` in the URL, or the password of `Authorization: Basic`).
+//! credential: the stream key (`?key=` in the URL, or the password of `Authorization: Basic`),
+//! or a Digest answer (RFC 2617, user `slotcast`, password the stream key) to the
+//! connection's challenge.
 //!
-//! Contract: pure string work on what the client sent, no policy: whether the key is right,
-//! and whether the reservation is open, is the host's decision (`Host::admit`).
+//! Contract: pure string work on what the client sent, no policy: whether the credential is
+//! right, and whether the reservation is open, is the host's decision (`Host::admit`), which
+//! checks a Digest answer with [`DigestAnswer::matches`] against the reservation's HA1.
 //!
 //! Query strings may sit anywhere in a URL, because clients build SETUP URLs by appending
 //! `/<control>` to whatever URL they were given: ffmpeg turns `rtsp://h/live/R?key=K` into
@@ -11,6 +14,7 @@
 //! reservation ids are `[A-Za-z0-9_-]`, so neither can contain a `/`.
 
 use base64::Engine as _;
+use slotcast_domain::secret::{md5_hex, DIGEST_REALM, DIGEST_USERNAME};
 use url::Url;
 
 /// The longest stream key passed to the host (keys are 32 hex characters).
@@ -103,8 +107,147 @@ pub(super) fn basic_password(header: &str) -> Option<String> {
     (!password.is_empty()).then(|| password.to_owned())
 }
 
+/// What a publisher offers as proof that it holds the stream key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// The key itself: `?key=`, or the Basic password.
+    Key(String),
+    /// A Digest answer to this connection's challenge.
+    Digest(DigestAnswer),
+}
+
+/// The parts of `Authorization: Digest …` that the response is computed from, with the
+/// request method; the user name and realm were checked when it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DigestAnswer {
+    pub method: String,
+    pub uri: String,
+    pub nonce: String,
+    pub response: String,
+    /// `(nc, cnonce)` when the client used `qop=auth`.
+    pub qop_auth: Option<(String, String)>,
+}
+
+impl DigestAnswer {
+    /// Whether the answer was computed from `ha1` (lower-case hex), compared in constant time.
+    pub fn matches(&self, ha1: &str) -> bool {
+        let ha2 = md5_hex(&[&self.method, &self.uri]);
+        let expected = match &self.qop_auth {
+            None => md5_hex(&[ha1, &self.nonce, &ha2]),
+            Some((nc, cnonce)) => md5_hex(&[ha1, &self.nonce, nc, cnonce, "auth", &ha2]),
+        };
+        let given = self.response.to_ascii_lowercase();
+        expected.len() == given.len()
+            && expected
+                .bytes()
+                .zip(given.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// The `WWW-Authenticate` value challenging for Digest with `nonce`.
+pub(super) fn digest_challenge(nonce: &str) -> String {
+    format!("Digest realm=\"{DIGEST_REALM}\", nonce=\"{nonce}\", algorithm=MD5")
+}
+
+/// The `WWW-Authenticate` value offering Basic.
+pub(super) const BASIC_CHALLENGE: &str = "Basic realm=\"slotcast\"";
+
+/// Reads `Authorization: Digest …` sent with `method`, answering `nonce` (this connection's).
+/// `Ok(None)`: not a Digest header. `Err`: a Digest header this server cannot accept, and why
+/// (shown to the publisher).
+pub(super) fn digest_answer(
+    header: &str,
+    method: &str,
+    nonce: &str,
+) -> Result<Option<DigestAnswer>, &'static str> {
+    let header = header.trim();
+    let Some((scheme, rest)) = header.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("digest") {
+        return Ok(None);
+    }
+    let params = digest_params(rest).ok_or("malformed Digest authorization")?;
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    if get("algorithm").is_some_and(|a| !a.eq_ignore_ascii_case("md5")) {
+        return Err("Digest algorithm must be MD5");
+    }
+    if get("username") != Some(DIGEST_USERNAME) {
+        return Err("Digest user name must be slotcast (the password is the stream key)");
+    }
+    if get("realm") != Some(DIGEST_REALM) || get("nonce") != Some(nonce) {
+        return Err("stale Digest nonce or wrong realm: answer this connection's challenge");
+    }
+    let (Some(uri), Some(response)) = (get("uri"), get("response")) else {
+        return Err("Digest authorization without uri or response");
+    };
+    let qop_auth = match get("qop") {
+        None => None,
+        Some(qop) if qop.eq_ignore_ascii_case("auth") => match (get("nc"), get("cnonce")) {
+            (Some(nc), Some(cnonce)) => Some((nc.to_owned(), cnonce.to_owned())),
+            _ => return Err("Digest qop=auth without nc or cnonce"),
+        },
+        Some(_) => return Err("Digest qop must be auth"),
+    };
+    Ok(Some(DigestAnswer {
+        method: method.to_owned(),
+        uri: uri.to_owned(),
+        nonce: nonce.to_owned(),
+        response: response.to_owned(),
+        qop_auth,
+    }))
+}
+
+/// `name=value, name="quoted, value", …` into pairs; `None` if it does not parse.
+fn digest_params(text: &str) -> Option<Vec<(String, String)>> {
+    const MAX_PARAMS: usize = 16;
+    let mut params = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        if params.len() == MAX_PARAMS {
+            return None;
+        }
+        let (name, after) = rest.split_once('=')?;
+        let name = name.trim();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return None;
+        }
+        let after = after.trim_start();
+        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (i, '"') => break i,
+                    (_, '\\') => value.push(chars.next()?.1),
+                    (_, c) => value.push(c),
+                }
+            };
+            (value, &quoted[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        params.push((name.to_owned(), value));
+        let after = after.trim_start();
+        rest = match after.strip_prefix(',') {
+            Some(next) => next.trim_start(),
+            None if after.is_empty() => after,
+            None => return None,
+        };
+    }
+    Some(params)
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn t(url: &str) -> Result<Target, &'static str> {
@@ -174,5 +317,81 @@ mod tests {
         assert_eq!(basic_password("Basic !!!"), None);
         // "user:" (no password)
         assert_eq!(basic_password("Basic dXNlcjo="), None);
+    }
+
+    /// A client's side of Digest, as ffmpeg and GStreamer compute it (no qop).
+    pub(crate) fn digest_header(key: &str, method: &str, uri: &str, nonce: &str) -> String {
+        let ha1 = slotcast_domain::secret::digest_ha1(key);
+        let response = md5_hex(&[&ha1, nonce, &md5_hex(&[method, uri])]);
+        format!(
+            "Digest username=\"slotcast\", realm=\"slotcast\", nonce=\"{nonce}\", \
+             uri=\"{uri}\", response=\"{response}\""
+        )
+    }
+
+    #[test]
+    fn digest_answers_match_the_key_they_were_made_with() {
+        let header = digest_header("k3y", "ANNOUNCE", "rtsp://h/live/r?x=1,2", "n0nce");
+        let answer = digest_answer(&header, "ANNOUNCE", "n0nce")
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.uri, "rtsp://h/live/r?x=1,2");
+        let ha1 = slotcast_domain::secret::digest_ha1("k3y");
+        assert!(answer.matches(&ha1));
+        assert!(!answer.matches(&slotcast_domain::secret::digest_ha1("other")));
+        // The method is part of the answer: replayed under another method it fails.
+        let replayed = digest_answer(&header, "RECORD", "n0nce").unwrap().unwrap();
+        assert!(!replayed.matches(&ha1));
+    }
+
+    #[test]
+    fn digest_with_qop_auth_is_rfc_2617s_worked_example() {
+        // RFC 2617 section 3.5, with the example's values.
+        let header = "Digest username=\"Mufasa\", realm=\"testrealm@host.com\", \
+            nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", uri=\"/dir/index.html\", qop=auth, \
+            nc=00000001, cnonce=\"0a4f113b\", response=\"6629fae49393a05397450978507c4ef1\", \
+            opaque=\"5ccc069c403ebaf9f0171e9517f40e41\"";
+        let params = digest_params(header.split_once(' ').unwrap().1).unwrap();
+        let get = |n: &str| params.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        let answer = DigestAnswer {
+            method: "GET".into(),
+            uri: get("uri"),
+            nonce: get("nonce"),
+            response: get("response"),
+            qop_auth: Some((get("nc"), get("cnonce"))),
+        };
+        assert!(answer.matches(&md5_hex(&[
+            "Mufasa",
+            "testrealm@host.com",
+            "Circle Of Life"
+        ])));
+    }
+
+    #[test]
+    fn digest_headers_this_server_cannot_take_say_why() {
+        let ok = digest_header("k", "ANNOUNCE", "rtsp://h/live/r", "n");
+        assert!(digest_answer(&ok, "ANNOUNCE", "n").unwrap().is_some());
+        assert_eq!(digest_answer("Basic eDp5", "ANNOUNCE", "n"), Ok(None));
+        assert_eq!(
+            digest_answer(&ok, "ANNOUNCE", "other-nonce").unwrap_err(),
+            "stale Digest nonce or wrong realm: answer this connection's challenge"
+        );
+        let wrong_user = ok.replace("username=\"slotcast\"", "username=\"admin\"");
+        assert!(digest_answer(&wrong_user, "ANNOUNCE", "n")
+            .unwrap_err()
+            .contains("user name must be slotcast"));
+        let sha = format!("{ok}, algorithm=SHA-256");
+        assert_eq!(
+            digest_answer(&sha, "ANNOUNCE", "n").unwrap_err(),
+            "Digest algorithm must be MD5"
+        );
+        for bad in [
+            "Digest username=\"slotcast",
+            "Digest =x",
+            "Digest a=\"1\" b=2",
+            "Digest username=\"slotcast\", realm=\"slotcast\", nonce=\"n\"",
+        ] {
+            assert!(digest_answer(bad, "ANNOUNCE", "n").is_err(), "{bad}");
+        }
     }
 }

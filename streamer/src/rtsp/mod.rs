@@ -38,6 +38,7 @@ use bytes::Bytes;
 
 use crate::media::TrackSpec;
 
+pub use auth::{Credential, DigestAnswer};
 pub use session::Session;
 
 /// Limits and identity of one RTSP connection; the edge builds it from the listener's config.
@@ -53,6 +54,10 @@ pub struct SessionConfig {
     pub max_body_bytes: usize,
     /// The per-session input buffer: one incomplete request or interleaved frame at most.
     pub max_buffered_bytes: usize,
+    /// The nonce of this connection's Digest challenge (random, from the edge); `None` offers
+    /// Basic only (the streamer has no secret key to open Digest credentials with). With a
+    /// nonce, Digest is offered for reservations where [`Host::offers_digest`].
+    pub digest_nonce: Option<String>,
 }
 
 impl Default for SessionConfig {
@@ -63,15 +68,19 @@ impl Default for SessionConfig {
             max_header_bytes: 8 * 1024,
             max_body_bytes: 16 * 1024,
             max_buffered_bytes: 256 * 1024,
+            digest_nonce: None,
         }
     }
 }
 
 /// What the core asks of the world around it.
 pub trait Host {
-    /// May a publisher publish to this reservation with this key on this carrier, now?
+    /// May a publisher publish to this reservation with this credential on this carrier, now?
     /// Asked at ANNOUNCE and again at RECORD (time passes between them).
     fn admit(&mut self, request: &Admission<'_>) -> Result<(), Refusal>;
+    /// Can this reservation's key be checked by Digest (the host holds its HA1)? Digest is
+    /// offered only then, so a client that prefers it is never sent down a path that fails.
+    fn offers_digest(&mut self, reservation_id: &str) -> bool;
     /// Bind an RTP/RTCP UDP port pair for `track` on the listener's address; returns the
     /// (rtp, rtcp) ports. The error text is logged, never sent to the client.
     fn bind_udp(&mut self, track: usize) -> Result<(u16, u16), String>;
@@ -82,7 +91,7 @@ pub trait Host {
 pub struct Admission<'a> {
     pub carrier: &'a str,
     pub reservation_id: &'a str,
-    pub key: &'a str,
+    pub credential: &'a Credential,
 }
 
 /// Why the host will not admit a publisher. The RTSP answer for each is in
@@ -105,11 +114,7 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            // A slot is announced on NATS only when its window opens: before that the streamer
-            // cannot tell a future reservation from one that does not exist.
-            Self::UnknownReservation => {
-                f.write_str("unknown reservation, or its window has not opened yet")
-            }
+            Self::UnknownReservation => f.write_str("unknown reservation"),
             Self::BadKey => f.write_str("wrong stream key"),
             Self::NotOpen(why) => write!(f, "reservation not open: {why}"),
             Self::NotThisServer => f.write_str("the reservation is not on this server or carrier"),

@@ -18,7 +18,8 @@
 //! | any other unknown method | 501 | |
 //! | ANNOUNCE twice, SETUP before ANNOUNCE or after RECORD, RECORD before SETUP or twice, SETUP of a track twice | 455 | |
 //! | path not `/live/<reservation>`, or another reservation than announced, or no such track | 404 | |
-//! | ANNOUNCE without a key | 401 + `WWW-Authenticate` | |
+//! | ANNOUNCE without a key | 401 + `WWW-Authenticate` (Digest when the config has a nonce, and Basic) | |
+//! | ANNOUNCE with a Digest answer that is not to this connection's nonce, not user `slotcast`, not MD5 | 401 + `WWW-Authenticate` | |
 //! | admission refused: unknown reservation / bad key / not open, not this server, busy | 404 / 401 + `WWW-Authenticate` / 403 | at RECORD: Close(Refused) |
 //! | ANNOUNCE body not `application/sdp`, or no track we can ingest | 415 | |
 //! | ANNOUNCE without a body, SDP we cannot read, or more than 8 media sections | 400 | |
@@ -47,7 +48,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use rtsp_types::{headers, Message, Method, Version};
 use tracing::{debug, info, warn};
 
-use super::auth::{self, Target};
+use super::auth::{self, Credential, Target};
 use super::framing::{self, Frame, Invalid, Limits, Parse};
 use super::response::{Response, Status};
 use super::sdp::{self, SdpError};
@@ -56,7 +57,6 @@ use super::{Admission, CloseReason, Host, Output, Refusal, SessionConfig, State,
 use crate::media::TrackSpec;
 
 const PUBLIC: &str = "OPTIONS, ANNOUNCE, SETUP, RECORD, GET_PARAMETER, SET_PARAMETER, TEARDOWN";
-const WWW_AUTHENTICATE: &str = "Basic realm=\"slotcast\"";
 /// ANNOUNCEs refused on one connection before it is closed: room for the 401 dance (one
 /// refusal) and a typo, not for guessing keys.
 const MAX_FAILED_ANNOUNCES: u32 = 3;
@@ -98,8 +98,8 @@ fn error(status: Status, reason: impl Into<String>) -> Reply {
 #[derive(Debug)]
 struct Announced {
     reservation_id: String,
-    /// The admitted key, asked about again at RECORD.
-    key: String,
+    /// The admitted credential, asked about again at RECORD.
+    credential: Credential,
     tracks: Vec<TrackSpec>,
     /// Per track: the control as a SETUP target shows it.
     controls: Vec<Option<String>>,
@@ -420,19 +420,18 @@ impl Session {
             }
             Err(why) => return self.failed_announce(error(Status::NotFound, why)),
         };
-        let key = target.key.clone().or_else(|| {
-            request
-                .header(&headers::AUTHORIZATION)
-                .and_then(|v| auth::basic_password(v.as_str()))
-        });
-        let Some(key) = key else {
-            let reply = Response::new(Status::Unauthorized)
-                .header("WWW-Authenticate", WWW_AUTHENTICATE)
-                .reason("stream key required: ?key=<key> in the URL, or as the password");
-            return self.failed_announce(reply.into());
+        let digest =
+            self.config.digest_nonce.is_some() && host.offers_digest(&target.reservation_id);
+        let credential = match self.credential(request, &target, digest) {
+            Ok(credential) => credential,
+            Err(why) => {
+                let response = Response::new(Status::Unauthorized).reason(why);
+                let reply = self.challenge(response, digest);
+                return self.failed_announce(reply.into());
+            }
         };
-        if let Err(refusal) = self.admit(&target.reservation_id, &key, host) {
-            return self.failed_announce(refused(&refusal).into());
+        if let Err(refusal) = self.admit(&target.reservation_id, &credential, host) {
+            return self.failed_announce(self.refused(&refusal, digest).into());
         }
         if let Some(content_type) = request.header(&headers::CONTENT_TYPE) {
             let mime = content_type.as_str().split(';').next().unwrap_or_default();
@@ -465,7 +464,7 @@ impl Session {
         );
         self.announced = Some(Announced {
             reservation_id: target.reservation_id,
-            key,
+            credential,
             controls: tracks
                 .iter()
                 .map(|t| t.control.as_deref().and_then(auth::control_of))
@@ -493,14 +492,75 @@ impl Session {
         reply
     }
 
-    fn admit(&self, reservation_id: &str, key: &str, host: &mut dyn Host) -> Result<(), Refusal> {
-        if key.len() > auth::MAX_KEY_LEN {
+    /// The credential an ANNOUNCE offers: `?key=`, then `Authorization` (Basic, or Digest
+    /// answering this connection's nonce). `Err`: why there is none we can use.
+    fn credential(
+        &self,
+        request: &rtsp_types::Request<Vec<u8>>,
+        target: &Target,
+        digest: bool,
+    ) -> Result<Credential, &'static str> {
+        if let Some(key) = &target.key {
+            return Ok(Credential::Key(key.clone()));
+        }
+        const NONE: &str = "stream key required: ?key=<key> in the URL, or as the password";
+        let Some(header) = request.header(&headers::AUTHORIZATION) else {
+            return Err(NONE);
+        };
+        if let Some(password) = auth::basic_password(header.as_str()) {
+            return Ok(Credential::Key(password));
+        }
+        let Some(nonce) = self.config.digest_nonce.as_ref().filter(|_| digest) else {
+            return Err(NONE);
+        };
+        match auth::digest_answer(header.as_str(), request.method().into(), nonce)? {
+            Some(answer) => Ok(Credential::Digest(answer)),
+            None => Err(NONE),
+        }
+    }
+
+    /// `response` with this server's `WWW-Authenticate` challenges: Digest first if `digest`.
+    fn challenge(&self, response: Response, digest: bool) -> Response {
+        let response = match self.config.digest_nonce.as_ref().filter(|_| digest) {
+            Some(nonce) => response.header("WWW-Authenticate", auth::digest_challenge(nonce)),
+            None => response,
+        };
+        response.header("WWW-Authenticate", auth::BASIC_CHALLENGE)
+    }
+
+    fn refused(&self, refusal: &Refusal, digest: bool) -> Response {
+        let status = match refusal {
+            Refusal::UnknownReservation => Status::NotFound,
+            Refusal::BadKey => Status::Unauthorized,
+            Refusal::NotOpen(_) | Refusal::NotThisServer | Refusal::Busy => Status::Forbidden,
+        };
+        let response = Response::new(status).reason(refusal.to_string());
+        if status == Status::Unauthorized {
+            self.challenge(response, digest)
+        } else {
+            response
+        }
+    }
+
+    fn admit(
+        &self,
+        reservation_id: &str,
+        credential: &Credential,
+        host: &mut dyn Host,
+    ) -> Result<(), Refusal> {
+        let oversized = match credential {
+            Credential::Key(key) => key.len() > auth::MAX_KEY_LEN,
+            Credential::Digest(answer) => {
+                answer.uri.len() + answer.response.len() > auth::MAX_KEY_LEN * 8
+            }
+        };
+        if oversized {
             return Err(Refusal::BadKey);
         }
         host.admit(&Admission {
             carrier: &self.config.carrier,
             reservation_id,
-            key,
+            credential,
         })
     }
 
@@ -642,9 +702,9 @@ impl Session {
             Ok(_) => return error(Status::NotFound, "RECORD for another reservation"),
             Err(why) => return error(Status::NotFound, why),
         }
-        if let Err(refusal) = self.admit(&announced.reservation_id, &announced.key, host) {
+        if let Err(refusal) = self.admit(&announced.reservation_id, &announced.credential, host) {
             return Reply {
-                response: refused(&refusal),
+                response: self.refused(&refusal, false),
                 then: Then::Close(CloseReason::Refused(refusal.to_string())),
             };
         }
@@ -716,18 +776,4 @@ fn kind(requested: &Result<Requested, String>) -> Transport {
 fn target_of(request: &rtsp_types::Request<Vec<u8>>) -> Result<Target, &'static str> {
     let url = request.request_uri().ok_or("request URI required")?;
     auth::target(url)
-}
-
-fn refused(refusal: &Refusal) -> Response {
-    let status = match refusal {
-        Refusal::UnknownReservation => Status::NotFound,
-        Refusal::BadKey => Status::Unauthorized,
-        Refusal::NotOpen(_) | Refusal::NotThisServer | Refusal::Busy => Status::Forbidden,
-    };
-    let response = Response::new(status).reason(refusal.to_string());
-    if status == Status::Unauthorized {
-        response.header("WWW-Authenticate", WWW_AUTHENTICATE)
-    } else {
-        response
-    }
 }

@@ -23,6 +23,8 @@ pub(super) struct FakeHost {
     pub admitted: Vec<(String, String, String)>,
     pub bound: Vec<usize>,
     pub fail_bind: bool,
+    /// The host holds no HA1 for the reservation: Digest is not offered.
+    pub no_digest: bool,
 }
 
 impl FakeHost {
@@ -38,14 +40,25 @@ impl FakeHost {
 impl Host for FakeHost {
     fn admit(&mut self, a: &Admission<'_>) -> Result<(), Refusal> {
         let call = self.admitted.len();
+        let (shown, right) = match a.credential {
+            Credential::Key(key) => (key.clone(), key == KEY),
+            Credential::Digest(answer) => (
+                format!("digest:{}", answer.method),
+                answer.matches(&slotcast_domain::secret::digest_ha1(KEY)),
+            ),
+        };
         self.admitted
-            .push((a.carrier.into(), a.reservation_id.into(), a.key.into()));
+            .push((a.carrier.into(), a.reservation_id.into(), shown));
         match &self.refuse {
             Some(refusal) if call >= self.refuse_after => Err(refusal.clone()),
             _ if a.reservation_id != RESERVATION => Err(Refusal::UnknownReservation),
-            _ if a.key != KEY => Err(Refusal::BadKey),
+            _ if !right => Err(Refusal::BadKey),
             _ => Ok(()),
         }
+    }
+
+    fn offers_digest(&mut self, _reservation_id: &str) -> bool {
+        !self.no_digest
     }
 
     fn bind_udp(&mut self, track: usize) -> Result<(u16, u16), String> {
@@ -649,4 +662,137 @@ fn the_edge_closes() {
         &mut FakeHost::default(),
     );
     assert_eq!(drain(&mut s), vec![]);
+}
+
+/// ffmpeg's Digest dance: the 401 offers Digest (with this connection's nonce) before Basic,
+/// ffmpeg answers the Digest challenge, and RECORD re-checks the same answer.
+#[test]
+fn digest_auth_answers_the_connections_nonce() {
+    const NONCE: &str = "6e6f6e63652d31";
+    let now = Instant::now();
+    let config = SessionConfig {
+        digest_nonce: Some(NONCE.into()),
+        ..config()
+    };
+    let mut s = Session::new(config, now).with_session_id(SESSION_ID);
+    let mut host = FakeHost::default();
+    let out = feed(&mut s, &mut host, now, &announce(1, BASE, None, FFMPEG_SDP));
+    let challenge = text(&out[0]);
+    assert!(
+        challenge.starts_with("RTSP/1.0 401 Unauthorized"),
+        "{challenge}"
+    );
+    let digest_at = challenge
+        .find(&format!(
+            "WWW-Authenticate: Digest realm=\"slotcast\", nonce=\"{NONCE}\", algorithm=MD5\r\n"
+        ))
+        .expect("a Digest challenge");
+    let basic_at = challenge
+        .find("WWW-Authenticate: Basic realm=\"slotcast\"\r\n")
+        .expect("a Basic challenge");
+    assert!(digest_at < basic_at, "Digest is offered first: {challenge}");
+
+    let stale = auth::tests::digest_header(KEY, "ANNOUNCE", BASE, "an-old-nonce");
+    let out = feed(
+        &mut s,
+        &mut host,
+        now,
+        &announce(2, BASE, Some(&stale), FFMPEG_SDP),
+    );
+    assert!(
+        text(&out[0]).starts_with("RTSP/1.0 401 Unauthorized (stale Digest nonce"),
+        "{}",
+        text(&out[0])
+    );
+
+    let answer = auth::tests::digest_header(KEY, "ANNOUNCE", BASE, NONCE);
+    let out = feed(
+        &mut s,
+        &mut host,
+        now,
+        &announce(3, BASE, Some(&answer), FFMPEG_SDP),
+    );
+    assert_eq!(
+        text(&out[0]),
+        "RTSP/1.0 200 OK\r\nCSeq: 3\r\nServer: slotcast\r\n\r\n"
+    );
+    let setup_url = format!("{BASE}/streamid=0");
+    let transport = "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record";
+    feed(
+        &mut s,
+        &mut host,
+        now,
+        &setup(4, &setup_url, transport, None),
+    );
+    let out = feed(
+        &mut s,
+        &mut host,
+        now,
+        &request("RECORD", 5, BASE, Some(SESSION_ID)),
+    );
+    assert!(
+        text(&out[0]).starts_with("RTSP/1.0 200 OK"),
+        "{}",
+        text(&out[0])
+    );
+    assert!(matches!(out[1], Output::Publish { .. }));
+    let shown: Vec<&str> = host.admitted.iter().map(|a| a.2.as_str()).collect();
+    assert_eq!(shown, ["digest:ANNOUNCE", "digest:ANNOUNCE"]);
+
+    // A wrong key, answered correctly to the right nonce, is a wrong key.
+    let mut s = Session::new(
+        SessionConfig {
+            digest_nonce: Some(NONCE.into()),
+            ..self::config()
+        },
+        now,
+    );
+    let wrong = auth::tests::digest_header("not-the-key", "ANNOUNCE", BASE, NONCE);
+    let out = feed(
+        &mut s,
+        &mut FakeHost::default(),
+        now,
+        &announce(1, BASE, Some(&wrong), FFMPEG_SDP),
+    );
+    assert!(text(&out[0]).starts_with("RTSP/1.0 401 Unauthorized (wrong stream key)"));
+}
+
+/// Without a secret key (no nonce), or for a reservation whose HA1 the host lacks, Digest
+/// cannot be checked: only Basic is offered, and a Digest answer anyway is asked for the key.
+#[test]
+fn without_a_nonce_or_an_ha1_only_basic_is_offered() {
+    let now = Instant::now();
+    let with_nonce = SessionConfig {
+        digest_nonce: Some("n".into()),
+        ..config()
+    };
+    let cases = [
+        ("no secret key", config(), FakeHost::default()),
+        (
+            "no HA1 for the reservation",
+            with_nonce,
+            FakeHost {
+                no_digest: true,
+                ..FakeHost::default()
+            },
+        ),
+    ];
+    for (case, config, mut host) in cases {
+        let mut s = Session::new(config, now);
+        let answer = auth::tests::digest_header(KEY, "ANNOUNCE", BASE, "n");
+        let out = feed(
+            &mut s,
+            &mut host,
+            now,
+            &announce(1, BASE, Some(&answer), FFMPEG_SDP),
+        );
+        let reply = text(&out[0]);
+        assert!(
+            reply.starts_with("RTSP/1.0 401 Unauthorized (stream key required"),
+            "{case}: {reply}"
+        );
+        assert!(!reply.contains("Digest"), "{case}: {reply}");
+        assert!(reply.contains("WWW-Authenticate: Basic"), "{case}: {reply}");
+        assert!(host.admitted.is_empty(), "{case}");
+    }
 }

@@ -188,7 +188,7 @@ fn cases() -> Vec<Case> {
         case("oversized key is not asked about", Fresh, announce(1, BASE, Some(&basic("u", &"k".repeat(300))), ffmpeg_sdp),
             &["RTSP/1.0 401 Unauthorized (wrong stream key)"], false),
         case("unknown reservation", Fresh, announce(1, "rtsp://10.9.0.1:8554/live/res-9", Some(&with_key()), ffmpeg_sdp),
-            &["RTSP/1.0 404 Not Found (unknown reservation, or its window has not opened yet)"], false),
+            &["RTSP/1.0 404 Not Found (unknown reservation)"], false),
         refused_by(FakeHost::refusing(Refusal::NotOpen("opens at 2030-01-01T10:00:00Z".into()), 0),
             case("not open", Fresh, announce(1, BASE, Some(&with_key()), ffmpeg_sdp),
             &["RTSP/1.0 403 Forbidden (reservation not open: opens at 2030-01-01T10:00:00Z)"], false)),
