@@ -100,7 +100,7 @@ impl Env {
         Self(std::env::vars().collect())
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .get(key)
             .map(String::as_str)

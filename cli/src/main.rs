@@ -1,14 +1,17 @@
-//! `slotcast`: the one binary. Server roles, administration, and (later) the broadcaster's
-//! terminal commands.
+//! `slotcast`: the one binary. The broadcaster's terminal commands, server roles,
+//! administration and benchmarks.
 //!
 //! Contract: parses arguments and configuration once, then hands typed config to the library
-//! crates. Exit codes: 0 success, 1 failure, 2 usage or configuration error.
+//! crates. Exit codes: 0 success, 1 failure (or a refusal), 2 usage or configuration error;
+//! the terminal commands add 3 (token refused) and 4 (API unreachable).
 
 mod bench;
 mod bench_ingest;
 mod bench_slots;
 mod config;
 mod streamer_role;
+mod terminal_book;
+mod terminal_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,16 +29,20 @@ use crate::config::Env;
     version,
     about = "Book live-streaming servers by the time slot, and run the slots."
 )]
-struct Cli {
-    /// TOML configuration file (environment variables override it).
+pub struct Cli {
+    /// TOML configuration file of the server roles (environment variables override it).
     #[arg(long, global = true, env = "SLOTCAST_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    terminal: terminal_cmd::Globals,
     #[command(subcommand)]
     command: Top,
 }
 
 #[derive(Subcommand)]
 enum Top {
+    #[command(flatten)]
+    Terminal(terminal_cmd::Command),
     /// Apply the database migrations (DATABASE_URL) and exit.
     Migrate,
     /// Run server roles until SIGTERM or Ctrl-C.
@@ -143,6 +150,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Top::Terminal(command) = cli.command {
+        return match runtime.block_on(terminal_cmd::run(command, cli.terminal, &env)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("slotcast: {err}");
+                ExitCode::from(err.exit_code())
+            }
+        };
+    }
     match runtime.block_on(run(cli, env)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -155,6 +171,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, env: Env) -> Result<()> {
     let file = config::read_file(cli.config.as_deref())?;
     match cli.command {
+        Top::Terminal(_) => {}
         Top::Migrate => {
             let url = config::database_url(&file, &env);
             slotcast_projections::db::migrate(&url)
@@ -309,4 +326,12 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     let _ = ctrl_c.await;
     tracing::info!("shutting down");
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -82,7 +82,11 @@ impl Offset {
         if size < (self.delay_ms / 2.0).max(0.5) {
             return format!("Your clock agrees with the server ({uncertainty})");
         }
-        let side = if self.offset_ms > 0.0 { "behind" } else { "ahead of" };
+        let side = if self.offset_ms > 0.0 {
+            "behind"
+        } else {
+            "ahead of"
+        };
         format!(
             "Your clock is {} {side} the server ({uncertainty})",
             human_ms(size)
@@ -100,7 +104,10 @@ pub fn human_ms(ms: f64) -> String {
         format!("{:.3} s", ms / 1000.0)
     } else {
         let minutes = (ms / 60_000.0).floor();
-        format!("{minutes:.0} min {:.1} s", (ms - minutes * 60_000.0) / 1000.0)
+        format!(
+            "{minutes:.0} min {:.1} s",
+            (ms - minutes * 60_000.0) / 1000.0
+        )
     }
 }
 
@@ -150,7 +157,10 @@ mod tests {
         let best = best(&[slow, fast]).unwrap();
         assert_eq!(best.offset_ms, -500.0);
         assert_eq!(best.delay_ms, 4.0);
-        assert_eq!(best.describe(), "Your clock is 500 ms ahead of the server (±2 ms)");
+        assert_eq!(
+            best.describe(),
+            "Your clock is 500 ms ahead of the server (±2 ms)"
+        );
         assert!(super::best(&[]).is_none());
     }
 
@@ -162,7 +172,10 @@ mod tests {
             t3: t(3),
             t4: t(8),
         };
-        assert_eq!(s.offset().describe(), "Your clock agrees with the server (±4 ms)");
+        assert_eq!(
+            s.offset().describe(),
+            "Your clock agrees with the server (±4 ms)"
+        );
     }
 
     #[test]

@@ -164,7 +164,9 @@ impl Setting {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(TerminalError::Usage(format!("{id:?} is not a reservation id")));
+            return Err(TerminalError::Usage(format!(
+                "{id:?} is not a reservation id"
+            )));
         }
         let path = dirs.reservation_file(id);
         match read_optional(&path)? {
@@ -236,7 +238,9 @@ mod tests {
     fn settings_are_one_private_file_per_reservation() {
         let root = tempfile::tempdir().unwrap();
         let dirs = dirs(root.path());
-        let t = DateTime::parse_from_rfc3339("2030-01-01T12:00:00Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2030-01-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let setting = Setting {
             id: "r-1".into(),
             server_id: "s1".into(),
@@ -247,8 +251,14 @@ mod tests {
             closes_at: t,
             stream_key: "k".into(),
             carriers: vec![
-                CarrierUrl { carrier: "a".into(), url: "rtsp://a/live/r-1".into() },
-                CarrierUrl { carrier: "b".into(), url: "rtsp://b/live/r-1".into() },
+                CarrierUrl {
+                    carrier: "a".into(),
+                    url: "rtsp://a/live/r-1".into(),
+                },
+                CarrierUrl {
+                    carrier: "b".into(),
+                    url: "rtsp://b/live/r-1".into(),
+                },
             ],
             api: "http://x".into(),
         };

@@ -10,7 +10,9 @@ pub fn local<Tz: TimeZone>(t: DateTime<Utc>, zone: &Tz) -> String
 where
     Tz::Offset: std::fmt::Display,
 {
-    t.with_timezone(zone).format("%Y-%m-%d %H:%M:%S %:z").to_string()
+    t.with_timezone(zone)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
 }
 
 /// `2030-01-01T12:00:00.000Z`, the server's way.
@@ -118,7 +120,11 @@ where
             continue;
         }
         shown += 1;
-        let mark = if matches!(slot.status.as_str(), "live" | "ended") { '=' } else { '#' };
+        let mark = if matches!(slot.status.as_str(), "live" | "ended") {
+            '='
+        } else {
+            '#'
+        };
         let bar: String = (0..COLUMNS)
             .map(|c| {
                 let from = day_start + step * c as i32;
@@ -138,7 +144,9 @@ where
             hhmm(slot.start),
             hhmm(slot.end),
             slot.status,
-            slot.title.as_ref().map_or(String::new(), |t| format!(" \"{t}\""))
+            slot.title
+                .as_ref()
+                .map_or(String::new(), |t| format!(" \"{t}\""))
         ));
     }
     if shown == 0 {
@@ -152,7 +160,10 @@ where
                 _ => '+',
             })
             .collect();
-        out.push_str(&format!("{:<label_width$}  {busy}  slots at once\n", "busy"));
+        out.push_str(&format!(
+            "{:<label_width$}  {busy}  slots at once\n",
+            "busy"
+        ));
     }
     out
 }

@@ -9,12 +9,14 @@
 //!
 //! A DURATION is whole numbers with units, largest first: `30m`, `1h30m`, `90s`, `2h`.
 
-use chrono::{
-    DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
-};
+use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 
 /// Reads a TIME; the error says what was expected.
-pub fn parse_time<Tz: TimeZone>(text: &str, now: DateTime<Utc>, zone: &Tz) -> Result<DateTime<Utc>, String> {
+pub fn parse_time<Tz: TimeZone>(
+    text: &str,
+    now: DateTime<Utc>,
+    zone: &Tz,
+) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
     if text == "now" {
         return Ok(now);
@@ -25,12 +27,17 @@ pub fn parse_time<Tz: TimeZone>(text: &str, now: DateTime<Utc>, zone: &Tz) -> Re
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
-    for format in ["%Y-%m-%dT%H:%M%:z", "%Y-%m-%d %H:%M%:z", "%Y-%m-%d %H:%M:%S%:z"] {
+    for format in [
+        "%Y-%m-%dT%H:%M%:z",
+        "%Y-%m-%d %H:%M%:z",
+        "%Y-%m-%d %H:%M:%S%:z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(text, format) {
             return Ok(t.with_timezone(&Utc));
         }
     }
-    let wall = |naive: NaiveDateTime| match zone.from_local_datetime(&naive) {
+    let wall = |naive: NaiveDateTime| {
+        match zone.from_local_datetime(&naive) {
         LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
         LocalResult::Ambiguous(..) => Err(format!(
             "{text} happens twice in your time zone (a clock change): add the offset, e.g. {}+01:00",
@@ -39,8 +46,14 @@ pub fn parse_time<Tz: TimeZone>(text: &str, now: DateTime<Utc>, zone: &Tz) -> Re
         LocalResult::None => Err(format!(
             "{text} does not exist in your time zone (a clock change)"
         )),
+    }
     };
-    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
             return wall(naive);
         }
@@ -111,7 +124,10 @@ mod tests {
         let p = |s: &str| parse_time(s, now, &tokyo);
         assert_eq!(p("2030-01-01T12:00:00Z"), Ok(utc("2030-01-01T12:00:00Z")));
         assert_eq!(p("2030-01-01T21:00+09:00"), Ok(utc("2030-01-01T12:00:00Z")));
-        assert_eq!(p("2030-01-01T21:00:00+09:00"), Ok(utc("2030-01-01T12:00:00Z")));
+        assert_eq!(
+            p("2030-01-01T21:00:00+09:00"),
+            Ok(utc("2030-01-01T12:00:00Z"))
+        );
         // Wall time in the terminal's zone.
         assert_eq!(p("2030-01-01 21:00"), Ok(utc("2030-01-01T12:00:00Z")));
         assert_eq!(p("2030-01-01T21:00:30"), Ok(utc("2030-01-01T12:00:30Z")));
@@ -129,7 +145,16 @@ mod tests {
         assert_eq!(parse_duration("30m"), Ok(Duration::minutes(30)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::minutes(90)));
         assert_eq!(parse_duration("90s"), Ok(Duration::seconds(90)));
-        for bad in ["", "30", "m", "30m1h", "1h1h", "1d", "-5m", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "30",
+            "m",
+            "30m1h",
+            "1h1h",
+            "1d",
+            "-5m",
+            "99999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
