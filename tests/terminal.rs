@@ -1,0 +1,347 @@
+//! The broadcaster's terminal against a running `slotcast server all`: login, the clock
+//! (also under libfaketime with a known skew), booking and the stored setting info, refusals,
+//! `--json`, a wrong token, and the reservation commands.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::{server_body, token, Api, TestDb, BIN};
+
+/// A terminal: its own home (config and data dirs), a fixed time zone.
+struct Terminal {
+    home: tempfile::TempDir,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("--json output does not parse ({e}): {}", self.stdout))
+    }
+}
+
+impl Terminal {
+    fn new() -> Self {
+        Self {
+            home: tempfile::tempdir().expect("home"),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("TZ", "Asia/Tokyo")
+            .env("SLOTCAST_LOG", "error");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        output(self.command(args))
+    }
+
+    fn profiles(&self) -> PathBuf {
+        self.home.path().join(".config/slotcast/profiles.toml")
+    }
+
+    fn setting(&self, id: &str) -> PathBuf {
+        self.home
+            .path()
+            .join(format!(".local/share/slotcast/reservations/{id}.json"))
+    }
+}
+
+fn output(mut cmd: Command) -> Run {
+    let out = cmd.output().expect("run slotcast");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn ok(run: &Run, what: &str) {
+    assert_eq!(run.code, 0, "{what}: {}{}", run.stdout, run.stderr);
+}
+
+/// `server all` (api and scheduler; no streamer) with a server `s1` of one slot at a time.
+async fn stack(db: &TestDb) -> (Api, String) {
+    let api = Api::start_role(db, "all", &[]);
+    let operator = token(db, "operator", "ops");
+    let (status, body) = api
+        .post("/v1/servers", &operator, server_body("s1", 1))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    (api, token(db, "distributor", "alice"))
+}
+
+/// The stack and a terminal logged in to it as the distributor.
+async fn logged_in(db: &TestDb) -> (Api, Terminal) {
+    let (api, alice) = stack(db).await;
+    let t = Terminal::new();
+    ok(
+        &t.run(&["login", "--api", &api.base, "--token", &alice]),
+        "login",
+    );
+    (api, t)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broadcaster_logs_in_checks_the_clock_books_and_finds_the_setting_stored() {
+    let db = TestDb::new().await;
+    let (api, t) = logged_in(&db).await;
+    let alice = std::fs::read_to_string(t.profiles()).unwrap();
+    assert_eq!(mode(&t.profiles()), 0o600);
+    assert!(
+        alice.contains(&format!("api = \"{}\"", api.base)),
+        "{alice}"
+    );
+    assert!(alice.contains("token = \"sct_"), "{alice}");
+
+    let time = t.run(&["time", "--samples", "3"]);
+    ok(&time, "time");
+    assert!(time.stdout.starts_with("Your clock "), "{}", time.stdout);
+    // The test server has no NTP server: it says so.
+    assert!(
+        time.stdout.contains("server NOT synced to NTP"),
+        "{}",
+        time.stdout
+    );
+    assert!(std::fs::read_to_string(t.profiles())
+        .unwrap()
+        .contains("offset_ms"));
+
+    let booked = t.run(&[
+        "book",
+        "--server",
+        "s1",
+        "--start",
+        "+3m",
+        "--duration",
+        "30m",
+        "--title",
+        "Evening",
+    ]);
+    ok(&booked, "book");
+    let out = &booked.stdout;
+    assert!(out.starts_with("Booked "), "{out}");
+    for shown in [
+        "carrier-a rtsp://127.0.0.2:8554/live/",
+        "carrier-b",
+        "+09:00",
+        "clock     Your clock",
+    ] {
+        assert!(out.contains(shown), "{shown:?} missing in:\n{out}");
+    }
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .expect("Booked <id>")
+        .to_string();
+    let file = t.setting(&id);
+    assert_eq!(mode(&file), 0o600);
+    let setting: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(setting["stream_key"].as_str().map(str::len), Some(32));
+    let carriers: Vec<&str> = setting["carriers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["carrier"].as_str().unwrap())
+        .collect();
+    assert_eq!(carriers, ["carrier-a", "carrier-b"]);
+    assert_eq!(setting["title"], "Evening");
+
+    // The carrier preset.
+    ok(&t.run(&["carrier", "use", "carrier-b"]), "carrier use");
+    let list = t.run(&["carrier", "list", &id]);
+    ok(&list, "carrier list");
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.starts_with('*') && l.contains("carrier-b")),
+        "{}",
+        list.stdout
+    );
+    let listed = t.run(&["--json", "carrier", "list", &id]).json();
+    assert_eq!(listed["carriers"][1]["preset"], true);
+
+    // The same window again: refused, with the conflict and free windows, exit 1.
+    let again = t.run(&[
+        "book",
+        "--server",
+        "s1",
+        "--start",
+        setting["start"].as_str().unwrap(),
+        "--duration",
+        "30m",
+    ]);
+    assert_eq!(again.code, 1, "{}{}", again.stdout, again.stderr);
+    assert!(again.stdout.starts_with("Refused: "), "{}", again.stdout);
+    assert!(again.stdout.contains("Conflicts with:"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("Free windows of that length nearby:"),
+        "{}",
+        again.stdout
+    );
+    let refused = t.run(&[
+        "--json",
+        "book",
+        "--server",
+        "s1",
+        "--start",
+        setting["start"].as_str().unwrap(),
+        "--duration",
+        "30m",
+    ]);
+    assert_eq!(refused.code, 1);
+    assert_eq!(refused.json()["status"], "rejected");
+
+    // Lists and views.
+    let listed = t.run(&["--json", "reservations"]).json();
+    let ids: Vec<&str> = listed["reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&id.as_str()), "{listed}");
+    let table = t.run(&["reservations", "--status", "accepted"]);
+    ok(&table, "reservations");
+    assert!(
+        table.stdout.contains(&id) && table.stdout.contains("START (local)"),
+        "{}",
+        table.stdout
+    );
+    let shown = t.run(&["show", &id]);
+    ok(&shown, "show");
+    assert!(
+        shown.stdout.contains("accepted \"Evening\""),
+        "{}",
+        shown.stdout
+    );
+    let history = t.run(&["history", &id]);
+    ok(&history, "history");
+    assert!(
+        history.stdout.contains("ReservationAccepted"),
+        "{}",
+        history.stdout
+    );
+    let day = t.run(&["schedule", "s1", "--date", &{
+        let start =
+            chrono::DateTime::parse_from_rfc3339(setting["start"].as_str().unwrap()).unwrap();
+        start
+            .with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).unwrap())
+            .format("%Y-%m-%d")
+            .to_string()
+    }]);
+    ok(&day, "schedule");
+    assert!(
+        day.stdout
+            .lines()
+            .any(|l| l.starts_with(&id[..13]) && l.contains("##") && l.contains("accepted")),
+        "{}",
+        day.stdout
+    );
+    ok(&t.run(&["servers"]), "servers");
+
+    // A new key: the stored file follows.
+    let rotated = t.run(&["rotate-key", &id]);
+    ok(&rotated, "rotate-key");
+    let after: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_ne!(after["stream_key"], setting["stream_key"]);
+    assert_eq!(mode(&file), 0o600);
+
+    ok(&t.run(&["cancel", &id]), "cancel");
+    let shown = t.run(&["--json", "show", &id]).json();
+    assert_eq!(shown["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_token_or_no_api_is_one_line_and_a_distinct_exit_code() {
+    let db = TestDb::new().await;
+    let (api, _) = stack(&db).await;
+    let t = Terminal::new();
+    let wrong = t.run(&["--api", &api.base, "--token", "sct_wrong", "reservations"]);
+    assert_eq!(wrong.code, 3, "{}{}", wrong.stdout, wrong.stderr);
+    assert_eq!(wrong.stderr.lines().count(), 1, "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("slotcast login"), "{}", wrong.stderr);
+    let login = t.run(&["login", "--api", &api.base, "--token", "sct_wrong"]);
+    assert_eq!(login.code, 3, "{}", login.stderr);
+    assert!(!t.profiles().exists(), "a refused token is not stored");
+    let nothing = t.run(&["reservations"]);
+    assert_eq!(nothing.code, 2, "{}", nothing.stderr);
+    assert!(
+        nothing.stderr.contains("slotcast login"),
+        "{}",
+        nothing.stderr
+    );
+    let down = t.run(&["--api", "http://127.0.0.1:9", "--token", "x", "servers"]);
+    assert_eq!(down.code, 4, "{}", down.stderr);
+    assert_eq!(down.stderr.lines().count(), 1, "{}", down.stderr);
+    let bad_time = t.run(&[
+        "--api",
+        &api.base,
+        "--token",
+        "x",
+        "book",
+        "--server",
+        "s1",
+        "--start",
+        "soon",
+        "--duration",
+        "5m",
+    ]);
+    assert_eq!(bad_time.code, 2, "{}", bad_time.stderr);
+    assert!(
+        bad_time.stderr.contains("is not a time"),
+        "{}",
+        bad_time.stderr
+    );
+    for run in [&wrong, &login, &nothing, &down, &bad_time] {
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+}
+
+/// A terminal whose clock runs 3 s slow (libfaketime) against a server on the true clock.
+#[tokio::test(flavor = "multi_thread")]
+async fn time_under_faketime_reports_the_skew_within_5_ms() {
+    let db = TestDb::new().await;
+    let (_api, t) = logged_in(&db).await;
+    let mut cmd = Command::new("faketime");
+    cmd.args(["-f", "-3s", BIN, "--json", "time", "--samples", "8"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", t.home.path())
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("SLOTCAST_LOG", "error");
+    let run = output(cmd);
+    ok(&run, "faketime slotcast time");
+    let measured = run.json();
+    let offset = measured["offset_ms"].as_f64().unwrap();
+    assert!(
+        (offset - 3000.0).abs() <= 5.0,
+        "a 3 s slow clock measured as {offset} ms behind: {measured}"
+    );
+    // Without the fake, the same terminal agrees with the server.
+    let plain = t.run(&["--json", "time"]).json();
+    assert!(plain["offset_ms"].as_f64().unwrap().abs() <= 5.0, "{plain}");
+}
