@@ -163,18 +163,7 @@ async fn book(ctx: &mut Ctx, client: &Client, args: BookArgs) -> Result<(), Term
         ctx.remember_offset(offset)?;
     }
     if refused {
-        if ctx.globals.json {
-            ctx.print_json(b);
-        } else {
-            println!("Refused: {} ({}).", text(&b["message"]), text(&b["reason"]));
-            print_windows("Conflicts with", &b["conflicts"]);
-            print_windows("Free windows of that length nearby", &b["suggestions"]);
-        }
-        return Err(TerminalError::Api {
-            status: 409,
-            code: text(&b["reason"]),
-            message: "booking refused".into(),
-        });
+        return Err(refusal(ctx, b, "booking refused", ""));
     }
     let setting = setting_of(b, client.api())?;
     let path = setting.save(&ctx.dirs)?;
@@ -198,6 +187,26 @@ async fn book(ctx: &mut Ctx, client: &Client, args: BookArgs) -> Result<(), Term
     }
     println!("  stored    {} (mode 0600)", path.display());
     Ok(())
+}
+
+/// Shows a 409 refusal (`--json`: as the API sent it) and returns its error (exit 1).
+fn refusal(ctx: &Ctx, b: &Value, what: &str, more: &str) -> TerminalError {
+    if ctx.globals.json {
+        ctx.print_json(b);
+    } else {
+        println!(
+            "Refused: {} ({}).{more}",
+            text(&b["message"]),
+            text(&b["reason"])
+        );
+        print_windows("Conflicts with", &b["conflicts"]);
+        print_windows("Free windows of that length nearby", &b["suggestions"]);
+    }
+    TerminalError::Api {
+        status: 409,
+        code: text(&b["reason"]),
+        message: what.into(),
+    }
 }
 
 fn print_windows(what: &str, windows: &Value) {
@@ -408,23 +417,12 @@ async fn reschedule(
         )
         .await?;
     if answer.status == StatusCode::CONFLICT && answer.body["status"] == "rejected" {
-        let b = &answer.body;
-        if ctx.globals.json {
-            ctx.print_json(b);
-        } else {
-            println!(
-                "Refused: {} ({}). The old slot stays.",
-                text(&b["message"]),
-                text(&b["reason"])
-            );
-            print_windows("Conflicts with", &b["conflicts"]);
-            print_windows("Free windows of that length nearby", &b["suggestions"]);
-        }
-        return Err(TerminalError::Api {
-            status: 409,
-            code: text(&b["reason"]),
-            message: "reschedule refused".into(),
-        });
+        return Err(refusal(
+            ctx,
+            &answer.body,
+            "reschedule refused",
+            " The old slot stays.",
+        ));
     }
     if !answer.status.is_success() {
         return Err(error_of(&answer));
