@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Local, NaiveDate, TimeZone, Utc};
 use clap::Args;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use slotcast_terminal::client::{error_of, Client};
+use slotcast_terminal::client::{error_of, time_of, Client};
 use slotcast_terminal::clock::Sample;
 use slotcast_terminal::store::{CarrierUrl, Setting};
 use slotcast_terminal::view::{self, DaySlot};
@@ -70,12 +70,6 @@ impl WindowArgs {
 
 fn ms_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn time_of(v: &Value) -> Option<DateTime<Utc>> {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
 }
 
 fn text(v: &Value) -> String {
@@ -216,24 +210,15 @@ fn print_windows(what: &str, windows: &Value) {
     println!("{what}:");
     for w in list {
         if let (Some(s), Some(e)) = (time_of(&w["start"]), time_of(&w["end"])) {
-            println!(
-                "  {} → {}   ({} → {})",
-                view::local(s, &Local),
-                view::local(e, &Local),
-                view::utc(s),
-                view::utc(e)
-            );
+            println!("  {}", view::span(s, e, &Local));
         }
     }
 }
 
 fn print_setting(setting: &Setting, ctx: &Ctx, now: DateTime<Utc>) {
     println!(
-        "  slot      {} → {}   (server {} → {})",
-        view::local(setting.start, &Local),
-        view::local(setting.end, &Local),
-        view::utc(setting.start),
-        view::utc(setting.end)
+        "  slot      {}",
+        view::span(setting.start, setting.end, &Local)
     );
     println!(
         "  ingest    opens {} ({}), closes {}",
@@ -386,13 +371,7 @@ async fn show(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalError>
         }
         None => {
             if let (Some(s), Some(e)) = (time_of(&r["start"]), time_of(&r["end"])) {
-                println!(
-                    "  slot      {} → {}   (server {} → {})",
-                    view::local(s, &Local),
-                    view::local(e, &Local),
-                    view::utc(s),
-                    view::utc(e)
-                );
+                println!("  slot      {}", view::span(s, e, &Local));
             }
             println!("  (not booked from this terminal: no stream key stored here)");
         }
@@ -443,13 +422,7 @@ async fn reschedule(
     if ctx.globals.json {
         ctx.print_json(&b);
     } else {
-        println!(
-            "Moved {id} to {} → {}   (server {} → {}).",
-            view::local(start, &Local),
-            view::local(end, &Local),
-            view::utc(start),
-            view::utc(end)
-        );
+        println!("Moved {id} to {}.", view::span(start, end, &Local));
     }
     Ok(())
 }

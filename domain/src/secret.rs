@@ -94,6 +94,11 @@ impl SecretKey {
     }
 }
 
+/// Whether `a` and `b` are equal, taking the same time wherever they differ (for secrets).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Lower-case hex MD5 of its parts joined by `:`, the building block of Digest.
 pub fn md5_hex(parts: &[&str]) -> String {
     let mut md5 = Md5::new();

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use slotcast_domain::contract::{IngestMode, SlotKind, SlotMessage};
-use slotcast_domain::secret::SecretKey;
+use slotcast_domain::secret::{constant_time_eq, SecretKey};
 
 use crate::rtsp::Credential;
 
@@ -350,12 +350,7 @@ fn parse_hash(hex_hash: &str) -> Option<[u8; 32]> {
 
 /// Compares SHA-256(key) with the stored hash without an early exit.
 fn key_matches(key: &str, hash: &[u8; 32]) -> bool {
-    let digest = Sha256::digest(key.as_bytes());
-    let diff = digest
-        .iter()
-        .zip(hash.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    diff == 0
+    constant_time_eq(&Sha256::digest(key.as_bytes()), hash)
 }
 
 #[cfg(test)]

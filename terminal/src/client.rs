@@ -112,10 +112,7 @@ impl Client {
             return Err(error_of(&answer));
         }
         let stamp = |field: &str| -> Result<DateTime<Utc>, TerminalError> {
-            answer.body[field]
-                .as_str()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| t.with_timezone(&Utc))
+            time_of(&answer.body[field])
                 .ok_or_else(|| TerminalError::Local(format!("/v1/time answered without {field}")))
         };
         let sample = Sample {
@@ -140,6 +137,13 @@ impl Client {
             why,
         }
     }
+}
+
+/// An RFC 3339 time in an answer, as UTC.
+pub fn time_of(v: &Value) -> Option<DateTime<Utc>> {
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The error an unsuccessful answer means.

@@ -20,6 +20,20 @@ pub fn utc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// `2030-01-01 21:00:00 +09:00 → … (server 2030-01-01T12:00:00.000Z → …)`.
+pub fn span<Tz: TimeZone>(start: DateTime<Utc>, end: DateTime<Utc>, zone: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    format!(
+        "{} → {}   (server {} → {})",
+        local(start, zone),
+        local(end, zone),
+        utc(start),
+        utc(end)
+    )
+}
+
 /// `in 4 min 10 s`, `12 s ago`.
 pub fn relative(to: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let d = to - now;

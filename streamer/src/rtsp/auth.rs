@@ -14,7 +14,7 @@
 //! reservation ids are `[A-Za-z0-9_-]`, so neither can contain a `/`.
 
 use base64::Engine as _;
-use slotcast_domain::secret::{md5_hex, DIGEST_REALM, DIGEST_USERNAME};
+use slotcast_domain::secret::{constant_time_eq, md5_hex, DIGEST_REALM, DIGEST_USERNAME};
 use url::Url;
 
 /// The longest stream key passed to the host (keys are 32 hex characters).
@@ -136,13 +136,10 @@ impl DigestAnswer {
             None => md5_hex(&[ha1, &self.nonce, &ha2]),
             Some((nc, cnonce)) => md5_hex(&[ha1, &self.nonce, nc, cnonce, "auth", &ha2]),
         };
-        let given = self.response.to_ascii_lowercase();
-        expected.len() == given.len()
-            && expected
-                .bytes()
-                .zip(given.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        constant_time_eq(
+            expected.as_bytes(),
+            self.response.to_ascii_lowercase().as_bytes(),
+        )
     }
 }
 
