@@ -2,12 +2,13 @@
 //! clock against the server, booking and the stored setting info, and the views.
 //!
 //! Contract: the library holds the logic (pure where it can be: `clock`, `when`, `view`) and
-//! the two edges (`client` for the REST API, `store` for the files); the `slotcast` binary
+//! the edges (`client` for the REST API, `store` for the files, `live`'s socket); the `slotcast` binary
 //! parses arguments and prints. Nothing here reads the environment or exits the process.
 
 pub mod client;
 pub mod clock;
 mod error;
+pub mod live;
 pub mod store;
 pub mod view;
 pub mod when;

@@ -1,0 +1,205 @@
+//! A camera as a [`Source`]: pulled with retina's client (DESCRIBE, SETUP over TCP, PLAY,
+//! demuxed), its H.264 and AAC streams relayed frame by frame as they arrive.
+//!
+//! Contract: [`open_camera`] returns once every relayed stream's parameters are known (from
+//! the camera's SDP, or else from its first frames, which are kept and sent first); after
+//! that a task pumps frames into a bounded channel, and ends with an error item when the
+//! camera stops or fails. Credentials come from the URL's user info
+//! (`rtsp://user:pass@cam/…`) and are not shown back. Only retina's public client API is
+//! used here.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use retina::client::{Credentials, PlayOptions, Session, SessionOptions, SetupOptions, Transport};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParametersCodec};
+
+use super::{Codec, Frame, Source};
+
+/// Frames held in the channel between the camera and the publisher.
+const AHEAD: usize = 256;
+/// How long to wait for the streams' parameters after PLAY.
+const PARAMETERS_WAIT: Duration = Duration::from_secs(10);
+/// Frames kept while waiting for them.
+const MAX_EARLY_FRAMES: usize = 600;
+const DESCRIBE_WAIT: Duration = Duration::from_secs(15);
+
+/// Connects to the camera at `url` and starts relaying it.
+pub async fn open_camera(url: &str) -> Result<Source, String> {
+    let mut parsed = url::Url::parse(url).map_err(|e| format!("camera URL {url}: {e}"))?;
+    let creds = (!parsed.username().is_empty()).then(|| Credentials {
+        username: percent_decode(parsed.username()),
+        password: percent_decode(parsed.password().unwrap_or_default()),
+    });
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    let shown = parsed.to_string();
+    let options = SessionOptions::default()
+        .creds(creds)
+        .user_agent(concat!("slotcast/", env!("CARGO_PKG_VERSION")).to_string());
+    let mut session = tokio::time::timeout(DESCRIBE_WAIT, Session::describe(parsed, options))
+        .await
+        .map_err(|_| format!("camera {shown}: no answer to DESCRIBE in {DESCRIBE_WAIT:?}"))?
+        .map_err(|e| format!("camera {shown}: {e}"))?;
+
+    // The streams we can relay, in the camera's order.
+    let chosen: Vec<usize> = session
+        .streams()
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            matches!(
+                (s.media(), s.encoding_name()),
+                ("video", "h264") | ("audio", "mpeg4-generic")
+            )
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if chosen.is_empty() {
+        let offered: Vec<String> = session
+            .streams()
+            .iter()
+            .map(|s| format!("{} {}", s.media(), s.encoding_name()))
+            .collect();
+        return Err(format!(
+            "camera {shown} offers {}; H.264 video or AAC audio is needed",
+            offered.join(", ")
+        ));
+    }
+    for &i in &chosen {
+        let setup = SetupOptions::default()
+            .transport(Transport::Tcp(Default::default()))
+            .frame_format(FrameFormat::MP4);
+        session
+            .setup(i, setup)
+            .await
+            .map_err(|e| format!("camera {shown}: SETUP: {e}"))?;
+    }
+    let mut playing = session
+        .play(PlayOptions::default())
+        .await
+        .map_err(|e| format!("camera {shown}: PLAY: {e}"))?
+        .demuxed()
+        .map_err(|e| format!("camera {shown}: {e}"))?;
+
+    // Parameters from the SDP, or from the first frames.
+    let mut early = Vec::new();
+    let deadline = tokio::time::Instant::now() + PARAMETERS_WAIT;
+    let tracks = loop {
+        let known: Option<Vec<Codec>> = chosen
+            .iter()
+            .map(|&i| codec_of(playing.streams()[i].parameters()))
+            .collect();
+        if let Some(tracks) = known {
+            break tracks;
+        }
+        if early.len() >= MAX_EARLY_FRAMES {
+            return Err(format!("camera {shown}: no codec parameters in its first frames"));
+        }
+        match tokio::time::timeout_at(deadline, playing.next()).await {
+            Err(_) => {
+                return Err(format!(
+                    "camera {shown}: no codec parameters within {PARAMETERS_WAIT:?}"
+                ))
+            }
+            Ok(None) => return Err(format!("camera {shown} ended before it sent a frame")),
+            Ok(Some(Err(e))) => return Err(format!("camera {shown}: {e}")),
+            Ok(Some(Ok(item))) => early.push(item),
+        }
+    };
+    let describe = format!(
+        "camera {shown} ({})",
+        tracks.iter().map(Codec::name).collect::<Vec<_>>().join(" + ")
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+    tokio::spawn(async move {
+        let track_of = |stream: usize| chosen.iter().position(|&c| c == stream);
+        for item in early {
+            if let Some(frame) = frame_of(item, &track_of) {
+                if tx.send(Ok(frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        loop {
+            let item = tokio::select! {
+                item = playing.next() => item,
+                () = tx.closed() => return,
+            };
+            let sent = match item {
+                None => tx.send(Err(format!("camera {shown} ended the stream"))).await,
+                Some(Err(e)) => tx.send(Err(format!("camera {shown}: {e}"))).await,
+                Some(Ok(item)) => match frame_of(item, &track_of) {
+                    Some(frame) => tx.send(Ok(frame)).await,
+                    None => continue,
+                },
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Source {
+        tracks,
+        frames: rx,
+        describe,
+    })
+}
+
+fn codec_of(parameters: Option<ParametersRef<'_>>) -> Option<Codec> {
+    match parameters? {
+        ParametersRef::Video(video) => match video.codec_params() {
+            VideoParametersCodec::H264 { sps, pps } => Some(Codec::H264 {
+                sps: sps.to_vec(),
+                pps: pps.to_vec(),
+                length_size: 4,
+            }),
+            _ => None,
+        },
+        ParametersRef::Audio(audio) => Some(Codec::Aac {
+            config: audio.extra_data().to_vec(),
+            sample_rate: audio.clock_rate(),
+            channels: audio.channels().get(),
+        }),
+        ParametersRef::Message(_) => None,
+    }
+}
+
+fn frame_of(item: CodecItem, track_of: &impl Fn(usize) -> Option<usize>) -> Option<Frame> {
+    match item {
+        CodecItem::VideoFrame(frame) => Some(Frame {
+            track: track_of(frame.stream_id())?,
+            timestamp: frame.timestamp().elapsed(),
+            due: None,
+            keyframe: frame.is_random_access_point(),
+            data: Bytes::from(frame.into_data()),
+        }),
+        CodecItem::AudioFrame(frame) => Some(Frame {
+            track: track_of(frame.stream_id())?,
+            timestamp: frame.timestamp().elapsed(),
+            due: None,
+            keyframe: true,
+            data: Bytes::copy_from_slice(frame.data()),
+        }),
+        _ => None,
+    }
+}
+
+/// `%40` → `@` in user info (what `url` leaves encoded).
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_is_percent_decoded() {
+        assert_eq!(percent_decode("p%40ss%3Aw"), "p@ss:w");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
+}
