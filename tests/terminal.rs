@@ -4,84 +4,9 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use serde_json::Value;
-use support::{server_body, token, Api, TestDb, BIN};
-
-/// A terminal: its own home (config and data dirs), a fixed time zone.
-struct Terminal {
-    home: tempfile::TempDir,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("--json output does not parse ({e}): {}", self.stdout))
-    }
-}
-
-impl Terminal {
-    fn new() -> Self {
-        Self {
-            home: tempfile::tempdir().expect("home"),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.home.path())
-            .env("TZ", "Asia/Tokyo")
-            .env("SLOTCAST_LOG", "error");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        output(self.command(args))
-    }
-
-    fn profiles(&self) -> PathBuf {
-        self.home.path().join(".config/slotcast/profiles.toml")
-    }
-
-    fn setting(&self, id: &str) -> PathBuf {
-        self.home
-            .path()
-            .join(format!(".local/share/slotcast/reservations/{id}.json"))
-    }
-}
-
-fn output(mut cmd: Command) -> Run {
-    let out = cmd.output().expect("run slotcast");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-fn ok(run: &Run, what: &str) {
-    assert_eq!(run.code, 0, "{what}: {}{}", run.stdout, run.stderr);
-}
+use support::terminal::{mode, ok, output, Terminal};
+use support::{server_body, token, Api, TestDb};
 
 /// `server all` (api and scheduler; no streamer) with a server `s1` of one slot at a time.
 async fn stack(db: &TestDb) -> (Api, String) {
@@ -326,14 +251,7 @@ async fn a_wrong_token_or_no_api_is_one_line_and_a_distinct_exit_code() {
 async fn time_under_faketime_reports_the_skew_within_5_ms() {
     let db = TestDb::new().await;
     let (_api, t) = logged_in(&db).await;
-    let mut cmd = Command::new("faketime");
-    cmd.args(["-f", "-3s", BIN, "--json", "time", "--samples", "8"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", t.home.path())
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("SLOTCAST_LOG", "error");
-    let run = output(cmd);
+    let run = output(t.faketime("-3s", &["--json", "time", "--samples", "8"]));
     ok(&run, "faketime slotcast time");
     let measured = run.json();
     let offset = measured["offset_ms"].as_f64().unwrap();

@@ -12,6 +12,7 @@ mod config;
 mod streamer_role;
 mod terminal_book;
 mod terminal_cmd;
+mod terminal_live;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

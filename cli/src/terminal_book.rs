@@ -107,6 +107,7 @@ pub async fn run(command: Command, ctx: &mut Ctx) -> Result<(), TerminalError> {
         Command::Login
         | Command::Time { .. }
         | Command::Carrier { .. }
+        | Command::Live(_)
         | Command::Completions { .. } => Ok(()),
     }
 }

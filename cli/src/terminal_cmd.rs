@@ -75,6 +75,9 @@ pub enum Command {
     History { id: String },
     /// The distribution servers and their rules.
     Servers,
+    /// Go live on a reservation: wait for its window (with a countdown on the corrected
+    /// clock), then publish a clip or a camera over the preset carrier until the window closes.
+    Live(crate::terminal_live::LiveArgs),
     /// A server's day, as a timeline in your time zone.
     Schedule {
         server: String,
@@ -211,6 +214,7 @@ pub async fn run(command: Command, globals: Globals, env: &Env) -> Result<(), Te
         Command::Carrier {
             command: CarrierCmd::List { id },
         } => carrier_list(&ctx, &id).await,
+        Command::Live(args) => crate::terminal_live::live(&mut ctx, args).await,
         Command::Completions { .. } => Ok(()),
         other => terminal_book::run(other, &mut ctx).await,
     }

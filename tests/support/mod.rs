@@ -9,6 +9,7 @@
 pub mod chrony;
 pub mod nats;
 pub mod streaming;
+pub mod terminal;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

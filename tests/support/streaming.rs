@@ -297,6 +297,25 @@ pub fn gst_publish(addr: SocketAddr, reservation: &str, key: &str, seconds: u32)
     Publisher::spawn(cmd, "gst-launch-1.0 rtspclientsink")
 }
 
+/// An MP4 clip of `seconds` made with ffmpeg: a test pattern in H.264 (baseline, yuv420p, no
+/// B-frames, a keyframe a second) and a 440 Hz tone in AAC, written into `dir`.
+pub fn make_clip(dir: &Path, seconds: u32) -> PathBuf {
+    let path = dir.join("clip.mp4");
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline"])
+        .args(["-pix_fmt", "yuv420p", "-bf", "0", "-g", "25"])
+        .args(["-c:a", "aac", "-b:a", "64k"])
+        .arg(&path)
+        .output()
+        .expect("run ffmpeg (is it installed? scripts/services installs it)");
+    assert!(out.status.success(), "ffmpeg made no clip: {}", String::from_utf8_lossy(&out.stderr));
+    path
+}
+
 // ---- raw RTSP -------------------------------------------------------------------------------
 
 /// A minimal SDP like ffmpeg's for H.264.

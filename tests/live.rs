@@ -1,0 +1,231 @@
+//! `slotcast live` against a running `slotcast server all` with its streamer: a broadcaster
+//! logs in, books, and goes live from a clip over the preset carrier; ffmpeg reads the HLS
+//! back; a terminal whose clock runs 3 s slow still starts on the true opening; `--fallback`
+//! moves to the next carrier when the preset one is down.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use support::nats::free_tcp_port;
+use support::streaming::{ffmpeg_read_frames, make_clip, Stack};
+use support::terminal::{mode, ok, output, Run, Terminal};
+use support::TestDb;
+
+const TWO_CARRIERS: &str = "carrier-a=127.0.0.2:0,carrier-b=127.0.0.3:0";
+
+/// Registers `s1` with these carriers (name, ingest URL), windows exactly the booked slots.
+async fn register(stack: &Stack, carriers: &[(&str, String)]) {
+    let carriers: Vec<Value> = carriers
+        .iter()
+        .map(|(name, url)| json!({"name": name, "ingest_url": url}))
+        .collect();
+    let body = json!({
+        "id": "s1", "name": "s1", "capacity": 10,
+        "min_lead_s": 0, "preroll_s": 0, "grace_s": 0, "carriers": carriers
+    });
+    let (status, body) = stack.api.post("/v1/servers", &stack.operator, body).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// These carriers at the streamer's own listeners.
+fn real_carriers(stack: &Stack, names: &[&'static str]) -> Vec<(&'static str, String)> {
+    names
+        .iter()
+        .map(|c| (*c, format!("rtsp://{}", stack.rtsp(c))))
+        .collect()
+}
+
+/// `slotcast book` from the terminal (through `cmd`); returns the reservation id.
+fn booked_id(run: &Run) -> String {
+    ok(run, "book");
+    run.stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("Booked <id>: {}", run.stdout))
+        .to_string()
+}
+
+/// Runs `cmd` to its end within `limit`.
+fn finish(mut cmd: Command, limit: Duration) -> Run {
+    let mut child: Child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run slotcast live");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "slotcast live still running after {limit:?}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The streamer's ingest reports of a reservation, as recorded in its history.
+async fn ingest_reports(db: &TestDb, id: &str) -> Vec<Value> {
+    let sql = format!(
+        "SELECT coalesce(json_agg(payload->'IngestReported' ORDER BY sequence), '[]') FROM events \
+         WHERE event_type = 'IngestReported' AND payload->'IngestReported'->>'reservation_id' = '{id}'"
+    );
+    db.json(&sql).await.as_array().cloned().unwrap_or_default()
+}
+
+/// Waits (bounded) for the history to hold a `connected` report, and returns it.
+async fn connected(db: &TestDb, id: &str) -> Value {
+    for _ in 0..100 {
+        let reports = ingest_reports(db, id).await;
+        if let Some(c) = reports.iter().find(|r| r["kind"] == "connected") {
+            return c.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no connected report for {id}: {:?}", ingest_reports(db, id).await);
+}
+
+fn at(v: &Value) -> DateTime<Utc> {
+    v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a time: {v}"))
+}
+
+fn clip_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("clip dir")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broadcaster_books_and_goes_live_from_a_clip_on_the_preset_carrier_and_viewers_read_it_back() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", TWO_CARRIERS);
+    register(&stack, &real_carriers(&stack, &["carrier-a", "carrier-b"])).await;
+    let dir = clip_dir();
+    let clip = make_clip(dir.path(), 4);
+
+    let t = Terminal::new();
+    ok(&t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]), "login");
+    ok(&t.run(&["carrier", "use", "carrier-b"]), "carrier use");
+    let id = booked_id(&t.run(&["book", "--server", "s1", "--start", "+6s", "--duration", "10s"]));
+    let file = t.setting(&id);
+    assert_eq!(mode(&file), 0o600);
+    let setting: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(setting["carriers"].as_array().map(Vec::len), Some(2), "{setting}");
+
+    let run = finish(
+        t.command(&["--json", "live", &id, "--input", path(&clip), "--loop"]),
+        Duration::from_secs(45),
+    );
+    ok(&run, "live");
+    let summary = run.json();
+    assert_eq!(summary["ended"], "the window closed", "{summary}\n{}", run.stderr);
+    assert_eq!(summary["carriers"], json!(["carrier-b"]), "{summary}");
+    assert_eq!(summary["reconnects"], 0, "{summary}\n{}", run.stderr);
+    // 10 s of 25 fps video and 48 kHz AAC (about 47 frames a second), less the start.
+    let frames = summary["frames"].as_u64().unwrap();
+    assert!(frames >= 500, "{frames} frames in a 10 s window: {summary}");
+    assert!(summary["bytes"].as_u64().unwrap() > 100_000, "{summary}");
+    for shown in ["Sending ", "clip.mp4 (H.264 + AAC 48 kHz", "Live over carrier-b at "] {
+        assert!(run.stderr.contains(shown), "{shown:?} missing in:\n{}", run.stderr);
+    }
+
+    // The streamer saw the preset carrier, and the history says so.
+    let report = connected(&db, &id).await;
+    assert_eq!(report["carrier"], "carrier-b", "{report}");
+
+    // A viewer reads the recording back (the window is over: the playlist has ENDLIST).
+    let (decoded, errors) = ffmpeg_read_frames(&stack.hls(&format!("/hls/{id}/index.m3u8")), 12);
+    assert!(decoded >= 150, "ffmpeg decoded {decoded} frames: {errors}");
+    assert!(!errors.contains("error"), "{errors}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminal_3_s_slow_goes_live_within_50_ms_of_the_true_opening() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", "carrier-a=127.0.0.2:0");
+    register(&stack, &real_carriers(&stack, &["carrier-a"])).await;
+    let dir = clip_dir();
+    let clip = make_clip(dir.path(), 4);
+
+    let t = Terminal::new();
+    ok(&t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]), "login");
+    let id = booked_id(&output(t.faketime(
+        "-3s",
+        &["book", "--server", "s1", "--start", "+6s", "--duration", "4s"],
+    )));
+    let run = finish(
+        t.faketime("-3s", &["live", &id, "--input", path(&clip)]),
+        Duration::from_secs(30),
+    );
+    ok(&run, "live under faketime");
+    assert!(run.stderr.contains("behind the server"), "{}", run.stderr);
+
+    let setting: Value = serde_json::from_slice(&std::fs::read(t.setting(&id)).unwrap()).unwrap();
+    let opens = at(&setting["opens_at"]);
+    let report = connected(&db, &id).await;
+    let late = at(&report["reported_at"]) - opens;
+    eprintln!("connected {late} after the opening; live said:\n{}{}", run.stderr, run.stdout);
+    assert!(
+        late >= chrono::Duration::zero() && late <= chrono::Duration::milliseconds(50),
+        "connected {late} after the true opening (the terminal's clock is 3 s slow):\n{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_preset_carrier_down_fallback_moves_to_the_next_and_without_it_live_says_so() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", "carrier-b=127.0.0.3:0");
+    // carrier-a's ingest address answers nothing.
+    let down = format!("rtsp://127.0.0.2:{}", free_tcp_port());
+    register(&stack, &[("carrier-a", down), ("carrier-b", format!("rtsp://{}", stack.rtsp("carrier-b")))]).await;
+    let dir = clip_dir();
+    let clip = make_clip(dir.path(), 4);
+
+    let t = Terminal::new();
+    ok(&t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]), "login");
+    ok(&t.run(&["carrier", "use", "carrier-a"]), "carrier use");
+    let book = ["book", "--server", "s1", "--start", "+6s", "--duration", "4s"];
+    let with = booked_id(&t.run(&book));
+    let without = booked_id(&t.run(&book));
+
+    let fallback = t.command(&["--json", "live", &with, "--input", path(&clip), "--fallback"]);
+    let plain = t.command(&["live", &without, "--input", path(&clip)]);
+    let (fallback, plain) = std::thread::scope(|s| {
+        let a = s.spawn(|| finish(fallback, Duration::from_secs(30)));
+        let b = s.spawn(|| finish(plain, Duration::from_secs(30)));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+
+    ok(&fallback, "live --fallback");
+    assert!(
+        fallback.stderr.contains("carrier-a cannot be reached") && fallback.stderr.contains("trying carrier-b"),
+        "{}",
+        fallback.stderr
+    );
+    assert_eq!(fallback.json()["carriers"], json!(["carrier-b"]));
+    assert_eq!(connected(&db, &with).await["carrier"], "carrier-b");
+
+    assert_eq!(plain.code, 1, "{}{}", plain.stdout, plain.stderr);
+    assert!(plain.stderr.contains("carrier-a cannot be reached"), "{}", plain.stderr);
+    assert!(plain.stderr.contains("--fallback tries the other carriers"), "{}", plain.stderr);
+    assert!(plain.stderr.contains("never went live"), "{}", plain.stderr);
+    assert_eq!(plain.stderr.lines().filter(|l| l.contains("panicked")).count(), 0);
+    assert!(ingest_reports(&db, &without).await.iter().all(|r| r["kind"] != "connected"));
+}

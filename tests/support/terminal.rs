@@ -1,0 +1,101 @@
+//! A broadcaster's terminal for the tests: the built `slotcast` with a home of its own (so
+//! its profiles and setting files are the test's), a fixed time zone, and its runs' output.
+//!
+//! Contract: every command gets a clean environment (PATH, HOME, TZ only); the home goes
+//! with the guard.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::BIN;
+
+/// A terminal: its own home (config and data dirs), a fixed time zone.
+pub struct Terminal {
+    pub home: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("--json output does not parse ({e}): {}", self.stdout))
+    }
+}
+
+impl Terminal {
+    pub fn new() -> Self {
+        Self {
+            home: tempfile::tempdir().expect("home"),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("TZ", "Asia/Tokyo")
+            .env("SLOTCAST_LOG", "error");
+        cmd
+    }
+
+    /// The command under libfaketime with its clock shifted by `skew` (e.g. "-3s"); the
+    /// monotonic clock is left alone, as a real skewed machine's would be.
+    pub fn faketime(&self, skew: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("faketime");
+        cmd.args(["-f", skew, BIN])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("TZ", "Asia/Tokyo")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("SLOTCAST_LOG", "error");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        output(self.command(args))
+    }
+
+    pub fn profiles(&self) -> PathBuf {
+        self.home.path().join(".config/slotcast/profiles.toml")
+    }
+
+    pub fn setting(&self, id: &str) -> PathBuf {
+        self.home
+            .path()
+            .join(format!(".local/share/slotcast/reservations/{id}.json"))
+    }
+}
+
+pub fn output(mut cmd: Command) -> Run {
+    let out = cmd.output().expect("run slotcast");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+pub fn ok(run: &Run, what: &str) {
+    assert_eq!(run.code, 0, "{what}: {}{}", run.stdout, run.stderr);
+}
+
