@@ -229,3 +229,84 @@ async fn with_the_preset_carrier_down_fallback_moves_to_the_next_and_without_it_
     assert_eq!(plain.stderr.lines().filter(|l| l.contains("panicked")).count(), 0);
     assert!(ingest_reports(&db, &without).await.iter().all(|r| r["kind"] != "connected"));
 }
+
+/// A loopback TCP relay standing for the dedicated network between the terminal and a
+/// carrier listener; `cut` breaks every connection through it (as a link going down would).
+struct Link {
+    addr: std::net::SocketAddr,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    async fn to(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.4:0").await.expect("bind link");
+        let addr = listener.local_addr().expect("link addr");
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                held.lock().unwrap().push(task);
+            }
+        });
+        Self { addr, conns, accept }
+    }
+
+    fn cut(&self) {
+        for task in self.conns.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_link_mid_window_is_reconnected_and_the_playlist_goes_on_after_a_discontinuity() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", "carrier-a=127.0.0.2:0");
+    let link = Link::to(stack.rtsp("carrier-a")).await;
+    register(&stack, &[("carrier-a", format!("rtsp://{}", link.addr))]).await;
+    let dir = clip_dir();
+    let clip = make_clip(dir.path(), 4);
+
+    let t = Terminal::new();
+    ok(&t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]), "login");
+    let id = booked_id(&t.run(&["book", "--server", "s1", "--start", "+5s", "--duration", "12s"]));
+    let live = t.command(&["--json", "live", &id, "--input", path(&clip), "--loop"]);
+    let running = std::thread::spawn(move || finish(live, Duration::from_secs(45)));
+
+    connected(&db, &id).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    link.cut();
+    let run = tokio::task::spawn_blocking(move || running.join().unwrap()).await.unwrap();
+
+    ok(&run, "live through a link that went down once");
+    let summary = run.json();
+    assert_eq!(summary["ended"], "the window closed", "{summary}");
+    assert_eq!(summary["reconnects"], 1, "{summary}\n{}", run.stderr);
+    assert!(run.stderr.contains("connection lost"), "{}", run.stderr);
+    let kinds: Vec<String> = ingest_reports(&db, &id)
+        .await
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        kinds.iter().filter(|k| *k == "connected").count() == 2 && kinds.contains(&"disconnected".to_string()),
+        "{kinds:?}"
+    );
+    let playlist = support::streaming::get_text(&stack.hls(&format!("/hls/{id}/index.m3u8"))).await.1;
+    assert!(playlist.contains("#EXT-X-DISCONTINUITY"), "{playlist}");
+    let (decoded, errors) = ffmpeg_read_frames(&stack.hls(&format!("/hls/{id}/index.m3u8")), 14);
+    assert!(decoded >= 200, "ffmpeg decoded {decoded} frames: {errors}");
+}
