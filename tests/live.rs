@@ -310,3 +310,75 @@ async fn a_dropped_link_mid_window_is_reconnected_and_the_playlist_goes_on_after
     let (decoded, errors) = ffmpeg_read_frames(&stack.hls(&format!("/hls/{id}/index.m3u8")), 14);
     assert!(decoded >= 200, "ffmpeg decoded {decoded} frames: {errors}");
 }
+
+/// The camera stand-in (tests/support/camera.py: GStreamer's RTSP server through Debian's
+/// python3-gi) on a loopback port with a password; killed with the guard.
+struct Camera {
+    child: Child,
+    url: String,
+}
+
+impl Camera {
+    fn start(user: &str, password: &str) -> Self {
+        let port = free_tcp_port();
+        let script = support::streaming::repo_root().join("tests/support/camera.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .args(["--port", &port.to_string(), "--user", user, "--password", password])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the camera stand-in (scripts/services installs python3-gi)");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("camera stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("camera output");
+        assert_eq!(line.trim(), "ready", "the camera stand-in did not start");
+        Self {
+            child,
+            url: format!("rtsp://127.0.0.1:{port}/cam"),
+        }
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_camera_pulled_with_retina_is_relayed_live_and_read_back() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", "carrier-a=127.0.0.2:0");
+    register(&stack, &real_carriers(&stack, &["carrier-a"])).await;
+    let camera = Camera::start("cam", "pa:ss@word");
+    let input = camera.url.replace("rtsp://", "rtsp://cam:pa%3Ass%40word@");
+
+    let t = Terminal::new();
+    ok(&t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]), "login");
+    let id = booked_id(&t.run(&["book", "--server", "s1", "--start", "+5s", "--duration", "8s"]));
+    let run = finish(
+        t.command(&["--json", "live", &id, "--input", &input]),
+        Duration::from_secs(40),
+    );
+    ok(&run, "live from a camera");
+    let summary = run.json();
+    assert_eq!(summary["ended"], "the window closed", "{summary}\n{}", run.stderr);
+    assert!(summary["frames"].as_u64().unwrap() >= 300, "{summary}");
+    assert!(run.stderr.contains("camera rtsp://127.0.0.1:"), "{}", run.stderr);
+    assert!(run.stderr.contains("(H.264 + AAC)"), "{}", run.stderr);
+    assert!(!run.stderr.contains("pa:ss") && !run.stderr.contains("pa%3Ass"), "{}", run.stderr);
+    assert_eq!(connected(&db, &id).await["carrier"], "carrier-a");
+
+    let (decoded, errors) = ffmpeg_read_frames(&stack.hls(&format!("/hls/{id}/index.m3u8")), 10);
+    assert!(decoded >= 125, "ffmpeg decoded {decoded} frames: {errors}");
+
+    // A wrong camera password: a clear error before any waiting, exit 1.
+    let wrong = camera.url.replace("rtsp://", "rtsp://cam:nope@");
+    let refused = t.run(&["live", &id, "--input", &wrong]);
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains("401"), "{}", refused.stderr);
+    assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
+}

@@ -27,7 +27,7 @@ const DESCRIBE_WAIT: Duration = Duration::from_secs(15);
 
 /// Connects to the camera at `url` and starts relaying it.
 pub async fn open_camera(url: &str) -> Result<Source, String> {
-    let mut parsed = url::Url::parse(url).map_err(|e| format!("camera URL {url}: {e}"))?;
+    let mut parsed = url::Url::parse(url).map_err(|e| format!("the camera URL does not parse: {e}"))?;
     let creds = (!parsed.username().is_empty()).then(|| Credentials {
         username: percent_decode(parsed.username()),
         password: percent_decode(parsed.password().unwrap_or_default()),
@@ -41,7 +41,7 @@ pub async fn open_camera(url: &str) -> Result<Source, String> {
     let mut session = tokio::time::timeout(DESCRIBE_WAIT, Session::describe(parsed, options))
         .await
         .map_err(|_| format!("camera {shown}: no answer to DESCRIBE in {DESCRIBE_WAIT:?}"))?
-        .map_err(|e| format!("camera {shown}: {e}"))?;
+        .map_err(|e| format!("camera {shown}: {}", first_line(&e)))?;
 
     // The streams we can relay, in the camera's order.
     let chosen: Vec<usize> = session
@@ -74,14 +74,14 @@ pub async fn open_camera(url: &str) -> Result<Source, String> {
         session
             .setup(i, setup)
             .await
-            .map_err(|e| format!("camera {shown}: SETUP: {e}"))?;
+            .map_err(|e| format!("camera {shown}: SETUP: {}", first_line(&e)))?;
     }
     let mut playing = session
         .play(PlayOptions::default())
         .await
-        .map_err(|e| format!("camera {shown}: PLAY: {e}"))?
+        .map_err(|e| format!("camera {shown}: PLAY: {}", first_line(&e)))?
         .demuxed()
-        .map_err(|e| format!("camera {shown}: {e}"))?;
+        .map_err(|e| format!("camera {shown}: {}", first_line(&e)))?;
 
     // Parameters from the SDP, or from the first frames.
     let mut early = Vec::new();
@@ -104,7 +104,7 @@ pub async fn open_camera(url: &str) -> Result<Source, String> {
                 ))
             }
             Ok(None) => return Err(format!("camera {shown} ended before it sent a frame")),
-            Ok(Some(Err(e))) => return Err(format!("camera {shown}: {e}")),
+            Ok(Some(Err(e))) => return Err(format!("camera {shown}: {}", first_line(&e))),
             Ok(Some(Ok(item))) => early.push(item),
         }
     };
@@ -129,7 +129,7 @@ pub async fn open_camera(url: &str) -> Result<Source, String> {
             };
             let sent = match item {
                 None => tx.send(Err(format!("camera {shown} ended the stream"))).await,
-                Some(Err(e)) => tx.send(Err(format!("camera {shown}: {e}"))).await,
+                Some(Err(e)) => tx.send(Err(format!("camera {shown}: {}", first_line(&e)))).await,
                 Some(Ok(item)) => match frame_of(item, &track_of) {
                     Some(frame) => tx.send(Ok(frame)).await,
                     None => continue,
@@ -184,6 +184,12 @@ fn frame_of(item: CodecItem, track_of: &impl Fn(usize) -> Option<usize>) -> Opti
         }),
         _ => None,
     }
+}
+
+/// The first line of retina's error (the rest is connection detail over several lines).
+fn first_line(e: &retina::Error) -> String {
+    let text = e.to_string();
+    text.lines().find(|l| !l.trim().is_empty()).unwrap_or(&text).trim().to_string()
 }
 
 /// `%40` → `@` in user info (what `url` leaves encoded).
