@@ -96,11 +96,16 @@ async fn connected(db: &TestDb, id: &str) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("no connected report for {id}: {:?}", ingest_reports(db, id).await);
+    panic!(
+        "no connected report for {id}: {:?}",
+        ingest_reports(db, id).await
+    );
 }
 
 fn at(v: &Value) -> DateTime<Utc> {
-    v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a time: {v}"))
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a time: {v}"))
 }
 
 fn clip_dir() -> tempfile::TempDir {
@@ -112,7 +117,8 @@ fn path(p: &Path) -> &str {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_broadcaster_books_and_goes_live_from_a_clip_on_the_preset_carrier_and_viewers_read_it_back() {
+async fn a_broadcaster_books_and_goes_live_from_a_clip_on_the_preset_carrier_and_viewers_read_it_back(
+) {
     let db = TestDb::new().await;
     let stack = Stack::start(&db, "s1", TWO_CARRIERS);
     register(&stack, &real_carriers(&stack, &["carrier-a", "carrier-b"])).await;
@@ -120,13 +126,28 @@ async fn a_broadcaster_books_and_goes_live_from_a_clip_on_the_preset_carrier_and
     let clip = make_clip(dir.path(), 4);
 
     let t = Terminal::new();
-    ok(&t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]), "login");
+    ok(
+        &t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]),
+        "login",
+    );
     ok(&t.run(&["carrier", "use", "carrier-b"]), "carrier use");
-    let id = booked_id(&t.run(&["book", "--server", "s1", "--start", "+6s", "--duration", "10s"]));
+    let id = booked_id(&t.run(&[
+        "book",
+        "--server",
+        "s1",
+        "--start",
+        "+6s",
+        "--duration",
+        "10s",
+    ]));
     let file = t.setting(&id);
     assert_eq!(mode(&file), 0o600);
     let setting: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(setting["carriers"].as_array().map(Vec::len), Some(2), "{setting}");
+    assert_eq!(
+        setting["carriers"].as_array().map(Vec::len),
+        Some(2),
+        "{setting}"
+    );
 
     let run = finish(
         t.command(&["--json", "live", &id, "--input", path(&clip), "--loop"]),
@@ -134,15 +155,27 @@ async fn a_broadcaster_books_and_goes_live_from_a_clip_on_the_preset_carrier_and
     );
     ok(&run, "live");
     let summary = run.json();
-    assert_eq!(summary["ended"], "the window closed", "{summary}\n{}", run.stderr);
+    assert_eq!(
+        summary["ended"], "the window closed",
+        "{summary}\n{}",
+        run.stderr
+    );
     assert_eq!(summary["carriers"], json!(["carrier-b"]), "{summary}");
     assert_eq!(summary["reconnects"], 0, "{summary}\n{}", run.stderr);
     // 10 s of 25 fps video and 48 kHz AAC (about 47 frames a second), less the start.
     let frames = summary["frames"].as_u64().unwrap();
     assert!(frames >= 500, "{frames} frames in a 10 s window: {summary}");
     assert!(summary["bytes"].as_u64().unwrap() > 100_000, "{summary}");
-    for shown in ["Sending ", "clip.mp4 (H.264 + AAC 48 kHz", "Live over carrier-b at "] {
-        assert!(run.stderr.contains(shown), "{shown:?} missing in:\n{}", run.stderr);
+    for shown in [
+        "Sending ",
+        "clip.mp4 (H.264 + AAC 48 kHz",
+        "Live over carrier-b at ",
+    ] {
+        assert!(
+            run.stderr.contains(shown),
+            "{shown:?} missing in:\n{}",
+            run.stderr
+        );
     }
 
     // The streamer saw the preset carrier, and the history says so.
@@ -164,10 +197,21 @@ async fn a_terminal_3_s_slow_goes_live_within_50_ms_of_the_true_opening() {
     let clip = make_clip(dir.path(), 4);
 
     let t = Terminal::new();
-    ok(&t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]), "login");
+    ok(
+        &t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]),
+        "login",
+    );
     let id = booked_id(&output(t.faketime(
         "-3s",
-        &["book", "--server", "s1", "--start", "+6s", "--duration", "4s"],
+        &[
+            "book",
+            "--server",
+            "s1",
+            "--start",
+            "+6s",
+            "--duration",
+            "4s",
+        ],
     )));
     let run = finish(
         t.faketime("-3s", &["live", &id, "--input", path(&clip)]),
@@ -180,7 +224,10 @@ async fn a_terminal_3_s_slow_goes_live_within_50_ms_of_the_true_opening() {
     let opens = at(&setting["opens_at"]);
     let report = connected(&db, &id).await;
     let late = at(&report["reported_at"]) - opens;
-    eprintln!("connected {late} after the opening; live said:\n{}{}", run.stderr, run.stdout);
+    eprintln!(
+        "connected {late} after the opening; live said:\n{}{}",
+        run.stderr, run.stdout
+    );
     assert!(
         late >= chrono::Duration::zero() && late <= chrono::Duration::milliseconds(50),
         "connected {late} after the true opening (the terminal's clock is 3 s slow):\n{}",
@@ -194,18 +241,43 @@ async fn with_the_preset_carrier_down_fallback_moves_to_the_next_and_without_it_
     let stack = Stack::start(&db, "s1", "carrier-b=127.0.0.3:0");
     // carrier-a's ingest address answers nothing.
     let down = format!("rtsp://127.0.0.2:{}", free_tcp_port());
-    register(&stack, &[("carrier-a", down), ("carrier-b", format!("rtsp://{}", stack.rtsp("carrier-b")))]).await;
+    register(
+        &stack,
+        &[
+            ("carrier-a", down),
+            ("carrier-b", format!("rtsp://{}", stack.rtsp("carrier-b"))),
+        ],
+    )
+    .await;
     let dir = clip_dir();
     let clip = make_clip(dir.path(), 4);
 
     let t = Terminal::new();
-    ok(&t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]), "login");
+    ok(
+        &t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]),
+        "login",
+    );
     ok(&t.run(&["carrier", "use", "carrier-a"]), "carrier use");
-    let book = ["book", "--server", "s1", "--start", "+6s", "--duration", "4s"];
+    let book = [
+        "book",
+        "--server",
+        "s1",
+        "--start",
+        "+6s",
+        "--duration",
+        "4s",
+    ];
     let with = booked_id(&t.run(&book));
     let without = booked_id(&t.run(&book));
 
-    let fallback = t.command(&["--json", "live", &with, "--input", path(&clip), "--fallback"]);
+    let fallback = t.command(&[
+        "--json",
+        "live",
+        &with,
+        "--input",
+        path(&clip),
+        "--fallback",
+    ]);
     let plain = t.command(&["live", &without, "--input", path(&clip)]);
     let (fallback, plain) = std::thread::scope(|s| {
         let a = s.spawn(|| finish(fallback, Duration::from_secs(30)));
@@ -215,7 +287,8 @@ async fn with_the_preset_carrier_down_fallback_moves_to_the_next_and_without_it_
 
     ok(&fallback, "live --fallback");
     assert!(
-        fallback.stderr.contains("carrier-a cannot be reached") && fallback.stderr.contains("trying carrier-b"),
+        fallback.stderr.contains("carrier-a cannot be reached")
+            && fallback.stderr.contains("trying carrier-b"),
         "{}",
         fallback.stderr
     );
@@ -223,11 +296,29 @@ async fn with_the_preset_carrier_down_fallback_moves_to_the_next_and_without_it_
     assert_eq!(connected(&db, &with).await["carrier"], "carrier-b");
 
     assert_eq!(plain.code, 1, "{}{}", plain.stdout, plain.stderr);
-    assert!(plain.stderr.contains("carrier-a cannot be reached"), "{}", plain.stderr);
-    assert!(plain.stderr.contains("--fallback tries the other carriers"), "{}", plain.stderr);
+    assert!(
+        plain.stderr.contains("carrier-a cannot be reached"),
+        "{}",
+        plain.stderr
+    );
+    assert!(
+        plain.stderr.contains("--fallback tries the other carriers"),
+        "{}",
+        plain.stderr
+    );
     assert!(plain.stderr.contains("never went live"), "{}", plain.stderr);
-    assert_eq!(plain.stderr.lines().filter(|l| l.contains("panicked")).count(), 0);
-    assert!(ingest_reports(&db, &without).await.iter().all(|r| r["kind"] != "connected"));
+    assert_eq!(
+        plain
+            .stderr
+            .lines()
+            .filter(|l| l.contains("panicked"))
+            .count(),
+        0
+    );
+    assert!(ingest_reports(&db, &without)
+        .await
+        .iter()
+        .all(|r| r["kind"] != "connected"));
 }
 
 /// A loopback TCP relay standing for the dedicated network between the terminal and a
@@ -240,7 +331,9 @@ struct Link {
 
 impl Link {
     async fn to(upstream: std::net::SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.4:0").await.expect("bind link");
+        let listener = tokio::net::TcpListener::bind("127.0.0.4:0")
+            .await
+            .expect("bind link");
         let addr = listener.local_addr().expect("link addr");
         let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let held = conns.clone();
@@ -254,7 +347,11 @@ impl Link {
                 held.lock().unwrap().push(task);
             }
         });
-        Self { addr, conns, accept }
+        Self {
+            addr,
+            conns,
+            accept,
+        }
     }
 
     fn cut(&self) {
@@ -281,15 +378,28 @@ async fn a_dropped_link_mid_window_is_reconnected_and_the_playlist_goes_on_after
     let clip = make_clip(dir.path(), 4);
 
     let t = Terminal::new();
-    ok(&t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]), "login");
-    let id = booked_id(&t.run(&["book", "--server", "s1", "--start", "+5s", "--duration", "12s"]));
+    ok(
+        &t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]),
+        "login",
+    );
+    let id = booked_id(&t.run(&[
+        "book",
+        "--server",
+        "s1",
+        "--start",
+        "+5s",
+        "--duration",
+        "12s",
+    ]));
     let live = t.command(&["--json", "live", &id, "--input", path(&clip), "--loop"]);
     let running = std::thread::spawn(move || finish(live, Duration::from_secs(45)));
 
     connected(&db, &id).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     link.cut();
-    let run = tokio::task::spawn_blocking(move || running.join().unwrap()).await.unwrap();
+    let run = tokio::task::spawn_blocking(move || running.join().unwrap())
+        .await
+        .unwrap();
 
     ok(&run, "live through a link that went down once");
     let summary = run.json();
@@ -302,10 +412,13 @@ async fn a_dropped_link_mid_window_is_reconnected_and_the_playlist_goes_on_after
         .map(|r| r["kind"].as_str().unwrap_or_default().to_string())
         .collect();
     assert!(
-        kinds.iter().filter(|k| *k == "connected").count() == 2 && kinds.contains(&"disconnected".to_string()),
+        kinds.iter().filter(|k| *k == "connected").count() == 2
+            && kinds.contains(&"disconnected".to_string()),
         "{kinds:?}"
     );
-    let playlist = support::streaming::get_text(&stack.hls(&format!("/hls/{id}/index.m3u8"))).await.1;
+    let playlist = support::streaming::get_text(&stack.hls(&format!("/hls/{id}/index.m3u8")))
+        .await
+        .1;
     assert!(playlist.contains("#EXT-X-DISCONTINUITY"), "{playlist}");
     let (decoded, errors) = ffmpeg_read_frames(&stack.hls(&format!("/hls/{id}/index.m3u8")), 14);
     assert!(decoded >= 200, "ffmpeg decoded {decoded} frames: {errors}");
@@ -324,7 +437,14 @@ impl Camera {
         let script = support::streaming::repo_root().join("tests/support/camera.py");
         let mut child = Command::new("/usr/bin/python3")
             .arg(&script)
-            .args(["--port", &port.to_string(), "--user", user, "--password", password])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--user",
+                user,
+                "--password",
+                password,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -357,19 +477,42 @@ async fn a_camera_pulled_with_retina_is_relayed_live_and_read_back() {
     let input = camera.url.replace("rtsp://", "rtsp://cam:pa%3Ass%40word@");
 
     let t = Terminal::new();
-    ok(&t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]), "login");
-    let id = booked_id(&t.run(&["book", "--server", "s1", "--start", "+5s", "--duration", "8s"]));
+    ok(
+        &t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]),
+        "login",
+    );
+    let id = booked_id(&t.run(&[
+        "book",
+        "--server",
+        "s1",
+        "--start",
+        "+5s",
+        "--duration",
+        "8s",
+    ]));
     let run = finish(
         t.command(&["--json", "live", &id, "--input", &input]),
         Duration::from_secs(40),
     );
     ok(&run, "live from a camera");
     let summary = run.json();
-    assert_eq!(summary["ended"], "the window closed", "{summary}\n{}", run.stderr);
+    assert_eq!(
+        summary["ended"], "the window closed",
+        "{summary}\n{}",
+        run.stderr
+    );
     assert!(summary["frames"].as_u64().unwrap() >= 300, "{summary}");
-    assert!(run.stderr.contains("camera rtsp://127.0.0.1:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("camera rtsp://127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("(H.264 + AAC)"), "{}", run.stderr);
-    assert!(!run.stderr.contains("pa:ss") && !run.stderr.contains("pa%3Ass"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("pa:ss") && !run.stderr.contains("pa%3Ass"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(connected(&db, &id).await["carrier"], "carrier-a");
 
     let (decoded, errors) = ffmpeg_read_frames(&stack.hls(&format!("/hls/{id}/index.m3u8")), 10);

@@ -97,7 +97,10 @@ pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
             if fresh {
                 format!("{open}; measured just now).")
             } else {
-                format!("{open}; stored, measured {}).", view::local(o.measured_at, &Local))
+                format!(
+                    "{open}; stored, measured {}).",
+                    view::local(o.measured_at, &Local)
+                )
             }
         }
         None => "Clock not measured (the API did not answer and none is stored): timing by \
@@ -185,7 +188,11 @@ fn print_summary(ctx: &Ctx, id: &str, s: &Summary) {
     let over = if s.carriers.is_empty() {
         "never went live".to_string()
     } else {
-        format!("live {} over {}", human(s.live_for), s.carriers.join(" then "))
+        format!(
+            "live {} over {}",
+            human(s.live_for),
+            s.carriers.join(" then ")
+        )
     };
     println!(
         "Done: {}. Sent {} in {} frames ({} packets), {over}; {} reconnect{}.",
@@ -256,7 +263,7 @@ impl Progress {
                     eprint!("\r{text}");
                     let _ = std::io::stderr().flush();
                     self.counting = true;
-                } else if secs <= 5 || secs % 10 == 0 {
+                } else if secs <= 5 || secs.is_multiple_of(10) {
                     eprintln!("{text}");
                 }
             }

@@ -306,13 +306,24 @@ pub fn make_clip(dir: &Path, seconds: u32) -> PathBuf {
         .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-profile:v",
+            "baseline",
+        ])
         .args(["-pix_fmt", "yuv420p", "-bf", "0", "-g", "25"])
         .args(["-c:a", "aac", "-b:a", "64k"])
         .arg(&path)
         .output()
         .expect("run ffmpeg (is it installed? scripts/services installs it)");
-    assert!(out.status.success(), "ffmpeg made no clip: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg made no clip: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 

@@ -98,4 +98,3 @@ pub fn mode(path: &Path) -> u32 {
 pub fn ok(run: &Run, what: &str) {
     assert_eq!(run.code, 0, "{what}: {}{}", run.stdout, run.stderr);
 }
-

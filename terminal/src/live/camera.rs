@@ -27,7 +27,8 @@ const DESCRIBE_WAIT: Duration = Duration::from_secs(15);
 
 /// Connects to the camera at `url` and starts relaying it.
 pub async fn open_camera(url: &str) -> Result<Source, String> {
-    let mut parsed = url::Url::parse(url).map_err(|e| format!("the camera URL does not parse: {e}"))?;
+    let mut parsed =
+        url::Url::parse(url).map_err(|e| format!("the camera URL does not parse: {e}"))?;
     let creds = (!parsed.username().is_empty()).then(|| Credentials {
         username: percent_decode(parsed.username()),
         password: percent_decode(parsed.password().unwrap_or_default()),
@@ -95,7 +96,9 @@ pub async fn open_camera(url: &str) -> Result<Source, String> {
             break tracks;
         }
         if early.len() >= MAX_EARLY_FRAMES {
-            return Err(format!("camera {shown}: no codec parameters in its first frames"));
+            return Err(format!(
+                "camera {shown}: no codec parameters in its first frames"
+            ));
         }
         match tokio::time::timeout_at(deadline, playing.next()).await {
             Err(_) => {
@@ -110,7 +113,11 @@ pub async fn open_camera(url: &str) -> Result<Source, String> {
     };
     let describe = format!(
         "camera {shown} ({})",
-        tracks.iter().map(Codec::name).collect::<Vec<_>>().join(" + ")
+        tracks
+            .iter()
+            .map(Codec::name)
+            .collect::<Vec<_>>()
+            .join(" + ")
     );
     let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
     tokio::spawn(async move {
@@ -128,8 +135,14 @@ pub async fn open_camera(url: &str) -> Result<Source, String> {
                 () = tx.closed() => return,
             };
             let sent = match item {
-                None => tx.send(Err(format!("camera {shown} ended the stream"))).await,
-                Some(Err(e)) => tx.send(Err(format!("camera {shown}: {}", first_line(&e)))).await,
+                None => {
+                    tx.send(Err(format!("camera {shown} ended the stream")))
+                        .await
+                }
+                Some(Err(e)) => {
+                    tx.send(Err(format!("camera {shown}: {}", first_line(&e))))
+                        .await
+                }
                 Some(Ok(item)) => match frame_of(item, &track_of) {
                     Some(frame) => tx.send(Ok(frame)).await,
                     None => continue,
@@ -189,7 +202,11 @@ fn frame_of(item: CodecItem, track_of: &impl Fn(usize) -> Option<usize>) -> Opti
 /// The first line of retina's error (the rest is connection detail over several lines).
 fn first_line(e: &retina::Error) -> String {
     let text = e.to_string();
-    text.lines().find(|l| !l.trim().is_empty()).unwrap_or(&text).trim().to_string()
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(&text)
+        .trim()
+        .to_string()
 }
 
 /// `%40` → `@` in user info (what `url` leaves encoded).

@@ -60,8 +60,16 @@ impl Clip {
                 Some(Entry::Avc1(avc1)) => {
                     let avcc = &avc1.avcc;
                     Codec::H264 {
-                        sps: avcc.sequence_parameter_sets.first().cloned().unwrap_or_default(),
-                        pps: avcc.picture_parameter_sets.first().cloned().unwrap_or_default(),
+                        sps: avcc
+                            .sequence_parameter_sets
+                            .first()
+                            .cloned()
+                            .unwrap_or_default(),
+                        pps: avcc
+                            .picture_parameter_sets
+                            .first()
+                            .cloned()
+                            .unwrap_or_default(),
                         length_size: avcc.length_size,
                     }
                 }
@@ -145,7 +153,11 @@ impl Clip {
                 other => other.name().to_string(),
             })
             .collect();
-        format!("{}, {:.1} s", tracks.join(" + "), self.duration.as_secs_f64())
+        format!(
+            "{}, {:.1} s",
+            tracks.join(" + "),
+            self.duration.as_secs_f64()
+        )
     }
 
     /// The frame of sample `i` on loop `round`, with its data.
@@ -171,10 +183,7 @@ impl Clip {
 }
 
 /// One track's samples, and where its timeline ends (in its timescale).
-fn sample_table(
-    track: usize,
-    stbl: &mp4_atom::Stbl,
-) -> Result<(Vec<Sample>, u64), String> {
+fn sample_table(track: usize, stbl: &mp4_atom::Stbl) -> Result<(Vec<Sample>, u64), String> {
     let sizes: Vec<u32> = match &stbl.stsz.samples {
         StszSamples::Identical { count, size } => vec![*size; *count as usize],
         StszSamples::Different { sizes } => sizes.clone(),
@@ -264,8 +273,10 @@ fn sample_table(
 /// Opens an MP4 clip: reads its `moov`, then streams its samples (forever with `looped`).
 pub fn open_file(path: &Path, looped: bool) -> Result<Source, String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let moov = find_moov(&file).map_err(|e| format!("{} is not an MP4 we can read: {e}", path.display()))?;
-    let clip = Clip::from_moov(&moov).map_err(|e| format!("{} cannot be sent: {e}", path.display()))?;
+    let moov = find_moov(&file)
+        .map_err(|e| format!("{} is not an MP4 we can read: {e}", path.display()))?;
+    let clip =
+        Clip::from_moov(&moov).map_err(|e| format!("{} cannot be sent: {e}", path.display()))?;
     let describe = format!(
         "{} ({}{})",
         path.display(),
@@ -333,13 +344,24 @@ mod tests {
     use super::*;
     use mp4_atom::*;
 
-    fn stbl(codec: mp4_atom::Codec, deltas: &[(u32, u32)], sizes: Vec<u32>, stsc: &[(u32, u32)], stco: Vec<u32>) -> Stbl {
+    fn stbl(
+        codec: mp4_atom::Codec,
+        deltas: &[(u32, u32)],
+        sizes: Vec<u32>,
+        stsc: &[(u32, u32)],
+        stco: Vec<u32>,
+    ) -> Stbl {
         Stbl {
-            stsd: Stsd { codecs: vec![codec] },
+            stsd: Stsd {
+                codecs: vec![codec],
+            },
             stts: Stts {
                 entries: deltas
                     .iter()
-                    .map(|&(sample_count, sample_delta)| SttsEntry { sample_count, sample_delta })
+                    .map(|&(sample_count, sample_delta)| SttsEntry {
+                        sample_count,
+                        sample_delta,
+                    })
                     .collect(),
             },
             stsc: Stsc {
@@ -352,9 +374,13 @@ mod tests {
                     })
                     .collect(),
             },
-            stsz: Stsz { samples: StszSamples::Different { sizes } },
+            stsz: Stsz {
+                samples: StszSamples::Different { sizes },
+            },
             stco: Some(Stco { entries: stco }),
-            stss: Some(Stss { entries: vec![1, 3] }),
+            stss: Some(Stss {
+                entries: vec![1, 3],
+            }),
             ..Default::default()
         }
     }
@@ -362,8 +388,14 @@ mod tests {
     fn trak(timescale: u32, stbl: Stbl) -> Trak {
         Trak {
             mdia: Mdia {
-                mdhd: Mdhd { timescale, ..Default::default() },
-                minf: Minf { stbl, ..Default::default() },
+                mdhd: Mdhd {
+                    timescale,
+                    ..Default::default()
+                },
+                minf: Minf {
+                    stbl,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             ..Default::default()
@@ -406,24 +438,65 @@ mod tests {
     #[test]
     fn samples_come_in_decode_order_across_tracks_with_offsets_from_the_chunk_tables() {
         // Video: 4 frames at 25 fps in a 12800 timescale, two chunks of two.
-        let video = trak(12_800, stbl(avc1(), &[(4, 512)], vec![10, 20, 30, 40], &[(1, 2)], vec![1000, 5000]));
+        let video = trak(
+            12_800,
+            stbl(
+                avc1(),
+                &[(4, 512)],
+                vec![10, 20, 30, 40],
+                &[(1, 2)],
+                vec![1000, 5000],
+            ),
+        );
         // Audio: 3 frames of 1024 at 48 kHz, chunk of one then chunk of two.
-        let audio = trak(48_000, stbl(mp4a(), &[(3, 1024)], vec![5, 6, 7], &[(1, 1), (2, 2)], vec![2000, 3000]));
-        let moov = Moov { trak: vec![video, audio], ..Default::default() };
+        let audio = trak(
+            48_000,
+            stbl(
+                mp4a(),
+                &[(3, 1024)],
+                vec![5, 6, 7],
+                &[(1, 1), (2, 2)],
+                vec![2000, 3000],
+            ),
+        );
+        let moov = Moov {
+            trak: vec![video, audio],
+            ..Default::default()
+        };
         let clip = Clip::from_moov(&moov).unwrap();
         assert_eq!(clip.tracks.len(), 2);
         assert_eq!(clip.duration, Duration::from_millis(160));
-        let order: Vec<(usize, u64, u32)> = clip.samples.iter().map(|s| (s.track, s.offset, s.size)).collect();
+        let order: Vec<(usize, u64, u32)> = clip
+            .samples
+            .iter()
+            .map(|s| (s.track, s.offset, s.size))
+            .collect();
         assert_eq!(
             order,
-            [(0, 1000, 10), (1, 2000, 5), (1, 3000, 6), (0, 1010, 20), (1, 3006, 7), (0, 5000, 30), (0, 5030, 40)]
+            [
+                (0, 1000, 10),
+                (1, 2000, 5),
+                (1, 3000, 6),
+                (0, 1010, 20),
+                (1, 3006, 7),
+                (0, 5000, 30),
+                (0, 5030, 40)
+            ]
         );
-        let keys: Vec<bool> = clip.samples.iter().filter(|s| s.track == 0).map(|s| s.keyframe).collect();
+        let keys: Vec<bool> = clip
+            .samples
+            .iter()
+            .filter(|s| s.track == 0)
+            .map(|s| s.keyframe)
+            .collect();
         assert_eq!(keys, [true, false, true, false]);
 
         // Timestamps in the RTP clock, due times from decode times, loops continue the line.
         let f = clip.frame(3, 0, Bytes::new());
-        assert_eq!((f.track, f.timestamp, f.due), (0, 3600, Some(Duration::from_millis(40))));
+        assert_eq!(
+            (f.track, f.timestamp, f.due),
+            (0, 3600, Some(Duration::from_millis(40)))
+        );
         let f = clip.frame(3, 2, Bytes::new());
         assert_eq!(f.timestamp, 3600 + 2 * 14_400);
         assert_eq!(f.due, Some(Duration::from_millis(360)));
@@ -434,15 +507,31 @@ mod tests {
     fn what_the_streamer_cannot_take_is_refused_with_the_reason() {
         let mut b = stbl(avc1(), &[(2, 512)], vec![1, 1], &[(1, 2)], vec![0]);
         // The first frame shows after the second: B-frames.
-        b.ctts = Some(Ctts { entries: vec![CttsEntry { sample_count: 1, sample_offset: 1024 }] });
-        let moov = Moov { trak: vec![trak(12_800, b)], ..Default::default() };
+        b.ctts = Some(Ctts {
+            entries: vec![CttsEntry {
+                sample_count: 1,
+                sample_offset: 1024,
+            }],
+        });
+        let moov = Moov {
+            trak: vec![trak(12_800, b)],
+            ..Default::default()
+        };
         assert!(Clip::from_moov(&moov).unwrap_err().contains("B-frames"));
 
-        let moov = Moov { trak: vec![], ..Default::default() };
-        assert!(Clip::from_moov(&moov).unwrap_err().contains("no H.264 or AAC"));
+        let moov = Moov {
+            trak: vec![],
+            ..Default::default()
+        };
+        assert!(Clip::from_moov(&moov)
+            .unwrap_err()
+            .contains("no H.264 or AAC"));
 
         let short = stbl(avc1(), &[(1, 512)], vec![1, 1], &[(1, 2)], vec![0]);
-        let moov = Moov { trak: vec![trak(12_800, short)], ..Default::default() };
+        let moov = Moov {
+            trak: vec![trak(12_800, short)],
+            ..Default::default()
+        };
         assert!(Clip::from_moov(&moov).unwrap_err().contains("stts"));
     }
 }

@@ -209,14 +209,28 @@ mod tests {
     fn a_small_keyframe_is_sps_pps_then_the_slice_with_the_marker_on_the_last() {
         let mut p = h264(1400);
         let idr = [0x65, 1, 2, 3];
-        let packets = p.packetize(3000, true, &avcc(&[&[0x09, 0xf0], &idr])).unwrap();
-        assert_eq!(packets.len(), 3, "the AUD is dropped, SPS and PPS come first");
+        let packets = p
+            .packetize(3000, true, &avcc(&[&[0x09, 0xf0], &idr]))
+            .unwrap();
+        assert_eq!(
+            packets.len(),
+            3,
+            "the AUD is dropped, SPS and PPS come first"
+        );
         assert_eq!(&packets[0][12..], &SPS);
         assert_eq!(&packets[1][12..], &PPS);
         assert_eq!(&packets[2][12..], &idr);
-        assert_eq!(packets.iter().map(|p| marker(p)).collect::<Vec<_>>(), [false, false, true]);
-        assert_eq!(packets.iter().map(|p| seq(p)).collect::<Vec<_>>(), [65_534, 65_535, 0]);
-        assert!(packets.iter().all(|p| ts(p) == 4000 && p[0] == 0x80 && p[1] & 0x7f == 96));
+        assert_eq!(
+            packets.iter().map(|p| marker(p)).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        assert_eq!(
+            packets.iter().map(|p| seq(p)).collect::<Vec<_>>(),
+            [65_534, 65_535, 0]
+        );
+        assert!(packets
+            .iter()
+            .all(|p| ts(p) == 4000 && p[0] == 0x80 && p[1] & 0x7f == 96));
         assert_eq!(&packets[0][8..12], &0xdead_beefu32.to_be_bytes());
     }
 
@@ -234,7 +248,9 @@ mod tests {
     #[test]
     fn a_large_nal_is_cut_into_fu_a_fragments_that_reassemble() {
         let mut p = h264(100);
-        let nal: Vec<u8> = std::iter::once(0x65).chain((0..1000).map(|i| i as u8)).collect();
+        let nal: Vec<u8> = std::iter::once(0x65)
+            .chain((0..1000).map(|i| i as u8))
+            .collect();
         let packets = p.packetize(0, false, &avcc(&[&nal])).unwrap();
         assert!(packets.iter().all(|p| p.len() <= 100));
         let mut rebuilt = vec![(packets[0][12] & 0xe0) | (packets[0][13] & 0x1f)];
@@ -256,7 +272,11 @@ mod tests {
         assert!(p.packetize(0, false, &bad).is_err());
         assert!(p.packetize(0, false, &[0, 0]).is_err());
         let next = p.packetize(0, false, &avcc(&[&[0x41]])).unwrap();
-        assert_eq!(seq(&next[0]), 65_534, "no sequence number was spent on the bad frames");
+        assert_eq!(
+            seq(&next[0]),
+            65_534,
+            "no sequence number was spent on the bad frames"
+        );
     }
 
     #[test]
@@ -269,15 +289,23 @@ mod tests {
         let mut p = Packetizer::new(codec, 97, 1400, [1, 0, 0]);
         let packets = p.packetize(1024, true, &[7; 300]).unwrap();
         assert_eq!(packets.len(), 1);
-        assert_eq!(&packets[0][12..16], &[0, 16, (300u16 << 3 >> 8) as u8, (300u16 << 3) as u8]);
+        assert_eq!(
+            &packets[0][12..16],
+            &[0, 16, (300u16 << 3 >> 8) as u8, (300u16 << 3) as u8]
+        );
         assert_eq!(packets[0].len(), 12 + 4 + 300);
         assert!(marker(&packets[0]));
         assert_eq!(ts(&packets[0]), 1024);
 
         let big = p.packetize(2048, true, &[9; 3000]).unwrap();
         assert_eq!(big.len(), 3);
-        assert!(big.iter().all(|pk| pk.len() <= 1400 && &pk[12..16] == &[0, 16, 0x5d, 0xc0]));
-        assert_eq!(big.iter().map(|pk| marker(pk)).collect::<Vec<_>>(), [false, false, true]);
+        assert!(big
+            .iter()
+            .all(|pk| pk.len() <= 1400 && pk[12..16] == [0, 16, 0x5d, 0xc0]));
+        assert_eq!(
+            big.iter().map(|pk| marker(pk)).collect::<Vec<_>>(),
+            [false, false, true]
+        );
         assert_eq!(big.iter().map(|pk| pk.len() - 16).sum::<usize>(), 3000);
         assert!(p.packetize(0, true, &[0; 9000]).is_err());
     }

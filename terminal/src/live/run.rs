@@ -74,10 +74,18 @@ impl Plan {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// Before the window: time left (about once a second).
-    Waiting { left: Duration },
-    Connecting { carrier: String, url: String },
+    Waiting {
+        left: Duration,
+    },
+    Connecting {
+        carrier: String,
+        url: String,
+    },
     /// RECORD accepted; `at` is the server time by the corrected clock.
-    Live { carrier: String, at: DateTime<Utc> },
+    Live {
+        carrier: String,
+        at: DateTime<Utc>,
+    },
     /// The carrier could not be reached; `next` is the carrier tried next, if any.
     Unreachable {
         carrier: String,
@@ -92,7 +100,10 @@ pub enum Event {
         retry_in: Duration,
     },
     /// The connection broke while live.
-    Dropped { carrier: String, why: String },
+    Dropped {
+        carrier: String,
+        why: String,
+    },
 }
 
 /// The end of a `live` run.
@@ -167,7 +178,10 @@ pub async fn publish(
             .enumerate()
             .map(|(i, (c, r))| Packetizer::new(c.clone(), sdp::payload_type(i), MAX_PACKET, r))
             .collect(),
-        has_video: source.tracks.iter().any(|c| matches!(c, Codec::H264 { .. })),
+        has_video: source
+            .tracks
+            .iter()
+            .any(|c| matches!(c, Codec::H264 { .. })),
         tracks: source.tracks.clone(),
         plan,
         summary: Summary::default(),
@@ -186,7 +200,11 @@ pub async fn publish(
         on_event(Event::Waiting { left });
         // Tick on whole seconds left.
         let step = Duration::from_nanos(u64::from(left.subsec_nanos()));
-        let step = if step.is_zero() { Duration::from_secs(1) } else { step };
+        let step = if step.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            step
+        };
         tokio::select! {
             () = shutdown.cancelled() => return Ok(p.end("stopped before the window opened")),
             () = sleep_until(Instant::now() + step.min(left)) => {}
@@ -431,12 +449,21 @@ impl Publisher {
             .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(554))))
             .ok_or_else(|| Miss::Failed(format!("{} is not an rtsp:// URL", target.url)))?;
         let stream = match timeout(CONNECT_WAIT, TcpStream::connect(&addr)).await {
-            Err(_) => return Err(Miss::Unreachable(format!("no answer from {addr} in {CONNECT_WAIT:?}"))),
+            Err(_) => {
+                return Err(Miss::Unreachable(format!(
+                    "no answer from {addr} in {CONNECT_WAIT:?}"
+                )))
+            }
             Ok(Err(e)) => return Err(Miss::Unreachable(format!("{addr}: {e}"))),
             Ok(Ok(stream)) => stream,
         };
         let _ = stream.set_nodelay(true);
-        let dialogue = Dialogue::new(&target.url, &self.plan.key, self.sdp.clone(), self.tracks.len());
+        let dialogue = Dialogue::new(
+            &target.url,
+            &self.plan.key,
+            self.sdp.clone(),
+            self.tracks.len(),
+        );
         let mut conn = Conn {
             stream,
             dialogue,
@@ -458,11 +485,16 @@ impl Publisher {
                     State::Failed(why) => return Err(Miss::Failed(why.clone())),
                     State::Starting | State::Closed => {}
                 }
-                let n = conn.stream.read(&mut buf).await.map_err(|e| Miss::Failed(e.to_string()))?;
+                let n = conn
+                    .stream
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| Miss::Failed(e.to_string()))?;
                 if n == 0 {
                     return Err(Miss::Failed("the server closed the connection".into()));
                 }
-                conn.dialogue.handle_input(&buf[..n], Instant::now().into_std());
+                conn.dialogue
+                    .handle_input(&buf[..n], Instant::now().into_std());
             }
         };
         match timeout(DIALOGUE_WAIT, handshake).await {

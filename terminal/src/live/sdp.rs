@@ -24,7 +24,9 @@ pub(super) fn describe(tracks: &[Codec]) -> String {
         let pt = payload_type(i);
         match codec {
             Codec::H264 { sps, pps, .. } => {
-                sdp.push_str(&format!("m=video 0 RTP/AVP {pt}\r\na=rtpmap:{pt} H264/90000\r\n"));
+                sdp.push_str(&format!(
+                    "m=video 0 RTP/AVP {pt}\r\na=rtpmap:{pt} H264/90000\r\n"
+                ));
                 let mut fmtp = format!("a=fmtp:{pt} packetization-mode=1");
                 if sps.len() >= 4 {
                     fmtp.push_str(&format!(
@@ -93,6 +95,8 @@ mod tests {
         assert!(sdp.contains("mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config=1190\r\na=control:trackID=1\r\n"));
         let lines: Vec<&str> = sdp.split('\n').collect();
         assert_eq!(lines.last(), Some(&""), "ends with a line end");
-        assert!(lines[..lines.len() - 1].iter().all(|l| l.len() > 1 && l.ends_with('\r')));
+        assert!(lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l.len() > 1 && l.ends_with('\r')));
     }
 }

@@ -78,7 +78,12 @@ impl Dialogue {
     /// Starts the dialogue: the ANNOUNCE is queued at once.
     pub fn new(url: &str, key: &str, sdp: String, tracks: usize) -> Self {
         let mut d = Self {
-            url: url.split('?').next().unwrap_or(url).trim_end_matches('/').to_string(),
+            url: url
+                .split('?')
+                .next()
+                .unwrap_or(url)
+                .trim_end_matches('/')
+                .to_string(),
             key: key.to_string(),
             sdp,
             tracks,
@@ -354,17 +359,28 @@ mod tests {
         let mut d = Dialogue::new(&format!("{URL}?key=secret"), "k", "v=0\r\n".into(), 2);
         let announce = sent(&mut d);
         assert!(announce.starts_with(&format!("ANNOUNCE {URL} RTSP/1.0\r\nCSeq: 1\r\n")));
-        assert!(announce.ends_with("Content-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n"));
-        assert!(!announce.contains("secret"), "the key never travels in the URL");
+        assert!(
+            announce.ends_with("Content-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n")
+        );
+        assert!(
+            !announce.contains("secret"),
+            "the key never travels in the URL"
+        );
 
         reply(&mut d, "RTSP/1.0 200 OK\nCSeq: 1\n\n", now);
         let setup = sent(&mut d);
         assert!(setup.starts_with(&format!("SETUP {URL}/trackID=0 RTSP/1.0\r\nCSeq: 2\r\n")));
         assert!(setup.contains("Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record\r\n"));
 
-        reply(&mut d, "RTSP/1.0 200 OK\nCSeq: 2\nSession: abc;timeout=10\n\n", now);
+        reply(
+            &mut d,
+            "RTSP/1.0 200 OK\nCSeq: 2\nSession: abc;timeout=10\n\n",
+            now,
+        );
         let setup = sent(&mut d);
-        assert!(setup.contains("interleaved=2-3;mode=record") && setup.contains("Session: abc\r\n"));
+        assert!(
+            setup.contains("interleaved=2-3;mode=record") && setup.contains("Session: abc\r\n")
+        );
         d.send_rtp(0, &[vec![1, 2, 3]]);
         assert_eq!(d.output_len(), 0, "no media before RECORD is accepted");
 
@@ -381,7 +397,9 @@ mod tests {
 
         assert_eq!(d.poll_timeout(), Some(now + Duration::from_secs(5)));
         d.handle_timeout(now + Duration::from_secs(5));
-        assert!(sent(&mut d).starts_with(&format!("GET_PARAMETER {URL} RTSP/1.0\r\nCSeq: 5\r\nUser-Agent")));
+        assert!(sent(&mut d).starts_with(&format!(
+            "GET_PARAMETER {URL} RTSP/1.0\r\nCSeq: 5\r\nUser-Agent"
+        )));
         // RTCP from the server and the keep-alive's answer, in one read.
         let mut input = vec![b'$', 1, 0, 2, 0x80, 0xc9];
         input.extend_from_slice(b"RTSP/1.0 200 OK\r\nCSeq: 5\r\n\r\n");
@@ -415,11 +433,21 @@ mod tests {
         )));
         reply(&mut d, "RTSP/1.0 200 OK\nCSeq: 2\n\n", now);
         let setup = sent(&mut d);
-        assert!(setup.contains("Authorization: Digest") && setup.contains(&format!("uri=\"{URL}/trackID=0\"")));
-        reply(&mut d, "RTSP/1.0 401 Unauthorized\nCSeq: 3\nContent-Length: 16\n\nwrong stream key", now);
+        assert!(
+            setup.contains("Authorization: Digest")
+                && setup.contains(&format!("uri=\"{URL}/trackID=0\""))
+        );
+        reply(
+            &mut d,
+            "RTSP/1.0 401 Unauthorized\nCSeq: 3\nContent-Length: 16\n\nwrong stream key",
+            now,
+        );
         assert_eq!(
             d.state(),
-            &State::Refused { status: 401, reason: "wrong stream key".into() },
+            &State::Refused {
+                status: 401,
+                reason: "wrong stream key".into()
+            },
             "a second 401 is the answer"
         );
     }
@@ -429,12 +457,22 @@ mod tests {
         assert_eq!(choose_auth(&["Basic realm=\"x\""]), Auth::Basic);
         assert_eq!(
             choose_auth(&["Digest realm=\"r\", nonce=\"n\", algorithm=MD5, Basic realm=\"r\""]),
-            Auth::Digest { realm: "r".into(), nonce: "n".into() }
+            Auth::Digest {
+                realm: "r".into(),
+                nonce: "n".into()
+            }
         );
-        assert_eq!(choose_auth(&["Digest realm=\"r\", nonce=\"n\", algorithm=SHA-256"]), Auth::Basic);
+        assert_eq!(
+            choose_auth(&["Digest realm=\"r\", nonce=\"n\", algorithm=SHA-256"]),
+            Auth::Basic
+        );
         let mut d = Dialogue::new(URL, "key", String::new(), 1);
         sent(&mut d);
-        reply(&mut d, "RTSP/1.0 401 Unauthorized\nCSeq: 1\nWWW-Authenticate: Basic realm=\"slotcast\"\n\n", Instant::now());
+        reply(
+            &mut d,
+            "RTSP/1.0 401 Unauthorized\nCSeq: 1\nWWW-Authenticate: Basic realm=\"slotcast\"\n\n",
+            Instant::now(),
+        );
         assert!(sent(&mut d).contains("Authorization: Basic c2xvdGNhc3Q6a2V5\r\n"));
     }
 
@@ -458,7 +496,10 @@ mod tests {
         d.handle_input(b"HTTP/1.1 400 Bad Request\r\n\r\n", now);
         assert!(matches!(d.state(), State::Failed(_)), "{:?}", d.state());
         let mut d = Dialogue::new(URL, "key", String::new(), 1);
-        d.handle_input(format!("RTSP/1.0 200 OK\r\nX: {}", "a".repeat(MAX_INPUT)).as_bytes(), now);
+        d.handle_input(
+            format!("RTSP/1.0 200 OK\r\nX: {}", "a".repeat(MAX_INPUT)).as_bytes(),
+            now,
+        );
         assert!(matches!(d.state(), State::Failed(_)), "{:?}", d.state());
     }
 }
