@@ -40,7 +40,30 @@ fn real_carriers(stack: &Stack, names: &[&'static str]) -> Vec<(&'static str, St
         .collect()
 }
 
-/// `slotcast book` from the terminal (through `cmd`); returns the reservation id.
+/// A broadcaster's terminal logged in to the stack.
+fn broadcaster(stack: &Stack) -> Terminal {
+    let t = Terminal::new();
+    ok(
+        &t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]),
+        "login",
+    );
+    t
+}
+
+/// `slotcast book` on s1 from `t`; returns the reservation id.
+fn book(t: &Terminal, start: &str, duration: &str) -> String {
+    booked_id(&t.run(&[
+        "book",
+        "--server",
+        "s1",
+        "--start",
+        start,
+        "--duration",
+        duration,
+    ]))
+}
+
+/// The reservation id from `slotcast book`'s answer.
 fn booked_id(run: &Run) -> String {
     ok(run, "book");
     run.stdout
@@ -76,6 +99,21 @@ fn finish(mut cmd: Command, limit: Duration) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// `slotcast --json live ID --input …` run to the end of the window: its run and summary.
+fn live_to_the_close(t: &Terminal, id: &str, input: &[&str]) -> (Run, Value) {
+    let mut args = vec!["--json", "live", id, "--input"];
+    args.extend_from_slice(input);
+    let run = finish(t.command(&args), Duration::from_secs(45));
+    ok(&run, "live");
+    let summary = run.json();
+    assert_eq!(
+        summary["ended"], "the window closed",
+        "{summary}\n{}",
+        run.stderr
+    );
+    (run, summary)
 }
 
 /// The streamer's ingest reports of a reservation, as recorded in its history.
@@ -125,21 +163,9 @@ async fn a_broadcaster_books_and_goes_live_from_a_clip_on_the_preset_carrier_and
     let dir = clip_dir();
     let clip = make_clip(dir.path(), 4);
 
-    let t = Terminal::new();
-    ok(
-        &t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]),
-        "login",
-    );
+    let t = broadcaster(&stack);
     ok(&t.run(&["carrier", "use", "carrier-b"]), "carrier use");
-    let id = booked_id(&t.run(&[
-        "book",
-        "--server",
-        "s1",
-        "--start",
-        "+6s",
-        "--duration",
-        "10s",
-    ]));
+    let id = book(&t, "+6s", "10s");
     let file = t.setting(&id);
     assert_eq!(mode(&file), 0o600);
     let setting: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
@@ -149,17 +175,7 @@ async fn a_broadcaster_books_and_goes_live_from_a_clip_on_the_preset_carrier_and
         "{setting}"
     );
 
-    let run = finish(
-        t.command(&["--json", "live", &id, "--input", path(&clip), "--loop"]),
-        Duration::from_secs(45),
-    );
-    ok(&run, "live");
-    let summary = run.json();
-    assert_eq!(
-        summary["ended"], "the window closed",
-        "{summary}\n{}",
-        run.stderr
-    );
+    let (run, summary) = live_to_the_close(&t, &id, &[path(&clip), "--loop"]);
     assert_eq!(summary["carriers"], json!(["carrier-b"]), "{summary}");
     assert_eq!(summary["reconnects"], 0, "{summary}\n{}", run.stderr);
     // 10 s of 25 fps video and 48 kHz AAC (about 47 frames a second), less the start.
@@ -196,11 +212,7 @@ async fn a_terminal_3_s_slow_goes_live_within_50_ms_of_the_true_opening() {
     let dir = clip_dir();
     let clip = make_clip(dir.path(), 4);
 
-    let t = Terminal::new();
-    ok(
-        &t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]),
-        "login",
-    );
+    let t = broadcaster(&stack);
     let id = booked_id(&output(t.faketime(
         "-3s",
         &[
@@ -252,23 +264,10 @@ async fn with_the_preset_carrier_down_fallback_moves_to_the_next_and_without_it_
     let dir = clip_dir();
     let clip = make_clip(dir.path(), 4);
 
-    let t = Terminal::new();
-    ok(
-        &t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]),
-        "login",
-    );
+    let t = broadcaster(&stack);
     ok(&t.run(&["carrier", "use", "carrier-a"]), "carrier use");
-    let book = [
-        "book",
-        "--server",
-        "s1",
-        "--start",
-        "+6s",
-        "--duration",
-        "4s",
-    ];
-    let with = booked_id(&t.run(&book));
-    let without = booked_id(&t.run(&book));
+    let with = book(&t, "+6s", "4s");
+    let without = book(&t, "+6s", "4s");
 
     let fallback = t.command(&[
         "--json",
@@ -377,20 +376,8 @@ async fn a_dropped_link_mid_window_is_reconnected_and_the_playlist_goes_on_after
     let dir = clip_dir();
     let clip = make_clip(dir.path(), 4);
 
-    let t = Terminal::new();
-    ok(
-        &t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]),
-        "login",
-    );
-    let id = booked_id(&t.run(&[
-        "book",
-        "--server",
-        "s1",
-        "--start",
-        "+5s",
-        "--duration",
-        "12s",
-    ]));
+    let t = broadcaster(&stack);
+    let id = book(&t, "+5s", "12s");
     let live = t.command(&["--json", "live", &id, "--input", path(&clip), "--loop"]);
     let running = std::thread::spawn(move || finish(live, Duration::from_secs(45)));
 
@@ -476,31 +463,9 @@ async fn a_camera_pulled_with_retina_is_relayed_live_and_read_back() {
     let camera = Camera::start("cam", "pa:ss@word");
     let input = camera.url.replace("rtsp://", "rtsp://cam:pa%3Ass%40word@");
 
-    let t = Terminal::new();
-    ok(
-        &t.run(&["login", "--api", &stack.api.base, "--token", &stack.alice]),
-        "login",
-    );
-    let id = booked_id(&t.run(&[
-        "book",
-        "--server",
-        "s1",
-        "--start",
-        "+5s",
-        "--duration",
-        "8s",
-    ]));
-    let run = finish(
-        t.command(&["--json", "live", &id, "--input", &input]),
-        Duration::from_secs(40),
-    );
-    ok(&run, "live from a camera");
-    let summary = run.json();
-    assert_eq!(
-        summary["ended"], "the window closed",
-        "{summary}\n{}",
-        run.stderr
-    );
+    let t = broadcaster(&stack);
+    let id = book(&t, "+5s", "8s");
+    let (run, summary) = live_to_the_close(&t, &id, &[&input]);
     assert!(summary["frames"].as_u64().unwrap() >= 300, "{summary}");
     assert!(
         run.stderr.contains("camera rtsp://127.0.0.1:"),

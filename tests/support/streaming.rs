@@ -259,11 +259,10 @@ pub fn publish_url(addr: SocketAddr, reservation: &str, key: &str) -> String {
     format!("rtsp://{addr}/live/{reservation}?key={key}")
 }
 
-/// ffmpeg publishing a live test pattern (H.264 without B-frames, AAC) for `seconds`.
-pub fn ffmpeg_publish(url: &str, transport: &str, seconds: u32) -> Publisher {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+/// ffmpeg's arguments for `seconds` of a test pattern in H.264 (baseline, yuv420p, no B-frames,
+/// a keyframe a second) and a 440 Hz tone in AAC; the output comes after.
+fn test_pattern(cmd: &mut Command, seconds: u32) {
+    cmd.args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &seconds.to_string()])
         .args([
@@ -274,9 +273,25 @@ pub fn ffmpeg_publish(url: &str, transport: &str, seconds: u32) -> Publisher {
             "-tune",
             "zerolatency",
         ])
-        .args(["-pix_fmt", "yuv420p", "-bf", "0", "-g", "25"])
-        .args(["-c:a", "aac", "-b:a", "64k"])
-        .args(["-f", "rtsp", "-rtsp_transport", transport, url]);
+        .args([
+            "-profile:v",
+            "baseline",
+            "-pix_fmt",
+            "yuv420p",
+            "-bf",
+            "0",
+            "-g",
+            "25",
+        ])
+        .args(["-c:a", "aac", "-b:a", "64k"]);
+}
+
+/// ffmpeg publishing a live test pattern (H.264 without B-frames, AAC) for `seconds`.
+pub fn ffmpeg_publish(url: &str, transport: &str, seconds: u32) -> Publisher {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"]);
+    test_pattern(&mut cmd, seconds);
+    cmd.args(["-f", "rtsp", "-rtsp_transport", transport, url]);
     Publisher::spawn(cmd, &format!("ffmpeg publishing over {transport}"))
 }
 
@@ -297,25 +312,13 @@ pub fn gst_publish(addr: SocketAddr, reservation: &str, key: &str, seconds: u32)
     Publisher::spawn(cmd, "gst-launch-1.0 rtspclientsink")
 }
 
-/// An MP4 clip of `seconds` made with ffmpeg: a test pattern in H.264 (baseline, yuv420p, no
-/// B-frames, a keyframe a second) and a 440 Hz tone in AAC, written into `dir`.
+/// An MP4 clip of `seconds` of the test pattern, made with ffmpeg into `dir`.
 pub fn make_clip(dir: &Path, seconds: u32) -> PathBuf {
     let path = dir.join("clip.mp4");
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-profile:v",
-            "baseline",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-bf", "0", "-g", "25"])
-        .args(["-c:a", "aac", "-b:a", "64k"])
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]);
+    test_pattern(&mut cmd, seconds);
+    let out = cmd
         .arg(&path)
         .output()
         .expect("run ffmpeg (is it installed? scripts/services installs it)");
