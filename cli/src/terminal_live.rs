@@ -263,7 +263,10 @@ impl Progress {
                     eprint!("\r{text}");
                     let _ = std::io::stderr().flush();
                     self.counting = true;
-                } else if secs <= 5 || secs.is_multiple_of(10) {
+                } else if secs <= 5
+                    || (secs <= 60 && secs.is_multiple_of(10))
+                    || secs.is_multiple_of(60)
+                {
                     eprintln!("{text}");
                 }
             }

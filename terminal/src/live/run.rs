@@ -73,7 +73,7 @@ impl Plan {
 /// What is happening, as it happens.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// Before the window: time left (about once a second).
+    /// Before the window: time left (once a second, on whole seconds left).
     Waiting {
         left: Duration,
     },
@@ -190,7 +190,16 @@ pub async fn publish(
         need_keyframe: true,
     };
 
-    // Before the window: a countdown, on the corrected clock.
+    // The first frame tells a live source (no due times: a camera) from a clip.
+    let mut pending: Option<Frame> = match source.frames.recv().await {
+        Some(Ok(frame)) => Some(frame),
+        Some(Err(why)) => return Err(TerminalError::Live(why)),
+        None => return Ok(p.end("the clip is empty")),
+    };
+    let live_source = pending.as_ref().is_some_and(|f| f.due.is_none());
+
+    // Before the window: a countdown, on the corrected clock. A live source is drained
+    // meanwhile, so the camera session stays polled (and alive) and nothing stale is sent.
     let opens = p.plan.instant_of(p.plan.opens_at);
     loop {
         let left = opens.saturating_duration_since(Instant::now());
@@ -205,9 +214,17 @@ pub async fn publish(
         } else {
             step
         };
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(p.end("stopped before the window opened")),
-            () = sleep_until(Instant::now() + step.min(left)) => {}
+        let tick = Instant::now() + step.min(left);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(p.end("stopped before the window opened")),
+                () = sleep_until(tick) => break,
+                item = source.frames.recv(), if live_source => match item {
+                    Some(Ok(_)) => pending = None,
+                    Some(Err(why)) => return Err(TerminalError::Live(why)),
+                    None => return Ok(p.end("the source ended before the window opened")),
+                },
+            }
         }
     }
 
@@ -216,13 +233,6 @@ pub async fn publish(
     let mut retry_at = Instant::now();
     // Frames are paced from the moment the first connection went live.
     let mut origin: Option<Instant> = None;
-    // The first frame tells a live source (no due times) from a clip.
-    let mut pending: Option<Frame> = match source.frames.recv().await {
-        Some(Ok(frame)) => Some(frame),
-        Some(Err(why)) => return Err(TerminalError::Live(why)),
-        None => return Ok(p.end("the clip is empty")),
-    };
-    let live_source = pending.as_ref().is_some_and(|f| f.due.is_none());
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let frames_flow = conn.is_some() || origin.is_some() || live_source;
