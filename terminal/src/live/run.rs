@@ -243,7 +243,7 @@ pub async fn publish(
         tokio::select! {
             () = shutdown.cancelled() => {
                 p.hang_up(conn.take()).await;
-                return Ok(p.end("stopped"));
+                return Ok(p.end("stopped on request (Ctrl-C or SIGTERM)"));
             }
             () = sleep_until(closes) => {
                 p.hang_up(conn.take()).await;
