@@ -197,6 +197,12 @@ async fn a_broadcaster_books_and_goes_live_from_a_clip_on_the_preset_carrier_and
     // The streamer saw the preset carrier, and the history says so.
     let report = connected(&db, &id).await;
     assert_eq!(report["carrier"], "carrier-b", "{report}");
+    // The key went as a Digest answer, never in clear.
+    let (_, metrics) = support::streaming::get_text(&stack.hls("/metrics")).await;
+    assert!(
+        metrics.contains("slotcast_streamer_publishers_total{auth=\"digest\"} 1\n"),
+        "{metrics}"
+    );
 
     // A viewer reads the recording back (the window is over: the playlist has ENDLIST).
     let (decoded, errors) = ffmpeg_read_frames(&stack.hls(&format!("/hls/{id}/index.m3u8")), 12);
