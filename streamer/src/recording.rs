@@ -5,6 +5,7 @@
 //! whole to a temporary name and renamed, so a viewer never reads half a segment or
 //! playlist. The writer drains a bounded queue; it ends when every sender is gone.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,26 +16,53 @@ use tokio_util::sync::CancellationToken;
 use crate::config::StreamerConfig;
 use crate::hub::DiskBatch;
 
+/// Recording directories remembered as made, at most (then the memory starts over).
+const KNOWN_DIRS: usize = 4096;
+
 pub async fn write(dir: PathBuf, mut batches: mpsc::Receiver<DiskBatch>) {
+    let dir = Arc::new(dir);
+    let mut made: HashSet<String> = HashSet::new();
     while let Some(batch) = batches.recv().await {
-        let target = dir.join(&batch.reservation_id);
-        if let Err(err) = tokio::fs::create_dir_all(&target).await {
-            tracing::error!(dir = %target.display(), %err, "cannot create the recording directory");
-            continue;
-        }
-        for file in batch.writes {
-            if let Err(err) = write_whole(&target, &file.name, &file.data).await {
-                tracing::error!(reservation = %batch.reservation_id, file = %file.name, %err,
-                    "recording write failed");
+        // One hand-off to the blocking pool per batch, every file of it written there with
+        // std::fs (a tokio::fs call per step cost a hand-off each).
+        let known = made.contains(&batch.reservation_id);
+        let id = batch.reservation_id.clone();
+        let dir = dir.clone();
+        match tokio::task::spawn_blocking(move || write_batch(&dir, batch, known)).await {
+            Ok(true) => {
+                if made.len() >= KNOWN_DIRS {
+                    made.clear();
+                }
+                made.insert(id);
             }
+            Ok(false) => {}
+            Err(err) => tracing::error!(%err, "recording writer panicked"),
         }
     }
 }
 
-async fn write_whole(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+/// Writes one batch; `false` if its directory could not be made.
+fn write_batch(dir: &Path, batch: DiskBatch, known: bool) -> bool {
+    let target = dir.join(&batch.reservation_id);
+    if !known {
+        if let Err(err) = std::fs::create_dir_all(&target) {
+            tracing::error!(dir = %target.display(), %err, "cannot create the recording directory");
+            return false;
+        }
+    }
+    for file in batch.writes {
+        if let Err(err) = write_whole(&target, &file.name, &file.data) {
+            tracing::error!(reservation = %batch.reservation_id, file = %file.name, %err,
+                "recording write failed");
+        }
+    }
+    true
+}
+
+fn write_whole(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    tokio::fs::write(&tmp, data).await?;
-    tokio::fs::rename(&tmp, dir.join(name)).await
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, dir.join(name))
 }
 
 /// Every ten minutes, removes ended recordings older than the retention.
