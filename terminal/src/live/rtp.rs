@@ -21,12 +21,35 @@ const AAC_MAX_AU: usize = (1 << 13) - 1;
 
 pub(super) struct Packetizer {
     codec: Codec,
-    payload_type: u8,
-    ssrc: u32,
-    sequence: u16,
+    header: Header,
     /// Added to every timestamp (random start, RFC 3550 §5.1).
     timestamp_base: u32,
     max_packet: usize,
+}
+
+/// The fixed part of this track's RTP headers, and its running sequence number.
+struct Header {
+    payload_type: u8,
+    ssrc: u32,
+    sequence: u16,
+}
+
+impl Header {
+    /// A new packet: its 12-byte header (the sequence number moves on), then `payload`.
+    fn packet(&mut self, ts: u32, marker: bool, payload: &[&[u8]]) -> Vec<u8> {
+        let len = payload.iter().map(|p| p.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(HEADER + len);
+        out.push(0x80);
+        out.push(self.payload_type | if marker { 0x80 } else { 0 });
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        out.extend_from_slice(&ts.to_be_bytes());
+        out.extend_from_slice(&self.ssrc.to_be_bytes());
+        for p in payload {
+            out.extend_from_slice(p);
+        }
+        self.sequence = self.sequence.wrapping_add(1);
+        out
+    }
 }
 
 impl Packetizer {
@@ -34,9 +57,11 @@ impl Packetizer {
     pub fn new(codec: Codec, payload_type: u8, max_packet: usize, random: [u32; 3]) -> Self {
         Self {
             codec,
-            payload_type,
-            ssrc: random[0],
-            sequence: random[1] as u16,
+            header: Header {
+                payload_type,
+                ssrc: random[0],
+                sequence: random[1] as u16,
+            },
             timestamp_base: random[2],
             max_packet: max_packet.max(HEADER + AAC_HEADERS + 16),
         }
@@ -51,6 +76,8 @@ impl Packetizer {
     ) -> Result<Vec<Vec<u8>>, String> {
         // RTP timestamps are modulo 2^32.
         let ts = self.timestamp_base.wrapping_add(timestamp as u32);
+        let room = self.max_packet - HEADER;
+        let header = &mut self.header;
         match &self.codec {
             Codec::H264 {
                 sps,
@@ -60,82 +87,67 @@ impl Packetizer {
                 let nals = nal_units(data, *length_size)?;
                 let has_params = nals.iter().any(|n| n[0] & 0x1f == NAL_SPS);
                 let mut all: Vec<&[u8]> = Vec::with_capacity(nals.len() + 2);
-                let (sps, pps) = (sps.clone(), pps.clone());
                 if keyframe && !has_params && !sps.is_empty() && !pps.is_empty() {
-                    all.push(&sps);
-                    all.push(&pps);
+                    all.push(sps);
+                    all.push(pps);
                 }
                 // Access unit delimiters carry nothing a receiver needs.
                 all.extend(nals.into_iter().filter(|n| n[0] & 0x1f != NAL_AUD));
                 let mut packets = Vec::new();
                 let last = all.len().saturating_sub(1);
                 for (i, nal) in all.iter().enumerate() {
-                    self.h264_nal(nal, ts, i == last, &mut packets);
+                    h264_nal(header, room, nal, ts, i == last, &mut packets);
                 }
                 Ok(packets)
             }
-            Codec::Aac { .. } => self.aac(data, ts),
+            Codec::Aac { .. } => aac(header, room - AAC_HEADERS, data, ts),
         }
     }
+}
 
-    fn header(&mut self, ts: u32, marker: bool, out: &mut Vec<u8>) {
-        out.push(0x80);
-        out.push(self.payload_type | if marker { 0x80 } else { 0 });
-        out.extend_from_slice(&self.sequence.to_be_bytes());
-        out.extend_from_slice(&ts.to_be_bytes());
-        out.extend_from_slice(&self.ssrc.to_be_bytes());
-        self.sequence = self.sequence.wrapping_add(1);
+/// One NAL unit: a single NAL unit packet if it fits in `room`, else FU-A fragments.
+fn h264_nal(
+    header: &mut Header,
+    room: usize,
+    nal: &[u8],
+    ts: u32,
+    last: bool,
+    packets: &mut Vec<Vec<u8>>,
+) {
+    if nal.len() <= room {
+        packets.push(header.packet(ts, last, &[nal]));
+        return;
     }
+    let indicator = (nal[0] & 0xe0) | FU_A;
+    let kind = nal[0] & 0x1f;
+    let chunks: Vec<&[u8]> = nal[1..].chunks(room - 2).collect();
+    let n = chunks.len();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let start = if i == 0 { 0x80 } else { 0 };
+        let end = if i + 1 == n { 0x40 } else { 0 };
+        let fu = [indicator, start | end | kind];
+        packets.push(header.packet(ts, last && i + 1 == n, &[&fu, chunk]));
+    }
+}
 
-    fn h264_nal(&mut self, nal: &[u8], ts: u32, last: bool, packets: &mut Vec<Vec<u8>>) {
-        let room = self.max_packet - HEADER;
-        if nal.len() <= room {
-            let mut p = Vec::with_capacity(HEADER + nal.len());
-            self.header(ts, last, &mut p);
-            p.extend_from_slice(nal);
-            packets.push(p);
-            return;
-        }
-        let indicator = (nal[0] & 0xe0) | FU_A;
-        let kind = nal[0] & 0x1f;
-        let chunks: Vec<&[u8]> = nal[1..].chunks(room - 2).collect();
-        let n = chunks.len();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let start = if i == 0 { 0x80 } else { 0 };
-            let end = if i + 1 == n { 0x40 } else { 0 };
-            let mut p = Vec::with_capacity(HEADER + 2 + chunk.len());
-            self.header(ts, last && i + 1 == n, &mut p);
-            p.push(indicator);
-            p.push(start | end | kind);
-            p.extend_from_slice(chunk);
-            packets.push(p);
-        }
+/// One AAC access unit: one packet, or fragments of at most `room` bytes of it, each with
+/// the whole AU's size in its AU-header and the marker on the last (RFC 3640 §3.2.3.2).
+fn aac(header: &mut Header, room: usize, au: &[u8], ts: u32) -> Result<Vec<Vec<u8>>, String> {
+    if au.is_empty() || au.len() > AAC_MAX_AU {
+        return Err(format!(
+            "an AAC frame of {} bytes (1 to {AAC_MAX_AU} can be sent)",
+            au.len()
+        ));
     }
-
-    fn aac(&mut self, au: &[u8], ts: u32) -> Result<Vec<Vec<u8>>, String> {
-        if au.is_empty() || au.len() > AAC_MAX_AU {
-            return Err(format!(
-                "an AAC frame of {} bytes (1 to {AAC_MAX_AU} can be sent)",
-                au.len()
-            ));
-        }
-        // One AU per packet; a larger one is fragmented, each fragment with the whole AU's
-        // size in its header and the marker on the last (RFC 3640 §3.2.3.2).
-        let room = self.max_packet - HEADER - AAC_HEADERS;
-        let au_header = ((au.len() as u16) << 3).to_be_bytes();
-        let chunks: Vec<&[u8]> = au.chunks(room).collect();
-        let n = chunks.len();
-        let mut packets = Vec::with_capacity(n);
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let mut p = Vec::with_capacity(HEADER + AAC_HEADERS + chunk.len());
-            self.header(ts, i + 1 == n, &mut p);
-            p.extend_from_slice(&16u16.to_be_bytes());
-            p.extend_from_slice(&au_header);
-            p.extend_from_slice(chunk);
-            packets.push(p);
-        }
-        Ok(packets)
-    }
+    let [hi, lo] = ((au.len() as u16) << 3).to_be_bytes();
+    let headers = [0, 16, hi, lo];
+    let chunks: Vec<&[u8]> = au.chunks(room).collect();
+    let n = chunks.len();
+    Ok(chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| header.packet(ts, i + 1 == n, &[&headers, chunk]))
+        .collect())
 }
 
 /// Splits length-prefixed NAL units (AVCC); empty units are skipped.

@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use md5::{Digest as _, Md5};
 use rtsp_types::{headers, Message, ParseError};
+use slotcast_domain::secret::{md5_hex, DIGEST_USERNAME as USER};
 
 /// Bytes held while waiting for the end of a message from the server.
 pub(super) const MAX_INPUT: usize = 256 * 1024;
-const USER: &str = "slotcast";
 const USER_AGENT: &str = concat!("slotcast/", env!("CARGO_PKG_VERSION"));
 /// Keep-alive when the server names no timeout (RFC 2326's default is 60 s).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,7 +52,11 @@ enum Step {
 enum Auth {
     None,
     Basic,
-    Digest { realm: String, nonce: String },
+    Digest {
+        realm: String,
+        nonce: String,
+        opaque: Option<String>,
+    },
 }
 
 pub(super) struct Dialogue {
@@ -64,8 +67,9 @@ pub(super) struct Dialogue {
     tracks: usize,
     state: State,
     cseq: u32,
-    /// The request awaiting its answer, and whether it was already sent with credentials.
-    pending: Option<(Step, bool)>,
+    /// The request awaiting its answer, and how many times it was already sent with
+    /// credentials (a second time only when the server said the nonce was stale).
+    pending: Option<(Step, u8)>,
     auth: Auth,
     session: Option<String>,
     keep_alive: Duration,
@@ -97,7 +101,7 @@ impl Dialogue {
             input: Vec::new(),
             output: Vec::new(),
         };
-        d.request(Step::Announce, false);
+        d.request(Step::Announce, 0);
         d
     }
 
@@ -136,7 +140,7 @@ impl Dialogue {
     /// Ends the session politely; nothing more is sent after the TEARDOWN.
     pub fn teardown(&mut self) {
         if self.session.is_some() && matches!(self.state, State::Recording | State::Starting) {
-            self.request(Step::Teardown, false);
+            self.request(Step::Teardown, 0);
         }
         self.state = State::Closed;
     }
@@ -148,8 +152,15 @@ impl Dialogue {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.next_keep_alive.is_some_and(|at| now >= at) {
             self.next_keep_alive = Some(now + self.keep_alive);
-            if self.state == State::Recording && self.pending.is_none() {
-                self.request(Step::KeepAlive, false);
+            match self.pending {
+                Some((Step::KeepAlive, _)) => {
+                    self.state = State::Failed(format!(
+                        "no answer to a keep-alive in {} s",
+                        self.keep_alive.as_secs()
+                    ));
+                }
+                None if self.state == State::Recording => self.request(Step::KeepAlive, 0),
+                _ => {}
             }
         }
     }
@@ -188,19 +199,38 @@ impl Dialogue {
     }
 
     fn on_response(&mut self, response: &rtsp_types::Response<Vec<u8>>, now: Instant) {
-        let Some((step, with_auth)) = self.pending.take() else {
+        // An answer to anything but the request in flight (a late one) changes nothing.
+        let cseq = response
+            .header(&headers::CSEQ)
+            .and_then(|c| c.as_str().trim().parse::<u32>().ok());
+        if cseq.is_some_and(|c| c != self.cseq) {
+            return;
+        }
+        let Some((step, tries)) = self.pending.take() else {
             return;
         };
         let status = u16::from(response.status());
-        if status == 401 && !with_auth && step != Step::KeepAlive {
+        if status == 401 && step != Step::KeepAlive {
             let challenges: Vec<&str> = response
                 .headers()
                 .filter(|(name, _)| **name == headers::WWW_AUTHENTICATE)
                 .map(|(_, value)| value.as_str())
                 .collect();
-            self.auth = choose_auth(&challenges);
-            self.request(step, true);
-            return;
+            let (auth, stale) = choose_auth(&challenges);
+            if let (Some(auth), true) = (auth, tries == 0 || (tries == 1 && stale)) {
+                self.auth = auth;
+                self.request(step, tries + 1);
+                return;
+            }
+            if tries == 0 {
+                self.state = State::Refused {
+                    status,
+                    reason: "the server asks for credentials in no way this client answers \
+                             (neither Digest MD5 nor Basic)"
+                        .into(),
+                };
+                return;
+            }
         }
         if step == Step::KeepAlive {
             // The answer to a keep-alive matters only as a sign of life.
@@ -228,9 +258,9 @@ impl Dialogue {
             self.session = Some(id);
         }
         match step {
-            Step::Announce if self.tracks > 0 => self.request(Step::Setup(0), false),
-            Step::Setup(i) if i + 1 < self.tracks => self.request(Step::Setup(i + 1), false),
-            Step::Announce | Step::Setup(_) => self.request(Step::Record, false),
+            Step::Announce if self.tracks > 0 => self.request(Step::Setup(0), 0),
+            Step::Setup(i) if i + 1 < self.tracks => self.request(Step::Setup(i + 1), 0),
+            Step::Announce | Step::Setup(_) => self.request(Step::Record, 0),
             Step::Record => {
                 self.state = State::Recording;
                 self.next_keep_alive = Some(now + self.keep_alive);
@@ -239,8 +269,8 @@ impl Dialogue {
         }
     }
 
-    /// Queues the request of `step`; `retry`: the same request again, with credentials.
-    fn request(&mut self, step: Step, retry: bool) {
+    /// Queues the request of `step`; `tries`: how many times it went with credentials before.
+    fn request(&mut self, step: Step, tries: u8) {
         self.cseq += 1;
         let (method, uri) = match step {
             Step::Announce => ("ANNOUNCE", self.url.clone()),
@@ -284,7 +314,12 @@ impl Dialogue {
         head.push_str("\r\n");
         self.output.extend_from_slice(head.as_bytes());
         self.output.extend_from_slice(body);
-        self.pending = Some((step, retry || self.auth != Auth::None));
+        let tries = if self.auth == Auth::None {
+            0
+        } else {
+            tries.max(1)
+        };
+        self.pending = Some((step, tries));
     }
 
     fn authorization(&self, method: &str, uri: &str) -> Option<String> {
@@ -294,41 +329,62 @@ impl Dialogue {
                 "Basic {}",
                 STANDARD.encode(format!("{USER}:{}", self.key))
             )),
-            Auth::Digest { realm, nonce } => {
-                let ha1 = md5_hex(&format!("{USER}:{realm}:{}", self.key));
-                let ha2 = md5_hex(&format!("{method}:{uri}"));
-                let response = md5_hex(&format!("{ha1}:{nonce}:{ha2}"));
+            Auth::Digest {
+                realm,
+                nonce,
+                opaque,
+            } => {
+                let ha1 = md5_hex(&[USER, realm, &self.key]);
+                let response = md5_hex(&[&ha1, nonce, &md5_hex(&[method, uri])]);
+                let opaque = opaque
+                    .as_ref()
+                    .map_or(String::new(), |o| format!(", opaque=\"{o}\""));
                 Some(format!(
                     "Digest username=\"{USER}\", realm=\"{realm}\", nonce=\"{nonce}\", \
-                     uri=\"{uri}\", response=\"{response}\", algorithm=MD5"
+                     uri=\"{uri}\", response=\"{response}\", algorithm=MD5{opaque}"
                 ))
             }
         }
     }
 }
 
-fn md5_hex(text: &str) -> String {
-    Md5::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Digest (MD5) when one of the challenges offers it, else Basic.
-fn choose_auth(challenges: &[&str]) -> Auth {
+/// The credentials to answer with: Digest (MD5) when a challenge offers it, else Basic when
+/// one offers that, else none; and whether the Digest challenge says the last nonce was
+/// stale (so answering again is worth it).
+fn choose_auth(challenges: &[&str]) -> (Option<Auth>, bool) {
+    let mut basic = false;
     for challenge in challenges {
         // A parser may have joined several challenges into one value.
-        for part in challenge.split("Digest ").skip(1) {
-            let part = part.split("Basic ").next().unwrap_or(part);
-            let algorithm = param(part, "algorithm").unwrap_or_else(|| "MD5".into());
-            if let (Some(realm), Some(nonce)) = (param(part, "realm"), param(part, "nonce")) {
-                if algorithm.eq_ignore_ascii_case("MD5") {
-                    return Auth::Digest { realm, nonce };
-                }
+        let lower = challenge.to_ascii_lowercase();
+        basic |= lower.trim_start().starts_with("basic") || lower.contains(", basic ");
+        let mut from = 0;
+        while let Some(at) = lower[from..].find("digest ") {
+            let start = from + at + "digest ".len();
+            let end = lower[start..]
+                .find("basic ")
+                .map_or(lower.len(), |e| start + e);
+            let params = &challenge[start..end];
+            let algorithm = param(params, "algorithm").unwrap_or_else(|| "MD5".into());
+            if let (Some(realm), Some(nonce), true) = (
+                param(params, "realm"),
+                param(params, "nonce"),
+                algorithm.eq_ignore_ascii_case("MD5"),
+            ) {
+                let stale = param(params, "stale").is_some_and(|s| s.eq_ignore_ascii_case("true"));
+                let opaque = param(params, "opaque");
+                return (
+                    Some(Auth::Digest {
+                        realm,
+                        nonce,
+                        opaque,
+                    }),
+                    stale,
+                );
             }
+            from = start;
         }
     }
-    Auth::Basic
+    (basic.then_some(Auth::Basic), false)
 }
 
 /// The value of `name=` (quoted or not) in a challenge's parameters.
@@ -424,9 +480,9 @@ mod tests {
             now,
         );
         let again = sent(&mut d);
-        let ha1 = md5_hex("slotcast:slotcast:key");
-        let ha2 = md5_hex(&format!("ANNOUNCE:{URL}"));
-        let expected = md5_hex(&format!("{ha1}:n1:{ha2}"));
+        // RFC 2617 without qop: MD5(HA1:nonce:MD5(method:uri)).
+        let ha1 = md5_hex(&["slotcast", "slotcast", "key"]);
+        let expected = md5_hex(&[&ha1, "n1", &md5_hex(&["ANNOUNCE", URL])]);
         assert!(again.starts_with("ANNOUNCE ") && again.contains("CSeq: 2\r\n"));
         assert!(again.contains(&format!(
             "Authorization: Digest username=\"slotcast\", realm=\"slotcast\", nonce=\"n1\", uri=\"{URL}\", response=\"{expected}\""
@@ -453,18 +509,28 @@ mod tests {
     }
 
     #[test]
-    fn basic_when_digest_is_not_offered() {
-        assert_eq!(choose_auth(&["Basic realm=\"x\""]), Auth::Basic);
+    fn basic_only_when_offered_and_digest_with_opaque_and_stale_nonces() {
         assert_eq!(
-            choose_auth(&["Digest realm=\"r\", nonce=\"n\", algorithm=MD5, Basic realm=\"r\""]),
-            Auth::Digest {
-                realm: "r".into(),
-                nonce: "n".into()
-            }
+            choose_auth(&["Basic realm=\"x\""]),
+            (Some(Auth::Basic), false)
+        );
+        assert_eq!(
+            choose_auth(&[
+                "digest realm=\"r\", nonce=\"n\", opaque=\"o\", stale=TRUE, basic realm=\"r\""
+            ]),
+            (
+                Some(Auth::Digest {
+                    realm: "r".into(),
+                    nonce: "n".into(),
+                    opaque: Some("o".into())
+                }),
+                true
+            )
         );
         assert_eq!(
             choose_auth(&["Digest realm=\"r\", nonce=\"n\", algorithm=SHA-256"]),
-            Auth::Basic
+            (None, false),
+            "never the key in clear unless Basic is asked for"
         );
         let mut d = Dialogue::new(URL, "key", String::new(), 1);
         sent(&mut d);
@@ -474,6 +540,90 @@ mod tests {
             Instant::now(),
         );
         assert!(sent(&mut d).contains("Authorization: Basic c2xvdGNhc3Q6a2V5\r\n"));
+
+        // No challenge at all: refused, nothing sent.
+        let mut d = Dialogue::new(URL, "key", String::new(), 1);
+        sent(&mut d);
+        reply(
+            &mut d,
+            "RTSP/1.0 401 Unauthorized\nCSeq: 1\n\n",
+            Instant::now(),
+        );
+        assert!(
+            matches!(d.state(), State::Refused { status: 401, .. }),
+            "{:?}",
+            d.state()
+        );
+        assert!(sent(&mut d).is_empty());
+
+        // A stale nonce is answered once more, with the new nonce and the opaque back.
+        let mut d = Dialogue::new(URL, "key", String::new(), 1);
+        sent(&mut d);
+        let challenge = |nonce: &str, stale: bool| {
+            format!(
+                "WWW-Authenticate: Digest realm=\"slotcast\", nonce=\"{nonce}\", opaque=\"op\"{}\n",
+                if stale { ", stale=true" } else { "" }
+            )
+        };
+        let now = Instant::now();
+        reply(
+            &mut d,
+            &format!(
+                "RTSP/1.0 401 Unauthorized\nCSeq: 1\n{}\n",
+                challenge("n1", false)
+            ),
+            now,
+        );
+        assert!(sent(&mut d).contains("nonce=\"n1\""));
+        reply(
+            &mut d,
+            &format!(
+                "RTSP/1.0 401 Unauthorized\nCSeq: 2\n{}\n",
+                challenge("n2", true)
+            ),
+            now,
+        );
+        let again = sent(&mut d);
+        assert!(
+            again.contains("nonce=\"n2\"") && again.contains("opaque=\"op\""),
+            "{again}"
+        );
+        reply(
+            &mut d,
+            &format!(
+                "RTSP/1.0 401 Unauthorized\nCSeq: 3\n{}\n",
+                challenge("n3", true)
+            ),
+            now,
+        );
+        assert!(
+            matches!(d.state(), State::Refused { status: 401, .. }),
+            "no third try"
+        );
+    }
+
+    #[test]
+    fn an_unanswered_keep_alive_fails_the_session_and_late_answers_are_ignored() {
+        let now = Instant::now();
+        let mut d = Dialogue::new(URL, "k", String::new(), 1);
+        for (cseq, extra) in [(1, ""), (2, "Session: s;timeout=4\n"), (3, "")] {
+            reply(
+                &mut d,
+                &format!("RTSP/1.0 200 OK\nCSeq: {cseq}\n{extra}\n"),
+                now,
+            );
+        }
+        assert_eq!(d.state(), &State::Recording);
+        d.handle_timeout(now + Duration::from_secs(2));
+        assert!(sent(&mut d).contains("GET_PARAMETER"));
+        // An answer to an older request does not count as the keep-alive's.
+        reply(&mut d, "RTSP/1.0 200 OK\nCSeq: 3\n\n", now);
+        d.handle_timeout(now + Duration::from_secs(4));
+        assert!(
+            matches!(d.state(), State::Failed(why) if why.contains("keep-alive")),
+            "{:?}",
+            d.state()
+        );
     }
 
     #[test]
