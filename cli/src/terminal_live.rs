@@ -15,7 +15,7 @@ use chrono::Local;
 use clap::Args;
 use serde_json::json;
 use slotcast_terminal::clock::{self, Offset};
-use slotcast_terminal::live::{self, Event, Plan, Summary, Target};
+use slotcast_terminal::live::{self, Ended, Event, Plan, Summary, Target};
 use slotcast_terminal::store::Setting;
 use slotcast_terminal::{view, TerminalError};
 use tokio_util::sync::CancellationToken;
@@ -72,7 +72,8 @@ pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
         );
     }
 
-    let source = if args.input.starts_with("rtsp://") || args.input.starts_with("rtsps://") {
+    let scheme = args.input.get(..8).unwrap_or_default().to_ascii_lowercase();
+    let source = if scheme.starts_with("rtsp://") || scheme.starts_with("rtsps://") {
         live::open_camera(&args.input).await
     } else {
         live::open_file(Path::new(&args.input), args.looped)
@@ -125,7 +126,7 @@ pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
     out.finish_countdown();
     let summary = result?;
     print_summary(ctx, &args.id, &summary);
-    if summary.carriers.is_empty() && summary.ended == "the window closed" {
+    if summary.carriers.is_empty() && summary.ended == Ended::WindowClosed {
         return Err(TerminalError::Live(format!(
             "never went live: the window closed at {}",
             view::utc(setting.closes_at)
@@ -175,7 +176,8 @@ fn print_summary(ctx: &Ctx, id: &str, s: &Summary) {
     if ctx.globals.json {
         ctx.print_json(&json!({
             "id": id,
-            "ended": s.ended,
+            "ended": s.ended.to_string(),
+            "skipped_frames": s.skipped,
             "bytes": s.bytes,
             "frames": s.frames,
             "packets": s.packets,
@@ -203,6 +205,12 @@ fn print_summary(ctx: &Ctx, id: &str, s: &Summary) {
         s.reconnects,
         if s.reconnects == 1 { "" } else { "s" }
     );
+    if s.skipped > 0 {
+        println!(
+            "{} frame(s) of the input could not be sent and were left out.",
+            s.skipped
+        );
+    }
 }
 
 fn bytes(n: u64) -> String {

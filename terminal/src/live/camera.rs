@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use retina::client::{Credentials, PlayOptions, Session, SessionOptions, SetupOptions, Transport};
-use retina::codec::{CodecItem, FrameFormat, ParametersRef, VideoParametersCodec};
+use retina::codec::{
+    CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoParametersCodec,
+};
 
 use super::{Codec, Frame, Source};
 
@@ -35,7 +37,10 @@ pub async fn open_camera(url: &str) -> Result<Source, String> {
     });
     let _ = parsed.set_username("");
     let _ = parsed.set_password(None);
-    let shown = parsed.to_string();
+    // Shown without its query too: some cameras take credentials there.
+    let mut shown = parsed.clone();
+    shown.set_query(None);
+    let shown = shown.to_string();
     let options = SessionOptions::default()
         .creds(creds)
         .user_agent(concat!("slotcast/", env!("CARGO_PKG_VERSION")).to_string());
@@ -71,7 +76,12 @@ pub async fn open_camera(url: &str) -> Result<Source, String> {
     for &i in &chosen {
         let setup = SetupOptions::default()
             .transport(Transport::Tcp(Default::default()))
-            .frame_format(FrameFormat::MP4);
+            // Length-prefixed NAL units and raw AAC, with the parameter sets in every
+            // keyframe, so a camera that changes them mid-stream is still decodable.
+            .frame_format(FrameFormat {
+                parameter_set_insertion: ParameterSetInsertion::EachKeyFrame,
+                ..FrameFormat::MP4
+            });
         session
             .setup(i, setup)
             .await
@@ -134,23 +144,21 @@ pub async fn open_camera(url: &str) -> Result<Source, String> {
                 item = playing.next() => item,
                 () = tx.closed() => return,
             };
-            let sent = match item {
-                None => {
-                    tx.send(Err(format!("camera {shown} ended the stream")))
-                        .await
+            let last = match item {
+                None => Err(format!("camera {shown} ended the stream")),
+                Some(Err(e)) => Err(format!("camera {shown}: {}", first_line(&e))),
+                Some(Ok(item)) => {
+                    if let Some(frame) = frame_of(item, &track_of) {
+                        if tx.send(Ok(frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
                 }
-                Some(Err(e)) => {
-                    tx.send(Err(format!("camera {shown}: {}", first_line(&e))))
-                        .await
-                }
-                Some(Ok(item)) => match frame_of(item, &track_of) {
-                    Some(frame) => tx.send(Ok(frame)).await,
-                    None => continue,
-                },
             };
-            if sent.is_err() {
-                return;
-            }
+            // The end (or a failure) is the last item: the session is not polled again.
+            let _ = tx.send(last).await;
+            return;
         }
     });
     Ok(Source {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 pub use camera::open_camera;
 pub use mp4::{open_file, Clip};
-pub use run::{publish, Event, Plan, Summary, Target};
+pub use run::{publish, Ended, Event, Plan, Summary, Target};
 
 /// A codec the publisher can packetize, with what a receiver needs to decode it.
 #[derive(Clone, Debug, PartialEq, Eq)]

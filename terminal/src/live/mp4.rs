@@ -21,8 +21,10 @@ use super::{Codec, Frame, Source};
 
 /// Frames read ahead of sending.
 const AHEAD: usize = 64;
-/// A sample larger than this is not media we should send.
-const MAX_SAMPLE: u32 = 16 * 1024 * 1024;
+/// A sample larger than this is not media we should send (and AHEAD of them stay bounded).
+const MAX_SAMPLE: u32 = 4 * 1024 * 1024;
+/// Samples a track may have: about 46 hours at 30 frames a second.
+const MAX_SAMPLES: usize = 5_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Sample {
@@ -185,7 +187,18 @@ impl Clip {
 /// One track's samples, and where its timeline ends (in its timescale).
 fn sample_table(track: usize, stbl: &mp4_atom::Stbl) -> Result<(Vec<Sample>, u64), String> {
     let sizes: Vec<u32> = match &stbl.stsz.samples {
+        StszSamples::Identical { count, .. } if *count as usize > MAX_SAMPLES => {
+            return Err(format!(
+                "a track of {count} samples (at most {MAX_SAMPLES})"
+            ))
+        }
         StszSamples::Identical { count, size } => vec![*size; *count as usize],
+        StszSamples::Different { sizes } if sizes.len() > MAX_SAMPLES => {
+            return Err(format!(
+                "a track of {} samples (at most {MAX_SAMPLES})",
+                sizes.len()
+            ))
+        }
         StszSamples::Different { sizes } => sizes.clone(),
     };
     let chunk_offsets: Vec<u64> = match (&stbl.stco, &stbl.co64) {
@@ -217,27 +230,30 @@ fn sample_table(track: usize, stbl: &mp4_atom::Stbl) -> Result<(Vec<Sample>, u64
     if let Some(ctts) = &stbl.ctts {
         let mut i = 0;
         for entry in &ctts.entries {
-            for _ in 0..entry.sample_count {
-                if let Some(slot) = offsets.get_mut(i) {
-                    *slot = entry.sample_offset;
-                }
-                i += 1;
-            }
+            let n = (entry.sample_count as usize).min(offsets.len().saturating_sub(i));
+            offsets[i..i + n].fill(entry.sample_offset);
+            i += n;
         }
     }
     let keyframes: Option<Vec<u32>> = stbl.stss.as_ref().map(|s| s.entries.clone());
     // Chunk → samples from stsc; offsets within a chunk add up the sizes.
     let mut samples = Vec::with_capacity(sizes.len());
     let mut next = 0usize;
+    let runs = &stbl.stsc.entries;
+    let mut run = 0;
     for (ci, chunk_offset) in chunk_offsets.iter().enumerate() {
+        if next == sizes.len() {
+            break;
+        }
         let chunk = ci as u32 + 1;
-        let per_chunk = stbl
-            .stsc
-            .entries
-            .iter()
-            .take_while(|e| e.first_chunk <= chunk)
-            .last()
-            .map_or(0, |e| e.samples_per_chunk);
+        // The stsc run this chunk is in (runs are in chunk order).
+        while run + 1 < runs.len() && runs[run + 1].first_chunk <= chunk {
+            run += 1;
+        }
+        let per_chunk = runs
+            .get(run)
+            .filter(|r| r.first_chunk <= chunk)
+            .map_or(0, |r| r.samples_per_chunk);
         let mut offset = *chunk_offset;
         for _ in 0..per_chunk {
             let Some(&size) = sizes.get(next) else { break };
@@ -533,5 +549,17 @@ mod tests {
             ..Default::default()
         };
         assert!(Clip::from_moov(&moov).unwrap_err().contains("stts"));
+
+        // A table that claims four billion samples is refused before anything is allocated.
+        let mut huge = stbl(avc1(), &[(1, 512)], vec![1], &[(1, 1)], vec![0]);
+        huge.stsz.samples = StszSamples::Identical {
+            count: u32::MAX,
+            size: 1,
+        };
+        let moov = Moov {
+            trak: vec![trak(12_800, huge)],
+            ..Default::default()
+        };
+        assert!(Clip::from_moov(&moov).unwrap_err().contains("at most"));
     }
 }

@@ -32,6 +32,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const OPENING_GRACE: Duration = Duration::from_secs(5);
 /// The quick retry while the gate is opening.
 const OPENING_RETRY: Duration = Duration::from_millis(10);
+/// How long a connection must have lasted for the next drop to be retried at once.
+const LASTING: Duration = Duration::from_secs(10);
+/// How long a source may take to give its first frame.
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(15);
 /// A drop this close to the end is the window closing.
 const CLOSING_MARGIN: Duration = Duration::from_secs(1);
 /// RTP packet size on the wire (fits an Ethernet MTU with IP and TCP headers).
@@ -45,7 +49,7 @@ pub struct Target {
 }
 
 /// What to publish to, and when.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Plan {
     /// The preset carrier first; with fallback, the others after it.
     pub targets: Vec<Target>,
@@ -55,6 +59,19 @@ pub struct Plan {
     pub closes_at: DateTime<Utc>,
     /// Server time minus this terminal's time, in milliseconds (the stored offset).
     pub offset_ms: f64,
+}
+
+/// Everything but the stream key.
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("targets", &self.targets)
+            .field("fallback", &self.fallback)
+            .field("opens_at", &self.opens_at)
+            .field("closes_at", &self.closes_at)
+            .field("offset_ms", &self.offset_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Plan {
@@ -106,11 +123,33 @@ pub enum Event {
     },
 }
 
+/// Why a `live` run stopped (without an error).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ended {
+    #[default]
+    WindowClosed,
+    /// The clip (without `--loop`) or the camera's stream came to its end.
+    SourceEnded,
+    /// Ctrl-C or SIGTERM.
+    Stopped,
+    StoppedBeforeOpening,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::WindowClosed => "the window closed",
+            Self::SourceEnded => "the input ended",
+            Self::Stopped => "stopped on request (Ctrl-C or SIGTERM)",
+            Self::StoppedBeforeOpening => "stopped before the window opened",
+        })
+    }
+}
+
 /// The end of a `live` run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Summary {
-    /// Why it stopped: "the window closed", "the clip ended", "stopped".
-    pub ended: String,
+    pub ended: Ended,
     /// Bytes written to the server (RTSP and media).
     pub bytes: u64,
     pub frames: u64,
@@ -121,6 +160,9 @@ pub struct Summary {
     pub carriers: Vec<String>,
     /// Time spent live.
     pub live_for: Duration,
+    /// Frames that could not be packetized (a broken NAL length, an oversized AAC frame),
+    /// left out.
+    pub skipped: u64,
 }
 
 /// One live connection.
@@ -191,10 +233,20 @@ pub async fn publish(
     };
 
     // The first frame tells a live source (no due times: a camera) from a clip.
-    let mut pending: Option<Frame> = match source.frames.recv().await {
-        Some(Ok(frame)) => Some(frame),
-        Some(Err(why)) => return Err(TerminalError::Live(why)),
-        None => return Ok(p.end("the clip is empty")),
+    let first = tokio::select! {
+        () = shutdown.cancelled() => return Ok(p.end(Ended::StoppedBeforeOpening)),
+        first = timeout(FIRST_FRAME_WAIT, source.frames.recv()) => first,
+    };
+    let mut pending: Option<Frame> = match first {
+        Ok(Some(Ok(frame))) => Some(frame),
+        Ok(Some(Err(why))) => return Err(TerminalError::Live(why)),
+        Ok(None) => return Err(TerminalError::Live("the input has no frames".into())),
+        Err(_) => {
+            return Err(TerminalError::Live(format!(
+                "the input gave no frame in {} s",
+                FIRST_FRAME_WAIT.as_secs()
+            )))
+        }
     };
     let live_source = pending.as_ref().is_some_and(|f| f.due.is_none());
 
@@ -217,12 +269,12 @@ pub async fn publish(
         let tick = Instant::now() + step.min(left);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(p.end("stopped before the window opened")),
+                () = shutdown.cancelled() => return Ok(p.end(Ended::StoppedBeforeOpening)),
                 () = sleep_until(tick) => break,
                 item = source.frames.recv(), if live_source => match item {
                     Some(Ok(_)) => pending = None,
                     Some(Err(why)) => return Err(TerminalError::Live(why)),
-                    None => return Ok(p.end("the source ended before the window opened")),
+                    None => return Err(TerminalError::Live("the input ended before the window opened".into())),
                 },
             }
         }
@@ -243,11 +295,11 @@ pub async fn publish(
         tokio::select! {
             () = shutdown.cancelled() => {
                 p.hang_up(conn.take()).await;
-                return Ok(p.end("stopped on request (Ctrl-C or SIGTERM)"));
+                return Ok(p.end(Ended::Stopped));
             }
             () = sleep_until(closes) => {
                 p.hang_up(conn.take()).await;
-                return Ok(p.end("the window closed"));
+                return Ok(p.end(Ended::WindowClosed));
             }
             () = sleep_until(retry_at), if conn.is_none() => {
                 match p.attempt(on_event).await {
@@ -262,7 +314,7 @@ pub async fn publish(
                 match frame {
                     None => {
                         p.hang_up(conn.take()).await;
-                        return Ok(p.end("the clip ended"));
+                        return Ok(p.end(Ended::SourceEnded));
                     }
                     Some(Err(why)) => {
                         p.hang_up(conn.take()).await;
@@ -307,7 +359,7 @@ pub async fn publish(
         }
         if p.near_close() && conn.is_none() && origin.is_some() {
             // Dropped at the very end: the streamer closed the window.
-            return Ok(p.end("the window closed"));
+            return Ok(p.end(Ended::WindowClosed));
         }
     }
 }
@@ -340,9 +392,9 @@ async fn read_some(conn: &mut Option<Conn>, buf: &mut [u8]) -> std::io::Result<u
 }
 
 impl Publisher {
-    fn end(&mut self, why: &str) -> Summary {
+    fn end(&mut self, why: Ended) -> Summary {
         let mut summary = std::mem::take(&mut self.summary);
-        summary.ended = why.to_string();
+        summary.ended = why;
         summary
     }
 
@@ -364,7 +416,6 @@ impl Publisher {
         });
         let miss = match self.connect(&target).await {
             Ok(conn) => {
-                self.backoff = Duration::ZERO;
                 self.need_keyframe = self.has_video;
                 if !self.summary.carriers.is_empty() {
                     self.summary.reconnects += 1;
@@ -385,13 +436,20 @@ impl Publisher {
             .unwrap_or(Duration::ZERO);
         let opening = since_open < OPENING_GRACE;
         match miss {
-            Miss::Unreachable(why) => {
+            Miss::Unreachable(_) | Miss::Failed(_) => {
                 let next = (self.plan.fallback && self.plan.targets.len() > 1)
                     .then(|| (self.target + 1) % self.plan.targets.len());
-                on_event(Event::Unreachable {
-                    carrier: target.carrier,
-                    why,
-                    next: next.map(|n| self.plan.targets[n].carrier.clone()),
+                let next_carrier = next.map(|n| self.plan.targets[n].carrier.clone());
+                on_event(match miss {
+                    Miss::Unreachable(why) => Event::Unreachable {
+                        carrier: target.carrier,
+                        why,
+                        next: next_carrier,
+                    },
+                    Miss::Failed(why) | Miss::Refused { reason: why, .. } => Event::Dropped {
+                        carrier: target.carrier,
+                        why,
+                    },
                 });
                 match next {
                     // The next carrier at once, until every one was tried this round.
@@ -418,7 +476,7 @@ impl Publisher {
                     let wait = OPENING_RETRY.max(self.backoff);
                     self.backoff = (wait * 2).min(Duration::from_millis(500));
                     wait
-                } else if reason.contains("another publisher") || not_yet {
+                } else if reason.contains("another publisher") || not_yet || status >= 500 {
                     self.back_off().saturating_duration_since(Instant::now())
                 } else if self.near_close() {
                     return Err(Ok(Instant::now() + CLOSING_MARGIN));
@@ -435,13 +493,6 @@ impl Publisher {
                     retry_in: wait,
                 });
                 Err(Ok(Instant::now() + wait))
-            }
-            Miss::Failed(why) => {
-                on_event(Event::Dropped {
-                    carrier: target.carrier,
-                    why,
-                });
-                Err(Ok(self.back_off()))
             }
         }
     }
@@ -545,7 +596,11 @@ impl Publisher {
         let Some(packetizer) = self.packetizers.get_mut(frame.track) else {
             return Ok(());
         };
-        let packets = packetizer.packetize(frame.timestamp, frame.keyframe, &frame.data)?;
+        let Ok(packets) = packetizer.packetize(frame.timestamp, frame.keyframe, &frame.data) else {
+            // A frame that cannot be sent is left out; the stream goes on.
+            self.summary.skipped += 1;
+            return Ok(());
+        };
         self.summary.packets += packets.len() as u64;
         self.summary.frames += 1;
         conn.dialogue.send_rtp(frame.track, &packets);
@@ -560,7 +615,12 @@ impl Publisher {
         on_event: &mut (dyn FnMut(Event) + Send),
     ) -> Instant {
         if let Some(conn) = conn {
-            self.summary.live_for += conn.since.elapsed();
+            let lasted = conn.since.elapsed();
+            self.summary.live_for += lasted;
+            if lasted >= LASTING {
+                // A connection that held: the first retry after its drop is immediate.
+                self.backoff = Duration::ZERO;
+            }
             if !self.near_close() {
                 on_event(Event::Dropped {
                     carrier: conn.carrier,
@@ -569,10 +629,10 @@ impl Publisher {
             }
         }
         if self.backoff.is_zero() {
-            // The first retry after a drop is immediate; later ones back off.
             self.backoff = Duration::from_millis(250);
             Instant::now()
         } else {
+            // One that keeps dropping soon after connecting is retried ever more slowly.
             self.back_off()
         }
     }
