@@ -157,22 +157,36 @@ struct Report {
     machine: Machine,
 }
 
+/// `work` to its end, or "interrupted" at Ctrl-C (so the caller still cleans up).
+pub async fn until_interrupted<R>(work: impl Future<Output = Result<R>>) -> Result<R> {
+    tokio::select! {
+        outcome = work => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    }
+}
+
+/// Prints a benchmark's report: pretty JSON with `json`, else its text for people.
+pub fn print_report<R: Serialize>(
+    report: &R,
+    json: bool,
+    text: impl Fn(&R) -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", text(report));
+    }
+    Ok(())
+}
+
 /// Runs the benchmark and prints its figures.
 pub async fn booking(args: BookingArgs) -> Result<()> {
     let scratch = Scratch::create(&args.database_url).await?;
     let shutdown = CancellationToken::new();
-    let outcome = tokio::select! {
-        outcome = run(&args, &scratch, shutdown.clone()) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    };
+    let outcome = until_interrupted(run(&args, &scratch, shutdown.clone())).await;
     shutdown.cancel();
     let dropped = scratch.drop_database().await;
-    let report = outcome?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", text(&report));
-    }
+    print_report(&outcome?, args.json, text)?;
     dropped
 }
 

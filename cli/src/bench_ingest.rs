@@ -29,7 +29,7 @@ use slotcast_projections::nats::{Nats, NatsConfig};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::bench::machine;
+use crate::bench::{machine, print_report, until_interrupted};
 
 /// The streamer's LL-HLS settings for the run (set explicitly, so the report can name them).
 const PART_MS: u64 = 200;
@@ -187,19 +187,11 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
             .build()?,
         prefixes: Mutex::new(Vec::new()),
     };
-    let outcome = tokio::select! {
-        outcome = bench.run(ffmpeg, clk_tck, clk_tck_assumed) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    };
+    let outcome = until_interrupted(bench.run(ffmpeg, clk_tck, clk_tck_assumed)).await;
     // Children die with their guards (dropped above); then the NATS streams, then the files.
     let cleaned = bench.delete_streams().await;
     drop(dir);
-    let report = outcome?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", text(&report));
-    }
+    print_report(&outcome?, args.json, text)?;
     cleaned
 }
 

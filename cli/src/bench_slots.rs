@@ -29,7 +29,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{machine, percentile, Machine, Scratch};
+use crate::bench::{machine, percentile, print_report, until_interrupted, Machine, Scratch};
 
 /// The targets the issue sets.
 const P99_TARGET_MS: f64 = 20.0;
@@ -129,18 +129,10 @@ struct Report {
 pub async fn slots(args: SlotsArgs) -> Result<()> {
     let scratch = Scratch::create(&args.database_url).await?;
     let shutdown = CancellationToken::new();
-    let outcome = tokio::select! {
-        outcome = run(&args, &scratch, shutdown.clone()) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    };
+    let outcome = until_interrupted(run(&args, &scratch, shutdown.clone())).await;
     shutdown.cancel();
     let dropped = scratch.drop_database().await;
-    let report = outcome?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", text(&report));
-    }
+    print_report(&outcome?, args.json, text)?;
     dropped
 }
 

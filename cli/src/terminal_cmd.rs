@@ -259,9 +259,7 @@ async fn login(ctx: &mut Ctx, api: &str, token: &str) -> Result<(), TerminalErro
 
 /// "Your clock is 1.832 s behind the server (±4 ms; server synced to NTP ntp1:123, stratum 2)."
 pub fn with_sync(offset: &Offset, server_time: &Value) -> String {
-    let described = offset.describe();
-    let open = described.strip_suffix(')').unwrap_or(&described);
-    format!("{open}; {}).", server_sync(server_time))
+    offset.describe_with(&server_sync(server_time))
 }
 
 /// "server synced to NTP 127.0.0.1:11123, stratum 8" from a `server_time` object.
@@ -282,30 +280,20 @@ pub fn server_sync(server_time: &Value) -> String {
 
 async fn time(ctx: &mut Ctx, samples: u32) -> Result<(), TerminalError> {
     let client = ctx.client()?;
-    let mut taken = Vec::new();
-    let mut last = Value::Null;
-    for _ in 0..samples {
-        let (sample, body) = client.time().await?;
-        taken.push(sample);
-        last = body;
-    }
-    let Some(offset) = clock::best(&taken) else {
-        return Err(TerminalError::Usage("--samples must be at least 1".into()));
-    };
+    let (offset, last, taken) = client.measure(samples).await?;
     ctx.remember_offset(offset)?;
     if ctx.globals.json {
         ctx.print_json(&json!({
             "offset_ms": offset.offset_ms,
             "delay_ms": offset.delay_ms,
             "measured_at": view::utc(offset.measured_at),
-            "samples": taken.len(),
+            "samples": taken,
             "server_time": last,
         }));
     } else {
         println!("{}", with_sync(&offset, &last));
         println!(
-            "Best of {} samples (round trip {}). Later commands use the corrected clock.",
-            taken.len(),
+            "Best of {taken} samples (round trip {}). Later commands use the corrected clock.",
             clock::human_ms(offset.delay_ms)
         );
     }

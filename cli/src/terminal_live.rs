@@ -87,23 +87,16 @@ pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
         key: setting.stream_key.clone(),
         opens_at: setting.opens_at,
         closes_at: setting.closes_at,
-        offset_ms: offset.map_or(0.0, |(o, _)| o.offset_ms),
+        offset: offset.map(|(o, _)| o),
     };
     let mut out = Progress::new();
     out.line(&format!("Sending {}", source.describe));
     out.line(&match offset {
-        Some((o, fresh)) => {
-            let described = o.describe();
-            let open = described.strip_suffix(')').unwrap_or(&described);
-            if fresh {
-                format!("{open}; measured just now).")
-            } else {
-                format!(
-                    "{open}; stored, measured {}).",
-                    view::local(o.measured_at, &Local)
-                )
-            }
-        }
+        Some((o, true)) => o.describe_with("measured just now"),
+        Some((o, false)) => o.describe_with(&format!(
+            "stored, measured {}",
+            view::local(o.measured_at, &Local)
+        )),
         None => "Clock not measured (the API did not answer and none is stored): timing by \
                  this terminal's own clock."
             .to_string(),
@@ -138,16 +131,7 @@ pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
 /// The clock offset: measured now when the API answers (`true`), else the stored one.
 async fn clock_offset(ctx: &mut Ctx) -> Option<(Offset, bool)> {
     let measured = match ctx.client() {
-        Ok(client) => {
-            let mut samples = Vec::new();
-            for _ in 0..4 {
-                match client.time().await {
-                    Ok((sample, _)) => samples.push(sample),
-                    Err(_) => break,
-                }
-            }
-            clock::best(&samples)
-        }
+        Ok(client) => client.measure(4).await.ok().map(|(offset, ..)| offset),
         Err(_) => None,
     };
     match measured {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::clock::Sample;
+use crate::clock::{self, Offset, Sample};
 use crate::TerminalError;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -122,6 +122,27 @@ impl Client {
             t4,
         };
         Ok((sample, answer.body))
+    }
+
+    /// Samples `GET /v1/time` up to `samples` times and keeps the lowest-delay sample, with
+    /// the last answer. A failure after the first sample ends the sampling early; a failure
+    /// before it is the error.
+    pub async fn measure(&self, samples: u32) -> Result<(Offset, Value, usize), TerminalError> {
+        let mut taken = Vec::new();
+        let mut last = Value::Null;
+        for _ in 0..samples {
+            match self.time().await {
+                Ok((sample, body)) => {
+                    taken.push(sample);
+                    last = body;
+                }
+                Err(e) if taken.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        let offset = clock::best(&taken)
+            .ok_or_else(|| TerminalError::Usage("at least one sample is needed".into()))?;
+        Ok((offset, last, taken.len()))
     }
 
     fn unreachable(&self, err: &reqwest::Error) -> TerminalError {

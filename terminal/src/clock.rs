@@ -77,7 +77,21 @@ impl Offset {
 
     /// "Your clock is 1.832 s behind the server (±4 ms)".
     pub fn describe(&self) -> String {
-        let uncertainty = format!("±{}", human_ms(self.delay_ms / 2.0));
+        self.sentence(None)
+    }
+
+    /// [`Offset::describe`] with `note` beside the uncertainty, as a whole sentence:
+    /// "Your clock is 1.832 s behind the server (±4 ms; measured just now)."
+    pub fn describe_with(&self, note: &str) -> String {
+        format!("{}.", self.sentence(Some(note)))
+    }
+
+    fn sentence(&self, note: Option<&str>) -> String {
+        let mut uncertainty = format!("±{}", human_ms(self.delay_ms / 2.0));
+        if let Some(note) = note {
+            uncertainty.push_str("; ");
+            uncertainty.push_str(note);
+        }
         let size = self.offset_ms.abs();
         if size < (self.delay_ms / 2.0).max(0.5) {
             return format!("Your clock agrees with the server ({uncertainty})");

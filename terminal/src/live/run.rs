@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::rtp::Packetizer;
 use super::session::{Dialogue, State};
 use super::{sdp, Codec, Frame, Source};
+use crate::clock::Offset;
 use crate::TerminalError;
 
 pub const CONNECT_WAIT: Duration = Duration::from_secs(3);
@@ -57,8 +58,8 @@ pub struct Plan {
     pub key: String,
     pub opens_at: DateTime<Utc>,
     pub closes_at: DateTime<Utc>,
-    /// Server time minus this terminal's time, in milliseconds (the stored offset).
-    pub offset_ms: f64,
+    /// This terminal's clock against the server's; `None`: taken as agreeing.
+    pub offset: Option<Offset>,
 }
 
 /// Everything but the stream key.
@@ -69,7 +70,7 @@ impl std::fmt::Debug for Plan {
             .field("fallback", &self.fallback)
             .field("opens_at", &self.opens_at)
             .field("closes_at", &self.closes_at)
-            .field("offset_ms", &self.offset_ms)
+            .field("offset", &self.offset)
             .finish_non_exhaustive()
     }
 }
@@ -77,7 +78,8 @@ impl std::fmt::Debug for Plan {
 impl Plan {
     /// The server's time now, by this terminal's clock corrected with the offset.
     pub fn server_now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::microseconds((self.offset_ms * 1000.0).round() as i64)
+        let now = Utc::now();
+        self.offset.map_or(now, |o| o.server_time(now))
     }
 
     /// The local instant at which the server's clock reads `at`.
