@@ -196,6 +196,42 @@ pub struct BookRequest {
     pub start: WireTime,
     pub end: WireTime,
     pub title: Option<String>,
+    /// A camera for the streamer to pull over the dedicated network, instead of a publisher.
+    pub source: Option<SourceRequest>,
+}
+
+/// The camera a booking names. The login is sealed at once and never shown again.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRequest {
+    /// `rtsp://host[:port]/path`, without user info.
+    pub pull_url: String,
+    pub username: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub password: Option<Concealed>,
+    /// `tcp` (the default) or `udp`.
+    pub transport: Option<String>,
+}
+
+/// A secret from a request: readable by the code that seals it, never by `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Concealed(pub String);
+
+impl std::fmt::Debug for Concealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Concealed(…)")
+    }
+}
+
+/// The camera a reservation pulls, as shown: never its login.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SourceDto {
+    pub pull_url: String,
+    /// `tcp` or `udp`.
+    pub transport: String,
+    /// Whether a login is stored for the camera (it is never shown).
+    pub login: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, ToSchema)]
@@ -236,6 +272,9 @@ pub struct Accepted {
     #[serde(serialize_with = "serde_ms::serialize")]
     pub end: DateTime<Utc>,
     pub title: Option<String>,
+    /// The camera the streamer pulls, for a pull reservation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceDto>,
     pub setting: Setting,
     pub server_time: ServerTime,
 }
@@ -289,6 +328,9 @@ pub struct ReservationDto {
     /// Present for accepted reservations; the stream key is never repeated here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub setting: Option<Setting>,
+    /// The camera the streamer pulls, for a pull reservation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceDto>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The streamer's last report, once there is one.

@@ -70,6 +70,44 @@ pub enum IngestMode {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         carriers: Vec<String>,
     },
+    /// The streamer pulls a camera over the dedicated network while the window is open.
+    Pull(CameraSource),
+}
+
+/// How the streamer asks a camera to send RTP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraTransport {
+    /// Interleaved on the RTSP connection (RFC 2326 section 10.12): one TCP connection, no
+    /// loss, through any firewall.
+    #[default]
+    Tcp,
+    /// RTP and RTCP on UDP port pairs.
+    Udp,
+}
+
+impl CameraTransport {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// A camera a reservation names instead of a publisher.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CameraSource {
+    /// `rtsp://host[:port]/path[?query]`, never with user info: credentials travel only
+    /// sealed, in `credentials`.
+    pub url: String,
+    #[serde(default)]
+    pub transport: CameraTransport,
+    /// The camera's user name and password, sealed with the deployment's secret key for
+    /// [`crate::secret::camera_context`] of the reservation id; absent for a camera without
+    /// authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
 }
 
 /// One message on `SLOTCAST_SLOTS`.

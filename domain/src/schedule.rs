@@ -16,7 +16,9 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::booking::{free_windows, max_overlap, Window};
-use crate::contract::{IngestKind, IngestMessage, SlotKind, SlotMessage, StreamCursor};
+use crate::contract::{
+    CameraSource, IngestKind, IngestMessage, SlotKind, SlotMessage, StreamCursor,
+};
 
 /// Defaults for a server's booking rules; the API documents them.
 pub mod defaults {
@@ -38,6 +40,8 @@ mod limits {
     pub const CARRIERS: usize = 16;
     pub const TEXT: usize = 200;
     pub const ID: usize = 64;
+    pub const URL: usize = 2048;
+    pub const SEALED: usize = 4096;
 }
 
 /// How many free windows a refusal suggests.
@@ -245,6 +249,41 @@ fn invalid(field: &'static str, message: &str) -> ScheduleError {
     }
 }
 
+/// A camera source as a booking may name it: an `rtsp://` URL with a host and no user info
+/// (credentials travel sealed, never in the URL), and a sealed login of sane size.
+fn check_source(source: &CameraSource) -> Result<(), ScheduleError> {
+    const FIELD: &str = "source.pull_url";
+    let url = source.url.as_str();
+    if url.len() > limits::URL {
+        return Err(invalid(FIELD, "must be at most 2048 characters"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(FIELD, "must not hold spaces or control characters"));
+    }
+    let rest = url
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("rtsp://"))
+        .map(|_| &url[7..])
+        .ok_or_else(|| invalid(FIELD, "must be an rtsp:// URL"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(invalid(
+            FIELD,
+            "must not carry a user name or password; give them as source.username and \
+             source.password",
+        ));
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(invalid(FIELD, "must name the camera's host"));
+    }
+    if let Some(sealed) = &source.credentials {
+        if sealed.len() > limits::SEALED || !sealed.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid("source.credentials", "is not a sealed login"));
+        }
+    }
+    Ok(())
+}
+
 /// An accepted slot still open or in the future.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slot {
@@ -302,6 +341,9 @@ pub enum CommandKind {
         /// streamer then offers Basic auth only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stream_key_digest: Option<String>,
+        /// A camera for the streamer to pull; `None` for a pushed stream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<CameraSource>,
     },
     CancelReservation {
         reservation_id: String,
@@ -359,6 +401,9 @@ pub enum ScheduleEvent {
         /// streamer then offers Basic auth only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stream_key_digest: Option<String>,
+        /// The camera the streamer pulls; `None` for a pushed stream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<CameraSource>,
     },
     ReservationRejected {
         at: DateTime<Utc>,
@@ -683,11 +728,15 @@ impl ServerSchedule {
                 title,
                 stream_key_hash,
                 stream_key_digest,
+                source,
             } => {
                 if let Some(t) = &title {
                     if t.len() > limits::TEXT {
                         return Err(invalid("title", "must be at most 200 characters"));
                     }
+                }
+                if let Some(source) = &source {
+                    check_source(source)?;
                 }
                 let settings = registered?;
                 let wanted = Window::new(start, end);
@@ -717,6 +766,7 @@ impl ServerSchedule {
                     closes_at: window.end,
                     stream_key_hash,
                     stream_key_digest,
+                    source,
                 })
             }
             CommandKind::CancelReservation { reservation_id } => {

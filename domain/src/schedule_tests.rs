@@ -98,6 +98,7 @@ fn request(id: &str, start: i64, end: i64) -> CommandKind {
         title: Some(format!("show {id}")),
         stream_key_hash: format!("hash-{id}"),
         stream_key_digest: None,
+        source: None,
     }
 }
 
@@ -265,6 +266,7 @@ fn min_lead_is_inclusive() {
         title: None,
         stream_key_hash: "h".into(),
         stream_key_digest: None,
+        source: None,
     };
     let events = handle(&mut s, cmd(t0(), alice(), kind)).unwrap();
     assert!(matches!(
@@ -506,6 +508,7 @@ fn closed_slots_leave_the_state_and_stop_conflicting() {
         title: None,
         stream_key_hash: "h".into(),
         stream_key_digest: None,
+        source: None,
     };
     handle(&mut s, cmd(later, bob(), kind)).unwrap();
     assert!(!s.slots().contains_key("r1"));
@@ -752,4 +755,58 @@ fn window_boundaries_are_recorded_with_their_lateness() {
         ),
         "kind"
     );
+}
+
+#[test]
+fn a_camera_source_is_recorded_and_a_bad_one_names_its_field() {
+    use crate::contract::{CameraSource, CameraTransport};
+    let mut s = server(1);
+    let with = |url: &str, credentials: Option<&str>| {
+        let mut kind = request("cam", 10, 20);
+        if let CommandKind::RequestReservation { source, .. } = &mut kind {
+            *source = Some(CameraSource {
+                url: url.into(),
+                transport: CameraTransport::Udp,
+                credentials: credentials.map(str::to_string),
+            });
+        }
+        kind
+    };
+    for (url, credentials, why) in [
+        ("http://cam/live", None, "must be an rtsp:// URL"),
+        (
+            "rtsp://admin:pw@cam/live",
+            None,
+            "must not carry a user name or password",
+        ),
+        ("rtsp:///live", None, "must name the camera's host"),
+        ("rtsp://cam/a b", None, "must not hold spaces"),
+        ("rtsp://cam/live", Some("not hex!"), "is not a sealed login"),
+    ] {
+        let err = handle(&mut s, cmd(t0(), alice(), with(url, credentials))).unwrap_err();
+        assert!(err.to_string().contains(why), "{url}: {err}");
+        assert!(field_of(err).starts_with("source."), "{url}");
+    }
+    let long = format!("rtsp://cam/{}", "a".repeat(2048));
+    assert!(handle(&mut s, cmd(t0(), alice(), with(&long, None))).is_err());
+
+    let events = handle(
+        &mut s,
+        cmd(
+            t0(),
+            alice(),
+            with("RTSP://cam:554/live?ch=1", Some("00ff")),
+        ),
+    )
+    .unwrap();
+    let ScheduleEvent::ReservationAccepted { source, .. } = &events[0] else {
+        panic!("not accepted: {events:?}");
+    };
+    let source = source.as_ref().unwrap();
+    assert_eq!(source.transport, CameraTransport::Udp);
+    assert_eq!(source.credentials.as_deref(), Some("00ff"));
+    // A pushed booking's event stays as it was: no `source` key at all.
+    let pushed = book(&mut s, alice(), "push", 30, 40);
+    let json = serde_json::to_value(&pushed).unwrap();
+    assert!(json["ReservationAccepted"].get("source").is_none());
 }

@@ -1,5 +1,6 @@
 //! Secrets that must travel through events and NATS without being readable there: the
-//! deployment's secret key, sealing with it, and the RTSP Digest credential of a stream key.
+//! deployment's secret key, sealing with it, the RTSP Digest credential of a stream key, and a
+//! camera's login.
 //!
 //! Contract: pure (the caller brings the nonce, so there is no randomness here). A sealed value
 //! is `hex(nonce ‖ XChaCha20-Poly1305(plaintext))`, bound to a context string (e.g. the
@@ -94,6 +95,43 @@ impl SecretKey {
     }
 }
 
+/// The context a camera's credentials are sealed for: the reservation id and a purpose, so a
+/// sealed camera login never opens as a stream key's HA1 (or the other way round).
+pub fn camera_context(reservation_id: &str) -> String {
+    format!("{reservation_id}/camera")
+}
+
+/// A camera's user name and password, as sealed in [`crate::contract::CameraSource`].
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CameraLogin {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for CameraLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CameraLogin")
+            .field("username", &self.username)
+            .field("password", &"…")
+            .finish()
+    }
+}
+
+impl CameraLogin {
+    /// Sealed for `reservation_id`'s camera under a fresh random `nonce`.
+    pub fn seal(&self, key: &SecretKey, nonce: [u8; NONCE_LEN], reservation_id: &str) -> String {
+        // Two strings always serialize.
+        let plain = serde_json::to_vec(self).unwrap_or_default();
+        key.seal(nonce, &camera_context(reservation_id), &plain)
+    }
+
+    /// Opens what [`CameraLogin::seal`] made for the same reservation.
+    pub fn open(key: &SecretKey, sealed: &str, reservation_id: &str) -> Result<Self, Unsealable> {
+        let plain = key.open(sealed, &camera_context(reservation_id))?;
+        serde_json::from_slice(&plain).map_err(|_| Unsealable)
+    }
+}
+
 /// Whether `a` and `b` are equal, taking the same time wherever they differ (for secrets).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -122,6 +160,26 @@ mod tests {
 
     fn key(byte: u8) -> SecretKey {
         SecretKey::from_bytes([byte; 32])
+    }
+
+    #[test]
+    fn a_camera_login_opens_only_for_its_reservations_camera() {
+        let login = CameraLogin {
+            username: "admin".into(),
+            password: "p:w@d".into(),
+        };
+        let sealed = login.seal(&key(1), [5; NONCE_LEN], "r-1");
+        assert!(!sealed.contains(&hex::encode(b"p:w@d")));
+        assert_eq!(
+            CameraLogin::open(&key(1), &sealed, "r-1"),
+            Ok(login.clone())
+        );
+        assert_eq!(CameraLogin::open(&key(1), &sealed, "r-2"), Err(Unsealable));
+        assert_eq!(CameraLogin::open(&key(2), &sealed, "r-1"), Err(Unsealable));
+        // A stream key's sealed HA1 for the same reservation is not a camera login.
+        let ha1 = key(1).seal([5; NONCE_LEN], "r-1", b"{}");
+        assert_eq!(CameraLogin::open(&key(1), &ha1, "r-1"), Err(Unsealable));
+        assert!(!format!("{login:?}").contains("p:w@d"));
     }
 
     #[test]

@@ -313,12 +313,15 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
             opens_at,
             closes_at,
             stream_key_hash,
+            source,
             ..
         } => {
             sqlx::query(
                 "INSERT INTO reservations (id, server_id, owner, title, start_at, end_at, \
-                     opens_at, closes_at, status, stream_key_hash, requested_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'accepted', $9, $10, $10)",
+                     opens_at, closes_at, status, stream_key_hash, requested_at, updated_at, \
+                     camera_url, camera_transport, camera_login) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'accepted', $9, $10, $10, $11, $12, \
+                     $13)",
             )
             .bind(reservation_id)
             .bind(server_id)
@@ -330,6 +333,9 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
             .bind(closes_at)
             .bind(stream_key_hash)
             .bind(at)
+            .bind(source.as_ref().map(|c| c.url.as_str()))
+            .bind(source.as_ref().map(|c| c.transport.as_str()))
+            .bind(source.as_ref().is_some_and(|c| c.credentials.is_some()))
             .execute(&mut *conn)
             .await?;
             sqlx::query(

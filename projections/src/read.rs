@@ -44,6 +44,9 @@ pub struct ReservationRow {
     pub ingest_carrier: Option<String>,
     pub ingest_at: Option<DateTime<Utc>>,
     pub ingested: bool,
+    pub camera_url: Option<String>,
+    pub camera_transport: Option<String>,
+    pub camera_login: bool,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]

@@ -75,9 +75,15 @@ pub(crate) async fn apply(
             closes_at,
             stream_key_hash,
             stream_key_digest,
+            source,
             ..
         } => {
-            let carriers = server_carriers(conn, server_id).await?;
+            let ingest = match source {
+                Some(camera) => IngestMode::Pull(camera.clone()),
+                None => IngestMode::Push {
+                    carriers: server_carriers(conn, server_id).await?,
+                },
+            };
             let basis = Basis {
                 opens_at: *opens_at,
                 closes_at: *closes_at,
@@ -85,7 +91,7 @@ pub(crate) async fn apply(
                 end: *end,
                 stream_key_hash: stream_key_hash.clone(),
                 stream_key_digest: stream_key_digest.clone(),
-                ingest: ingest_json(&IngestMode::Push { carriers }),
+                ingest: ingest_json(&ingest),
             };
             let plan = plan_for(&basis, *at, false);
             insert(conn, server_id, reservation_id, 1, &basis, &plan).await

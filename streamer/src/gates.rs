@@ -11,14 +11,16 @@
 //! without it, Digest answers are refused as a wrong key). Reservations of other servers are
 //! remembered by id only, so a publisher who dialled the wrong server is told so (403)
 //! instead of "unknown" (404). A `scheduled` slot is known but admits nobody before
-//! `opens_at`, so an early publisher is told when it opens (403).
+//! `opens_at`, so an early publisher is told when it opens (403). A slot that names a camera
+//! admits no publisher; [`Gates::cameras_open`] lists the cameras to pull now, with their
+//! sealed logins opened.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use slotcast_domain::contract::{IngestMode, SlotKind, SlotMessage};
-use slotcast_domain::secret::{constant_time_eq, SecretKey};
+use slotcast_domain::contract::{CameraSource, CameraTransport, IngestMode, SlotKind, SlotMessage};
+use slotcast_domain::secret::{constant_time_eq, CameraLogin, SecretKey};
 
 use crate::rtsp::Credential;
 
@@ -35,6 +37,8 @@ pub enum Denied {
     NotOpen(String),
     /// The listener's carrier is not one of the server's carriers for this slot.
     NotACarrier(String),
+    /// The reservation names a camera, which the streamer pulls: nobody may push to it.
+    PullsACamera,
 }
 
 impl Denied {
@@ -46,6 +50,7 @@ impl Denied {
             Self::BadKey => "bad_key",
             Self::NotOpen(_) => "not_open",
             Self::NotACarrier(_) => "not_a_carrier",
+            Self::PullsACamera => "pulls_a_camera",
         }
     }
 }
@@ -65,6 +70,10 @@ impl std::fmt::Display for Denied {
                     "carrier {carrier} is not a carrier of this reservation's server"
                 )
             }
+            Self::PullsACamera => write!(
+                f,
+                "this reservation pulls a camera; the server takes no publisher for it"
+            ),
         }
     }
 }
@@ -92,6 +101,17 @@ struct Gate {
     /// The key's Digest HA1 (lower-case hex), when the message carried one we could open.
     digest_ha1: Option<String>,
     carriers: Vec<String>,
+    /// The camera to pull, for a pull reservation.
+    camera: Option<Camera>,
+}
+
+/// A camera to pull while its window is open, with its login opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Camera {
+    pub url: String,
+    pub transport: CameraTransport,
+    /// `Err` says why a sealed login could not be opened (the pull cannot authenticate).
+    pub login: Result<Option<CameraLogin>, String>,
 }
 
 #[derive(Clone, Debug)]
@@ -174,7 +194,10 @@ impl Gates {
             );
             return Applied::Ended;
         };
-        let IngestMode::Push { carriers } = &msg.ingest;
+        let (carriers, camera) = match &msg.ingest {
+            IngestMode::Push { carriers } => (carriers.clone(), None),
+            IngestMode::Pull(source) => (Vec::new(), Some(self.open_camera(msg, source))),
+        };
         let digest_ha1 = self.open_digest(msg);
         self.entries.insert(
             msg.reservation_id.clone(),
@@ -185,7 +208,8 @@ impl Gates {
                 closes_at: msg.closes_at,
                 key_hash,
                 digest_ha1,
-                carriers: carriers.clone(),
+                carriers,
+                camera,
             }),
         );
         Applied::Updated
@@ -205,6 +229,41 @@ impl Gates {
                 None
             }
         }
+    }
+
+    /// The camera `source` names, its sealed login opened with our key.
+    fn open_camera(&self, msg: &SlotMessage, source: &CameraSource) -> Camera {
+        let login = match (&source.credentials, &self.secret_key) {
+            (None, _) => Ok(None),
+            (Some(_), None) => Err("the camera's login is sealed and this streamer has no \
+                 SLOTCAST_SECRET_KEY to open it"
+                .to_string()),
+            (Some(sealed), Some(key)) => CameraLogin::open(key, sealed, &msg.reservation_id)
+                .map(Some)
+                .map_err(|_| {
+                    "the camera's login does not open with this streamer's SLOTCAST_SECRET_KEY \
+                     (is it the api's?)"
+                        .to_string()
+                }),
+        };
+        Camera {
+            url: source.url.clone(),
+            transport: source.transport,
+            login,
+        }
+    }
+
+    /// The cameras whose window is open at `now`, by reservation id: what should be pulled.
+    pub fn cameras_open(&self, now: DateTime<Utc>) -> Vec<(String, Camera)> {
+        self.entries
+            .iter()
+            .filter_map(|(id, entry)| match entry {
+                Entry::Live(gate) if gate.check_open(now).is_ok() => {
+                    gate.camera.clone().map(|camera| (id.clone(), camera))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Remembers that `reservation_id` lives on another server (from the directory feed).
@@ -240,6 +299,9 @@ impl Gates {
                 })
             }
         };
+        if gate.camera.is_some() {
+            return Err(Denied::PullsACamera);
+        }
         if !gate.accepts(credential) {
             return Err(Denied::BadKey);
         }
@@ -621,5 +683,50 @@ mod tests {
             gates.admit("carrier-a", "r1", &digest_answer("k", "n"), at(10)),
             Err(Denied::BadKey)
         );
+    }
+
+    #[test]
+    fn a_camera_slot_is_pulled_while_open_and_admits_no_publisher() {
+        let secret = SecretKey::from_bytes([9; 32]);
+        let login = CameraLogin {
+            username: "admin".into(),
+            password: "secret".into(),
+        };
+        let camera = |credentials: Option<String>| {
+            IngestMode::Pull(CameraSource {
+                url: "rtsp://127.0.0.5:8554/cam".into(),
+                transport: CameraTransport::Udp,
+                credentials,
+            })
+        };
+        let mut m = msg(SlotKind::Scheduled, 1, 100, 200, "k");
+        m.ingest = camera(Some(login.seal(&secret, [4; 24], "r1")));
+        let mut gates = Gates::new("s1", Some(secret.clone()));
+        gates.apply(&m);
+        assert_eq!(gates.cameras_open(at(50)), vec![]);
+        let open = gates.cameras_open(at(100));
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].0, "r1");
+        assert_eq!(open[0].1.transport, CameraTransport::Udp);
+        assert_eq!(open[0].1.login, Ok(Some(login.clone())));
+        assert_eq!(
+            gates.admit("carrier-a", "r1", &key("k"), at(150)),
+            Err(Denied::PullsACamera)
+        );
+        assert_eq!(gates.cameras_open(at(200)), vec![]);
+
+        // Without the secret key, or with another one, the pull is told why it cannot log in.
+        for other in [None, Some(SecretKey::from_bytes([1; 32]))] {
+            let mut gates = Gates::new("s1", other);
+            gates.apply(&m);
+            let open = gates.cameras_open(at(150));
+            let why = open[0].1.login.clone().unwrap_err();
+            assert!(why.contains("SLOTCAST_SECRET_KEY"), "{why}");
+        }
+        // A camera without a login needs no key.
+        m.ingest = camera(None);
+        let mut gates = Gates::new("s1", None);
+        gates.apply(&m);
+        assert_eq!(gates.cameras_open(at(150))[0].1.login, Ok(None));
     }
 }

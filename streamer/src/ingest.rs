@@ -23,8 +23,8 @@ use crate::config::Listener;
 use crate::gates::Denied;
 use crate::hub::{ChannelHandle, Hub, Refused, SessionEntry};
 use crate::media::retina_adapter::Depacketizer;
-use crate::media::segmenter::{Segmenter, SegmenterConfig};
 use crate::media::{TrackKind, TrackSpec};
+use crate::media_path::MediaPath;
 use crate::rtsp::{
     Admission, CloseReason, Credential, Host, Output, Refusal, Session, SessionConfig,
 };
@@ -32,8 +32,6 @@ use crate::StreamerError;
 
 /// A publisher that cannot take a response within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Depacketizing errors tolerated (loss, a corrupt frame) before the publisher is dropped.
-const MEDIA_ERRORS_MAX: u32 = 50;
 const UDP_QUEUE: usize = 1024;
 /// How often a connection checks its session's timeout.
 const TIMEOUT_TICK: Duration = Duration::from_millis(500);
@@ -113,6 +111,9 @@ impl Host for EdgeHost {
                         Refusal::NotThisServer
                     }
                     Refused::Gate(Denied::NotOpen(why)) => Refusal::NotOpen(why),
+                    Refused::Gate(denied @ Denied::PullsACamera) => {
+                        Refusal::NotOpen(denied.to_string())
+                    }
                 })
             }
         }
@@ -206,13 +207,10 @@ async fn receive_udp(
     }
 }
 
-/// One publisher's media path: RTP → frames → CMAF parts → the reservation's channel.
+/// One publisher's media: RTP → frames (retina's depacketizers) → the one media path.
 struct Pipeline {
-    reservation_id: String,
     depacketizers: Vec<Option<Depacketizer>>,
-    segmenter: Segmenter,
-    channel: Arc<ChannelHandle>,
-    errors: u32,
+    path: MediaPath,
 }
 
 impl Pipeline {
@@ -239,25 +237,15 @@ impl Pipeline {
                 },
             )
             .collect();
-        let config = SegmenterConfig {
-            segment_target: hub.config().segment_target,
-            part_target: hub.config().part_target,
-        };
-        let mut segmenter = Segmenter::new(config, tracks);
+        let mut path = MediaPath::new(hub, reservation_id, tracks, channel);
         for (i, d) in depacketizers.iter().enumerate() {
             if let Some(params) = d.as_ref().and_then(Depacketizer::params) {
-                if let Err(err) = segmenter.set_params(i, params) {
-                    tracing::info!(reservation = reservation_id, track = i, %err,
-                        "SDP parameters not usable; waiting for the media's own");
-                }
+                path.set_params(i, params);
             }
         }
         Self {
-            reservation_id: reservation_id.to_string(),
             depacketizers,
-            segmenter,
-            channel,
-            errors: 0,
+            path,
         }
     }
 
@@ -271,61 +259,21 @@ impl Pipeline {
         let Some(Some(depacketizer)) = self.depacketizers.get_mut(track) else {
             return Ok(());
         };
+        let path = &mut self.path;
         let result = (|| {
             depacketizer.push_rtp(packet)?;
             while let Some(frame) = depacketizer.pull()? {
-                hub.metrics().frames.inc();
-                self.segmenter.push(now, frame)?;
+                path.push(hub, now, frame)?;
             }
             Ok::<(), StreamerError>(())
         })();
-        if let Err(err) = result {
-            self.errors += 1;
-            tracing::debug!(reservation = %self.reservation_id, %err, "media error");
-            if self.errors > MEDIA_ERRORS_MAX {
-                return Err(err);
-            }
-        }
-        self.drain(hub);
+        self.path.tolerate(result)?;
+        self.path.drain(hub);
         Ok(())
     }
 
-    /// Moves the segmenter's outputs into the channel and the recording.
-    fn drain(&mut self, hub: &Hub) {
-        let mut outputs = Vec::new();
-        while let Some(output) = self.segmenter.poll_output() {
-            outputs.push(output);
-        }
-        if outputs.is_empty() {
-            return;
-        }
-        let at = hub.now();
-        let mut writes = Vec::new();
-        let mut announced = Vec::new();
-        let version = {
-            let mut channel = self.channel.lock();
-            for output in outputs {
-                if let Some(a) = channel.apply(output, at, &mut writes) {
-                    announced.push(a);
-                }
-            }
-            channel.version()
-        };
-        self.channel.notify(version);
-        let done = Instant::now();
-        for a in announced {
-            hub.metrics().parts.inc();
-            hub.metrics().part_latency.observe(
-                done.saturating_duration_since(a.first_arrival)
-                    .as_secs_f64(),
-            );
-        }
-        hub.write(&self.reservation_id, writes);
-    }
-
     fn finish(&mut self, hub: &Hub) {
-        self.segmenter.flush(Instant::now());
-        self.drain(hub);
+        self.path.finish(hub);
     }
 }
 

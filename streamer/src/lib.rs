@@ -15,6 +15,7 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod media;
+pub mod media_path;
 pub mod metrics;
 pub mod playlist;
 pub mod recording;

@@ -10,7 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
+use rand::RngCore;
 use serde::Deserialize;
+use slotcast_domain::contract::{CameraSource, CameraTransport};
+use slotcast_domain::secret::{CameraLogin, SecretKey};
 use slotcast_domain::{CommandKind, Role, ScheduleEvent, ServerSettings};
 use slotcast_projections::read::{self, ReservationFilter, ReservationRow};
 
@@ -21,7 +24,8 @@ use crate::idempotency::{self, Begin};
 use crate::state::AppState;
 use crate::wire::{
     parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryEntry, IngestDto,
-    Rejected, RescheduleRequest, ReservationDto, ReservationList, RotatedKey, Setting, WindowDto,
+    Rejected, RescheduleRequest, ReservationDto, ReservationList, RotatedKey, Setting, SourceDto,
+    SourceRequest, WindowDto,
 };
 
 pub fn router() -> Router<AppState> {
@@ -87,6 +91,11 @@ fn dto(row: ReservationRow, carriers: &[(String, String)]) -> ReservationDto {
         start: row.start_at,
         end: row.end_at,
         setting,
+        source: row.camera_url.map(|pull_url| SourceDto {
+            pull_url,
+            transport: row.camera_transport.unwrap_or_else(|| "tcp".into()),
+            login: row.camera_login,
+        }),
         reason: row.reason,
         ingest: row.ingest.map(|state| IngestDto {
             state,
@@ -97,6 +106,63 @@ fn dto(row: ReservationRow, carriers: &[(String, String)]) -> ReservationDto {
         updated_at: row.updated_at,
     }
 }
+
+/// A booking's camera as the command carries it: the login sealed for this reservation at
+/// once (it exists nowhere else in the clear), the URL checked by the aggregate.
+fn camera_source(
+    request: SourceRequest,
+    reservation_id: &str,
+    secret: Option<&SecretKey>,
+) -> Result<CameraSource, ApiError> {
+    let transport = match request.transport.as_deref() {
+        None | Some("tcp") => CameraTransport::Tcp,
+        Some("udp") => CameraTransport::Udp,
+        Some(_) => return Err(ApiError::invalid("source.transport", "must be tcp or udp")),
+    };
+    let password = request.password.map(|p| p.0);
+    let credentials = match (request.username, password) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "source.username",
+                "is needed with a password",
+            ))
+        }
+        (Some(username), password) => {
+            if username.is_empty() || username.len() > LOGIN_MAX {
+                return Err(ApiError::invalid(
+                    "source.username",
+                    "must be 1 to 256 characters",
+                ));
+            }
+            let password = password.unwrap_or_default();
+            if password.len() > LOGIN_MAX {
+                return Err(ApiError::invalid(
+                    "source.password",
+                    "must be at most 256 characters",
+                ));
+            }
+            let Some(secret) = secret else {
+                return Err(ApiError::invalid(
+                    "source.password",
+                    "cannot be stored: this deployment has no SLOTCAST_SECRET_KEY to seal it with \
+                     (ask the operator to set one)",
+                ));
+            };
+            let mut nonce = [0u8; slotcast_domain::secret::NONCE_LEN];
+            rand::rng().fill_bytes(&mut nonce);
+            Some(CameraLogin { username, password }.seal(secret, nonce, reservation_id))
+        }
+    };
+    Ok(CameraSource {
+        url: request.pull_url,
+        transport,
+        credentials,
+    })
+}
+
+/// The longest camera user name or password taken.
+const LOGIN_MAX: usize = 256;
 
 const ACCEPTED: &str = "accepted";
 
@@ -183,6 +249,10 @@ async fn decide_booking(
     input: BookRequest,
 ) -> Result<(StatusCode, serde_json::Value), ApiError> {
     let id = uuid::Uuid::now_v7().to_string();
+    let source = input
+        .source
+        .map(|s| camera_source(s, &id, state.config.secret_key.as_ref()))
+        .transpose()?;
     let minted = new_stream_key(&id, state.config.secret_key.as_ref());
     let stream_key = minted.key;
     let decided = state
@@ -197,6 +267,7 @@ async fn decide_booking(
                 title: input.title,
                 stream_key_hash: minted.hash,
                 stream_key_digest: minted.digest,
+                source,
             },
         )
         .await?;
@@ -212,6 +283,7 @@ async fn decide_booking(
             title,
             opens_at,
             closes_at,
+            source,
             ..
         }) => {
             state.metrics.decision("accepted");
@@ -222,6 +294,11 @@ async fn decide_booking(
                 start: *start,
                 end: *end,
                 title: title.clone(),
+                source: source.as_ref().map(|c| SourceDto {
+                    pull_url: c.url.clone(),
+                    transport: c.transport.as_str().to_string(),
+                    login: c.credentials.is_some(),
+                }),
                 setting: Setting {
                     stream_key: Some(stream_key),
                     opens_at: *opens_at,
@@ -478,12 +555,16 @@ pub async fn history(
         .into_iter()
         .map(|r| {
             // Events are stored externally tagged ({"Type": {...}}): show the inside.
-            let data = match r.payload {
+            let mut data = match r.payload {
                 serde_json::Value::Object(mut map) if map.len() == 1 => {
                     map.remove(&r.event_type).unwrap_or(serde_json::Value::Null)
                 }
                 other => other,
             };
+            // A camera login is shown as stored, not even as its ciphertext.
+            if let Some(login) = data.pointer_mut("/source/credentials") {
+                *login = serde_json::Value::from("(sealed)");
+            }
             HistoryEntry {
                 sequence: r.sequence,
                 recorded_at: field(&r.metadata, "recorded_at"),

@@ -1,9 +1,11 @@
-//! Media types shared by the RTP depacketizer adapter (`retina_adapter`), the CMAF segmenter
-//! (`segmenter`) and the per-reservation stream that ties them to the playlist.
+//! Media types shared by the RTP depacketizer adapter (`retina_adapter`), the frame shaping
+//! both ingest modes use (`frames`), the CMAF segmenter (`segmenter`) and the media path that
+//! ties them to the playlist (`crate::media_path`).
 //!
 //! Contract: plain data, no I/O. Timestamps are in each track's own clock rate (90 kHz for
 //! video, the sample rate for AAC), extended to 64 bits so they never wrap.
 
+pub mod frames;
 pub mod retina_adapter;
 pub mod segmenter;
 

@@ -24,17 +24,13 @@
 //!   [`Depacketizer::late_packets`]); further behind, a changed SSRC or payload type, or a
 //!   malformed header is an error. Such errors leave the depacketizer usable: the caller
 //!   decides whether to drop the publisher.
-//! - **Frames**: video `data` is MP4 sample format (each NAL with a 4-byte big-endian length,
-//!   parameter sets left out: retina's `FrameFormat::MP4`); audio `data` is one raw AAC access
-//!   unit. `pts` is the extended RTP timestamp minus the first packet's RTP timestamp, in the
-//!   track's clock rate (90 kHz video, the sample rate for AAC); `dts = pts` (slotcast asks
-//!   publishers for no B-frames). Aligning tracks with each other needs RTCP sender reports;
-//!   [`Depacketizer::first_rtp_timestamp`] gives the base for that.
-//! - **Parameters**: the first frame out carries `params`, and so does every frame after
-//!   which retina reports new ones. Video frames that arrive before any SPS/PPS (none in the
-//!   SDP and none in band yet) cannot be described, so they are dropped. Extra data is the
-//!   `avcC` / `hvcC` body (AVC/HEVCDecoderConfigurationRecord) for video and the raw
-//!   AudioSpecificConfig (the SDP `config=`) for AAC.
+//! - **Frames** are shaped by [`super::frames::Framer`], as for a pulled camera: video `data`
+//!   in MP4 sample format (retina's `FrameFormat::MP4`), one raw AAC access unit for audio,
+//!   `pts` counted from the first packet's RTP timestamp in the track's clock rate, `dts =
+//!   pts`, parameters on the first frame and whenever retina reports new ones (from the SDP's
+//!   `sprop-parameter-sets` / `config=` or in band; video before any is dropped). Aligning
+//!   tracks with each other needs RTCP sender reports; [`Depacketizer::first_rtp_timestamp`]
+//!   gives the base for that.
 //! - **Bounded**: at most [`MAX_READY_FRAMES`] frames wait for `pull`, and at most
 //!   [`MAX_UNFINISHED_BYTES`] of payload are pushed without a frame coming out (retina pins
 //!   an unfinished access unit's bytes in its buffer); past either, `push_rtp` errs (past the
@@ -48,10 +44,10 @@ use std::fmt;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use bytes::Bytes;
-use retina::codec::{CodecItem, FrameFormat, ParametersRef};
+use retina::codec::FrameFormat;
 
-use super::{CodecParams, Frame, TrackKind, TrackSpec};
+use super::frames::{Codec, Framer};
+use super::{CodecParams, Frame, TrackSpec};
 use crate::StreamerError;
 
 /// The fixed part of an RTP header (RFC 3550 section 5.1).
@@ -225,29 +221,19 @@ struct Sequence {
     extended_timestamp: i64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Codec {
-    H264,
-    H265,
-    Aac,
-}
-
 /// One track's depacketizer: RTP packets in, frames out. See the module docs for the contract.
 pub struct Depacketizer {
     track: usize,
-    codec: Codec,
+    framer: Framer,
     payload_type: u8,
     clock_rate: NonZeroU32,
     retina: retina::codec::Depacketizer,
     buf: retina::testutil::DepacketizeBuf,
     sequence: Option<Sequence>,
     ready: VecDeque<Frame>,
-    /// The parameters last put on a frame.
-    sent_params: Option<CodecParams>,
     unfinished_bytes: usize,
     lost_packets: u64,
     late_packets: u64,
-    dropped_frames: u64,
     poisoned: bool,
 }
 
@@ -255,13 +241,12 @@ impl fmt::Debug for Depacketizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Depacketizer")
             .field("track", &self.track)
-            .field("codec", &self.codec)
+            .field("framer", &self.framer)
             .field("payload_type", &self.payload_type)
             .field("sequence", &self.sequence)
             .field("ready", &self.ready.len())
             .field("lost_packets", &self.lost_packets)
             .field("late_packets", &self.late_packets)
-            .field("dropped_frames", &self.dropped_frames)
             .field("poisoned", &self.poisoned)
             .finish_non_exhaustive()
     }
@@ -283,23 +268,17 @@ impl Depacketizer {
     /// A depacketizer for the track `spec` describes; `track` is the index stamped on its
     /// frames. Takes H264, H265 and MPEG4-GENERIC (AAC-hbr); anything else is an error.
     pub fn new(track: usize, spec: &TrackSpec) -> Result<Self, StreamerError> {
-        let (codec, media, encoding) = match (spec.kind, spec.encoding_name.to_ascii_uppercase()) {
-            (TrackKind::Video, name) if name == "H264" => (Codec::H264, "video", "h264"),
-            (TrackKind::Video, name) if name == "H265" => (Codec::H265, "video", "h265"),
-            (TrackKind::Audio, name) if name == "MPEG4-GENERIC" => {
-                (Codec::Aac, "audio", "mpeg4-generic")
-            }
-            (kind, _) => {
-                return Err(error(
-                    track,
-                    format_args!(
-                        "unsupported {kind:?} encoding {:?} (slotcast takes H264 and H265 video, \
-                         MPEG4-GENERIC audio)",
-                        spec.encoding_name
-                    ),
-                ))
-            }
+        let Some(codec) = Codec::of(spec.kind, &spec.encoding_name) else {
+            return Err(error(
+                track,
+                format_args!(
+                    "unsupported {:?} encoding {:?} (slotcast takes H264 and H265 video, \
+                     MPEG4-GENERIC audio)",
+                    spec.kind, spec.encoding_name
+                ),
+            ));
         };
+        let (media, encoding) = codec.retina_names();
         if spec.payload_type > 127 {
             return Err(error(
                 track,
@@ -337,18 +316,16 @@ impl Depacketizer {
         let buf = retina::testutil::DepacketizeBuf::new(64 * 1024);
         Ok(Self {
             track,
-            codec,
+            framer: Framer::new(track, codec),
             payload_type: spec.payload_type,
             clock_rate,
             retina,
             buf,
             sequence: None,
             ready: VecDeque::new(),
-            sent_params: None,
             unfinished_bytes: 0,
             lost_packets: 0,
             late_packets: 0,
-            dropped_frames: 0,
             poisoned: false,
         })
     }
@@ -471,7 +448,7 @@ impl Depacketizer {
     /// The track's current parameters, if known: from the SDP (`sprop-parameter-sets`,
     /// `config=`) before the first frame, then as the stream updates them.
     pub fn params(&self) -> Option<CodecParams> {
-        self.current_params().ok().flatten()
+        self.framer.params(self.retina.parameters())
     }
 
     /// The RTP timestamp of the first accepted packet: frames' `pts` count from it.
@@ -491,7 +468,7 @@ impl Depacketizer {
 
     /// Video frames dropped because no parameters were known yet.
     pub fn dropped_frames(&self) -> u64 {
-        self.dropped_frames
+        self.framer.dropped_frames()
     }
 
     /// Runs `f` on retina's state, turning a panic into an error that poisons `self`.
@@ -511,127 +488,30 @@ impl Depacketizer {
     fn drain(&mut self) -> Result<(), StreamerError> {
         let mut first_error = None;
         while let Some(item) = self.guarded(|d| d.retina.pull())? {
-            let accepted = match item {
-                Ok(CodecItem::VideoFrame(f)) => {
-                    let (pts, keyframe, new) = (
-                        f.timestamp().elapsed(),
-                        f.is_random_access_point(),
-                        f.has_new_parameters(),
-                    );
-                    self.accept(pts, keyframe, Bytes::from(f.into_data()), new)
+            let framed = match item {
+                Ok(item) => {
+                    self.unfinished_bytes = 0;
+                    self.framer.frame(item, self.retina.parameters())
                 }
-                Ok(CodecItem::AudioFrame(f)) => {
-                    let pts = f.timestamp().elapsed();
-                    self.accept(pts, true, Bytes::copy_from_slice(f.data()), false)
-                }
-                Ok(other) => Err(error(
-                    self.track,
-                    format_args!("retina produced an unexpected item {other:?}"),
-                )),
                 Err(e) => Err(error(self.track, format_args!("{e:?}"))),
             };
-            if let Err(e) = accepted {
-                first_error.get_or_insert(e);
+            match framed {
+                Ok(Some(frame)) => self.ready.push_back(frame),
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
         first_error.map_or(Ok(()), Err)
-    }
-
-    fn accept(
-        &mut self,
-        pts: i64,
-        keyframe: bool,
-        data: Bytes,
-        new_params: bool,
-    ) -> Result<(), StreamerError> {
-        self.unfinished_bytes = 0;
-        let params = if self.sent_params.is_none() || new_params {
-            self.current_params()?
-                .filter(|p| self.sent_params.as_ref() != Some(p))
-        } else {
-            None
-        };
-        if self.sent_params.is_none() && params.is_none() {
-            self.dropped_frames += 1;
-            tracing::debug!(
-                track = self.track,
-                pts,
-                "frame before any parameters; dropped"
-            );
-            return Ok(());
-        }
-        if let Some(p) = &params {
-            self.sent_params = Some(p.clone());
-        }
-        self.ready.push_back(Frame {
-            track: self.track,
-            pts,
-            dts: pts,
-            keyframe,
-            data,
-            params,
-        });
-        Ok(())
-    }
-
-    fn current_params(&self) -> Result<Option<CodecParams>, StreamerError> {
-        let track = self.track;
-        let params = match (self.codec, self.retina.parameters()) {
-            (_, None) => return Ok(None),
-            (Codec::H264 | Codec::H265, Some(ParametersRef::Video(v))) => {
-                let (w, h) = v.pixel_dimensions();
-                let (Ok(width), Ok(height)) = (u16::try_from(w), u16::try_from(h)) else {
-                    return Err(error(track, format_args!("picture size {w}x{h} too large")));
-                };
-                let record = Bytes::copy_from_slice(v.extra_data());
-                // Both records start with configurationVersion = 1; anything else means
-                // retina's frame format is not the MP4 one this module asked for.
-                if record.first() != Some(&1) {
-                    return Err(error(
-                        track,
-                        "video extra data is not a decoder configuration record",
-                    ));
-                }
-                let codec = v.rfc6381_codec().to_owned();
-                if self.codec == Codec::H264 {
-                    CodecParams::H264 {
-                        avcc: record,
-                        width,
-                        height,
-                        codec,
-                    }
-                } else {
-                    CodecParams::H265 {
-                        hvcc: record,
-                        width,
-                        height,
-                        codec,
-                    }
-                }
-            }
-            (Codec::Aac, Some(ParametersRef::Audio(a))) => CodecParams::Aac {
-                asc: Bytes::copy_from_slice(a.extra_data()),
-                sample_rate: a.clock_rate(),
-                channels: a.channels().get(),
-                codec: a
-                    .rfc6381_codec()
-                    .ok_or_else(|| error(track, "AAC parameters without a codec string"))?
-                    .to_owned(),
-            },
-            (codec, Some(other)) => {
-                return Err(error(
-                    track,
-                    format_args!("retina gave {other:?} for {codec:?}"),
-                ))
-            }
-        };
-        Ok(Some(params))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::TrackKind;
+    use bytes::Bytes;
 
     fn assert_send<T: Send>() {}
 
