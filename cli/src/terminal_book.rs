@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration, Local, NaiveDate, TimeZone, Utc};
 use clap::Args;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use slotcast_terminal::camera_url::CameraUrl;
 use slotcast_terminal::client::{error_of, time_of, Client};
 use slotcast_terminal::clock::Sample;
 use slotcast_terminal::store::{CarrierUrl, Setting};
@@ -29,6 +30,53 @@ pub struct BookArgs {
     window: WindowArgs,
     #[arg(long)]
     title: Option<String>,
+    /// Book a camera for the server to pull over the dedicated network, instead of publishing
+    /// yourself: rtsp://[USER[:PASSWORD]@]HOST[:PORT]/PATH. The login goes to the server once,
+    /// is stored sealed, and is never shown again.
+    #[arg(long, value_name = "URL")]
+    pull: Option<String>,
+    /// How the server asks the camera for media: tcp (interleaved, the default) or udp.
+    #[arg(long, value_name = "tcp|udp", requires = "pull", value_parser = ["tcp", "udp"])]
+    pull_transport: Option<String>,
+    /// The camera's password, if not in the URL. Better given by the environment variable,
+    /// which other users cannot read from the process list.
+    #[arg(
+        long,
+        env = "SLOTCAST_CAMERA_PASSWORD",
+        hide_env_values = true,
+        requires = "pull"
+    )]
+    pull_password: Option<String>,
+}
+
+impl BookArgs {
+    /// The `source` of the booking, for `--pull`.
+    fn source(&self) -> Result<Option<Value>, TerminalError> {
+        let Some(text) = &self.pull else {
+            return Ok(None);
+        };
+        let camera = CameraUrl::parse(text).map_err(|message| TerminalError::Usage(message))?;
+        let (username, password) = match (camera.login, &self.pull_password) {
+            (Some((user, password)), from_env) if password.is_empty() => {
+                (Some(user), from_env.clone())
+            }
+            (Some((user, password)), _) => (Some(user), Some(password)),
+            (None, Some(_)) => {
+                return Err(TerminalError::Usage(
+                    "a camera password needs a user name: put it in the URL \
+                     (rtsp://USER@host/path)"
+                        .into(),
+                ))
+            }
+            (None, None) => (None, None),
+        };
+        Ok(Some(json!({
+            "pull_url": camera.url.as_str(),
+            "username": username,
+            "password": password,
+            "transport": self.pull_transport,
+        })))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -114,12 +162,15 @@ pub async fn run(command: Command, ctx: &mut Ctx) -> Result<(), TerminalError> {
 
 async fn book(ctx: &mut Ctx, client: &Client, args: BookArgs) -> Result<(), TerminalError> {
     let (start, end) = args.window.resolve(ctx.server_now())?;
-    let body = json!({
+    let mut body = json!({
         "server_id": args.server,
         "start": ms_time(start),
         "end": ms_time(end),
         "title": args.title,
     });
+    if let Some(source) = args.source()? {
+        body["source"] = source;
+    }
     let key = uuid::Uuid::new_v4().to_string();
     let mut attempt = 0;
     let (answer, t1, t4) = loop {
@@ -177,6 +228,18 @@ async fn book(ctx: &mut Ctx, client: &Client, args: BookArgs) -> Result<(), Term
         text(&b["status"])
     );
     print_setting(&setting, ctx, now);
+    if let Some(source) = b["source"].as_object() {
+        let login = if source["login"] == true {
+            ", login stored sealed"
+        } else {
+            ""
+        };
+        println!(
+            "  camera    {} (the server pulls it over {} while the window is open{login})",
+            text(&source["pull_url"]),
+            text(&source["transport"])
+        );
+    }
     if let Some(offset) = offset {
         println!("  clock     {}", with_sync(&offset, &b["server_time"]));
     }

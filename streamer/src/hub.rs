@@ -2,7 +2,8 @@
 //!
 //! Contract: one cheap-clone [`Hub`] shared by the RTSP edge, the NATS feed and the HTTP
 //! side. Every lock is a std `Mutex` held for a few map operations and never across an await;
-//! locks are taken in the order gates → sessions → channels and never the other way.
+//! locks are taken in the order gates → sessions → pulls → channels and never the other
+//! way. Camera pulls are started and stopped here, from the gates, and run in `camera`.
 //! Decisions that end a publisher (window over, key rotated, a newer publisher took over) are
 //! made here and delivered through the session's cancellation token with a reason.
 
@@ -121,6 +122,30 @@ struct Inner {
     reports: mpsc::Sender<IngestMessage>,
     disk: mpsc::Sender<DiskBatch>,
     gates_ready: AtomicBool,
+    /// Cameras being pulled, by reservation id.
+    pulls: Mutex<HashMap<String, PullHandle>>,
+    /// Fires at shutdown; every pull stops with it.
+    shutdown: CancellationToken,
+}
+
+/// A running camera pull, as the hub stops it.
+#[derive(Clone, Debug, Default)]
+pub struct PullHandle {
+    pub stop: CancellationToken,
+    /// Why the hub stopped it, once it has.
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl PullHandle {
+    fn stop_because(&self, why: &str) {
+        lock(&self.reason).get_or_insert_with(|| why.to_string());
+        self.stop.cancel();
+    }
+
+    /// Why the hub stopped the pull, once it has.
+    pub fn reason(&self) -> Option<String> {
+        lock(&self.reason).clone()
+    }
 }
 
 /// Viewer entries kept at most (a flood of addresses must not grow memory).
@@ -139,6 +164,7 @@ impl Hub {
         clock: Arc<dyn Clock>,
         reports: mpsc::Sender<IngestMessage>,
         disk: mpsc::Sender<DiskBatch>,
+        shutdown: CancellationToken,
     ) -> Self {
         let gates = Gates::new(config.server_id.clone(), config.secret_key.clone());
         Self {
@@ -157,6 +183,8 @@ impl Hub {
                 reports,
                 disk,
                 gates_ready: AtomicBool::new(false),
+                pulls: Mutex::new(HashMap::new()),
+                shutdown,
             }),
         }
     }
@@ -324,7 +352,7 @@ impl Hub {
         codec: Option<String>,
         reason: Option<String>,
     ) {
-        let message = IngestMessage {
+        self.send_report(IngestMessage {
             schema: SCHEMA,
             kind,
             reservation_id: reservation_id.to_string(),
@@ -334,7 +362,45 @@ impl Hub {
             remote_addr: Some(entry.remote.to_string()),
             codec,
             reason,
-        };
+        });
+    }
+
+    /// What a camera pull did: `camera` is the camera's `host:port`.
+    pub fn report_pull(
+        &self,
+        reservation_id: &str,
+        kind: IngestKind,
+        camera: &str,
+        codec: Option<String>,
+        reason: Option<String>,
+    ) {
+        match kind {
+            IngestKind::Connected => {
+                self.inner.metrics.sessions.inc();
+                self.metrics()
+                    .publishers
+                    .get_or_create(&AuthLabel { auth: "camera" })
+                    .inc();
+            }
+            IngestKind::Disconnected => {
+                self.inner.metrics.sessions.dec();
+            }
+            IngestKind::Failed => self.inner.metrics.refused("camera_failed"),
+        }
+        self.send_report(IngestMessage {
+            schema: SCHEMA,
+            kind,
+            reservation_id: reservation_id.to_string(),
+            server_id: self.inner.config.server_id.clone(),
+            at: self.now(),
+            carrier: None,
+            remote_addr: Some(camera.to_string()),
+            codec,
+            reason,
+        });
+    }
+
+    fn send_report(&self, message: IngestMessage) {
         if let Err(e) = self.inner.reports.try_send(message) {
             // The reporter is far behind NATS (or stopped): the history misses this one.
             tracing::warn!(error = %e, "ingest report dropped: the report queue is full");
@@ -373,6 +439,7 @@ impl Hub {
             }
             Applied::Updated => self.recheck(&msg.reservation_id),
         }
+        self.reconcile_pulls();
     }
 
     /// Closes gates whose window has passed by the server clock; returns how many.
@@ -381,6 +448,7 @@ impl Hub {
         for id in &over {
             self.slot_over(id, "the window closed");
         }
+        self.reconcile_pulls();
         over.len()
     }
 
@@ -419,7 +487,46 @@ impl Hub {
             }
             any
         };
-        if !publishing {
+        let pulling = lock(&self.inner.pulls).remove(reservation_id);
+        if let Some(pull) = &pulling {
+            pull.stop_because(why);
+        }
+        if !publishing && pulling.is_none() {
+            self.end_channel(reservation_id);
+        }
+    }
+
+    // ---- cameras ------------------------------------------------------------------------
+
+    /// Pulls every camera whose window is open and stops those whose window is not (after
+    /// each slot message, and on the expiry tick).
+    pub fn reconcile_pulls(&self) {
+        let wanted = lock(&self.inner.gates).cameras_open(self.now());
+        let mut pulls = lock(&self.inner.pulls);
+        pulls.retain(|id, pull| {
+            let keep = wanted.iter().any(|(w, _)| w == id);
+            if !keep {
+                pull.stop_because("the window is not open any more");
+            }
+            keep
+        });
+        for (id, camera) in wanted {
+            if pulls.contains_key(&id) {
+                continue;
+            }
+            let handle = PullHandle {
+                stop: self.inner.shutdown.child_token(),
+                reason: Arc::default(),
+            };
+            pulls.insert(id.clone(), handle.clone());
+            tokio::spawn(crate::camera::pull(self.clone(), id, camera, handle));
+        }
+    }
+
+    /// A pull task has hung up for good: if its slot is over, the channel ends.
+    pub fn pull_ended(&self, reservation_id: &str) {
+        let over = lock(&self.inner.gates).is_over(reservation_id);
+        if over {
             self.end_channel(reservation_id);
         }
     }

@@ -3,9 +3,11 @@
 //!
 //! Contract: protocol and media code here is sans-IO (bytes and events in, bytes and events
 //! out, time passed in): `rtsp`, `media`, `playlist`, `channel`, `gates`. Sockets and files
-//! live in thin async edges: `ingest` (RTSP), `http` (viewers), `feed` (NATS), `recording`
-//! (disk). [`run`] starts them all and stops them when `shutdown` fires.
+//! live in thin async edges: `ingest` (RTSP publishers), `camera` (RTSP cameras pulled with
+//! retina), `http` (viewers), `feed` (NATS), `recording` (disk). [`run`] starts them all
+//! and stops them when `shutdown` fires.
 
+pub mod camera;
 pub mod channel;
 pub mod config;
 pub mod error;
@@ -77,11 +79,11 @@ pub async fn run(
     let config = Arc::new(config);
     let (reports_tx, reports_rx) = mpsc::channel(4096);
     let (disk_tx, disk_rx) = mpsc::channel(1024);
-    let hub = Hub::new(config.clone(), clock, reports_tx, disk_tx);
-
-    let mut tasks = JoinSet::new();
     // Media and viewers stop first; reports and the disk writer drain after them.
     let edges = shutdown.child_token();
+    let hub = Hub::new(config.clone(), clock, reports_tx, disk_tx, edges.clone());
+
+    let mut tasks = JoinSet::new();
     for (listener, socket) in ingest {
         tasks.spawn(ingest::serve_listener(
             hub.clone(),

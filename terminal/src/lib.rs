@@ -5,6 +5,7 @@
 //! the edges (`client` for the REST API, `store` for the files, `live`'s socket); the `slotcast` binary
 //! parses arguments and prints. Nothing here reads the environment or exits the process.
 
+pub mod camera_url;
 pub mod client;
 pub mod clock;
 mod error;

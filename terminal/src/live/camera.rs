@@ -18,6 +18,7 @@ use retina::codec::{
 };
 
 use super::{Codec, Frame, Source};
+use crate::camera_url::CameraUrl;
 
 /// Frames held in the channel between the camera and the publisher.
 const AHEAD: usize = 256;
@@ -29,18 +30,12 @@ const DESCRIBE_WAIT: Duration = Duration::from_secs(15);
 
 /// Connects to the camera at `url` and starts relaying it.
 pub async fn open_camera(url: &str) -> Result<Source, String> {
-    let mut parsed =
-        url::Url::parse(url).map_err(|e| format!("the camera URL does not parse: {e}"))?;
-    let creds = (!parsed.username().is_empty()).then(|| Credentials {
-        username: percent_decode(parsed.username()),
-        password: percent_decode(parsed.password().unwrap_or_default()),
-    });
-    let _ = parsed.set_username("");
-    let _ = parsed.set_password(None);
-    // Shown without its query too: some cameras take credentials there.
-    let mut shown = parsed.clone();
-    shown.set_query(None);
-    let shown = shown.to_string();
+    let camera = CameraUrl::parse(url)?;
+    let creds = camera
+        .login
+        .map(|(username, password)| Credentials { username, password });
+    let shown = camera.shown;
+    let parsed = camera.url;
     let options = SessionOptions::default()
         .creds(creds)
         .user_agent(concat!("slotcast/", env!("CARGO_PKG_VERSION")).to_string());
@@ -215,22 +210,4 @@ fn first_line(e: &retina::Error) -> String {
         .unwrap_or(&text)
         .trim()
         .to_string()
-}
-
-/// `%40` → `@` in user info (what `url` leaves encoded).
-fn percent_decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_info_is_percent_decoded() {
-        assert_eq!(percent_decode("p%40ss%3Aw"), "p@ss:w");
-        assert_eq!(percent_decode("plain"), "plain");
-    }
 }
