@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use support::camera::Camera;
 use support::nats::free_tcp_port;
-use support::streaming::{ffmpeg_read_frames, make_clip, Stack};
+use support::streaming::{ffmpeg_read_frames, ingest_reports, make_clip, Stack};
 use support::terminal::{mode, ok, output, Run, Terminal};
 use support::TestDb;
 
@@ -114,15 +115,6 @@ fn live_to_the_close(t: &Terminal, id: &str, input: &[&str]) -> (Run, Value) {
         run.stderr
     );
     (run, summary)
-}
-
-/// The streamer's ingest reports of a reservation, as recorded in its history.
-async fn ingest_reports(db: &TestDb, id: &str) -> Vec<Value> {
-    let sql = format!(
-        "SELECT coalesce(json_agg(payload->'IngestReported' ORDER BY sequence), '[]') FROM events \
-         WHERE event_type = 'IngestReported' AND payload->'IngestReported'->>'reservation_id' = '{id}'"
-    );
-    db.json(&sql).await.as_array().cloned().unwrap_or_default()
 }
 
 /// Waits (bounded) for the history to hold a `connected` report, and returns it.
@@ -415,50 +407,6 @@ async fn a_dropped_link_mid_window_is_reconnected_and_the_playlist_goes_on_after
     assert!(playlist.contains("#EXT-X-DISCONTINUITY"), "{playlist}");
     let (decoded, errors) = ffmpeg_read_frames(&stack.hls(&format!("/hls/{id}/index.m3u8")), 14);
     assert!(decoded >= 200, "ffmpeg decoded {decoded} frames: {errors}");
-}
-
-/// The camera stand-in (tests/support/camera.py: GStreamer's RTSP server through Debian's
-/// python3-gi) on a loopback port with a password; killed with the guard.
-struct Camera {
-    child: Child,
-    url: String,
-}
-
-impl Camera {
-    fn start(user: &str, password: &str) -> Self {
-        let port = free_tcp_port();
-        let script = support::streaming::repo_root().join("tests/support/camera.py");
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(&script)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--user",
-                user,
-                "--password",
-                password,
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the camera stand-in (scripts/services installs python3-gi)");
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("camera stdout");
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-            .expect("camera output");
-        assert_eq!(line.trim(), "ready", "the camera stand-in did not start");
-        Self {
-            child,
-            url: format!("rtsp://127.0.0.1:{port}/cam"),
-        }
-    }
-}
-
-impl Drop for Camera {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

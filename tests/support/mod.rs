@@ -6,6 +6,7 @@
 //! a loud failure, never a skip.
 #![allow(dead_code)]
 
+pub mod camera;
 pub mod chrony;
 pub mod nats;
 pub mod streaming;
@@ -175,6 +176,17 @@ pub(crate) fn spawn_role_lines(
     env: &[(&str, &str)],
     markers: &[&str],
 ) -> (Role, Vec<String>) {
+    spawn_role_lines_to(db, role, env, markers, Stdio::inherit())
+}
+
+/// [`spawn_role_lines`] with the process's log (stderr) sent to `stderr`.
+pub(crate) fn spawn_role_lines_to(
+    db: &TestDb,
+    role: &str,
+    env: &[(&str, &str)],
+    markers: &[&str],
+    stderr: Stdio,
+) -> (Role, Vec<String>) {
     let mut cmd = Command::new(BIN);
     cmd.args(["server", role])
         .env("DATABASE_URL", &db.url)
@@ -186,7 +198,7 @@ pub(crate) fn spawn_role_lines(
         .env("SLOTCAST_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{spawn_role_lines, token, ts, Api, Role, TestDb};
+use super::{spawn_role_lines, spawn_role_lines_to, token, ts, Api, Role, TestDb};
 
 pub const STREAMER_LINE: &str = "slotcast streamer serving viewers on ";
 const API_LINE: &str = "slotcast api listening on ";
@@ -92,10 +92,23 @@ pub struct Stack {
 impl Stack {
     /// `listeners` as in SLOTCAST_INGEST_LISTENERS, with port 0 for a free port.
     pub fn start(db: &TestDb, server_id: &str, listeners: &str) -> Self {
+        Self::start_to(db, server_id, listeners, &[], Stdio::inherit())
+    }
+
+    /// [`Stack::start`] with more environment, and the server's log sent to `log`.
+    pub fn start_to(
+        db: &TestDb,
+        server_id: &str,
+        listeners: &str,
+        extra_env: &[(&str, &str)],
+        log: Stdio,
+    ) -> Self {
         let recordings = tempfile::tempdir().expect("recordings dir");
         let env = streamer_env(server_id, listeners, recordings.path());
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let (role, lines) = spawn_role_lines(db, "all", &env, &[API_LINE, STREAMER_LINE]);
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(extra_env);
+        let (role, lines) = spawn_role_lines_to(db, "all", &env, &[API_LINE, STREAMER_LINE], log);
         Self {
             api: Api::from_role(role, lines[0].clone()),
             streamer: parse_endpoints(&lines[1]),
@@ -550,4 +563,13 @@ pub async fn wait_for_text(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The streamer's ingest reports of a reservation, as recorded in its history, in order.
+pub async fn ingest_reports(db: &TestDb, id: &str) -> Vec<Value> {
+    let sql = format!(
+        "SELECT coalesce(json_agg(payload->'IngestReported' ORDER BY sequence), '[]') FROM events \
+         WHERE event_type = 'IngestReported' AND payload->'IngestReported'->>'reservation_id' = '{id}'"
+    );
+    db.json(&sql).await.as_array().cloned().unwrap_or_default()
 }
