@@ -55,7 +55,7 @@ impl BookArgs {
         let Some(text) = &self.pull else {
             return Ok(None);
         };
-        let camera = CameraUrl::parse(text).map_err(|message| TerminalError::Usage(message))?;
+        let camera = CameraUrl::parse(text).map_err(TerminalError::Usage)?;
         let (username, password) = match (camera.login, &self.pull_password) {
             (Some((user, password)), from_env) if password.is_empty() => {
                 (Some(user), from_env.clone())
