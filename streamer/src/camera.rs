@@ -320,7 +320,8 @@ async fn relay(
     }
     let why = loop {
         let item = tokio::select! {
-            () = handle.stop.cancelled() => break "stopped".to_string(),
+            // The hub says why (window closed, cancelled); otherwise it is the shutdown.
+            () = handle.stop.cancelled() => break "the streamer is shutting down".to_string(),
             item = tokio::time::timeout(STALL_WAIT, playing.demuxed.next()) => item,
         };
         let item = match item {

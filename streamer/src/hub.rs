@@ -352,17 +352,14 @@ impl Hub {
         codec: Option<String>,
         reason: Option<String>,
     ) {
-        self.send_report(IngestMessage {
-            schema: SCHEMA,
+        let what = Report {
             kind,
-            reservation_id: reservation_id.to_string(),
-            server_id: self.inner.config.server_id.clone(),
-            at: self.now(),
             carrier: Some(entry.carrier.clone()),
-            remote_addr: Some(entry.remote.to_string()),
+            remote_addr: entry.remote.to_string(),
             codec,
             reason,
-        });
+        };
+        self.send_report(reservation_id, what);
     }
 
     /// What a camera pull did: `camera` is the camera's `host:port`.
@@ -387,20 +384,28 @@ impl Hub {
             }
             IngestKind::Failed => self.inner.metrics.refused("camera_failed"),
         }
-        self.send_report(IngestMessage {
-            schema: SCHEMA,
+        let what = Report {
             kind,
+            carrier: None,
+            remote_addr: camera.to_string(),
+            codec,
+            reason,
+        };
+        self.send_report(reservation_id, what);
+    }
+
+    fn send_report(&self, reservation_id: &str, what: Report) {
+        let message = IngestMessage {
+            schema: SCHEMA,
+            kind: what.kind,
             reservation_id: reservation_id.to_string(),
             server_id: self.inner.config.server_id.clone(),
             at: self.now(),
-            carrier: None,
-            remote_addr: Some(camera.to_string()),
-            codec,
-            reason,
-        });
-    }
-
-    fn send_report(&self, message: IngestMessage) {
+            carrier: what.carrier,
+            remote_addr: Some(what.remote_addr),
+            codec: what.codec,
+            reason: what.reason,
+        };
         if let Err(e) = self.inner.reports.try_send(message) {
             // The reporter is far behind NATS (or stopped): the history misses this one.
             tracing::warn!(error = %e, "ingest report dropped: the report queue is full");
@@ -639,6 +644,15 @@ impl Hub {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
         self.inner.metrics.encode()
     }
+}
+
+/// One ingest report's own fields (the hub adds the reservation, server and time).
+struct Report {
+    kind: IngestKind,
+    carrier: Option<String>,
+    remote_addr: String,
+    codec: Option<String>,
+    reason: Option<String>,
 }
 
 /// Why the hub refused a publisher.
