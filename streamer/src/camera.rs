@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt};
 use retina::client::{
     Credentials, Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, Transport,
 };
@@ -69,6 +69,27 @@ impl Backoff {
     /// A connection held: the next failure waits the shortest again.
     pub fn reset(&mut self) {
         self.next = self.first;
+    }
+}
+
+/// [`pull`], with a panic inside it (a bug, in slotcast or retina) reported as `failed` and
+/// logged; the pull then waits out its window instead of being started again.
+pub async fn guarded_pull(hub: Hub, reservation_id: String, camera: Camera, handle: PullHandle) {
+    let addr = Shown::of(&camera.url).addr;
+    let pulled = std::panic::AssertUnwindSafe(pull(
+        hub.clone(),
+        reservation_id.clone(),
+        camera,
+        handle.clone(),
+    ))
+    .catch_unwind()
+    .await;
+    if pulled.is_err() {
+        tracing::error!(reservation = %reservation_id, "the camera pull panicked");
+        let why = "internal error in the camera pull (see the streamer's log)".to_string();
+        hub.report_pull(&reservation_id, IngestKind::Failed, &addr, None, Some(why));
+        handle.stop.cancelled().await;
+        hub.pull_ended(&reservation_id);
     }
 }
 

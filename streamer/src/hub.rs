@@ -524,7 +524,12 @@ impl Hub {
                 reason: Arc::default(),
             };
             pulls.insert(id.clone(), handle.clone());
-            tokio::spawn(crate::camera::pull(self.clone(), id, camera, handle));
+            tokio::spawn(crate::camera::guarded_pull(
+                self.clone(),
+                id,
+                camera,
+                handle,
+            ));
         }
     }
 
