@@ -28,6 +28,7 @@ pub struct BookArgs {
     server: String,
     #[command(flatten)]
     window: WindowArgs,
+    /// A title for the slot, shown in schedules (at most 200 characters).
     #[arg(long)]
     title: Option<String>,
     /// Book a camera for the server to pull over the dedicated network, instead of publishing
@@ -42,6 +43,7 @@ pub struct BookArgs {
     /// which other users cannot read from the process list.
     #[arg(
         long,
+        value_name = "PASSWORD",
         env = "SLOTCAST_CAMERA_PASSWORD",
         hide_env_values = true,
         requires = "pull"
