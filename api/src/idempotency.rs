@@ -4,7 +4,9 @@
 //! Contract: the first request claims the key (a row with status 0) before deciding; a
 //! concurrent retry waits (bounded) for the first answer; a retry with a different body is
 //! refused. The stored answer is sealed (ChaCha20-Poly1305) with a key derived from the
-//! Idempotency-Key, which is never stored, so the table holds no readable stream key.
+//! Idempotency-Key, which is never stored, so the table holds no readable stream key; the
+//! request body is compared by a hash keyed the same way, so it is no verifier of what the
+//! body held (a camera's password) either.
 //! Rows expire after the configured TTL.
 
 use std::time::Duration;
@@ -52,6 +54,20 @@ fn derive(caller: &str, key: &str) -> (String, ChaCha20Poly1305) {
     (hex::encode(lookup), cipher)
 }
 
+/// What a retry's body is compared by: keyed by the Idempotency-Key (never stored), so the
+/// stored value is no verifier for what the body holds (a camera's password) without it.
+fn request_fingerprint(caller: &str, key: &str, request: &[u8]) -> String {
+    let fingerprint = Sha256::new()
+        .chain_update(b"slotcast idempotency request v2\0")
+        .chain_update(caller.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(key.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(request)
+        .finalize();
+    hex::encode(fingerprint)
+}
+
 /// Claims `key` for this request, or returns the answer of the request that claimed it.
 pub async fn begin(
     pool: &PgPool,
@@ -66,7 +82,7 @@ pub async fn begin(
         ));
     }
     let (key_hash, cipher) = derive(caller, key);
-    let request_hash = hex::encode(Sha256::digest(request));
+    let request_hash = request_fingerprint(caller, key, request);
     let claimed = sqlx::query(
         "INSERT INTO idempotency (key_hash, request_hash, status) VALUES ($1, $2, 0) \
          ON CONFLICT (key_hash) DO NOTHING",

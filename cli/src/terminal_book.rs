@@ -21,7 +21,7 @@ use crate::terminal_cmd::{with_sync, Command, Ctx};
 /// Attempts of one booking (the same Idempotency-Key each time).
 const BOOK_ATTEMPTS: u32 = 3;
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct BookArgs {
     /// The distribution server (`slotcast servers` lists them).
     #[arg(long)]
@@ -49,6 +49,24 @@ pub struct BookArgs {
         requires = "pull"
     )]
     pull_password: Option<String>,
+}
+
+/// Written by hand: a camera URL may hold a password, and `--pull-password` is one.
+impl std::fmt::Debug for BookArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pull = self
+            .pull
+            .as_deref()
+            .map(|u| CameraUrl::parse(u).map_or_else(|_| "(unreadable)".into(), |c| c.shown));
+        f.debug_struct("BookArgs")
+            .field("server", &self.server)
+            .field("window", &self.window)
+            .field("title", &self.title)
+            .field("pull", &pull)
+            .field("pull_transport", &self.pull_transport)
+            .field("pull_password", &self.pull_password.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 impl BookArgs {

@@ -110,10 +110,7 @@ pub struct CameraLogin {
 
 impl fmt::Debug for CameraLogin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CameraLogin")
-            .field("username", &self.username)
-            .field("password", &"…")
-            .finish()
+        f.write_str("CameraLogin(…)")
     }
 }
 

@@ -127,18 +127,19 @@ pub async fn pull(hub: Hub, reservation_id: String, camera: Camera, handle: Pull
                 failure.refused
             }
             Ok(playing) => {
-                let started = Instant::now();
                 let codecs = playing.codecs();
                 tracing::info!(reservation = id, camera = %shown.url, codecs, "camera live");
-                hub.report_pull(id, IngestKind::Connected, &shown.addr, Some(codecs), None);
-                let why = relay(&hub, id, playing, &handle, &shown).await;
+                let live = Live::report(&hub, id, &shown.addr, codecs);
+                let (why, flowed) = relay(&hub, id, playing, &handle, &shown).await;
                 let why = handle.reason().unwrap_or(why);
                 tracing::info!(reservation = id, camera = %shown.url, %why, "camera disconnected");
-                hub.report_pull(id, IngestKind::Disconnected, &shown.addr, None, Some(why));
+                live.end(why);
                 if handle.stop.is_cancelled() {
                     break;
                 }
-                if started.elapsed() >= HELD {
+                // Only media that flowed counts: a camera that answers PLAY and then sends
+                // nothing keeps backing off.
+                if flowed >= HELD {
                     backoff.reset();
                 }
                 false
@@ -151,6 +152,53 @@ pub async fn pull(hub: Hub, reservation_id: String, camera: Camera, handle: Pull
         }
     }
     hub.pull_ended(id);
+}
+
+/// A camera reported `connected`: reported `disconnected` when it ends, even by a panic
+/// (so the history and the sessions gauge never keep a camera that is gone).
+struct Live<'a> {
+    hub: &'a Hub,
+    reservation_id: &'a str,
+    addr: &'a str,
+    why: Option<String>,
+}
+
+impl<'a> Live<'a> {
+    fn report(hub: &'a Hub, reservation_id: &'a str, addr: &'a str, codecs: String) -> Self {
+        hub.report_pull(
+            reservation_id,
+            IngestKind::Connected,
+            addr,
+            Some(codecs),
+            None,
+        );
+        Self {
+            hub,
+            reservation_id,
+            addr,
+            why: None,
+        }
+    }
+
+    fn end(mut self, why: String) {
+        self.why = Some(why);
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        let why = self
+            .why
+            .take()
+            .unwrap_or_else(|| "internal error in the camera pull".to_string());
+        self.hub.report_pull(
+            self.reservation_id,
+            IngestKind::Disconnected,
+            self.addr,
+            None,
+            Some(why),
+        );
+    }
 }
 
 /// The camera as reports and logs show it: never its query (some cameras take credentials
@@ -317,14 +365,14 @@ async fn connect(
 }
 
 /// Frames from the camera into a fresh media path until it stops, stalls or is stopped;
-/// returns why.
+/// returns why, and for how long media flowed (first frame to last).
 async fn relay(
     hub: &Hub,
     reservation_id: &str,
     mut playing: Playing,
     handle: &PullHandle,
     shown: &Shown,
-) -> String {
+) -> (String, Duration) {
     let mut path = MediaPath::new(
         hub,
         reservation_id,
@@ -339,6 +387,7 @@ async fn relay(
         }
         framers.push(framer);
     }
+    let mut flow: Option<(Instant, Instant)> = None;
     let why = loop {
         let item = tokio::select! {
             // The hub says why (window closed, cancelled); otherwise it is the shutdown.
@@ -371,9 +420,14 @@ async fn relay(
             break format!("media: {err}");
         }
         path.drain(hub);
+        let now = Instant::now();
+        flow = Some((flow.map_or(now, |(first, _)| first), now));
     };
     path.finish(hub);
-    why
+    (
+        why,
+        flow.map_or(Duration::ZERO, |(first, last)| last - first),
+    )
 }
 
 /// retina's error, first line only (its later lines repeat the connection context).

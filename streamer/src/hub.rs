@@ -18,6 +18,7 @@ use slotcast_domain::contract::{IngestKind, IngestMessage, SCHEMA};
 use slotcast_domain::time::Clock;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::channel::{Channel, ChannelState, DiskWrite};
 use crate::config::StreamerConfig;
@@ -126,6 +127,8 @@ struct Inner {
     pulls: Mutex<HashMap<String, PullHandle>>,
     /// Fires at shutdown; every pull stops with it.
     shutdown: CancellationToken,
+    /// The pull tasks, so the shutdown can wait for their last media and reports.
+    pull_tasks: TaskTracker,
 }
 
 /// A running camera pull, as the hub stops it.
@@ -185,6 +188,7 @@ impl Hub {
                 gates_ready: AtomicBool::new(false),
                 pulls: Mutex::new(HashMap::new()),
                 shutdown,
+                pull_tasks: TaskTracker::new(),
             }),
         }
     }
@@ -506,7 +510,10 @@ impl Hub {
     /// Pulls every camera whose window is open and stops those whose window is not (after
     /// each slot message, and on the expiry tick).
     pub fn reconcile_pulls(&self) {
-        let wanted = lock(&self.inner.gates).cameras_open(self.now());
+        // The gates stay locked until the pulls match them, so a slot that ends meanwhile
+        // (on the feed's task) cannot get a pull started after its end.
+        let gates = lock(&self.inner.gates);
+        let wanted = gates.cameras_open(self.now());
         let mut pulls = lock(&self.inner.pulls);
         pulls.retain(|id, pull| {
             let keep = wanted.iter().any(|(w, _)| w == id);
@@ -524,13 +531,19 @@ impl Hub {
                 reason: Arc::default(),
             };
             pulls.insert(id.clone(), handle.clone());
-            tokio::spawn(crate::camera::guarded_pull(
+            self.inner.pull_tasks.spawn(crate::camera::guarded_pull(
                 self.clone(),
                 id,
                 camera,
                 handle,
             ));
         }
+    }
+
+    /// Waits (up to `limit`) for every pull task to hang up, after the shutdown stopped them.
+    pub async fn pulls_done(&self, limit: Duration) {
+        self.inner.pull_tasks.close();
+        let _ = tokio::time::timeout(limit, self.inner.pull_tasks.wait()).await;
     }
 
     /// A pull task has hung up for good: if its slot is over, the channel ends.

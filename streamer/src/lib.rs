@@ -121,6 +121,9 @@ pub async fn run(
     })
     .await;
     tasks.abort_all();
+    // Camera pulls hang up with the edges; their last parts and reports go out before the
+    // queues drain.
+    hub.pulls_done(Duration::from_secs(5)).await;
     drop(hub);
     drain.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {

@@ -119,6 +119,14 @@ fn camera_source(
         Some("udp") => CameraTransport::Udp,
         Some(_) => return Err(ApiError::invalid("source.transport", "must be tcp or udp")),
     };
+    // The aggregate checks the rules (rtsp://, a host, no user info); this checks that the
+    // streamer will be able to read it at all, without echoing it.
+    if let Err(err) = url::Url::parse(&request.pull_url) {
+        return Err(ApiError::invalid(
+            "source.pull_url",
+            format!("is not a URL ({err})"),
+        ));
+    }
     let password = request.password.map(|p| p.0);
     let credentials = match (request.username, password) {
         (None, None) => None,
@@ -135,11 +143,24 @@ fn camera_source(
                     "must be 1 to 256 characters",
                 ));
             }
+            // Basic auth joins them with `:`, Digest quotes the user name.
+            if username.contains([':', '"']) || username.chars().any(char::is_control) {
+                return Err(ApiError::invalid(
+                    "source.username",
+                    "must not hold `:`, `\"` or control characters",
+                ));
+            }
             let password = password.unwrap_or_default();
             if password.len() > LOGIN_MAX {
                 return Err(ApiError::invalid(
                     "source.password",
                     "must be at most 256 characters",
+                ));
+            }
+            if password.chars().any(char::is_control) {
+                return Err(ApiError::invalid(
+                    "source.password",
+                    "must not hold control characters",
                 ));
             }
             let Some(secret) = secret else {
