@@ -421,3 +421,32 @@ async fn a_wrong_camera_password_is_a_clear_failure_retried_slowly_not_a_storm()
     }
     wait_status(&stack, &id, "missed").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_camera_outside_the_operators_camera_networks_is_not_pulled() {
+    let db = TestDb::new().await;
+    // Cameras only on 127.0.0.2; the camera stand-in is on 127.0.0.1.
+    let stack = Stack::start_to(
+        &db,
+        "s1",
+        LISTENER,
+        &[("SLOTCAST_CAMERA_NETWORKS", "127.0.0.2/32")],
+        Stdio::inherit(),
+    );
+    stack.register("s1", &["carrier-a"]).await;
+    let camera = Camera::start_on(free_tcp_port(), None);
+    let (id, _, closes_at, _) = book_camera(&stack, 2, 5, json!({"pull_url": camera.url})).await;
+
+    until_after(closes_at).await;
+    wait_status(&stack, &id, "missed").await;
+    let reports = ingest_reports(&db, &id).await;
+    assert!(!reports.is_empty(), "no report at all");
+    for r in &reports {
+        assert_eq!(r["kind"], "failed", "{reports:#?}");
+        assert!(
+            r["reason"].as_str().is_some_and(|why| why
+                .contains("address 127.0.0.1 is outside the networks cameras may be pulled from")),
+            "{reports:#?}"
+        );
+    }
+}

@@ -46,6 +46,7 @@ pub struct StreamerSection {
     pub segment_ms: Option<u64>,
     pub part_ms: Option<u64>,
     pub session_timeout_s: Option<u64>,
+    pub camera_networks: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,6 +287,10 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
     }
     if let Some(s) = number("SLOTCAST_SESSION_TIMEOUT_S", section.session_timeout_s)? {
         config.session_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(nets) = pick("SLOTCAST_CAMERA_NETWORKS", &section.camera_networks) {
+        config.camera_networks = slotcast_streamer::config::parse_networks(&nets)
+            .context("SLOTCAST_CAMERA_NETWORKS / streamer.camera_networks")?;
     }
     config.secret_key = secret_key(env)?;
     config.validate().context("streamer configuration")?;

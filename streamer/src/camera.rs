@@ -13,7 +13,11 @@
 //! longer), so a wrong password is no retry storm. The camera's login comes opened from the
 //! gate and goes only to retina; reports and logs name the camera by host and path alone.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use tokio::net::lookup_host;
 
 use futures_util::{FutureExt as _, StreamExt};
 use retina::client::{
@@ -113,11 +117,12 @@ pub async fn pull(hub: Hub, reservation_id: String, camera: Camera, handle: Pull
             return;
         }
     };
+    let networks = &hub.config().camera_networks;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         let attempt = tokio::select! {
             () = handle.stop.cancelled() => break,
-            attempt = connect(&camera, login.clone(), &shown) => attempt,
+            attempt = connect(&camera, login.clone(), &shown, networks) => attempt,
         };
         let refused = match attempt {
             Err(failure) => {
@@ -287,16 +292,62 @@ async fn step<T>(
     }
 }
 
+/// With `SLOTCAST_CAMERA_NETWORKS` set, every address the camera's host resolves to must be
+/// in one of those networks: a booking cannot make the streamer probe other hosts.
+async fn check_networks(url: &url::Url, networks: &[IpNet]) -> Result<(), Failure> {
+    if networks.is_empty() {
+        return Ok(());
+    }
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port().unwrap_or(554);
+    let addrs: Vec<IpAddr> = match tokio::time::timeout(STEP_WAIT, lookup_host((host, port))).await
+    {
+        Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+        Ok(Err(e)) => {
+            return Err(Failure {
+                why: format!("the camera's host {host} does not resolve: {e}"),
+                refused: false,
+            })
+        }
+        Err(_) => return Err(Failure::timeout("resolving the camera's host")),
+    };
+    match outside(networks, &addrs) {
+        None => Ok(()),
+        Some(addr) => Err(Failure {
+            why: format!(
+                "the camera's address {addr} is outside the networks cameras may be pulled from \
+                 (SLOTCAST_CAMERA_NETWORKS)"
+            ),
+            // Retrying cannot help until the operator changes the setting.
+            refused: true,
+        }),
+    }
+}
+
+/// The first of `addrs` in none of `networks` (none at all counts as outside).
+fn outside(networks: &[IpNet], addrs: &[IpAddr]) -> Option<String> {
+    if addrs.is_empty() {
+        return Some("(no address)".into());
+    }
+    addrs
+        .iter()
+        .find(|a| !networks.iter().any(|n| n.contains(*a)))
+        .map(ToString::to_string)
+}
+
 /// DESCRIBE, SETUP and PLAY.
 async fn connect(
     camera: &Camera,
     login: Option<Credentials>,
     shown: &Shown,
+    networks: &[IpNet],
 ) -> Result<Playing, Failure> {
     let url = url::Url::parse(&camera.url).map_err(|e| Failure {
         why: format!("the camera URL does not parse: {e}"),
         refused: false,
     })?;
+    check_networks(&url, networks).await?;
     let options = SessionOptions::default()
         .creds(login)
         .user_agent(concat!("slotcast-streamer/", env!("CARGO_PKG_VERSION")).to_string());
@@ -455,6 +506,23 @@ mod tests {
         b.reset();
         let refused: Vec<u64> = (0..4).map(|_| b.after_failure(true).as_secs()).collect();
         assert_eq!(refused, [5, 10, 20, 30]);
+    }
+
+    #[test]
+    fn only_addresses_inside_the_camera_networks_pass() {
+        let nets = crate::config::parse_networks("10.20.0.0/16, 127.0.0.2, ::1").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(outside(&nets, &[ip("10.20.3.4"), ip("127.0.0.2")]), None);
+        assert_eq!(outside(&nets, &[ip("::1")]), None);
+        assert_eq!(
+            outside(&nets, &[ip("10.20.3.4"), ip("10.21.0.1")]),
+            Some("10.21.0.1".into())
+        );
+        assert_eq!(outside(&nets, &[ip("127.0.0.1")]), Some("127.0.0.1".into()));
+        assert!(outside(&nets, &[]).is_some());
+        assert!(crate::config::parse_networks("10.0.0.0/33").is_err());
+        assert!(crate::config::parse_networks("cam.local").is_err());
+        assert_eq!(crate::config::parse_networks(" , ").unwrap(), vec![]);
     }
 
     #[test]

@@ -1,13 +1,32 @@
 //! The streamer's typed configuration, parsed once at start (by the cli) and passed down.
 //!
 //! Contract: no environment reads here; [`parse_listeners`] turns the
-//! `SLOTCAST_INGEST_LISTENERS` text into listeners and says exactly what is wrong with it.
+//! `SLOTCAST_INGEST_LISTENERS` text into listeners and says exactly what is wrong with it;
+//! [`parse_networks`] does the same for `SLOTCAST_CAMERA_NETWORKS`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{Result, StreamerError};
+
+/// `10.20.0.0/16,192.168.7.5` (a bare address is a /32 or /128) into networks.
+pub fn parse_networks(text: &str) -> Result<Vec<ipnet::IpNet>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    StreamerError::Config(format!(
+                        "camera network {item:?} is neither an address nor a CIDR network \
+                         (e.g. 10.20.0.0/16)"
+                    ))
+                })
+        })
+        .collect()
+}
 
 /// One RTSP listener on the dedicated network, named after the carrier it serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +60,9 @@ pub struct StreamerConfig {
     /// `SLOTCAST_SECRET_KEY`, the api's: opens the sealed Digest credential in slot messages.
     /// `None`: publishers authenticate with `?key=` or Basic only.
     pub secret_key: Option<slotcast_domain::secret::SecretKey>,
+    /// Networks cameras may be pulled from (`SLOTCAST_CAMERA_NETWORKS`); empty: any. A
+    /// camera's host is resolved and every address checked before each attempt.
+    pub camera_networks: Vec<ipnet::IpNet>,
 }
 
 impl StreamerConfig {
@@ -62,6 +84,7 @@ impl StreamerConfig {
             session_timeout: Duration::from_secs(60),
             max_connections: 256,
             secret_key: None,
+            camera_networks: Vec::new(),
         }
     }
 
