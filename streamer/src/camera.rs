@@ -28,7 +28,7 @@ use slotcast_domain::contract::{CameraTransport, IngestKind};
 
 use crate::gates::Camera;
 use crate::hub::{Hub, PullHandle};
-use crate::media::frames::{Codec, Framer};
+use crate::media::frames::{codec_names, Codec, Framer};
 use crate::media::{TrackKind, TrackSpec};
 use crate::media_path::MediaPath;
 
@@ -275,9 +275,7 @@ struct Playing {
 
 impl Playing {
     fn codecs(&self) -> String {
-        let mut names: Vec<&str> = self.streams.iter().map(|(_, c)| c.name()).collect();
-        names.dedup();
-        names.join(",")
+        codec_names(&self.tracks)
     }
 }
 

@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Listener;
 use crate::gates::Denied;
 use crate::hub::{ChannelHandle, Hub, Refused, SessionEntry};
+use crate::media::frames::codec_names;
 use crate::media::retina_adapter::Depacketizer;
-use crate::media::{TrackKind, TrackSpec};
+use crate::media::TrackSpec;
 use crate::media_path::MediaPath;
 use crate::rtsp::{
     Admission, CloseReason, Credential, Host, Output, Refusal, Session, SessionConfig,
@@ -277,20 +278,6 @@ impl Pipeline {
     }
 }
 
-fn codecs(tracks: &[TrackSpec]) -> String {
-    let mut names: Vec<String> = Vec::new();
-    for t in tracks {
-        let name = match (t.kind, t.encoding_name.to_ascii_uppercase().as_str()) {
-            (TrackKind::Audio, "MPEG4-GENERIC") => "aac".to_string(),
-            (_, other) => other.to_ascii_lowercase(),
-        };
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    names.join(",")
-}
-
 async fn connection(
     hub: Hub,
     carrier: String,
@@ -385,7 +372,7 @@ async fn connection(
                         // The core publishes only after the host admitted RECORD.
                         break 'session CloseReason::Ended("recording without admission".into());
                     };
-                    let codecs = codecs(&tracks);
+                    let codecs = codec_names(&tracks);
                     let channel = hub.start_recording(&entry, &reservation_id, credential, &codecs);
                     tracing::info!(reservation = %reservation_id, %carrier, %remote, ?transport,
                         codecs, "publisher live");

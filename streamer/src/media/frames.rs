@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use retina::codec::{CodecItem, ParametersRef};
 
-use super::{CodecParams, Frame, TrackKind};
+use super::{CodecParams, Frame, TrackKind, TrackSpec};
 use crate::StreamerError;
 
 /// The codecs slotcast relays.
@@ -52,6 +52,22 @@ impl Codec {
             Self::Aac => "aac",
         }
     }
+}
+
+/// The codecs of `tracks` as reports name them, each once, in track order: `h264,aac`
+/// (an encoding slotcast does not relay is named in lower case as the SDP has it).
+pub fn codec_names(tracks: &[TrackSpec]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for t in tracks {
+        let name = Codec::of(t.kind, &t.encoding_name).map_or_else(
+            || t.encoding_name.to_ascii_lowercase(),
+            |c| c.name().to_string(),
+        );
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names.join(",")
 }
 
 /// Shapes one track's retina output into [`Frame`]s. See the module docs.
