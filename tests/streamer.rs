@@ -138,6 +138,36 @@ async fn ffmpeg_publishes_over_tcp_and_viewers_watch_live_then_the_recording() {
     // The window closes: the playlist ends and stays watchable as a recording.
     let ended = wait_ended(&playlist_url, 30).await;
     assert!(segments(&ended) >= 10, "{ended}");
+    // On disk: the same final playlist, and the segments in one file with its index (older
+    // segments than the newest few are served from there), not a file per segment.
+    let on_disk = stack.recordings.path().join(&id);
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(5);
+    while std::fs::read_to_string(on_disk.join("index.m3u8"))
+        .ok()
+        .as_ref()
+        != Some(&ended)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(on_disk.join("index.m3u8")).ok(),
+        Some(ended.clone())
+    );
+    let mut files: Vec<String> = std::fs::read_dir(&on_disk)
+        .expect("the recording's directory")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["index.m3u8", "init.mp4", "segments.idx", "segments.m4s"]
+    );
     let (frames, errors) = ffmpeg_read_frames(&playlist_url, 60);
     assert!(
         frames >= 250,

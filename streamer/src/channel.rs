@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::media::segmenter::SegmenterOutput;
@@ -27,11 +27,24 @@ pub enum ChannelState {
     Ended,
 }
 
-/// A file of the recording to write (relative to the reservation's directory).
+/// What the recording writer must do for one reservation, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskWrite {
-    pub name: String,
-    pub data: Bytes,
+pub enum DiskWrite {
+    /// The recording starts (over): the reservation's recording is replaced, and `index.m3u8`
+    /// becomes the journal head [`Playlist::journal_head`].
+    Begin { journal_head: String },
+    /// An init segment, a small file written whole under its URI.
+    Init { name: String, data: Bytes },
+    /// A complete segment (its parts, in order), and its journal lines (appended to
+    /// `index.m3u8`).
+    Segment {
+        msn: u64,
+        parts: Vec<Bytes>,
+        journal: String,
+    },
+    /// The window closed: `index.m3u8` is replaced by the final playlist, and the
+    /// recording's files are closed.
+    End { playlist: String },
 }
 
 /// A part just announced, for the latency figures.
@@ -49,7 +62,8 @@ pub struct Channel {
     /// The init number the next parts use.
     init: u32,
     parts: VecDeque<((u64, usize), Bytes)>,
-    segments: VecDeque<(u64, Bytes)>,
+    /// Complete segments as their parts: a segment is never copied into one buffer.
+    segments: VecDeque<(u64, Vec<Bytes>)>,
     /// Parts of the segment being cut, joined into the segment when it completes.
     building: Vec<Bytes>,
     /// The msn and part index of the next part (mirrors the playlist's preload hint).
@@ -98,11 +112,15 @@ impl Channel {
             SegmenterOutput::Init { data, .. } => {
                 // Every init after the first (a publisher reconnected, or its parameters
                 // changed) starts a discontinuity: the segment being cut ends here.
-                if !self.inits.is_empty() {
+                if self.inits.is_empty() {
+                    writes.push(DiskWrite::Begin {
+                        journal_head: self.playlist.journal_head(),
+                    });
+                } else {
                     self.finish_segment(writes);
                     self.init = self.playlist.new_init();
                 }
-                writes.push(DiskWrite {
+                writes.push(DiskWrite::Init {
                     name: playlist::init_uri(self.init),
                     data: data.clone(),
                 });
@@ -150,20 +168,13 @@ impl Channel {
         }
         self.playlist.finish_segment();
         let msn = self.next.0;
-        let mut joined = BytesMut::with_capacity(self.building.iter().map(Bytes::len).sum());
-        for part in self.building.drain(..) {
-            joined.extend_from_slice(&part);
-        }
-        let segment = joined.freeze();
-        writes.push(DiskWrite {
-            name: playlist::segment_uri(msn),
-            data: segment.clone(),
-        });
-        // The playlist on disk follows every complete segment, so a crash leaves the
+        let segment = std::mem::take(&mut self.building);
+        // The journal on disk follows every complete segment, so a crash leaves the
         // recording playable up to there.
-        writes.push(DiskWrite {
-            name: "index.m3u8".into(),
-            data: Bytes::from(self.playlist.render()),
+        writes.push(DiskWrite::Segment {
+            msn,
+            parts: segment.clone(),
+            journal: self.playlist.journal_entry().unwrap_or_default(),
         });
         self.segments.push_back((msn, segment));
         while self.segments.len() > Self::MEMORY_SEGMENTS {
@@ -192,9 +203,8 @@ impl Channel {
         self.playlist.end();
         self.state = ChannelState::Ended;
         self.parts.clear();
-        writes.push(DiskWrite {
-            name: "index.m3u8".into(),
-            data: Bytes::from(self.playlist.render()),
+        writes.push(DiskWrite::End {
+            playlist: self.playlist.render(),
         });
         self.version += 1;
     }
@@ -209,28 +219,29 @@ impl Channel {
             .then(|| self.playlist.render())
     }
 
-    /// A file of the stream held in memory, by its URI.
-    pub fn file(&self, name: &str) -> Option<Bytes> {
+    /// A file of the stream held in memory, by its URI, as the pieces it is made of (one
+    /// for an init or a part, a segment's parts for a segment).
+    pub fn file(&self, name: &str) -> Option<Vec<Bytes>> {
         if let Some((_, data)) = self
             .inits
             .iter()
             .find(|(n, _)| playlist::init_uri(*n) == name)
         {
-            return Some(data.clone());
+            return Some(vec![data.clone()]);
         }
         if let Some(msn) = parse_segment(name) {
             return self
                 .segments
                 .iter()
                 .find(|(m, _)| *m == msn)
-                .map(|(_, d)| d.clone());
+                .map(|(_, parts)| parts.clone());
         }
         if let Some(key) = parse_part(name) {
             return self
                 .parts
                 .iter()
                 .find(|(k, _)| *k == key)
-                .map(|(_, d)| d.clone());
+                .map(|(_, d)| vec![d.clone()]);
         }
         None
     }
@@ -292,6 +303,18 @@ mod tests {
         }
     }
 
+    fn kinds(writes: &[DiskWrite]) -> Vec<String> {
+        writes
+            .iter()
+            .map(|w| match w {
+                DiskWrite::Begin { .. } => "begin".into(),
+                DiskWrite::Init { name, .. } => name.clone(),
+                DiskWrite::Segment { msn, .. } => format!("seg {msn}"),
+                DiskWrite::End { .. } => "end".into(),
+            })
+            .collect()
+    }
+
     #[test]
     fn parts_become_segments_and_files_on_disk() {
         let mut c = Channel::new(Duration::from_secs(1), Duration::from_millis(200));
@@ -302,12 +325,24 @@ mod tests {
         assert!(c.apply(part(1, true), at(), &mut w).is_some());
         assert_eq!(c.state(), ChannelState::Live);
         c.apply(part(2, false), at(), &mut w);
-        assert_eq!(c.file("part-0.1.m4s").as_deref(), Some(&[2u8; 4][..]));
+        assert_eq!(
+            c.file("part-0.1.m4s").map(|p| p.concat()),
+            Some(vec![2u8; 4])
+        );
         c.apply(SegmenterOutput::SegmentEnd, at(), &mut w);
-        let names: Vec<&str> = w.iter().map(|w| w.name.as_str()).collect();
-        assert_eq!(names, ["init.mp4", "seg-0.m4s", "index.m3u8"]);
-        assert_eq!(&w[1].data[..], &[1, 1, 1, 1, 2, 2, 2, 2]);
-        assert_eq!(c.file("seg-0.m4s").map(|b| b.len()), Some(8));
+        assert_eq!(kinds(&w), ["begin", "init.mp4", "seg 0"]);
+        let DiskWrite::Segment { parts, journal, .. } = &w[2] else {
+            unreachable!("checked above")
+        };
+        assert_eq!(parts.concat(), [1, 1, 1, 1, 2, 2, 2, 2]);
+        assert!(
+            journal.ends_with("#EXTINF:0.400,\nseg-0.m4s\n"),
+            "{journal}"
+        );
+        assert_eq!(
+            c.file("seg-0.m4s").map(|p| p.concat()),
+            Some(vec![1, 1, 1, 1, 2, 2, 2, 2])
+        );
         assert!(c.is_coming("part-1.0.m4s"));
         assert!(!c.is_coming("part-5.0.m4s"));
     }
@@ -326,7 +361,9 @@ mod tests {
         assert!(text.contains("#EXT-X-DISCONTINUITY"), "{text}");
         assert!(text.contains("init-1.mp4"), "{text}");
         assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
-        assert!(w.iter().any(|w| w.name == "init-1.mp4"));
+        assert_eq!(kinds(&w), ["begin", "init.mp4", "seg 0", "init-1.mp4"]);
+        assert_eq!(kinds(&end), ["seg 1", "end"]);
+        assert!(matches!(&end[1], DiskWrite::End { playlist } if *playlist == text));
         assert_eq!(c.state(), ChannelState::Ended);
         assert!(c.apply(part(3, true), at(), &mut end).is_none());
     }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::{parse_part, parse_segment};
 use crate::hub::{ChannelHandle, Hub};
 use crate::playlist::Readiness;
+use crate::recording;
 
 const WATCH_PAGE: &str = include_str!("../../web/watch.html");
 
@@ -198,25 +200,37 @@ async fn media_file(State(hub): State<Hub>, Path((id, name)): Path<(String, Stri
     let Some(mime) = media_name(&name) else {
         return not_found();
     };
-    let body = match hub.find_channel(&id) {
+    let pieces = match hub.find_channel(&id) {
         Some(channel) => match wait_for_file(&hub, &channel, &name).await {
-            Ok(Some(body)) => Some(body),
-            Ok(None) => read_recording(&hub, &id, &name).await,
+            Ok(Some(pieces)) => Some(pieces),
+            Ok(None) => read_recording(&hub, &id, &name).await.map(|b| vec![b]),
             Err(response) => return response,
         },
-        None => read_recording(&hub, &id, &name).await,
+        None => read_recording(&hub, &id, &name).await.map(|b| vec![b]),
     };
-    match body {
-        Some(body) => (
-            [
-                (header::CONTENT_TYPE, mime),
-                (header::CACHE_CONTROL, CACHE_IMMUTABLE),
-            ],
-            body,
-        )
-            .into_response(),
-        None => not_found(),
-    }
+    let Some(pieces) = pieces else {
+        return not_found();
+    };
+    let length: usize = pieces.iter().map(Bytes::len).sum();
+    // A segment from memory goes out as its parts, never copied into one buffer.
+    let body = match <[Bytes; 1]>::try_from(pieces) {
+        Ok([one]) => Body::from(one),
+        Err(pieces) => Body::from_stream(futures_util::stream::iter(
+            pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
+        )),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(CACHE_IMMUTABLE),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from(length)),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// The file from memory; for the part the stream will produce next (the preload hint),
@@ -225,7 +239,7 @@ async fn wait_for_file(
     hub: &Hub,
     channel: &ChannelHandle,
     name: &str,
-) -> Result<Option<Bytes>, Response> {
+) -> Result<Option<Vec<Bytes>>, Response> {
     let deadline = tokio::time::Instant::now() + hold_limit(hub);
     let mut changed = channel.subscribe();
     loop {
@@ -254,12 +268,27 @@ fn recording_path(hub: &Hub, id: &str, name: &str) -> PathBuf {
     hub.config().recordings_dir.join(id).join(name)
 }
 
-/// A file of the recording on disk (names already checked against the stream's patterns).
+/// A file of the recording on disk (names already checked against the stream's patterns):
+/// a segment from the recording's segment file, anything else as the file of that name.
 async fn read_recording(hub: &Hub, id: &str, name: &str) -> Option<Bytes> {
-    tokio::fs::read(recording_path(hub, id, name))
-        .await
-        .ok()
-        .map(Bytes::from)
+    let Some(msn) = parse_segment(name) else {
+        return tokio::fs::read(recording_path(hub, id, name))
+            .await
+            .ok()
+            .map(Bytes::from);
+    };
+    let dir = hub.config().recordings_dir.join(id);
+    match tokio::task::spawn_blocking(move || recording::read_segment(&dir, msn)).await {
+        Ok(Ok(data)) => data.map(Bytes::from),
+        Ok(Err(err)) => {
+            tracing::warn!(reservation = id, msn, %err, "recording segment unreadable");
+            None
+        }
+        Err(err) => {
+            tracing::error!(%err, "recording read panicked");
+            None
+        }
+    }
 }
 
 async fn status(State(hub): State<Hub>, Path(id): Path<String>) -> Response {

@@ -316,13 +316,20 @@ async fn connection(
     let mut failure = false;
     let mut timeout_tick = tokio::time::interval(TIMEOUT_TICK);
     timeout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Made once, not per read: each `cancelled()` registers a waiter on the token.
+    let ended = entry.cancel.cancelled();
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(ended, shutting_down);
+    let mut stopping = false;
     let reason = 'session: loop {
         tokio::select! {
-            _ = entry.cancel.cancelled() => {
+            _ = &mut ended, if !stopping => {
+                stopping = true;
                 let why = entry.reason().unwrap_or_else(|| "ended by the server".into());
                 session.close(CloseReason::Ended(why));
             }
-            _ = shutdown.cancelled() => {
+            _ = &mut shutting_down, if !stopping => {
+                stopping = true;
                 session.close(CloseReason::Ended("the streamer is shutting down".into()));
             }
             read = stream.read(&mut buf) => {

@@ -172,56 +172,11 @@ impl Playlist {
             .chain([self.target])
             .max()
             .unwrap_or(self.target);
-        let target = longest.as_secs_f64().ceil().max(1.0) as u64;
-        let part = self.part_target.as_secs_f64();
         let mut out = String::with_capacity(256 + self.segments.len() * 64);
-        // Writing to a String cannot fail.
-        let _ = writeln!(out, "#EXTM3U");
-        let _ = writeln!(out, "#EXT-X-VERSION:9");
-        let _ = writeln!(out, "#EXT-X-PLAYLIST-TYPE:EVENT");
-        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
-        let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part:.3}");
-        let _ = writeln!(
-            out,
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}",
-            part * 3.0
-        );
-        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:0");
+        self.head(&mut out, longest, true);
         let with_parts = self.segments.len().saturating_sub(Self::PART_SEGMENTS);
-        for (i, s) in self.segments.iter().enumerate() {
-            if s.discontinuity {
-                let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
-            }
-            if i == 0 || self.segments[i - 1].init != s.init {
-                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(s.init));
-            }
-            if i == 0 || s.discontinuity {
-                let _ = writeln!(
-                    out,
-                    "#EXT-X-PROGRAM-DATE-TIME:{}",
-                    s.program_date_time
-                        .to_rfc3339_opts(SecondsFormat::Millis, true)
-                );
-            }
-            if i >= with_parts && !self.ended {
-                for (p, part) in s.parts.iter().enumerate() {
-                    let independent = if part.independent {
-                        ",INDEPENDENT=YES"
-                    } else {
-                        ""
-                    };
-                    let _ = writeln!(
-                        out,
-                        "#EXT-X-PART:DURATION={:.3},URI=\"{}\"{independent}",
-                        part.duration.as_secs_f64(),
-                        part_uri(s.msn, p)
-                    );
-                }
-            }
-            if let Some(d) = s.duration {
-                let _ = writeln!(out, "#EXTINF:{:.3},", d.as_secs_f64());
-                let _ = writeln!(out, "{}", segment_uri(s.msn));
-            }
+        for i in 0..self.segments.len() {
+            self.segment_lines(&mut out, i, i >= with_parts && !self.ended);
         }
         if self.ended {
             let _ = writeln!(out, "#EXT-X-ENDLIST");
@@ -234,6 +189,83 @@ impl Playlist {
             );
         }
         out
+    }
+
+    /// The head of the playlist journal the recording appends to ([`Self::journal_entry`]):
+    /// `index.m3u8` on disk while the stream is live, readable as an EVENT playlist up to
+    /// the last complete segment should the streamer stop without ending it. The final
+    /// [`Self::render`] replaces it when the window closes.
+    pub fn journal_head(&self) -> String {
+        let mut out = String::with_capacity(160);
+        self.head(&mut out, self.target, false);
+        out
+    }
+
+    /// The journal lines of the newest complete segment (`None` while it is still cut).
+    pub fn journal_entry(&self) -> Option<String> {
+        let last = self.segments.len().checked_sub(1)?;
+        self.segments[last].duration?;
+        let mut out = String::with_capacity(128);
+        self.segment_lines(&mut out, last, false);
+        Some(out)
+    }
+
+    fn head(&self, out: &mut String, longest: Duration, low_latency: bool) {
+        let target = longest.as_secs_f64().ceil().max(1.0) as u64;
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "#EXTM3U");
+        let _ = writeln!(out, "#EXT-X-VERSION:9");
+        let _ = writeln!(out, "#EXT-X-PLAYLIST-TYPE:EVENT");
+        let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
+        if low_latency {
+            let part = self.part_target.as_secs_f64();
+            let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part:.3}");
+            let _ = writeln!(
+                out,
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}",
+                part * 3.0
+            );
+        }
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:0");
+    }
+
+    /// Segment `i`'s lines: its discontinuity, map and date where they change, its parts if
+    /// asked, and its `EXTINF` once complete.
+    fn segment_lines(&self, out: &mut String, i: usize, with_parts: bool) {
+        let s = &self.segments[i];
+        if s.discontinuity {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
+        }
+        if i == 0 || self.segments[i - 1].init != s.init {
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", init_uri(s.init));
+        }
+        if i == 0 || s.discontinuity {
+            let _ = writeln!(
+                out,
+                "#EXT-X-PROGRAM-DATE-TIME:{}",
+                s.program_date_time
+                    .to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        }
+        if with_parts {
+            for (p, part) in s.parts.iter().enumerate() {
+                let independent = if part.independent {
+                    ",INDEPENDENT=YES"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-PART:DURATION={:.3},URI=\"{}\"{independent}",
+                    part.duration.as_secs_f64(),
+                    part_uri(s.msn, p)
+                );
+            }
+        }
+        if let Some(d) = s.duration {
+            let _ = writeln!(out, "#EXTINF:{:.3},", d.as_secs_f64());
+            let _ = writeln!(out, "{}", segment_uri(s.msn));
+        }
     }
 }
 
@@ -381,6 +413,37 @@ seg-0.m4s
         assert!(!text.contains("#EXT-X-PART:"));
         assert!(!text.contains("PRELOAD-HINT"));
         assert_eq!(text.matches("#EXTINF:").count(), 5);
+    }
+
+    #[test]
+    fn the_journal_reads_as_the_final_playlist_without_its_end() {
+        let mut p = Playlist::new(ms(1000), ms(200));
+        let mut journal = p.journal_head();
+        for s in 0..4 {
+            if s == 2 {
+                p.new_init();
+            }
+            for i in 0..5 {
+                p.push_part(part(i == 0), t(s));
+                assert_eq!(
+                    p.journal_entry(),
+                    None,
+                    "a segment being cut is not journaled"
+                );
+            }
+            p.finish_segment();
+            journal.push_str(&p.journal_entry().expect("a complete segment"));
+        }
+        p.end();
+        let low_latency = ["#EXT-X-PART-INF", "#EXT-X-SERVER-CONTROL", "#EXT-X-ENDLIST"];
+        let last: String = p
+            .render()
+            .lines()
+            .filter(|l| !low_latency.iter().any(|tag| l.starts_with(tag)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(journal, last);
+        assert!(journal.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\""));
     }
 
     #[test]

@@ -1,68 +1,237 @@
-//! The recordings on disk: the writer that stores what channels produce, and the sweeper
-//! that removes recordings past their retention.
+//! The recordings on disk: the writer that stores what channels produce, the reader that
+//! serves their segments back, and the sweeper that removes recordings past their retention.
 //!
-//! Contract: the only code that writes under the recordings directory. Files are written
-//! whole to a temporary name and renamed, so a viewer never reads half a segment or
-//! playlist. The writer drains a bounded queue; it ends when every sender is gone.
+//! Contract: the only code that writes under the recordings directory. A recording is
+//! `<dir>/<reservation_id>/`, holding:
+//! - its init segments (`init.mp4`, `init-<n>.mp4`), each written whole to a temporary name
+//!   and renamed;
+//! - `segments.m4s`, every complete segment back to back, and `segments.idx`, which locates
+//!   segment `msn` in 16 bytes at `16 * msn` (offset, then length, little-endian; a length of
+//!   0 is a segment not written);
+//! - `index.m3u8`: while live, a journal the writer appends each segment's lines to once its
+//!   media and index entry are written, so a stopped streamer leaves the recording playable
+//!   up to its last segment; at the window's close, the final playlist, written whole and
+//!   renamed over it.
+//!
+//! A live recording's files stay open, so a segment costs two writes and an append instead
+//! of files made and renamed (which cost ten times more CPU; BENCHMARKS.md, Run 6). The writer
+//! drains a bounded queue on one blocking thread; it ends when every sender is gone.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::channel::DiskWrite;
 use crate::config::StreamerConfig;
 use crate::hub::DiskBatch;
+use crate::playlist;
 
-/// Recording directories remembered as made, at most (then the memory starts over).
-const KNOWN_DIRS: usize = 4096;
+const MEDIA: &str = "segments.m4s";
+const INDEX: &str = "segments.idx";
+const PLAYLIST: &str = "index.m3u8";
+/// Bytes per segment in `segments.idx`.
+const ENTRY: u64 = 16;
+/// Recordings held open at once, at most (then all are closed, and reopened as written).
+const OPEN_LIMIT: usize = 1024;
+/// A segment longer than this in the index is taken for a damaged index, not read.
+const SEGMENT_LIMIT: u64 = 256 << 20;
 
-pub async fn write(dir: PathBuf, mut batches: mpsc::Receiver<DiskBatch>) {
-    let dir = Arc::new(dir);
-    let mut made: HashSet<String> = HashSet::new();
-    while let Some(batch) = batches.recv().await {
-        // One hand-off to the blocking pool per batch, every file of it written there with
-        // std::fs (a tokio::fs call per step cost a hand-off each).
-        let known = made.contains(&batch.reservation_id);
-        let id = batch.reservation_id.clone();
-        let dir = dir.clone();
-        match tokio::task::spawn_blocking(move || write_batch(&dir, batch, known)).await {
-            Ok(true) => {
-                if made.len() >= KNOWN_DIRS {
-                    made.clear();
-                }
-                made.insert(id);
-            }
-            Ok(false) => {}
-            Err(err) => tracing::error!(%err, "recording writer panicked"),
-        }
+/// Writes every batch, in order, until the last sender is gone.
+pub async fn write(dir: PathBuf, batches: mpsc::Receiver<DiskBatch>) {
+    let writer = Writer {
+        dir,
+        open: HashMap::new(),
+    };
+    if let Err(err) = tokio::task::spawn_blocking(move || writer.run(batches)).await {
+        tracing::error!(%err, "recording writer panicked");
     }
 }
 
-/// Writes one batch; `false` if its directory could not be made.
-fn write_batch(dir: &Path, batch: DiskBatch, known: bool) -> bool {
-    let target = dir.join(&batch.reservation_id);
-    if !known {
-        if let Err(err) = std::fs::create_dir_all(&target) {
-            tracing::error!(dir = %target.display(), %err, "cannot create the recording directory");
-            return false;
+/// A live recording's files.
+struct Open {
+    media: File,
+    index: File,
+    journal: File,
+    /// Where the next segment goes in `segments.m4s`.
+    media_len: u64,
+}
+
+impl Open {
+    /// A new recording: whatever the directory held is replaced.
+    fn create(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let new = |name| {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.join(name))
+        };
+        Ok(Self {
+            media: new(MEDIA)?,
+            index: new(INDEX)?,
+            journal: new(PLAYLIST)?,
+            media_len: 0,
+        })
+    }
+
+    /// A recording the writer let go of (too many open): continued where it stands.
+    fn reopen(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let existing = |name| {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join(name))
+        };
+        let media = existing(MEDIA)?;
+        Ok(Self {
+            media_len: media.metadata()?.len(),
+            media,
+            index: existing(INDEX)?,
+            journal: OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(dir.join(PLAYLIST))?,
+        })
+    }
+
+    /// Media, then its index entry, then the journal lines that list it: the journal never
+    /// names a segment that cannot be read. A failed write leaves `media_len` where it was,
+    /// so the next segment takes its place.
+    fn append(&mut self, msn: u64, parts: &[Bytes], journal: &str) -> std::io::Result<()> {
+        let at = msn
+            .checked_mul(ENTRY)
+            .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "segment number"))?;
+        let mut end = self.media_len;
+        for part in parts {
+            self.media.write_all_at(part, end)?;
+            end += part.len() as u64;
+        }
+        let mut entry = [0u8; ENTRY as usize];
+        entry[..8].copy_from_slice(&self.media_len.to_le_bytes());
+        entry[8..].copy_from_slice(&(end - self.media_len).to_le_bytes());
+        self.index.write_all_at(&entry, at)?;
+        self.media_len = end;
+        self.journal.write_all(journal.as_bytes())
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    open: HashMap<String, Open>,
+}
+
+impl Writer {
+    fn run(mut self, mut batches: mpsc::Receiver<DiskBatch>) {
+        while let Some(batch) = batches.blocking_recv() {
+            for write in batch.writes {
+                if let Err(err) = self.apply(&batch.reservation_id, write) {
+                    tracing::error!(reservation = %batch.reservation_id, %err,
+                        "recording write failed");
+                }
+            }
         }
     }
-    for file in batch.writes {
-        if let Err(err) = write_whole(&target, &file.name, &file.data) {
-            tracing::error!(reservation = %batch.reservation_id, file = %file.name, %err,
-                "recording write failed");
+
+    fn apply(&mut self, id: &str, write: DiskWrite) -> std::io::Result<()> {
+        let dir = self.dir.join(id);
+        match write {
+            DiskWrite::Begin { journal_head } => {
+                self.open.remove(id);
+                let mut open = Open::create(&dir)?;
+                open.journal.write_all(journal_head.as_bytes())?;
+                self.keep(id, open);
+            }
+            DiskWrite::Init { name, data } => {
+                std::fs::create_dir_all(&dir)?;
+                write_whole(&dir, &name, &data)?;
+            }
+            DiskWrite::Segment {
+                msn,
+                parts,
+                journal,
+            } => {
+                if !self.open.contains_key(id) {
+                    let open = Open::reopen(&dir)?;
+                    self.keep(id, open);
+                }
+                if let Some(open) = self.open.get_mut(id) {
+                    open.append(msn, &parts, &journal)?;
+                }
+            }
+            DiskWrite::End { playlist } => {
+                self.open.remove(id);
+                std::fs::create_dir_all(&dir)?;
+                write_whole(&dir, PLAYLIST, playlist.as_bytes())?;
+            }
         }
+        Ok(())
     }
-    true
+
+    fn keep(&mut self, id: &str, open: Open) {
+        if self.open.len() >= OPEN_LIMIT {
+            self.open.clear();
+        }
+        self.open.insert(id.to_string(), open);
+    }
 }
 
 fn write_whole(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, dir.join(name))
+}
+
+/// Segment `msn` of the recording in `dir` (`<recordings>/<reservation_id>`), `None` if it
+/// was never written.
+pub fn read_segment(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let index = match File::open(dir.join(INDEX)) {
+        Ok(index) => index,
+        // A recording from before segments shared one file: one file per segment.
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return match std::fs::read(dir.join(playlist::segment_uri(msn))) {
+                Ok(data) => Ok(Some(data)),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(at) = msn.checked_mul(ENTRY) else {
+        return Ok(None);
+    };
+    let mut entry = [0u8; ENTRY as usize];
+    match index.read_exact_at(&mut entry, at) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let (mut offset, mut len) = ([0u8; 8], [0u8; 8]);
+    offset.copy_from_slice(&entry[..8]);
+    len.copy_from_slice(&entry[8..]);
+    let (offset, len) = (u64::from_le_bytes(offset), u64::from_le_bytes(len));
+    if len == 0 {
+        return Ok(None);
+    }
+    if len > SEGMENT_LIMIT {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!("segments.idx gives segment {msn} {len} bytes"),
+        ));
+    }
+    let mut data = vec![0u8; len as usize];
+    File::open(dir.join(MEDIA))?.read_exact_at(&mut data, offset)?;
+    Ok(Some(data))
 }
 
 /// Every ten minutes, removes ended recordings older than the retention.
@@ -119,6 +288,125 @@ pub fn sweep_once(dir: &Path, retention: Duration, now: SystemTime) -> std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("slotcast-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn writer(dir: &Path) -> Writer {
+        Writer {
+            dir: dir.to_path_buf(),
+            open: HashMap::new(),
+        }
+    }
+
+    /// A segment of two parts.
+    fn segment(msn: u64, byte: u8, len: usize) -> DiskWrite {
+        let data = Bytes::from(vec![byte; len]);
+        DiskWrite::Segment {
+            msn,
+            parts: vec![data.slice(..len / 2), data.slice(len / 2..)],
+            journal: format!("#EXTINF:1.000,\nseg-{msn}.m4s\n"),
+        }
+    }
+
+    fn begin() -> DiskWrite {
+        DiskWrite::Begin {
+            journal_head: "#EXTM3U\n".into(),
+        }
+    }
+
+    #[test]
+    fn segments_are_read_back_and_the_journal_grows_until_the_final_playlist() {
+        let dir = temp_dir("recording");
+        let rec = dir.join("r1");
+        let mut w = writer(&dir);
+        w.apply("r1", begin()).unwrap();
+        w.apply(
+            "r1",
+            DiskWrite::Init {
+                name: "init.mp4".into(),
+                data: Bytes::from_static(b"init"),
+            },
+        )
+        .unwrap();
+        w.apply("r1", segment(0, 1, 3000)).unwrap();
+        w.apply("r1", segment(1, 2, 10)).unwrap();
+        assert_eq!(std::fs::read(rec.join("init.mp4")).unwrap(), b"init");
+        assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![1; 3000]));
+        assert_eq!(read_segment(&rec, 1).unwrap(), Some(vec![2; 10]));
+        assert_eq!(read_segment(&rec, 2).unwrap(), None);
+        assert_eq!(read_segment(&rec, u64::MAX).unwrap(), None);
+        assert_eq!(
+            std::fs::read_to_string(rec.join(PLAYLIST)).unwrap(),
+            "#EXTM3U\n#EXTINF:1.000,\nseg-0.m4s\n#EXTINF:1.000,\nseg-1.m4s\n"
+        );
+
+        // Let go of (as when too many are open), the recording continues where it stood.
+        w.open.clear();
+        w.apply("r1", segment(3, 3, 5)).unwrap();
+        assert_eq!(read_segment(&rec, 3).unwrap(), Some(vec![3; 5]));
+        assert_eq!(
+            read_segment(&rec, 2).unwrap(),
+            None,
+            "a segment never written"
+        );
+        assert_eq!(read_segment(&rec, 1).unwrap(), Some(vec![2; 10]));
+        assert!(std::fs::read_to_string(rec.join(PLAYLIST))
+            .unwrap()
+            .ends_with("seg-1.m4s\n#EXTINF:1.000,\nseg-3.m4s\n"));
+
+        w.apply(
+            "r1",
+            DiskWrite::End {
+                playlist: "#EXTM3U\n#EXT-X-ENDLIST\n".into(),
+            },
+        )
+        .unwrap();
+        assert!(w.open.is_empty(), "an ended recording's files are closed");
+        assert_eq!(
+            std::fs::read_to_string(rec.join(PLAYLIST)).unwrap(),
+            "#EXTM3U\n#EXT-X-ENDLIST\n"
+        );
+        assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![1; 3000]));
+
+        // A recording started over replaces the old one.
+        w.apply("r1", begin()).unwrap();
+        assert_eq!(read_segment(&rec, 0).unwrap(), None);
+        w.apply("r1", segment(0, 9, 4)).unwrap();
+        assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![9; 4]));
+        assert_eq!(read_segment(&rec, 1).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn older_recordings_with_a_file_per_segment_still_play() {
+        let dir = temp_dir("recording-legacy");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("seg-4.m4s"), b"four").unwrap();
+        assert_eq!(read_segment(&dir, 4).unwrap(), Some(b"four".to_vec()));
+        assert_eq!(read_segment(&dir, 5).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_index_is_an_error_not_an_allocation() {
+        let dir = temp_dir("recording-damaged");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut entry = [0u8; 16];
+        entry[8..].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(dir.join(INDEX), entry).unwrap();
+        std::fs::write(dir.join(MEDIA), b"").unwrap();
+        let err = read_segment(&dir, 0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData);
+        // An entry past the end of the media file.
+        entry[8..].copy_from_slice(&8u64.to_le_bytes());
+        std::fs::write(dir.join(INDEX), entry).unwrap();
+        assert!(read_segment(&dir, 0).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn only_ended_recordings_past_retention_go() {
