@@ -68,17 +68,10 @@ impl Open {
     /// A new recording: whatever the directory held is replaced.
     fn create(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let new = |name| {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(dir.join(name))
-        };
         Ok(Self {
-            media: new(MEDIA)?,
-            index: new(INDEX)?,
-            journal: new(PLAYLIST)?,
+            media: writable(dir, MEDIA, true)?,
+            index: writable(dir, INDEX, true)?,
+            journal: writable(dir, PLAYLIST, true)?,
             media_len: 0,
         })
     }
@@ -86,18 +79,11 @@ impl Open {
     /// A recording the writer let go of (too many open): continued where it stands.
     fn reopen(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let existing = |name| {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join(name))
-        };
-        let media = existing(MEDIA)?;
+        let media = writable(dir, MEDIA, false)?;
         Ok(Self {
             media_len: media.metadata()?.len(),
             media,
-            index: existing(INDEX)?,
+            index: writable(dir, INDEX, false)?,
             journal: OpenOptions::new()
                 .append(true)
                 .create(true)
@@ -184,6 +170,14 @@ impl Writer {
         }
         self.open.insert(id.to_string(), open);
     }
+}
+
+fn writable(dir: &Path, name: &str, truncate: bool) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .open(dir.join(name))
 }
 
 fn write_whole(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
