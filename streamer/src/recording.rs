@@ -39,8 +39,10 @@ const INDEX: &str = "segments.idx";
 const PLAYLIST: &str = "index.m3u8";
 /// Bytes per segment in `segments.idx`.
 const ENTRY: u64 = 16;
-/// Recordings held open at once, at most (then all are closed, and reopened as written).
-const OPEN_LIMIT: usize = 1024;
+/// Recordings held open at once (three descriptors each), at most: past it, one is closed
+/// to open another, and reopened when next written. Keeps the writer well inside the usual
+/// limit of 1,024 descriptors a process may have open.
+const OPEN_LIMIT: usize = 256;
 /// A segment longer than this in the index is taken for a damaged index, not read.
 const SEGMENT_LIMIT: u64 = 256 << 20;
 
@@ -166,7 +168,10 @@ impl Writer {
 
     fn keep(&mut self, id: &str, open: Open) {
         if self.open.len() >= OPEN_LIMIT {
-            self.open.clear();
+            let other = self.open.keys().find(|k| *k != id).cloned();
+            if let Some(other) = other {
+                self.open.remove(&other);
+            }
         }
         self.open.insert(id.to_string(), open);
     }
@@ -372,6 +377,34 @@ mod tests {
         w.apply("r1", segment(0, 9, 4)).unwrap();
         assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![9; 4]));
         assert_eq!(read_segment(&rec, 1).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn more_live_recordings_than_may_stay_open_all_record() {
+        let dir = temp_dir("recording-many");
+        let mut w = writer(&dir);
+        let ids: Vec<String> = (0..OPEN_LIMIT + 2).map(|i| format!("r{i}")).collect();
+        for msn in 0..2 {
+            for (i, id) in ids.iter().enumerate() {
+                if msn == 0 {
+                    w.apply(id, begin()).unwrap();
+                }
+                w.apply(id, segment(msn, (i % 250) as u8 + msn as u8, 100 + i))
+                    .unwrap();
+                assert!(w.open.len() <= OPEN_LIMIT);
+            }
+        }
+        for (i, id) in ids.iter().enumerate() {
+            for msn in 0..2 {
+                let byte = (i % 250) as u8 + msn as u8;
+                assert_eq!(
+                    read_segment(&dir.join(id), msn).unwrap(),
+                    Some(vec![byte; 100 + i]),
+                    "{id} segment {msn}"
+                );
+            }
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
