@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::media::segmenter::SegmenterOutput;
-use crate::playlist::{self, Part, Playlist, Readiness};
+use crate::playlist::{self, Journal, Part, Playlist, Readiness};
 
 /// What a viewer sees of the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -30,21 +30,20 @@ pub enum ChannelState {
 /// What the recording writer must do for one reservation, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiskWrite {
-    /// The recording starts (over): the reservation's recording is replaced, and `index.m3u8`
-    /// becomes the journal head [`Playlist::journal_head`].
-    Begin { journal_head: String },
     /// An init segment, a small file written whole under its URI.
     Init { name: String, data: Bytes },
-    /// A complete segment (its parts, in order), and its journal lines (appended to
-    /// `index.m3u8`).
+    /// A complete segment (its parts, in order), and what `index.m3u8` needs for it.
     Segment {
         msn: u64,
+        /// The channel's first segment on disk: the reservation's recording starts over.
+        start: bool,
         parts: Vec<Bytes>,
-        journal: String,
+        journal: Journal,
     },
     /// The window closed: `index.m3u8` is replaced by the final playlist, and the
-    /// recording's files are closed.
-    End { playlist: String },
+    /// recording's files are closed. `start`: no segment of this channel reached the disk
+    /// queue, so what the directory held before is not part of it.
+    End { playlist: String, start: bool },
 }
 
 /// A part just announced, for the latency figures.
@@ -64,8 +63,12 @@ pub struct Channel {
     parts: VecDeque<((u64, usize), Bytes)>,
     /// Complete segments as their parts: a segment is never copied into one buffer.
     segments: VecDeque<(u64, Vec<Bytes>)>,
-    /// Parts of the segment being cut, joined into the segment when it completes.
+    /// Parts of the segment being cut: the segment once it completes.
     building: Vec<Bytes>,
+    /// No segment has reached the disk queue yet: the next one starts the recording over.
+    start_pending: bool,
+    /// A batch for the disk was lost: the next segment rewrites the journal and inits.
+    disk_lost: bool,
     /// The msn and part index of the next part (mirrors the playlist's preload hint).
     next: (u64, usize),
     version: u64,
@@ -84,6 +87,8 @@ impl Channel {
             parts: VecDeque::new(),
             segments: VecDeque::new(),
             building: Vec::new(),
+            start_pending: true,
+            disk_lost: false,
             next: (0, 0),
             version: 0,
         }
@@ -95,6 +100,19 @@ impl Channel {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The disk queue refused these writes (it was full): the next segment makes up for
+    /// them. It writes the inits and the whole journal again, and starts the recording over
+    /// if the lost writes were to.
+    pub fn disk_lost(&mut self, writes: &[DiskWrite]) {
+        self.disk_lost = true;
+        if writes
+            .iter()
+            .any(|w| matches!(w, DiskWrite::Segment { start: true, .. }))
+        {
+            self.start_pending = true;
+        }
     }
 
     /// Takes one segmenter output; `at` is the server clock now (for the program date).
@@ -112,11 +130,7 @@ impl Channel {
             SegmenterOutput::Init { data, .. } => {
                 // Every init after the first (a publisher reconnected, or its parameters
                 // changed) starts a discontinuity: the segment being cut ends here.
-                if self.inits.is_empty() {
-                    writes.push(DiskWrite::Begin {
-                        journal_head: self.playlist.journal_head(),
-                    });
-                } else {
+                if !self.inits.is_empty() {
                     self.finish_segment(writes);
                     self.init = self.playlist.new_init();
                 }
@@ -169,13 +183,25 @@ impl Channel {
         self.playlist.finish_segment();
         let msn = self.next.0;
         let segment = std::mem::take(&mut self.building);
+        let lost = std::mem::take(&mut self.disk_lost);
+        if lost {
+            for (n, data) in &self.inits {
+                writes.push(DiskWrite::Init {
+                    name: playlist::init_uri(*n),
+                    data: data.clone(),
+                });
+            }
+        }
         // The journal on disk follows every complete segment, so a crash leaves the
-        // recording playable up to there.
-        writes.push(DiskWrite::Segment {
-            msn,
-            parts: segment.clone(),
-            journal: self.playlist.journal_entry().unwrap_or_default(),
-        });
+        // recording readable up to there.
+        if let Some(journal) = self.playlist.journal(lost) {
+            writes.push(DiskWrite::Segment {
+                msn,
+                start: std::mem::take(&mut self.start_pending),
+                parts: segment.clone(),
+                journal,
+            });
+        }
         self.segments.push_back((msn, segment));
         while self.segments.len() > Self::MEMORY_SEGMENTS {
             self.segments.pop_front();
@@ -205,6 +231,7 @@ impl Channel {
         self.parts.clear();
         writes.push(DiskWrite::End {
             playlist: self.playlist.render(),
+            start: self.start_pending,
         });
         self.version += 1;
     }
@@ -307,8 +334,10 @@ mod tests {
         writes
             .iter()
             .map(|w| match w {
-                DiskWrite::Begin { .. } => "begin".into(),
                 DiskWrite::Init { name, .. } => name.clone(),
+                DiskWrite::Segment {
+                    msn, start: true, ..
+                } => format!("start {msn}"),
                 DiskWrite::Segment { msn, .. } => format!("seg {msn}"),
                 DiskWrite::End { .. } => "end".into(),
             })
@@ -330,11 +359,15 @@ mod tests {
             Some(vec![2u8; 4])
         );
         c.apply(SegmenterOutput::SegmentEnd, at(), &mut w);
-        assert_eq!(kinds(&w), ["begin", "init.mp4", "seg 0"]);
-        let DiskWrite::Segment { parts, journal, .. } = &w[2] else {
+        assert_eq!(kinds(&w), ["init.mp4", "start 0"]);
+        let DiskWrite::Segment { parts, journal, .. } = &w[1] else {
             unreachable!("checked above")
         };
         assert_eq!(parts.concat(), [1, 1, 1, 1, 2, 2, 2, 2]);
+        let Journal::Replace(journal) = journal else {
+            panic!("the first segment writes the journal whole: {journal:?}")
+        };
+        assert!(journal.starts_with("#EXTM3U\n"), "{journal}");
         assert!(
             journal.ends_with("#EXTINF:0.400,\nseg-0.m4s\n"),
             "{journal}"
@@ -361,11 +394,47 @@ mod tests {
         assert!(text.contains("#EXT-X-DISCONTINUITY"), "{text}");
         assert!(text.contains("init-1.mp4"), "{text}");
         assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
-        assert_eq!(kinds(&w), ["begin", "init.mp4", "seg 0", "init-1.mp4"]);
+        assert_eq!(kinds(&w), ["init.mp4", "start 0", "init-1.mp4"]);
         assert_eq!(kinds(&end), ["seg 1", "end"]);
-        assert!(matches!(&end[1], DiskWrite::End { playlist } if *playlist == text));
+        assert!(matches!(&end[1], DiskWrite::End { playlist, start: false } if *playlist == text));
         assert_eq!(c.state(), ChannelState::Ended);
         assert!(c.apply(part(3, true), at(), &mut end).is_none());
+    }
+
+    #[test]
+    fn writes_the_disk_queue_refused_are_made_up_for_by_the_next_segment() {
+        let mut c = Channel::new(Duration::from_secs(1), Duration::from_millis(200));
+        let mut lost = Vec::new();
+        c.apply(init(), at(), &mut lost);
+        c.apply(part(1, true), at(), &mut lost);
+        c.apply(SegmenterOutput::SegmentEnd, at(), &mut lost);
+        assert_eq!(kinds(&lost), ["init.mp4", "start 0"]);
+        c.disk_lost(&lost);
+        let mut w = Vec::new();
+        c.apply(part(2, true), at(), &mut w);
+        c.apply(SegmenterOutput::SegmentEnd, at(), &mut w);
+        // The init again, the recording started over, the journal written whole.
+        assert_eq!(kinds(&w), ["init.mp4", "start 1"]);
+        assert!(
+            matches!(&w[1], DiskWrite::Segment { journal: Journal::Replace(j), .. }
+            if j.contains("seg-0.m4s") && j.contains("seg-1.m4s"))
+        );
+        let mut next = Vec::new();
+        c.apply(part(3, true), at(), &mut next);
+        c.apply(SegmenterOutput::SegmentEnd, at(), &mut next);
+        assert_eq!(kinds(&next), ["seg 2"]);
+        assert!(matches!(
+            &next[0],
+            DiskWrite::Segment {
+                journal: Journal::Append(_),
+                ..
+            }
+        ));
+        // A channel whose first segment never reached the queue ends as a new recording.
+        let mut c = Channel::new(Duration::from_secs(1), Duration::from_millis(200));
+        let mut end = Vec::new();
+        c.end(&mut end);
+        assert!(matches!(&end[..], [DiskWrite::End { start: true, .. }]));
     }
 
     #[test]

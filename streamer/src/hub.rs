@@ -154,6 +154,8 @@ impl PullHandle {
 /// Viewer entries kept at most (a flood of addresses must not grow memory).
 const VIEWERS_MAX: usize = 100_000;
 const VIEWER_WINDOW: Duration = Duration::from_secs(10);
+/// How long a recording's final writes wait for room in a full disk queue.
+const END_WRITE_WAIT: Duration = Duration::from_secs(10);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means a panic elsewhere, which is a bug; the data is still usable
@@ -561,10 +563,27 @@ impl Hub {
         let version = {
             let mut channel = handle.lock();
             channel.end(&mut writes);
+            // Nothing follows the end, so a full queue is waited out (up to a bound) rather
+            // than leave the recording without its final playlist.
+            if let Err(writes) = self.write(reservation_id, writes) {
+                let disk = self.inner.disk.clone();
+                let batch = DiskBatch {
+                    reservation_id: reservation_id.to_string(),
+                    writes,
+                };
+                let wait = async move {
+                    if disk.send_timeout(batch, END_WRITE_WAIT).await.is_err() {
+                        tracing::error!("a recording's final playlist could not be queued");
+                    }
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn(wait)),
+                    Err(_) => tracing::error!("a recording's final playlist was dropped"),
+                }
+            }
             channel.version()
         };
         handle.notify(version);
-        self.write(reservation_id, writes);
     }
 
     // ---- channels -----------------------------------------------------------------------
@@ -597,21 +616,28 @@ impl Hub {
         lock(&self.inner.gates).forget_over();
     }
 
-    /// Queues files of a recording for the disk writer.
-    pub fn write(&self, reservation_id: &str, writes: Vec<DiskWrite>) {
+    /// Queues writes of a recording for the disk writer. Call it with the channel still
+    /// locked, so the writer gets each channel's writes in the order it made them. Returns
+    /// the writes if the queue was full (the disk is stalled): the live stream goes on from
+    /// memory, and the channel makes up for them with its next segment
+    /// ([`Channel::disk_lost`]). Counted and logged, never queued without bound.
+    pub fn write(
+        &self,
+        reservation_id: &str,
+        writes: Vec<DiskWrite>,
+    ) -> Result<(), Vec<DiskWrite>> {
         if writes.is_empty() {
-            return;
+            return Ok(());
         }
         let batch = DiskBatch {
             reservation_id: reservation_id.to_string(),
             writes,
         };
-        if let Err(e) = self.inner.disk.try_send(batch) {
-            // The disk is stalled: the live stream goes on from memory, the recording loses
-            // this batch. Counted and logged, never queued without bound.
+        self.inner.disk.try_send(batch).map_err(|e| {
             self.inner.metrics.refused("disk_backlog");
             tracing::error!(reservation = reservation_id, error = %e, "recording write dropped");
-        }
+            e.into_inner().writes
+        })
     }
 
     /// What the watch page shows.

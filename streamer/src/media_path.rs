@@ -90,6 +90,9 @@ impl MediaPath {
                     announced.push(a);
                 }
             }
+            if let Err(lost) = hub.write(&self.reservation_id, writes) {
+                channel.disk_lost(&lost);
+            }
             channel.version()
         };
         self.channel.notify(version);
@@ -101,7 +104,6 @@ impl MediaPath {
                     .as_secs_f64(),
             );
         }
-        hub.write(&self.reservation_id, writes);
     }
 
     /// The connection ended: what is buffered goes out as a last part.

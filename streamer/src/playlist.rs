@@ -52,6 +52,8 @@ pub struct Playlist {
     target: Duration,
     part_target: Duration,
     segments: Vec<Segment>,
+    /// The target duration the recording's journal declares, once written.
+    journal_target: Option<u64>,
     pending_discontinuity: bool,
     init: u32,
     ended: bool,
@@ -66,6 +68,7 @@ impl Playlist {
             target,
             part_target,
             segments: Vec::new(),
+            journal_target: None,
             pending_discontinuity: false,
             init: 0,
             ended: false,
@@ -165,13 +168,7 @@ impl Playlist {
 
     /// `index.m3u8`.
     pub fn render(&self) -> String {
-        let longest = self
-            .segments
-            .iter()
-            .filter_map(|s| s.duration)
-            .chain([self.target])
-            .max()
-            .unwrap_or(self.target);
+        let longest = self.longest();
         let mut out = String::with_capacity(256 + self.segments.len() * 64);
         self.head(&mut out, longest, true);
         let with_parts = self.segments.len().saturating_sub(Self::PART_SEGMENTS);
@@ -191,27 +188,47 @@ impl Playlist {
         out
     }
 
-    /// The head of the playlist journal the recording appends to ([`Self::journal_entry`]):
-    /// `index.m3u8` on disk while the stream is live, readable as an EVENT playlist up to
-    /// the last complete segment should the streamer stop without ending it. The final
-    /// [`Self::render`] replaces it when the window closes.
-    pub fn journal_head(&self) -> String {
-        let mut out = String::with_capacity(160);
-        self.head(&mut out, self.target, false);
-        out
+    /// What the recording's `index.m3u8` needs now that the newest segment is complete
+    /// (`None` while it is still being cut). While live, that file is a journal: an EVENT
+    /// playlist without parts, which the writer appends each segment's lines to. It is
+    /// written whole instead ([`Journal::Replace`]) for the first segment, for a segment
+    /// longer than the target duration the journal declares, and when `rewrite` asks (a
+    /// batch of the recording was lost). [`Self::render`] replaces it at the close.
+    pub fn journal(&mut self, rewrite: bool) -> Option<Journal> {
+        let last = self.segments.len().checked_sub(1)?;
+        let duration = self.segments[last].duration?;
+        let needed = whole_seconds(duration);
+        match self.journal_target {
+            Some(target) if !rewrite && needed <= target => {
+                let mut lines = String::with_capacity(128);
+                self.segment_lines(&mut lines, last, false);
+                Some(Journal::Append(lines))
+            }
+            _ => {
+                let longest = self.longest();
+                self.journal_target = Some(whole_seconds(longest));
+                let mut out = String::with_capacity(256 + self.segments.len() * 64);
+                self.head(&mut out, longest, false);
+                for i in 0..self.segments.len() {
+                    self.segment_lines(&mut out, i, false);
+                }
+                Some(Journal::Replace(out))
+            }
+        }
     }
 
-    /// The journal lines of the newest complete segment (`None` while it is still cut).
-    pub fn journal_entry(&self) -> Option<String> {
-        let last = self.segments.len().checked_sub(1)?;
-        self.segments[last].duration?;
-        let mut out = String::with_capacity(128);
-        self.segment_lines(&mut out, last, false);
-        Some(out)
+    /// The longest complete segment, or the nominal target if longer.
+    fn longest(&self) -> Duration {
+        self.segments
+            .iter()
+            .filter_map(|s| s.duration)
+            .chain([self.target])
+            .max()
+            .unwrap_or(self.target)
     }
 
     fn head(&self, out: &mut String, longest: Duration, low_latency: bool) {
-        let target = longest.as_secs_f64().ceil().max(1.0) as u64;
+        let target = whole_seconds(longest);
         // Writing to a String cannot fail.
         let _ = writeln!(out, "#EXTM3U");
         let _ = writeln!(out, "#EXT-X-VERSION:9");
@@ -267,6 +284,20 @@ impl Playlist {
             let _ = writeln!(out, "{}", segment_uri(s.msn));
         }
     }
+}
+
+/// `EXT-X-TARGETDURATION` for segments up to `longest`: its whole seconds, rounded up.
+fn whole_seconds(longest: Duration) -> u64 {
+    longest.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The recording's `index.m3u8` while live ([`Playlist::journal`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Journal {
+    /// Lines to append.
+    Append(String),
+    /// The whole journal, to write in place of the old one.
+    Replace(String),
 }
 
 /// `init.mp4` for the first publisher, `init-<n>.mp4` after the n-th new init.
@@ -415,10 +446,31 @@ seg-0.m4s
         assert_eq!(text.matches("#EXTINF:").count(), 5);
     }
 
+    /// Applies what [`Playlist::journal`] asks to a journal text.
+    fn journal_after(p: &mut Playlist, journal: &mut String, rewrite: bool) -> Journal {
+        let step = p.journal(rewrite).expect("a complete segment");
+        match &step {
+            Journal::Append(lines) => journal.push_str(lines),
+            Journal::Replace(whole) => *journal = whole.clone(),
+        }
+        step
+    }
+
+    /// The final playlist without its low-latency lines and its end.
+    fn final_without_end(p: &Playlist) -> String {
+        let low_latency = ["#EXT-X-PART-INF", "#EXT-X-SERVER-CONTROL", "#EXT-X-ENDLIST"];
+        p.render()
+            .lines()
+            .filter(|l| !low_latency.iter().any(|tag| l.starts_with(tag)))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
     #[test]
     fn the_journal_reads_as_the_final_playlist_without_its_end() {
         let mut p = Playlist::new(ms(1000), ms(200));
-        let mut journal = p.journal_head();
+        let mut journal = String::new();
+        let mut steps = Vec::new();
         for s in 0..4 {
             if s == 2 {
                 p.new_init();
@@ -426,24 +478,53 @@ seg-0.m4s
             for i in 0..5 {
                 p.push_part(part(i == 0), t(s));
                 assert_eq!(
-                    p.journal_entry(),
+                    p.journal(false),
                     None,
                     "a segment being cut is not journaled"
                 );
             }
             p.finish_segment();
-            journal.push_str(&p.journal_entry().expect("a complete segment"));
+            steps.push(journal_after(&mut p, &mut journal, false));
         }
+        // The first segment writes the journal whole, with its head; the others append.
+        assert!(matches!(&steps[0], Journal::Replace(j) if j.starts_with("#EXTM3U\n")));
+        assert!(steps[1..].iter().all(|s| matches!(s, Journal::Append(_))));
         p.end();
-        let low_latency = ["#EXT-X-PART-INF", "#EXT-X-SERVER-CONTROL", "#EXT-X-ENDLIST"];
-        let last: String = p
-            .render()
-            .lines()
-            .filter(|l| !low_latency.iter().any(|tag| l.starts_with(tag)))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert_eq!(journal, last);
+        assert_eq!(journal, final_without_end(&p));
         assert!(journal.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\""));
+    }
+
+    #[test]
+    fn a_longer_segment_or_a_lost_batch_rewrites_the_journal() {
+        let mut p = with_segments(1);
+        let mut journal = String::new();
+        journal_after(&mut p, &mut journal, false);
+        assert!(journal.contains("#EXT-X-TARGETDURATION:1\n"), "{journal}");
+        // A 2.4 s GOP: the segment outgrows the declared target, so the head must change.
+        for i in 0..12 {
+            p.push_part(part(i == 0), t(1));
+        }
+        p.finish_segment();
+        let step = journal_after(&mut p, &mut journal, false);
+        assert!(matches!(step, Journal::Replace(_)));
+        assert!(journal.contains("#EXT-X-TARGETDURATION:3\n"), "{journal}");
+        assert!(journal.contains("#EXTINF:2.400,\nseg-1.m4s\n"), "{journal}");
+        // Back to 1 s: appended under the larger target.
+        p.push_part(part(true), t(4));
+        p.finish_segment();
+        assert!(matches!(
+            journal_after(&mut p, &mut journal, false),
+            Journal::Append(_)
+        ));
+        // The writer lost a batch: the next segment writes it all again.
+        p.push_part(part(true), t(5));
+        p.finish_segment();
+        assert!(matches!(
+            journal_after(&mut p, &mut journal, true),
+            Journal::Replace(_)
+        ));
+        p.end();
+        assert_eq!(journal, final_without_end(&p));
     }
 
     #[test]

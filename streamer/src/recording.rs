@@ -8,19 +8,22 @@
 //! - `segments.m4s`, every complete segment back to back, and `segments.idx`, which locates
 //!   segment `msn` in 16 bytes at `16 * msn` (offset, then length, little-endian; a length of
 //!   0 is a segment not written);
-//! - `index.m3u8`: while live, a journal the writer appends each segment's lines to once its
-//!   media and index entry are written, so a stopped streamer leaves the recording playable
-//!   up to its last segment; at the window's close, the final playlist, written whole and
-//!   renamed over it.
+//! - `index.m3u8`: while live, a journal ([`crate::playlist::Journal`]) that lists each
+//!   segment once its media and index entry are written, so a streamer that stops without
+//!   ending the recording leaves it readable up to there (as an EVENT playlist without an
+//!   end); at the window's close, the final playlist, written whole and renamed over it.
 //!
-//! A live recording's files stay open, so a segment costs two writes and an append instead
-//! of files made and renamed (which cost ten times more CPU; BENCHMARKS.md, Run 6). The writer
-//! drains a bounded queue on one blocking thread; it ends when every sender is gone.
+//! A live recording's files stay open, so a segment costs a positioned write per part, one
+//! for its index entry and one for its journal lines, instead of files made and renamed
+//! (which cost ten times more CPU; BENCHMARKS.md, Run 6). The writer drains a bounded queue
+//! on one blocking thread, in the order channels queued their writes; it ends when every
+//! sender is gone. A write that fails, or panics, is logged and costs only that write.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -32,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::DiskWrite;
 use crate::config::StreamerConfig;
 use crate::hub::DiskBatch;
-use crate::playlist;
+use crate::playlist::{self, Journal};
 
 const MEDIA: &str = "segments.m4s";
 const INDEX: &str = "segments.idx";
@@ -40,8 +43,8 @@ const PLAYLIST: &str = "index.m3u8";
 /// Bytes per segment in `segments.idx`.
 const ENTRY: u64 = 16;
 /// Recordings held open at once (three descriptors each), at most: past it, one is closed
-/// to open another, and reopened when next written. Keeps the writer well inside the usual
-/// limit of 1,024 descriptors a process may have open.
+/// to open another, and reopened when next written. 768 descriptors: a streamer carrying
+/// more than a couple of hundred publishers needs a descriptor limit above the usual 1,024.
 const OPEN_LIMIT: usize = 256;
 /// A segment longer than this in the index is taken for a damaged index, not read.
 const SEGMENT_LIMIT: u64 = 256 << 20;
@@ -64,10 +67,12 @@ struct Open {
     journal: File,
     /// Where the next segment goes in `segments.m4s`.
     media_len: u64,
+    /// Where the next journal lines go in `index.m3u8`.
+    journal_len: u64,
 }
 
 impl Open {
-    /// A new recording: whatever the directory held is replaced.
+    /// A new recording: what the directory held is replaced.
     fn create(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         Ok(Self {
@@ -75,6 +80,7 @@ impl Open {
             index: writable(dir, INDEX, true)?,
             journal: writable(dir, PLAYLIST, true)?,
             media_len: 0,
+            journal_len: 0,
         })
     }
 
@@ -82,21 +88,27 @@ impl Open {
     fn reopen(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let media = writable(dir, MEDIA, false)?;
+        let journal = writable(dir, PLAYLIST, false)?;
         Ok(Self {
             media_len: media.metadata()?.len(),
             media,
             index: writable(dir, INDEX, false)?,
-            journal: OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(dir.join(PLAYLIST))?,
+            journal_len: journal.metadata()?.len(),
+            journal,
         })
     }
 
-    /// Media, then its index entry, then the journal lines that list it: the journal never
-    /// names a segment that cannot be read. A failed write leaves `media_len` where it was,
-    /// so the next segment takes its place.
-    fn append(&mut self, msn: u64, parts: &[Bytes], journal: &str) -> std::io::Result<()> {
+    /// Media, then its index entry, then the journal: the journal never names a segment
+    /// that cannot be read. A failed media write leaves `media_len` where it was, so the
+    /// next segment takes its place; failed journal lines are cut off again, so the next
+    /// ones do not continue a torn line.
+    fn append(
+        &mut self,
+        dir: &Path,
+        msn: u64,
+        parts: &[Bytes],
+        journal: &Journal,
+    ) -> std::io::Result<()> {
         let at = msn
             .checked_mul(ENTRY)
             .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "segment number"))?;
@@ -110,7 +122,25 @@ impl Open {
         entry[8..].copy_from_slice(&(end - self.media_len).to_le_bytes());
         self.index.write_all_at(&entry, at)?;
         self.media_len = end;
-        self.journal.write_all(journal.as_bytes())
+        match journal {
+            Journal::Append(lines) => {
+                if let Err(err) = self
+                    .journal
+                    .write_all_at(lines.as_bytes(), self.journal_len)
+                {
+                    let _ = self.journal.set_len(self.journal_len);
+                    return Err(err);
+                }
+                self.journal_len += lines.len() as u64;
+            }
+            Journal::Replace(whole) => {
+                write_whole(dir, PLAYLIST, whole.as_bytes())?;
+                // The old descriptor holds the file the rename replaced.
+                self.journal = writable(dir, PLAYLIST, false)?;
+                self.journal_len = whole.len() as u64;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -122,10 +152,19 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut batches: mpsc::Receiver<DiskBatch>) {
         while let Some(batch) = batches.blocking_recv() {
+            let id = batch.reservation_id;
             for write in batch.writes {
-                if let Err(err) = self.apply(&batch.reservation_id, write) {
-                    tracing::error!(reservation = %batch.reservation_id, %err,
-                        "recording write failed");
+                let applied = catch_unwind(AssertUnwindSafe(|| self.apply(&id, write)));
+                match applied {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        tracing::error!(reservation = %id, %err, "recording write failed");
+                    }
+                    Err(_) => {
+                        // What the writer knew of this recording may be half updated.
+                        self.open.remove(&id);
+                        tracing::error!(reservation = %id, "recording write panicked");
+                    }
                 }
             }
         }
@@ -134,31 +173,33 @@ impl Writer {
     fn apply(&mut self, id: &str, write: DiskWrite) -> std::io::Result<()> {
         let dir = self.dir.join(id);
         match write {
-            DiskWrite::Begin { journal_head } => {
-                self.open.remove(id);
-                let mut open = Open::create(&dir)?;
-                open.journal.write_all(journal_head.as_bytes())?;
-                self.keep(id, open);
-            }
             DiskWrite::Init { name, data } => {
                 std::fs::create_dir_all(&dir)?;
                 write_whole(&dir, &name, &data)?;
             }
             DiskWrite::Segment {
                 msn,
+                start,
                 parts,
                 journal,
             } => {
-                if !self.open.contains_key(id) {
+                if start {
+                    self.open.remove(id);
+                    let open = Open::create(&dir)?;
+                    self.keep(id, open);
+                } else if !self.open.contains_key(id) {
                     let open = Open::reopen(&dir)?;
                     self.keep(id, open);
                 }
                 if let Some(open) = self.open.get_mut(id) {
-                    open.append(msn, &parts, &journal)?;
+                    open.append(&dir, msn, &parts, &journal)?;
                 }
             }
-            DiskWrite::End { playlist } => {
+            DiskWrite::End { playlist, start } => {
                 self.open.remove(id);
+                if start {
+                    Open::create(&dir)?;
+                }
                 std::fs::create_dir_all(&dir)?;
                 write_whole(&dir, PLAYLIST, playlist.as_bytes())?;
             }
@@ -228,8 +269,15 @@ pub fn read_segment(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
             format!("segments.idx gives segment {msn} {len} bytes"),
         ));
     }
+    let media = File::open(dir.join(MEDIA))?;
+    if offset.saturating_add(len) > media.metadata()?.len() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!("segments.idx places segment {msn} past the end of segments.m4s"),
+        ));
+    }
     let mut data = vec![0u8; len as usize];
-    File::open(dir.join(MEDIA))?.read_exact_at(&mut data, offset)?;
+    media.read_exact_at(&mut data, offset)?;
     Ok(Some(data))
 }
 
@@ -301,19 +349,19 @@ mod tests {
         }
     }
 
-    /// A segment of two parts.
+    /// A segment of two parts; the first of a recording starts it, with the journal's head.
     fn segment(msn: u64, byte: u8, len: usize) -> DiskWrite {
         let data = Bytes::from(vec![byte; len]);
+        let lines = format!("#EXTINF:1.000,\nseg-{msn}.m4s\n");
         DiskWrite::Segment {
             msn,
+            start: msn == 0,
             parts: vec![data.slice(..len / 2), data.slice(len / 2..)],
-            journal: format!("#EXTINF:1.000,\nseg-{msn}.m4s\n"),
-        }
-    }
-
-    fn begin() -> DiskWrite {
-        DiskWrite::Begin {
-            journal_head: "#EXTM3U\n".into(),
+            journal: if msn == 0 {
+                Journal::Replace(format!("#EXTM3U\n{lines}"))
+            } else {
+                Journal::Append(lines)
+            },
         }
     }
 
@@ -322,7 +370,6 @@ mod tests {
         let dir = temp_dir("recording");
         let rec = dir.join("r1");
         let mut w = writer(&dir);
-        w.apply("r1", begin()).unwrap();
         w.apply(
             "r1",
             DiskWrite::Init {
@@ -357,10 +404,28 @@ mod tests {
             .unwrap()
             .ends_with("seg-1.m4s\n#EXTINF:1.000,\nseg-3.m4s\n"));
 
+        // A lost batch is made up for by a journal written whole; appends go on after it.
+        w.apply(
+            "r1",
+            DiskWrite::Segment {
+                msn: 4,
+                start: false,
+                parts: vec![Bytes::from_static(b"4")],
+                journal: Journal::Replace("#EXTM3U\nall of it\n".into()),
+            },
+        )
+        .unwrap();
+        w.apply("r1", segment(5, 5, 5)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(rec.join(PLAYLIST)).unwrap(),
+            "#EXTM3U\nall of it\n#EXTINF:1.000,\nseg-5.m4s\n"
+        );
+
         w.apply(
             "r1",
             DiskWrite::End {
                 playlist: "#EXTM3U\n#EXT-X-ENDLIST\n".into(),
+                start: false,
             },
         )
         .unwrap();
@@ -372,11 +437,19 @@ mod tests {
         assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![1; 3000]));
 
         // A recording started over replaces the old one.
-        w.apply("r1", begin()).unwrap();
-        assert_eq!(read_segment(&rec, 0).unwrap(), None);
         w.apply("r1", segment(0, 9, 4)).unwrap();
         assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![9; 4]));
         assert_eq!(read_segment(&rec, 1).unwrap(), None);
+        // So does a channel that ends before its first segment reached the disk.
+        w.apply(
+            "r1",
+            DiskWrite::End {
+                playlist: "#EXTM3U\n#EXT-X-ENDLIST\n".into(),
+                start: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(read_segment(&rec, 0).unwrap(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -387,9 +460,6 @@ mod tests {
         let ids: Vec<String> = (0..OPEN_LIMIT + 2).map(|i| format!("r{i}")).collect();
         for msn in 0..2 {
             for (i, id) in ids.iter().enumerate() {
-                if msn == 0 {
-                    w.apply(id, begin()).unwrap();
-                }
                 w.apply(id, segment(msn, (i % 250) as u8 + msn as u8, 100 + i))
                     .unwrap();
                 assert!(w.open.len() <= OPEN_LIMIT);
