@@ -565,20 +565,24 @@ impl Hub {
             channel.end(&mut writes);
             // Nothing follows the end, so a full queue is waited out (up to a bound) rather
             // than leave the recording without its final playlist.
-            if let Err(writes) = self.write(reservation_id, writes) {
-                let disk = self.inner.disk.clone();
-                let batch = DiskBatch {
-                    reservation_id: reservation_id.to_string(),
-                    writes,
-                };
+            if let Err(batch) = self.queue(reservation_id, writes) {
+                let hub = self.clone();
                 let wait = async move {
-                    if disk.send_timeout(batch, END_WRITE_WAIT).await.is_err() {
-                        tracing::error!("a recording's final playlist could not be queued");
+                    if let Err(e) = hub.inner.disk.send_timeout(batch, END_WRITE_WAIT).await {
+                        hub.inner.metrics.refused("disk_backlog");
+                        tracing::error!(reservation = %e.into_inner().reservation_id,
+                            "a recording's final playlist could not be queued");
                     }
                 };
                 match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => drop(runtime.spawn(wait)),
-                    Err(_) => tracing::error!("a recording's final playlist was dropped"),
+                    Err(_) => {
+                        self.inner.metrics.refused("disk_backlog");
+                        tracing::error!(
+                            reservation = reservation_id,
+                            "a recording's final playlist was dropped"
+                        );
+                    }
                 }
             }
             channel.version()
@@ -626,6 +630,15 @@ impl Hub {
         reservation_id: &str,
         writes: Vec<DiskWrite>,
     ) -> Result<(), Vec<DiskWrite>> {
+        self.queue(reservation_id, writes).map_err(|batch| {
+            self.inner.metrics.refused("disk_backlog");
+            tracing::error!(reservation = reservation_id, "recording write dropped");
+            batch.writes
+        })
+    }
+
+    /// Queues writes if there is room; the batch back if not.
+    fn queue(&self, reservation_id: &str, writes: Vec<DiskWrite>) -> Result<(), DiskBatch> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -633,11 +646,7 @@ impl Hub {
             reservation_id: reservation_id.to_string(),
             writes,
         };
-        self.inner.disk.try_send(batch).map_err(|e| {
-            self.inner.metrics.refused("disk_backlog");
-            tracing::error!(reservation = reservation_id, error = %e, "recording write dropped");
-            e.into_inner().writes
-        })
+        self.inner.disk.try_send(batch).map_err(|e| e.into_inner())
     }
 
     /// What the watch page shows.
