@@ -46,6 +46,7 @@ pub struct StreamerSection {
     pub segment_ms: Option<u64>,
     pub part_ms: Option<u64>,
     pub session_timeout_s: Option<u64>,
+    pub ingest_poll_ms: Option<u64>,
     pub camera_networks: Option<String>,
 }
 
@@ -287,6 +288,9 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
     }
     if let Some(s) = number("SLOTCAST_SESSION_TIMEOUT_S", section.session_timeout_s)? {
         config.session_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(ms) = number("SLOTCAST_INGEST_POLL_MS", section.ingest_poll_ms)? {
+        config.ingest_poll = Duration::from_millis(ms);
     }
     if let Some(nets) = pick("SLOTCAST_CAMERA_NETWORKS", &section.camera_networks) {
         config.camera_networks = slotcast_streamer::config::parse_networks(&nets)

@@ -55,6 +55,10 @@ pub struct StreamerConfig {
     pub part_target: Duration,
     /// A publisher silent (no request, no media) this long is disconnected.
     pub session_timeout: Duration,
+    /// How often a publisher's socket is read. Every connection is read on one shared grid
+    /// of this period, so one timer wake serves them all: a shorter period adds less latency
+    /// (at most one period before a frame is handled), a longer one costs less CPU.
+    pub ingest_poll: Duration,
     /// Concurrent RTSP connections per listener at most.
     pub max_connections: usize,
     /// `SLOTCAST_SECRET_KEY`, the api's: opens the sealed Digest credential in slot messages.
@@ -67,6 +71,10 @@ pub struct StreamerConfig {
 
 impl StreamerConfig {
     pub const DEFAULT_HLS_ADDR: &'static str = "127.0.0.1:8888";
+    /// A tenth of the default part: a frame waits at most that long before it is handled.
+    pub const DEFAULT_INGEST_POLL: Duration = Duration::from_millis(20);
+    /// The longest poll period allowed: a tenth of a second is already half a part.
+    pub const MAX_INGEST_POLL: Duration = Duration::from_millis(100);
 
     /// Defaults that run on one machine.
     pub fn new(server_id: impl Into<String>, listeners: Vec<Listener>) -> Self {
@@ -82,6 +90,7 @@ impl StreamerConfig {
             segment_target: Duration::from_secs(1),
             part_target: Duration::from_millis(200),
             session_timeout: Duration::from_secs(60),
+            ingest_poll: Self::DEFAULT_INGEST_POLL,
             max_connections: 256,
             secret_key: None,
             camera_networks: Vec::new(),
@@ -99,6 +108,12 @@ impl StreamerConfig {
             return Err(StreamerError::Config(
                 "part target must be positive and at most the segment target".into(),
             ));
+        }
+        if self.ingest_poll.is_zero() || self.ingest_poll > Self::MAX_INGEST_POLL {
+            return Err(StreamerError::Config(format!(
+                "ingest poll period must be 1 to {} ms",
+                Self::MAX_INGEST_POLL.as_millis()
+            )));
         }
         Ok(())
     }
@@ -148,6 +163,25 @@ pub fn parse_listeners(text: &str) -> Result<Vec<Listener>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ingest_poll_period_is_bounded() {
+        let listener = Listener {
+            carrier: "a".into(),
+            addr: "127.0.0.1:8554".parse().unwrap(),
+        };
+        let mut config = StreamerConfig::new("srv", vec![listener]);
+        assert_eq!(config.ingest_poll, Duration::from_millis(20));
+        config.validate().unwrap();
+        for (ms, ok) in [(0, false), (1, true), (100, true), (101, false)] {
+            config.ingest_poll = Duration::from_millis(ms);
+            let result = config.validate();
+            assert_eq!(result.is_ok(), ok, "{ms} ms: {result:?}");
+            if let Err(err) = result {
+                assert!(err.to_string().contains("1 to 100 ms"), "{err}");
+            }
+        }
+    }
 
     #[test]
     fn listeners_parse_and_errors_say_what_is_wrong() {

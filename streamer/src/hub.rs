@@ -207,6 +207,11 @@ impl Hub {
         self.inner.clock.now()
     }
 
+    /// When the hub started: the origin of the ingest poll grid.
+    pub fn started(&self) -> Instant {
+        self.inner.started
+    }
+
     fn ms_since_start(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.inner.started).as_millis())
             .unwrap_or(u64::MAX)

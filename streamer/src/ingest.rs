@@ -1,12 +1,23 @@
 //! The RTSP edge on the dedicated network: one TCP listener per carrier, one task per
 //! publisher connection, UDP port pairs for publishers that SETUP over UDP.
 //!
-//! Contract: the only code here that awaits on ingest sockets. Each connection task owns its
+//! Contract: the only code that touches ingest sockets. Each connection task owns its
 //! [`Session`] (the sans-IO RTSP core) and, once recording, its [`Pipeline`]
 //! (depacketizers → segmenter → channel). Nothing a publisher sends reaches another
-//! publisher's task: a bad publisher ends its own task only. Writes to a slow publisher are
-//! bounded in time; UDP datagrams are accepted only from the publisher's own address, through a
-//! bounded queue (overflow is counted as loss, never buffered without bound).
+//! publisher's task: a bad publisher ends its own task only.
+//!
+//! A publisher's TCP socket is not read on readiness but polled: every connection wakes on
+//! one shared grid (`ingest_poll`, 20 ms by default), reads all the kernel holds, hands it to
+//! its session and goes back to sleep. A publisher sends a burst per video frame, so reading on
+//! readiness woke a worker, and sent an ACK, for each burst of each publisher; on the grid one
+//! timer wake serves every connection and each read takes several bursts. A frame therefore
+//! waits up to one period before it is handled, and is stamped as arriving at the poll before
+//! the one that read it, so the part latency reported includes that wait. The end of the
+//! window, a shutdown and the session timeout are checked at each poll too.
+//!
+//! Writes to a slow publisher wait for the next polls, bounded in time ([`WRITE_TIMEOUT`]).
+//! UDP datagrams are accepted only from the publisher's own address, through a bounded queue
+//! drained at each poll (overflow is counted as loss, never buffered without bound).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::RngCore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -34,8 +44,12 @@ use crate::StreamerError;
 /// A publisher that cannot take a response within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const UDP_QUEUE: usize = 1024;
-/// How often a connection checks its session's timeout.
-const TIMEOUT_TICK: Duration = Duration::from_millis(500);
+/// Before RECORD, how often a connection checks its session's timeout and its writes' when
+/// nothing else wakes it.
+const EXCHANGE_TICK: Duration = Duration::from_millis(500);
+/// Reads of the 64 KiB buffer per poll at most, so one fast publisher cannot hold a worker:
+/// 1 MiB per poll, 400 Mbit/s at the default 20 ms period.
+const READS_PER_POLL: usize = 16;
 
 /// Accepts publishers on one carrier listener until `shutdown`.
 pub async fn serve_listener(
@@ -278,19 +292,180 @@ impl Pipeline {
     }
 }
 
+/// Where a connection stands with its publisher's socket.
+enum Polled {
+    /// Read what was there (maybe nothing); the connection goes on.
+    Open,
+    /// The connection is over, for this reason.
+    Closed(CloseReason),
+}
+
+/// A publisher's TCP socket: read on readiness during the RTSP exchange, on the poll grid once
+/// media flows.
+///
+/// While registered with tokio's reactor, every burst the publisher sends wakes a worker: right
+/// for the exchange before RECORD, where each answer is awaited, but about one wake per video
+/// frame per publisher once media flows. [`IngestSocket::poll_from_now`] takes the socket out of
+/// the reactor; from then on a task the timer wakes once per period, together with every other
+/// connection, reads it. Writes (RTSP responses) that the kernel cannot take at once wait in
+/// `out` for the next read, bounded by [`WRITE_TIMEOUT`].
+struct IngestSocket {
+    stream: Stream,
+    out: Vec<u8>,
+    /// Since when `out` has waited for the publisher to read.
+    out_since: Option<Instant>,
+}
+
+enum Stream {
+    Registered(TcpStream),
+    Polled(std::net::TcpStream),
+    /// Lost while being taken out of the reactor.
+    Gone,
+}
+
+impl IngestSocket {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream: Stream::Registered(stream),
+            out: Vec::new(),
+            out_since: None,
+        }
+    }
+
+    fn is_polled(&self) -> bool {
+        !matches!(self.stream, Stream::Registered(_))
+    }
+
+    /// Takes the socket out of the reactor: from now on it is read only when polled. On an
+    /// error the socket is gone.
+    fn poll_from_now(&mut self) -> std::io::Result<()> {
+        if let Stream::Registered(stream) = std::mem::replace(&mut self.stream, Stream::Gone) {
+            let stream = stream.into_std()?;
+            stream.set_nonblocking(true)?;
+            self.stream = Stream::Polled(stream);
+        }
+        Ok(())
+    }
+
+    /// Waits until the registered socket can be read, or written while `out` waits. A polled
+    /// socket never wakes its task by itself: this then waits forever (the poll timer wakes it).
+    async fn ready(&self) {
+        match &self.stream {
+            Stream::Registered(stream) => {
+                tokio::select! {
+                    _ = stream.readable() => {}
+                    _ = stream.writable(), if !self.out.is_empty() => {}
+                }
+            }
+            Stream::Polled(_) | Stream::Gone => std::future::pending().await,
+        }
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match &self.stream {
+            Stream::Registered(stream) => stream.try_read(buf),
+            Stream::Polled(stream) => std::io::Read::read(&mut &*stream, buf),
+            Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        match &self.stream {
+            Stream::Registered(stream) => stream.try_write(bytes),
+            Stream::Polled(stream) => std::io::Write::write(&mut &*stream, bytes),
+            Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Reads into `buf` until the kernel holds no more (or [`READS_PER_POLL`] reads), handing
+    /// each piece to `input`.
+    fn read(&mut self, buf: &mut [u8], mut input: impl FnMut(&[u8])) -> Polled {
+        for _ in 0..READS_PER_POLL {
+            match self.try_read(buf) {
+                Ok(0) => return Polled::Closed(CloseReason::PeerClosed),
+                Ok(n) => {
+                    input(&buf[..n]);
+                    // A read that did not fill the buffer took everything there was.
+                    if n < buf.len() {
+                        return Polled::Open;
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Polled::Open,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Polled::Closed(CloseReason::Ended(format!("read: {err}"))),
+            }
+        }
+        Polled::Open
+    }
+
+    /// Queues `bytes` behind anything still unsent and writes what the kernel takes.
+    fn send(&mut self, now: Instant, bytes: &[u8]) -> Polled {
+        self.out.extend_from_slice(bytes);
+        self.flush(now)
+    }
+
+    /// Writes what waits; a publisher that has taken nothing for [`WRITE_TIMEOUT`] is over.
+    fn flush(&mut self, now: Instant) -> Polled {
+        while !self.out.is_empty() {
+            match self.try_write(&self.out) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.out.drain(..n);
+                    self.out_since = Some(now);
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Polled::Closed(CloseReason::Ended(format!("write: {err}"))),
+            }
+        }
+        if self.out.is_empty() {
+            self.out_since = None;
+            return Polled::Open;
+        }
+        let since = *self.out_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= WRITE_TIMEOUT {
+            return Polled::Closed(CloseReason::Ended("the publisher stopped reading".into()));
+        }
+        Polled::Open
+    }
+
+    /// Closes both directions; what the publisher sent and we did not read is discarded.
+    fn shutdown(self) {
+        let stream = match self.stream {
+            Stream::Registered(stream) => stream.into_std(),
+            Stream::Polled(stream) => Ok(stream),
+            Stream::Gone => return,
+        };
+        if let Ok(stream) = stream {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The first instant of `period`'s grid at or after `now`. Every connection's poll timer sits
+/// on the same grid (counted from the hub's start), so the timer wakes them all in one turn.
+fn next_grid_point(epoch: Instant, now: Instant, period: Duration) -> Instant {
+    let period_ns = period.as_nanos().max(1);
+    let since = now.saturating_duration_since(epoch).as_nanos();
+    let steps = since.div_ceil(period_ns);
+    let offset = u64::try_from(steps * period_ns).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(offset)
+}
+
 async fn connection(
     hub: Hub,
     carrier: String,
     local_ip: IpAddr,
-    mut stream: TcpStream,
+    stream: TcpStream,
     remote: SocketAddr,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let entry = hub.register_session(&carrier, remote);
+    let mut socket = IngestSocket::new(stream);
     let stop = CancellationToken::new();
     let (udp_tx, mut udp_rx) = mpsc::channel(UDP_QUEUE);
-    let mut host = EdgeHost {
+    let host = EdgeHost {
         hub: hub.clone(),
         entry: entry.clone(),
         local_ip,
@@ -310,64 +485,132 @@ async fn connection(
         }),
         ..SessionConfig::default()
     };
-    let mut session = Session::new(config, Instant::now());
-    let mut pipeline: Option<Pipeline> = None;
+    let mut conn = Connection {
+        session: Session::new(config, Instant::now()),
+        host,
+        pipeline: None,
+        failure: false,
+        carrier,
+        remote,
+    };
     let mut buf = vec![0u8; 64 * 1024];
-    let mut failure = false;
-    let mut timeout_tick = tokio::time::interval(TIMEOUT_TICK);
-    timeout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Made once, not per read: each `cancelled()` registers a waiter on the token.
+    let period = hub.config().ingest_poll;
+    let mut poll = tokio::time::interval_at(
+        next_grid_point(hub.started(), Instant::now(), period).into(),
+        period,
+    );
+    // Skip keeps the grid: a late poll is followed by the next grid point, not a burst.
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let ended = entry.cancel.cancelled();
     let shutting_down = shutdown.cancelled();
     tokio::pin!(ended, shutting_down);
     let mut stopping = false;
-    let reason = 'session: loop {
-        tokio::select! {
-            _ = &mut ended, if !stopping => {
-                stopping = true;
-                let why = entry.reason().unwrap_or_else(|| "ended by the server".into());
-                session.close(CloseReason::Ended(why));
-            }
-            _ = &mut shutting_down, if !stopping => {
-                stopping = true;
-                session.close(CloseReason::Ended("the streamer is shutting down".into()));
-            }
-            read = stream.read(&mut buf) => {
-                let now = Instant::now();
-                match read {
-                    Ok(0) => break 'session CloseReason::PeerClosed,
-                    Ok(n) => {
-                        hub.touch(&entry, now);
-                        hub.metrics().ingest_bytes.inc_by(n as u64);
-                        host.now = now;
-                        session.handle_input(now, &buf[..n], &mut host);
-                    }
-                    Err(err) => break 'session CloseReason::Ended(format!("read: {err}")),
-                }
-            }
-            Some((track, rtcp, data)) = udp_rx.recv() => {
-                let now = Instant::now();
-                hub.touch(&entry, now);
-                hub.metrics().ingest_bytes.inc_by(data.len() as u64);
-                session.handle_udp(now, track, rtcp, &data);
-            }
-            // The session's own deadline moves with every packet; re-arming a timer per read
-            // costs more than the read. A coarse tick checks it instead (timeouts are
-            // seconds long, so they fire at most one tick late).
-            _ = timeout_tick.tick() => {
-                let now = Instant::now();
-                if session.poll_timeout().is_some_and(|due| due <= now) {
-                    session.handle_timeout(now);
-                }
+    let mut last_poll = Instant::now();
+    let reason = loop {
+        let now = Instant::now();
+        // Input read on readiness arrived now. Input read at a poll arrived after the poll
+        // before it: frames are stamped with that earlier instant, so the part latency
+        // measured from them includes the wait for the poll.
+        let arrived = if socket.is_polled() { last_poll } else { now };
+        last_poll = now;
+        conn.host.now = now;
+        if !stopping && (entry.cancel.is_cancelled() || shutdown.is_cancelled()) {
+            stopping = true;
+            let why = if shutdown.is_cancelled() {
+                "the streamer is shutting down".to_owned()
+            } else {
+                entry.reason().unwrap_or_else(|| "ended by the server".into())
+            };
+            conn.session.close(CloseReason::Ended(why));
+        }
+        let read = conn.read(&mut socket, &mut buf, now, arrived);
+        while let Ok((track, rtcp, data)) = udp_rx.try_recv() {
+            hub.touch(&entry, now);
+            hub.metrics().ingest_bytes.inc_by(data.len() as u64);
+            conn.session.handle_udp(arrived, track, rtcp, &data);
+        }
+        if conn.session.poll_timeout().is_some_and(|due| due <= now) {
+            conn.session.handle_timeout(now);
+        }
+        // What the publisher sent before it went is still handled.
+        if let Some(reason) = conn.handle_outputs(&mut socket, now, arrived) {
+            break reason;
+        }
+        if let Polled::Closed(reason) = read {
+            break reason;
+        }
+        if conn.pipeline.is_some() && !socket.is_polled() {
+            if let Err(err) = socket.poll_from_now() {
+                break CloseReason::Ended(format!("socket: {err}"));
             }
         }
-        while let Some(output) = session.poll_output() {
+        if socket.is_polled() {
+            poll.tick().await;
+        } else {
+            // Before RECORD every answer is awaited: wait for the publisher, not the grid.
+            tokio::select! {
+                _ = socket.ready() => {}
+                _ = &mut ended, if !stopping => {}
+                _ = &mut shutting_down, if !stopping => {}
+                _ = udp_rx.recv() => {}
+                _ = tokio::time::sleep(EXCHANGE_TICK) => {}
+            }
+        }
+    };
+    stop.cancel();
+    let _ = socket.flush(Instant::now());
+    socket.shutdown();
+    if let Some(mut p) = conn.pipeline {
+        p.finish(&hub);
+    }
+    tracing::info!(carrier = %conn.carrier, %remote, reason = %reason, "publisher connection closed");
+    hub.end_session(entry.id, &reason.to_string(), conn.failure);
+}
+
+/// One publisher connection's state between reads.
+struct Connection {
+    session: Session,
+    host: EdgeHost,
+    pipeline: Option<Pipeline>,
+    /// The connection ended in a failure (bad media, malformed input) rather than an end.
+    failure: bool,
+    carrier: String,
+    remote: SocketAddr,
+}
+
+impl Connection {
+    /// Feeds what the socket holds to the session; input read now arrived after `arrived`.
+    fn read(
+        &mut self,
+        socket: &mut IngestSocket,
+        buf: &mut [u8],
+        now: Instant,
+        arrived: Instant,
+    ) -> Polled {
+        let Self { session, host, .. } = self;
+        socket.read(buf, |input| {
+            host.hub.touch(&host.entry, now);
+            host.hub.metrics().ingest_bytes.inc_by(input.len() as u64);
+            session.handle_input(arrived, input, host);
+        })
+    }
+
+    /// Carries out what the session asked for; `Some` once the connection is over.
+    fn handle_outputs(
+        &mut self,
+        socket: &mut IngestSocket,
+        now: Instant,
+        arrived: Instant,
+    ) -> Option<CloseReason> {
+        let hub = self.host.hub.clone();
+        if let Polled::Closed(reason) = socket.flush(now) {
+            return Some(reason);
+        }
+        while let Some(output) = self.session.poll_output() {
             match output {
                 Output::Send(bytes) => {
-                    let written =
-                        tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&bytes)).await;
-                    if !matches!(written, Ok(Ok(()))) {
-                        break 'session CloseReason::Ended("the publisher stopped reading".into());
+                    if let Polled::Closed(reason) = socket.send(now, &bytes) {
+                        return Some(reason);
                     }
                 }
                 Output::Publish {
@@ -375,16 +618,17 @@ async fn connection(
                     tracks,
                     transport,
                 } => {
-                    let Some(credential) = host.credential.clone() else {
+                    let Some(credential) = self.host.credential.clone() else {
                         // The core publishes only after the host admitted RECORD.
-                        break 'session CloseReason::Ended("recording without admission".into());
+                        return Some(CloseReason::Ended("recording without admission".into()));
                     };
                     let codecs = codec_names(&tracks);
-                    let channel = hub.start_recording(&entry, &reservation_id, credential, &codecs);
-                    tracing::info!(reservation = %reservation_id, %carrier, %remote, ?transport,
-                        codecs, "publisher live");
-                    let setup = session.setup_tracks();
-                    pipeline = Some(Pipeline::new(
+                    let channel =
+                        hub.start_recording(&self.host.entry, &reservation_id, credential, &codecs);
+                    tracing::info!(reservation = %reservation_id, carrier = %self.carrier,
+                        remote = %self.remote, ?transport, codecs, "publisher live");
+                    let setup = self.session.setup_tracks();
+                    self.pipeline = Some(Pipeline::new(
                         &hub,
                         &reservation_id,
                         &tracks,
@@ -393,32 +637,158 @@ async fn connection(
                     ));
                 }
                 Output::Rtp { track, packet } => {
-                    if let Some(p) = pipeline.as_mut() {
-                        if let Err(err) = p.push_rtp(&hub, Instant::now(), track, &packet) {
-                            failure = true;
+                    if let Some(p) = self.pipeline.as_mut() {
+                        if let Err(err) = p.push_rtp(&hub, arrived, track, &packet) {
+                            self.failure = true;
                             hub.metrics().refused("bad_media");
-                            break 'session CloseReason::Malformed(format!("media: {err}"));
+                            return Some(CloseReason::Malformed(format!("media: {err}")));
                         }
                     }
                 }
                 Output::Close(reason) => {
                     if matches!(reason, CloseReason::Malformed(_) | CloseReason::Timeout) {
-                        failure = matches!(reason, CloseReason::Malformed(_));
+                        self.failure = matches!(reason, CloseReason::Malformed(_));
                         hub.metrics().refused(match reason {
                             CloseReason::Timeout => "timeout",
                             _ => "malformed",
                         });
                     }
-                    break 'session reason;
+                    return Some(reason);
                 }
             }
         }
-    };
-    stop.cancel();
-    let _ = stream.shutdown().await;
-    if let Some(mut p) = pipeline {
-        p.finish(&hub);
+        None
     }
-    tracing::info!(%carrier, %remote, reason = %reason, "publisher connection closed");
-    hub.end_session(entry.id, &reason.to_string(), failure);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_polls_on_the_same_grid() {
+        let epoch = Instant::now();
+        let ms = Duration::from_millis;
+        let period = ms(20);
+        assert_eq!(next_grid_point(epoch, epoch, period), epoch);
+        assert_eq!(next_grid_point(epoch, epoch + ms(1), period), epoch + ms(20));
+        assert_eq!(next_grid_point(epoch, epoch + ms(25), period), epoch + ms(40));
+        assert_eq!(next_grid_point(epoch, epoch + ms(40), period), epoch + ms(40));
+        // Before the epoch (a clock read early): the epoch itself.
+        assert_eq!(next_grid_point(epoch + ms(5), epoch, period), epoch + ms(5));
+    }
+
+    /// A connected pair on loopback: our end (registered, as accepted) and the publisher's.
+    async fn pair() -> (IngestSocket, std::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let publisher = tokio::task::spawn_blocking(move || std::net::TcpStream::connect(addr));
+        let (ours, _) = listener.accept().await.unwrap();
+        (IngestSocket::new(ours), publisher.await.unwrap().unwrap())
+    }
+
+    /// Polls until `want` bytes came in or the publisher closed; bounded.
+    fn poll_for(socket: &mut IngestSocket, want: usize) -> (Vec<u8>, Option<CloseReason>) {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..500 {
+            if let Polled::Closed(reason) = socket.read(&mut buf, |b| got.extend_from_slice(b)) {
+                return (got, Some(reason));
+            }
+            if got.len() >= want {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (got, None)
+    }
+
+    #[tokio::test]
+    async fn the_exchange_is_read_on_readiness_and_media_on_the_poll_grid() {
+        use std::io::Write;
+        let (mut socket, mut publisher) = pair().await;
+        assert!(!socket.is_polled());
+
+        // Registered: the socket wakes its task when the publisher writes.
+        publisher.write_all(b"OPTIONS").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), socket.ready())
+            .await
+            .expect("a registered socket wakes when the publisher writes");
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        assert!(matches!(
+            socket.read(&mut buf, |b| got.extend_from_slice(b)),
+            Polled::Open
+        ));
+        assert_eq!(got, b"OPTIONS");
+
+        // Out of the reactor: what is sent is read when polled, none of it lost.
+        publisher.write_all(b"RECORD").unwrap();
+        socket.poll_from_now().unwrap();
+        assert!(socket.is_polled());
+        let sent: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        publisher.write_all(&sent).unwrap();
+        let (got, closed) = poll_for(&mut socket, 6 + sent.len());
+        assert_eq!(&got[..6], b"RECORD");
+        assert_eq!(&got[6..], &sent[..], "one poll takes more than a buffer in several reads");
+        assert!(closed.is_none());
+        // A polled socket never wakes its task by itself.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), socket.ready())
+                .await
+                .is_err()
+        );
+
+        publisher.write_all(b"last words").unwrap();
+        drop(publisher);
+        let (got, closed) = poll_for(&mut socket, usize::MAX);
+        assert_eq!(got, b"last words");
+        assert!(matches!(closed, Some(CloseReason::PeerClosed)), "{closed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_publisher_that_stops_reading_is_dropped_after_the_write_timeout() {
+        use std::io::Read;
+        let (mut socket, mut publisher) = pair().await;
+        socket.poll_from_now().unwrap();
+        let start = Instant::now();
+        // Far more than the kernel buffers between the two ends: most of it waits in `out`.
+        let big = vec![b'x'; 64 << 20];
+        assert!(matches!(socket.send(start, &big), Polled::Open));
+        assert!(!socket.out.is_empty(), "the kernel took 64 MiB at once");
+        let waiting = socket.out.len();
+
+        // Still within the timeout: kept, and nothing is lost.
+        let later = start + WRITE_TIMEOUT - Duration::from_millis(1);
+        assert!(matches!(socket.flush(later), Polled::Open));
+
+        // The publisher reads a little: that is progress, so the clock starts again. Flush
+        // until the kernel takes no more (bounded), all at `later`.
+        let mut chunk = vec![0u8; 1 << 20];
+        publisher.read_exact(&mut chunk).unwrap();
+        let mut left = waiting;
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(10));
+            assert!(matches!(socket.flush(later), Polled::Open));
+            if socket.out.len() == left {
+                break;
+            }
+            left = socket.out.len();
+        }
+        assert!(left < waiting, "the flush wrote what the publisher made room for");
+        assert_eq!(socket.out_since, Some(later));
+        assert!(matches!(
+            socket.flush(later + WRITE_TIMEOUT - Duration::from_millis(1)),
+            Polled::Open
+        ));
+
+        // Then nothing for the whole timeout: dropped, and said why.
+        match socket.flush(later + WRITE_TIMEOUT) {
+            Polled::Closed(CloseReason::Ended(why)) => {
+                assert_eq!(why, "the publisher stopped reading")
+            }
+            Polled::Closed(other) => panic!("closed for {other}"),
+            Polled::Open => panic!("kept a publisher that read nothing for the timeout"),
+        }
+    }
 }
