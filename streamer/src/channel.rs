@@ -14,6 +14,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::media::segmenter::SegmenterOutput;
+use crate::media::Pieces;
 use crate::playlist::{self, Journal, Part, Playlist, Readiness};
 
 /// What a viewer sees of the stream.
@@ -37,7 +38,7 @@ pub enum DiskWrite {
         msn: u64,
         /// The channel's first segment on disk: the reservation's recording starts over.
         start: bool,
-        parts: Vec<Bytes>,
+        parts: Vec<Pieces>,
         journal: Journal,
     },
     /// The window closed: `index.m3u8` is replaced by the final playlist, and the
@@ -60,11 +61,12 @@ pub struct Channel {
     inits: Vec<(u32, Bytes)>,
     /// The init number the next parts use.
     init: u32,
-    parts: VecDeque<((u64, usize), Bytes)>,
-    /// Complete segments as their parts: a segment is never copied into one buffer.
-    segments: VecDeque<(u64, Vec<Bytes>)>,
+    parts: VecDeque<((u64, usize), Pieces)>,
+    /// Complete segments as their parts: neither a part nor a segment is ever copied into
+    /// one buffer.
+    segments: VecDeque<(u64, Vec<Pieces>)>,
     /// Parts of the segment being cut: the segment once it completes.
-    building: Vec<Bytes>,
+    building: Vec<Pieces>,
     /// No segment has reached the disk queue yet: the next one starts the recording over.
     start_pending: bool,
     /// A batch for the disk was lost: the next segment rewrites the journal and inits.
@@ -247,7 +249,7 @@ impl Channel {
     }
 
     /// A file of the stream held in memory, by its URI, as the pieces it is made of (one
-    /// for an init or a part, a segment's parts for a segment).
+    /// for an init; a part's header and samples; every part's for a segment).
     pub fn file(&self, name: &str) -> Option<Vec<Bytes>> {
         if let Some((_, data)) = self
             .inits
@@ -261,14 +263,14 @@ impl Channel {
                 .segments
                 .iter()
                 .find(|(m, _)| *m == msn)
-                .map(|(_, parts)| parts.clone());
+                .map(|(_, parts)| parts.iter().flat_map(Pieces::iter).cloned().collect());
         }
         if let Some(key) = parse_part(name) {
             return self
                 .parts
                 .iter()
                 .find(|(k, _)| *k == key)
-                .map(|(_, d)| vec![d.clone()]);
+                .map(|(_, d)| d.iter().cloned().collect());
         }
         None
     }
@@ -314,7 +316,7 @@ mod tests {
 
     fn part(byte: u8, independent: bool) -> SegmenterOutput {
         SegmenterOutput::Part {
-            data: Bytes::from(vec![byte; 4]),
+            data: Pieces::new(vec![Bytes::from(vec![byte; 1]), Bytes::from(vec![byte; 3])]),
             duration: Duration::from_millis(200),
             independent,
             first_arrival: Instant::now(),
@@ -363,7 +365,8 @@ mod tests {
         let DiskWrite::Segment { parts, journal, .. } = &w[1] else {
             unreachable!("checked above")
         };
-        assert_eq!(parts.concat(), [1, 1, 1, 1, 2, 2, 2, 2]);
+        let joined: Vec<u8> = parts.iter().flat_map(Pieces::concat).collect();
+        assert_eq!(joined, [1, 1, 1, 1, 2, 2, 2, 2]);
         let Journal::Replace(journal) = journal else {
             panic!("the first segment writes the journal whole: {journal:?}")
         };

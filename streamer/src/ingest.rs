@@ -519,7 +519,9 @@ async fn connection(
             let why = if shutdown.is_cancelled() {
                 "the streamer is shutting down".to_owned()
             } else {
-                entry.reason().unwrap_or_else(|| "ended by the server".into())
+                entry
+                    .reason()
+                    .unwrap_or_else(|| "ended by the server".into())
             };
             conn.session.close(CloseReason::Ended(why));
         }
@@ -671,9 +673,18 @@ mod tests {
         let ms = Duration::from_millis;
         let period = ms(20);
         assert_eq!(next_grid_point(epoch, epoch, period), epoch);
-        assert_eq!(next_grid_point(epoch, epoch + ms(1), period), epoch + ms(20));
-        assert_eq!(next_grid_point(epoch, epoch + ms(25), period), epoch + ms(40));
-        assert_eq!(next_grid_point(epoch, epoch + ms(40), period), epoch + ms(40));
+        assert_eq!(
+            next_grid_point(epoch, epoch + ms(1), period),
+            epoch + ms(20)
+        );
+        assert_eq!(
+            next_grid_point(epoch, epoch + ms(25), period),
+            epoch + ms(40)
+        );
+        assert_eq!(
+            next_grid_point(epoch, epoch + ms(40), period),
+            epoch + ms(40)
+        );
         // Before the epoch (a clock read early): the epoch itself.
         assert_eq!(next_grid_point(epoch + ms(5), epoch, period), epoch + ms(5));
     }
@@ -730,7 +741,11 @@ mod tests {
         publisher.write_all(&sent).unwrap();
         let (got, closed) = poll_for(&mut socket, 6 + sent.len());
         assert_eq!(&got[..6], b"RECORD");
-        assert_eq!(&got[6..], &sent[..], "one poll takes more than a buffer in several reads");
+        assert_eq!(
+            &got[6..],
+            &sent[..],
+            "one poll takes more than a buffer in several reads"
+        );
         assert!(closed.is_none());
         // A polled socket never wakes its task by itself.
         assert!(
@@ -743,7 +758,10 @@ mod tests {
         drop(publisher);
         let (got, closed) = poll_for(&mut socket, usize::MAX);
         assert_eq!(got, b"last words");
-        assert!(matches!(closed, Some(CloseReason::PeerClosed)), "{closed:?}");
+        assert!(
+            matches!(closed, Some(CloseReason::PeerClosed)),
+            "{closed:?}"
+        );
     }
 
     #[tokio::test]
@@ -775,7 +793,10 @@ mod tests {
             }
             left = socket.out.len();
         }
-        assert!(left < waiting, "the flush wrote what the publisher made room for");
+        assert!(
+            left < waiting,
+            "the flush wrote what the publisher made room for"
+        );
         assert_eq!(socket.out_since, Some(later));
         assert!(matches!(
             socket.flush(later + WRITE_TIMEOUT - Duration::from_millis(1)),

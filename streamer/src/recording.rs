@@ -13,15 +13,16 @@
 //!   ending the recording leaves it readable up to there (as an EVENT playlist without an
 //!   end); at the window's close, the final playlist, written whole and renamed over it.
 //!
-//! A live recording's files stay open, so a segment costs a positioned write per part, one
-//! for its index entry and one for its journal lines, instead of files made and renamed
+//! A live recording's files stay open, so a segment costs one vectored write of its parts'
+//! pieces, one write for its index entry and one for its journal lines, instead of files
+//! made and renamed
 //! (which cost ten times more CPU; BENCHMARKS.md, Run 6). The writer drains a bounded queue
 //! on one blocking thread, in the order channels queued their writes; it ends when every
 //! sender is gone. A write that fails, or panics, is logged and costs only that write.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::DiskWrite;
 use crate::config::StreamerConfig;
 use crate::hub::DiskBatch;
+use crate::media::Pieces;
 use crate::playlist::{self, Journal};
 
 const MEDIA: &str = "segments.m4s";
@@ -106,17 +108,14 @@ impl Open {
         &mut self,
         dir: &Path,
         msn: u64,
-        parts: &[Bytes],
+        parts: &[Pieces],
         journal: &Journal,
     ) -> std::io::Result<()> {
         let at = msn
             .checked_mul(ENTRY)
             .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "segment number"))?;
-        let mut end = self.media_len;
-        for part in parts {
-            self.media.write_all_at(part, end)?;
-            end += part.len() as u64;
-        }
+        let pieces = parts.iter().flat_map(Pieces::iter);
+        let end = self.media_len + write_pieces_at(&self.media, pieces, self.media_len)?;
         let mut entry = [0u8; ENTRY as usize];
         entry[..8].copy_from_slice(&self.media_len.to_le_bytes());
         entry[8..].copy_from_slice(&(end - self.media_len).to_le_bytes());
@@ -332,6 +331,33 @@ pub fn sweep_once(dir: &Path, retention: Duration, now: SystemTime) -> std::io::
     Ok(removed)
 }
 
+/// Writes `pieces` one after another from `offset`, in one `writev` where the kernel takes
+/// it all; returns how many bytes that was. std has no stable positioned vectored write, so
+/// the file's cursor is moved first (the writer is the only user of its descriptors).
+fn write_pieces_at<'a>(
+    file: &File,
+    pieces: impl Iterator<Item = &'a Bytes>,
+    offset: u64,
+) -> std::io::Result<u64> {
+    let mut slices: Vec<IoSlice<'_>> = pieces
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        match file.write_vectored(left) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut left, n),
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(total as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,14 +375,18 @@ mod tests {
         }
     }
 
-    /// A segment of two parts; the first of a recording starts it, with the journal's head.
+    /// A segment of two parts, the first in two pieces; the first segment of a recording
+    /// starts it, with the journal's head.
     fn segment(msn: u64, byte: u8, len: usize) -> DiskWrite {
         let data = Bytes::from(vec![byte; len]);
         let lines = format!("#EXTINF:1.000,\nseg-{msn}.m4s\n");
         DiskWrite::Segment {
             msn,
             start: msn == 0,
-            parts: vec![data.slice(..len / 2), data.slice(len / 2..)],
+            parts: vec![
+                Pieces::new(vec![data.slice(..len / 4), data.slice(len / 4..len / 2)]),
+                data.slice(len / 2..).into(),
+            ],
             journal: if msn == 0 {
                 Journal::Replace(format!("#EXTM3U\n{lines}"))
             } else {
@@ -410,7 +440,7 @@ mod tests {
             DiskWrite::Segment {
                 msn: 4,
                 start: false,
-                parts: vec![Bytes::from_static(b"4")],
+                parts: vec![Bytes::from_static(b"4").into()],
                 journal: Journal::Replace("#EXTM3U\nall of it\n".into()),
             },
         )

@@ -89,3 +89,38 @@ pub struct Frame {
     /// Set on a track's first frame and whenever its parameters change.
     pub params: Option<CodecParams>,
 }
+
+/// Bytes kept as the pieces they were made of, never joined into one buffer: a part is its
+/// `moof` and `mdat` header, then each sample's data as depacketized. Cloning shares them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pieces(std::sync::Arc<[Bytes]>);
+
+impl Pieces {
+    pub fn new(pieces: Vec<Bytes>) -> Self {
+        Self(pieces.into())
+    }
+
+    /// The length of the bytes they make together.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Bytes::is_empty)
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Bytes> {
+        self.0.iter()
+    }
+
+    /// The bytes joined (a copy).
+    pub fn concat(&self) -> Vec<u8> {
+        self.0.concat()
+    }
+}
+
+impl From<Bytes> for Pieces {
+    fn from(bytes: Bytes) -> Self {
+        Self::new(vec![bytes])
+    }
+}

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mp4_atom::Codec;
 
-use crate::media::{CodecParams, Frame, TrackKind, TrackSpec};
+use crate::media::{CodecParams, Frame, Pieces, TrackKind, TrackSpec};
 use crate::StreamerError;
 
 /// Sample data one part may hold; a frame that would exceed it closes the part first.
@@ -83,9 +83,10 @@ pub enum SegmenterOutput {
         resolution: Option<(u16, u16)>,
     },
     /// One LL-HLS part: a self-contained moof+mdat (every track's samples for that time
-    /// span). The segment file is the concatenation of its parts (no `styp`).
+    /// span), as its header and the samples' own buffers. The segment file is the
+    /// concatenation of its parts (no `styp`).
     Part {
-        data: Bytes,
+        data: Pieces,
         duration: Duration,
         /// Starts with a video keyframe (always true when the primary track is audio).
         independent: bool,

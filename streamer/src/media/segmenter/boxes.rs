@@ -13,7 +13,7 @@ use mp4_atom::{
     Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd,
 };
 
-use crate::media::{CodecParams, TrackKind};
+use crate::media::{CodecParams, Pieces, TrackKind};
 use crate::StreamerError;
 
 /// `sample_depends_on = 2` (depends on no other sample): a keyframe or an audio frame.
@@ -267,7 +267,7 @@ pub(super) struct FragTrack<'a> {
 /// `moof` + `mdat`: one `traf` per track (`tfhd` with default-base-is-moof, `tfdt`, one
 /// `trun` with per-sample duration, size and flags), the tracks' data one after another in
 /// the `mdat`.
-pub(super) fn fragment(sequence: u32, tracks: &[FragTrack<'_>]) -> Result<Bytes, StreamerError> {
+pub(super) fn fragment(sequence: u32, tracks: &[FragTrack<'_>]) -> Result<Pieces, StreamerError> {
     let mut moof = Moof {
         mfhd: Mfhd {
             sequence_number: sequence,
@@ -297,21 +297,26 @@ pub(super) fn fragment(sequence: u32, tracks: &[FragTrack<'_>]) -> Result<Bytes,
     let mdat_size = u32::try_from(MDAT_HEADER + payload)
         .map_err(|_| StreamerError::Mux("mdat over 4 GiB".into()))?;
 
-    let mut out = Vec::with_capacity(probe.len() + MDAT_HEADER + payload);
-    moof.encode(&mut out).map_err(|e| mux_err("moof", e))?;
-    if out.len() != probe.len() {
+    let mut head = Vec::with_capacity(probe.len() + MDAT_HEADER);
+    moof.encode(&mut head).map_err(|e| mux_err("moof", e))?;
+    if head.len() != probe.len() {
         return Err(StreamerError::Mux(
             "moof size changed between encodings".into(),
         ));
     }
-    // mdat header by hand: `mp4_atom::Mdat` owns its payload as one `Vec`, which would copy
-    // every sample once more just to be copied again into `out`.
-    out.put_u32(mdat_size);
-    out.put_slice(b"mdat");
-    for sample in tracks.iter().flat_map(|t| t.samples.iter()) {
-        out.put_slice(sample.data);
-    }
-    Ok(out.into())
+    // mdat header by hand: `mp4_atom::Mdat` owns its payload as one `Vec`. The samples follow
+    // as the pieces they are, so no sample is copied to make a part.
+    head.put_u32(mdat_size);
+    head.put_slice(b"mdat");
+    let mut pieces = Vec::with_capacity(1 + tracks.iter().map(|t| t.samples.len()).sum::<usize>());
+    pieces.push(Bytes::from(head));
+    pieces.extend(
+        tracks
+            .iter()
+            .flat_map(|t| t.samples.iter())
+            .map(|s| s.data.clone()),
+    );
+    Ok(Pieces::new(pieces))
 }
 
 fn traf(track: &FragTrack<'_>) -> Traf {

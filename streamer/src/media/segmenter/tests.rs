@@ -244,6 +244,7 @@ fn parse_part(output: &SegmenterOutput) -> Parsed {
     else {
         panic!("not a part: {output:?}");
     };
+    let data = Bytes::from(data.concat());
     let mut buf = data.as_ref();
     let moof = Moof::decode(&mut buf).expect("moof");
     let mdat = Mdat::decode(&mut buf).expect("mdat");
@@ -266,7 +267,7 @@ fn parse_part(output: &SegmenterOutput) -> Parsed {
     }
     Parsed {
         moof,
-        data: data.clone(),
+        data,
         duration: *duration,
         independent: *independent,
         first_arrival: *first_arrival,
