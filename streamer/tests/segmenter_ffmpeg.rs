@@ -337,7 +337,7 @@ fn ffmpeg_decodes_what_the_segmenter_writes() {
                 inits += 1;
             }
             SegmenterOutput::Part { data, duration, .. } => {
-                segment.extend_from_slice(data);
+                segment.extend_from_slice(&data.concat());
                 segment_duration += *duration;
             }
             SegmenterOutput::SegmentEnd => {
