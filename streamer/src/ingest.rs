@@ -554,7 +554,9 @@ async fn connection(
                 _ = socket.ready() => {}
                 _ = &mut ended, if !stopping => {}
                 _ = &mut shutting_down, if !stopping => {}
-                _ = udp_rx.recv() => {}
+                Some((track, rtcp, data)) = udp_rx.recv() => {
+                    conn.session.handle_udp(now, track, rtcp, &data);
+                }
                 _ = tokio::time::sleep(EXCHANGE_TICK) => {}
             }
         }
