@@ -89,6 +89,10 @@ pub async fn serve_listener(
     }
 }
 
+/// A datagram for a connection: the track it was SETUP for, whether it came to the RTCP port
+/// (then empty: only its arrival matters), and the RTP packet.
+type Datagram = (usize, bool, Bytes);
+
 /// The world as one session's core sees it.
 struct EdgeHost {
     hub: Hub,
@@ -97,7 +101,7 @@ struct EdgeHost {
     now: Instant,
     /// The credential of the last admitted request: the one the publisher records with.
     credential: Option<Credential>,
-    udp: mpsc::Sender<(usize, bool, Bytes)>,
+    udp: mpsc::Sender<Datagram>,
     stop: CancellationToken,
 }
 
@@ -194,7 +198,7 @@ async fn receive_udp(
     from: IpAddr,
     track: usize,
     rtcp: bool,
-    tx: mpsc::Sender<(usize, bool, Bytes)>,
+    tx: mpsc::Sender<Datagram>,
     stop: CancellationToken,
     hub: Hub,
 ) {
@@ -526,10 +530,8 @@ async fn connection(
             conn.session.close(CloseReason::Ended(why));
         }
         let read = conn.read(&mut socket, &mut buf, now, arrived);
-        while let Ok((track, rtcp, data)) = udp_rx.try_recv() {
-            hub.touch(&entry, now);
-            hub.metrics().ingest_bytes.inc_by(data.len() as u64);
-            conn.session.handle_udp(arrived, track, rtcp, &data);
+        while let Ok(datagram) = udp_rx.try_recv() {
+            conn.datagram(now, arrived, datagram);
         }
         if conn.session.poll_timeout().is_some_and(|due| due <= now) {
             conn.session.handle_timeout(now);
@@ -554,9 +556,7 @@ async fn connection(
                 _ = socket.ready() => {}
                 _ = &mut ended, if !stopping => {}
                 _ = &mut shutting_down, if !stopping => {}
-                Some((track, rtcp, data)) = udp_rx.recv() => {
-                    conn.session.handle_udp(now, track, rtcp, &data);
-                }
+                Some(datagram) = udp_rx.recv() => conn.datagram(now, now, datagram),
                 _ = tokio::time::sleep(EXCHANGE_TICK) => {}
             }
         }
@@ -597,6 +597,17 @@ impl Connection {
             host.hub.metrics().ingest_bytes.inc_by(input.len() as u64);
             session.handle_input(arrived, input, host);
         })
+    }
+
+    /// One datagram from the connection's UDP queue, received by `now`, after `arrived`.
+    fn datagram(&mut self, now: Instant, arrived: Instant, (track, rtcp, data): Datagram) {
+        self.host.hub.touch(&self.host.entry, now);
+        self.host
+            .hub
+            .metrics()
+            .ingest_bytes
+            .inc_by(data.len() as u64);
+        self.session.handle_udp(arrived, track, rtcp, &data);
     }
 
     /// Carries out what the session asked for; `Some` once the connection is over.

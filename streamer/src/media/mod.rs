@@ -100,15 +100,6 @@ impl Pieces {
         Self(pieces.into())
     }
 
-    /// The length of the bytes they make together.
-    pub fn len(&self) -> usize {
-        self.0.iter().map(Bytes::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.iter().all(Bytes::is_empty)
-    }
-
     pub fn iter(&self) -> std::slice::Iter<'_, Bytes> {
         self.0.iter()
     }
