@@ -1,19 +1,22 @@
 //! The RTSP edge on the dedicated network: one TCP listener per carrier, one task per
 //! publisher connection, UDP port pairs for publishers that SETUP over UDP.
 //!
-//! Contract: the only code that touches ingest sockets. Each connection task owns its
-//! [`Session`] (the sans-IO RTSP core) and, once recording, its [`Pipeline`]
-//! (depacketizers → segmenter → channel). Nothing a publisher sends reaches another
-//! publisher's task: a bad publisher ends its own task only.
+//! Contract: the only code that touches ingest sockets (the [`Poller`] reads them only
+//! through `Connection`). Each connection task owns its [`Session`] (the sans-IO RTSP core)
+//! and, once recording, its [`Pipeline`] (depacketizers → segmenter → channel); while media
+//! flows a poller shard holds them and gives them back at the end. Nothing a publisher sends
+//! reaches another publisher's connection: a bad publisher ends its own connection only.
 //!
-//! A publisher's TCP socket is not read on readiness but polled: every connection wakes on
-//! one shared grid (`ingest_poll`, 20 ms by default), reads all the kernel holds, hands it to
-//! its session and goes back to sleep. A publisher sends a burst per video frame, so reading on
-//! readiness woke a worker, and sent an ACK, for each burst of each publisher; on the grid one
-//! timer wake serves every connection and each read takes several bursts. A frame therefore
-//! waits up to one period before it is handled, and is stamped as arriving at the poll before
-//! the one that read it, so the part latency reported includes that wait. The end of the
-//! window, a shutdown and the session timeout are checked at each poll too.
+//! Once the publisher records, its TCP socket is not read on readiness but polled: the task
+//! hands the connection to the [`Poller`], whose shards wake on one shared grid
+//! (`ingest_poll`, 25 ms by default), read all the kernel holds, hand it to the session and go
+//! back to sleep; the task gets the connection back when it is over and finishes it. A
+//! publisher sends a burst per video frame, so reading on readiness woke a worker, and sent an
+//! ACK, for each burst of each publisher; on the grid one thread wake serves up to 64
+//! connections and each read takes several bursts. A frame therefore waits up to one period before it is
+//! handled, and is stamped as arriving at the poll before the one that read it, so the part
+//! latency reported includes that wait. The end of the window, a shutdown and the session
+//! timeout are checked at each poll too.
 //!
 //! Writes to a slow publisher wait for the next polls, bounded in time ([`WRITE_TIMEOUT`]).
 //! UDP datagrams are accepted only from the publisher's own address, through a bounded queue
@@ -36,6 +39,7 @@ use crate::media::frames::codec_names;
 use crate::media::retina_adapter::Depacketizer;
 use crate::media::TrackSpec;
 use crate::media_path::MediaPath;
+use crate::poller::{Adopted, Pollable, Poller};
 use crate::rtsp::{
     Admission, CloseReason, Credential, Host, Output, Refusal, Session, SessionConfig,
 };
@@ -47,13 +51,14 @@ const UDP_QUEUE: usize = 1024;
 /// Before RECORD, how often a connection checks its session's timeout and its writes' when
 /// nothing else wakes it.
 const EXCHANGE_TICK: Duration = Duration::from_millis(500);
-/// Reads of the 64 KiB buffer per poll at most, so one fast publisher cannot hold a worker:
-/// 1 MiB per poll, 400 Mbit/s at the default 20 ms period.
+/// Reads of the buffer per poll at most, so one fast publisher cannot hold its poller shard:
+/// with the shard's 64 KiB buffer, 1 MiB per poll, 335 Mbit/s at the default 25 ms period.
 const READS_PER_POLL: usize = 16;
 
 /// Accepts publishers on one carrier listener until `shutdown`.
-pub async fn serve_listener(
+pub(crate) async fn serve_listener(
     hub: Hub,
+    poller: Poller<Connection>,
     listener: Listener,
     socket: TcpListener,
     shutdown: CancellationToken,
@@ -82,8 +87,9 @@ pub async fn serve_listener(
         let carrier = listener.carrier.clone();
         let local_ip = listener.addr.ip();
         let shutdown = shutdown.clone();
+        let poller = poller.clone();
         tokio::spawn(async move {
-            connection(hub, carrier, local_ip, stream, remote, shutdown).await;
+            connection(hub, poller, carrier, local_ip, stream, remote, shutdown).await;
             drop(permit);
         });
     }
@@ -103,6 +109,8 @@ struct EdgeHost {
     credential: Option<Credential>,
     udp: mpsc::Sender<Datagram>,
     stop: CancellationToken,
+    /// The streamer's runtime: UDP receivers run on it, wherever the session is polled.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Host for EdgeHost {
@@ -149,9 +157,10 @@ impl Host for EdgeHost {
             rtcp.local_addr().map_err(|e| e.to_string())?.port(),
         );
         let from = self.entry.remote.ip();
+        let _runtime = self.runtime.enter();
         for (socket, is_rtcp) in [(rtp, false), (rtcp, true)] {
             let socket = UdpSocket::from_std(socket).map_err(|e| e.to_string())?;
-            tokio::spawn(receive_udp(
+            self.runtime.spawn(receive_udp(
                 socket,
                 from,
                 track,
@@ -310,9 +319,9 @@ enum Polled {
 /// While registered with tokio's reactor, every burst the publisher sends wakes a worker: right
 /// for the exchange before RECORD, where each answer is awaited, but about one wake per video
 /// frame per publisher once media flows. [`IngestSocket::poll_from_now`] takes the socket out of
-/// the reactor; from then on a task the timer wakes once per period, together with every other
-/// connection, reads it. Writes (RTSP responses) that the kernel cannot take at once wait in
-/// `out` for the next read, bounded by [`WRITE_TIMEOUT`].
+/// the reactor; from then on a poller shard reads it once per period, with every other
+/// connection it holds ([`crate::poller`]). Writes (RTSP responses) that the kernel cannot
+/// take at once wait in `out` for the next read, bounded by [`WRITE_TIMEOUT`].
 struct IngestSocket {
     stream: Stream,
     out: Vec<u8>,
@@ -446,18 +455,9 @@ impl IngestSocket {
     }
 }
 
-/// The first instant of `period`'s grid at or after `now`. Every connection's poll timer sits
-/// on the same grid (counted from the hub's start), so the timer wakes them all in one turn.
-fn next_grid_point(epoch: Instant, now: Instant, period: Duration) -> Instant {
-    let period_ns = period.as_nanos().max(1);
-    let since = now.saturating_duration_since(epoch).as_nanos();
-    let steps = since.div_ceil(period_ns);
-    let offset = u64::try_from(steps * period_ns).unwrap_or(u64::MAX);
-    epoch + Duration::from_nanos(offset)
-}
-
 async fn connection(
     hub: Hub,
+    poller: Poller<Connection>,
     carrier: String,
     local_ip: IpAddr,
     stream: TcpStream,
@@ -466,9 +466,8 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let entry = hub.register_session(&carrier, remote);
-    let mut socket = IngestSocket::new(stream);
     let stop = CancellationToken::new();
-    let (udp_tx, mut udp_rx) = mpsc::channel(UDP_QUEUE);
+    let (udp_tx, udp_rx) = mpsc::channel(UDP_QUEUE);
     let host = EdgeHost {
         hub: hub.clone(),
         entry: entry.clone(),
@@ -477,6 +476,7 @@ async fn connection(
         credential: None,
         udp: udp_tx,
         stop: stop.clone(),
+        runtime: tokio::runtime::Handle::current(),
     };
     let config = SessionConfig {
         carrier: carrier.clone(),
@@ -494,76 +494,36 @@ async fn connection(
         host,
         pipeline: None,
         failure: false,
-        carrier,
+        carrier: carrier.clone(),
         remote,
+        socket: IngestSocket::new(stream),
+        udp_rx,
+        stopping: false,
+        last_poll: Instant::now(),
     };
-    let mut buf = vec![0u8; 64 * 1024];
-    let period = hub.config().ingest_poll;
-    let mut poll = tokio::time::interval_at(
-        next_grid_point(hub.started(), Instant::now(), period).into(),
-        period,
-    );
-    // Skip keeps the grid: a late poll is followed by the next grid point, not a burst.
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let ended = entry.cancel.cancelled();
-    let shutting_down = shutdown.cancelled();
-    tokio::pin!(ended, shutting_down);
-    let mut stopping = false;
-    let mut last_poll = Instant::now();
-    let reason = loop {
-        let now = Instant::now();
-        // Input read on readiness arrived now. Input read at a poll arrived after the poll
-        // before it: frames are stamped with that earlier instant, so the part latency
-        // measured from them includes the wait for the poll.
-        let arrived = if socket.is_polled() { last_poll } else { now };
-        last_poll = now;
-        conn.host.now = now;
-        if !stopping && (entry.cancel.is_cancelled() || shutdown.is_cancelled()) {
-            stopping = true;
-            let why = if shutdown.is_cancelled() {
-                "the streamer is shutting down".to_owned()
-            } else {
-                entry
-                    .reason()
-                    .unwrap_or_else(|| "ended by the server".into())
-            };
-            conn.session.close(CloseReason::Ended(why));
-        }
-        let read = conn.read(&mut socket, &mut buf, now, arrived);
-        while let Ok(datagram) = udp_rx.try_recv() {
-            conn.datagram(now, arrived, datagram);
-        }
-        if conn.session.poll_timeout().is_some_and(|due| due <= now) {
-            conn.session.handle_timeout(now);
-        }
-        // What the publisher sent before it went is still handled.
-        if let Some(reason) = conn.handle_outputs(&mut socket, now, arrived) {
-            break reason;
-        }
-        if let Polled::Closed(reason) = read {
-            break reason;
-        }
-        if conn.pipeline.is_some() && !socket.is_polled() {
-            if let Err(err) = socket.poll_from_now() {
-                break CloseReason::Ended(format!("socket: {err}"));
+    let reason = match exchange(&mut conn, &shutdown).await {
+        Some(reason) => reason,
+        // Recording: polled on the grid from now on.
+        None => match poller.adopt(conn).await {
+            Adopted::Over(back, reason) => {
+                conn = back;
+                reason
             }
-        }
-        if socket.is_polled() {
-            poll.tick().await;
-        } else {
-            // Before RECORD every answer is awaited: wait for the publisher, not the grid.
-            tokio::select! {
-                _ = socket.ready() => {}
-                _ = &mut ended, if !stopping => {}
-                _ = &mut shutting_down, if !stopping => {}
-                Some(datagram) = udp_rx.recv() => conn.datagram(now, now, datagram),
-                _ = tokio::time::sleep(EXCHANGE_TICK) => {}
+            Adopted::Refused(back, why) => {
+                conn = back;
+                CloseReason::Ended(why)
             }
-        }
+            Adopted::Lost => {
+                stop.cancel();
+                tracing::error!(%carrier, %remote, "publisher connection lost with its poller");
+                hub.end_session(entry.id, "the streamer failed on this connection", true);
+                return;
+            }
+        },
     };
     stop.cancel();
-    let _ = socket.flush(Instant::now());
-    socket.shutdown();
+    let _ = conn.socket.flush(Instant::now());
+    conn.socket.shutdown();
     if let Some(mut p) = conn.pipeline {
         p.finish(&hub);
     }
@@ -571,8 +531,39 @@ async fn connection(
     hub.end_session(entry.id, &reason.to_string(), conn.failure);
 }
 
+/// The RTSP exchange, on readiness: until the connection is over (`Some`) or records (`None`,
+/// its socket then out of the reactor, for the poller).
+async fn exchange(conn: &mut Connection, shutdown: &CancellationToken) -> Option<CloseReason> {
+    // Requests before RECORD are small; media is read with the poller's buffer.
+    let mut buf = vec![0u8; 16 * 1024];
+    let entry = conn.host.entry.clone();
+    let ended = entry.cancel.cancelled();
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(ended, shutting_down);
+    loop {
+        if let Some(reason) = conn.step(Instant::now(), &mut buf, shutdown.is_cancelled()) {
+            return Some(reason);
+        }
+        if conn.socket.is_polled() {
+            return None;
+        }
+        // Every answer is awaited: wait for the publisher, not the grid.
+        let datagram = tokio::select! {
+            () = conn.socket.ready() => None,
+            () = &mut ended, if !conn.stopping => None,
+            () = &mut shutting_down, if !conn.stopping => None,
+            Some(datagram) = conn.udp_rx.recv() => Some(datagram),
+            () = tokio::time::sleep(EXCHANGE_TICK) => None,
+        };
+        if let Some(datagram) = datagram {
+            let now = Instant::now();
+            conn.datagram(now, now, datagram);
+        }
+    }
+}
+
 /// One publisher connection's state between reads.
-struct Connection {
+pub(crate) struct Connection {
     session: Session,
     host: EdgeHost,
     pipeline: Option<Pipeline>,
@@ -580,18 +571,89 @@ struct Connection {
     failure: bool,
     carrier: String,
     remote: SocketAddr,
+    socket: IngestSocket,
+    udp_rx: mpsc::Receiver<Datagram>,
+    /// The session has been told to close (window over, or shutdown).
+    stopping: bool,
+    /// When the socket was last read.
+    last_poll: Instant,
+}
+
+impl Pollable for Connection {
+    type Over = CloseReason;
+
+    fn poll(
+        &mut self,
+        now: Instant,
+        scratch: &mut [u8],
+        shutting_down: bool,
+    ) -> Option<CloseReason> {
+        self.step(now, scratch, shutting_down)
+    }
+
+    fn panicked(&mut self) -> CloseReason {
+        self.failure = true;
+        CloseReason::Ended("the streamer failed on this connection".into())
+    }
 }
 
 impl Connection {
+    /// Handles everything that came in (socket, UDP queue, the window's end, shutdown, the
+    /// session timeout) and writes what the session answers; `Some` once the connection is
+    /// over. Once the publisher records, the socket leaves the reactor here.
+    fn step(&mut self, now: Instant, buf: &mut [u8], shutting_down: bool) -> Option<CloseReason> {
+        // Input read on readiness arrived now. Input read at a poll arrived after the poll
+        // before it: frames are stamped with that earlier instant, so the part latency
+        // measured from them includes the wait for the poll.
+        let arrived = if self.socket.is_polled() {
+            self.last_poll
+        } else {
+            now
+        };
+        self.last_poll = now;
+        self.host.now = now;
+        let entry = &self.host.entry;
+        if !self.stopping && (entry.cancel.is_cancelled() || shutting_down) {
+            self.stopping = true;
+            let why = if shutting_down {
+                "the streamer is shutting down".to_owned()
+            } else {
+                entry
+                    .reason()
+                    .unwrap_or_else(|| "ended by the server".into())
+            };
+            self.session.close(CloseReason::Ended(why));
+        }
+        let read = self.read(buf, now, arrived);
+        while let Ok(datagram) = self.udp_rx.try_recv() {
+            self.datagram(now, arrived, datagram);
+        }
+        if self.session.poll_timeout().is_some_and(|due| due <= now) {
+            self.session.handle_timeout(now);
+        }
+        // What the publisher sent before it went is still handled.
+        if let Some(reason) = self.handle_outputs(now, arrived) {
+            return Some(reason);
+        }
+        if let Polled::Closed(reason) = read {
+            return Some(reason);
+        }
+        if self.pipeline.is_some() && !self.socket.is_polled() {
+            if let Err(err) = self.socket.poll_from_now() {
+                return Some(CloseReason::Ended(format!("socket: {err}")));
+            }
+        }
+        None
+    }
+
     /// Feeds what the socket holds to the session; input read now arrived after `arrived`.
-    fn read(
-        &mut self,
-        socket: &mut IngestSocket,
-        buf: &mut [u8],
-        now: Instant,
-        arrived: Instant,
-    ) -> Polled {
-        let Self { session, host, .. } = self;
+    fn read(&mut self, buf: &mut [u8], now: Instant, arrived: Instant) -> Polled {
+        let Self {
+            session,
+            host,
+            socket,
+            ..
+        } = self;
         socket.read(buf, |input| {
             host.hub.touch(&host.entry, now);
             host.hub.metrics().ingest_bytes.inc_by(input.len() as u64);
@@ -611,13 +673,9 @@ impl Connection {
     }
 
     /// Carries out what the session asked for; `Some` once the connection is over.
-    fn handle_outputs(
-        &mut self,
-        socket: &mut IngestSocket,
-        now: Instant,
-        arrived: Instant,
-    ) -> Option<CloseReason> {
+    fn handle_outputs(&mut self, now: Instant, arrived: Instant) -> Option<CloseReason> {
         let hub = self.host.hub.clone();
+        let socket = &mut self.socket;
         if let Polled::Closed(reason) = socket.flush(now) {
             return Some(reason);
         }
@@ -679,28 +737,6 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_connection_polls_on_the_same_grid() {
-        let epoch = Instant::now();
-        let ms = Duration::from_millis;
-        let period = ms(20);
-        assert_eq!(next_grid_point(epoch, epoch, period), epoch);
-        assert_eq!(
-            next_grid_point(epoch, epoch + ms(1), period),
-            epoch + ms(20)
-        );
-        assert_eq!(
-            next_grid_point(epoch, epoch + ms(25), period),
-            epoch + ms(40)
-        );
-        assert_eq!(
-            next_grid_point(epoch, epoch + ms(40), period),
-            epoch + ms(40)
-        );
-        // Before the epoch (a clock read early): the epoch itself.
-        assert_eq!(next_grid_point(epoch + ms(5), epoch, period), epoch + ms(5));
-    }
 
     /// A connected pair on loopback: our end (registered, as accepted) and the publisher's.
     async fn pair() -> (IngestSocket, std::net::TcpStream) {

@@ -20,6 +20,7 @@ pub mod media;
 pub mod media_path;
 pub mod metrics;
 pub mod playlist;
+pub mod poller;
 pub mod recording;
 pub mod rtsp;
 
@@ -27,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use poller::Poller;
 use slotcast_domain::time::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -84,9 +86,11 @@ pub async fn run(
     let hub = Hub::new(config.clone(), clock, reports_tx, disk_tx, edges.clone());
 
     let mut tasks = JoinSet::new();
+    let poller = Poller::new(hub.started(), config.ingest_poll, edges.clone());
     for (listener, socket) in ingest {
         tasks.spawn(ingest::serve_listener(
             hub.clone(),
+            poller.clone(),
             listener,
             socket,
             edges.clone(),
