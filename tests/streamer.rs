@@ -44,12 +44,14 @@ async fn ffmpeg_publishes_over_tcp_and_viewers_watch_live_then_the_recording() {
     let db = TestDb::new().await;
     let stack = Stack::start(&db, "s1", TWO_CARRIERS);
     stack.register("s1", &["carrier-a", "carrier-b"]).await;
-    let (start, end) = window(2, 24);
+    // The publisher stops well before the window closes, and the watch page is done well
+    // before the publisher stops: the page sees a live stream however slowly Chromium starts.
+    let (start, end) = window(2, 28);
     let (id, key) = stack.book("s1", start, end).await;
     let addr = stack.rtsp("carrier-a");
     wait_gate_open(addr, &id, &key);
 
-    let mut publisher = ffmpeg_publish(&publish_url(addr, &id, &key), "tcp", 14);
+    let mut publisher = ffmpeg_publish(&publish_url(addr, &id, &key), "tcp", 18);
     let playlist_url = stack.hls(&format!("/hls/{id}/index.m3u8"));
     let live = wait_for_text(
         &playlist_url,
@@ -118,16 +120,16 @@ async fn ffmpeg_publishes_over_tcp_and_viewers_watch_live_then_the_recording() {
     let watch = stack.hls(&format!("/watch/{id}"));
     let out = Command::new("node")
         .arg(repo_root().join("tests/browser/watch.mjs"))
-        .args([&watch, "--seconds", "15", "--min-advance", "2"])
+        .args([&watch, "--seconds", "8", "--min-advance", "2"])
+        .args(["--expect-state", "live"])
         .output()
         .expect("node (scripts/services installs it)");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "the watch page did not play: {report} {}",
+        "the watch page did not play live: {report} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains("\"state\":\"live\""), "{report}");
 
     assert!(
         publisher.wait(StdDuration::from_secs(30)).is_some(),
