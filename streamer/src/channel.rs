@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::media::segmenter::SegmenterOutput;
 use crate::media::Pieces;
-use crate::playlist::{self, Journal, Part, Playlist, Readiness};
+use crate::playlist::{self, parse_part, parse_segment, Journal, Part, Playlist, Readiness};
 
 /// What a viewer sees of the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -81,8 +81,25 @@ impl Channel {
     pub const MEMORY_SEGMENTS: usize = 6;
 
     pub fn new(segment_target: Duration, part_target: Duration) -> Self {
+        Self::new_with(Playlist::new(segment_target, part_target))
+    }
+
+    /// A channel that goes on from a recording a stopped streamer left unfinished
+    /// ([`Playlist::resume`]): its segments stay listed (served from disk), the next
+    /// segment follows them after a discontinuity with an init of its own, and the
+    /// recording's files are appended to, not started over.
+    pub fn resume(recorded: Playlist) -> Self {
+        let next = (recorded.next_msn(), 0);
         Self {
-            playlist: Playlist::new(segment_target, part_target),
+            start_pending: false,
+            next,
+            ..Self::new_with(recorded)
+        }
+    }
+
+    fn new_with(playlist: Playlist) -> Self {
+        Self {
+            playlist,
             state: ChannelState::Waiting,
             inits: Vec::new(),
             init: 0,
@@ -130,12 +147,11 @@ impl Channel {
         let mut announced = None;
         match output {
             SegmenterOutput::Init { data, .. } => {
-                // Every init after the first (a publisher reconnected, or its parameters
-                // changed) starts a discontinuity: the segment being cut ends here.
-                if !self.inits.is_empty() {
-                    self.finish_segment(writes);
-                    self.init = self.playlist.new_init();
-                }
+                // An init once media is listed (a publisher reconnected, its parameters
+                // changed, or the channel resumed a recording) starts a discontinuity: the
+                // segment being cut ends here.
+                self.finish_segment(writes);
+                self.init = self.playlist.new_init();
                 writes.push(DiskWrite::Init {
                     name: playlist::init_uri(self.init),
                     data: data.clone(),
@@ -244,7 +260,7 @@ impl Channel {
 
     /// `index.m3u8`, or `None` before the first part (a player would see an empty list).
     pub fn playlist(&self) -> Option<String> {
-        (!self.inits.is_empty() && self.next != (0, 0) || self.state == ChannelState::Ended)
+        (self.playlist.has_segments() || self.state == ChannelState::Ended)
             .then(|| self.playlist.render())
     }
 
@@ -286,23 +302,6 @@ impl Channel {
         }
         parse_segment(name) == Some(self.next.0)
     }
-}
-
-/// `seg-<msn>.m4s` → msn.
-pub fn parse_segment(name: &str) -> Option<u64> {
-    name.strip_prefix("seg-")?
-        .strip_suffix(".m4s")?
-        .parse()
-        .ok()
-}
-
-/// `part-<msn>.<i>.m4s` → (msn, i).
-pub fn parse_part(name: &str) -> Option<(u64, usize)> {
-    let (msn, index) = name
-        .strip_prefix("part-")?
-        .strip_suffix(".m4s")?
-        .split_once('.')?;
-    Some((msn.parse().ok()?, index.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -438,13 +437,5 @@ mod tests {
         let mut end = Vec::new();
         c.end(&mut end);
         assert!(matches!(&end[..], [DiskWrite::End { start: true, .. }]));
-    }
-
-    #[test]
-    fn uris_parse() {
-        assert_eq!(parse_segment("seg-12.m4s"), Some(12));
-        assert_eq!(parse_part("part-12.3.m4s"), Some((12, 3)));
-        assert_eq!(parse_part("part-12.m4s"), None);
-        assert_eq!(parse_segment("../seg-1.m4s"), None);
     }
 }

@@ -21,9 +21,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{parse_part, parse_segment};
 use crate::hub::{ChannelHandle, Hub};
 use crate::playlist::Readiness;
+use crate::playlist::{parse_part, parse_segment};
 use crate::recording;
 
 const WATCH_PAGE: &str = include_str!("../../web/watch.html");
@@ -301,6 +301,7 @@ async fn status(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
             .await
             .unwrap_or(false)
         && hub.find_channel(&id).is_none()
+        && !hub.is_unfinished(&id)
     {
         state = crate::hub::Status::Ended;
     }

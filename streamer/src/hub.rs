@@ -2,8 +2,8 @@
 //!
 //! Contract: one cheap-clone [`Hub`] shared by the RTSP edge, the NATS feed and the HTTP
 //! side. Every lock is a std `Mutex` held for a few map operations and never across an await;
-//! locks are taken in the order gates → sessions → pulls → channels and never the other
-//! way. Camera pulls are started and stopped here, from the gates, and run in `camera`.
+//! locks are taken in the order gates → sessions → pulls → channels → unfinished and never
+//! the other way. Camera pulls are started and stopped here, from the gates, and run in `camera`.
 //! Decisions that end a publisher (window over, key rotated, a newer publisher took over) are
 //! made here and delivered through the session's cancellation token with a reason.
 
@@ -24,6 +24,7 @@ use crate::channel::{Channel, ChannelState, DiskWrite};
 use crate::config::StreamerConfig;
 use crate::gates::{Applied, Denied, Gates};
 use crate::metrics::{AuthLabel, Metrics};
+use crate::playlist::Playlist;
 use crate::rtsp::Credential;
 use slotcast_domain::contract::SlotMessage;
 
@@ -118,6 +119,9 @@ struct Inner {
     gates: Mutex<Gates>,
     sessions: Mutex<Sessions>,
     channels: Mutex<HashMap<String, Arc<ChannelHandle>>>,
+    /// Recordings a stopped streamer left unfinished, by reservation id: a channel made for
+    /// one goes on from it; one whose slot is over (or unknown) gets its end written.
+    unfinished: Mutex<HashMap<String, Playlist>>,
     viewers: Mutex<HashMap<(String, IpAddr), Instant>>,
     metrics: Metrics,
     reports: mpsc::Sender<IngestMessage>,
@@ -183,6 +187,7 @@ impl Hub {
                     next_id: 1,
                 }),
                 channels: Mutex::new(HashMap::new()),
+                unfinished: Mutex::new(HashMap::new()),
                 viewers: Mutex::new(HashMap::new()),
                 metrics: Metrics::new(),
                 reports,
@@ -217,8 +222,25 @@ impl Hub {
             .unwrap_or(u64::MAX)
     }
 
+    /// The gates are (or are no longer) rebuilt from NATS. Once they are, an unfinished
+    /// recording of a slot they do not know (its messages aged out of the stream) is ended:
+    /// nothing will ever open it again.
     pub fn set_gates_ready(&self, ready: bool) {
         self.inner.gates_ready.store(ready, Ordering::Relaxed);
+        if !ready {
+            return;
+        }
+        let unknown: Vec<String> = {
+            let gates = lock(&self.inner.gates);
+            lock(&self.inner.unfinished)
+                .keys()
+                .filter(|id| !gates.knows(id))
+                .cloned()
+                .collect()
+        };
+        for id in unknown {
+            self.end_unfinished(&id);
+        }
     }
 
     /// Whether the gates have been rebuilt from NATS and are following it.
@@ -563,36 +585,77 @@ impl Hub {
 
     fn end_channel(&self, reservation_id: &str) {
         let handle = lock(&self.inner.channels).get(reservation_id).cloned();
-        let Some(handle) = handle else { return };
+        let Some(handle) = handle else {
+            self.end_unfinished(reservation_id);
+            return;
+        };
         let mut writes = Vec::new();
         let version = {
             let mut channel = handle.lock();
             channel.end(&mut writes);
-            // Nothing follows the end, so a full queue is waited out (up to a bound) rather
-            // than leave the recording without its final playlist.
-            if let Err(batch) = self.queue(reservation_id, writes) {
-                let hub = self.clone();
-                let wait = async move {
-                    if let Err(e) = hub.inner.disk.send_timeout(batch, END_WRITE_WAIT).await {
-                        hub.inner.metrics.refused("disk_backlog");
-                        tracing::error!(reservation = %e.into_inner().reservation_id,
-                            "a recording's final playlist could not be queued");
-                    }
-                };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(runtime) => drop(runtime.spawn(wait)),
-                    Err(_) => {
-                        self.inner.metrics.refused("disk_backlog");
-                        tracing::error!(
-                            reservation = reservation_id,
-                            "a recording's final playlist was dropped"
-                        );
-                    }
-                }
-            }
+            self.queue_end(reservation_id, writes);
             channel.version()
         };
         handle.notify(version);
+    }
+
+    /// A recording left unfinished whose slot is over without a publisher coming back: its
+    /// final playlist (what it holds, and the end) is written, so players see it ended.
+    fn end_unfinished(&self, reservation_id: &str) {
+        let Some(mut recorded) = lock(&self.inner.unfinished).remove(reservation_id) else {
+            return;
+        };
+        recorded.end();
+        tracing::info!(
+            reservation = reservation_id,
+            "an unfinished recording is ended: its slot is over"
+        );
+        let playlist = recorded.render();
+        self.queue_end(
+            reservation_id,
+            vec![DiskWrite::End {
+                playlist,
+                start: false,
+            }],
+        );
+    }
+
+    /// Queues a recording's last writes. Nothing follows them, so a full queue is waited out
+    /// (up to a bound) rather than leave the recording without its final playlist.
+    fn queue_end(&self, reservation_id: &str, writes: Vec<DiskWrite>) {
+        let Err(batch) = self.queue(reservation_id, writes) else {
+            return;
+        };
+        let hub = self.clone();
+        let wait = async move {
+            if let Err(e) = hub.inner.disk.send_timeout(batch, END_WRITE_WAIT).await {
+                hub.inner.metrics.refused("disk_backlog");
+                tracing::error!(reservation = %e.into_inner().reservation_id,
+                    "a recording's final playlist could not be queued");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(wait)),
+            Err(_) => {
+                self.inner.metrics.refused("disk_backlog");
+                tracing::error!(
+                    reservation = reservation_id,
+                    "a recording's final playlist was dropped"
+                );
+            }
+        }
+    }
+
+    /// Whether the reservation's recording was left unfinished by a stopped streamer and
+    /// waits for its publisher (or its slot's end).
+    pub fn is_unfinished(&self, reservation_id: &str) -> bool {
+        lock(&self.inner.unfinished).contains_key(reservation_id)
+    }
+
+    /// Recordings a stopped streamer left unfinished ([`crate::recording::unfinished`]),
+    /// taken once at start, before the gates are followed.
+    pub fn found_unfinished(&self, found: Vec<(String, Playlist)>) {
+        lock(&self.inner.unfinished).extend(found);
     }
 
     // ---- channels -----------------------------------------------------------------------
@@ -604,11 +667,22 @@ impl Hub {
             .entry(reservation_id.to_string())
             .or_insert_with(|| {
                 let (changed, _) = watch::channel(0);
-                Arc::new(ChannelHandle {
-                    channel: Mutex::new(Channel::new(
+                let channel = match lock(&self.inner.unfinished).remove(reservation_id) {
+                    Some(recorded) => {
+                        tracing::info!(
+                            reservation = reservation_id,
+                            next_segment = recorded.next_msn(),
+                            "the recording goes on where the stopped streamer left it"
+                        );
+                        Channel::resume(recorded)
+                    }
+                    None => Channel::new(
                         self.inner.config.segment_target,
                         self.inner.config.part_target,
-                    )),
+                    ),
+                };
+                Arc::new(ChannelHandle {
+                    channel: Mutex::new(channel),
                     changed,
                 })
             })

@@ -85,6 +85,24 @@ pub async fn run(
     let edges = shutdown.child_token();
     let hub = Hub::new(config.clone(), clock, reports_tx, disk_tx, edges.clone());
 
+    // Recordings a stopped streamer left unfinished go on (or end) as their slots say: found
+    // before a publisher can connect and before the gates are followed.
+    let (dir, segment, part) = (
+        config.recordings_dir.clone(),
+        config.segment_target,
+        config.part_target,
+    );
+    match tokio::task::spawn_blocking(move || recording::unfinished(&dir, segment, part)).await {
+        Ok(Ok(found)) => {
+            if !found.is_empty() {
+                tracing::info!(count = found.len(), "unfinished recordings found");
+            }
+            hub.found_unfinished(found);
+        }
+        Ok(Err(err)) => tracing::warn!(%err, "looking for unfinished recordings failed"),
+        Err(err) => tracing::error!(%err, "looking for unfinished recordings panicked"),
+    }
+
     let mut tasks = JoinSet::new();
     let poller = Poller::new(hub.started(), config.ingest_poll, edges.clone());
     for (listener, socket) in ingest {

@@ -75,6 +75,62 @@ impl Playlist {
         }
     }
 
+    /// The playlist a recording's journal ([`Self::journal`]) lists, to go on from after a
+    /// restart: its complete segments, in order, up to the first line it cannot take (a line
+    /// torn by the crash, a gap in the numbers). `None` if it lists no segment. The next
+    /// media gets a new init and a discontinuity ([`Self::new_init`]).
+    pub fn resume(target: Duration, part_target: Duration, journal: &str) -> Option<Self> {
+        let mut playlist = Self::new(target, part_target);
+        // A last line without its newline may be torn.
+        let whole = journal.rsplit_once('\n').map_or("", |(whole, _)| whole);
+        let (mut discontinuity, mut init, mut date) = (false, 0u32, None);
+        let mut duration = None;
+        for line in whole.lines() {
+            if line == "#EXT-X-DISCONTINUITY" {
+                discontinuity = true;
+            } else if let Some(uri) = line.strip_prefix("#EXT-X-MAP:URI=") {
+                match parse_init_uri(uri.trim_matches('"')) {
+                    Some(n) => init = n,
+                    None => break,
+                }
+            } else if let Some(at) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+                match DateTime::parse_from_rfc3339(at) {
+                    Ok(at) => date = Some(at.with_timezone(&Utc)),
+                    Err(_) => break,
+                }
+            } else if let Some(extinf) = line.strip_prefix("#EXTINF:") {
+                match extinf.trim_end_matches(',').parse::<f64>() {
+                    Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 3600.0 => {
+                        duration = Some(Duration::from_secs_f64(secs));
+                    }
+                    _ => break,
+                }
+            } else if let Some(msn) = parse_segment(line) {
+                let (Some(d), true) = (duration.take(), msn == playlist.next_msn()) else {
+                    break;
+                };
+                // A segment's date is written only where the timeline starts over.
+                let after_last = playlist
+                    .segments
+                    .last()
+                    .and_then(|s| Some(s.program_date_time + s.duration?));
+                let Some(program_date_time) = date.take().or(after_last) else {
+                    break;
+                };
+                playlist.segments.push(Segment {
+                    msn,
+                    parts: Vec::new(),
+                    duration: Some(d),
+                    program_date_time,
+                    discontinuity: std::mem::take(&mut discontinuity),
+                    init,
+                });
+            }
+        }
+        playlist.init = playlist.segments.last()?.init;
+        Some(playlist)
+    }
+
     /// A part was cut. The first part of a segment opens it, stamped `at` (server clock).
     pub fn push_part(&mut self, part: Part, at: DateTime<Utc>) {
         if self.ended {
@@ -82,7 +138,7 @@ impl Playlist {
         }
         let open = matches!(self.segments.last(), Some(s) if s.duration.is_none());
         if !open {
-            let msn = self.segments.last().map_or(0, |s| s.msn + 1);
+            let msn = self.next_msn();
             self.segments.push(Segment {
                 msn,
                 parts: Vec::new(),
@@ -130,6 +186,16 @@ impl Playlist {
     pub fn end(&mut self) {
         self.finish_segment();
         self.ended = true;
+    }
+
+    /// Whether any segment (complete or being cut) is listed.
+    pub fn has_segments(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
+    /// The number the next segment will have.
+    pub fn next_msn(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.msn + 1)
     }
 
     pub fn is_ended(&self) -> bool {
@@ -309,6 +375,17 @@ pub fn init_uri(n: u32) -> String {
     }
 }
 
+/// `init.mp4` → 0, `init-<n>.mp4` → n.
+fn parse_init_uri(uri: &str) -> Option<u32> {
+    if uri == "init.mp4" {
+        return Some(0);
+    }
+    uri.strip_prefix("init-")?
+        .strip_suffix(".mp4")?
+        .parse()
+        .ok()
+}
+
 /// `seg-<msn>.m4s`.
 pub fn segment_uri(msn: u64) -> String {
     format!("seg-{msn}.m4s")
@@ -317,6 +394,23 @@ pub fn segment_uri(msn: u64) -> String {
 /// `part-<msn>.<index>.m4s`.
 pub fn part_uri(msn: u64, index: usize) -> String {
     format!("part-{msn}.{index}.m4s")
+}
+
+/// `seg-<msn>.m4s` → msn.
+pub fn parse_segment(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".m4s")?
+        .parse()
+        .ok()
+}
+
+/// `part-<msn>.<i>.m4s` → (msn, i).
+pub fn parse_part(name: &str) -> Option<(u64, usize)> {
+    let (msn, index) = name
+        .strip_prefix("part-")?
+        .strip_suffix(".m4s")?
+        .split_once('.')?;
+    Some((msn.parse().ok()?, index.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -495,6 +589,63 @@ seg-0.m4s
     }
 
     #[test]
+    fn a_journal_left_unfinished_is_resumed_as_the_playlist_it_lists() {
+        let mut p = with_segments(2);
+        p.new_init();
+        for i in 0..5 {
+            p.push_part(part(i == 0), t(40));
+        }
+        p.finish_segment();
+        let mut journal = String::new();
+        journal_after(&mut p, &mut journal, true);
+        let mut resumed = Playlist::resume(ms(1000), ms(200), &journal).expect("segments");
+        assert_eq!(resumed.next_msn(), 3);
+        // Ended, it is the playlist the first streamer would have ended with.
+        let mut ended = p.clone();
+        ended.end();
+        let mut resumed_ended = resumed.clone();
+        resumed_ended.end();
+        assert_eq!(resumed_ended.render(), ended.render());
+
+        // The next publisher's media: its own init, after a discontinuity, at the next number.
+        assert_eq!(resumed.new_init(), 2);
+        resumed.push_part(part(true), t(90));
+        resumed.end();
+        let text = resumed.render();
+        assert!(
+            text.ends_with(
+                "seg-2.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-2.mp4\"\n\
+                 #EXT-X-PROGRAM-DATE-TIME:2030-03-17T17:48:10.000Z\n#EXTINF:0.200,\nseg-3.m4s\n\
+                 #EXT-X-ENDLIST\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_resumed_journal_stops_at_a_torn_line_or_a_gap_and_needs_a_segment() {
+        let mut journal = String::new();
+        let mut p = with_segments(3);
+        journal_after(&mut p, &mut journal, true);
+        let target = (ms(1000), ms(200));
+        // The crash tore the last segment's name.
+        let torn = journal.trim_end_matches("m4s\n");
+        let resumed = Playlist::resume(target.0, target.1, torn).expect("two whole segments");
+        assert_eq!(resumed.next_msn(), 2);
+        // A gap in the numbers: what follows it is not taken.
+        let gap = journal.replace("seg-1.m4s", "seg-7.m4s");
+        assert_eq!(
+            Playlist::resume(target.0, target.1, &gap).map(|p| p.next_msn()),
+            Some(1)
+        );
+        // No segment (a head only, or nothing): nothing to go on from.
+        let head = journal.split("#EXT-X-MAP").next().expect("a head");
+        assert!(Playlist::resume(target.0, target.1, head).is_none());
+        assert!(Playlist::resume(target.0, target.1, "").is_none());
+        assert!(Playlist::resume(target.0, target.1, "garbage\n\u{0}\n").is_none());
+    }
+
+    #[test]
     fn a_longer_segment_or_a_lost_batch_rewrites_the_journal() {
         let mut p = with_segments(1);
         let mut journal = String::new();
@@ -550,5 +701,13 @@ seg-0.m4s
         assert_eq!(p.readiness(5, None), Readiness::TooFarAhead);
         p.end();
         assert_eq!(p.readiness(5, None), Readiness::Ready);
+    }
+
+    #[test]
+    fn uris_parse() {
+        assert_eq!(parse_segment("seg-12.m4s"), Some(12));
+        assert_eq!(parse_part("part-12.3.m4s"), Some((12, 3)));
+        assert_eq!(parse_part("part-12.m4s"), None);
+        assert_eq!(parse_segment("../seg-1.m4s"), None);
     }
 }

@@ -37,7 +37,7 @@ use crate::channel::DiskWrite;
 use crate::config::StreamerConfig;
 use crate::hub::DiskBatch;
 use crate::media::Pieces;
-use crate::playlist::{self, Journal};
+use crate::playlist::{self, Journal, Playlist};
 
 const MEDIA: &str = "segments.m4s";
 const INDEX: &str = "segments.idx";
@@ -280,6 +280,54 @@ pub fn read_segment(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
     Ok(Some(data))
 }
 
+/// Recordings under `dir` whose playlist has no end (a streamer stopped while they were
+/// live), as the playlists their journals list ([`Playlist::resume`]), by reservation id.
+/// A journal that lists no segment is left out: a channel for it starts the recording
+/// over. Reads only the tail of ended playlists.
+pub fn unfinished(
+    dir: &Path,
+    target: Duration,
+    part_target: Duration,
+) -> std::io::Result<Vec<(String, Playlist)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Ok(id) = entry.file_name().into_string() else {
+            continue;
+        };
+        let path = entry.path().join(PLAYLIST);
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if ends_with_endlist(&file)? {
+            continue;
+        }
+        let journal = std::fs::read(&path)?;
+        match Playlist::resume(target, part_target, &String::from_utf8_lossy(&journal)) {
+            Some(recorded) => found.push((id, recorded)),
+            None => tracing::warn!(reservation = %id, "an unfinished recording lists no segment"),
+        }
+    }
+    Ok(found)
+}
+
+/// Whether the playlist in `file` ends with `#EXT-X-ENDLIST`.
+fn ends_with_endlist(file: &File) -> std::io::Result<bool> {
+    const END: &[u8] = b"#EXT-X-ENDLIST\n";
+    let len = file.metadata()?.len();
+    let Some(at) = len.checked_sub(END.len() as u64) else {
+        return Ok(false);
+    };
+    let mut tail = [0u8; END.len()];
+    file.read_exact_at(&mut tail, at)?;
+    Ok(tail == END)
+}
+
 /// Every ten minutes, removes ended recordings older than the retention.
 pub async fn sweep(config: Arc<StreamerConfig>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(600));
@@ -361,6 +409,8 @@ fn write_pieces_at<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channel::Channel;
+    use crate::media::segmenter::SegmenterOutput;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("slotcast-{name}-{}", std::process::id()));
@@ -480,6 +530,98 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_segment(&rec, 0).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Feeds `outputs` to the channel and what it asks of the disk to the writer.
+    fn record(c: &mut Channel, w: &mut Writer, outputs: Vec<SegmenterOutput>, end: bool) {
+        let at = chrono::DateTime::from_timestamp(1_900_000_000, 0).expect("a date");
+        let mut writes = Vec::new();
+        for output in outputs {
+            c.apply(output, at, &mut writes);
+        }
+        if end {
+            c.end(&mut writes);
+        }
+        for write in writes {
+            w.apply("r1", write).expect("written");
+        }
+    }
+
+    /// An init (`init`), then segments of two 500 ms parts, each of `len` bytes of `byte`.
+    fn media(init: &'static [u8], segments: &[(u8, usize)]) -> Vec<SegmenterOutput> {
+        let mut out = vec![SegmenterOutput::Init {
+            data: Bytes::from_static(init),
+            codecs: "avc1.64001f".into(),
+            resolution: Some((320, 240)),
+        }];
+        for &(byte, len) in segments {
+            for independent in [true, false] {
+                out.push(SegmenterOutput::Part {
+                    data: Bytes::from(vec![byte; len]).into(),
+                    duration: Duration::from_millis(500),
+                    independent,
+                    first_arrival: std::time::Instant::now(),
+                    starts_segment: independent,
+                });
+            }
+            out.push(SegmenterOutput::SegmentEnd);
+        }
+        out
+    }
+
+    #[test]
+    fn a_recording_a_stopped_streamer_left_goes_on_after_it_and_keeps_what_it_had() {
+        let dir = temp_dir("recording-resume");
+        let rec = dir.join("r1");
+        let (segment, part) = (Duration::from_secs(1), Duration::from_millis(500));
+        // Another recording, ended: nothing to go on from.
+        let mut ended = Channel::new(segment, part);
+        record(&mut ended, &mut writer(&dir), media(b"x", &[(7, 9)]), true);
+        std::fs::rename(&rec, dir.join("ended")).unwrap();
+
+        // The first streamer records two segments and stops without ending the recording.
+        let mut first = Channel::new(segment, part);
+        record(
+            &mut first,
+            &mut writer(&dir),
+            media(b"init", &[(1, 40), (2, 30)]),
+            false,
+        );
+
+        let found = unfinished(&dir, segment, part).unwrap();
+        assert_eq!(found.len(), 1, "only the unfinished one");
+        let (id, recorded) = found.into_iter().next().unwrap();
+        assert_eq!((id.as_str(), recorded.next_msn()), ("r1", 2));
+
+        // The next streamer's publisher goes on, then the window closes.
+        let mut next = Channel::resume(recorded);
+        assert!(
+            next.playlist().is_some_and(|p| p.contains("seg-1.m4s")),
+            "viewers see what was recorded before the publisher is back"
+        );
+        record(
+            &mut next,
+            &mut writer(&dir),
+            media(b"init2", &[(3, 20)]),
+            true,
+        );
+
+        assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![1; 80]));
+        assert_eq!(read_segment(&rec, 1).unwrap(), Some(vec![2; 60]));
+        assert_eq!(read_segment(&rec, 2).unwrap(), Some(vec![3; 40]));
+        assert_eq!(std::fs::read(rec.join("init.mp4")).unwrap(), b"init");
+        assert_eq!(std::fs::read(rec.join("init-1.mp4")).unwrap(), b"init2");
+        let last = std::fs::read_to_string(rec.join(PLAYLIST)).unwrap();
+        assert!(
+            last.ends_with(
+                "seg-1.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init-1.mp4\"\n\
+                 #EXT-X-PROGRAM-DATE-TIME:2030-03-17T17:46:40.000Z\n#EXTINF:1.000,\nseg-2.m4s\n\
+                 #EXT-X-ENDLIST\n"
+            ),
+            "{last}"
+        );
+        assert!(unfinished(&dir, segment, part).unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
