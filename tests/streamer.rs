@@ -458,3 +458,92 @@ async fn a_restarted_streamer_rebuilds_its_gates_and_an_open_window_stays_open()
         "the open window was forgotten across the restart"
     );
 }
+
+/// A streamer killed mid-window (a crash, or a deploy that does not wait) loses no recording.
+/// Restarted, it keeps what one slot recorded and that slot's next publisher goes on after
+/// a discontinuity; another slot, whose window closed while it was down, has its recording
+/// ended, playable as VOD.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamer_killed_mid_window_keeps_its_recordings_and_goes_on_or_ends_them() {
+    let db = TestDb::new().await;
+    let api = support::Api::start_role(&db, "all", &[]);
+    let operator = support::token(&db, "operator", "ops");
+    let alice = support::token(&db, "distributor", "alice");
+    register(&api, &operator, "s1", &["carrier-a"]).await;
+    let (start, end) = window(2, 24);
+    let (going_on, going_on_key) = book(&api, &alice, "s1", start, end).await;
+    let (closing, closing_key) =
+        book(&api, &alice, "s1", start, start + Duration::seconds(10)).await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let env = streamer_env("s1", "carrier-a=127.0.0.2:0", dir.path());
+    let first = StreamerProcess::start(&db, &env);
+    let rtsp = first.endpoints.ingest["carrier-a"];
+    wait_gate_open(rtsp, &going_on, &going_on_key);
+    wait_gate_open(rtsp, &closing, &closing_key);
+    let _publishers = [
+        ffmpeg_publish(&publish_url(rtsp, &going_on, &going_on_key), "tcp", 30),
+        ffmpeg_publish(&publish_url(rtsp, &closing, &closing_key), "tcp", 30),
+    ];
+    for id in [&going_on, &closing] {
+        let url = format!("{}/hls/{id}/index.m3u8", first.endpoints.hls);
+        wait_for_text(&url, "three segments", StdDuration::from_secs(20), |p| {
+            segments(p) >= 3
+        })
+        .await;
+    }
+    first.kill();
+    let journal = |id: &str| {
+        std::fs::read_to_string(dir.path().join(id).join("index.m3u8")).unwrap_or_default()
+    };
+    let recorded = segments(&journal(&going_on));
+    assert!(recorded >= 2, "{}", journal(&going_on));
+    assert!(!journal(&closing).contains("#EXT-X-ENDLIST"));
+
+    // Restarted after the second slot's window closed.
+    let closed_at = start + Duration::seconds(10);
+    let wait = (closed_at - Utc::now() + Duration::milliseconds(500)).max(Duration::zero());
+    tokio::time::sleep(wait.to_std().expect("a wait")).await;
+    let second = StreamerProcess::start(&db, &env);
+    let hls = |id: &str| format!("{}/hls/{id}/index.m3u8", second.endpoints.hls);
+
+    // The closed slot's recording is ended, with everything it had, and plays as VOD.
+    let ended = wait_ended(&hls(&closing), 15).await;
+    assert!(segments(&ended) >= 3, "{ended}");
+    let (_, status) = get_text(&format!(
+        "{}/hls/{closing}/status.json",
+        second.endpoints.hls
+    ))
+    .await;
+    assert!(status.contains("\"ended\""), "{status}");
+    let (frames, errors) = ffmpeg_read_frames(&hls(&closing), 60);
+    assert!(frames >= 50, "decoded {frames} frames; errors: {errors}");
+    assert!(errors.trim().is_empty(), "ffmpeg said: {errors}");
+
+    // The open slot's recording waits for its publisher, then goes on after what it had.
+    let before = get_text(&hls(&going_on)).await.1;
+    assert!(!before.contains("#EXT-X-ENDLIST"), "{before}");
+    assert_eq!(segments(&before), recorded, "{before}");
+    let rtsp = second.endpoints.ingest["carrier-a"];
+    wait_gate_open(rtsp, &going_on, &going_on_key);
+    let mut back = ffmpeg_publish(&publish_url(rtsp, &going_on, &going_on_key), "tcp", 5);
+    assert_eq!(
+        back.wait(StdDuration::from_secs(20)),
+        Some(0),
+        "{}",
+        back.describe()
+    );
+    let ended = wait_ended(&hls(&going_on), 30).await;
+    assert!(ended.contains("seg-0.m4s"), "{ended}");
+    assert_eq!(ended.matches("#EXT-X-DISCONTINUITY").count(), 1, "{ended}");
+    assert!(ended.contains("#EXT-X-MAP:URI=\"init-1.mp4\""), "{ended}");
+    assert!(
+        segments(&ended) >= recorded + 3,
+        "{recorded} before:\n{ended}"
+    );
+    let (frames, errors) = ffmpeg_read_frames(&hls(&going_on), 60);
+    assert!(
+        frames >= (recorded + 3) * 20,
+        "decoded {frames} frames across the restart; errors: {errors}"
+    );
+}
