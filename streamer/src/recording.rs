@@ -13,6 +13,10 @@
 //!   ending the recording leaves it readable up to there (as an EVENT playlist without an
 //!   end); at the window's close, the final playlist, written whole and renamed over it.
 //!
+//! A recording a stopped streamer left without its end is found at start ([`unfinished`]):
+//! a channel made for it appends to its files, and one whose slot is over gets its final
+//! playlist.
+//!
 //! A live recording's files stay open, so a segment costs one vectored write of its parts'
 //! pieces, one write for its index entry and one for its journal lines, instead of files
 //! made and renamed
@@ -232,18 +236,25 @@ fn write_whole(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// Segment `msn` of the recording in `dir` (`<recordings>/<reservation_id>`), `None` if it
-/// was never written.
+/// was never written. A recording from before segments shared one file has a file per
+/// segment (and, if a streamer went on with it after a restart, newer segments in the
+/// shared file).
 pub fn read_segment(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
+    if let Some(data) = read_indexed(dir, msn)? {
+        return Ok(Some(data));
+    }
+    match std::fs::read(dir.join(playlist::segment_uri(msn))) {
+        Ok(data) => Ok(Some(data)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Segment `msn` from `segments.m4s`, where `segments.idx` places it.
+fn read_indexed(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
     let index = match File::open(dir.join(INDEX)) {
         Ok(index) => index,
-        // A recording from before segments shared one file: one file per segment.
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return match std::fs::read(dir.join(playlist::segment_uri(msn))) {
-                Ok(data) => Ok(Some(data)),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            };
-        }
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let Some(at) = msn.checked_mul(ENTRY) else {
@@ -657,6 +668,22 @@ mod tests {
         std::fs::write(dir.join("seg-4.m4s"), b"four").unwrap();
         assert_eq!(read_segment(&dir, 4).unwrap(), Some(b"four".to_vec()));
         assert_eq!(read_segment(&dir, 5).unwrap(), None);
+        // Gone on with after a restart: newer segments in the shared file, older ones still
+        // from theirs.
+        let mut w = writer(dir.parent().unwrap());
+        let id = dir.file_name().unwrap().to_str().unwrap();
+        w.apply(
+            id,
+            DiskWrite::Segment {
+                msn: 5,
+                start: false,
+                parts: vec![Bytes::from_static(b"five").into()],
+                journal: Journal::Replace("#EXTM3U\n".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(read_segment(&dir, 5).unwrap(), Some(b"five".to_vec()));
+        assert_eq!(read_segment(&dir, 4).unwrap(), Some(b"four".to_vec()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
