@@ -470,10 +470,12 @@ async fn a_streamer_killed_mid_window_keeps_its_recordings_and_goes_on_or_ends_t
     let operator = support::token(&db, "operator", "ops");
     let alice = support::token(&db, "distributor", "alice");
     register(&api, &operator, "s1", &["carrier-a"]).await;
-    let (start, end) = window(2, 24);
+    // The second slot closes a few seconds after both have three segments, the first well
+    // after its publisher is back.
+    let (start, end) = window(2, 28);
+    let closes = start + Duration::seconds(13);
     let (going_on, going_on_key) = book(&api, &alice, "s1", start, end).await;
-    let (closing, closing_key) =
-        book(&api, &alice, "s1", start, start + Duration::seconds(10)).await;
+    let (closing, closing_key) = book(&api, &alice, "s1", start, closes).await;
 
     let dir = tempfile::tempdir().expect("dir");
     let env = streamer_env("s1", "carrier-a=127.0.0.2:0", dir.path());
@@ -501,8 +503,7 @@ async fn a_streamer_killed_mid_window_keeps_its_recordings_and_goes_on_or_ends_t
     assert!(!journal(&closing).contains("#EXT-X-ENDLIST"));
 
     // Restarted after the second slot's window closed.
-    let closed_at = start + Duration::seconds(10);
-    let wait = (closed_at - Utc::now() + Duration::milliseconds(500)).max(Duration::zero());
+    let wait = (closes - Utc::now() + Duration::milliseconds(500)).max(Duration::zero());
     tokio::time::sleep(wait.to_std().expect("a wait")).await;
     let second = StreamerProcess::start(&db, &env);
     let hls = |id: &str| format!("{}/hls/{id}/index.m3u8", second.endpoints.hls);
