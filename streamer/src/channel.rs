@@ -258,7 +258,7 @@ impl Channel {
         self.playlist.readiness(msn, part)
     }
 
-    /// `index.m3u8`, or `None` before the first part (a player would see an empty list).
+    /// `index.m3u8`, or `None` while it lists no segment (a player would see an empty list).
     pub fn playlist(&self) -> Option<String> {
         (self.playlist.has_segments() || self.state == ChannelState::Ended)
             .then(|| self.playlist.render())

@@ -3,7 +3,8 @@
 //! Contract: one cheap-clone [`Hub`] shared by the RTSP edge, the NATS feed and the HTTP
 //! side. Every lock is a std `Mutex` held for a few map operations and never across an await;
 //! locks are taken in the order gates → sessions → pulls → channels → unfinished and never
-//! the other way. Camera pulls are started and stopped here, from the gates, and run in `camera`.
+//! the other way. Camera pulls are started and stopped here, from the gates, and run in
+//! `camera`.
 //! Decisions that end a publisher (window over, key rotated, a newer publisher took over) are
 //! made here and delivered through the session's cancellation token with a reason.
 

@@ -193,7 +193,8 @@ impl Playlist {
         !self.segments.is_empty()
     }
 
-    /// The number the next segment will have.
+    /// The number after the newest listed segment's (the next segment's, once the newest
+    /// is complete).
     pub fn next_msn(&self) -> u64 {
         self.segments.last().map_or(0, |s| s.msn + 1)
     }
