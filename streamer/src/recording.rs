@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, IoSlice, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, IoSlice, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -294,7 +294,8 @@ fn read_indexed(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
 /// Recordings under `dir` whose playlist has no end (a streamer stopped while they were
 /// live), as the playlists their journals list ([`Playlist::resume`]), by reservation id.
 /// A journal that lists no segment is left out: a channel for it starts the recording
-/// over. Reads only the tail of ended playlists.
+/// over. Reads only the tail of ended playlists. A recording that cannot be read is logged
+/// and skipped, so it costs no other its resume.
 pub fn unfinished(
     dir: &Path,
     target: Duration,
@@ -306,25 +307,39 @@ pub fn unfinished(
         Err(e) => return Err(e),
     };
     let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry?;
+    for entry in entries.flatten() {
         let Ok(id) = entry.file_name().into_string() else {
             continue;
         };
-        let path = entry.path().join(PLAYLIST);
-        let Ok(file) = File::open(&path) else {
-            continue;
+        let journal = match read_unfinished(&entry.path().join(PLAYLIST)) {
+            Ok(Some(journal)) => journal,
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::warn!(reservation = %id, %err, "a recording's playlist is unreadable");
+                continue;
+            }
         };
-        if ends_with_endlist(&file)? {
-            continue;
-        }
-        let journal = std::fs::read(&path)?;
         match Playlist::resume(target, part_target, &String::from_utf8_lossy(&journal)) {
             Some(recorded) => found.push((id, recorded)),
             None => tracing::warn!(reservation = %id, "an unfinished recording lists no segment"),
         }
     }
     Ok(found)
+}
+
+/// The playlist at `path` if it has no end; `None` if it has one, or there is none.
+fn read_unfinished(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if ends_with_endlist(&file)? {
+        return Ok(None);
+    }
+    let mut journal = Vec::new();
+    file.read_to_end(&mut journal)?;
+    Ok(Some(journal))
 }
 
 /// Whether the playlist in `file` ends with `#EXT-X-ENDLIST`.
@@ -379,8 +394,8 @@ pub fn sweep_once(dir: &Path, retention: Duration, now: SystemTime) -> std::io::
             .ok()
             .and_then(|m| now.duration_since(m).ok())
             .is_some_and(|age| age >= retention);
-        let ended = std::fs::read_to_string(&playlist)
-            .map(|text| text.contains("#EXT-X-ENDLIST"))
+        let ended = File::open(&playlist)
+            .and_then(|file| ends_with_endlist(&file))
             .unwrap_or(false);
         if old && ended {
             std::fs::remove_dir_all(&path)?;
