@@ -8,6 +8,7 @@ use slotcast_projections::nats::NatsConfig;
 use slotcast_projections::scheduler::SchedulerConfig;
 
 use crate::clock::ClockConfig;
+use crate::store::StoreConfig;
 
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
@@ -19,9 +20,13 @@ pub struct ApiConfig {
     pub db_connections: u32,
     /// The NTP servers and resync policy of the server clock.
     pub clock: ClockConfig,
-    /// Project each command's events right after its commit (on by default). Off, the read
-    /// model is fed by the catch-up projector alone, as after a crash between the two.
+    /// Project each group's events into the read model in the transaction that commits them
+    /// (on by default). Off, the read model is fed by the catch-up projector alone.
     pub inline_projection: bool,
+    /// Booking write path: lanes, group size and wait (see `store::StoreConfig`).
+    pub booking_lanes: usize,
+    pub booking_batch_max: usize,
+    pub booking_batch_wait: Duration,
     /// How often the catch-up projector looks for events inline dispatch missed; `None`
     /// disables it.
     pub catch_up_interval: Option<Duration>,
@@ -50,12 +55,27 @@ impl ApiConfig {
             db_connections: 16,
             clock: ClockConfig::default(),
             inline_projection: true,
+            booking_lanes: StoreConfig::default().lanes,
+            booking_batch_max: StoreConfig::default().batch_max,
+            booking_batch_wait: StoreConfig::default().batch_wait,
             catch_up_interval: Some(Duration::from_millis(500)),
             body_limit: 64 * 1024,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             nats: Some(NatsConfig::default()),
             scheduler: None,
             secret_key: None,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The store's part of the configuration.
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig {
+            lanes: self.booking_lanes,
+            batch_max: self.booking_batch_max,
+            batch_wait: self.booking_batch_wait,
+            inline_projection: self.inline_projection,
         }
     }
 }

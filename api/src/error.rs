@@ -3,7 +3,8 @@
 //! Contract: the client gets `{"error": {"code", "message"}}` with a message it can act on;
 //! internal causes (database, serialization) are logged here and never sent.
 
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -25,8 +26,14 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("{0}: {1}")]
     Invalid(String, String),
-    #[error("the event store is busy; retry")]
-    Busy,
+    /// Cannot answer now (the database failed the commit, the store is shutting down): the
+    /// client may retry after `retry_after_s`. 503 with `Retry-After`, the shape every part of
+    /// slotcast answers with when it cannot answer now.
+    #[error("{message}")]
+    Unavailable {
+        retry_after_s: u64,
+        message: &'static str,
+    },
     #[error("already recorded")]
     AlreadyRecorded,
     #[error("internal error")]
@@ -41,14 +48,26 @@ pub struct ErrorBody {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `payload_too_large`, `invalid`, `busy`, `internal` or a specific conflict.
+    /// `conflict`, `payload_too_large`, `invalid`, `unavailable`, `internal` or a specific
+    /// conflict.
     pub code: String,
     pub message: String,
+    /// With `unavailable`: retry after this many seconds (also the `Retry-After` header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
     pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Internal(Box::new(err))
+    }
+
+    /// 503 `unavailable`, retry after a second.
+    pub fn unavailable(message: &'static str) -> Self {
+        Self::Unavailable {
+            retry_after_s: 1,
+            message,
+        }
     }
 
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
@@ -64,7 +83,7 @@ impl ApiError {
             Self::Conflict(code, _) => (StatusCode::CONFLICT, code),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Invalid(..) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::AlreadyRecorded => (StatusCode::CONFLICT, "already_recorded"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -82,13 +101,24 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let retry_after_s = match self {
+            Self::Unavailable { retry_after_s, .. } => Some(retry_after_s),
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code.to_string(),
                 message,
+                retry_after_s,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after_s {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -10,7 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod feeds;
-mod idempotency;
+pub mod idempotency;
 mod metrics;
 pub mod routes;
 pub mod state;
@@ -58,7 +58,8 @@ pub async fn state(config: ApiConfig) -> Result<AppState, ServeError> {
     let pool =
         slotcast_projections::db::connect(&config.database_url, config.db_connections).await?;
     Ok(AppState {
-        store: Arc::new(ScheduleStore::new(pool.clone(), config.inline_projection)),
+        store: Arc::new(ScheduleStore::new(pool.clone(), config.store())),
+        inflight: Default::default(),
         clock: ServerClock::new(config.clock.clone()),
         tokens: Default::default(),
         metrics: Default::default(),

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use crate::auth::TokenCache;
 use crate::clock::ServerClock;
 use crate::config::ApiConfig;
+use crate::idempotency::Inflight;
 use crate::metrics::Metrics;
 use crate::store::ScheduleStore;
 
@@ -16,6 +17,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub pool: PgPool,
     pub store: Arc<ScheduleStore>,
+    /// The Idempotency-Keys this process is deciding.
+    pub inflight: Arc<Inflight>,
     pub clock: ServerClock,
     pub tokens: Arc<TokenCache>,
     pub metrics: Arc<Metrics>,

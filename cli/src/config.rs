@@ -76,6 +76,9 @@ pub struct ApiSection {
     pub inline_projection: Option<bool>,
     pub catch_up_interval_ms: Option<u64>,
     pub idempotency_ttl_s: Option<u64>,
+    pub booking_lanes: Option<u64>,
+    pub booking_batch_max: Option<u64>,
+    pub booking_batch_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +169,36 @@ pub fn api_config(file: &FileConfig, env: &Env) -> Result<ApiConfig> {
     };
     if let Some(inline) = inline {
         config.inline_projection = inline;
+    }
+    let pick = |key: &str, from_file: Option<u64>| -> Result<Option<u64>> {
+        env.get(key)
+            .map(|v| parse_u64(key, v))
+            .transpose()
+            .map(|v| v.or(from_file))
+    };
+    if let Some(n) = pick("SLOTCAST_BOOKING_LANES", file.api.booking_lanes)? {
+        anyhow::ensure!(
+            (1..=64).contains(&n),
+            "SLOTCAST_BOOKING_LANES / api.booking_lanes = {n}: expected 1 to 64"
+        );
+        config.booking_lanes = n as usize;
+    }
+    if let Some(n) = pick("SLOTCAST_BOOKING_BATCH_MAX", file.api.booking_batch_max)? {
+        anyhow::ensure!(
+            (1..=4096).contains(&n),
+            "SLOTCAST_BOOKING_BATCH_MAX / api.booking_batch_max = {n}: expected 1 to 4096"
+        );
+        config.booking_batch_max = n as usize;
+    }
+    if let Some(ms) = pick(
+        "SLOTCAST_BOOKING_BATCH_WAIT_MS",
+        file.api.booking_batch_wait_ms,
+    )? {
+        anyhow::ensure!(
+            ms <= 1000,
+            "SLOTCAST_BOOKING_BATCH_WAIT_MS / api.booking_batch_wait_ms = {ms}: expected 0 to 1000"
+        );
+        config.booking_batch_wait = Duration::from_millis(ms);
     }
     let catch_up = match env.get("SLOTCAST_CATCH_UP_INTERVAL_MS") {
         Some(v) => Some(parse_u64("SLOTCAST_CATCH_UP_INTERVAL_MS", v)?),

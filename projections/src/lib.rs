@@ -1,12 +1,13 @@
 //! Read models fed from the event store.
 //!
 //! Contract: every row here is derived from events only. Three paths write it and all three
-//! are idempotent through `rm.streams.last_sequence` (per aggregate): the inline projector
-//! (`project_stream`, called by the api right after a commit), the catch-up projector
-//! (`catch_up`, by global order, for whatever inline dispatch missed) and `rebuild` (a fresh
-//! copy, swapped in). Read-model SQL uses unqualified table names; the connection's
+//! are idempotent through `rm.streams.last_sequence` (per aggregate): the api's writer
+//! (`project_batch`, inside the very transaction that inserts the events), the catch-up
+//! projector (`catch_up`, by global order, for events written any other way) and `rebuild` (a
+//! fresh copy, swapped in). Read-model SQL uses unqualified table names; the connection's
 //! `search_path` (`rm, public` from [`db::connect`]) decides which copy they hit.
 
+mod batch;
 pub mod db;
 pub mod nats;
 mod project;
@@ -15,6 +16,7 @@ mod rebuild;
 pub mod scheduler;
 mod slots;
 
+pub use batch::{project_batch, Projected, Stream};
 pub use project::{catch_up, project_stream, run_catch_up, CatchUp, Committed};
 pub use rebuild::{rebuild, RebuildReport};
 

@@ -35,14 +35,14 @@ pub const CHANNEL: &str = "slotcast_slot_boundaries";
 
 /// A slot as one revision describes it.
 #[derive(Clone, Debug)]
-struct Basis {
-    opens_at: DateTime<Utc>,
-    closes_at: DateTime<Utc>,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    stream_key_hash: String,
-    stream_key_digest: Option<String>,
-    ingest: serde_json::Value,
+pub(crate) struct Basis {
+    pub(crate) opens_at: DateTime<Utc>,
+    pub(crate) closes_at: DateTime<Utc>,
+    pub(crate) start: DateTime<Utc>,
+    pub(crate) end: DateTime<Utc>,
+    pub(crate) stream_key_hash: String,
+    pub(crate) stream_key_digest: Option<String>,
+    pub(crate) ingest: serde_json::Value,
 }
 
 enum Change {
@@ -284,7 +284,11 @@ async fn revise(
 }
 
 /// The messages a new or changed slot needs, given whether consumers have seen it open.
-fn plan_for(basis: &Basis, at: DateTime<Utc>, opened: bool) -> Vec<(SlotKind, DateTime<Utc>)> {
+pub(crate) fn plan_for(
+    basis: &Basis,
+    at: DateTime<Utc>,
+    opened: bool,
+) -> Vec<(SlotKind, DateTime<Utc>)> {
     let mut plan = Vec::with_capacity(3);
     if opened {
         plan.push((SlotKind::Changed, at));

@@ -61,12 +61,18 @@ impl AppState {
             actor: caller.0.clone(),
             kind,
         };
-        let context = Context {
+        self.store
+            .execute(server_id, command, &self.context(ctx, caller))
+            .await
+    }
+
+    /// The event metadata for a command `caller` sent in the request `ctx`.
+    pub fn context(&self, ctx: &RequestContext, caller: &Caller) -> Context {
+        Context {
             actor: caller.label(),
             request_id: ctx.request_id.clone(),
             recorded_at: ctx.received,
-        };
-        self.store.execute(server_id, command, &context).await
+        }
     }
 }
 

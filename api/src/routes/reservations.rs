@@ -4,6 +4,9 @@
 //! 404 exactly like an unknown one. Booking answers carry `server_time` stamped for this
 //! request, and the stream key appears only in the acceptance (and rotation) answer.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,18 +17,19 @@ use rand::RngCore;
 use serde::Deserialize;
 use slotcast_domain::contract::{CameraSource, CameraTransport};
 use slotcast_domain::secret::{CameraLogin, SecretKey};
-use slotcast_domain::{CommandKind, Role, ScheduleEvent, ServerSettings};
+use slotcast_domain::{Command, CommandKind, Role, ScheduleEvent, ServerSettings};
 use slotcast_projections::read::{self, ReservationFilter, ReservationRow};
 
 use super::RequestContext;
 use crate::auth::{new_stream_key, Caller};
 use crate::error::{ApiError, ErrorBody};
-use crate::idempotency::{self, Begin};
+use crate::idempotency::{self, Turn};
 use crate::state::AppState;
+use crate::store::{Answered, Decided, Once};
 use crate::wire::{
     parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryEntry, IngestDto,
-    Rejected, RescheduleRequest, ReservationDto, ReservationList, RotatedKey, Setting, SourceDto,
-    SourceRequest, WindowDto,
+    Rejected, RescheduleRequest, ReservationDto, ReservationList, RotatedKey, ServerTime, Setting,
+    SourceDto, SourceRequest, WindowDto,
 };
 
 pub fn router() -> Router<AppState> {
@@ -198,24 +202,22 @@ async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<Reservat
     }
 }
 
-fn json_response<T: serde::Serialize>(
-    status: StatusCode,
-    body: &T,
-) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    Ok((
-        status,
-        serde_json::to_value(body).map_err(ApiError::internal)?,
-    ))
-}
+/// How long a retry waits for a request with the same Idempotency-Key that is still being
+/// decided in this process, before it is told to come back (503 with `Retry-After`).
+const ONCE_WAIT: Duration = Duration::from_secs(60);
 
 /// Books a slot (distributor). 201 with the setting info and the server time on acceptance;
 /// 409 with the conflicts and up to 3 free windows when the server is full. With an
-/// `Idempotency-Key` header a retry returns the first answer and books nothing new.
+/// `Idempotency-Key` header a retry gets the first answer back (stream key included; its
+/// `server_time` stamped for the retry) and books nothing new, whether it arrives while the
+/// first is still being decided (it waits for it) or after; the first runs to its end even if
+/// its client has gone.
 #[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = BookRequest,
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe booking")),
     responses((status = 201, body = Accepted), (status = 409, body = Rejected),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "Cannot answer now: retry after `Retry-After` seconds")))]
 pub async fn book(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
@@ -228,60 +230,153 @@ pub async fn book(
             "bookings are made with a distributor token",
         ));
     }
-    let key = match headers.get("idempotency-key") {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?
-                .to_string(),
-        ),
-        None => None,
+    let (status, answer) = match headers.get("idempotency-key") {
+        None => {
+            let booking = Booking::prepare(&state, &ctx, body.value)?;
+            let decided = state
+                .decide(&ctx, &caller, &booking.server_id, booking.command.clone())
+                .await?;
+            let (status, answer) = booking.answer(&decided)?;
+            state.metrics.decision(outcome(status));
+            (status, answer)
+        }
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?;
+            let key = idempotency::Key::new(&caller.label(), value, &body.raw)?;
+            book_once(state.clone(), ctx.clone(), caller, key, body.value).await?
+        }
     };
-    let claim = match &key {
-        Some(key) => {
-            match idempotency::begin(&state.pool, &caller.label(), key, &body.raw).await? {
-                Begin::Replay { status, body } => {
-                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                    return Ok((status, Json(body)).into_response());
-                }
-                Begin::Claimed(claim) => Some(claim),
-            }
+    Ok(answered(&state, &ctx, status, answer))
+}
+
+/// The booking's answer as sent: `server_time` stamped now, for this request (a replay's
+/// stored stamp belongs to the first request's exchange, not to this one).
+fn answered(
+    state: &AppState,
+    ctx: &RequestContext,
+    status: u16,
+    mut body: serde_json::Value,
+) -> Response {
+    if let Some(stamp) = body.get_mut("server_time") {
+        if let Ok(now) = serde_json::to_value(state.server_time(ctx.received)) {
+            *stamp = now;
         }
-        None => None,
-    };
-    let result = decide_booking(&state, &ctx, &caller, body.value).await;
-    match (claim, result) {
-        (Some(claim), Ok((status, body))) => {
-            claim.finish(&state.pool, status.as_u16(), &body).await?;
-            Ok((status, Json(body)).into_response())
-        }
-        (None, Ok((status, body))) => Ok((status, Json(body)).into_response()),
-        (Some(claim), Err(err)) => {
-            claim.abandon(&state.pool).await;
-            Err(err)
-        }
-        (None, Err(err)) => Err(err),
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    (status, Json(body)).into_response()
+}
+
+fn outcome(status: u16) -> &'static str {
+    if status == StatusCode::CREATED.as_u16() {
+        "accepted"
+    } else {
+        "rejected"
     }
 }
 
-async fn decide_booking(
+/// A booking with an Idempotency-Key: one request per key decides at a time in this process;
+/// a retry waits for it, then finds its stored answer.
+async fn book_once(
+    state: AppState,
+    ctx: RequestContext,
+    caller: Caller,
+    key: idempotency::Key,
+    input: BookRequest,
+) -> Result<(u16, serde_json::Value), ApiError> {
+    let deadline = tokio::time::Instant::now() + ONCE_WAIT;
+    loop {
+        match state.inflight.enter(&key)? {
+            Turn::Wait(mut done) => {
+                if tokio::time::timeout_at(deadline, done.changed())
+                    .await
+                    .is_err()
+                {
+                    return Err(ApiError::unavailable(
+                        "a request with this Idempotency-Key is still being decided; retry",
+                    ));
+                }
+            }
+            Turn::Lead(leader) => {
+                // A task of its own, so that a client that hangs up cannot stop the decision
+                // halfway: it commits (with its answer) or fails, and only then lets the key go.
+                let task = tokio::spawn(async move {
+                    let _leader = leader;
+                    decide_once(&state, &ctx, &caller, &key, input).await
+                });
+                return task.await.map_err(ApiError::internal)?;
+            }
+        }
+    }
+}
+
+async fn decide_once(
     state: &AppState,
     ctx: &RequestContext,
     caller: &Caller,
+    key: &idempotency::Key,
     input: BookRequest,
-) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    let id = uuid::Uuid::now_v7().to_string();
-    let source = input
-        .source
-        .map(|s| camera_source(s, &id, state.config.secret_key.as_ref()))
-        .transpose()?;
-    let minted = new_stream_key(&id, state.config.secret_key.as_ref());
-    let stream_key = minted.key;
-    let decided = state
-        .decide(
-            ctx,
-            caller,
-            &input.server_id,
-            CommandKind::RequestReservation {
+) -> Result<(u16, serde_json::Value), ApiError> {
+    if let Some(stored) = key.lookup(&state.pool).await? {
+        return Ok(stored);
+    }
+    let booking = Arc::new(Booking::prepare(state, ctx, input)?);
+    let once = Once {
+        key: key.clone(),
+        answer: Box::new({
+            let booking = booking.clone();
+            move |decided| booking.answer(decided)
+        }),
+    };
+    let command = Command {
+        now: ctx.received,
+        actor: caller.0.clone(),
+        kind: booking.command.clone(),
+    };
+    let answered = state
+        .store
+        .execute_once(
+            &booking.server_id,
+            command,
+            &state.context(ctx, caller),
+            once,
+        )
+        .await?;
+    Ok(match answered {
+        Answered::Fresh(_, status, body) => {
+            state.metrics.decision(outcome(status));
+            (status, body)
+        }
+        Answered::Replay(status, body) => (status, body),
+    })
+}
+
+/// A booking request made ready to decide: the reservation id and stream key minted, the
+/// camera's login sealed.
+struct Booking {
+    id: String,
+    server_id: String,
+    stream_key: String,
+    command: CommandKind,
+    /// The request's server time, for the answer (restamped when sent).
+    server_time: ServerTime,
+}
+
+impl Booking {
+    fn prepare(
+        state: &AppState,
+        ctx: &RequestContext,
+        input: BookRequest,
+    ) -> Result<Self, ApiError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let source = input
+            .source
+            .map(|s| camera_source(s, &id, state.config.secret_key.as_ref()))
+            .transpose()?;
+        let minted = new_stream_key(&id, state.config.secret_key.as_ref());
+        Ok(Self {
+            command: CommandKind::RequestReservation {
                 reservation_id: id.clone(),
                 start: input.start.0,
                 end: input.end.0,
@@ -290,65 +385,87 @@ async fn decide_booking(
                 stream_key_digest: minted.digest,
                 source,
             },
-        )
-        .await?;
-    let carriers = decided
-        .settings
-        .as_ref()
-        .map(settings_carriers)
-        .unwrap_or_default();
-    match decided.events.first() {
-        Some(ScheduleEvent::ReservationAccepted {
-            start,
-            end,
-            title,
-            opens_at,
-            closes_at,
-            source,
-            ..
-        }) => {
-            state.metrics.decision("accepted");
-            let body = Accepted {
-                id: id.clone(),
-                status: "accepted",
-                server_id: input.server_id,
-                start: *start,
-                end: *end,
-                title: title.clone(),
-                source: source.as_ref().map(|c| SourceDto {
-                    pull_url: c.url.clone(),
-                    transport: c.transport.as_str().to_string(),
-                    login: c.credentials.is_some(),
-                }),
-                setting: Setting {
-                    stream_key: Some(stream_key),
-                    opens_at: *opens_at,
-                    closes_at: *closes_at,
-                    carriers: carrier_urls(carriers, &id),
-                },
-                server_time: state.server_time(ctx.received),
-            };
-            json_response(StatusCode::CREATED, &body)
+            id,
+            server_id: input.server_id,
+            stream_key: minted.key,
+            server_time: state.server_time(ctx.received),
+        })
+    }
+
+    /// The answer to the booking once decided: 201 with the setting info, or 409.
+    fn answer(&self, decided: &Decided) -> Result<(u16, serde_json::Value), ApiError> {
+        let id = &self.id;
+        match decided.events.first() {
+            Some(ScheduleEvent::ReservationAccepted {
+                start,
+                end,
+                title,
+                opens_at,
+                closes_at,
+                source,
+                ..
+            }) => {
+                let carriers = decided
+                    .settings
+                    .as_ref()
+                    .map(settings_carriers)
+                    .unwrap_or_default();
+                let body = Accepted {
+                    id: id.clone(),
+                    status: "accepted",
+                    server_id: self.server_id.clone(),
+                    start: *start,
+                    end: *end,
+                    title: title.clone(),
+                    source: source.as_ref().map(|c| SourceDto {
+                        pull_url: c.url.clone(),
+                        transport: c.transport.as_str().to_string(),
+                        login: c.credentials.is_some(),
+                    }),
+                    setting: Setting {
+                        stream_key: Some(self.stream_key.clone()),
+                        opens_at: *opens_at,
+                        closes_at: *closes_at,
+                        carriers: carrier_urls(carriers, id),
+                    },
+                    server_time: self.server_time.clone(),
+                };
+                json_answer(StatusCode::CREATED, &body)
+            }
+            Some(ScheduleEvent::ReservationRejected {
+                reason,
+                conflicts,
+                suggestions,
+                ..
+            }) => {
+                let body = rejection(
+                    self.server_time.clone(),
+                    id.clone(),
+                    *reason,
+                    conflicts,
+                    suggestions,
+                );
+                json_answer(StatusCode::CONFLICT, &body)
+            }
+            _ => Err(ApiError::internal(std::io::Error::other(
+                "a booking decided neither accepted nor rejected",
+            ))),
         }
-        Some(ScheduleEvent::ReservationRejected {
-            reason,
-            conflicts,
-            suggestions,
-            ..
-        }) => {
-            state.metrics.decision("rejected");
-            let body = rejection(state, ctx, id, *reason, conflicts, suggestions);
-            json_response(StatusCode::CONFLICT, &body)
-        }
-        _ => Err(ApiError::internal(std::io::Error::other(
-            "a booking decided neither accepted nor rejected",
-        ))),
     }
 }
 
+fn json_answer<T: serde::Serialize>(
+    status: StatusCode,
+    body: &T,
+) -> Result<(u16, serde_json::Value), ApiError> {
+    Ok((
+        status.as_u16(),
+        serde_json::to_value(body).map_err(ApiError::internal)?,
+    ))
+}
+
 fn rejection(
-    state: &AppState,
-    ctx: &RequestContext,
+    server_time: ServerTime,
     id: String,
     reason: slotcast_domain::RejectReason,
     conflicts: &[slotcast_domain::Window],
@@ -365,7 +482,7 @@ fn rejection(
         message: reason.explain().to_string(),
         conflicts: conflicts.iter().map(WindowDto::from).collect(),
         suggestions: suggestions.iter().map(WindowDto::from).collect(),
-        server_time: state.server_time(ctx.received),
+        server_time,
     }
 }
 
@@ -504,7 +621,13 @@ pub async fn reschedule(
     }) = decided.events.first()
     {
         state.metrics.decision("reschedule_rejected");
-        let body = rejection(&state, &ctx, id, *reason, conflicts, suggestions);
+        let body = rejection(
+            state.server_time(ctx.received),
+            id,
+            *reason,
+            conflicts,
+            suggestions,
+        );
         return Ok((StatusCode::CONFLICT, Json(body)).into_response());
     }
     state.metrics.decision("rescheduled");

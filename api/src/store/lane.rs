@@ -1,0 +1,410 @@
+//! One lane of the store: gathers the commands that arrived together, decides them in order on
+//! its cached aggregates, and commits them as one group.
+//!
+//! Contract: the lane is the only owner of its cache, so no lock guards it. A decision is
+//! applied to the cached aggregate as soon as it is made (the next command in the group sees
+//! it); if the group does not commit, every server it touched is reloaded from the store before
+//! it is decided on again. Each command gets exactly one reply; a command whose caller has
+//! gone is still decided and committed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::persist::PersistedEventRepository;
+use cqrs_es::{Aggregate, DomainEvent};
+use postgres_es::PostgresEventRepository;
+use rand::Rng;
+use serde_json::json;
+use slotcast_domain::{ScheduleEvent, ServerSchedule, ServerSettings};
+use slotcast_projections::Stream;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use super::sql::{self, EventRow, Fail, Race, Settled};
+use super::{Decided, Job, Reply, Stats, StoreConfig};
+use crate::error::ApiError;
+use crate::idempotency::Sealed;
+
+/// Tries before a group gives up on servers other processes keep writing to.
+const ATTEMPTS: u32 = 12;
+
+struct Cached {
+    state: ServerSchedule,
+    sequence: usize,
+    /// False until loaded from the store, and again after a group that touched it failed.
+    loaded: bool,
+}
+
+pub(super) struct Lane {
+    rx: mpsc::Receiver<Job>,
+    pool: PgPool,
+    repo: PostgresEventRepository,
+    config: StoreConfig,
+    stats: Arc<Stats>,
+    cache: HashMap<String, Cached>,
+}
+
+/// A decision of this attempt, not yet committed.
+struct Staged {
+    decided: Decided,
+    answer: Option<(u16, serde_json::Value)>,
+    sealed: Option<Sealed>,
+    sequence: usize,
+}
+
+enum Outcome {
+    /// Refused before any event (invalid, not found, forbidden, …): nothing to commit.
+    Error(ApiError),
+    Staged(Box<Staged>),
+}
+
+impl Lane {
+    pub(super) fn new(
+        rx: mpsc::Receiver<Job>,
+        pool: PgPool,
+        config: StoreConfig,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self {
+            rx,
+            repo: PostgresEventRepository::new(pool.clone()),
+            pool,
+            config,
+            stats,
+            cache: HashMap::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            let mut jobs = vec![first];
+            self.gather(&mut jobs).await;
+            self.process(jobs).await;
+        }
+    }
+
+    /// Adds what has arrived meanwhile, up to `batch_max`, waiting at most `batch_wait`.
+    async fn gather(&mut self, jobs: &mut Vec<Job>) {
+        let deadline = tokio::time::Instant::now() + self.config.batch_wait;
+        while jobs.len() < self.config.batch_max.max(1) {
+            match self.rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(mpsc::error::TryRecvError::Empty) if !self.config.batch_wait.is_zero() => {
+                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(Some(job)) => jobs.push(job),
+                        _ => break,
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    async fn process(&mut self, mut jobs: Vec<Job>) {
+        let mut attempt = 0;
+        while !jobs.is_empty() {
+            attempt += 1;
+            jobs = self.load(jobs).await;
+            let (waiting, outcomes) = self.decide(jobs);
+            jobs = waiting;
+            let touched: HashSet<String> = jobs
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| matches!(o, Outcome::Staged(_)))
+                .map(|(job, _)| job.server_id.clone())
+                .collect();
+            if touched.is_empty() {
+                finish(jobs, outcomes);
+                break;
+            }
+            let failure = self.commit(&jobs, &outcomes).await;
+            let Err(failure) = failure else {
+                finish(jobs, outcomes);
+                break;
+            };
+            for server_id in &touched {
+                if let Some(cached) = self.cache.get_mut(server_id) {
+                    cached.loaded = false;
+                }
+            }
+            match failure {
+                Fail::Lost(race) => {
+                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                    if race == Race::Idempotency {
+                        jobs = self.answer_stored(jobs).await;
+                    }
+                }
+                Fail::NotCommitted(err) => {
+                    tracing::warn!(%err, attempt, "a group commit failed; deciding it again");
+                }
+                Fail::Unknown { txid, error } => {
+                    tracing::warn!(%error, txid, "a group commit went unanswered; asking Postgres");
+                    match sql::settle(&self.pool, &txid).await {
+                        Settled::Committed => {
+                            self.count(&outcomes);
+                            finish(jobs, outcomes);
+                            break;
+                        }
+                        Settled::Aborted => {}
+                        Settled::Unknown => {
+                            fail(jobs, "the database did not confirm the booking; retry");
+                            break;
+                        }
+                    }
+                }
+            }
+            if attempt >= ATTEMPTS {
+                fail(jobs, "the event store is busy; retry");
+                break;
+            }
+            let jitter = rand::rng().random_range(0..(2u64 << attempt.min(6)));
+            tokio::time::sleep(Duration::from_millis(jitter)).await;
+        }
+        // Keep no cache entry for ids that are not servers.
+        self.cache
+            .retain(|_, c| !c.loaded || c.state.settings().is_some());
+    }
+
+    /// Makes sure every server of `jobs` is loaded; the jobs of a server that cannot be loaded
+    /// are answered 503 and left out.
+    async fn load(&mut self, jobs: Vec<Job>) -> Vec<Job> {
+        let mut unloaded: Vec<String> = Vec::new();
+        for job in &jobs {
+            let loaded = self.cache.get(&job.server_id).is_some_and(|c| c.loaded);
+            if !loaded && !unloaded.contains(&job.server_id) {
+                unloaded.push(job.server_id.clone());
+            }
+        }
+        let mut broken = HashSet::new();
+        for server_id in unloaded {
+            match self.reload(&server_id).await {
+                Ok(cached) => {
+                    self.cache.insert(server_id, cached);
+                }
+                Err(err) => {
+                    tracing::warn!(%err, server_id, "cannot load a server's events");
+                    broken.insert(server_id);
+                }
+            }
+        }
+        if broken.is_empty() {
+            return jobs;
+        }
+        let (lost, kept): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|job| broken.contains(&job.server_id));
+        fail(lost, "the event store cannot be read right now; retry");
+        kept
+    }
+
+    /// Every event of `server_id`, through postgres-es.
+    async fn reload(&self, server_id: &str) -> Result<Cached, ApiError> {
+        let events = self
+            .repo
+            .get_last_events::<ServerSchedule>(server_id, 0)
+            .await
+            .map_err(ApiError::internal)?;
+        let mut cached = Cached {
+            state: ServerSchedule::default(),
+            sequence: 0,
+            loaded: true,
+        };
+        for event in events {
+            let decoded: ScheduleEvent =
+                serde_json::from_value(event.payload).map_err(ApiError::internal)?;
+            cached.state.apply(decoded);
+            cached.sequence = event.sequence;
+        }
+        Ok(cached)
+    }
+
+    /// Decides each job in order, applying each decision to the cache at once. Errors that
+    /// cannot depend on an uncommitted decision of this group (none staged before them on
+    /// their server) are answered now; the rest wait for the commit with their outcome.
+    fn decide(&mut self, jobs: Vec<Job>) -> (Vec<Job>, Vec<Outcome>) {
+        let mut waiting = Vec::with_capacity(jobs.len());
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut staged_on: HashSet<String> = HashSet::new();
+        for mut job in jobs {
+            let cached = self
+                .cache
+                .get_mut(&job.server_id)
+                .expect("load() left only jobs whose server is loaded");
+            let event = match cached.state.decide(job.command.clone()) {
+                Ok(event) => event,
+                Err(err) => {
+                    if staged_on.contains(&job.server_id) {
+                        waiting.push(job);
+                        outcomes.push(Outcome::Error(err.into()));
+                    } else {
+                        let _ = job.reply.send(Err(err.into()));
+                    }
+                    continue;
+                }
+            };
+            let decided = Decided {
+                settings: settings_after(&cached.state, &event),
+                events: vec![event],
+            };
+            let (answer, sealed) = match job.once.as_mut() {
+                None => (None, None),
+                Some(once) => match (once.answer)(&decided)
+                    .and_then(|(status, body)| Ok((once.key.seal(status, &body)?, status, body)))
+                {
+                    Ok((sealed, status, body)) => (Some((status, body)), Some(sealed)),
+                    Err(err) => {
+                        // Nothing applied yet: this one fails alone.
+                        let _ = job.reply.send(Err(err));
+                        continue;
+                    }
+                },
+            };
+            for event in &decided.events {
+                cached.state.apply(event.clone());
+            }
+            cached.sequence += decided.events.len();
+            staged_on.insert(job.server_id.clone());
+            outcomes.push(Outcome::Staged(Box::new(Staged {
+                sequence: cached.sequence,
+                decided,
+                answer,
+                sealed,
+            })));
+            waiting.push(job);
+        }
+        (waiting, outcomes)
+    }
+
+    /// The group's one transaction.
+    async fn commit(&self, jobs: &[Job], outcomes: &[Outcome]) -> Result<(), Fail> {
+        let mut rows = Vec::with_capacity(jobs.len());
+        let mut by_server: Vec<(&str, Vec<ScheduleEvent>, i64, Option<&ServerSettings>)> =
+            Vec::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut answers = Vec::new();
+        for (job, outcome) in jobs.iter().zip(outcomes) {
+            let Outcome::Staged(staged) = outcome else {
+                continue;
+            };
+            let first = staged.sequence + 1 - staged.decided.events.len();
+            for (i, event) in staged.decided.events.iter().enumerate() {
+                rows.push(
+                    event_row(job, first + i, event).map_err(|e| Fail::NotCommitted(e.into()))?,
+                );
+            }
+            let at = *index.entry(job.server_id.as_str()).or_insert_with(|| {
+                by_server.push((job.server_id.as_str(), Vec::new(), first as i64, None));
+                by_server.len() - 1
+            });
+            by_server[at]
+                .1
+                .extend(staged.decided.events.iter().cloned());
+            by_server[at].3 = staged.decided.settings.as_ref();
+            if let Some(sealed) = &staged.sealed {
+                answers.push(sealed);
+            }
+        }
+        let streams: Vec<Stream<'_>> = by_server
+            .iter()
+            .map(|(id, events, first, settings)| Stream {
+                aggregate_id: id,
+                first_sequence: *first,
+                events,
+                settings: *settings,
+            })
+            .collect();
+        sql::commit(
+            &self.pool,
+            &rows,
+            &streams,
+            &answers,
+            self.config.inline_projection,
+        )
+        .await?;
+        self.count(outcomes);
+        Ok(())
+    }
+
+    fn count(&self, outcomes: &[Outcome]) {
+        let decisions = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Staged(_)))
+            .count();
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .decisions
+            .fetch_add(decisions as u64, Ordering::Relaxed);
+    }
+
+    /// After losing a race on an Idempotency-Key: answers the jobs whose key another process
+    /// has committed with that answer; the rest are decided again.
+    async fn answer_stored(&self, jobs: Vec<Job>) -> Vec<Job> {
+        let mut kept = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let Some(once) = &job.once else {
+                kept.push(job);
+                continue;
+            };
+            match once.key.lookup(&self.pool).await {
+                Ok(Some((status, body))) => {
+                    let _ = job.reply.send(Ok(Reply::Replay(status, body)));
+                }
+                Ok(None) => kept.push(job),
+                Err(err) => {
+                    let _ = job.reply.send(Err(err));
+                }
+            }
+        }
+        kept
+    }
+}
+
+/// The server's settings once `event` is applied (what `Decided` reports), without applying
+/// it: the answer is built before the decision touches the cache.
+fn settings_after(state: &ServerSchedule, event: &ScheduleEvent) -> Option<ServerSettings> {
+    match event {
+        ScheduleEvent::ServerRegistered { settings, .. }
+        | ScheduleEvent::ServerUpdated { settings, .. } => Some(settings.clone()),
+        _ => state.settings().cloned(),
+    }
+}
+
+fn event_row(
+    job: &Job,
+    sequence: usize,
+    event: &ScheduleEvent,
+) -> Result<EventRow, serde_json::Error> {
+    Ok(EventRow {
+        aggregate_id: job.server_id.clone(),
+        sequence: sequence as i64,
+        event_type: event.event_type(),
+        event_version: event.event_version(),
+        payload: serde_json::to_value(event)?,
+        metadata: json!({
+            "actor": job.context.actor,
+            "request_id": job.context.request_id,
+            "recorded_at": slotcast_domain::time::rfc3339_us(&job.context.recorded_at),
+            "reservation_id": event.reservation_id(),
+        }),
+    })
+}
+
+/// Answers every job with its outcome (the group committed).
+fn finish(jobs: Vec<Job>, outcomes: Vec<Outcome>) {
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        let reply = match outcome {
+            Outcome::Error(err) => Err(err),
+            Outcome::Staged(staged) => Ok(Reply::Decided(staged.decided, staged.answer)),
+        };
+        let _ = job.reply.send(reply);
+    }
+}
+
+/// Answers every job 503 `unavailable`.
+fn fail(jobs: Vec<Job>, message: &'static str) {
+    for job in jobs {
+        let _ = job.reply.send(Err(ApiError::unavailable(message)));
+    }
+}

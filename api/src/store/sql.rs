@@ -1,0 +1,157 @@
+//! The store's SQL: a group's one transaction, and settling a commit whose outcome is unknown.
+//!
+//! Contract: [`commit`] inserts the events (their `(aggregate_type, aggregate_id, sequence)`
+//! primary key is the optimistic lock), projects them (`project_batch`), stores the sealed
+//! idempotency answers, and commits: all of it or none. Its error says whether the group
+//! certainly did not commit (a lost race, or a failure before `COMMIT` was sent) or may have
+//! ([`Fail::Unknown`], with the transaction id to ask about).
+
+use std::time::Duration;
+
+use slotcast_domain::ServerSchedule;
+use slotcast_projections::Stream;
+use sqlx::{PgConnection, PgPool};
+
+use crate::idempotency::{self, Sealed};
+use cqrs_es::Aggregate;
+
+/// One event as it is stored.
+pub(super) struct EventRow {
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+/// The unique key another writer got to first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Race {
+    /// An event at one of the sequences: another process decided on a server first.
+    Events,
+    /// An answer under one of the Idempotency-Keys: another process decided that key.
+    Idempotency,
+}
+
+#[derive(Debug)]
+pub(super) enum Fail {
+    /// Nothing was committed: another writer won.
+    Lost(Race),
+    /// Nothing was committed: the transaction failed before `COMMIT`.
+    NotCommitted(Box<dyn std::error::Error + Send + Sync>),
+    /// `COMMIT` was sent and no answer came back: transaction `txid` may have committed.
+    Unknown { txid: String, error: sqlx::Error },
+}
+
+fn classify(err: sqlx::Error) -> Fail {
+    if let sqlx::Error::Database(db) = &err {
+        if db.code().as_deref() == Some("23505") {
+            match db.constraint() {
+                Some("events_pkey") => return Fail::Lost(Race::Events),
+                Some("idempotency_pkey") => return Fail::Lost(Race::Idempotency),
+                _ => {}
+            }
+        }
+    }
+    Fail::NotCommitted(Box::new(err))
+}
+
+/// Commits a group: `events` (in sequence order per aggregate), their projection when
+/// `project` (`streams` describes the same events per aggregate) and `answers`.
+pub(super) async fn commit(
+    pool: &PgPool,
+    events: &[EventRow],
+    streams: &[Stream<'_>],
+    answers: &[&Sealed],
+    project: bool,
+) -> Result<(), Fail> {
+    let mut tx = pool.begin().await.map_err(classify)?;
+    let txid = insert_events(&mut tx, events).await.map_err(classify)?;
+    if project {
+        slotcast_projections::project_batch(&mut tx, streams)
+            .await
+            .map_err(|err| match err {
+                slotcast_projections::Error::Db(err) => classify(err),
+                other => Fail::NotCommitted(Box::new(other)),
+            })?;
+    }
+    idempotency::insert(&mut tx, answers)
+        .await
+        .map_err(classify)?;
+    tx.commit()
+        .await
+        .map_err(|error| Fail::Unknown { txid, error })
+}
+
+/// Inserts `events` in one statement; returns the writing transaction's id.
+async fn insert_events(
+    conn: &mut PgConnection,
+    events: &[EventRow],
+) -> Result<String, sqlx::Error> {
+    let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
+    let metadata: Vec<&serde_json::Value> = events.iter().map(|e| &e.metadata).collect();
+    // Stored as postgres-es stores them (jsonb's text form in `json` columns), so rows
+    // written before and after read the same.
+    sqlx::query_scalar(
+        "WITH ins AS ( \
+             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                 event_version, payload, metadata) \
+             SELECT $1, id, seq, t, v, p::json, m::json \
+             FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], \
+                 $7::jsonb[]) AS u(id, seq, t, v, p, m) \
+             RETURNING txid) \
+         SELECT txid::text FROM ins LIMIT 1",
+    )
+    .bind(ServerSchedule::TYPE)
+    .bind(&ids)
+    .bind(&sequences)
+    .bind(&types)
+    .bind(&versions)
+    .bind(&payloads)
+    .bind(&metadata)
+    .fetch_one(conn)
+    .await
+}
+
+/// What became of a transaction whose `COMMIT` went unanswered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Settled {
+    Committed,
+    Aborted,
+    /// Postgres could not be asked within the bound (or has forgotten the transaction).
+    Unknown,
+}
+
+/// How long an unknown commit is asked about before the answer is 503.
+const SETTLE_FOR: Duration = Duration::from_secs(10);
+
+/// Asks Postgres (on any connection) what became of `txid`, until it has finished.
+pub(super) async fn settle(pool: &PgPool, txid: &str) -> Settled {
+    let deadline = tokio::time::Instant::now() + SETTLE_FOR;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let status: Result<Option<String>, _> =
+            sqlx::query_scalar("SELECT pg_xact_status($1::text::xid8)")
+                .bind(txid)
+                .fetch_one(pool)
+                .await;
+        match status.as_ref().map(Option::as_deref) {
+            Ok(Some("committed")) => return Settled::Committed,
+            Ok(Some("aborted")) => return Settled::Aborted,
+            Ok(None) => return Settled::Unknown,
+            // "in progress" (the server is still finishing it), or Postgres unreachable.
+            Ok(Some(_)) | Err(_) => {}
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            tracing::warn!(txid, "could not learn whether a commit happened");
+            return Settled::Unknown;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
