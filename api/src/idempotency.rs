@@ -23,7 +23,7 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key as CipherKey, Nonce};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 
 use crate::error::ApiError;
@@ -133,29 +133,26 @@ fn reused() -> ApiError {
     )
 }
 
-/// Stores `answers` in the caller's transaction (the one that commits their decisions).
-pub async fn insert(conn: &mut PgConnection, answers: &[&Sealed]) -> Result<(), sqlx::Error> {
-    if answers.is_empty() {
-        return Ok(());
+/// Sealed answers column by column, for the store's insert (`unnest` takes one array per
+/// column); it runs in the transaction that commits their decisions.
+pub struct Columns {
+    pub key_hash: Vec<String>,
+    pub request_hash: Vec<String>,
+    pub status: Vec<i32>,
+    pub nonce: Vec<Vec<u8>>,
+    pub body: Vec<Vec<u8>>,
+}
+
+impl Columns {
+    pub fn of(answers: &[&Sealed]) -> Self {
+        Self {
+            key_hash: answers.iter().map(|a| a.key_hash.clone()).collect(),
+            request_hash: answers.iter().map(|a| a.request_hash.clone()).collect(),
+            status: answers.iter().map(|a| a.status).collect(),
+            nonce: answers.iter().map(|a| a.nonce.clone()).collect(),
+            body: answers.iter().map(|a| a.body.clone()).collect(),
+        }
     }
-    let column = |f: fn(&Sealed) -> String| answers.iter().map(|a| f(a)).collect::<Vec<_>>();
-    let key_hash = column(|a| a.key_hash.clone());
-    let request_hash = column(|a| a.request_hash.clone());
-    let status: Vec<i32> = answers.iter().map(|a| a.status).collect();
-    let nonce: Vec<Vec<u8>> = answers.iter().map(|a| a.nonce.clone()).collect();
-    let body: Vec<Vec<u8>> = answers.iter().map(|a| a.body.clone()).collect();
-    sqlx::query(
-        "INSERT INTO idempotency (key_hash, request_hash, status, nonce, body) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[], $5::bytea[])",
-    )
-    .bind(&key_hash)
-    .bind(&request_hash)
-    .bind(&status)
-    .bind(&nonce)
-    .bind(&body)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// The keys this process is deciding right now.

@@ -2,25 +2,23 @@
 //! aggregates, just inserted by the caller, into the read model and the slot outbox, so that
 //! events, rows and outbox commit together or not at all.
 //!
-//! Contract: the caller has begun the transaction and inserted the events; [`project_batch`]
-//! takes the read model's shared lock, then every touched aggregate's cursor rows (`rm.streams`
-//! and then `slot_cursor`, each in aggregate-id order, the order catch-up locks them in, so the
-//! two never wait on each other in a cycle). A stream made only of bookings (accepted or
-//! refused) whose cursors stand right before it is written in bulk: one statement for the
-//! whole batch, whatever its size. Any other stream (a cancel, a server change, a read model
+//! Contract: the caller has begun the transaction, taken the read model's shared lock and
+//! inserted the events. A stream made only of bookings (accepted or refused) is written in
+//! bulk: one statement for the whole batch, whatever its size, which locks every such
+//! aggregate's cursor rows (`rm.streams`, then `slot_cursor`, in aggregate-id order, the order
+//! catch-up locks them in) and writes only where the cursors stand right before the stream. Any other stream (a cancel, a server change, a read model
 //! that lags because events were written some other way) goes through the per-event path
 //! ([`crate::project::project_stream_in`]), which reads what it needs from the store. Either
 //! way the cursors end at the stream's last sequence, so the catch-up projector and a rebuild
 //! skip what was projected here and stay idempotent.
-
-use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use slotcast_domain::contract::{IngestMode, SlotKind};
 use slotcast_domain::{ScheduleEvent, ServerSettings};
 use sqlx::PgConnection;
 
-use crate::project::{project_stream_in, share_read_model, Committed};
+pub use crate::project::READ_MODEL_LOCK;
+use crate::project::{project_stream_in, Committed};
 use crate::slots::{plan_for, Basis, CHANNEL};
 use crate::Result;
 
@@ -44,54 +42,38 @@ pub struct Projected {
     pub one_by_one: usize,
 }
 
-/// Projects `streams` (at most one per aggregate) in the caller's transaction.
+/// Projects `streams` (at most one per aggregate) in the caller's transaction, which must
+/// hold the read model's shared lock ([`READ_MODEL_LOCK`], taken with the events' insert so it
+/// costs no round trip of its own).
 pub async fn project_batch(conn: &mut PgConnection, streams: &[Stream<'_>]) -> Result<Projected> {
-    share_read_model(conn).await?;
     let mut ordered: Vec<&Stream<'_>> = streams.iter().filter(|s| !s.events.is_empty()).collect();
     ordered.sort_unstable_by_key(|s| s.aggregate_id);
-    let ids: Vec<&str> = ordered.iter().map(|s| s.aggregate_id).collect();
-    let cursors: Vec<(String, i64, i64)> = sqlx::query_as(
-        "WITH rm AS ( \
-             INSERT INTO streams (aggregate_id, last_sequence) \
-             SELECT id, 0 FROM unnest($1::text[]) WITH ORDINALITY AS i(id, n) ORDER BY n \
-             ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = streams.last_sequence \
-             RETURNING aggregate_id, last_sequence), \
-         slot AS ( \
-             INSERT INTO public.slot_cursor (aggregate_id, last_sequence) \
-             SELECT aggregate_id, 0 FROM rm ORDER BY aggregate_id \
-             ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = slot_cursor.last_sequence \
-             RETURNING aggregate_id, last_sequence) \
-         SELECT rm.aggregate_id, rm.last_sequence, slot.last_sequence \
-         FROM rm JOIN slot USING (aggregate_id)",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let cursors: BTreeMap<String, (i64, i64)> = cursors
-        .into_iter()
-        .map(|(id, rm, slot)| (id, (rm, slot)))
-        .collect();
     let mut bulk = Bulk::default();
-    let mut done = Projected::default();
+    let mut one_by_one: Vec<&Stream<'_>> = Vec::new();
     for stream in ordered {
-        let before = stream.first_sequence - 1;
-        let caught_up = cursors.get(stream.aggregate_id) == Some(&(before, before));
         match stream.settings {
-            Some(settings) if caught_up && stream.events.iter().all(is_booking) => {
-                bulk.add(stream, settings);
-                done.bulk += 1;
-            }
-            _ => {
-                let committed = Committed {
-                    first_sequence: stream.first_sequence,
-                    events: stream.events,
-                };
-                project_stream_in(conn, stream.aggregate_id, Some(committed)).await?;
-                done.one_by_one += 1;
-            }
+            Some(settings) if stream.events.iter().all(is_booking) => bulk.add(stream, settings),
+            _ => one_by_one.push(stream),
         }
     }
-    bulk.write(conn).await?;
+    let mut done = Projected {
+        bulk: bulk.c_id.len(),
+        one_by_one: one_by_one.len(),
+    };
+    // A stream whose cursors did not stand right before it (its read model lags: events
+    // written some other way) was left out of the bulk write: project it from the store.
+    for aggregate_id in bulk.write(conn).await? {
+        done.bulk -= 1;
+        done.one_by_one += 1;
+        project_stream_in(conn, &aggregate_id, None).await?;
+    }
+    for stream in one_by_one {
+        let committed = Committed {
+            first_sequence: stream.first_sequence,
+            events: stream.events,
+        };
+        project_stream_in(conn, stream.aggregate_id, Some(committed)).await?;
+    }
     Ok(done)
 }
 
@@ -133,8 +115,9 @@ struct Bulk {
     b_key_hash: Vec<String>,
     b_ingest: Vec<serde_json::Value>,
     b_digest: Vec<Option<String>>,
-    // the cursors' new positions
+    // the cursors: where they must stand, and where they go
     c_id: Vec<String>,
+    c_before: Vec<i64>,
     c_last: Vec<i64>,
 }
 
@@ -211,6 +194,7 @@ impl Bulk {
             }
         }
         self.c_id.push(server_id.to_string());
+        self.c_before.push(stream.first_sequence - 1);
         self.c_last
             .push(stream.first_sequence + stream.events.len() as i64 - 1);
     }
@@ -256,15 +240,41 @@ impl Bulk {
         self.b_digest.push(basis.stream_key_digest.clone());
     }
 
-    /// Everything in one statement: the reservations, the schedule, the outbox (in
-    /// publication order, so `seq` follows it), both cursors, and one wake-up for the
-    /// schedulers.
-    async fn write(self, conn: &mut PgConnection) -> Result<()> {
+    /// Everything in one statement: both cursors of every stream (locked in aggregate-id
+    /// order, and moved on only where they stood right before the stream), the reservations and
+    /// the schedule where `rm.streams` moved on, the outbox (in publication order, so `seq`
+    /// follows it) where `slot_cursor` did, and one wake-up for the schedulers. Returns the
+    /// aggregates whose cursors did not stand where they should.
+    async fn write(self, conn: &mut PgConnection) -> Result<Vec<String>> {
         if self.c_id.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        sqlx::query(
-            "WITH r AS ( \
+        let lagging: Vec<Option<String>> = sqlx::query_scalar(
+            "WITH input AS ( \
+                 SELECT * FROM unnest($27::text[], $28::bigint[], $29::bigint[]) \
+                     WITH ORDINALITY AS i(id, before, last, n)), \
+             rm AS ( \
+                 INSERT INTO streams AS c (aggregate_id, last_sequence) \
+                 SELECT id, CASE WHEN before = 0 THEN last ELSE 0 END FROM input ORDER BY n \
+                 ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = ( \
+                     SELECT CASE WHEN c.last_sequence = i.before THEN i.last \
+                                 ELSE c.last_sequence END \
+                     FROM input i WHERE i.id = c.aggregate_id) \
+                 RETURNING aggregate_id, last_sequence), \
+             slot AS ( \
+                 INSERT INTO public.slot_cursor AS c (aggregate_id, last_sequence) \
+                 SELECT i.id, CASE WHEN i.before = 0 THEN i.last ELSE 0 END \
+                 FROM input i JOIN rm ON rm.aggregate_id = i.id ORDER BY i.n \
+                 ON CONFLICT (aggregate_id) DO UPDATE SET last_sequence = ( \
+                     SELECT CASE WHEN c.last_sequence = i.before THEN i.last \
+                                 ELSE c.last_sequence END \
+                     FROM input i WHERE i.id = c.aggregate_id) \
+                 RETURNING aggregate_id, last_sequence), \
+             rm_on AS (SELECT i.id FROM input i JOIN rm \
+                       ON rm.aggregate_id = i.id AND rm.last_sequence = i.last), \
+             slot_on AS (SELECT i.id FROM input i JOIN slot \
+                         ON slot.aggregate_id = i.id AND slot.last_sequence = i.last), \
+             r AS ( \
                  INSERT INTO reservations (id, server_id, owner, title, start_at, end_at, \
                      opens_at, closes_at, status, reason, stream_key_hash, requested_at, \
                      updated_at, camera_url, camera_transport, camera_login) \
@@ -275,13 +285,14 @@ impl Bulk {
                      $8::timestamptz[], $9::text[], $10::text[], $11::text[], \
                      $12::timestamptz[], $13::text[], $14::text[], $15::bool[]) \
                      AS u(id, server_id, owner, title, start_at, end_at, opens_at, closes_at, \
-                          status, reason, key_hash, at, camera_url, camera_transport, login)), \
+                          status, reason, key_hash, at, camera_url, camera_transport, login) \
+                 WHERE server_id IN (SELECT id FROM rm_on)), \
              s AS ( \
                  INSERT INTO schedule (server_id, reservation_id, start_at, end_at) \
                  SELECT server_id, id, start_at, end_at \
                  FROM unnest($2::text[], $1::text[], $5::timestamptz[], $6::timestamptz[], \
                      $9::text[]) AS u(server_id, id, start_at, end_at, status) \
-                 WHERE status = 'accepted'), \
+                 WHERE status = 'accepted' AND server_id IN (SELECT id FROM rm_on)), \
              b AS ( \
                  INSERT INTO public.slot_boundaries (reservation_id, kind, revision, \
                      server_id, due_at, opens_at, closes_at, start_at, end_at, \
@@ -293,17 +304,15 @@ impl Bulk {
                      $23::timestamptz[], $24::text[], $25::jsonb[], $26::text[]) \
                      WITH ORDINALITY AS u(reservation_id, kind, server_id, due_at, opens_at, \
                          closes_at, start_at, end_at, key_hash, ingest, digest, n) \
+                 WHERE server_id IN (SELECT id FROM slot_on) \
                  ORDER BY n \
                  RETURNING 1), \
-             c AS ( \
-                 UPDATE streams SET last_sequence = u.last \
-                 FROM unnest($27::text[], $28::bigint[]) AS u(id, last) \
-                 WHERE aggregate_id = u.id), \
-             d AS ( \
-                 UPDATE public.slot_cursor SET last_sequence = u.last \
-                 FROM unnest($27::text[], $28::bigint[]) AS u(id, last) \
-                 WHERE aggregate_id = u.id) \
-             SELECT pg_notify($29, '') WHERE EXISTS (SELECT 1 FROM b)",
+             woken AS (SELECT pg_notify($30, '') FROM (SELECT 1 FROM b LIMIT 1) AS any_b) \
+             SELECT lag.id FROM (SELECT count(*) FROM woken) AS w \
+             LEFT JOIN (SELECT id FROM input \
+                        WHERE id NOT IN (SELECT id FROM rm_on) \
+                           OR id NOT IN (SELECT id FROM slot_on)) AS lag \
+             ON true",
         )
         .bind(&self.id)
         .bind(&self.server)
@@ -332,10 +341,11 @@ impl Bulk {
         .bind(&self.b_ingest)
         .bind(&self.b_digest)
         .bind(&self.c_id)
+        .bind(&self.c_before)
         .bind(&self.c_last)
         .bind(CHANNEL)
-        .execute(conn)
+        .fetch_all(conn)
         .await?;
-        Ok(())
+        Ok(lagging.into_iter().flatten().collect())
     }
 }

@@ -16,7 +16,7 @@ mod rebuild;
 pub mod scheduler;
 mod slots;
 
-pub use batch::{project_batch, Projected, Stream};
+pub use batch::{project_batch, Projected, Stream, READ_MODEL_LOCK};
 pub use project::{catch_up, project_stream, run_catch_up, CatchUp, Committed};
 pub use rebuild::{rebuild, RebuildReport};
 

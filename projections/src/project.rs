@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{Error, Result};
 
 /// The advisory lock key guarding which copy of the read model is live.
-pub(crate) const READ_MODEL_LOCK: i64 = 0x736c_6f74_7263_6d31; // "slotrcm1"
+pub const READ_MODEL_LOCK: i64 = 0x736c_6f74_7263_6d31; // "slotrcm1"
 
 /// Events of one aggregate that the caller has just committed: `events[i]` has sequence
 /// `first_sequence + i`. Handing them over saves reading back what was just written.

@@ -31,6 +31,9 @@ pub use slotcast_domain::time::Clock;
 /// The `Health` component name the scheduler reports under.
 pub const COMPONENT: &str = "scheduler";
 
+/// How often the loop looks whether NATS is back while it is not connected.
+const NATS_RECHECK: Duration = Duration::from_millis(100);
+
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     /// Recorded with each row this replica publishes (`published_by`).
@@ -128,7 +131,10 @@ impl Scheduler {
                     false,
                     format!("NATS unreachable at {url}; boundaries are kept and retried"),
                 );
-                backoff.next_delay()
+                // The client reconnects on its own; this only looks again. A fixed short
+                // period, not the backoff: every boundary written meanwhile wakes this loop,
+                // and a backoff doubled by those wakes would sleep seconds past the reconnect.
+                NATS_RECHECK
             } else if !stream_ready {
                 match self.nats.ensure_slots_stream().await {
                     Ok(_) => {

@@ -8,12 +8,14 @@
 //! gone is still decided and committed.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::persist::PersistedEventRepository;
 use cqrs_es::{Aggregate, DomainEvent};
+use futures_util::FutureExt;
 use postgres_es::PostgresEventRepository;
 use rand::Rng;
 use serde_json::json;
@@ -81,7 +83,14 @@ impl Lane {
         while let Some(first) = self.rx.recv().await {
             let mut jobs = vec![first];
             self.gather(&mut jobs).await;
-            self.process(jobs).await;
+            // A panic is a bug, but it must not take the lane's servers down with it: the
+            // group's callers hear 503 (their reply senders are dropped), and the cache, which
+            // may hold a half-applied group, is dropped and reloaded from the store.
+            let processed = AssertUnwindSafe(self.process(jobs)).catch_unwind().await;
+            if processed.is_err() {
+                tracing::error!("a lane failed on a group; its cache is reloaded");
+                self.cache.clear();
+            }
         }
     }
 

@@ -18,9 +18,10 @@
 //! by guessing; only if that cannot be learnt either is the answer 503 `unavailable`, and a
 //! retry then finds the truth in the database.
 //!
-//! Plain event-store mode: no snapshots, so each event is applied exactly once (the cqrs-es
-//! pitfall of docs/architecture.md). postgres-es is used to load an aggregate's events; the
-//! writes are ours, because its `persist` commits on its own.
+//! Plain event-store mode: no snapshots, so each event is applied exactly once (cqrs-es 0.5
+//! applies events twice in snapshot mode). postgres-es loads an aggregate's events; the writes
+//! are ours, because its `persist` commits on its own transaction and could not take the read
+//! model, the outbox and the idempotency answer with it.
 
 mod lane;
 mod sql;

@@ -58,7 +58,9 @@ fn classify(err: sqlx::Error) -> Fail {
 }
 
 /// Commits a group: `events` (in sequence order per aggregate), their projection when
-/// `project` (`streams` describes the same events per aggregate) and `answers`.
+/// `project` (`streams` describes the same events per aggregate) and `answers`, in four round
+/// trips whatever the group's size: `BEGIN`, the events with the answers (and the read model's
+/// shared lock), the projection, `COMMIT`.
 pub(super) async fn commit(
     pool: &PgPool,
     events: &[EventRow],
@@ -67,7 +69,9 @@ pub(super) async fn commit(
     project: bool,
 ) -> Result<(), Fail> {
     let mut tx = pool.begin().await.map_err(classify)?;
-    let txid = insert_events(&mut tx, events).await.map_err(classify)?;
+    let txid = insert(&mut tx, events, answers, project)
+        .await
+        .map_err(classify)?;
     if project {
         slotcast_projections::project_batch(&mut tx, streams)
             .await
@@ -76,18 +80,19 @@ pub(super) async fn commit(
                 other => Fail::NotCommitted(Box::new(other)),
             })?;
     }
-    idempotency::insert(&mut tx, answers)
-        .await
-        .map_err(classify)?;
     tx.commit()
         .await
         .map_err(|error| Fail::Unknown { txid, error })
 }
 
-/// Inserts `events` in one statement; returns the writing transaction's id.
-async fn insert_events(
+/// Inserts `events` and `answers` in one statement, taking the read model's shared lock when
+/// the projection follows (before any read-model table is touched, so a rebuild's swap never
+/// happens under it); returns the writing transaction's id.
+async fn insert(
     conn: &mut PgConnection,
     events: &[EventRow],
+    answers: &[&Sealed],
+    lock_read_model: bool,
 ) -> Result<String, sqlx::Error> {
     let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
     let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
@@ -95,17 +100,24 @@ async fn insert_events(
     let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
     let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
     let metadata: Vec<&serde_json::Value> = events.iter().map(|e| &e.metadata).collect();
+    let answers = idempotency::Columns::of(answers);
     // Stored as postgres-es stores them (jsonb's text form in `json` columns), so rows
     // written before and after read the same.
     sqlx::query_scalar(
-        "WITH ins AS ( \
+        "WITH locked AS ( \
+             SELECT pg_advisory_xact_lock_shared($8) WHERE $9), \
+         ins AS ( \
              INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
                  event_version, payload, metadata) \
              SELECT $1, id, seq, t, v, p::json, m::json \
              FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], \
                  $7::jsonb[]) AS u(id, seq, t, v, p, m) \
-             RETURNING txid) \
-         SELECT txid::text FROM ins LIMIT 1",
+             RETURNING txid), \
+         answered AS ( \
+             INSERT INTO idempotency (key_hash, request_hash, status, nonce, body) \
+             SELECT * FROM unnest($10::text[], $11::text[], $12::int[], $13::bytea[], \
+                 $14::bytea[])) \
+         SELECT txid::text FROM ins, (SELECT count(*) FROM locked) AS l LIMIT 1",
     )
     .bind(ServerSchedule::TYPE)
     .bind(&ids)
@@ -114,6 +126,13 @@ async fn insert_events(
     .bind(&versions)
     .bind(&payloads)
     .bind(&metadata)
+    .bind(slotcast_projections::READ_MODEL_LOCK)
+    .bind(lock_read_model)
+    .bind(&answers.key_hash)
+    .bind(&answers.request_hash)
+    .bind(&answers.status)
+    .bind(&answers.nonce)
+    .bind(&answers.body)
     .fetch_one(conn)
     .await
 }
