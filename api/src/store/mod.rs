@@ -92,7 +92,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            lanes: 4,
+            lanes: 2,
             batch_max: 128,
             batch_wait: Duration::ZERO,
             inline_projection: true,
