@@ -2,6 +2,7 @@
 //! `GET /metrics`.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,6 +13,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::clock::{ClockStatus, SyncState};
+use crate::store::Stats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -30,6 +32,8 @@ pub struct Metrics {
     latency: Histogram,
     decisions: Family<OutcomeLabels, Counter>,
     conflicts: Gauge<u64, AtomicU64>,
+    commits: Gauge<u64, AtomicU64>,
+    committed_decisions: Gauge<u64, AtomicU64>,
     ntp_synced: Gauge,
     ntp_offset_seconds: Gauge<f64, AtomicU64>,
 }
@@ -41,6 +45,8 @@ impl Default for Metrics {
         let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let decisions = Family::<OutcomeLabels, Counter>::default();
         let conflicts = Gauge::<u64, AtomicU64>::default();
+        let commits = Gauge::<u64, AtomicU64>::default();
+        let committed_decisions = Gauge::<u64, AtomicU64>::default();
         let ntp_synced = Gauge::default();
         let ntp_offset_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
@@ -56,8 +62,18 @@ impl Default for Metrics {
         );
         registry.register(
             "event_store_conflicts",
-            "Optimistic-lock conflicts (another process wrote the same server first)",
+            "Optimistic-lock conflicts (another process wrote the same server or key first)",
             conflicts.clone(),
+        );
+        registry.register(
+            "event_store_commits",
+            "Group commits: transactions that wrote decisions (events)",
+            commits.clone(),
+        );
+        registry.register(
+            "event_store_committed_decisions",
+            "Decisions written by those commits (divided by the commits: the mean group size)",
+            committed_decisions.clone(),
         );
         registry.register(
             "ntp_synced",
@@ -75,6 +91,8 @@ impl Default for Metrics {
             latency,
             decisions,
             conflicts,
+            commits,
+            committed_decisions,
             ntp_synced,
             ntp_offset_seconds,
         }
@@ -101,8 +119,11 @@ impl Metrics {
     }
 
     /// The exposition text, with the gauges read at this moment.
-    pub fn render(&self, clock: &ClockStatus, conflicts: u64) -> String {
-        self.conflicts.set(conflicts);
+    pub fn render(&self, clock: &ClockStatus, store: &Stats) -> String {
+        self.conflicts.set(store.conflicts.load(Ordering::Relaxed));
+        self.commits.set(store.commits.load(Ordering::Relaxed));
+        self.committed_decisions
+            .set(store.decisions.load(Ordering::Relaxed));
         self.ntp_synced
             .set(i64::from(clock.state == SyncState::Synced));
         self.ntp_offset_seconds

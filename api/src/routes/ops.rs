@@ -83,7 +83,7 @@ pub fn scheduler_ops(clock: ServerClock, health: Health) -> Router {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = state
         .metrics
-        .render(&state.clock.status(), state.store.conflicts());
+        .render(&state.clock.status(), state.store.stats());
     (
         [(
             header::CONTENT_TYPE,

@@ -27,7 +27,7 @@ mod lane;
 mod sql;
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,11 +151,6 @@ impl ScheduleStore {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
-    }
-
-    /// Optimistic-lock conflicts seen so far (another process wrote first).
-    pub fn conflicts(&self) -> u64 {
-        self.stats.conflicts.load(Ordering::Relaxed)
     }
 
     fn lane(&self, server_id: &str) -> &mpsc::Sender<Job> {
