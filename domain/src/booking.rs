@@ -58,22 +58,60 @@ pub fn free_windows(
     latest: DateTime<Utc>,
     limit: usize,
 ) -> Vec<Window> {
+    free_windows_near(
+        slots,
+        capacity,
+        wanted,
+        earliest,
+        latest,
+        limit,
+        Duration::MAX,
+    )
+}
+
+/// [`free_windows`] among the candidates that start at most `radius` from `wanted.start`: the
+/// same windows in the same order as far as they go, so a caller that hands over only the
+/// slots near `wanted` (those starting within `radius` plus the longest slot's length before
+/// it, and up to `radius` plus `wanted`'s length after it) gets the answer `free_windows`
+/// would give over all of them, up to that radius.
+pub fn free_windows_near(
+    slots: &[Window],
+    capacity: usize,
+    wanted: Window,
+    earliest: DateTime<Utc>,
+    latest: DateTime<Utc>,
+    limit: usize,
+    radius: Duration,
+) -> Vec<Window> {
     let length = wanted.duration();
     let mut starts: Vec<DateTime<Utc>> = vec![wanted.start, earliest];
     for slot in slots {
         starts.push(slot.end);
         starts.push(slot.start - length);
     }
-    starts.retain(|s| *s >= earliest && *s <= latest);
+    starts.retain(|s| *s >= earliest && *s <= latest && (*s - wanted.start).abs() <= radius);
     starts.sort_unstable_by_key(|s| ((*s - wanted.start).abs(), *s));
     starts.dedup();
+    // Each candidate is checked against the slots that can overlap it (found by binary search
+    // in start order), not against all of them: a refusal on a crowded schedule stays
+    // O(n log n), not O(n²).
+    let mut sorted = slots.to_vec();
+    sorted.sort_unstable();
+    let longest = sorted
+        .iter()
+        .map(Window::duration)
+        .max()
+        .unwrap_or_else(Duration::zero);
     let mut found: Vec<Window> = Vec::new();
     for start in starts {
         if found.len() == limit {
             break;
         }
         let window = Window::new(start, start + length);
-        if !found.contains(&window) && max_overlap(slots, window) < capacity {
+        let from = sorted.partition_point(|s| s.start < window.start - longest);
+        let to = sorted.partition_point(|s| s.start < window.end);
+        let near = sorted.get(from..to).unwrap_or_default();
+        if !found.contains(&window) && max_overlap(near, window) < capacity {
             found.push(window);
         }
     }

@@ -9,9 +9,10 @@ pub mod booking;
 pub mod contract;
 pub mod schedule;
 pub mod secret;
+pub mod slot_index;
 pub mod time;
 
-pub use booking::{free_windows, max_overlap, Window};
+pub use booking::{free_windows, free_windows_near, max_overlap, Window};
 pub use schedule::{
     Actor, Carrier, Command, CommandKind, Feed, RejectReason, Role, ScheduleError, ScheduleEvent,
     ServerPatch, ServerSchedule, ServerSettings, ServerSpec, Slot,

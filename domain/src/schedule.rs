@@ -6,7 +6,8 @@
 //! included. Input that breaks a rule on a field is an error naming the field and records
 //! nothing. `apply` is idempotent (set semantics keyed by reservation id) so replaying an event
 //! twice cannot change the state. The state keeps open and future slots only: a slot leaves
-//! when its window closes or it is cancelled.
+//! when its window closes or it is cancelled. The slots live in a [`SlotIndex`], so a decision
+//! looks only at the slots near its window and `apply` never walks the schedule.
 
 use std::collections::BTreeMap;
 
@@ -15,10 +16,11 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::booking::{free_windows, max_overlap, Window};
+use crate::booking::{max_overlap, Window};
 use crate::contract::{
     CameraSource, IngestKind, IngestMessage, SlotKind, SlotMessage, StreamCursor,
 };
+use crate::slot_index::SlotIndex;
 
 /// Defaults for a server's booking rules; the API documents them.
 pub mod defaults {
@@ -575,7 +577,8 @@ pub enum Feed {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerSchedule {
     settings: Option<ServerSettings>,
-    slots: BTreeMap<String, Slot>,
+    /// Open and future slots, indexed by start and by close (serialized as the map by id).
+    slots: SlotIndex,
     /// Per feed, the newest message recorded. The api consumes each stream in order, one
     /// message at a time, so anything at or before this in the same stream is a redelivery;
     /// a message of another stream (the stream was recreated) is new.
@@ -589,16 +592,7 @@ impl ServerSchedule {
 
     /// Open and future slots, by reservation id.
     pub fn slots(&self) -> &BTreeMap<String, Slot> {
-        &self.slots
-    }
-
-    /// Accepted windows that have not ended by `now`, except `skip`'s.
-    fn busy(&self, now: DateTime<Utc>, skip: Option<&str>) -> Vec<Window> {
-        self.slots
-            .values()
-            .filter(|s| s.end > now && Some(s.reservation_id.as_str()) != skip)
-            .map(Slot::window)
-            .collect()
+        self.slots.slots()
     }
 
     /// Checks a requested window against the server's rules.
@@ -651,25 +645,23 @@ impl ServerSchedule {
         wanted: Window,
         skip: Option<&str>,
     ) -> Option<(Vec<Window>, Vec<Window>)> {
-        let busy = self.busy(now, skip);
+        // Only the slots that overlap the window count: found through the index, not by a
+        // walk over the schedule.
+        let mut conflicts = self.slots.busy_within(wanted, now, skip);
         let capacity = settings.capacity as usize;
-        if max_overlap(&busy, wanted) < capacity {
+        if max_overlap(&conflicts, wanted) < capacity {
             return None;
         }
-        let mut conflicts: Vec<Window> = busy
-            .iter()
-            .copied()
-            .filter(|w| w.overlaps(&wanted))
-            .collect();
         conflicts.sort_unstable();
         let secs = ServerSettings::seconds;
-        let suggestions = free_windows(
-            &busy,
+        let suggestions = self.slots.suggest(
             capacity,
             wanted,
             now + secs(settings.min_lead_s),
             now + secs(settings.horizon_s),
             SUGGESTIONS,
+            now,
+            skip,
         );
         Some((conflicts, suggestions))
     }
@@ -962,7 +954,7 @@ impl Aggregate for ServerSchedule {
                     closes_at,
                     stream_key_hash,
                 };
-                self.slots.insert(reservation_id, slot);
+                self.slots.insert(slot);
             }
             ScheduleEvent::ReservationRejected { .. }
             | ScheduleEvent::RescheduleRejected { .. } => {}
@@ -977,11 +969,12 @@ impl Aggregate for ServerSchedule {
                 closes_at,
                 ..
             } => {
-                if let Some(slot) = self.slots.get_mut(&reservation_id) {
+                if let Some(mut slot) = self.slots.get(&reservation_id).cloned() {
                     slot.start = start;
                     slot.end = end;
                     slot.opens_at = opens_at;
                     slot.closes_at = closes_at;
+                    self.slots.insert(slot);
                 }
             }
             ScheduleEvent::StreamKeyRotated {
@@ -989,16 +982,15 @@ impl Aggregate for ServerSchedule {
                 stream_key_hash,
                 ..
             } => {
-                if let Some(slot) = self.slots.get_mut(&reservation_id) {
-                    slot.stream_key_hash = stream_key_hash;
-                }
+                self.slots.set_key_hash(&reservation_id, stream_key_hash);
             }
             ScheduleEvent::IngestReported { cursor, .. } => self.advance(Feed::Ingest, cursor),
             ScheduleEvent::WindowOpened { cursor, .. }
             | ScheduleEvent::WindowClosed { cursor, .. } => self.advance(Feed::Slots, cursor),
         }
         // Closed windows leave the state: the aggregate stays as small as its open slots.
-        self.slots.retain(|_, slot| slot.closes_at > at);
+        // They leave from the front of the close order, never by a walk over every slot.
+        self.slots.prune_closed(at);
     }
 }
 
