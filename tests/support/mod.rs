@@ -377,6 +377,12 @@ impl Api {
     pub fn stop(mut self) -> Option<i32> {
         signal_and_wait(&mut self.role.child, "-TERM")
     }
+
+    /// SIGKILL: no clean-up, as a crash (or a power cut) would leave it.
+    pub fn kill(mut self) {
+        let _ = self.role.child.kill();
+        let _ = self.role.child.wait();
+    }
 }
 
 pub fn ts(t: DateTime<Utc>) -> String {

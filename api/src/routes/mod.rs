@@ -6,7 +6,7 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use chrono::{DateTime, Utc};
 
@@ -78,14 +78,29 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.body_limit;
-    Router::new()
-        .merge(time::router())
+    // The routes that decide: each request runs in a task of its own, so a client that hangs
+    // up (or a proxy that cuts it) after sending does not stop a decision halfway.
+    let deciding = Router::new()
         .merge(servers::router())
         .merge(reservations::router())
+        .layer(middleware::from_fn(carry_through));
+    Router::new()
+        .merge(time::router())
+        .merge(deciding)
         .merge(ops::router())
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), context))
         .with_state(state)
+}
+
+/// Handles the request in a task of its own: hyper drops a request's future when its
+/// connection closes, and a booking must be carried through (or not started) whatever the
+/// client does. The answer then goes nowhere; a retry with the same Idempotency-Key finds it.
+async fn carry_through(req: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(err) => ApiError::internal(err).into_response(),
+    }
 }
 
 fn valid_request_id(v: &HeaderValue) -> Option<String> {
