@@ -9,12 +9,10 @@
 //! cap, then reports what finished. Each scenario books on server ids of its own, so scenarios
 //! never see each other's slots.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
@@ -23,11 +21,13 @@ use slotcast_api::ApiConfig;
 use slotcast_domain::Role;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use crate::bench_load::percentile;
+use crate::bench_load::{closed_loop, open_loop};
+
 /// Length of each booked slot; a server's slots are laid end to end from a day ahead.
-const SLOT: TimeDelta = TimeDelta::minutes(10);
+pub(crate) const SLOT: TimeDelta = TimeDelta::minutes(10);
 /// The servers' booking horizon, so long runs on one server stay bookable (4 years).
 const HORIZON_S: u64 = 4 * 365 * 86_400;
 /// The targets the issue sets: across 100 servers, this share of the raw-SQL rate...
@@ -36,23 +36,37 @@ const RATIO_TARGET: f64 = 0.5;
 const P99_TARGET_MS: f64 = 25.0;
 /// The scenario the targets are read on.
 const TARGET_SERVERS: usize = 100;
-/// Distinct error messages kept per run.
-const ERROR_SAMPLES: usize = 5;
 
-/// Booking throughput (accepted/s) and p50/p99 latency with N concurrent clients, through
-/// the api and as raw SQL inserts, per number of servers; then p50/p99 at half the measured
-/// rate. Needs Postgres with btree_gist; works in a throwaway database it drops at the end.
+/// The booking write path in three parts: (a) booking throughput (accepted/s) and p50/p99
+/// latency with N concurrent clients, through the api and as raw SQL inserts, per number of
+/// servers, then p50/p99 at half the measured rate; (b) the rate on one server as its schedule
+/// grows; (c) clients that hang up right after sending, then retry with the same
+/// Idempotency-Key. Needs Postgres with btree_gist; works in a throwaway database it drops at
+/// the end.
 #[derive(clap::Args, Debug)]
 pub struct BookingArgs {
+    /// Parts to run, comma-separated: a (across servers against raw SQL, and the half-rate
+    /// latency), b (one server as its schedule grows), c (clients that hang up).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c")]
+    only: Vec<Part>,
+    /// Part b: how many future slots the server holds before its bookings are measured, one
+    /// fresh server per level (the first level is the baseline of the ratio).
+    #[arg(long, value_delimiter = ',', default_value = "0,2000,10000",
+        value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    fill: Vec<u32>,
+    /// Part c: bookings hung up on and then retried.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    hangups: u32,
     /// Concurrent clients (closed loop: each sends its next booking when the last is
     /// answered). The raw-SQL baseline opens this many database connections.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     clients: u32,
     /// Bookings per run. They never overlap on a server, so every one should be accepted.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     bookings: u32,
-    /// Scenarios: how many servers the bookings are spread over (round-robin), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,100",
+    /// Part a's scenarios: how many servers the bookings are spread over (round-robin),
+    /// comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100",
         value_parser = clap::value_parser!(u32).range(1..=10_000))]
     servers: Vec<u32>,
     /// Admin connection, used only to create and drop the throwaway database.
@@ -82,24 +96,31 @@ pub struct BookingArgs {
     json: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    A,
+    B,
+    C,
+}
+
 /// What one measured run did.
 #[derive(Clone, Debug, Serialize)]
-struct Figures {
+pub(crate) struct Figures {
     /// Requests sent.
-    sent: usize,
+    pub(crate) sent: usize,
     /// Answered 201 (slotcast) or inserted (raw SQL).
-    ok: usize,
-    errors: usize,
+    pub(crate) ok: usize,
+    pub(crate) errors: usize,
     /// The run stopped at the time cap before sending every booking.
-    capped: bool,
-    wall_s: f64,
+    pub(crate) capped: bool,
+    pub(crate) wall_s: f64,
     /// `ok` per second of wall time.
-    rate: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+    pub(crate) rate: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
     /// Distinct errors as `count× message`.
-    error_samples: Vec<String>,
+    pub(crate) error_samples: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -154,6 +175,10 @@ struct Report {
     scenarios: Vec<Scenario>,
     half_rate: Option<HalfRate>,
     targets: Targets,
+    /// Part b.
+    busy: Option<crate::bench_write_path::Busy>,
+    /// Part c.
+    hang_ups: Option<crate::bench_write_path::HangUps>,
     machine: Machine,
 }
 
@@ -365,17 +390,25 @@ async fn measure(
     drop(held);
 
     let base = Utc::now().duration_trunc(TimeDelta::minutes(1))? + TimeDelta::days(1);
-    let last = base + SLOT * i32::try_from(bookings).context("--bookings is too large")?;
+    let most_on_one_server = bookings + args.fill.iter().max().copied().unwrap_or(0) as usize;
+    let last = base
+        + SLOT
+            * i32::try_from(most_on_one_server).context("--bookings and --fill are too large")?;
     anyhow::ensure!(
         last < Utc::now() + TimeDelta::seconds(HORIZON_S as i64 - 86_400),
-        "--bookings on one server would go past the servers' booking horizon"
+        "--bookings (with --fill) on one server would go past the servers' booking horizon"
     );
 
     let mut scenarios = Vec::new();
-    for (index, &servers) in args.servers.iter().enumerate() {
+    let servers_list = if args.only.contains(&Part::A) {
+        args.servers.clone()
+    } else {
+        Vec::new()
+    };
+    for (index, &servers) in servers_list.iter().enumerate() {
         let servers = servers as usize;
         let ids = server_ids(&format!("s{index}"), servers);
-        api.register(&ids, clients, timeout).await?;
+        api.register(&ids, 1, timeout).await?;
         api.warm_up(clients, timeout).await;
         let work = Arc::new(workload(&ids, bookings, base));
         let slotcast = closed_loop(clients, bookings, timeout, cap, {
@@ -416,7 +449,7 @@ async fn measure(
     if let Some(target) = target.map(|i| &scenarios[i]) {
         if target.slotcast.rate > 0.0 {
             let ids = server_ids("half", target.servers);
-            api.register(&ids, clients, timeout).await?;
+            api.register(&ids, 1, timeout).await?;
             let work = Arc::new(workload(&ids, bookings, base));
             let offered = target.slotcast.rate / 2.0;
             let figures = open_loop(offered, bookings, timeout, cap, {
@@ -437,7 +470,34 @@ async fn measure(
     }
 
     let targets = targets(target.map(|i| &scenarios[i]), half_rate.as_ref());
+    let busy = if args.only.contains(&Part::B) {
+        let levels: Vec<usize> = args.fill.iter().map(|&n| n as usize).collect();
+        Some(
+            crate::bench_write_path::busy(&api, &levels, bookings, clients, timeout, cap, base)
+                .await?,
+        )
+    } else {
+        None
+    };
+    let hang_ups = if args.only.contains(&Part::C) {
+        let pool = slotcast_projections::db::connect(&scratch.url, 2).await?;
+        let figures = crate::bench_write_path::hang_ups(
+            &api,
+            &pool,
+            args.hangups as usize,
+            clients,
+            timeout,
+            base,
+        )
+        .await;
+        pool.close().await;
+        Some(figures?)
+    } else {
+        None
+    };
     Ok(Report {
+        busy,
+        hang_ups,
         bookings,
         clients,
         api_db_connections: setup.db_connections,
@@ -493,26 +553,37 @@ fn workload(servers: &[String], count: usize, base: DateTime<Utc>) -> Vec<Bookin
 
 /// The api as its clients see it.
 #[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Api {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
     operator: String,
-    distributor: String,
+    pub(crate) distributor: String,
 }
 
 impl Api {
     async fn book(&self, booking: &Booking) -> Outcome {
+        self.book_body(&booking.body).await
+    }
+
+    /// Books with `body` as sent; anything but 201 is an error.
+    pub(crate) async fn book_body(&self, body: &str) -> Outcome {
         let request = self
             .http
             .post(format!("{}/v1/reservations", self.base))
             .bearer_auth(&self.distributor)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(booking.body.clone());
+            .body(body.to_string());
         expect(request, reqwest::StatusCode::CREATED).await
     }
 
-    /// Registers `ids` (capacity 1, one carrier, default lead time), `clients` at a time.
-    async fn register(&self, ids: &[String], clients: usize, timeout: Duration) -> Result<()> {
+    /// Registers `ids` (one carrier, default lead time) with `capacity`, a few at a time.
+    pub(crate) async fn register(
+        &self,
+        ids: &[String],
+        capacity: u32,
+        timeout: Duration,
+    ) -> Result<()> {
+        let clients = 8;
         let ids = Arc::new(ids.to_vec());
         let api = self.clone();
         let count = ids.len();
@@ -527,7 +598,7 @@ impl Api {
                     let body = serde_json::json!({
                         "id": ids[i],
                         "name": format!("bench server {}", ids[i]),
-                        "capacity": 1,
+                        "capacity": capacity,
                         "horizon_s": HORIZON_S,
                         "carriers": [{"name": "carrier-a", "ingest_url": "rtsp://127.0.0.2:8554"}],
                     });
@@ -570,10 +641,13 @@ impl Api {
 }
 
 /// What one request came to; `Err` is a short description that groups alike failures.
-type Outcome = Result<(), String>;
+pub(crate) type Outcome = Result<(), String>;
 
 /// Sends `request` and reads the whole answer; anything but `status` is an error.
-async fn expect(request: reqwest::RequestBuilder, status: reqwest::StatusCode) -> Outcome {
+pub(crate) async fn expect(
+    request: reqwest::RequestBuilder,
+    status: reqwest::StatusCode,
+) -> Outcome {
     let response = request.send().await.map_err(describe_http)?;
     let got = response.status();
     let body = response.bytes().await.map_err(describe_http)?;
@@ -627,143 +701,6 @@ async fn insert_raw(pool: &PgPool, booking: &Booking) -> Outcome {
         }
         other => format!("SQL: {other}"),
     })
-}
-
-async fn bounded(timeout: Duration, request: impl Future<Output = Outcome>) -> Outcome {
-    tokio::time::timeout(timeout, request)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs())))
-}
-
-/// `clients` tasks each take the next index from a shared counter, run `op` on it and wait
-/// for the answer before taking another, until `total` or the `cap`.
-async fn closed_loop<F, Fut>(
-    clients: usize,
-    total: usize,
-    timeout: Duration,
-    cap: Duration,
-    op: F,
-) -> Figures
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
-{
-    let op = Arc::new(op);
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let deadline = started + cap;
-    let mut tasks = JoinSet::new();
-    for _ in 0..clients.min(total) {
-        let (op, next) = (op.clone(), next.clone());
-        tasks.spawn(async move {
-            let mut samples = Vec::new();
-            while Instant::now() < deadline {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let sent = Instant::now();
-                let outcome = bounded(timeout, op(i)).await;
-                samples.push((sent.elapsed(), outcome));
-            }
-            samples
-        });
-    }
-    collect(tasks, started, total).await
-}
-
-/// Sends request `i` at `i / rate` seconds after the start whatever the answers do (a fixed
-/// arrival schedule), each in a task of its own, at most `total`, until the `cap`. Latency
-/// counts from the scheduled send time, so time spent waiting to be sent shows.
-async fn open_loop<F, Fut>(
-    rate: f64,
-    total: usize,
-    timeout: Duration,
-    cap: Duration,
-    op: F,
-) -> Figures
-where
-    F: Fn(usize) -> Fut,
-    Fut: Future<Output = Outcome> + Send + 'static,
-{
-    let started = Instant::now();
-    let deadline = started + cap;
-    let mut tasks = JoinSet::new();
-    for i in 0..total {
-        let scheduled = started + Duration::from_secs_f64(i as f64 / rate);
-        if scheduled >= deadline {
-            break;
-        }
-        tokio::time::sleep_until(scheduled.into()).await;
-        let request = op(i);
-        tasks.spawn(async move {
-            let outcome = bounded(timeout, request).await;
-            vec![(scheduled.elapsed(), outcome)]
-        });
-    }
-    collect(tasks, started, total).await
-}
-
-type Samples = Vec<(Duration, Outcome)>;
-
-async fn collect(mut tasks: JoinSet<Samples>, started: Instant, total: usize) -> Figures {
-    let mut samples = Vec::with_capacity(total);
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(some) => samples.extend(some),
-            Err(err) => samples.push((Duration::ZERO, Err(format!("client task failed: {err}")))),
-        }
-    }
-    figures(samples, started.elapsed(), total)
-}
-
-/// Latency percentiles are over every request sent, failures included.
-fn figures(samples: Samples, wall: Duration, total: usize) -> Figures {
-    let mut latencies: Vec<Duration> = samples.iter().map(|(latency, _)| *latency).collect();
-    latencies.sort_unstable();
-    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, outcome) in &samples {
-        if let Err(what) = outcome {
-            *errors.entry(what.clone()).or_default() += 1;
-        }
-    }
-    let failed: usize = errors.values().sum();
-    let ok = samples.len() - failed;
-    let mut error_samples: Vec<String> = errors
-        .iter()
-        .take(ERROR_SAMPLES)
-        .map(|(what, count)| format!("{count}× {what}"))
-        .collect();
-    if errors.len() > ERROR_SAMPLES {
-        error_samples.push(format!("and {} other kinds", errors.len() - ERROR_SAMPLES));
-    }
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let wall_s = wall.as_secs_f64();
-    Figures {
-        sent: samples.len(),
-        ok,
-        errors: failed,
-        capped: samples.len() < total,
-        wall_s,
-        rate: if wall_s > 0.0 {
-            ok as f64 / wall_s
-        } else {
-            0.0
-        },
-        p50_ms: ms(percentile(&latencies, 0.50)),
-        p99_ms: ms(percentile(&latencies, 0.99)),
-        max_ms: ms(latencies.last().copied().unwrap_or_default()),
-        error_samples,
-    }
-}
-
-/// Nearest-rank percentile of sorted values (zero when there are none).
-pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn targets(scenario: Option<&Scenario>, half_rate: Option<&HalfRate>) -> Targets {
@@ -883,6 +820,10 @@ fn text(r: &Report) -> String {
         )),
         None => out.push_str("half rate: not measured (no scenario booked anything)\n"),
     }
+    out.push_str(&crate::bench_write_path::text(
+        r.busy.as_ref(),
+        r.hang_ups.as_ref(),
+    ));
     let t = &r.targets;
     let servers = t.servers.map_or("-".to_string(), servers_label);
     out.push_str(&format!(
@@ -898,6 +839,11 @@ fn text(r: &Report) -> String {
         t.half_rate_p99_ms
             .map_or("-".to_string(), |v| format!("{v:.1} ms")),
         met(t.p99_met),
+    ));
+    out.push_str(&crate::bench_write_path::targets(
+        r.busy.as_ref(),
+        r.hang_ups.as_ref(),
+        met,
     ));
     let m = &r.machine;
     out.push_str(&format!(
@@ -933,15 +879,6 @@ mod tests {
             assert_eq!(with_database(url, "x").unwrap(), want, "{url}");
         }
         assert!(with_database("nonsense", "x").is_err());
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let ms: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&ms, 0.50), Duration::from_millis(50));
-        assert_eq!(percentile(&ms, 0.99), Duration::from_millis(99));
-        assert_eq!(percentile(&ms[..1], 0.99), Duration::from_millis(1));
-        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
     }
 
     #[test]

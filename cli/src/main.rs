@@ -7,7 +7,9 @@
 
 mod bench;
 mod bench_ingest;
+mod bench_load;
 mod bench_slots;
+mod bench_write_path;
 mod config;
 mod streamer_role;
 mod terminal_book;
