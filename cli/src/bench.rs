@@ -767,18 +767,9 @@ fn run_line(name: &str, f: &Figures, unit: &str) -> String {
     line
 }
 
-/// The plain-text report.
-fn text(r: &Report) -> String {
-    let on = |b: bool| if b { "on" } else { "off" };
-    let mut out = format!(
-        "slotcast bench booking: {} bookings per run, {} clients; api in-process, pool of {}, \
-         inline projection {}, catch-up {}\n\n",
-        r.bookings,
-        r.clients,
-        r.api_db_connections,
-        on(r.inline_projection),
-        on(r.catch_up)
-    );
+/// Part a's tables and lines.
+fn part_a_text(r: &Report) -> String {
+    let mut out = String::new();
     out.push_str(
         "servers | clients | slotcast accepted/s |      p50 |      p99 | raw SQL inserts/s |      p50 |      p99 | ratio\n\
          ------- | ------- | ------------------- | -------- | -------- | ----------------- | -------- | -------- | -----\n",
@@ -820,14 +811,15 @@ fn text(r: &Report) -> String {
         )),
         None => out.push_str("half rate: not measured (no scenario booked anything)\n"),
     }
-    out.push_str(&crate::bench_write_path::text(
-        r.busy.as_ref(),
-        r.hang_ups.as_ref(),
-    ));
-    let t = &r.targets;
+    out
+}
+
+/// Part a's target lines.
+fn part_a_targets(t: &Targets) -> String {
+    let mut out = String::new();
     let servers = t.servers.map_or("-".to_string(), servers_label);
     out.push_str(&format!(
-        "\ntarget: slotcast >= {:.0}% of the raw-SQL rate across {servers}: {} ({})\n",
+        "target: slotcast >= {:.0}% of the raw-SQL rate across {servers}: {} ({})\n",
         t.ratio_target * 100.0,
         t.ratio
             .map_or("-".to_string(), |v| format!("{:.0}%", v * 100.0)),
@@ -840,6 +832,32 @@ fn text(r: &Report) -> String {
             .map_or("-".to_string(), |v| format!("{v:.1} ms")),
         met(t.p99_met),
     ));
+    out
+}
+
+/// The plain-text report.
+fn text(r: &Report) -> String {
+    let on = |b: bool| if b { "on" } else { "off" };
+    let mut out = format!(
+        "slotcast bench booking: {} bookings per run, {} clients; api in-process, pool of {}, \
+         inline projection {}, catch-up {}\n\n",
+        r.bookings,
+        r.clients,
+        r.api_db_connections,
+        on(r.inline_projection),
+        on(r.catch_up)
+    );
+    if !r.scenarios.is_empty() {
+        out.push_str(&part_a_text(r));
+    }
+    out.push_str(&crate::bench_write_path::text(
+        r.busy.as_ref(),
+        r.hang_ups.as_ref(),
+    ));
+    out.push('\n');
+    if !r.scenarios.is_empty() {
+        out.push_str(&part_a_targets(&r.targets));
+    }
     out.push_str(&crate::bench_write_path::targets(
         r.busy.as_ref(),
         r.hang_ups.as_ref(),
