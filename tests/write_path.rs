@@ -76,6 +76,14 @@ async fn book_until_answered(api: &Api, token: &str, request: &Request) -> (u16,
 /// Writes `request` on a fresh connection and hangs up at once, as a client that gave up (or
 /// a proxy that cut it) would: the api reads the whole request, the client reads nothing.
 async fn send_and_hang_up(api: &Api, token: &str, request: &Request) {
+    let mut stream = write_raw(api, token, request).await;
+    stream.flush().await.expect("flush");
+    drop(stream);
+}
+
+/// Writes `request` as HTTP/1.1 on a connection of its own and hands the connection back
+/// unread.
+async fn write_raw(api: &Api, token: &str, request: &Request) -> tokio::net::TcpStream {
     let addr = api.base.trim_start_matches("http://").to_string();
     let mut stream = tokio::net::TcpStream::connect(&addr)
         .await
@@ -88,8 +96,7 @@ async fn send_and_hang_up(api: &Api, token: &str, request: &Request) {
         request.body
     );
     stream.write_all(raw.as_bytes()).await.expect("write");
-    stream.flush().await.expect("flush");
-    drop(stream);
+    stream
 }
 
 async fn register(api: &Api, operator: &str, id: &str, capacity: u32) {
@@ -218,18 +225,7 @@ async fn a_booking_whose_client_hung_up_mid_decision_commits_and_its_retry_waits
         .await
         .expect("hold the events table");
     // The request, on a connection kept open until the api is writing its events.
-    let addr = api.base.trim_start_matches("http://").to_string();
-    let mut first = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    let raw = format!(
-        "POST /v1/reservations HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {alice}\r\n\
-         Idempotency-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-        request.key,
-        request.body.len(),
-        request.body
-    );
-    first.write_all(raw.as_bytes()).await.expect("write");
+    let first = write_raw(&api, &alice, &request).await;
     let deadline = tokio::time::Instant::now() + RETRY_FOR;
     let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
                    AND query LIKE '%INSERT INTO events%'";
