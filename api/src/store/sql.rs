@@ -174,3 +174,54 @@ pub(super) async fn settle(pool: &PgPool, txid: &str) -> Settled {
         pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    fn database_url() -> String {
+        std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+    }
+
+    /// A transaction's id, taken inside it (it writes nothing, so no database of its own).
+    async fn txid(conn: &mut sqlx::PgConnection) -> String {
+        sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+            .fetch_one(conn)
+            .await
+            .expect("txid")
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_commit_is_settled_by_what_postgres_says_of_its_transaction() {
+        let url = database_url();
+        let pool = PgPool::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("this test needs Postgres at {url}: {e}"));
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+
+        sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
+        let committed = txid(&mut conn).await;
+        sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
+        assert_eq!(settle(&pool, &committed).await, Settled::Committed);
+
+        sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
+        let aborted = txid(&mut conn).await;
+        sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+        assert_eq!(settle(&pool, &aborted).await, Settled::Aborted);
+
+        // Still running when asked: the answer waits for its end.
+        sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
+        let running = txid(&mut conn).await;
+        let asked = tokio::spawn({
+            let pool = pool.clone();
+            async move { settle(&pool, &running).await }
+        });
+        sqlx::raw_sql("SELECT pg_sleep(0.2); COMMIT")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(asked.await.unwrap(), Settled::Committed);
+    }
+}
