@@ -426,6 +426,78 @@ async fn two_api_processes_on_one_database_accept_exactly_capacity() {
     }
 }
 
+/// The database refuses every event of one server (as it would refuse a write it cannot take),
+/// while bookings on another server arrive in the same moment, on the same lane, so that the
+/// two share groups: the refused ones are answered 503 with when to retry, nothing of them is
+/// written, and the others are booked as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_the_database_refuses_fails_only_its_own_bookings() {
+    let db = TestDb::new().await;
+    let operator = token(&db, "operator", "ops");
+    let alice = token(&db, "distributor", "alice");
+    let api = Api::start(&db, &[("SLOTCAST_BOOKING_LANES", "1")]);
+    register(&api, &operator, "fine", 100).await;
+    register(&api, &operator, "broken", 100).await;
+    let mut conn = db.connect().await;
+    sqlx::raw_sql(
+        "ALTER TABLE events ADD CONSTRAINT refuse_broken \
+         CHECK (aggregate_id <> 'broken' OR sequence < 2) NOT VALID",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("refuse the broken server's events");
+    let base = Utc::now() + Duration::hours(1);
+    let bookings: Vec<_> = (0..20)
+        .map(|i| {
+            let server = if i % 2 == 0 { "fine" } else { "broken" };
+            let body = json!({"server_id": server, "start": ts(base + Duration::hours(i)), "end": ts(base + Duration::hours(i) + Duration::minutes(30))});
+            let request = api.http.post(api.url("/v1/reservations")).bearer_auth(&alice).json(&body);
+            async move {
+                let resp = request.send().await.expect("answer");
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                let status = resp.status().as_u16();
+                (server, status, retry_after, resp.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        })
+        .collect();
+    for (server, status, retry_after, body) in futures_util::future::join_all(bookings).await {
+        if server == "fine" {
+            assert_eq!(status, 201, "{body}");
+        } else {
+            assert_eq!(status, 503, "{body}");
+            assert_eq!(body["error"]["code"], "unavailable");
+            let seconds = body["error"]["retry_after_s"]
+                .as_u64()
+                .expect("retry_after_s");
+            assert!(seconds >= 1);
+            assert_eq!(retry_after, Some(seconds), "the header says the same");
+        }
+    }
+    let count = |sql: &'static str| db.count(sql);
+    assert_eq!(count("SELECT count(*) FROM events WHERE aggregate_id = 'fine' AND event_type = 'ReservationAccepted'").await, 10);
+    assert_eq!(
+        count("SELECT count(*) FROM rm.reservations WHERE server_id = 'fine'").await,
+        10
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM events WHERE aggregate_id = 'broken'").await,
+        1,
+        "its registration only"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM rm.reservations WHERE server_id = 'broken'").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM slot_boundaries WHERE server_id = 'broken'").await,
+        0
+    );
+}
+
 /// The reservations the fixture holds, with their status.
 const FIXTURE: [(&str, &str); 5] = [
     ("01a2448d-575f-768a-ba67-59d089864866", "accepted"),

@@ -1,5 +1,7 @@
 //! One lane of the store: gathers the commands that arrived together, decides them in order on
-//! its cached aggregates, and commits them as one group.
+//! its cached aggregates, and commits them as one group. A group that loses a race is decided
+//! again; one that fails for another reason is split, each command decided and committed
+//! alone, so a command the database refuses fails only itself.
 //!
 //! Contract: the lane is the only owner of its cache, so no lock guards it. A decision is
 //! applied to the cached aggregate as soon as it is made (the next command in the group sees
@@ -111,8 +113,26 @@ impl Lane {
         }
     }
 
-    async fn process(&mut self, mut jobs: Vec<Job>) {
+    async fn process(&mut self, jobs: Vec<Job>) {
+        if let Some(jobs) = self.group(jobs).await {
+            // The group failed for a reason of its own, not a lost race: each command again
+            // alone, in order, so that one the database refuses fails alone.
+            for job in jobs {
+                if let Some(left) = self.group(vec![job]).await {
+                    fail(left, "the database failed the commit; retry");
+                }
+            }
+        }
+        // Keep no cache entry for ids that are not servers.
+        self.cache
+            .retain(|_, c| !c.loaded || c.state.settings().is_some());
+    }
+
+    /// Decides and commits `jobs` as one group, retrying lost races (bounded). Returns the jobs
+    /// when a group of several failed to commit for another reason, for the caller to split.
+    async fn group(&mut self, mut jobs: Vec<Job>) -> Option<Vec<Job>> {
         let mut attempt = 0;
+        let mut busy = "the event store is busy; retry";
         while !jobs.is_empty() {
             attempt += 1;
             jobs = self.load(jobs).await;
@@ -145,8 +165,13 @@ impl Lane {
                         jobs = self.answer_stored(jobs).await;
                     }
                 }
+                Fail::NotCommitted(err) if jobs.len() > 1 => {
+                    tracing::warn!(%err, "a group commit failed; deciding its commands one by one");
+                    return Some(jobs);
+                }
                 Fail::NotCommitted(err) => {
-                    tracing::warn!(%err, attempt, "a group commit failed; deciding it again");
+                    tracing::warn!(%err, attempt, "a commit failed; deciding it again");
+                    busy = "the database failed the commit; retry";
                 }
                 Fail::Unknown { txid, error } => {
                     tracing::warn!(%error, txid, "a group commit went unanswered; asking Postgres");
@@ -165,15 +190,13 @@ impl Lane {
                 }
             }
             if attempt >= ATTEMPTS {
-                fail(jobs, "the event store is busy; retry");
+                fail(jobs, busy);
                 break;
             }
             let jitter = rand::rng().random_range(0..(2u64 << attempt.min(6)));
             tokio::time::sleep(Duration::from_millis(jitter)).await;
         }
-        // Keep no cache entry for ids that are not servers.
-        self.cache
-            .retain(|_, c| !c.loaded || c.state.settings().is_some());
+        None
     }
 
     /// Makes sure every server of `jobs` is loaded; the jobs of a server that cannot be loaded
