@@ -33,6 +33,8 @@ use crate::idempotency::Sealed;
 
 /// Tries before a group gives up on servers other processes keep writing to.
 const ATTEMPTS: u32 = 12;
+/// Tries of a command whose commit fails for a reason other than a lost race.
+const FAILURES: u32 = 3;
 
 struct Cached {
     state: ServerSchedule,
@@ -132,7 +134,7 @@ impl Lane {
     /// when a group of several failed to commit for another reason, for the caller to split.
     async fn group(&mut self, mut jobs: Vec<Job>) -> Option<Vec<Job>> {
         let mut attempt = 0;
-        let mut busy = "the event store is busy; retry";
+        let mut failures = 0;
         while !jobs.is_empty() {
             attempt += 1;
             jobs = self.load(jobs).await;
@@ -170,8 +172,14 @@ impl Lane {
                     return Some(jobs);
                 }
                 Fail::NotCommitted(err) => {
-                    tracing::warn!(%err, attempt, "a commit failed; deciding it again");
-                    busy = "the database failed the commit; retry";
+                    tracing::warn!(%err, attempt, "a commit failed");
+                    failures += 1;
+                    if failures >= FAILURES {
+                        // The lane's other servers wait while this one is retried: give up
+                        // soon, the client retries after `Retry-After`.
+                        fail(jobs, "the database failed the commit; retry");
+                        break;
+                    }
                 }
                 Fail::Unknown { txid, error } => {
                     tracing::warn!(%error, txid, "a group commit went unanswered; asking Postgres");
@@ -190,7 +198,7 @@ impl Lane {
                 }
             }
             if attempt >= ATTEMPTS {
-                fail(jobs, busy);
+                fail(jobs, "the event store is busy; retry");
                 break;
             }
             let jitter = rand::rng().random_range(0..(2u64 << attempt.min(6)));
