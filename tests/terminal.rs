@@ -201,6 +201,68 @@ async fn a_broadcaster_logs_in_checks_the_clock_books_and_finds_the_setting_stor
     assert_eq!(shown["status"], "cancelled");
 }
 
+/// The server cannot take the booking for a moment (its database refuses the write): the
+/// terminal says so, waits as the answer tells it, and books with the same key once it can.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_booking_answered_503_is_retried_after_its_retry_after_with_the_same_key() {
+    use std::io::{BufRead, BufReader};
+    let db = TestDb::new().await;
+    let (_api, t) = logged_in(&db).await;
+    let mut conn = db.connect().await;
+    let refuse = "ALTER TABLE events ADD CONSTRAINT refuse_s1 \
+                  CHECK (aggregate_id <> 's1' OR sequence < 2) NOT VALID";
+    sqlx::raw_sql(refuse)
+        .execute(&mut conn)
+        .await
+        .expect("refuse s1's events");
+    let mut book = t.command(&[
+        "book",
+        "--server",
+        "s1",
+        "--start",
+        "+3m",
+        "--duration",
+        "30m",
+    ]);
+    let mut child = book
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the terminal");
+    let stderr = child.stderr.take().expect("stderr");
+    let (told, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = told.send(line);
+        }
+    });
+    let line = heard
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the terminal says what happened");
+    assert!(
+        line.starts_with(
+            "the server cannot answer now; retrying in 1 s with the same Idempotency-Key (1/3)"
+        ),
+        "{line}"
+    );
+    // The database takes writes again before the terminal's next attempt.
+    sqlx::raw_sql("ALTER TABLE events DROP CONSTRAINT refuse_s1")
+        .execute(&mut conn)
+        .await
+        .expect("take writes again");
+    let out = child.wait_with_output().expect("the terminal ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("Booked "), "{stdout}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM events WHERE event_type = 'ReservationAccepted'")
+            .await,
+        1
+    );
+    let id = stdout.split_whitespace().nth(1).expect("Booked <id>");
+    assert!(t.setting(id).exists(), "the setting info is stored");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_token_or_no_api_is_one_line_and_a_distinct_exit_code() {
     let db = TestDb::new().await;

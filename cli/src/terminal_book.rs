@@ -1,8 +1,9 @@
 //! Booking and the reservation commands of the broadcaster's terminal.
 //!
 //! Contract: `book` sends one `Idempotency-Key` for all its attempts, so a retry after a
-//! network error never books twice; on acceptance it stores the setting info (one file per
-//! reservation, mode 0600) and prints the clock difference measured from that very answer.
+//! network error, or after a 503 (waiting its `Retry-After`), never books twice; on
+//! acceptance it stores the setting info (one file per reservation, mode 0600) and prints the
+//! clock difference measured from that very answer.
 //! A refusal prints the reason, the conflicts and the suggested windows, and exits 1.
 
 use chrono::{DateTime, Duration, Local, NaiveDate, TimeZone, Utc};
@@ -200,6 +201,21 @@ async fn book(ctx: &mut Ctx, client: &Client, args: BookArgs) -> Result<(), Term
             .send(Method::POST, "/v1/reservations", Some(&body), Some(&key))
             .await
         {
+            // The server cannot answer now (503 `unavailable`): nothing was booked, or the
+            // key's answer is stored and a retry gets it. Either way the same key is safe.
+            Ok(answer)
+                if answer.status == StatusCode::SERVICE_UNAVAILABLE && attempt < BOOK_ATTEMPTS =>
+            {
+                let after = answer.body["error"]["retry_after_s"]
+                    .as_u64()
+                    .unwrap_or(1)
+                    .clamp(1, 30);
+                eprintln!(
+                    "the server cannot answer now; retrying in {after} s with the same \
+                     Idempotency-Key ({attempt}/{BOOK_ATTEMPTS})"
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(after)).await;
+            }
             Ok(answer) => break (answer, t1, Utc::now()),
             Err(err @ TerminalError::Unreachable { .. }) if attempt < BOOK_ATTEMPTS => {
                 eprintln!(
