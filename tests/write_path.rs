@@ -228,7 +228,8 @@ async fn a_booking_whose_client_hung_up_mid_decision_commits_and_its_retry_waits
     let first = write_raw(&api, &alice, &request).await;
     let deadline = tokio::time::Instant::now() + RETRY_FOR;
     let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                   AND query LIKE '%INSERT INTO events%'";
+                   AND query LIKE '%INSERT INTO events%' \
+                   AND datname = current_database()";
     while db.count(waiting).await == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
