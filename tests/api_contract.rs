@@ -42,6 +42,7 @@ async fn bad_input_gets_a_clear_json_error_and_stores_nothing() {
     let e = ts(start + Duration::minutes(30));
     // (case, token, body, status, error code, what the message says)
     type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str, &'a str);
+    let unknown = format!("sct_{}", "0".repeat(64));
     let cases: Vec<Case> = vec![
         ("malformed JSON", Some(&alice), b"{\"server_id\": \"srv\",".to_vec(), 400, "bad_request", "malformed JSON"),
         ("missing field", Some(&alice), json!({"server_id": "srv", "end": e}).to_string().into_bytes(), 422, "invalid", "start: is required"),
@@ -52,7 +53,8 @@ async fn bad_input_gets_a_clear_json_error_and_stores_nothing() {
         ("over 64 KiB", Some(&alice), json!({"server_id": "srv", "start": s, "end": e, "title": "x".repeat(70_000)}).to_string().into_bytes(), 413, "payload_too_large", "request body larger than 65536 bytes"),
         ("title too long", Some(&alice), json!({"server_id": "srv", "start": s, "end": e, "title": "x".repeat(201)}).to_string().into_bytes(), 422, "invalid", "title:"),
         ("no token", None, json!({"server_id": "srv", "start": s, "end": e}).to_string().into_bytes(), 401, "unauthorized", "missing Authorization"),
-        ("wrong token", Some("sct_not-a-token"), json!({"server_id": "srv", "start": s, "end": e}).to_string().into_bytes(), 401, "unauthorized", "unknown or revoked token"),
+        ("not a token", Some("sct_not-a-token"), json!({"server_id": "srv", "start": s, "end": e}).to_string().into_bytes(), 401, "unauthorized", "that is not a slotcast token"),
+        ("unknown token", Some(&unknown), json!({"server_id": "srv", "start": s, "end": e}).to_string().into_bytes(), 401, "unauthorized", "unknown, expired or revoked token"),
         ("operator books", Some(&operator), json!({"server_id": "srv", "start": s, "end": e}).to_string().into_bytes(), 403, "forbidden", "distributor"),
     ];
     for (name, token, body, status, code, message) in cases {

@@ -3,18 +3,24 @@
 //! Contract: tokens are 256-bit random strings shown once; only their SHA-256 is stored. The
 //! `Caller` extractor turns `Authorization: Bearer …` into an `Actor`, through a short-lived
 //! in-memory cache (std mutex, never held across an await) so a booking costs no extra query.
+//! A token not of the form `sct_` + 64 hex digits is refused before the database is asked. A
+//! token may expire; a revocation is announced on `slotcast_tokens`, and every api drops its
+//! cache when it hears one ([`watch_revocations`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use slotcast_domain::secret::{self, SecretKey};
 use slotcast_domain::{Actor, Role};
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -65,19 +71,119 @@ pub fn role_name(role: Role) -> &'static str {
 
 /// Creates a token for `name` with `role`; returns the token, which is not stored.
 pub async fn create_token(pool: &PgPool, role: Role, name: &str) -> Result<String, ApiError> {
-    let token = format!("sct_{}", random_hex(32));
-    sqlx::query("INSERT INTO api_tokens (name, role, token_hash) VALUES ($1, $2, $3)")
-        .bind(name)
-        .bind(role_name(role))
-        .bind(sha256_hex(token.as_bytes()))
-        .execute(pool)
-        .await?;
+    create_token_until(pool, role, name, None).await
+}
+
+/// [`create_token`], valid until `expires_at` (never, when `None`).
+pub async fn create_token_until(
+    pool: &PgPool,
+    role: Role,
+    name: &str,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<String, ApiError> {
+    let token = format!("{TOKEN_PREFIX}{}", random_hex(32));
+    sqlx::query(
+        "INSERT INTO api_tokens (name, role, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(name)
+    .bind(role_name(role))
+    .bind(sha256_hex(token.as_bytes()))
+    .bind(expires_at)
+    .execute(pool)
+    .await?;
     Ok(token)
 }
 
+/// What every token starts with; the rest is 64 lower-case hex digits.
+const TOKEN_PREFIX: &str = "sct_";
+
+/// Whether `token` has the form [`create_token`] gives: anything else is refused before the
+/// database is asked.
+fn well_formed(token: &str) -> bool {
+    token.strip_prefix(TOKEN_PREFIX).is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+/// A stored token as `slotcast admin token list` shows it (never its hash).
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Every token, oldest first.
+pub async fn list_tokens(pool: &PgPool) -> Result<Vec<TokenRow>, ApiError> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, role, created_at, expires_at, revoked_at FROM api_tokens ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The Postgres channel a revocation is announced on; every api drops its cache on it.
+pub const TOKENS_CHANNEL: &str = "slotcast_tokens";
+
+/// Revokes token `id`; `false` when there is no such token or it was revoked already. Every
+/// api listening on [`TOKENS_CHANNEL`] forgets its cached tokens when this commits.
+pub async fn revoke_token(pool: &PgPool, id: i64) -> Result<bool, ApiError> {
+    let revoked: Option<i64> = sqlx::query_scalar(
+        "WITH r AS (UPDATE api_tokens SET revoked_at = now() \
+                    WHERE id = $1 AND revoked_at IS NULL RETURNING id) \
+         SELECT r.id FROM r, (SELECT pg_notify($2, '')) AS n",
+    )
+    .bind(id)
+    .bind(TOKENS_CHANNEL)
+    .fetch_optional(pool)
+    .await?;
+    Ok(revoked.is_some())
+}
+
+/// Drops `cache` whenever a token is revoked anywhere, and whenever the listening connection
+/// is (re)made (a revocation may have gone by unheard). Without it, a revoked token works on
+/// an api until its cache entry ages out (`CACHE_TTL`).
+pub async fn watch_revocations(pool: PgPool, cache: Arc<TokenCache>, shutdown: CancellationToken) {
+    let mut pause = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(TOKENS_CHANNEL).await?;
+            cache.clear();
+            loop {
+                listener.recv().await?;
+                cache.clear();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ended = listening => {
+                if let Err(err) = ended {
+                    tracing::warn!(%err, "token revocations not heard; retrying");
+                }
+                cache.clear();
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A token looked up lately: the caller, when it was looked up, and when the token expires.
+type Cached = (Actor, Instant, Option<DateTime<Utc>>);
+
+/// Tokens looked up lately, by the token's hash.
 #[derive(Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<String, (Actor, Instant)>>,
+    entries: Mutex<HashMap<String, Cached>>,
 }
 
 impl TokenCache {
@@ -85,16 +191,26 @@ impl TokenCache {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .get(hash)
-            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-            .map(|(actor, _)| actor.clone())
+            .filter(|(_, at, expires)| {
+                at.elapsed() < CACHE_TTL && expires.is_none_or(|e| e > Utc::now())
+            })
+            .map(|(actor, _, _)| actor.clone())
     }
 
-    fn put(&self, hash: String, actor: Actor) {
+    fn put(&self, hash: String, actor: Actor, expires: Option<DateTime<Utc>>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= CACHE_MAX {
             entries.clear();
         }
-        entries.insert(hash, (actor, Instant::now()));
+        entries.insert(hash, (actor, Instant::now(), expires));
+    }
+
+    /// Forgets every token: the next request of each asks the database again.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -141,23 +257,28 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthorized(
                 "Authorization must be: Bearer <token>",
             ))?;
+        if !well_formed(token) {
+            return Err(ApiError::Unauthorized("that is not a slotcast token"));
+        }
         let hash = sha256_hex(token.as_bytes());
         if let Some(actor) = state.tokens.get(&hash) {
             return Ok(Caller(actor));
         }
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT name, role FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        let row: Option<(String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT name, role, expires_at FROM api_tokens WHERE token_hash = $1 \
+             AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
         )
         .bind(&hash)
         .fetch_optional(&state.pool)
         .await?;
-        let (name, role) = row.ok_or(ApiError::Unauthorized("unknown or revoked token"))?;
+        let (name, role, expires) =
+            row.ok_or(ApiError::Unauthorized("unknown, expired or revoked token"))?;
         let role = match role.as_str() {
             "operator" => Role::Operator,
             _ => Role::Distributor,
         };
         let actor = Actor { role, name };
-        state.tokens.put(hash, actor.clone());
+        state.tokens.put(hash, actor.clone(), expires);
         Ok(Caller(actor))
     }
 }

@@ -91,6 +91,11 @@ pub async fn serve(
         ));
     }
     tasks.spawn(expire_idempotency(state.clone(), shutdown.clone()));
+    tasks.spawn(auth::watch_revocations(
+        state.pool.clone(),
+        state.tokens.clone(),
+        shutdown.clone(),
+    ));
     if let Some(nats_config) = state.config.nats.clone() {
         let nats = slotcast_projections::nats::connect(nats_config, "slotcast-api").await?;
         tasks.spawn(feeds::run(state.clone(), nats.clone(), shutdown.clone()));

@@ -99,8 +99,9 @@ enum Admin {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// Booking throughput and p50/p99 latency through the api, beside raw SQL inserts into an
-    /// exclusion-constrained table, over 1 and 100 servers; in a throwaway database.
+    /// The booking write path: throughput and p50/p99 through the api beside raw SQL inserts
+    /// into an exclusion-constrained table (100 servers), one server as its schedule grows,
+    /// and clients that hang up and retry; in a throwaway database.
     Booking(bench::BookingArgs),
     /// Slot boundaries: delay from due time to delivery at a JetStream consumer (p50/p99/max)
     /// and boundaries missing or duplicated, with scheduler replicas as child processes, all
@@ -121,7 +122,20 @@ enum TokenCmd {
         /// Who holds it; a distributor's name is its tenant: it sees only its own bookings.
         #[arg(long)]
         name: String,
+        /// The token stops working this long after now (e.g. 30d, 12h, 1d12h); without it,
+        /// it works until revoked.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
     },
+    /// Every token: id, role, holder, when created, when it expires, when it was revoked
+    /// (never the token or its hash).
+    List {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke token ID (from `list`): every api refuses it within a second.
+    Revoke { id: i64 },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -240,7 +254,12 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
         Top::Admin {
             command:
                 Admin::Token {
-                    command: TokenCmd::Create { role, name },
+                    command:
+                        TokenCmd::Create {
+                            role,
+                            name,
+                            expires_in,
+                        },
                 },
         } => {
             let name = name.trim();
@@ -253,10 +272,49 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
                 RoleArg::Operator => Role::Operator,
                 RoleArg::Distributor => Role::Distributor,
             };
-            let token = slotcast_api::auth::create_token(&pool, role, name)
+            let expires_at = match expires_in {
+                Some(text) => {
+                    let ttl = slotcast_terminal::when::parse_duration(&text)
+                        .map_err(|e| anyhow::anyhow!("--expires-in: {e}"))?;
+                    anyhow::ensure!(ttl > chrono::Duration::zero(), "--expires-in must be > 0");
+                    Some(chrono::Utc::now() + ttl)
+                }
+                None => None,
+            };
+            let token = slotcast_api::auth::create_token_until(&pool, role, name, expires_at)
                 .await
                 .context("cannot store the token")?;
             println!("{token}");
+        }
+        Top::Admin {
+            command: Admin::Token {
+                command: TokenCmd::List { json },
+            },
+        } => {
+            let pool = connect(&file, &env).await?;
+            let tokens = slotcast_api::auth::list_tokens(&pool)
+                .await
+                .context("cannot read the tokens")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                print!("{}", token_table(&tokens, chrono::Utc::now()));
+            }
+        }
+        Top::Admin {
+            command: Admin::Token {
+                command: TokenCmd::Revoke { id },
+            },
+        } => {
+            let pool = connect(&file, &env).await?;
+            let revoked = slotcast_api::auth::revoke_token(&pool, id)
+                .await
+                .context("cannot revoke the token")?;
+            anyhow::ensure!(
+                revoked,
+                "no token {id} in use (see `slotcast admin token list`)"
+            );
+            println!("token {id} revoked");
         }
         Top::Admin {
             command: Admin::Rebuild,
@@ -331,10 +389,75 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// `slotcast admin token list` for people: one line a token, with its state at `now`.
+fn token_table(
+    tokens: &[slotcast_api::auth::TokenRow],
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let day = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    let mut out = format!(
+        "{:>5}  {:<11}  {:<24}  {:<20}  {}\n",
+        "id", "role", "name", "created", "state"
+    );
+    for t in tokens {
+        let state = match (t.revoked_at, t.expires_at) {
+            (Some(at), _) => format!("revoked {}", day(at)),
+            (None, Some(at)) if at <= now => format!("expired {}", day(at)),
+            (None, Some(at)) => format!("valid until {}", day(at)),
+            (None, None) => "valid".to_string(),
+        };
+        out.push_str(&format!(
+            "{:>5}  {:<11}  {:<24}  {:<20}  {state}\n",
+            t.id,
+            t.role,
+            t.name,
+            day(t.created_at)
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn the_token_table_says_each_tokens_state_and_never_a_token() {
+        use chrono::TimeZone;
+        let at = |h| chrono::Utc.with_ymd_and_hms(2030, 1, 1, h, 0, 0).unwrap();
+        let row = |id, expires_at, revoked_at| slotcast_api::auth::TokenRow {
+            id,
+            name: format!("holder-{id}"),
+            role: "distributor".into(),
+            created_at: at(1),
+            expires_at,
+            revoked_at,
+        };
+        let table = super::token_table(
+            &[
+                row(1, None, None),
+                row(2, Some(at(3)), None),
+                row(3, Some(at(9)), None),
+                row(4, None, Some(at(2))),
+            ],
+            at(5),
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].ends_with("  valid"), "{table}");
+        assert!(
+            lines[2].ends_with("expired 2030-01-01 03:00 UTC"),
+            "{table}"
+        );
+        assert!(
+            lines[3].ends_with("valid until 2030-01-01 09:00 UTC"),
+            "{table}"
+        );
+        assert!(
+            lines[4].ends_with("revoked 2030-01-01 02:00 UTC"),
+            "{table}"
+        );
     }
 }

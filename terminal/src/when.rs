@@ -77,7 +77,7 @@ pub fn parse_time<Tz: TimeZone>(
 
 /// Reads a DURATION (`1h30m`, `90s`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration: use e.g. 30m, 1h30m, 90s");
+    let bad = || format!("{text:?} is not a duration: use e.g. 30m, 1h30m, 90s, 30d");
     let mut total = Duration::zero();
     let mut number = String::new();
     let mut last_unit = u8::MAX;
@@ -87,6 +87,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             continue;
         }
         let (rank, seconds) = match c {
+            'd' => (3, 86_400),
             'h' => (2, 3600),
             'm' => (1, 60),
             's' => (0, 1),
@@ -145,6 +146,8 @@ mod tests {
         assert_eq!(parse_duration("30m"), Ok(Duration::minutes(30)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::minutes(90)));
         assert_eq!(parse_duration("90s"), Ok(Duration::seconds(90)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::days(30)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::hours(36)));
         for bad in [
             "",
             "30",
