@@ -51,6 +51,7 @@ async fn bad_input_gets_a_clear_json_error_and_stores_nothing() {
         ("no zone", Some(&alice), json!({"server_id": "srv", "start": "2031-01-01T10:00:00", "end": e}).to_string().into_bytes(), 422, "invalid", "start: must be an RFC 3339 time with a zone"),
         ("unknown field", Some(&alice), json!({"server_id": "srv", "start": s, "end": e, "titel": "x"}).to_string().into_bytes(), 422, "invalid", "unknown field `titel`"),
         ("over 64 KiB", Some(&alice), json!({"server_id": "srv", "start": s, "end": e, "title": "x".repeat(70_000)}).to_string().into_bytes(), 413, "payload_too_large", "request body larger than 65536 bytes"),
+        ("control character", Some(&alice), json!({"server_id": "srv", "start": s, "end": e, "title": "show\u{1b}[2J"}).to_string().into_bytes(), 422, "invalid", "title: must not hold control characters"),
         ("title too long", Some(&alice), json!({"server_id": "srv", "start": s, "end": e, "title": "x".repeat(201)}).to_string().into_bytes(), 422, "invalid", "title:"),
         ("no token", None, json!({"server_id": "srv", "start": s, "end": e}).to_string().into_bytes(), 401, "unauthorized", "missing Authorization"),
         ("not a token", Some("sct_not-a-token"), json!({"server_id": "srv", "start": s, "end": e}).to_string().into_bytes(), 401, "unauthorized", "that is not a slotcast token"),

@@ -157,6 +157,9 @@ impl ServerSettings {
         if self.name.trim().is_empty() || self.name.len() > limits::TEXT {
             return Err(invalid("name", "must be 1 to 200 characters"));
         }
+        if self.name.chars().any(char::is_control) {
+            return Err(invalid("name", "must not hold control characters"));
+        }
         check_range("capacity", self.capacity.into(), 1, limits::CAPACITY.into())?;
         check_range("min_lead_s", self.min_lead_s, 0, limits::MIN_LEAD_S)?;
         check_range(
@@ -725,6 +728,11 @@ impl ServerSchedule {
                 if let Some(t) = &title {
                     if t.len() > limits::TEXT {
                         return Err(invalid("title", "must be at most 200 characters"));
+                    }
+                    // Titles end up in terminals, logs and pages: no escape sequences, no
+                    // line breaks that forge a second line.
+                    if t.chars().any(char::is_control) {
+                        return Err(invalid("title", "must not hold control characters"));
                     }
                 }
                 if let Some(source) = &source {

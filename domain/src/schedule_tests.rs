@@ -810,3 +810,41 @@ fn a_camera_source_is_recorded_and_a_bad_one_names_its_field() {
     let json = serde_json::to_value(&pushed).unwrap();
     assert!(json["ReservationAccepted"].get("source").is_none());
 }
+
+#[test]
+fn control_characters_are_refused_in_titles_and_names_naming_the_field() {
+    let mut s = server(1);
+    let mut with_title = |title: &str| {
+        let kind = match request("r1", 10, 20) {
+            CommandKind::RequestReservation {
+                reservation_id,
+                start,
+                end,
+                stream_key_hash,
+                ..
+            } => CommandKind::RequestReservation {
+                reservation_id,
+                start,
+                end,
+                title: Some(title.to_string()),
+                stream_key_hash,
+                stream_key_digest: None,
+                source: None,
+            },
+            other => other,
+        };
+        handle(&mut s, cmd(t0(), alice(), kind))
+    };
+    for bad in ["evening\nshow", "\u{1b}[2Jwiped", "tab\there"] {
+        assert_eq!(field_of(with_title(bad).unwrap_err()), "title", "{bad:?}");
+    }
+    assert!(with_title("Evening show — ライブ").is_ok());
+    let mut fresh = ServerSchedule::default();
+    let mut named = spec(1);
+    named.name = "demo\r\nforged: line".into();
+    let refused = handle(
+        &mut fresh,
+        cmd(t0(), operator(), CommandKind::RegisterServer(named)),
+    );
+    assert_eq!(field_of(refused.unwrap_err()), "name");
+}

@@ -149,8 +149,25 @@ impl Profiles {
     }
 }
 
+/// Whether `id` has the form of a reservation id (1 to 64 of `A-Z a-z 0-9 - _`), so that it
+/// can name a file: a path separator or `..` never gets that far.
+fn id_form(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl Setting {
     pub fn save(&self, dirs: &Dirs) -> Result<PathBuf, TerminalError> {
+        // The id comes from the server's answer: check it before it names a file.
+        if !id_form(&self.id) {
+            return Err(TerminalError::Local(format!(
+                "the server answered a reservation id that cannot name a file: {:?}",
+                self.id
+            )));
+        }
         let path = dirs.reservation_file(&self.id);
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| TerminalError::Local(format!("cannot encode the setting: {e}")))?;
@@ -160,10 +177,7 @@ impl Setting {
 
     /// The stored setting of reservation `id`; `None` if this terminal never booked it.
     pub fn load(dirs: &Dirs, id: &str) -> Result<Option<Self>, TerminalError> {
-        if !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !id_form(id) {
             return Err(TerminalError::Usage(format!(
                 "{id:?} is not a reservation id"
             )));
@@ -270,5 +284,17 @@ mod tests {
         assert_eq!(setting.carrier(None).unwrap().carrier, "a");
         assert_eq!(setting.carrier(Some("b")).unwrap().carrier, "b");
         assert!(setting.carrier(Some("z")).is_err());
+        // An id from the server that would name a file elsewhere is refused, and nothing is
+        // written anywhere.
+        for hostile in ["../../.bashrc", "a/b", "", ".."] {
+            let mut bad = setting.clone();
+            bad.id = hostile.into();
+            assert!(bad.save(&dirs).is_err(), "{hostile:?}");
+        }
+        assert!(!root.path().join(".bashrc.json").exists());
+        let stored: Vec<_> = std::fs::read_dir(dirs.reservations_dir())
+            .unwrap()
+            .collect();
+        assert_eq!(stored.len(), 1, "only r-1's file");
     }
 }
