@@ -6,8 +6,9 @@
 //! included. Input that breaks a rule on a field is an error naming the field and records
 //! nothing. `apply` is idempotent (set semantics keyed by reservation id) so replaying an event
 //! twice cannot change the state. The state keeps open and future slots only: a slot leaves
-//! when its window closes or it is cancelled. The slots live in a [`SlotIndex`], so a decision
-//! looks only at the slots near its window and `apply` never walks the schedule.
+//! when its window closes or it is cancelled. The slots live in a [`SlotIndex`]: a decision
+//! reads only the slots near its window (and a refusal's suggestions only as far as the
+//! nearest free windows), and `apply` never walks the schedule, closed slots included.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::booking::{max_overlap, Window};
+use crate::booking::Window;
 use crate::contract::{
     CameraSource, IngestKind, IngestMessage, SlotKind, SlotMessage, StreamCursor,
 };
@@ -640,7 +641,8 @@ impl ServerSchedule {
         Ok(())
     }
 
-    /// `Ok(None)` when the window fits; otherwise the conflicts and suggestions.
+    /// `None` when the window fits; otherwise the conflicts and suggestions, both found
+    /// through the index near the window, not by a walk over the schedule.
     fn fit(
         &self,
         settings: &ServerSettings,
@@ -648,25 +650,17 @@ impl ServerSchedule {
         wanted: Window,
         skip: Option<&str>,
     ) -> Option<(Vec<Window>, Vec<Window>)> {
-        // Only the slots that overlap the window count: found through the index, not by a
-        // walk over the schedule.
-        let mut conflicts = self.slots.busy_within(wanted, now, skip);
         let capacity = settings.capacity as usize;
-        if max_overlap(&conflicts, wanted) < capacity {
-            return None;
-        }
-        conflicts.sort_unstable();
+        let conflicts = self.slots.conflicts(capacity, wanted, now, skip)?;
         let secs = ServerSettings::seconds;
-        let suggestions = self.slots.suggest(
-            capacity,
-            wanted,
+        let (earliest, latest) = (
             now + secs(settings.min_lead_s),
             now + secs(settings.horizon_s),
-            SUGGESTIONS,
-            now,
-            skip,
         );
-        Some((conflicts, suggestions))
+        let found = self
+            .slots
+            .suggest(capacity, wanted, earliest, latest, SUGGESTIONS, now, skip);
+        Some((conflicts, found))
     }
 
     /// Refuses what only slotcast's own services may record, and redeliveries.
@@ -977,13 +971,9 @@ impl Aggregate for ServerSchedule {
                 closes_at,
                 ..
             } => {
-                if let Some(mut slot) = self.slots.get(&reservation_id).cloned() {
-                    slot.start = start;
-                    slot.end = end;
-                    slot.opens_at = opens_at;
-                    slot.closes_at = closes_at;
-                    self.slots.insert(slot);
-                }
+                let window = Window::new(start, end);
+                self.slots
+                    .reschedule(&reservation_id, window, opens_at, closes_at);
             }
             ScheduleEvent::StreamKeyRotated {
                 reservation_id,
