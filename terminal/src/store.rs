@@ -40,8 +40,8 @@ impl Dirs {
     }
 }
 
-/// One API account the terminal talks to.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One API account the terminal talks to. Its `Debug` never shows the token.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     pub api: String,
     pub token: String,
@@ -66,8 +66,9 @@ pub struct CarrierUrl {
     pub url: String,
 }
 
-/// A reservation's setting info, as the booking (or a key rotation) answered it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A reservation's setting info, as the booking (or a key rotation) answered it. Its `Debug`
+/// never shows the stream key.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Setting {
     pub id: String,
     pub server_id: String,
@@ -81,6 +82,34 @@ pub struct Setting {
     pub carriers: Vec<CarrierUrl>,
     /// The API it was booked through.
     pub api: String,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile")
+            .field("api", &self.api)
+            .field("token", &"(hidden)")
+            .field("carrier", &self.carrier)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setting")
+            .field("id", &self.id)
+            .field("server_id", &self.server_id)
+            .field("title", &self.title)
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .field("opens_at", &self.opens_at)
+            .field("closes_at", &self.closes_at)
+            .field("stream_key", &"(hidden)")
+            .field("carriers", &self.carriers)
+            .field("api", &self.api)
+            .finish()
+    }
 }
 
 fn io(what: &str, path: &Path, err: std::io::Error) -> TerminalError {
@@ -241,6 +270,10 @@ mod tests {
         );
         profiles.save(&dirs).unwrap();
         assert_eq!(Profiles::load(&dirs).unwrap(), profiles);
+        assert!(
+            !format!("{profiles:?}").contains("sct_secret"),
+            "Debug hides the token"
+        );
         assert_eq!(mode(&dirs.profiles_file()), 0o600);
         assert_eq!(mode(&dirs.config), 0o700);
         // Overwriting keeps it private and leaves no temporary file behind.
@@ -292,6 +325,11 @@ mod tests {
             assert!(bad.save(&dirs).is_err(), "{hostile:?}");
         }
         assert!(!root.path().join(".bashrc.json").exists());
+        let shown = format!("{setting:?}");
+        assert!(
+            shown.contains("r-1") && !shown.contains("stream_key: \"k\""),
+            "{shown}"
+        );
         let stored: Vec<_> = std::fs::read_dir(dirs.reservations_dir())
             .unwrap()
             .collect();
