@@ -232,3 +232,42 @@ async fn operations_endpoints_and_clean_shutdown() {
     assert_eq!(resp.headers()["x-request-id"], "trace-me");
     assert_eq!(api.stop(), Some(0), "SIGTERM ends the server cleanly");
 }
+
+/// JSON Schema counts `2.0` as an integer, so the api takes it where a whole number is due;
+/// `1.5` is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_numbers_written_as_floats_are_taken_and_fractions_are_refused() {
+    let db = TestDb::new().await;
+    let operator = token(&db, "operator", "ops");
+    let api = Api::start(&db, &[]);
+    let mut body = server_body("floats", 1);
+    body["capacity"] = json!(2.0);
+    body["horizon_s"] = json!(86400.0);
+    let (status, created) = api.post("/v1/servers", &operator, body).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["capacity"], 2);
+    assert_eq!(created["horizon_s"], 86400);
+    let mut half = server_body("halves", 1);
+    half["capacity"] = json!(1.5);
+    let (status, refused) = api.post("/v1/servers", &operator, half).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("capacity: ") && m.contains("whole number")),
+        "{refused}"
+    );
+    let (status, patched) = api
+        .call(
+            "PATCH",
+            "/v1/servers/floats",
+            Some(&operator),
+            Some(json!({"grace_s": 5.0})),
+        )
+        .await;
+    assert_eq!(
+        (status, patched["grace_s"].as_i64()),
+        (200, Some(5)),
+        "{patched}"
+    );
+}
