@@ -50,18 +50,25 @@ pub struct BookingArgs {
     #[arg(long, value_delimiter = ',', default_value = "a,b,c")]
     only: Vec<Part>,
     /// Part b: how many future slots the server holds before its bookings are measured, one
-    /// fresh server per level (the first level is the baseline of the ratio).
+    /// fresh server per level, filled through the api untimed. The ratio against the 0.8
+    /// target is the last level's rate ÷ the first's.
     #[arg(long, value_delimiter = ',', default_value = "0,2000,10000",
         value_parser = clap::value_parser!(u32).range(0..=100_000))]
     fill: Vec<u32>,
-    /// Part c: bookings hung up on and then retried.
+    /// Part c: bookings, each with a fresh Idempotency-Key, written on a raw connection that
+    /// is closed at once, then retried with the same key 50 ms later (`--clients` at a time).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     hangups: u32,
+    /// Part c: a key whose retries have no final answer after this many seconds (still 'in
+    /// flight', 503 or no answer) counts as stuck.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    stuck_after_s: u64,
     /// Concurrent clients (closed loop: each sends its next booking when the last is
-    /// answered). The raw-SQL baseline opens this many database connections.
+    /// answered), in every part. The raw-SQL baseline opens this many database connections.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     clients: u32,
-    /// Bookings per run. They never overlap on a server, so every one should be accepted.
+    /// Bookings per measured run: part a's runs, and part b's at each --fill level (after the
+    /// untimed fill). They never overlap on a server, so every one should be accepted.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     bookings: u32,
     /// Part a's scenarios: how many servers the bookings are spread over (round-robin),
@@ -98,8 +105,11 @@ pub struct BookingArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Part {
+    /// Across --servers against raw SQL, then p99 at half the measured rate.
     A,
+    /// One server at each --fill level of future slots.
     B,
+    /// --hangups clients that hang up right after sending, then retry with their key.
     C,
 }
 
@@ -487,6 +497,7 @@ async fn measure(
             args.hangups as usize,
             clients,
             timeout,
+            Duration::from_secs(args.stuck_after_s),
             base,
         )
         .await;
@@ -840,7 +851,7 @@ fn text(r: &Report) -> String {
     let on = |b: bool| if b { "on" } else { "off" };
     let mut out = format!(
         "slotcast bench booking: {} bookings per run, {} clients; api in-process, pool of {}, \
-         inline projection {}, catch-up {}\n\n",
+         inline projection {}, catch-up {}\n",
         r.bookings,
         r.clients,
         r.api_db_connections,
@@ -848,6 +859,7 @@ fn text(r: &Report) -> String {
         on(r.catch_up)
     );
     if !r.scenarios.is_empty() {
+        out.push('\n');
         out.push_str(&part_a_text(r));
     }
     out.push_str(&crate::bench_write_path::text(

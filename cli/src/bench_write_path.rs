@@ -22,8 +22,6 @@ use crate::bench_load::closed_loop;
 /// The targets the issue sets: the rate with the fullest schedule against the empty one...
 pub const BUSY_TARGET: f64 = 0.8;
 
-/// How long a retry of a hung-up booking keeps trying before its key counts as stuck.
-const RETRY_FOR: Duration = Duration::from_secs(10);
 /// Pause between a hang-up and its first retry: the retry must not wait for the first.
 const RETRY_AFTER_HANG_UP: Duration = Duration::from_millis(50);
 
@@ -58,11 +56,22 @@ pub struct HangUps {
     pub in_flight_answers: usize,
     /// Retries answered 503 (and retried after `Retry-After`).
     pub unavailable_answers: usize,
+    /// How the stuck keys' retries ended, as `count× what` (still in flight at the bound, a
+    /// refusal, a 201 without a stream key...).
+    pub stuck_samples: Vec<String>,
+    /// The bound after which a key still unanswered counts as stuck.
+    pub stuck_after_s: u64,
     pub met: bool,
 }
 
+/// Untimed bookings before the first level, so that it does not pay alone for what the first
+/// bookings of a run pay (connections, prepared statements on each of the api's pooled
+/// connections, a cold cache) while later levels find it done by their fill.
+const WARM_UP_PER_CLIENT: usize = 8;
+
 /// One server per level (capacity 1), filled with `level` future slots without timing, then
-/// `bookings` more on it measured in a closed loop of `clients`.
+/// `bookings` more on it measured in a closed loop of `clients`. A server of its own takes the
+/// warm-up first.
 pub async fn busy(
     api: &Api,
     levels: &[usize],
@@ -72,9 +81,30 @@ pub async fn busy(
     cap: Duration,
     base: DateTime<Utc>,
 ) -> Result<Busy> {
+    let warm = "bench-busy-warm-up".to_string();
+    api.register(std::slice::from_ref(&warm), 1, timeout)
+        .await?;
+    let warm_bodies = Arc::new(one_server(&warm, clients * WARM_UP_PER_CLIENT, base));
+    let warmed = closed_loop(clients, warm_bodies.len(), timeout, cap, {
+        let (api, bodies) = (api.clone(), warm_bodies.clone());
+        move |i| {
+            let (api, bodies) = (api.clone(), bodies.clone());
+            async move { api.book_body(&bodies[i]).await }
+        }
+    })
+    .await;
+    if warmed.errors > 0 {
+        tracing::warn!(
+            "warm-up: {} of {} bookings failed: {}",
+            warmed.errors,
+            warmed.sent,
+            warmed.error_samples.join("; ")
+        );
+    }
     let mut out = Vec::new();
-    for &level in levels {
-        let server = format!("bench-busy-{level}");
+    for (index, &level) in levels.iter().enumerate() {
+        // The position too, so a level listed twice gets a fresh server of its own.
+        let server = format!("bench-busy-{index}-{level}");
         api.register(std::slice::from_ref(&server), 1, timeout)
             .await?;
         let bodies = Arc::new(one_server(&server, level + bookings, base));
@@ -140,29 +170,109 @@ fn body(server: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
     .to_string()
 }
 
-/// One hung-up booking and what its retries got.
+/// One booking to hang up on and retry: its key and its body, sent alike both times.
 struct HangUp {
     key: String,
     body: String,
 }
 
-#[derive(Default)]
+/// What one answer to a retry comes to.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// 201 with the reservation id and its stream key: the client can stream.
+    Booked(String),
+    /// 409 `idempotency_key_in_flight`: the first request still holds the key; ask again.
+    InFlight,
+    /// 503: ask again after this many seconds.
+    Unavailable(u64),
+    /// Any other answer is final (a 201 without an id or stream key among them): described
+    /// so alike endings group.
+    Final(String),
+}
+
+/// Reads one answer to a booking; `body` may be anything, it is never trusted to be JSON.
+fn read_answer(status: u16, body: &[u8]) -> Answer {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let code = json["error"]["code"].as_str();
+    match status {
+        201 => match (json["id"].as_str(), json["setting"]["stream_key"].as_str()) {
+            (Some(id), Some(_)) if !id.is_empty() => Answer::Booked(id.to_string()),
+            _ => Answer::Final("HTTP 201 without an id and stream key".to_string()),
+        },
+        409 if code == Some("idempotency_key_in_flight") => Answer::InFlight,
+        503 => Answer::Unavailable(json["error"]["retry_after_s"].as_u64().unwrap_or(1)),
+        _ => Answer::Final(format!(
+            "HTTP {status} {}",
+            code.unwrap_or("(no error code)")
+        )),
+    }
+}
+
+/// What the retries of one key came to.
+#[derive(Debug, Default)]
 struct RetryOutcome {
+    /// The reservation id of a 201 with a stream key; `None` counts the key as stuck.
     id: Option<String>,
+    /// Why there is no id: the last answer, or that the bound came first.
+    ended: Option<String>,
     in_flight: usize,
     unavailable: usize,
 }
 
+/// The three counts of part (c), from what the clients got and what the database holds.
+#[derive(Debug, Default, PartialEq)]
+struct Tally {
+    stuck: usize,
+    lost: usize,
+    duplicates: usize,
+}
+
+/// `booked` is one `(reservation id, window)` per accepted reservation, where a window
+/// (server and start) stands for one key: every key books a window of its own, so a second
+/// reservation of a window is the same key booked twice.
+fn tally(outcomes: &[RetryOutcome], booked: &[(String, String)]) -> Tally {
+    let answered: BTreeSet<&str> = outcomes.iter().filter_map(|o| o.id.as_deref()).collect();
+    let mut per_window: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, window) in booked {
+        *per_window.entry(window.as_str()).or_default() += 1;
+    }
+    Tally {
+        stuck: outcomes.iter().filter(|o| o.id.is_none()).count(),
+        lost: booked
+            .iter()
+            .filter(|(id, _)| !answered.contains(id.as_str()))
+            .count(),
+        duplicates: per_window.values().map(|n| n.saturating_sub(1)).sum(),
+    }
+}
+
+/// `count× what` for each distinct way the stuck keys ended, most frequent first.
+fn stuck_samples(outcomes: &[RetryOutcome]) -> Vec<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in outcomes.iter().filter(|o| o.id.is_none()) {
+        *counts
+            .entry(o.ended.as_deref().unwrap_or("no answer"))
+            .or_default() += 1;
+    }
+    let mut counts: Vec<(&str, usize)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    counts
+        .into_iter()
+        .map(|(what, n)| format!("{n}× {what}"))
+        .collect()
+}
+
 /// `count` bookings, each with an Idempotency-Key, written on a raw connection that is closed
 /// right after; then each retried with the same key (without waiting for the first) until a
-/// final answer or [`RETRY_FOR`]. `clients` at a time. Servers have room for every booking,
-/// so a key booked twice shows as a second reservation of its window.
+/// final answer or `stuck_after`. `clients` at a time, so they arrive together. Servers have
+/// room for every booking, so a key booked twice shows as a second reservation of its window.
 pub async fn hang_ups(
     api: &Api,
     pool: &PgPool,
     count: usize,
     clients: usize,
     timeout: Duration,
+    stuck_after: Duration,
     base: DateTime<Utc>,
 ) -> Result<HangUps> {
     let servers: Vec<String> = (0..10).map(|i| format!("bench-hang-{i}")).collect();
@@ -188,11 +298,10 @@ pub async fn hang_ups(
                 let Some(job) = work.get(i) else { break };
                 let hung_up = hang_up(&api, job).await;
                 tokio::time::sleep(RETRY_AFTER_HANG_UP).await;
-                let mut outcome = retry(&api, job, timeout).await;
+                let outcome = retry(&api, job, timeout, stuck_after).await;
                 if let Err(err) = hung_up {
                     tracing::warn!("{err:#}");
                 }
-                outcome.id = outcome.id.filter(|id| !id.is_empty());
                 outcomes.push(outcome);
             }
             outcomes
@@ -202,55 +311,61 @@ pub async fn hang_ups(
     while let Some(done) = tasks.join_next().await {
         outcomes.extend(done.context("a client task failed")?);
     }
-    let answered: BTreeSet<String> = outcomes.iter().filter_map(|o| o.id.clone()).collect();
+    // From the event store, not the read model: a reservation counts once it is committed,
+    // whether or not a projection has caught up with it.
     let booked: Vec<(String, String)> = sqlx::query_as(
-        "SELECT reservation_id, payload -> 'ReservationAccepted' ->> 'start' FROM events \
+        "SELECT payload -> 'ReservationAccepted' ->> 'reservation_id', \
+                aggregate_id || ' ' || (payload -> 'ReservationAccepted' ->> 'start') \
+         FROM events \
          WHERE event_type = 'ReservationAccepted' AND aggregate_id LIKE 'bench-hang-%'",
     )
     .fetch_all(pool)
-    .await?;
-    let mut per_window: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, start) in &booked {
-        *per_window.entry(start.as_str()).or_default() += 1;
-    }
-    let mut figures = HangUps {
+    .await
+    .context("cannot read the reservations booked")?;
+    let Tally {
+        stuck,
+        lost,
+        duplicates,
+    } = tally(&outcomes, &booked);
+    Ok(HangUps {
         bookings: count,
-        stuck: outcomes.iter().filter(|o| o.id.is_none()).count(),
-        lost: booked
-            .iter()
-            .filter(|(id, _)| !answered.contains(id))
-            .count(),
-        duplicates: per_window.values().map(|n| n.saturating_sub(1)).sum(),
+        stuck,
+        lost,
+        duplicates,
         in_flight_answers: outcomes.iter().map(|o| o.in_flight).sum(),
         unavailable_answers: outcomes.iter().map(|o| o.unavailable).sum(),
-        met: false,
-    };
-    figures.met = figures.stuck == 0 && figures.lost == 0 && figures.duplicates == 0;
-    Ok(figures)
+        stuck_samples: stuck_samples(&outcomes),
+        stuck_after_s: stuck_after.as_secs(),
+        met: stuck == 0 && lost == 0 && duplicates == 0,
+    })
 }
 
-/// Writes the booking on a fresh connection and closes it at once, reading nothing.
+/// The booking as a client writes it by hand: HTTP/1.1, its length stated, nothing after.
+fn raw_request(host: &str, token: &str, key: &str, body: &str) -> String {
+    format!(
+        "POST /v1/reservations HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Idempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n\
+         {body}",
+        body.len()
+    )
+}
+
+/// Writes the booking on a fresh connection and closes it at once, reading nothing: a client
+/// that gave up.
 async fn hang_up(api: &Api, job: &HangUp) -> Result<()> {
     let addr = api.base.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
-    let request = format!(
-        "POST /v1/reservations HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
-         Idempotency-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-        api.distributor,
-        job.key,
-        job.body.len(),
-        job.body
-    );
+    let request = raw_request(addr, &api.distributor, &job.key, &job.body);
     stream.write_all(request.as_bytes()).await?;
     stream.flush().await?;
     Ok(())
 }
 
-/// Retries `job` until 201 (its reservation id), any other final answer, or the bound.
-async fn retry(api: &Api, job: &HangUp, timeout: Duration) -> RetryOutcome {
-    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+/// Retries `job` until 201 (its reservation id), any other final answer, or `stuck_after`.
+async fn retry(api: &Api, job: &HangUp, timeout: Duration, stuck_after: Duration) -> RetryOutcome {
+    let deadline = tokio::time::Instant::now() + stuck_after;
     let mut outcome = RetryOutcome::default();
     while tokio::time::Instant::now() < deadline {
         let sent = api
@@ -263,28 +378,55 @@ async fn retry(api: &Api, job: &HangUp, timeout: Duration) -> RetryOutcome {
             .body(job.body.clone())
             .send()
             .await;
-        let Ok(response) = sent else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        let answered = match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                match response.bytes().await {
+                    Ok(body) => Ok(read_answer(status, &body)),
+                    Err(err) => Err(err),
+                }
+            }
+            Err(err) => Err(err),
         };
-        let status = response.status().as_u16();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        match (status, answer["error"]["code"].as_str()) {
-            (201, _) => {
-                let has_key = answer["setting"]["stream_key"].is_string();
-                outcome.id = has_key.then(|| answer["id"].as_str().unwrap_or("").to_string());
+        // Pauses never run past the bound: the key is judged at `deadline`, not later.
+        let pause = |wanted: Duration| {
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + wanted))
+        };
+        match answered {
+            Ok(Answer::Booked(id)) => {
+                outcome.id = Some(id);
+                outcome.ended = None;
                 return outcome;
             }
-            (409, Some("idempotency_key_in_flight")) => {
+            Ok(Answer::InFlight) => {
                 outcome.in_flight += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                outcome.ended = Some(format!(
+                    "still 'in flight' after {} s",
+                    stuck_after.as_secs()
+                ));
+                pause(Duration::from_millis(200)).await;
             }
-            (503, _) => {
+            Ok(Answer::Unavailable(after_s)) => {
                 outcome.unavailable += 1;
-                let after = answer["error"]["retry_after_s"].as_u64().unwrap_or(1);
-                tokio::time::sleep(Duration::from_secs(after)).await;
+                outcome.ended = Some(format!("still 503 after {} s", stuck_after.as_secs()));
+                pause(Duration::from_secs(after_s.max(1))).await;
             }
-            _ => return outcome,
+            Ok(Answer::Final(what)) => {
+                outcome.ended = Some(what);
+                return outcome;
+            }
+            Err(err) => {
+                outcome.ended = Some(format!(
+                    "no answer by {} s (last: {})",
+                    stuck_after.as_secs(),
+                    if err.is_timeout() {
+                        "timed out".to_string()
+                    } else {
+                        err.without_url().to_string()
+                    }
+                ));
+                pause(Duration::from_millis(100)).await;
+            }
         }
     }
     outcome
@@ -320,16 +462,20 @@ pub fn text(busy: Option<&Busy>, hang: Option<&HangUps>) -> String {
     if let Some(h) = hang {
         out.push_str(&format!(
             "\nclients that hang up: {} bookings written and hung up on, each retried with its key \
-             {} ms later: {} stuck, {} lost stream keys, {} duplicates ({} answers 'in flight', \
-             {} answers 503)\n",
+             {} ms later until a final answer or {} s: {} stuck, {} lost stream keys, {} \
+             duplicates ({} answers 'in flight', {} answers 503)\n",
             h.bookings,
             RETRY_AFTER_HANG_UP.as_millis(),
+            h.stuck_after_s,
             h.stuck,
             h.lost,
             h.duplicates,
             h.in_flight_answers,
             h.unavailable_answers
         ));
+        for sample in &h.stuck_samples {
+            out.push_str(&format!("  stuck: {sample}\n"));
+        }
     }
     out
 }
@@ -397,5 +543,152 @@ mod tests {
         h.lost = 3;
         h.met = false;
         assert!(targets(None, Some(&h), met).contains("0/3/0 (NOT met)"));
+    }
+
+    #[test]
+    fn answers_are_read_by_status_and_error_code() {
+        let booked = br#"{"id":"r-1","setting":{"stream_key":"k"},"server_time":"x"}"#;
+        let cases: [(u16, &[u8], Answer); 9] = [
+            (201, booked, Answer::Booked("r-1".to_string())),
+            (
+                201,
+                br#"{"id":"r-1"}"#,
+                Answer::Final("HTTP 201 without an id and stream key".to_string()),
+            ),
+            (
+                201,
+                br#"{"id":"","setting":{"stream_key":"k"}}"#,
+                Answer::Final("HTTP 201 without an id and stream key".to_string()),
+            ),
+            (
+                409,
+                br#"{"error":{"code":"idempotency_key_in_flight","message":"m"}}"#,
+                Answer::InFlight,
+            ),
+            (
+                409,
+                br#"{"error":{"code":"conflict","message":"m"}}"#,
+                Answer::Final("HTTP 409 conflict".to_string()),
+            ),
+            (
+                503,
+                br#"{"error":{"code":"unavailable","message":"m","retry_after_s":3}}"#,
+                Answer::Unavailable(3),
+            ),
+            (503, b"", Answer::Unavailable(1)),
+            (
+                500,
+                b"<html>oops</html>",
+                Answer::Final("HTTP 500 (no error code)".to_string()),
+            ),
+            (
+                422,
+                br#"{"error":{"code":"invalid"}}"#,
+                Answer::Final("HTTP 422 invalid".to_string()),
+            ),
+        ];
+        for (status, body, want) in cases {
+            assert_eq!(
+                read_answer(status, body),
+                want,
+                "{status} {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    fn got(id: Option<&str>, ended: Option<&str>) -> RetryOutcome {
+        RetryOutcome {
+            id: id.map(str::to_string),
+            ended: ended.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn row(id: &str, window: &str) -> (String, String) {
+        (id.to_string(), window.to_string())
+    }
+
+    #[test]
+    fn every_key_answered_and_booked_once_counts_nothing() {
+        let outcomes = [got(Some("a"), None), got(Some("b"), None)];
+        let booked = [row("a", "s 10:00"), row("b", "s 11:00")];
+        assert_eq!(tally(&outcomes, &booked), Tally::default());
+    }
+
+    #[test]
+    fn a_booking_nobody_got_back_is_lost_and_its_key_stuck() {
+        // The hung-up request booked "a"; its retry never got it back.
+        let outcomes = [
+            got(None, Some("still 'in flight' after 10 s")),
+            got(Some("b"), None),
+        ];
+        let booked = [row("a", "s 10:00"), row("b", "s 11:00")];
+        let want = Tally {
+            stuck: 1,
+            lost: 1,
+            duplicates: 0,
+        };
+        assert_eq!(tally(&outcomes, &booked), want);
+    }
+
+    #[test]
+    fn a_window_booked_twice_is_a_duplicate_and_the_unanswered_one_lost() {
+        // The hung-up request booked "a1", its retry booked "a2" for the same key's window.
+        let outcomes = [got(Some("a2"), None)];
+        let booked = [row("a1", "s 10:00"), row("a2", "s 10:00")];
+        let want = Tally {
+            stuck: 0,
+            lost: 1,
+            duplicates: 1,
+        };
+        assert_eq!(tally(&outcomes, &booked), want);
+    }
+
+    #[test]
+    fn a_key_refused_and_never_booked_is_stuck_but_nothing_is_lost() {
+        let outcomes = [got(None, Some("HTTP 409 conflict"))];
+        let want = Tally {
+            stuck: 1,
+            lost: 0,
+            duplicates: 0,
+        };
+        assert_eq!(tally(&outcomes, &[]), want);
+    }
+
+    #[test]
+    fn stuck_keys_are_grouped_by_how_they_ended_most_first() {
+        let outcomes = [
+            got(None, Some("HTTP 409 conflict")),
+            got(Some("a"), None),
+            got(None, Some("still 'in flight' after 10 s")),
+            got(None, Some("still 'in flight' after 10 s")),
+            got(None, None),
+        ];
+        assert_eq!(
+            stuck_samples(&outcomes),
+            [
+                "2× still 'in flight' after 10 s",
+                "1× HTTP 409 conflict",
+                "1× no answer"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_hand_written_request_states_its_length_and_key() {
+        let body = r#"{"server_id":"s","start":"é"}"#;
+        let request = raw_request("127.0.0.1:9", "tok", "key-1", body);
+        let (head, sent) = request.split_once("\r\n\r\n").unwrap();
+        assert_eq!(sent, body);
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(lines[0], "POST /v1/reservations HTTP/1.1");
+        assert!(lines.contains(&"Host: 127.0.0.1:9"));
+        assert!(lines.contains(&"Authorization: Bearer tok"));
+        assert!(lines.contains(&"Idempotency-Key: key-1"));
+        // Bytes, not characters: "é" is two.
+        assert!(lines.contains(&format!("Content-Length: {}", body.chars().count() + 1).as_str()));
+        // Every line ends CRLF, none with a bare LF.
+        assert!(!head.replace("\r\n", "").contains('\n'));
     }
 }
