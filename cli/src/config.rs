@@ -48,6 +48,9 @@ pub struct StreamerSection {
     pub session_timeout_s: Option<u64>,
     pub ingest_poll_ms: Option<u64>,
     pub camera_networks: Option<String>,
+    pub ingest_max_unauth_per_addr: Option<u64>,
+    pub ingest_max_unauth: Option<u64>,
+    pub ingest_record_deadline_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -324,6 +327,22 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
     }
     if let Some(ms) = number("SLOTCAST_INGEST_POLL_MS", section.ingest_poll_ms)? {
         config.ingest_poll = Duration::from_millis(ms);
+    }
+    let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    if let Some(n) = number(
+        "SLOTCAST_INGEST_MAX_UNAUTH_PER_ADDR",
+        section.ingest_max_unauth_per_addr,
+    )? {
+        config.max_unauth_per_addr = count(n);
+    }
+    if let Some(n) = number("SLOTCAST_INGEST_MAX_UNAUTH", section.ingest_max_unauth)? {
+        config.max_unauth = count(n);
+    }
+    if let Some(s) = number(
+        "SLOTCAST_INGEST_RECORD_DEADLINE_S",
+        section.ingest_record_deadline_s,
+    )? {
+        config.record_deadline = Duration::from_secs(s);
     }
     if let Some(nets) = pick("SLOTCAST_CAMERA_NETWORKS", &section.camera_networks) {
         config.camera_networks = slotcast_streamer::config::parse_networks(&nets)

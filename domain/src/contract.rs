@@ -5,6 +5,8 @@
 //! api (consumer of both streams) and the streamer. No I/O. `SCHEMA` changes only with a
 //! breaking payload change; additive fields keep it.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +147,9 @@ pub enum IngestKind {
     Connected,
     Disconnected,
     Failed,
+    /// Publishers refused since the last such report, counted per reason in
+    /// [`IngestMessage::refusals`]: at most one a minute per reservation.
+    Refused,
 }
 
 impl IngestKind {
@@ -153,6 +158,7 @@ impl IngestKind {
             Self::Connected => "connected",
             Self::Disconnected => "disconnected",
             Self::Failed => "failed",
+            Self::Refused => "refused",
         }
     }
 }
@@ -178,7 +184,14 @@ pub struct IngestMessage {
     /// Why it disconnected or failed.
     #[serde(default)]
     pub reason: Option<String>,
+    /// For `refused`: how many attempts were refused, per reason (the gate's fixed words:
+    /// `bad_key`, `not_open`, `busy`...), since the reservation's last such report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusals: Option<BTreeMap<String, u64>>,
 }
+
+/// The most reasons one `refused` report may count (the gates name fewer).
+pub const REFUSAL_REASONS_MAX: usize = 16;
 
 /// Limits on what the api accepts from the ingest stream, so a faulty streamer cannot write
 /// unbounded text into the history.

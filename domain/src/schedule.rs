@@ -466,6 +466,9 @@ pub enum ScheduleEvent {
         remote_addr: Option<String>,
         codec: Option<String>,
         reason: Option<String>,
+        /// For `refused`: attempts refused per reason since the last such report.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refusals: Option<BTreeMap<String, u64>>,
         cursor: StreamCursor,
     },
     /// The scheduler announced the ingest window open.
@@ -835,6 +838,26 @@ impl ServerSchedule {
                 if report.server_id != settings.id {
                     return Err(invalid("server_id", "is not this server"));
                 }
+                let refusals = match (report.kind, report.refusals) {
+                    (IngestKind::Refused, Some(counts))
+                        if !counts.is_empty()
+                            && counts.len() <= crate::contract::REFUSAL_REASONS_MAX =>
+                    {
+                        Some(
+                            counts
+                                .into_iter()
+                                .map(|(reason, n)| (bounded_to(reason, 64), n))
+                                .collect(),
+                        )
+                    }
+                    (IngestKind::Refused, _) => {
+                        return Err(invalid(
+                            "refusals",
+                            "a refused report counts 1 to 16 reasons",
+                        ))
+                    }
+                    (_, _) => None,
+                };
                 Ok(ScheduleEvent::IngestReported {
                     at: now,
                     reservation_id: bounded(report.reservation_id),
@@ -844,6 +867,7 @@ impl ServerSchedule {
                     remote_addr: report.remote_addr.map(bounded),
                     codec: report.codec.map(bounded),
                     reason: report.reason.map(bounded),
+                    refusals,
                     cursor,
                 })
             }
@@ -893,8 +917,12 @@ impl ServerSchedule {
 }
 
 /// Text from a stream message, cut to `INGEST_TEXT_MAX` bytes on a character boundary.
-fn bounded(mut text: String) -> String {
-    let max = crate::contract::INGEST_TEXT_MAX;
+fn bounded(text: String) -> String {
+    bounded_to(text, crate::contract::INGEST_TEXT_MAX)
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn bounded_to(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut cut = max;
         while !text.is_char_boundary(cut) {

@@ -607,6 +607,7 @@ fn ingest(kind: IngestKind, reservation_id: &str) -> IngestMessage {
         remote_addr: Some("127.0.0.2:50000".into()),
         codec: Some("h264,aac".into()),
         reason: None,
+        refusals: None,
     }
 }
 
@@ -702,6 +703,51 @@ fn feeds_are_recorded_only_by_slotcast_and_only_for_this_server() {
         panic!("{events:?}");
     };
     assert!(reason.len() <= crate::contract::INGEST_TEXT_MAX && reason.starts_with('é'));
+}
+
+#[test]
+fn a_refused_report_carries_its_counts_and_nothing_else_does() {
+    let mut s = server(1);
+    let record = |s: &mut ServerSchedule, report: IngestMessage, seq: u64| {
+        handle(
+            s,
+            cmd(
+                min(1),
+                service(),
+                CommandKind::RecordIngest {
+                    report,
+                    cursor: at(1, seq),
+                },
+            ),
+        )
+    };
+    let mut refused = ingest(IngestKind::Refused, "r1");
+    refused.refusals = Some([("bad_key".to_string(), 297), ("not_open".to_string(), 2)].into());
+    let events = record(&mut s, refused, 1).unwrap();
+    let ScheduleEvent::IngestReported {
+        refusals: Some(counts),
+        ..
+    } = &events[0]
+    else {
+        panic!("{events:?}");
+    };
+    assert_eq!(counts["bad_key"], 297);
+
+    // A refused report without counts, or with too many reasons, is refused itself.
+    let empty = ingest(IngestKind::Refused, "r1");
+    assert_eq!(field_of(record(&mut s, empty, 2).unwrap_err()), "refusals");
+    let mut many = ingest(IngestKind::Refused, "r1");
+    many.refusals = Some((0..17).map(|i| (format!("r{i}"), 1)).collect());
+    assert_eq!(field_of(record(&mut s, many, 2).unwrap_err()), "refusals");
+
+    // Counts on another kind are dropped.
+    let mut connected = ingest(IngestKind::Connected, "r1");
+    connected.refusals = Some([("bad_key".to_string(), 1)].into());
+    let events = record(&mut s, connected, 2).unwrap();
+    assert!(matches!(
+        &events[0],
+        ScheduleEvent::IngestReported { refusals: None, .. }
+    ));
 }
 
 #[test]

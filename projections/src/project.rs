@@ -425,6 +425,11 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
         }
         // A refused reschedule changes nothing; the history shows it.
         ScheduleEvent::RescheduleRejected { .. } => {}
+        // Refusals of strangers change nothing about the reservation's own publisher.
+        ScheduleEvent::IngestReported {
+            kind: IngestKind::Refused,
+            ..
+        } => {}
         ScheduleEvent::IngestReported {
             at,
             reservation_id,

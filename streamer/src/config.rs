@@ -59,8 +59,15 @@ pub struct StreamerConfig {
     /// grid of this period, up to 64 per thread wake: a shorter period adds less latency
     /// (at most one period before a frame is handled), a longer one costs less CPU.
     pub ingest_poll: Duration,
-    /// Concurrent RTSP connections per listener at most.
-    pub max_connections: usize,
+    /// Connections that have not reached RECORD, per source address (an IPv6 source by its
+    /// /64) at most (`SLOTCAST_INGEST_MAX_UNAUTH_PER_ADDR`).
+    pub max_unauth_per_addr: usize,
+    /// Connections that have not reached RECORD, in all (`SLOTCAST_INGEST_MAX_UNAUTH`); see
+    /// [`crate::ingest_limits`] for who gives up a place when all are taken.
+    pub max_unauth: usize,
+    /// A connection that has not reached RECORD this long after it was accepted is closed,
+    /// whatever it sends meanwhile (`SLOTCAST_INGEST_RECORD_DEADLINE_S`).
+    pub record_deadline: Duration,
     /// `SLOTCAST_SECRET_KEY`, the api's: opens the sealed Digest credential in slot messages.
     /// `None`: publishers authenticate with `?key=` or Basic only.
     pub secret_key: Option<slotcast_domain::secret::SecretKey>,
@@ -92,7 +99,9 @@ impl StreamerConfig {
             part_target: Duration::from_millis(200),
             session_timeout: Duration::from_secs(60),
             ingest_poll: Self::DEFAULT_INGEST_POLL,
-            max_connections: 256,
+            max_unauth_per_addr: 8,
+            max_unauth: 256,
+            record_deadline: Duration::from_secs(10),
             secret_key: None,
             camera_networks: Vec::new(),
         }
@@ -108,6 +117,16 @@ impl StreamerConfig {
         if self.part_target.is_zero() || self.segment_target < self.part_target {
             return Err(StreamerError::Config(
                 "part target must be positive and at most the segment target".into(),
+            ));
+        }
+        if self.max_unauth_per_addr == 0 || self.max_unauth == 0 {
+            return Err(StreamerError::Config(
+                "the limits on connections before RECORD must be at least 1".into(),
+            ));
+        }
+        if self.record_deadline.is_zero() {
+            return Err(StreamerError::Config(
+                "the deadline to reach RECORD must be at least 1 s".into(),
             ));
         }
         if self.ingest_poll.is_zero() || self.ingest_poll > Self::MAX_INGEST_POLL {

@@ -15,6 +15,10 @@ pub enum StreamerError {
     Mux(String),
     #[error("RTSP: {0}")]
     Rtsp(String),
+    /// A video stream went [`crate::media_path::KEYFRAME_WAIT`] or
+    /// [`crate::media_path::KEYFRAME_BYTES`] without a keyframe.
+    #[error("no_keyframe: no video keyframe for {seconds} s and {bytes} bytes")]
+    NoKeyframe { seconds: u64, bytes: usize },
     #[error("NATS: {0}")]
     Nats(String),
     #[error(transparent)]

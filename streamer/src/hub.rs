@@ -24,8 +24,10 @@ use tokio_util::task::TaskTracker;
 use crate::channel::{Channel, ChannelState, DiskWrite};
 use crate::config::StreamerConfig;
 use crate::gates::{Applied, Denied, Gates};
+use crate::hush::Hush;
 use crate::metrics::{AuthLabel, Metrics};
 use crate::playlist::Playlist;
+use crate::refusals::Rollup;
 use crate::rtsp::Credential;
 use slotcast_domain::contract::SlotMessage;
 
@@ -125,6 +127,10 @@ struct Inner {
     unfinished: Mutex<HashMap<String, Playlist>>,
     viewers: Mutex<HashMap<(String, IpAddr), Instant>>,
     metrics: Metrics,
+    /// Log lines strangers can cause (refusals), one per kind per [`HUSH_PERIOD`].
+    hush: Hush,
+    /// Refused attempts waiting to be reported, one report a minute per reservation at most.
+    refusals: Mutex<Rollup>,
     reports: mpsc::Sender<IngestMessage>,
     disk: mpsc::Sender<DiskBatch>,
     gates_ready: AtomicBool,
@@ -161,6 +167,10 @@ const VIEWERS_MAX: usize = 100_000;
 const VIEWER_WINDOW: Duration = Duration::from_secs(10);
 /// How long a recording's final writes wait for room in a full disk queue.
 const END_WRITE_WAIT: Duration = Duration::from_secs(10);
+/// At most one log line per kind of refusal this often.
+const HUSH_PERIOD: Duration = Duration::from_secs(10);
+/// At most one `refused` report per reservation this often.
+const REFUSALS_PERIOD: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means a panic elsewhere, which is a bug; the data is still usable
@@ -191,6 +201,8 @@ impl Hub {
                 unfinished: Mutex::new(HashMap::new()),
                 viewers: Mutex::new(HashMap::new()),
                 metrics: Metrics::new(),
+                hush: Hush::new(HUSH_PERIOD),
+                refusals: Mutex::new(Rollup::new(REFUSALS_PERIOD)),
                 reports,
                 disk,
                 gates_ready: AtomicBool::new(false),
@@ -207,6 +219,12 @@ impl Hub {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Whether a log line of `kind` that a stranger caused may be written now (and how many
+    /// were held back since the last).
+    pub fn hush(&self, kind: &'static str) -> Option<u64> {
+        self.inner.hush.allow(kind, Instant::now())
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -417,6 +435,8 @@ impl Hub {
                 self.inner.metrics.sessions.dec();
             }
             IngestKind::Failed => self.inner.metrics.refused("camera_failed"),
+            // Pulls are never refused: nobody knocks.
+            IngestKind::Refused => {}
         }
         let what = Report {
             kind,
@@ -439,6 +459,7 @@ impl Hub {
             remote_addr: Some(what.remote_addr),
             codec: what.codec,
             reason: what.reason,
+            refusals: None,
         };
         if let Err(e) = self.inner.reports.try_send(message) {
             // The reporter is far behind NATS (or stopped): the history misses this one.
@@ -446,18 +467,47 @@ impl Hub {
         }
     }
 
-    /// A refused publish attempt, reported as `failed` so the reservation's history shows it.
+    /// A refused publish attempt: a metric, a log line at most every [`HUSH_PERIOD`], and a
+    /// count in the reservation's next `refused` report ([`Hub::flush_refusals`]).
     pub fn report_refusal(&self, session: &SessionEntry, reservation_id: &str, refused: &Refused) {
-        self.inner.metrics.refused(refused.label());
+        let reason = refused.label();
+        self.inner.metrics.refused(reason);
+        if let Some(held_back) = self.hush(reason) {
+            tracing::info!(carrier = %session.carrier, remote = %session.remote,
+                reservation = reservation_id, why = %refused, held_back,
+                "publisher refused");
+        }
         // Only this server's reservations have a history here to land in.
         if lock(&self.inner.gates).knows(reservation_id) {
-            self.report(
-                session,
+            lock(&self.inner.refusals).record(reservation_id, reason);
+        }
+    }
+
+    /// Sends the `refused` reports that are due. They take at most half the report queue, so
+    /// a `connected` or `disconnected` report always finds room; what does not go out now
+    /// waits for the next call, its counts kept.
+    pub fn flush_refusals(&self) {
+        let reports = &self.inner.reports;
+        if reports.capacity() <= reports.max_capacity() / 2 {
+            return;
+        }
+        let due = lock(&self.inner.refusals).due(Instant::now());
+        for (reservation_id, counts) in due {
+            let message = IngestMessage {
+                schema: SCHEMA,
+                kind: IngestKind::Refused,
                 reservation_id,
-                IngestKind::Failed,
-                None,
-                Some(refused.to_string()),
-            );
+                server_id: self.inner.config.server_id.clone(),
+                at: self.now(),
+                carrier: None,
+                remote_addr: None,
+                codec: None,
+                reason: None,
+                refusals: Some(counts),
+            };
+            if let Err(e) = reports.try_send(message) {
+                tracing::warn!(error = %e, "refusal report dropped: the report queue is full");
+            }
         }
     }
 

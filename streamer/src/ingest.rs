@@ -29,12 +29,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::RngCore;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Listener;
 use crate::gates::Denied;
 use crate::hub::{ChannelHandle, Hub, Refused, SessionEntry};
+use crate::ingest_limits::{Limits, Place};
 use crate::media::frames::codec_names;
 use crate::media::retina_adapter::Depacketizer;
 use crate::media::TrackSpec;
@@ -47,6 +48,9 @@ use crate::StreamerError;
 
 /// A publisher that cannot take a response within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Answers waiting for a publisher to read them, at most: past this the connection goes. While
+/// any wait, nothing more is read from it, so only requests already read can add to them.
+const UNSENT_MAX: usize = 256 * 1024;
 const UDP_QUEUE: usize = 1024;
 /// Before RECORD, how often a connection checks its session's timeout and its writes' when
 /// nothing else wakes it.
@@ -54,16 +58,20 @@ const EXCHANGE_TICK: Duration = Duration::from_millis(500);
 /// Reads of the buffer per poll at most, so one fast publisher cannot hold its poller shard:
 /// with the shard's 64 KiB buffer, 1 MiB per poll, 335 Mbit/s at the default 25 ms period.
 const READS_PER_POLL: usize = 16;
+/// Before RECORD, one read of the exchange's 16 KiB buffer per wake: whatever it holds is
+/// answered (and the answers written, or the reading stops) before the next.
+const READS_PER_EXCHANGE: usize = 1;
 
-/// Accepts publishers on one carrier listener until `shutdown`.
+/// Accepts publishers on one carrier listener until `shutdown`. Each connection takes a
+/// place in `limits` until it records ([`crate::ingest_limits`]).
 pub(crate) async fn serve_listener(
     hub: Hub,
     poller: Poller<Connection>,
+    limits: Arc<Limits>,
     listener: Listener,
     socket: TcpListener,
     shutdown: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(hub.config().max_connections));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -78,21 +86,44 @@ pub(crate) async fn serve_listener(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            hub.metrics().refused("too_many_connections");
-            tracing::warn!(carrier = %listener.carrier, %remote, "connection limit reached");
-            continue;
+        let place = match limits.admit(remote.ip()) {
+            Ok((place, took)) => {
+                if took {
+                    hub.metrics().refused("unauth_evicted");
+                }
+                place
+            }
+            Err(turned) => {
+                hub.metrics().refused(turned.label());
+                if let Some(held_back) = hub.hush(turned.label()) {
+                    tracing::warn!(carrier = %listener.carrier, %remote, held_back,
+                        why = turned.label(), "connection turned away before RECORD");
+                }
+                // Dropped: closed without a word, as a full listen queue would.
+                continue;
+            }
         };
         let hub = hub.clone();
         let carrier = listener.carrier.clone();
         let local_ip = listener.addr.ip();
         let shutdown = shutdown.clone();
         let poller = poller.clone();
+        let accepted = Accepted {
+            stream,
+            remote,
+            place,
+        };
         tokio::spawn(async move {
-            connection(hub, poller, carrier, local_ip, stream, remote, shutdown).await;
-            drop(permit);
+            connection(hub, poller, carrier, local_ip, accepted, shutdown).await;
         });
     }
+}
+
+/// A connection just accepted, with its place among those not yet recording.
+struct Accepted {
+    stream: TcpStream,
+    remote: SocketAddr,
+    place: Place,
 }
 
 /// A datagram for a connection: the track it was SETUP for, whether it came to the RTCP port
@@ -126,8 +157,6 @@ impl Host for EdgeHost {
                 Ok(())
             }
             Err(refused) => {
-                tracing::info!(carrier = %self.entry.carrier, remote = %self.entry.remote,
-                    reservation = request.reservation_id, why = %refused, "publisher refused");
                 self.hub
                     .report_refusal(&self.entry, request.reservation_id, &refused);
                 Err(match refused {
@@ -364,11 +393,12 @@ impl IngestSocket {
     /// socket never wakes its task by itself: this then waits forever (the poll timer wakes it).
     async fn ready(&self) {
         match &self.stream {
+            // While answers wait, only the publisher reading them wakes the task.
+            Stream::Registered(stream) if self.out.is_empty() => {
+                let _ = stream.readable().await;
+            }
             Stream::Registered(stream) => {
-                tokio::select! {
-                    _ = stream.readable() => {}
-                    _ = stream.writable(), if !self.out.is_empty() => {}
-                }
+                let _ = stream.writable().await;
             }
             Stream::Polled(_) | Stream::Gone => std::future::pending().await,
         }
@@ -390,10 +420,10 @@ impl IngestSocket {
         }
     }
 
-    /// Reads into `buf` until the kernel holds no more (or [`READS_PER_POLL`] reads), handing
-    /// each piece to `input`.
-    fn read(&mut self, buf: &mut [u8], mut input: impl FnMut(&[u8])) -> Polled {
-        for _ in 0..READS_PER_POLL {
+    /// Reads into `buf` until the kernel holds no more (or `reads` reads), handing each piece
+    /// to `input`.
+    fn read(&mut self, buf: &mut [u8], reads: usize, mut input: impl FnMut(&[u8])) -> Polled {
+        for _ in 0..reads {
             match self.try_read(buf) {
                 Ok(0) => return Polled::Closed(CloseReason::PeerClosed),
                 Ok(n) => {
@@ -411,10 +441,17 @@ impl IngestSocket {
         Polled::Open
     }
 
-    /// Queues `bytes` behind anything still unsent and writes what the kernel takes.
+    /// Queues `bytes` behind anything still unsent and writes what the kernel takes; past
+    /// [`UNSENT_MAX`] unsent, the publisher is over.
     fn send(&mut self, now: Instant, bytes: &[u8]) -> Polled {
         self.out.extend_from_slice(bytes);
-        self.flush(now)
+        let polled = self.flush(now);
+        if self.out.len() > UNSENT_MAX {
+            return Polled::Closed(CloseReason::Ended(
+                "the publisher does not read its answers".into(),
+            ));
+        }
+        polled
     }
 
     /// Writes what waits; a publisher that has taken nothing for [`WRITE_TIMEOUT`] is over.
@@ -460,10 +497,14 @@ async fn connection(
     poller: Poller<Connection>,
     carrier: String,
     local_ip: IpAddr,
-    stream: TcpStream,
-    remote: SocketAddr,
+    accepted: Accepted,
     shutdown: CancellationToken,
 ) {
+    let Accepted {
+        stream,
+        remote,
+        place,
+    } = accepted;
     let _ = stream.set_nodelay(true);
     let entry = hub.register_session(&carrier, remote);
     let stop = CancellationToken::new();
@@ -501,7 +542,10 @@ async fn connection(
         stopping: false,
         last_poll: Instant::now(),
     };
-    let reason = match exchange(&mut conn, &shutdown).await {
+    let exchanged = exchange(&mut conn, &shutdown, &place).await;
+    // Recording, or over: either way the place is free for someone else.
+    drop(place);
+    let reason = match exchanged {
         Some(reason) => reason,
         // Recording: polled on the grid from now on.
         None => match poller.adopt(conn).await {
@@ -532,14 +576,24 @@ async fn connection(
 }
 
 /// The RTSP exchange, on readiness: until the connection is over (`Some`) or records (`None`,
-/// its socket then out of the reactor, for the poller).
-async fn exchange(conn: &mut Connection, shutdown: &CancellationToken) -> Option<CloseReason> {
+/// its socket then out of the reactor, for the poller). It must record within the
+/// configured deadline, whatever it sends meanwhile, and goes at once if a newcomer takes its
+/// `place`.
+async fn exchange(
+    conn: &mut Connection,
+    shutdown: &CancellationToken,
+    place: &Place,
+) -> Option<CloseReason> {
     // Requests before RECORD are small; media is read with the poller's buffer.
     let mut buf = vec![0u8; 16 * 1024];
     let entry = conn.host.entry.clone();
+    let hub = conn.host.hub.clone();
+    let allowed = hub.config().record_deadline;
+    let deadline = tokio::time::Instant::now() + allowed;
     let ended = entry.cancel.cancelled();
     let shutting_down = shutdown.cancelled();
-    tokio::pin!(ended, shutting_down);
+    let evicted = place.evicted().cancelled();
+    tokio::pin!(ended, shutting_down, evicted);
     loop {
         if let Some(reason) = conn.step(Instant::now(), &mut buf, shutdown.is_cancelled()) {
             return Some(reason);
@@ -547,12 +601,26 @@ async fn exchange(conn: &mut Connection, shutdown: &CancellationToken) -> Option
         if conn.socket.is_polled() {
             return None;
         }
+        if place.evicted().is_cancelled() {
+            return Some(CloseReason::Ended(
+                "made room for a connection from another address".into(),
+            ));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            hub.metrics().refused("record_deadline");
+            return Some(CloseReason::Ended(format!(
+                "no RECORD within {} s",
+                allowed.as_secs()
+            )));
+        }
         // Every answer is awaited: wait for the publisher, not the grid.
         let datagram = tokio::select! {
             () = conn.socket.ready() => None,
             () = &mut ended, if !conn.stopping => None,
             () = &mut shutting_down, if !conn.stopping => None,
+            () = &mut evicted => None,
             Some(datagram) = conn.udp_rx.recv() => Some(datagram),
+            () = tokio::time::sleep_until(deadline) => None,
             () = tokio::time::sleep(EXCHANGE_TICK) => None,
         };
         if let Some(datagram) = datagram {
@@ -624,7 +692,13 @@ impl Connection {
             };
             self.session.close(CloseReason::Ended(why));
         }
-        let read = self.read(buf, now, arrived);
+        // While answers wait to be written, nothing more is read: a client that sends without
+        // reading stalls on its own send buffer, not on our memory.
+        let read = if self.socket.out.is_empty() {
+            self.read(buf, now, arrived)
+        } else {
+            Polled::Open
+        };
         while let Ok(datagram) = self.udp_rx.try_recv() {
             self.datagram(now, arrived, datagram);
         }
@@ -654,7 +728,12 @@ impl Connection {
             socket,
             ..
         } = self;
-        socket.read(buf, |input| {
+        let reads = if socket.is_polled() {
+            READS_PER_POLL
+        } else {
+            READS_PER_EXCHANGE
+        };
+        socket.read(buf, reads, |input| {
             host.hub.touch(&host.entry, now);
             host.hub.metrics().ingest_bytes.inc_by(input.len() as u64);
             session.handle_input(arrived, input, host);
@@ -712,6 +791,10 @@ impl Connection {
                 Output::Rtp { track, packet } => {
                     if let Some(p) = self.pipeline.as_mut() {
                         if let Err(err) = p.push_rtp(&hub, arrived, track, &packet) {
+                            if matches!(err, StreamerError::NoKeyframe { .. }) {
+                                hub.metrics().refused("no_keyframe");
+                                return Some(CloseReason::NoKeyframe);
+                            }
                             self.failure = true;
                             hub.metrics().refused("bad_media");
                             return Some(CloseReason::Malformed(format!("media: {err}")));
@@ -752,7 +835,9 @@ mod tests {
         let mut got = Vec::new();
         let mut buf = vec![0u8; 4096];
         for _ in 0..500 {
-            if let Polled::Closed(reason) = socket.read(&mut buf, |b| got.extend_from_slice(b)) {
+            if let Polled::Closed(reason) =
+                socket.read(&mut buf, READS_PER_POLL, |b| got.extend_from_slice(b))
+            {
                 return (got, Some(reason));
             }
             if got.len() >= want {
@@ -777,7 +862,7 @@ mod tests {
         let mut got = Vec::new();
         let mut buf = vec![0u8; 4096];
         assert!(matches!(
-            socket.read(&mut buf, |b| got.extend_from_slice(b)),
+            socket.read(&mut buf, READS_PER_POLL, |b| got.extend_from_slice(b)),
             Polled::Open
         ));
         assert_eq!(got, b"OPTIONS");
@@ -819,33 +904,44 @@ mod tests {
         let (mut socket, mut publisher) = pair().await;
         socket.poll_from_now().unwrap();
         let start = Instant::now();
-        // Far more than the kernel buffers between the two ends: most of it waits in `out`.
-        let big = vec![b'x'; 64 << 20];
-        assert!(matches!(socket.send(start, &big), Polled::Open));
-        assert!(!socket.out.is_empty(), "the kernel took 64 MiB at once");
+        // Fill what the kernel buffers between the two ends until some waits in `out`.
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..1024 {
+            assert!(matches!(socket.send(start, &chunk), Polled::Open));
+            if !socket.out.is_empty() {
+                break;
+            }
+        }
+        assert!(!socket.out.is_empty(), "the kernel took 64 MiB");
         let waiting = socket.out.len();
 
         // Still within the timeout: kept, and nothing is lost.
         let later = start + WRITE_TIMEOUT - Duration::from_millis(1);
         assert!(matches!(socket.flush(later), Polled::Open));
 
-        // The publisher reads a little: that is progress, so the clock starts again. Flush
-        // until the kernel takes no more (bounded), all at `later`.
-        let mut chunk = vec![0u8; 1 << 20];
-        publisher.read_exact(&mut chunk).unwrap();
-        let mut left = waiting;
-        for _ in 0..100 {
-            std::thread::sleep(Duration::from_millis(10));
+        // The publisher reads a little: that is progress, so the clock starts again. It reads
+        // what is there until some of `out` has gone (bounded), all at `later`.
+        publisher.set_nonblocking(true).unwrap();
+        let mut sink = vec![0u8; 1 << 20];
+        for _ in 0..200 {
+            let _ = publisher.read(&mut sink);
+            std::thread::sleep(Duration::from_millis(5));
             assert!(matches!(socket.flush(later), Polled::Open));
-            if socket.out.len() == left {
+            if socket.out.len() < waiting {
                 break;
             }
-            left = socket.out.len();
         }
         assert!(
-            left < waiting,
+            socket.out.len() < waiting,
             "the flush wrote what the publisher made room for"
         );
+        // Keep some waiting, so the clock has something to time.
+        for _ in 0..1024 {
+            if !socket.out.is_empty() {
+                break;
+            }
+            assert!(matches!(socket.send(later, &chunk), Polled::Open));
+        }
         assert_eq!(socket.out_since, Some(later));
         assert!(matches!(
             socket.flush(later + WRITE_TIMEOUT - Duration::from_millis(1)),
@@ -860,5 +956,25 @@ mod tests {
             Polled::Closed(other) => panic!("closed for {other}"),
             Polled::Open => panic!("kept a publisher that read nothing for the timeout"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_publisher_whose_unread_answers_pass_the_cap_is_dropped() {
+        let (mut socket, _publisher) = pair().await;
+        let now = Instant::now();
+        let answer = vec![b'a'; 1024];
+        let mut sent = 0usize;
+        let closed = loop {
+            match socket.send(now, &answer) {
+                Polled::Open => sent += answer.len(),
+                Polled::Closed(reason) => break reason,
+            }
+            assert!(sent < 256 << 20, "256 MiB sent and never dropped");
+        };
+        match closed {
+            CloseReason::Ended(why) => assert_eq!(why, "the publisher does not read its answers"),
+            other => panic!("closed for {other}"),
+        }
+        assert!(socket.out.len() <= UNSENT_MAX + answer.len());
     }
 }

@@ -15,13 +15,16 @@ pub mod feed;
 pub mod gates;
 pub mod http;
 pub mod hub;
+pub mod hush;
 pub mod ingest;
+pub mod ingest_limits;
 pub mod media;
 pub mod media_path;
 pub mod metrics;
 pub mod playlist;
 pub mod poller;
 pub mod recording;
+pub mod refusals;
 pub mod rtsp;
 
 use std::net::SocketAddr;
@@ -105,10 +108,13 @@ pub async fn run(
 
     let mut tasks = JoinSet::new();
     let poller = Poller::new(hub.started(), config.ingest_poll, edges.clone());
+    // One book for every listener: the limits hold for the streamer in all.
+    let limits = ingest_limits::Limits::new(config.max_unauth_per_addr, config.max_unauth);
     for (listener, socket) in ingest {
         tasks.spawn(ingest::serve_listener(
             hub.clone(),
             poller.clone(),
+            limits.clone(),
             listener,
             socket,
             edges.clone(),
@@ -155,7 +161,7 @@ pub async fn run(
     Ok(())
 }
 
-/// Closes gates on time and forgets ended channels.
+/// Closes gates on time, sends the refusal reports due, and forgets ended channels.
 async fn ticks(hub: Hub, shutdown: CancellationToken) {
     let mut expire = tokio::time::interval(Duration::from_millis(100));
     expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,7 +170,10 @@ async fn ticks(hub: Hub, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = expire.tick() => { hub.expire(); }
+            _ = expire.tick() => {
+                hub.expire();
+                hub.flush_refusals();
+            }
             _ = forget.tick() => hub.forget_ended(),
         }
     }

@@ -5,24 +5,78 @@
 //! connection: a new connection (a publisher reconnecting, a camera pulled again) makes a new
 //! one, whose first init segment becomes a discontinuity in the playlist. Media errors (a
 //! corrupt frame, loss) are tolerated up to [`MEDIA_ERRORS_MAX`], then the connection goes.
+//! A video stream must send a keyframe at least every [`KEYFRAME_WAIT`] and
+//! [`KEYFRAME_BYTES`] (a segment is cut only on one, so without them a channel's memory
+//! grows): past either, [`StreamerError::NoKeyframe`], which is never tolerated. The watch
+//! starts with the first frame of the video track, so a stream whose video was left out
+//! (audio only) is not held to it.
 //! No I/O of its own: the channel is memory, the recording is queued to the disk writer.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::hub::{ChannelHandle, Hub};
 use crate::media::segmenter::{Segmenter, SegmenterConfig};
-use crate::media::{CodecParams, Frame, TrackSpec};
+use crate::media::{CodecParams, Frame, TrackKind, TrackSpec};
 use crate::StreamerError;
 
 /// Media errors tolerated on one connection before it is dropped.
 pub const MEDIA_ERRORS_MAX: u32 = 50;
+/// The longest a video stream may go without a keyframe (common encoders send one every
+/// 2–8 s).
+pub const KEYFRAME_WAIT: Duration = Duration::from_secs(10);
+/// The most a stream may send, every track counted, between two video keyframes.
+pub const KEYFRAME_BYTES: usize = 16 << 20;
+
+/// Time and bytes since the video track's last keyframe.
+#[derive(Debug)]
+struct KeyframeWatch {
+    /// The first video track; `None`: nothing to watch.
+    video: Option<usize>,
+    /// Since the last keyframe, or the first video frame; `None` until that frame.
+    since: Option<Instant>,
+    bytes: usize,
+}
+
+impl KeyframeWatch {
+    fn new(tracks: &[TrackSpec]) -> Self {
+        Self {
+            video: tracks.iter().position(|t| t.kind == TrackKind::Video),
+            since: None,
+            bytes: 0,
+        }
+    }
+
+    fn observe(&mut self, now: Instant, frame: &Frame) -> Result<(), StreamerError> {
+        let is_video = Some(frame.track) == self.video;
+        if is_video && frame.keyframe {
+            self.since = Some(now);
+            self.bytes = 0;
+            return Ok(());
+        }
+        let since = match self.since {
+            Some(since) => since,
+            None if is_video => *self.since.insert(now),
+            None => return Ok(()),
+        };
+        self.bytes = self.bytes.saturating_add(frame.data.len());
+        let waited = now.saturating_duration_since(since);
+        if waited > KEYFRAME_WAIT || self.bytes > KEYFRAME_BYTES {
+            return Err(StreamerError::NoKeyframe {
+                seconds: waited.as_secs(),
+                bytes: self.bytes,
+            });
+        }
+        Ok(())
+    }
+}
 
 pub struct MediaPath {
     reservation_id: String,
     segmenter: Segmenter,
     channel: Arc<ChannelHandle>,
     errors: u32,
+    keyframes: KeyframeWatch,
 }
 
 impl MediaPath {
@@ -42,6 +96,7 @@ impl MediaPath {
             segmenter: Segmenter::new(config, tracks),
             channel,
             errors: 0,
+            keyframes: KeyframeWatch::new(tracks),
         }
     }
 
@@ -57,12 +112,16 @@ impl MediaPath {
     /// [`MediaPath::tolerate`].
     pub fn push(&mut self, hub: &Hub, now: Instant, frame: Frame) -> Result<(), StreamerError> {
         hub.metrics().frames.inc();
+        self.keyframes.observe(now, &frame)?;
         self.segmenter.push(now, frame)
     }
 
     /// Counts a media error; past [`MEDIA_ERRORS_MAX`] of them, returns it.
     pub fn tolerate(&mut self, result: Result<(), StreamerError>) -> Result<(), StreamerError> {
         let Err(err) = result else { return Ok(()) };
+        if matches!(err, StreamerError::NoKeyframe { .. }) {
+            return Err(err);
+        }
         self.errors += 1;
         tracing::debug!(reservation = %self.reservation_id, %err, "media error");
         if self.errors > MEDIA_ERRORS_MAX {
@@ -110,5 +169,84 @@ impl MediaPath {
     pub fn finish(&mut self, hub: &Hub) {
         self.segmenter.flush(Instant::now());
         self.drain(hub);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn track(kind: TrackKind) -> TrackSpec {
+        TrackSpec {
+            kind,
+            media: String::new(),
+            encoding_name: String::new(),
+            payload_type: 96,
+            clock_rate: 90_000,
+            channels: None,
+            fmtp: None,
+            control: None,
+        }
+    }
+
+    fn frame(track: usize, keyframe: bool, len: usize) -> Frame {
+        Frame {
+            track,
+            pts: 0,
+            dts: 0,
+            keyframe,
+            data: Bytes::from(vec![0u8; len]),
+            params: None,
+        }
+    }
+
+    #[test]
+    fn a_video_stream_without_keyframes_for_ten_seconds_is_stopped() {
+        let mut watch = KeyframeWatch::new(&[track(TrackKind::Video), track(TrackKind::Audio)]);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Audio before any video starts nothing.
+        watch.observe(at(0), &frame(1, true, 100)).unwrap();
+        watch.observe(at(20_000), &frame(1, true, 100)).unwrap();
+        // The first video frame starts the clock, keyframe or not.
+        watch.observe(at(20_000), &frame(0, false, 100)).unwrap();
+        watch.observe(at(30_000), &frame(0, false, 100)).unwrap();
+        let err = watch.observe(at(30_001), &frame(1, true, 100)).unwrap_err();
+        assert!(err.to_string().starts_with("no_keyframe"), "{err}");
+        // A keyframe every 8 s is fine for a minute.
+        let mut watch = KeyframeWatch::new(&[track(TrackKind::Video)]);
+        for ms in (0..60_000).step_by(40) {
+            let key = ms % 8_000 == 0;
+            watch.observe(at(ms), &frame(0, key, 5_000)).unwrap();
+        }
+    }
+
+    #[test]
+    fn sixteen_mebibytes_without_a_keyframe_is_too_much() {
+        let mut watch = KeyframeWatch::new(&[track(TrackKind::Video), track(TrackKind::Audio)]);
+        let t0 = Instant::now();
+        watch.observe(t0, &frame(0, true, 1_000)).unwrap();
+        let mut sent = 0;
+        let err = loop {
+            // Audio counts too.
+            match watch.observe(t0, &frame(sent % 2, false, 1 << 20)) {
+                Ok(()) => sent += 1,
+                Err(err) => break err,
+            }
+        };
+        assert_eq!(sent, 16, "16 MiB pass, the next byte does not");
+        assert!(matches!(err, StreamerError::NoKeyframe { bytes, .. } if bytes > KEYFRAME_BYTES));
+    }
+
+    #[test]
+    fn an_audio_only_stream_is_not_held_to_keyframes() {
+        let mut watch = KeyframeWatch::new(&[track(TrackKind::Audio)]);
+        let t0 = Instant::now();
+        for s in 0..100 {
+            watch
+                .observe(t0 + Duration::from_secs(s), &frame(0, false, 1 << 20))
+                .unwrap();
+        }
     }
 }

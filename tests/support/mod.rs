@@ -339,6 +339,11 @@ impl Api {
         }
     }
 
+    /// The server process's id (to read its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.role.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

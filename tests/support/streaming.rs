@@ -301,9 +301,16 @@ fn test_pattern(cmd: &mut Command, seconds: u32) {
 
 /// ffmpeg publishing a live test pattern (H.264 without B-frames, AAC) for `seconds`.
 pub fn ffmpeg_publish(url: &str, transport: &str, seconds: u32) -> Publisher {
+    ffmpeg_publish_with(url, transport, seconds, &[])
+}
+
+/// [`ffmpeg_publish`] with more output options, which win over the test pattern's (e.g.
+/// `-g 1000` for a keyframe every 40 s).
+pub fn ffmpeg_publish_with(url: &str, transport: &str, seconds: u32, extra: &[&str]) -> Publisher {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"]);
     test_pattern(&mut cmd, seconds);
+    cmd.args(extra);
     cmd.args(["-f", "rtsp", "-rtsp_transport", transport, url]);
     Publisher::spawn(cmd, &format!("ffmpeg publishing over {transport}"))
 }

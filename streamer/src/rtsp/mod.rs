@@ -58,6 +58,10 @@ pub struct SessionConfig {
     /// Basic only (the streamer has no secret key to open Digest credentials with). With a
     /// nonce, Digest is offered for reservations where [`Host::offers_digest`].
     pub digest_nonce: Option<String>,
+    /// Requests a connection may send before it records: an honest publisher needs about a
+    /// dozen (OPTIONS, ANNOUNCE twice for the 401, a SETUP per track, RECORD); one that asks
+    /// more is answered 400 and closed, so a stranger cannot keep the streamer answering.
+    pub max_requests_before_record: u32,
 }
 
 impl Default for SessionConfig {
@@ -69,6 +73,7 @@ impl Default for SessionConfig {
             max_body_bytes: 16 * 1024,
             max_buffered_bytes: 256 * 1024,
             digest_nonce: None,
+            max_requests_before_record: 32,
         }
     }
 }
@@ -181,6 +186,9 @@ pub enum CloseReason {
     PeerClosed,
     /// The edge ended it (window closed, reservation cancelled, shutdown, ...).
     Ended(String),
+    /// The edge ended it: the video went too long without a keyframe
+    /// (`crate::media_path::KEYFRAME_WAIT`, `KEYFRAME_BYTES`).
+    NoKeyframe,
 }
 
 impl fmt::Display for CloseReason {
@@ -192,6 +200,9 @@ impl fmt::Display for CloseReason {
             Self::Refused(why) => write!(f, "refused: {why}"),
             Self::PeerClosed => f.write_str("peer closed the connection"),
             Self::Ended(why) => write!(f, "ended: {why}"),
+            Self::NoKeyframe => f.write_str(
+                "no_keyframe: no video keyframe for 10 s or 16 MiB (send one every 2 to 8 s)",
+            ),
         }
     }
 }

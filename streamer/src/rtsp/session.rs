@@ -24,6 +24,7 @@
 //! | ANNOUNCE body not `application/sdp`, or no track we can ingest | 415 | |
 //! | ANNOUNCE without a body, SDP we cannot read, or more than 8 media sections | 400 | |
 //! | the third failed ANNOUNCE on one connection | its answer | Close(Refused) |
+//! | a request past `max_requests_before_record` before RECORD | 400 | Close(Refused) |
 //! | SETUP of a track we cannot ingest (other codec, not audio/video) | 415 | |
 //! | SETUP without a usable `Transport` (multicast, mode=play, odd channels, UDP without client_port, mixed TCP and UDP, channels in use) | 461 | |
 //! | SETUP over UDP when the host cannot bind ports | 500 | |
@@ -125,6 +126,8 @@ pub struct Session {
     announced: Option<Announced>,
     transport: Option<Transport>,
     failed_announces: u32,
+    /// Complete requests before RECORD.
+    requests_before_record: u32,
     dropped: u64,
 }
 
@@ -148,6 +151,7 @@ impl Session {
             announced: None,
             transport: None,
             failed_announces: 0,
+            requests_before_record: 0,
             dropped: 0,
         }
     }
@@ -333,6 +337,16 @@ impl Session {
     }
 
     fn on_request(&mut self, raw: &[u8], head_len: usize, host: &mut dyn Host) {
+        if self.state != State::Recording {
+            self.requests_before_record += 1;
+            let max = self.config.max_requests_before_record;
+            if self.requests_before_record > max {
+                let why = format!("more than {max} requests before RECORD");
+                let cseq = framing::cseq_in(&raw[..head_len]);
+                self.respond(cseq, Response::new(Status::BadRequest).reason(why.clone()));
+                return self.close(CloseReason::Refused(why));
+            }
+        }
         let request = match Message::<Vec<u8>>::parse(raw) {
             Ok((Message::Request(request), used)) if used == raw.len() => request,
             _ => {

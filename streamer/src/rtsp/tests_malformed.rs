@@ -372,3 +372,34 @@ fn a_large_read_is_taken_through_the_bounded_buffer() {
         .iter()
         .all(|o| matches!(o, Output::Rtp { track: 0, packet: p } if p.len() == 1400)));
 }
+
+#[test]
+fn a_connection_that_keeps_asking_before_record_is_answered_then_closed() {
+    let now = Instant::now();
+    let mut s = session(now);
+    let mut host = FakeHost::default();
+    // 32 pipelined OPTIONS are answered; the 33rd gets a 400 saying why, and the close.
+    let pipelined: Vec<u8> = (1..=40)
+        .flat_map(|cseq| request("OPTIONS", cseq, BASE, None))
+        .collect();
+    let out = feed(&mut s, &mut host, now, &pipelined);
+    let answers: Vec<String> = out
+        .iter()
+        .filter(|o| matches!(o, Output::Send(_)))
+        .map(|o| text(o).to_string())
+        .collect();
+    assert_eq!(answers.len(), 33, "{answers:?}");
+    assert!(answers[..32].iter().all(|a| a.contains(" 200 OK")));
+    assert!(
+        answers[32].starts_with("RTSP/1.0 400 ")
+            && answers[32].contains("more than 32 requests before RECORD")
+            && answers[32].contains("CSeq: 33"),
+        "{}",
+        answers[32]
+    );
+    assert!(matches!(
+        out.last(),
+        Some(Output::Close(CloseReason::Refused(_)))
+    ));
+    assert_eq!(s.state(), State::Closed);
+}

@@ -1,0 +1,560 @@
+//! Hostile clients with real sockets: strangers on the dedicated network with no stream key,
+//! doing what costs a server most, beside a real publisher (ffmpeg) and a real viewer (ffmpeg
+//! reading the HLS back). Each test is bounded in time; every address is on loopback (the
+//! strangers come from addresses of 127.0.1.0/24 and 127.0.2.0/24, the publisher from
+//! 127.0.0.1).
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{Duration, Utc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use support::streaming::{
+    ffmpeg_publish, ffmpeg_read_frames, get_text, ingest_reports, publish_url, wait_for_text,
+    wait_gate_open, Stack, SDP,
+};
+use support::TestDb;
+
+const ONE_CARRIER: &str = "carrier-a=127.0.0.2:0";
+
+/// A window from `lead` seconds from now, `length` seconds long.
+fn window(lead: i64, length: i64) -> (chrono::DateTime<Utc>, chrono::DateTime<Utc>) {
+    let start = Utc::now() + Duration::seconds(lead);
+    (start, start + Duration::seconds(length))
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.into(), 0))?;
+    tokio::time::timeout(StdDuration::from_secs(5), socket.connect(to))
+        .await
+        .map_err(|_| std::io::ErrorKind::TimedOut)?
+}
+
+fn options(cseq: u32) -> String {
+    format!("OPTIONS rtsp://slotcast/ RTSP/1.0\r\nCSeq: {cseq}\r\n\r\n")
+}
+
+/// Writes `request` and reads an answer (bounded): its status code, or `None` if the server
+/// closed the connection instead.
+async fn ask(stream: &mut TcpStream, request: &str) -> Option<u16> {
+    match try_ask(stream, request).await {
+        Ok(answer) => answer,
+        Err(()) => panic!("no answer and no close in 10 s"),
+    }
+}
+
+/// [`ask`], where no answer in 10 s is `Err` rather than a failure.
+async fn try_ask(stream: &mut TcpStream, request: &str) -> Result<Option<u16>, ()> {
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return Ok(None);
+    }
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 2048];
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_string();
+            return Ok(head.split(' ').nth(1).and_then(|c| c.parse().ok()));
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => return Err(()),
+        }
+    }
+}
+
+/// Whether the server closed `stream` within `limit`, reading (and discarding) what it sends.
+async fn closed_within(stream: &mut TcpStream, limit: StdDuration) -> bool {
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// A streamer metric's value from `/metrics` (0 when absent).
+async fn metric(stack: &Stack, line_start: &str) -> f64 {
+    let (_, text) = get_text(&stack.hls("/metrics")).await;
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// ffmpeg publishing `seconds` of the test pattern with a keyframe every `gop` frames at 25
+/// frames a second.
+fn ffmpeg_publish_gop(url: &str, seconds: u32, gop: u32) -> support::streaming::Publisher {
+    let gop = gop.to_string();
+    support::streaming::ffmpeg_publish_with(
+        url,
+        "tcp",
+        seconds,
+        &["-g", &gop, "-sc_threshold", "0"],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hundred_connections_from_one_address_leave_the_publisher_its_slot() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", ONE_CARRIER);
+    stack.register("s1", &["carrier-a"]).await;
+    let (start, end) = window(2, 60);
+    let (id, key) = stack.book("s1", start, end).await;
+    let addr = stack.rtsp("carrier-a");
+    wait_gate_open(addr, &id, &key);
+
+    // 300 connections from one address, each asking OPTIONS as a keep-alive would.
+    let stranger = Ipv4Addr::new(127, 0, 1, 1);
+    let mut held = Vec::new();
+    let mut turned_away = 0;
+    for i in 0..300 {
+        let mut stream = connect_from(stranger, addr).await.expect("connect");
+        match ask(&mut stream, &options(i)).await {
+            Some(200) => held.push(stream),
+            Some(other) => panic!("OPTIONS answered {other}"),
+            None => turned_away += 1,
+        }
+    }
+    assert_eq!(held.len(), 8, "the default share of one address is 8");
+    assert_eq!(turned_away, 292);
+    assert_eq!(
+        metric(
+            &stack,
+            "slotcast_streamer_refusals_total{reason=\"unauth_per_source\"}"
+        )
+        .await,
+        292.0
+    );
+
+    // Those it holds go on answering, and the real publisher from its own address gets in.
+    for (i, stream) in held.iter_mut().enumerate() {
+        assert_eq!(ask(stream, &options(1000 + i as u32)).await, Some(200));
+    }
+    let mut publisher = ffmpeg_publish(&publish_url(addr, &id, &key), "tcp", 6);
+    let playlist = stack.hls(&format!("/hls/{id}/index.m3u8"));
+    wait_for_text(&playlist, "a segment", StdDuration::from_secs(20), |p| {
+        p.contains("#EXTINF")
+    })
+    .await;
+    let (frames, errors) = ffmpeg_read_frames(&playlist, 2);
+    assert!(frames >= 25, "viewers got {frames} frames: {errors}");
+    assert!(
+        publisher.wait(StdDuration::from_secs(30)).is_some(),
+        "{}",
+        publisher.describe()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_never_records_goes_at_the_deadline_whatever_it_sends() {
+    let db = TestDb::new().await;
+    let stack = Stack::start_to(
+        &db,
+        "s1",
+        ONE_CARRIER,
+        &[("SLOTCAST_INGEST_RECORD_DEADLINE_S", "2")],
+        std::process::Stdio::inherit(),
+    );
+    let addr = stack.rtsp("carrier-a");
+    let mut stream = connect_from(Ipv4Addr::new(127, 0, 1, 2), addr)
+        .await
+        .expect("connect");
+    // Keep-alives every 300 ms for up to 8 s, inside the 10 s session timeout the tests run
+    // with: only the deadline to RECORD can end it.
+    let began = Instant::now();
+    let mut answered = 0;
+    let closed = loop {
+        if began.elapsed() > StdDuration::from_secs(8) {
+            break false;
+        }
+        match ask(&mut stream, &options(answered)).await {
+            Some(200) => answered += 1,
+            Some(other) => panic!("OPTIONS answered {other}"),
+            None => break true,
+        }
+        tokio::time::sleep(StdDuration::from_millis(300)).await;
+    };
+    assert!(closed, "kept open for 8 s by keep-alives without RECORD");
+    assert!(answered >= 1, "closed before its first answer");
+    assert_eq!(
+        metric(
+            &stack,
+            "slotcast_streamer_refusals_total{reason=\"record_deadline\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_pipelines_without_reading_stalls_itself_not_the_server() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", ONE_CARRIER);
+    let addr = stack.rtsp("carrier-a");
+    let pid = stack.api.pid();
+    let before = rss_kib(pid);
+
+    let mut stream = connect_from(Ipv4Addr::new(127, 0, 1, 3), addr)
+        .await
+        .expect("connect");
+    let burst: String = (0..500).map(options).collect();
+    let mut sent = 0usize;
+    let began = Instant::now();
+    // Writes until the server stops taking them (a write that waits a second) or closes.
+    while began.elapsed() < StdDuration::from_secs(8) {
+        match tokio::time::timeout(
+            StdDuration::from_secs(1),
+            stream.write_all(burst.as_bytes()),
+        )
+        .await
+        {
+            Ok(Ok(())) => sent += burst.len(),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    println!(
+        "pipelining without reading: {} KiB sent before the server stopped taking them; \
+         the server grew {grown} KiB",
+        sent / 1024
+    );
+    // The kernel's buffers on both sides hold a few MiB; the server reads nothing more while
+    // its answers wait.
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes taken from a client that reads nothing"
+    );
+    assert!(grown < 64 * 1024, "the server grew {grown} KiB");
+    assert!(
+        closed_within(&mut stream, StdDuration::from_secs(20)).await,
+        "the connection was never closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_that_sends_no_keyframe_for_ten_seconds_is_disconnected_with_no_keyframe() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", ONE_CARRIER);
+    stack.register("s1", &["carrier-a"]).await;
+    let (start, end) = window(2, 60);
+    let (id, key) = stack.book("s1", start, end).await;
+    let addr = stack.rtsp("carrier-a");
+    wait_gate_open(addr, &id, &key);
+    // One keyframe at the start, then none for 40 s (x264 makes no others with -g 1000 and
+    // scene cuts off).
+    let mut publisher = ffmpeg_publish_gop(&publish_url(addr, &id, &key), 40, 1000);
+    let deadline = Instant::now() + StdDuration::from_secs(40);
+    let reason = loop {
+        let reports = ingest_reports(&db, &id).await;
+        // After it connected (refusals while the gate was waited for come before).
+        let ended = reports
+            .iter()
+            .skip_while(|r| r["kind"] != "connected")
+            .find(|r| r["kind"] != "connected");
+        if let Some(r) = ended {
+            break r["reason"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not disconnected; reports {reports:?}; {}",
+            publisher.describe()
+        );
+        tokio::time::sleep(StdDuration::from_millis(300)).await;
+    };
+    assert!(reason.starts_with("no_keyframe"), "{reason}");
+    assert!(
+        publisher.wait(StdDuration::from_secs(10)).is_some(),
+        "ffmpeg still publishing after the disconnect"
+    );
+}
+
+/// One stranger's connection doing one hostile thing until `stop`.
+#[derive(Clone, Copy, Debug)]
+enum Hostility {
+    /// Asks OPTIONS once, then holds the connection open.
+    Idle,
+    /// Sends OPTIONS without ever reading the answers.
+    Pipelining,
+    /// ANNOUNCEs the real reservation with a wrong key, reconnecting when closed.
+    WrongKey,
+}
+
+async fn hostile(
+    kind: Hostility,
+    from: Ipv4Addr,
+    addr: SocketAddr,
+    reservation: String,
+    stop: CancellationToken,
+    refused: Arc<AtomicU64>,
+) {
+    let wrong = format!("rtsp://{addr}/live/{reservation}?key=not-the-key");
+    while !stop.is_cancelled() {
+        let Ok(mut stream) = connect_from(from, addr).await else {
+            tokio::time::sleep(StdDuration::from_millis(100)).await;
+            continue;
+        };
+        match kind {
+            Hostility::Idle => {
+                if let Ok(Some(_)) = try_ask(&mut stream, &options(1)).await {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        _ = closed_within(&mut stream, StdDuration::from_secs(3600)) => {}
+                    }
+                }
+            }
+            Hostility::Pipelining => {
+                let burst: String = (0..200).map(options).collect();
+                loop {
+                    let wrote = tokio::select! {
+                        () = stop.cancelled() => return,
+                        w = stream.write_all(burst.as_bytes()) => w,
+                    };
+                    if wrote.is_err() {
+                        break;
+                    }
+                }
+            }
+            Hostility::WrongKey => {
+                for cseq in 0.. {
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    let announce = format!(
+                        "ANNOUNCE {wrong} RTSP/1.0\r\nCSeq: {cseq}\r\nContent-Type: \
+                         application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+                        SDP.len()
+                    );
+                    match try_ask(&mut stream, &announce).await {
+                        Ok(Some(_)) => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(None) | Err(()) => break,
+                    }
+                }
+            }
+        }
+        // Turned away or closed: try again soon, as a flood does.
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_hostile_connections_cost_the_publisher_nothing() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", ONE_CARRIER);
+    stack.register("s1", &["carrier-a"]).await;
+    // The window closes soon after the publisher is done, so what viewers get can be read
+    // whole, as the recording.
+    let (start, end) = window(2, 30);
+    let (id, key) = stack.book("s1", start, end).await;
+    let addr = stack.rtsp("carrier-a");
+    wait_gate_open(addr, &id, &key);
+    let pid = stack.api.pid();
+    let before = rss_kib(pid);
+
+    // 1,000 connections from 250 addresses, four each: idle, pipelining and wrong keys.
+    let stop = CancellationToken::new();
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    let kinds = [
+        Hostility::Idle,
+        Hostility::Pipelining,
+        Hostility::WrongKey,
+        Hostility::Idle,
+    ];
+    for n in 0..1000u32 {
+        let host = n / 4;
+        let from = Ipv4Addr::new(127, 0, 1 + (host / 200) as u8, 1 + (host % 200) as u8);
+        let kind = kinds[(n % 4) as usize];
+        flood.spawn(hostile(
+            kind,
+            from,
+            addr,
+            id.clone(),
+            stop.clone(),
+            refused.clone(),
+        ));
+    }
+    // The flood is on once every place is taken and newcomers take places from others.
+    let deadline = Instant::now() + StdDuration::from_secs(30);
+    loop {
+        let held = metric(&stack, "slotcast_streamer_connections").await;
+        let evicted = metric(
+            &stack,
+            "slotcast_streamer_refusals_total{reason=\"unauth_evicted\"}",
+        )
+        .await;
+        if evicted > 0.0 {
+            println!("flood on: {held} connections held, {evicted} evicted so far");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flood never filled the places: {held} held, {evicted} evicted"
+        );
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+
+    let peak = Arc::new(AtomicU64::new(rss_kib(pid)));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                tokio::time::sleep(StdDuration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let seconds = 8;
+    let spawned = Instant::now();
+    let mut publisher = ffmpeg_publish(&publish_url(addr, &id, &key), "tcp", seconds);
+    let deadline = Instant::now() + StdDuration::from_secs(30);
+    let in_after = loop {
+        let reports = ingest_reports(&db, &id).await;
+        if reports.iter().any(|r| r["kind"] == "connected") {
+            break spawned.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the publisher never got in: {}",
+            publisher.describe()
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    };
+    assert!(
+        publisher.wait(StdDuration::from_secs(60)).is_some(),
+        "{}",
+        publisher.describe()
+    );
+    stop.cancel();
+    let _ = sampler.await;
+    while flood.join_next().await.is_some() {}
+    let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
+
+    // Every frame the publisher sent is in what viewers get: the reservation's playlist
+    // read from its start once the window closed (ffmpeg's -t counts 25 frames a second).
+    let playlist = stack.hls(&format!("/hls/{id}/index.m3u8"));
+    wait_for_text(
+        &playlist,
+        "the window's end",
+        StdDuration::from_secs(60),
+        |p| p.contains("#EXT-X-ENDLIST"),
+    )
+    .await;
+    let (frames, errors) = ffmpeg_read_frames(&playlist, seconds + 2);
+    let sent = seconds as usize * 25;
+    println!(
+        "1,000 hostile connections: the publisher got in {in_after:?} after ffmpeg started; \
+         viewers got {frames} of {sent} frames; the server grew {} KiB at most; {} wrong-key \
+         ANNOUNCEs answered",
+        grown,
+        refused.load(Ordering::Relaxed)
+    );
+    assert_eq!(frames, sent, "frames lost; ffmpeg said: {errors}");
+    assert!(grown < 64 * 1024, "the server grew {grown} KiB");
+
+    // Thousands of refusals, and the history has at most one event for them a minute: the
+    // first (while the test waited for the gate) went out at once, the flood's wait for the
+    // next minute. The test is well inside two minutes.
+    let bad_keys = metric(
+        &stack,
+        "slotcast_streamer_refusals_total{reason=\"bad_key\"}",
+    )
+    .await;
+    assert!(bad_keys >= 100.0, "{bad_keys} wrong keys refused");
+    let reports = ingest_reports(&db, &id).await;
+    let refused: Vec<_> = reports.iter().filter(|r| r["kind"] == "refused").collect();
+    assert!(
+        (1..=2).contains(&refused.len()),
+        "{} refused reports: {refused:?}",
+        refused.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hundred_wrong_keys_are_one_history_event_not_three_hundred() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", ONE_CARRIER);
+    stack.register("s1", &["carrier-a"]).await;
+    let (start, end) = window(2, 60);
+    let (id, key) = stack.book("s1", start, end).await;
+    let addr = stack.rtsp("carrier-a");
+    wait_gate_open(addr, &id, &key);
+    let waited = ingest_reports(&db, &id).await.len();
+
+    let wrong = format!("rtsp://{addr}/live/{id}?key=not-the-key");
+    let mut answered = 0;
+    for conn in 0..100u8 {
+        let mut stream = connect_from(Ipv4Addr::new(127, 0, 2, 1 + conn), addr)
+            .await
+            .expect("connect");
+        for cseq in 0..3 {
+            let announce = format!(
+                "ANNOUNCE {wrong} RTSP/1.0\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\n\
+                 Content-Length: {}\r\n\r\n{SDP}",
+                SDP.len()
+            );
+            assert_eq!(ask(&mut stream, &announce).await, Some(401));
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 300);
+    assert!(
+        metric(
+            &stack,
+            "slotcast_streamer_refusals_total{reason=\"bad_key\"}"
+        )
+        .await
+            >= 300.0
+    );
+
+    // The real publisher connects after them; once its report is in, everything the streamer
+    // reported before it is too (one stream, in order).
+    let mut publisher = ffmpeg_publish(&publish_url(addr, &id, &key), "tcp", 4);
+    let deadline = Instant::now() + StdDuration::from_secs(30);
+    let reports = loop {
+        let reports = ingest_reports(&db, &id).await;
+        if reports.iter().any(|r| r["kind"] == "connected") {
+            break reports;
+        }
+        assert!(Instant::now() < deadline, "{}", publisher.describe());
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    };
+    let after: Vec<_> = reports[waited..]
+        .iter()
+        .filter(|r| r["kind"] == "refused")
+        .collect();
+    assert!(after.len() <= 1, "{after:?}");
+    let before: u64 = reports
+        .iter()
+        .filter(|r| r["kind"] == "refused")
+        .filter_map(|r| r["refusals"]["bad_key"].as_u64())
+        .sum();
+    assert!(before <= 300, "{reports:?}");
+    assert!(publisher.wait(StdDuration::from_secs(30)).is_some());
+}
