@@ -558,3 +558,89 @@ async fn three_hundred_wrong_keys_are_one_history_event_not_three_hundred() {
     assert!(before <= 300, "{reports:?}");
     assert!(publisher.wait(StdDuration::from_secs(30)).is_some());
 }
+
+/// Whether the server closed `stream` within `limit` having sent nothing (or a reset).
+async fn closed_silently_within(stream: &mut TcpStream, limit: StdDuration) -> bool {
+    let mut got = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut got))
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_http_headers_are_cut_off_on_both_public_ports_and_the_cap_holds() {
+    let db = TestDb::new().await;
+    let stack = Stack::start_to(
+        &db,
+        "s1",
+        ONE_CARRIER,
+        &[
+            ("SLOTCAST_HTTP_HEADER_TIMEOUT_S", "1"),
+            ("SLOTCAST_HTTP_MAX_CONNECTIONS", "16"),
+        ],
+        std::process::Stdio::inherit(),
+    );
+    let api: SocketAddr = stack
+        .api
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let hls: SocketAddr = stack.hls("").trim_start_matches("http://").parse().unwrap();
+    for (port, addr) in [("api", api), ("viewers", hls)] {
+        // A client that sends half a request line and then waits.
+        let mut slow = connect_from(Ipv4Addr::new(127, 0, 1, 9), addr)
+            .await
+            .unwrap();
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHo")
+            .await
+            .unwrap();
+        assert!(
+            closed_silently_within(&mut slow, StdDuration::from_secs(8)).await,
+            "{port}: a trickled header kept the connection"
+        );
+        // 16 idle connections fill the port; the 17th is closed at once, and once the idle
+        // ones are cut off at the header timeout, requests are served again.
+        let mut idle = Vec::new();
+        for _ in 0..16 {
+            idle.push(
+                connect_from(Ipv4Addr::new(127, 0, 1, 10), addr)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let deadline = Instant::now() + StdDuration::from_secs(10);
+        loop {
+            let mut extra = connect_from(Ipv4Addr::new(127, 0, 1, 11), addr)
+                .await
+                .unwrap();
+            if closed_silently_within(&mut extra, StdDuration::from_millis(300)).await {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{port}: the cap of 16 never held"
+            );
+        }
+        let (status, _) = wait_for_ok(&format!("http://{addr}/healthz")).await;
+        assert_eq!(status, 200, "{port}");
+        drop(idle);
+    }
+}
+
+/// GETs `url` until it answers (bounded): (status, body).
+async fn wait_for_ok(url: &str) -> (u16, String) {
+    let deadline = Instant::now() + StdDuration::from_secs(15);
+    loop {
+        let client = reqwest::Client::builder()
+            .timeout(StdDuration::from_secs(2))
+            .build()
+            .unwrap();
+        if let Ok(resp) = client.get(url).send().await {
+            let status = resp.status().as_u16();
+            return (status, resp.text().await.unwrap_or_default());
+        }
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+}

@@ -3,8 +3,9 @@
 //! Contract: tokens are 256-bit random strings shown once; only their SHA-256 is stored. The
 //! `Caller` extractor turns `Authorization: Bearer …` into an `Actor`, through a short-lived
 //! in-memory cache (std mutex, never held across an await) so a booking costs no extra query.
-//! A token not of the form `sct_` + 64 hex digits is refused before the database is asked. A
-//! token may expire; a revocation is announced on `slotcast_tokens`, and every api drops its
+//! A token not of the form `sct_` + 64 hex digits is refused before the database is asked; a
+//! well-formed token the database does not know is remembered as unknown for
+//! [`UNKNOWN_TTL`], so asking again with it costs no query either. A token may expire; a revocation is announced on `slotcast_tokens`, and every api drops its
 //! cache when it hears one ([`watch_revocations`]).
 
 use std::collections::HashMap;
@@ -28,6 +29,9 @@ use crate::state::AppState;
 /// How long a looked-up token is trusted before asking the database again (revocation delay).
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 10_000;
+/// How long a token the database did not know is refused without asking again. Short: a
+/// token is random, so only a client retrying a wrong one meets this.
+const UNKNOWN_TTL: Duration = Duration::from_secs(5);
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -180,13 +184,33 @@ pub async fn watch_revocations(pool: PgPool, cache: Arc<TokenCache>, shutdown: C
 /// A token looked up lately: the caller, when it was looked up, and when the token expires.
 type Cached = (Actor, Instant, Option<DateTime<Utc>>);
 
-/// Tokens looked up lately, by the token's hash.
+/// Tokens looked up lately, by the token's hash; and hashes the database did not know.
 #[derive(Default)]
 pub struct TokenCache {
     entries: Mutex<HashMap<String, Cached>>,
+    unknown: Mutex<HashMap<String, Instant>>,
 }
 
 impl TokenCache {
+    /// Whether `hash` was looked up and not found within [`UNKNOWN_TTL`].
+    fn known_unknown(&self, hash: &str) -> bool {
+        let unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        unknown
+            .get(hash)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_TTL)
+    }
+
+    fn put_unknown(&self, hash: String) {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        if unknown.len() >= CACHE_MAX {
+            unknown.retain(|_, at| at.elapsed() < UNKNOWN_TTL);
+            if unknown.len() >= CACHE_MAX {
+                unknown.clear();
+            }
+        }
+        unknown.insert(hash, Instant::now());
+    }
+
     fn get(&self, hash: &str) -> Option<Actor> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
@@ -264,6 +288,10 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(actor) = state.tokens.get(&hash) {
             return Ok(Caller(actor));
         }
+        const UNKNOWN: ApiError = ApiError::Unauthorized("unknown, expired or revoked token");
+        if state.tokens.known_unknown(&hash) {
+            return Err(UNKNOWN);
+        }
         let row: Option<(String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
             "SELECT name, role, expires_at FROM api_tokens WHERE token_hash = $1 \
              AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
@@ -271,8 +299,10 @@ impl FromRequestParts<AppState> for Caller {
         .bind(&hash)
         .fetch_optional(&state.pool)
         .await?;
-        let (name, role, expires) =
-            row.ok_or(ApiError::Unauthorized("unknown, expired or revoked token"))?;
+        let Some((name, role, expires)) = row else {
+            state.tokens.put_unknown(hash);
+            return Err(UNKNOWN);
+        };
         let role = match role.as_str() {
             "operator" => Role::Operator,
             _ => Role::Distributor,
@@ -280,5 +310,42 @@ impl FromRequestParts<AppState> for Caller {
         let actor = Actor { role, name };
         state.tokens.put(hash, actor.clone(), expires);
         Ok(Caller(actor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_token_is_remembered_as_unknown_for_a_short_while() {
+        let cache = TokenCache::default();
+        let hash = sha256_hex(b"sct_not-a-real-one");
+        assert!(!cache.known_unknown(&hash));
+        cache.put_unknown(hash.clone());
+        assert!(cache.known_unknown(&hash));
+        assert!(!cache.known_unknown(&sha256_hex(b"another")));
+        // Aged past the bound: asked again.
+        cache
+            .unknown
+            .lock()
+            .unwrap()
+            .insert(hash.clone(), Instant::now() - UNKNOWN_TTL);
+        assert!(!cache.known_unknown(&hash));
+    }
+
+    #[test]
+    fn only_tokens_of_the_minted_form_are_looked_up() {
+        let good = format!("{TOKEN_PREFIX}{}", "a".repeat(64));
+        assert!(well_formed(&good));
+        for bad in [
+            "",
+            "sct_",
+            &format!("{TOKEN_PREFIX}{}", "A".repeat(64)),
+            &format!("{TOKEN_PREFIX}{}", "a".repeat(63)),
+            &"a".repeat(68),
+        ] {
+            assert!(!well_formed(bad), "{bad}");
+        }
     }
 }

@@ -32,6 +32,8 @@ pub struct ApiConfig {
     pub catch_up_interval: Option<Duration>,
     /// Largest request body accepted.
     pub body_limit: usize,
+    /// What the API port allows each client (timeouts, connections).
+    pub http: slotcast_http::Limits,
     /// How long an Idempotency-Key's first answer is kept.
     pub idempotency_ttl: Duration,
     /// NATS, for recording the ingest and slot streams in the history; `None` runs without.
@@ -60,6 +62,7 @@ impl ApiConfig {
             booking_batch_wait: StoreConfig::default().batch_wait,
             catch_up_interval: Some(Duration::from_millis(500)),
             body_limit: 64 * 1024,
+            http: slotcast_http::Limits::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             nats: Some(NatsConfig::default()),
             scheduler: None,

@@ -111,11 +111,13 @@ pub async fn serve(
         }
     }
     on_listen(bound);
-    let app = routes::router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .map_err(ServeError::Http);
+    let limits = state.config.http.clone();
+    let app = routes::router(state.clone());
+    let result = slotcast_http::serve(listener, app, limits, shutdown.clone(), move || {
+        state.metrics.turned_away()
+    })
+    .await
+    .map_err(ServeError::Http);
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     result

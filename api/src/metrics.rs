@@ -17,13 +17,24 @@ use crate::store::Stats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
+    /// One of [`METHODS`], else `other`: a client cannot add label values.
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
-    outcome: String,
+    outcome: &'static str,
+}
+
+/// The methods counted by name; any other is `other`.
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+fn method_label(method: &str) -> &'static str {
+    METHODS
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("other")
 }
 
 pub struct Metrics {
@@ -36,6 +47,7 @@ pub struct Metrics {
     committed_decisions: Gauge<u64, AtomicU64>,
     ntp_synced: Gauge,
     ntp_offset_seconds: Gauge<f64, AtomicU64>,
+    turned_away: Counter,
 }
 
 impl Default for Metrics {
@@ -49,6 +61,12 @@ impl Default for Metrics {
         let committed_decisions = Gauge::<u64, AtomicU64>::default();
         let ntp_synced = Gauge::default();
         let ntp_offset_seconds = Gauge::<f64, AtomicU64>::default();
+        let turned_away = Counter::default();
+        registry.register(
+            "http_connections_turned_away",
+            "Connections closed at once because the connection cap was reached",
+            turned_away.clone(),
+        );
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -95,6 +113,7 @@ impl Default for Metrics {
             committed_decisions,
             ntp_synced,
             ntp_offset_seconds,
+            turned_away,
         }
     }
 }
@@ -103,19 +122,22 @@ impl Metrics {
     pub fn observe_request(&self, method: &str, status: u16, took: Duration) {
         self.requests
             .get_or_create(&HttpLabels {
-                method: method.to_string(),
+                method: method_label(method),
                 status,
             })
             .inc();
         self.latency.observe(took.as_secs_f64());
     }
 
-    pub fn decision(&self, outcome: &str) {
+    pub fn decision(&self, outcome: &'static str) {
         self.decisions
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_string(),
-            })
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// A connection closed at once: the connection cap was reached.
+    pub fn turned_away(&self) {
+        self.turned_away.inc();
     }
 
     /// The exposition text, with the gauges read at this moment.
@@ -133,5 +155,23 @@ impl Metrics {
             tracing::warn!(%err, "metrics did not encode");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_fixed_set_are_counted_as_other() {
+        let metrics = Metrics::default();
+        for method in ["GET", "BREW", "get", "X-ANYTHING-A-CLIENT-SENDS"] {
+            metrics.observe_request(method, 200, Duration::from_millis(1));
+        }
+        let clock = crate::clock::ServerClock::new(Default::default()).status();
+        let text = metrics.render(&clock, &Default::default());
+        assert!(text.contains(r#"method="GET""#), "{text}");
+        assert!(text.contains(r#"method="other",status="200"} 3"#), "{text}");
+        assert!(!text.contains("BREW"), "{text}");
     }
 }

@@ -25,6 +25,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub database: DatabaseSection,
     #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
     pub ntp: NtpSection,
     #[serde(default)]
     pub nats: NatsSection,
@@ -32,6 +34,15 @@ pub struct FileConfig {
     pub scheduler: SchedulerSection,
     #[serde(default)]
     pub streamer: StreamerSection,
+}
+
+/// What both public HTTP ports (the api's, the streamer's viewer port) allow each client.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub max_connections: Option<u64>,
+    pub header_timeout_s: Option<u64>,
+    pub request_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,9 +156,32 @@ pub fn read_file(path: Option<&Path>) -> Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
+/// The HTTP limits both public ports use, from the file and the environment.
+pub fn http_limits(file: &FileConfig, env: &Env) -> Result<slotcast_http::Limits> {
+    let mut limits = slotcast_http::Limits::default();
+    let number = |key: &str, from_file: Option<u64>| -> Result<Option<u64>> {
+        match env.get(key) {
+            Some(v) => Ok(Some(parse_u64(key, v)?)),
+            None => Ok(from_file),
+        }
+    };
+    let section = &file.http;
+    if let Some(n) = number("SLOTCAST_HTTP_MAX_CONNECTIONS", section.max_connections)? {
+        limits.max_connections = usize::try_from(n.max(1)).unwrap_or(usize::MAX);
+    }
+    if let Some(s) = number("SLOTCAST_HTTP_HEADER_TIMEOUT_S", section.header_timeout_s)? {
+        limits.header_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = number("SLOTCAST_HTTP_REQUEST_TIMEOUT_S", section.request_timeout_s)? {
+        limits.request_timeout = Duration::from_secs(s.max(1));
+    }
+    Ok(limits)
+}
+
 /// The api's configuration from the file and the environment.
 pub fn api_config(file: &FileConfig, env: &Env) -> Result<ApiConfig> {
     let mut config = ApiConfig::new(database_url(file, env));
+    config.http = http_limits(file, env)?;
     let addr = env
         .get("SLOTCAST_API_ADDR")
         .map(str::to_string)
@@ -349,6 +383,7 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
             .context("SLOTCAST_CAMERA_NETWORKS / streamer.camera_networks")?;
     }
     config.secret_key = secret_key(env)?;
+    config.http = http_limits(file, env)?;
     config.validate().context("streamer configuration")?;
     Ok(Some(StreamerRoleConfig {
         streamer: config,

@@ -71,6 +71,8 @@ pub struct StreamerConfig {
     /// `SLOTCAST_SECRET_KEY`, the api's: opens the sealed Digest credential in slot messages.
     /// `None`: publishers authenticate with `?key=` or Basic only.
     pub secret_key: Option<slotcast_domain::secret::SecretKey>,
+    /// What the viewer port allows each client (timeouts, connections).
+    pub http: slotcast_http::Limits,
     /// Networks cameras may be pulled from (`SLOTCAST_CAMERA_NETWORKS`); empty: any. A
     /// camera's host is resolved and every address checked before each attempt.
     pub camera_networks: Vec<ipnet::IpNet>,
@@ -104,6 +106,7 @@ impl StreamerConfig {
             record_deadline: Duration::from_secs(10),
             secret_key: None,
             camera_networks: Vec::new(),
+            http: slotcast_http::Limits::default(),
         }
     }
 

@@ -16,9 +16,11 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use bytes::Bytes;
 use serde::Deserialize;
+use slotcast_http::Conn;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{ChannelHandle, Hub};
@@ -46,17 +48,23 @@ pub fn router(hub: Hub) -> Router {
         .with_state(hub)
 }
 
-/// Serves until `shutdown`.
+/// Serves until `shutdown`, within the configured limits (`slotcast_http`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     hub: Hub,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(hub).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let limits = hub.config().http.clone();
+    let counted = hub.clone();
+    slotcast_http::serve(listener, router(hub), limits, shutdown, move || {
+        counted.metrics().refused("http_connections_full");
+    })
+    .await
 }
+
+/// Blocking reloads waiting on one connection at most (HTTP/2 can ask many at once; a cache
+/// in front of many viewers asks on few connections, each for its own part).
+const BLOCKING_PER_CONNECTION: usize = 16;
 
 async fn cors(mut response: Response) -> Response {
     response.headers_mut().insert(
@@ -106,6 +114,7 @@ async fn playlist(
     State(hub): State<Hub>,
     Path(id): Path<String>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    conn: Option<Extension<Conn>>,
     Query(blocking): Query<Blocking>,
 ) -> Response {
     if !valid_id(&id) {
@@ -121,6 +130,19 @@ async fn playlist(
     if blocking.part.is_some() && blocking.msn.is_none() {
         return text(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn\n");
     }
+    // A place among the requests waiting on this connection, held while this one may wait.
+    let _waiting = match (&blocking.msn, conn) {
+        (Some(_), Some(Extension(conn))) => match conn.wait(BLOCKING_PER_CONNECTION) {
+            Some(place) => Some(place),
+            None => {
+                return text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many blocking reloads waiting on this connection\n",
+                )
+            }
+        },
+        _ => None,
+    };
     let deadline = tokio::time::Instant::now() + hold_limit(&hub);
     let mut changed = channel.subscribe();
     loop {
@@ -131,22 +153,19 @@ async fn playlist(
                 None => Readiness::Ready,
             };
             match ready {
-                Readiness::Ready => Some(c.playlist().map(|p| (p, c.state()))),
+                Readiness::Ready => Some((c.version(), c.state())),
                 Readiness::TooFarAhead => {
                     return text(StatusCode::BAD_REQUEST, "_HLS_msn is too far ahead\n")
                 }
                 Readiness::Wait => None,
             }
         };
-        match answer {
-            Some(Some((body, state))) => {
-                return playlist_response(
-                    body.into_bytes(),
-                    state == crate::channel::ChannelState::Ended,
-                )
-            }
-            Some(None) => return text(StatusCode::NOT_FOUND, "the stream has not started\n"),
-            None => {}
+        if let Some((version, state)) = answer {
+            // Served from the rendering kept for this version, outside the channel's lock.
+            return match channel.playlist(version) {
+                Some(body) => playlist_response(body, state == crate::channel::ChannelState::Ended),
+                None => text(StatusCode::NOT_FOUND, "the stream has not started\n"),
+            };
         }
         if tokio::time::timeout_at(deadline, changed.changed())
             .await
@@ -160,7 +179,7 @@ async fn playlist(
     }
 }
 
-fn playlist_response(body: Vec<u8>, ended: bool) -> Response {
+fn playlist_response(body: impl Into<Body>, ended: bool) -> Response {
     let cache = if ended {
         "public, max-age=60"
     } else {
@@ -171,7 +190,7 @@ fn playlist_response(body: Vec<u8>, ended: bool) -> Response {
             (header::CONTENT_TYPE, MIME_PLAYLIST),
             (header::CACHE_CONTROL, cache),
         ],
-        body,
+        body.into(),
     )
         .into_response()
 }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use slotcast_domain::contract::{IngestKind, IngestMessage, SCHEMA};
 use slotcast_domain::time::Clock;
@@ -43,11 +44,49 @@ pub struct DiskBatch {
 pub struct ChannelHandle {
     channel: Mutex<Channel>,
     changed: watch::Sender<u64>,
+    /// The playlist as last rendered, with the channel version it was rendered at: rendered
+    /// once per change, served to every viewer from here without the channel's lock.
+    rendered: Mutex<Option<Rendered>>,
 }
 
+/// A rendered playlist: `None` while it lists no segment.
+type Rendered = (u64, Option<Bytes>);
+
 impl ChannelHandle {
+    fn new(channel: Channel) -> Self {
+        Self {
+            channel: Mutex::new(channel),
+            changed: watch::channel(0).0,
+            rendered: Mutex::new(None),
+        }
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, Channel> {
         lock(&self.channel)
+    }
+
+    /// The playlist at channel version `version` or later: the rendering kept, or a new one
+    /// (rendered under the channel's lock, once per version, then kept).
+    pub fn playlist(&self, version: u64) -> Option<Bytes> {
+        if let Some((at, body)) = lock(&self.rendered).as_ref() {
+            if *at >= version {
+                return body.clone();
+            }
+        }
+        let (at, body) = {
+            let channel = self.lock();
+            (
+                channel.version(),
+                channel
+                    .playlist()
+                    .map(|text| Bytes::from(text.into_bytes())),
+            )
+        };
+        let mut kept = lock(&self.rendered);
+        if kept.as_ref().is_none_or(|(was, _)| *was < at) {
+            *kept = Some((at, body.clone()));
+        }
+        body
     }
 
     /// Tells waiting requests that the channel changed.
@@ -717,7 +756,6 @@ impl Hub {
         channels
             .entry(reservation_id.to_string())
             .or_insert_with(|| {
-                let (changed, _) = watch::channel(0);
                 let channel = match lock(&self.inner.unfinished).remove(reservation_id) {
                     Some(recorded) => {
                         tracing::info!(
@@ -732,10 +770,7 @@ impl Hub {
                         self.inner.config.part_target,
                     ),
                 };
-                Arc::new(ChannelHandle {
-                    channel: Mutex::new(channel),
-                    changed,
-                })
+                Arc::new(ChannelHandle::new(channel))
             })
             .clone()
     }
