@@ -644,3 +644,222 @@ async fn wait_for_ok(url: &str) -> (u16, String) {
         tokio::time::sleep(StdDuration::from_millis(200)).await;
     }
 }
+
+/// Lower-case hex SHA-256, as slot messages carry a stream key.
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Publishes `payload` on `subject` with `signature` as its signature header, if any.
+async fn publish_forged(subject: &str, payload: &serde_json::Value, signature: Option<&str>) {
+    let js = support::nats::jetstream(&support::nats::shared_url()).await;
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(signature) = signature {
+        headers.insert(slotcast_domain::signing::HEADER, signature);
+    }
+    let body = serde_json::to_vec(payload).unwrap();
+    js.publish_with_headers(subject.to_string(), headers, body.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_and_unsigned_nats_messages_open_no_gate_and_write_no_history() {
+    let db = TestDb::new().await;
+    let secret = support::streaming::secret_key();
+    let stack = Stack::start_to(
+        &db,
+        "s1",
+        ONE_CARRIER,
+        &[("SLOTCAST_SECRET_KEY", secret.as_str())],
+        std::process::Stdio::inherit(),
+    );
+    stack.register("s1", &["carrier-a"]).await;
+    // A slot two minutes away: its gate is shut now.
+    let (start, end) = window(120, 60);
+    let (id, key) = stack.book("s1", start, end).await;
+    let addr = stack.rtsp("carrier-a");
+    // Once the streamer knows the slot (its signed 'scheduled' message is in), the gate says
+    // when it opens; forged messages come after it.
+    let deadline = Instant::now() + StdDuration::from_secs(20);
+    loop {
+        let (code, reason) = support::streaming::announce(addr, &id, &key);
+        if code != 404 {
+            assert_ne!(code, 200, "{reason}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the streamer never learnt the slot"
+        );
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+
+    // The attacker's "opened": the window open now, for a key of the attacker's.
+    let stolen = "0123456789abcdef0123456789abcdef";
+    let now = Utc::now();
+    let slot_subject = format!("{}.slot.s1.{id}", db.nats_prefix);
+    let opened = serde_json::json!({
+        "schema": slotcast_domain::contract::SCHEMA, "kind": "opened",
+        "reservation_id": id, "server_id": "s1", "revision": 99,
+        "opens_at": now - Duration::seconds(10), "closes_at": now + Duration::seconds(60),
+        "start": now, "end": now + Duration::seconds(50),
+        "stream_key_hash": sha256_hex(stolen),
+        "ingest": {"mode": "push"},
+        "due_at": now, "published_at": now, "late_ms": 0.0,
+    });
+    let ingest_subject = format!("{}.ingest.s1.{id}", db.nats_prefix);
+    let report = serde_json::json!({
+        "schema": slotcast_domain::contract::SCHEMA, "kind": "connected",
+        "reservation_id": id, "server_id": "s1", "at": now,
+        "carrier": "carrier-a", "remote_addr": "203.0.113.9:554", "codec": "h264",
+    });
+    let forged_sig = format!("v1={}", "ab".repeat(32));
+    for signature in [None, Some(forged_sig.as_str())] {
+        publish_forged(&slot_subject, &opened, signature).await;
+        publish_forged(&ingest_subject, &report, signature).await;
+    }
+    let deadline = Instant::now() + StdDuration::from_secs(20);
+    loop {
+        let unsigned = metric(
+            &stack,
+            "slotcast_streamer_refusals_total{reason=\"nats_unsigned\"}",
+        )
+        .await;
+        let bad = metric(
+            &stack,
+            "slotcast_streamer_refusals_total{reason=\"nats_bad_signature\"}",
+        )
+        .await;
+        if unsigned >= 1.0 && bad >= 1.0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let (_, text) = get_text(&stack.hls("/metrics")).await;
+            panic!("forged slot messages not seen: {unsigned} {bad}\n{text}");
+        }
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    let (code, reason) = support::streaming::announce(addr, &id, stolen);
+    assert_ne!(code, 200, "a forged message opened the gate: {reason}");
+    let deadline = Instant::now() + StdDuration::from_secs(20);
+    loop {
+        let (_, text) = get_text(&stack.api.url("/metrics")).await;
+        // Two of each: the api consumes the slot messages and the reports.
+        if text.contains("slotcast_nats_messages_refused_total{outcome=\"unsigned\"} 2")
+            && text.contains("slotcast_nats_messages_refused_total{outcome=\"bad_signature\"} 2")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forged reports not refused:\n{text}"
+        );
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    assert!(
+        ingest_reports(&db, &id).await.is_empty(),
+        "a forged report reached the history"
+    );
+
+    // The same message signed with the deployment's key is taken: the signature is what
+    // kept the gate shut.
+    let signer = slotcast_domain::signing::Signer::new(&secret.parse().unwrap());
+    let body = serde_json::to_vec(&opened).unwrap();
+    let signed = signer.sign(&slot_subject, &body);
+    publish_forged(&slot_subject, &opened, Some(&signed)).await;
+    let deadline = Instant::now() + StdDuration::from_secs(20);
+    loop {
+        let (code, reason) = support::streaming::announce(addr, &id, stolen);
+        if code == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a signed message was not taken: {reason}"
+        );
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+}
+
+/// Polls the api's `/readyz` until its ingest consumer says `ok` (bounded); the last body.
+async fn wait_consuming(api: &support::Api) -> serde_json::Value {
+    let deadline = Instant::now() + StdDuration::from_secs(20);
+    loop {
+        let (_, ready) = api.call("GET", "/readyz", None, None).await;
+        if ready["nats"]["ingest-consumer"]["ok"] == true {
+            return ready;
+        }
+        assert!(Instant::now() < deadline, "never consuming: {ready}");
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_logins_by_password_and_nkey_work_and_are_never_shown() {
+    let db = TestDb::new().await;
+    let password = "s3cret-nats-pass";
+    let nats = support::nats::NatsServer::start_with(&["--user", "slot", "--pass", password]);
+    let with_login = format!("nats://slot:{password}@127.0.0.1:{}", nats.port);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let api = support::Api::start_to(
+        &db,
+        &[("NATS_URL", with_login.as_str()), ("SLOTCAST_LOG", "info")],
+        log.reopen().unwrap().into(),
+    );
+    let ready = wait_consuming(&api).await;
+    assert!(!ready.to_string().contains(password), "{ready}");
+    drop(api);
+
+    // A wrong password: /readyz and the log say where NATS is, never the login.
+    let wrong = format!("nats://slot:not-{password}@127.0.0.1:{}", nats.port);
+    let api = support::Api::start_to(
+        &db,
+        &[("NATS_URL", wrong.as_str()), ("SLOTCAST_LOG", "info")],
+        log.reopen().unwrap().into(),
+    );
+    let deadline = Instant::now() + StdDuration::from_secs(20);
+    let said = loop {
+        let (_, ready) = api.call("GET", "/readyz", None, None).await;
+        let text = ready.to_string();
+        if text.contains("***@127.0.0.1") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    };
+    assert!(!said.contains(password), "{said}");
+    drop(api);
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        !logged.contains(password),
+        "the log shows the NATS password"
+    );
+
+    // An nkey: the server knows the public key, the api holds the seed in a file.
+    let pair = nkeys::KeyPair::new_user();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            pair.public_key()
+        ),
+    )
+    .unwrap();
+    let seed = conf_dir.path().join("api.nk");
+    std::fs::write(&seed, pair.seed().unwrap()).unwrap();
+    let nats = support::nats::NatsServer::start_with(&["-c", conf.to_str().unwrap()]);
+    let api = support::Api::start(
+        &db,
+        &[
+            ("NATS_URL", nats.url().as_str()),
+            ("SLOTCAST_NATS_NKEY_FILE", seed.to_str().unwrap()),
+        ],
+    );
+    wait_consuming(&api).await;
+}

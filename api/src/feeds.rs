@@ -15,6 +15,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use slotcast_domain::contract::{IngestMessage, SlotKind, SlotMessage, StreamCursor};
+use slotcast_domain::signing::{self, Check};
 use slotcast_domain::{Actor, Command, CommandKind, Feed, Role};
 use slotcast_projections::nats::{Backoff, Nats};
 use tokio_util::sync::CancellationToken;
@@ -63,7 +64,7 @@ async fn consume(state: AppState, nats: Nats, feed: Feed, shutdown: Cancellation
                 let detail = if nats.connected() {
                     err
                 } else {
-                    format!("NATS unreachable at {}", nats.config.url)
+                    format!("NATS unreachable at {}", nats.config.shown_url())
                 };
                 tracing::warn!(feed = name, detail, "consumer interrupted; retrying");
                 state.health.set(name, false, detail);
@@ -180,6 +181,21 @@ async fn record(
     cursor: StreamCursor,
 ) -> Result<Outcome, ApiError> {
     let subject = message.subject.as_str();
+    if let Some(signer) = &nats.config.signer {
+        let header = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(signing::HEADER))
+            .map(|v| v.as_str());
+        let check = signer.check(subject, &message.payload, header);
+        if check != Check::Signed {
+            state.metrics.nats_refused(check.label());
+            return Ok(Outcome::Unusable(format!(
+                "{}: not signed with this deployment's key",
+                check.label()
+            )));
+        }
+    }
     let Some((server_id, reservation_id)) = nats.config.names.parse_subject(subject) else {
         return Ok(Outcome::Unusable(format!("subject {subject}")));
     };

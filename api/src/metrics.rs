@@ -48,6 +48,7 @@ pub struct Metrics {
     ntp_synced: Gauge,
     ntp_offset_seconds: Gauge<f64, AtomicU64>,
     turned_away: Counter,
+    nats_refused: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -62,6 +63,12 @@ impl Default for Metrics {
         let ntp_synced = Gauge::default();
         let ntp_offset_seconds = Gauge::<f64, AtomicU64>::default();
         let turned_away = Counter::default();
+        let nats_refused = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "nats_messages_refused",
+            "NATS messages dropped unrecorded: unsigned or badly signed (with SLOTCAST_SECRET_KEY)",
+            nats_refused.clone(),
+        );
         registry.register(
             "http_connections_turned_away",
             "Connections closed at once because the connection cap was reached",
@@ -114,6 +121,7 @@ impl Default for Metrics {
             ntp_synced,
             ntp_offset_seconds,
             turned_away,
+            nats_refused,
         }
     }
 }
@@ -131,6 +139,13 @@ impl Metrics {
 
     pub fn decision(&self, outcome: &'static str) {
         self.decisions
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A NATS message dropped: `unsigned` or `bad_signature`.
+    pub fn nats_refused(&self, outcome: &'static str) {
+        self.nats_refused
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

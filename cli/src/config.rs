@@ -1,7 +1,7 @@
 //! Loading the one configuration: defaults, then the TOML file, then `SLOTCAST_*` / the usual
 //! environment variables. Parsed once here and passed down as typed structs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -10,6 +10,7 @@ use slotcast_api::clock::ClockConfig;
 use slotcast_api::{ApiConfig, SchedulerRoleConfig};
 use slotcast_domain::contract::Names;
 use slotcast_domain::secret::SecretKey;
+use slotcast_domain::signing::Signer;
 use slotcast_projections::nats::NatsConfig;
 use slotcast_projections::scheduler::SchedulerConfig;
 use slotcast_streamer::StreamerConfig;
@@ -72,6 +73,8 @@ pub struct NatsSection {
     pub slots_duplicate_window_s: Option<u64>,
     pub max_age_s: Option<u64>,
     pub ack_timeout_ms: Option<u64>,
+    pub creds_file: Option<PathBuf>,
+    pub nkey_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -422,6 +425,15 @@ fn nats_config(file: &FileConfig, env: &Env) -> Result<NatsConfig> {
     if let Some(ms) = file.nats.ack_timeout_ms {
         config.ack_timeout = Duration::from_millis(ms.max(10));
     }
+    config.creds_file = env
+        .get("SLOTCAST_NATS_CREDS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| file.nats.creds_file.clone());
+    config.nkey_file = env
+        .get("SLOTCAST_NATS_NKEY_FILE")
+        .map(PathBuf::from)
+        .or_else(|| file.nats.nkey_file.clone());
+    config.signer = secret_key(env)?.map(|key| Signer::new(&key));
     Ok(config)
 }
 

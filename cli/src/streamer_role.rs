@@ -23,7 +23,7 @@ pub async fn run(
     tokio::spawn(clock.clone().run(shutdown.clone()));
     let nats = slotcast_projections::nats::connect(config.nats.clone(), "slotcast-streamer")
         .await
-        .with_context(|| format!("cannot reach NATS at {}", config.nats.url))?;
+        .with_context(|| format!("cannot reach NATS at {}", config.nats.shown_url()))?;
     {
         let (nats, shutdown) = (nats.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -49,6 +49,7 @@ pub async fn run(
         jetstream: nats.jetstream.clone(),
         names: nats.config.names.clone(),
         ack_timeout: nats.config.ack_timeout,
+        signer: nats.config.signer.clone(),
     };
     slotcast_streamer::run(config.streamer, Arc::new(clock), link, shutdown, on_listen)
         .await

@@ -9,6 +9,7 @@ pub mod booking;
 pub mod contract;
 pub mod schedule;
 pub mod secret;
+pub mod signing;
 pub mod slot_index;
 pub mod time;
 

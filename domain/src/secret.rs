@@ -57,6 +57,12 @@ impl SecretKey {
         Self(bytes)
     }
 
+    /// A key of its own for `purpose` (HMAC-SHA256 of the purpose under this key), so a key
+    /// used for one thing never serves as another's.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        hmac_sha256(&self.0, &[purpose.as_bytes()])
+    }
+
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new((&self.0).into())
     }
@@ -93,6 +99,20 @@ impl SecretKey {
             .decrypt(XNonce::from_slice(nonce), payload)
             .map_err(|_| Unsealable)
     }
+}
+
+/// HMAC-SHA256 under a 32-byte `key` of `parts` one after the other.
+pub fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::Mac as _;
+    // HMAC pads a key shorter than the hash's block with zeros: padding it here gives the
+    // same MAC, through the constructor that takes a whole block and cannot fail.
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new(&block.into());
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
 }
 
 /// The context a camera's credentials are sealed for: the reservation id and a purpose, so a

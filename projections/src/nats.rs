@@ -13,14 +13,21 @@ use async_nats::jetstream::{self, stream};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use slotcast_domain::contract::Names;
+use slotcast_domain::signing::Signer;
 
 use crate::{Error, Result};
 
 /// How slotcast reaches NATS.
 #[derive(Clone, Debug)]
 pub struct NatsConfig {
-    /// `NATS_URL`, default `nats://127.0.0.1:4222`.
+    /// `NATS_URL`, default `nats://127.0.0.1:4222`; may carry a login
+    /// (`nats://user:password@host:port`, `nats://token@host:port`). Never printed as is:
+    /// see [`NatsConfig::shown_url`].
     pub url: String,
+    /// `SLOTCAST_NATS_CREDS_FILE`: a `.creds` file (user JWT and nkey seed).
+    pub creds_file: Option<std::path::PathBuf>,
+    /// `SLOTCAST_NATS_NKEY_FILE`: a file holding an nkey seed (`SU…`).
+    pub nkey_file: Option<std::path::PathBuf>,
     /// Subject and stream names (`SLOTCAST_NATS_PREFIX`, default `slotcast`).
     pub names: Names,
     /// How long JetStream remembers slot message ids: a boundary published twice within it
@@ -30,6 +37,9 @@ pub struct NatsConfig {
     pub max_age: Duration,
     /// How long a publish waits for JetStream's acknowledgement.
     pub ack_timeout: Duration,
+    /// With `SLOTCAST_SECRET_KEY`: what this role publishes is signed, and what it consumes
+    /// must be (`slotcast_domain::signing`).
+    pub signer: Option<Signer>,
 }
 
 impl NatsConfig {
@@ -38,11 +48,83 @@ impl NatsConfig {
     pub fn new(url: String) -> Self {
         Self {
             url,
+            creds_file: None,
+            nkey_file: None,
             names: Names::default(),
             slots_duplicate_window: Duration::from_secs(3600),
             max_age: Duration::from_secs(30 * 86_400),
             ack_timeout: Duration::from_secs(2),
+            signer: None,
         }
+    }
+}
+
+impl NatsConfig {
+    /// The URL without any login in it, for logs, errors and `/readyz`.
+    pub fn shown_url(&self) -> String {
+        shown_url(&self.url)
+    }
+}
+
+/// A login written into `NATS_URL`.
+#[derive(Debug, PartialEq, Eq)]
+enum Login {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// `url` without its login, and the login: `user:password@` or `token@` before the host
+/// (percent-encoded characters decoded, so a password can hold `@` or `:` as `%40`, `%3A`).
+fn split_login(url: &str) -> (String, Option<Login>) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host_start = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..host_start].rfind('@') else {
+        return (url.to_string(), None);
+    };
+    let sep = if scheme.is_empty() { "" } else { "://" };
+    let bare = format!("{scheme}{sep}{}", &rest[at + 1..]);
+    let login = match rest[..at].split_once(':') {
+        Some((user, password)) => {
+            Login::UserPassword(percent_decode(user), percent_decode(password))
+        }
+        None => Login::Token(percent_decode(&rest[..at])),
+    };
+    (bare, Some(login))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `url` with the user, password or token between `//` and `@` replaced by `***`.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host_start = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_start].rfind('@') {
+        Some(at) => {
+            let sep = if scheme.is_empty() { "" } else { "://" };
+            format!("{scheme}{sep}***@{}", &rest[at + 1..])
+        }
+        None => url.to_string(),
     }
 }
 
@@ -62,7 +144,28 @@ pub struct Nats {
 
 /// Connects in the background: returns at once, even when NATS is down.
 pub async fn connect(config: NatsConfig, name: &str) -> Result<Nats> {
-    let client = async_nats::ConnectOptions::new()
+    let shown = config.shown_url();
+    let (url, login) = split_login(&config.url);
+    let mut options = async_nats::ConnectOptions::new();
+    match login {
+        Some(Login::UserPassword(user, password)) => {
+            options = options.user_and_password(user, password);
+        }
+        Some(Login::Token(token)) => options = options.token(token),
+        None => {}
+    }
+    if let Some(path) = &config.creds_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| Error::Nats(format!("NATS creds file {}: {e}", path.display())))?;
+    }
+    if let Some(path) = &config.nkey_file {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| Error::Nats(format!("NATS nkey file {}: {e}", path.display())))?;
+        options = options.nkey(seed.trim().to_string());
+    }
+    let client = options
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))
@@ -70,9 +173,9 @@ pub async fn connect(config: NatsConfig, name: &str) -> Result<Nats> {
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((50u64 << attempts.min(6) as u64).min(2000))
         })
-        .connect(config.url.as_str())
+        .connect(url.as_str())
         .await
-        .map_err(|e| Error::Nats(format!("cannot connect to {}: {e}", config.url)))?;
+        .map_err(|e| Error::Nats(format!("cannot connect to {shown}: {e}")))?;
     let mut jetstream = jetstream::new(client.clone());
     jetstream.set_timeout(config.ack_timeout);
     Ok(Nats {
@@ -209,6 +312,48 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_in_the_url_is_taken_out_of_it() {
+        assert_eq!(
+            split_login("nats://slot:p%40ss%3Aw@127.0.0.1:4222"),
+            (
+                "nats://127.0.0.1:4222".to_string(),
+                Some(Login::UserPassword("slot".into(), "p@ss:w".into()))
+            )
+        );
+        assert_eq!(
+            split_login("nats://t0k3n@host:4222"),
+            (
+                "nats://host:4222".to_string(),
+                Some(Login::Token("t0k3n".into()))
+            )
+        );
+        assert_eq!(
+            split_login("nats://host:4222"),
+            ("nats://host:4222".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn a_login_in_the_url_is_never_shown() {
+        for (url, shown) in [
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            (
+                "nats://alice:s3cret@127.0.0.1:4222",
+                "nats://***@127.0.0.1:4222",
+            ),
+            (
+                "nats://tok3n@nats.example:4222",
+                "nats://***@nats.example:4222",
+            ),
+            ("tls://a:b@[::1]:4222", "tls://***@[::1]:4222"),
+            ("u:p@host:4222", "***@host:4222"),
+            ("nats://host:4222/x@y", "nats://host:4222/x@y"),
+        ] {
+            assert_eq!(shown_url(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_and_resets() {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use async_nats::jetstream::message::PublishMessage;
 use chrono::{DateTime, Utc};
 use slotcast_domain::contract::{self, IngestMode, SlotKind, SlotMessage};
+use slotcast_domain::signing;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
@@ -122,7 +123,7 @@ impl Scheduler {
         let listener = tokio::spawn(listen(self.pool.clone(), wake.clone(), shutdown.clone()));
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut stream_ready = false;
-        let url = self.nats.config.url.clone();
+        let url = self.nats.config.shown_url();
         self.health.set(COMPONENT, false, "starting");
         while !shutdown.is_cancelled() {
             let wait = if !self.nats.connected() {
@@ -282,9 +283,11 @@ impl Scheduler {
                 }
             };
             let subject = names.slot_subject(&row.server_id, &row.reservation_id);
-            let publish = PublishMessage::build()
-                .payload(payload.into())
-                .message_id(&id);
+            let mut publish = PublishMessage::build().message_id(&id);
+            if let Some(signer) = &self.nats.config.signer {
+                publish = publish.header(signing::HEADER, signer.sign(&subject, &payload));
+            }
+            let publish = publish.payload(payload.into());
             match self.nats.jetstream.send_publish(subject, publish).await {
                 Ok(ack) => sent.push((id, row, published_at, late_ms, ack)),
                 Err(err) => {

@@ -16,6 +16,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
 use rand::RngCore;
 use slotcast_domain::contract::{IngestMessage, Names, SlotMessage};
+use slotcast_domain::signing::{self, Check, Signer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,8 @@ pub struct NatsLink {
     pub jetstream: jetstream::Context,
     pub names: Names,
     pub ack_timeout: Duration,
+    /// Signs the reports and checks the slot messages (`slotcast_domain::signing`).
+    pub signer: Option<Signer>,
 }
 
 pub fn consumer_name(server_id: &str) -> String {
@@ -155,7 +158,7 @@ async fn follow_gates_once(
     if backlog == 0 {
         hub.set_gates_ready(true);
     }
-    tracing::info!(consumer = %name, backlog, "following slot messages");
+    tracing::info!(consumer = %name, backlog, signed = link.signer.is_some(), "following slot messages");
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -166,13 +169,36 @@ async fn follow_gates_once(
             Some(Err(err)) => return Err(format!("receive: {err}")),
             None => return Err("the slot consumer's message stream ended".into()),
         };
-        match serde_json::from_slice::<SlotMessage>(&message.payload) {
-            Ok(slot) => {
+        let check = link.signer.as_ref().map(|signer| {
+            let header = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(signing::HEADER))
+                .map(|v| v.as_str());
+            signer.check(&message.subject, &message.payload, header)
+        });
+        let parsed = match check {
+            Some(refused @ (Check::Unsigned | Check::Forged)) => {
+                hub.metrics().refused(match refused {
+                    Check::Unsigned => "nats_unsigned",
+                    _ => "nats_bad_signature",
+                });
+                if let Some(held_back) = hub.hush(refused.label()) {
+                    tracing::warn!(subject = %message.subject, why = refused.label(), held_back,
+                        "slot message ignored: not signed with this deployment's key");
+                }
+                None
+            }
+            _ => Some(serde_json::from_slice::<SlotMessage>(&message.payload)),
+        };
+        match parsed {
+            None => {}
+            Some(Ok(slot)) => {
                 tracing::debug!(kind = slot.kind.as_str(), reservation = %slot.reservation_id,
                     revision = slot.revision, "slot message");
                 hub.apply_slot(&slot);
             }
-            Err(err) => {
+            Some(Err(err)) => {
                 tracing::warn!(subject = %message.subject, %err, "unusable slot message");
             }
         }
@@ -276,6 +302,9 @@ pub async fn publish_reports(
         for attempt in 0u32.. {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", msg_id.as_str());
+            if let Some(signer) = &link.signer {
+                headers.insert(signing::HEADER, signer.sign(&subject, &payload).as_str());
+            }
             let sent = async {
                 let ack = link
                     .jetstream

@@ -314,6 +314,13 @@ impl Api {
         Self::start_role(db, "api", env)
     }
 
+    /// [`Api::start`] with the process's log (stderr) sent to `log`.
+    pub fn start_to(db: &TestDb, env: &[(&str, &str)], log: Stdio) -> Self {
+        let (role, mut lines) =
+            spawn_role_lines_to(db, "api", env, &["slotcast api listening on "], log);
+        Self::from_role(role, lines.remove(0))
+    }
+
     /// `role` is `api` or `all` (the api with the scheduler inside).
     pub fn start_role(db: &TestDb, role: &str, env: &[(&str, &str)]) -> Self {
         let (role, base) = spawn_role(db, role, env, "slotcast api listening on ");

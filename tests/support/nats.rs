@@ -39,17 +39,30 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// More arguments for nats-server (a login, a config file).
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`NatsServer::start`] with more nats-server arguments, e.g. `--user u --pass p`.
+    pub fn start_with(extra: &[&str]) -> Self {
         let mut server = Self {
             child: None,
             port: free_tcp_port(),
             dir: tempfile::tempdir().expect("create tempdir"),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         server.resume();
         server
+    }
+
+    /// A directory of the server's own, removed with it (for its config file).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     pub fn url(&self) -> String {
@@ -71,6 +84,7 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(self.dir.path().join("store"))
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
