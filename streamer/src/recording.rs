@@ -23,6 +23,14 @@
 //! (which cost ten times more CPU; BENCHMARKS.md, Run 6). The writer drains a bounded queue
 //! on one blocking thread, in the order channels queued their writes; it ends when every
 //! sender is gone. A write that fails, or panics, is logged and costs only that write.
+//!
+//! Durability, so a power cut loses no segment a playlist lists: the writer takes every
+//! batch waiting in the queue, writes their segments' media and index entries, syncs each
+//! recording it wrote to once (`fdatasync`, so the syncs are batched: one per recording per
+//! round, however many segments it got), and only then writes the journal lines that list
+//! them. Init segments and the final playlist are written to a temporary name, synced,
+//! renamed, and the directory synced; the final playlist only after the recording's last
+//! segments are synced.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -57,10 +65,7 @@ const SEGMENT_LIMIT: u64 = 256 << 20;
 
 /// Writes every batch, in order, until the last sender is gone.
 pub async fn write(dir: PathBuf, batches: mpsc::Receiver<DiskBatch>) {
-    let writer = Writer {
-        dir,
-        open: HashMap::new(),
-    };
+    let writer = Writer::new(dir);
     if let Err(err) = tokio::task::spawn_blocking(move || writer.run(batches)).await {
         tracing::error!(%err, "recording writer panicked");
     }
@@ -108,13 +113,7 @@ impl Open {
     /// that cannot be read. A failed media write leaves `media_len` where it was, so the
     /// next segment takes its place; failed journal lines are cut off again, so the next
     /// ones do not continue a torn line.
-    fn append(
-        &mut self,
-        dir: &Path,
-        msn: u64,
-        parts: &[Pieces],
-        journal: &Journal,
-    ) -> std::io::Result<()> {
+    fn append_media(&mut self, msn: u64, parts: &[Pieces]) -> std::io::Result<()> {
         let at = msn
             .checked_mul(ENTRY)
             .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "segment number"))?;
@@ -125,6 +124,17 @@ impl Open {
         entry[8..].copy_from_slice(&(end - self.media_len).to_le_bytes());
         self.index.write_all_at(&entry, at)?;
         self.media_len = end;
+        Ok(())
+    }
+
+    /// The media and index on disk: what the journal may list from now on.
+    fn sync(&self) -> std::io::Result<()> {
+        self.media.sync_data()?;
+        self.index.sync_data()
+    }
+
+    /// Journal lines after their segments' media ([`Open::append_media`], [`Open::sync`]).
+    fn append_journal(&mut self, dir: &Path, journal: &Journal) -> std::io::Result<()> {
         match journal {
             Journal::Append(lines) => {
                 if let Err(err) = self
@@ -150,25 +160,82 @@ impl Open {
 struct Writer {
     dir: PathBuf,
     open: HashMap<String, Open>,
+    /// Journal lines whose segments are written but not yet synced, in queue order.
+    unlisted: Vec<(String, Journal)>,
 }
 
+/// Batches taken from the queue before a sync round at most: bounds how long the first
+/// segment of a round waits to be listed.
+const ROUND_MAX: usize = 64;
+
 impl Writer {
+    fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            open: HashMap::new(),
+            unlisted: Vec::new(),
+        }
+    }
+
     fn run(mut self, mut batches: mpsc::Receiver<DiskBatch>) {
         while let Some(batch) = batches.blocking_recv() {
-            let id = batch.reservation_id;
-            for write in batch.writes {
-                let applied = catch_unwind(AssertUnwindSafe(|| self.apply(&id, write)));
-                match applied {
-                    Ok(Ok(())) => {}
-                    Ok(Err(err)) => {
-                        tracing::error!(reservation = %id, %err, "recording write failed");
-                    }
-                    Err(_) => {
-                        // What the writer knew of this recording may be half updated.
-                        self.open.remove(&id);
-                        tracing::error!(reservation = %id, "recording write panicked");
-                    }
+            self.take(batch);
+            for _ in 1..ROUND_MAX {
+                match batches.try_recv() {
+                    Ok(batch) => self.take(batch),
+                    Err(_) => break,
                 }
+            }
+            self.list_synced();
+        }
+    }
+
+    fn take(&mut self, batch: DiskBatch) {
+        let id = batch.reservation_id;
+        for write in batch.writes {
+            let applied = catch_unwind(AssertUnwindSafe(|| self.apply(&id, write)));
+            match applied {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::error!(reservation = %id, %err, "recording write failed");
+                }
+                Err(_) => {
+                    // What the writer knew of this recording may be half updated.
+                    self.open.remove(&id);
+                    self.unlisted.retain(|(other, _)| *other != id);
+                    tracing::error!(reservation = %id, "recording write panicked");
+                }
+            }
+        }
+    }
+
+    /// Syncs every recording with segments waiting to be listed, once each, then writes
+    /// their journal lines; a recording whose sync fails gets none (its segments stay
+    /// unlisted rather than listed and maybe lost).
+    fn list_synced(&mut self) {
+        let unlisted = std::mem::take(&mut self.unlisted);
+        let mut synced: HashMap<String, bool> = HashMap::new();
+        for (id, journal) in unlisted {
+            let dir = self.dir.join(&id);
+            let Some(open) = self.open.get_mut(&id) else {
+                // Let go of (and synced) since: see `keep`.
+                tracing::error!(reservation = %id, "journal lines for a closed recording");
+                continue;
+            };
+            let ok = *synced
+                .entry(id.clone())
+                .or_insert_with(|| match open.sync() {
+                    Ok(()) => true,
+                    Err(err) => {
+                        tracing::error!(reservation = %id, %err, "recording sync failed");
+                        false
+                    }
+                });
+            if !ok {
+                continue;
+            }
+            if let Err(err) = open.append_journal(&dir, &journal) {
+                tracing::error!(reservation = %id, %err, "recording journal write failed");
             }
         }
     }
@@ -187,18 +254,24 @@ impl Writer {
                 journal,
             } => {
                 if start {
+                    // What an earlier recording of the same id still had to list goes first.
+                    self.list_synced();
                     self.open.remove(id);
                     let open = Open::create(&dir)?;
+                    sync_dir(&dir)?;
                     self.keep(id, open);
                 } else if !self.open.contains_key(id) {
                     let open = Open::reopen(&dir)?;
                     self.keep(id, open);
                 }
                 if let Some(open) = self.open.get_mut(id) {
-                    open.append(&dir, msn, &parts, &journal)?;
+                    open.append_media(msn, &parts)?;
+                    self.unlisted.push((id.to_string(), journal));
                 }
             }
             DiskWrite::End { playlist, start } => {
+                // The last segments synced and listed before the final playlist replaces them.
+                self.list_synced();
                 self.open.remove(id);
                 if start {
                     Open::create(&dir)?;
@@ -212,6 +285,8 @@ impl Writer {
 
     fn keep(&mut self, id: &str, open: Open) {
         if self.open.len() >= OPEN_LIMIT {
+            // The one let go of may have segments waiting to be listed.
+            self.list_synced();
             let other = self.open.keys().find(|k| *k != id).cloned();
             if let Some(other) = other {
                 self.open.remove(&other);
@@ -229,10 +304,21 @@ fn writable(dir: &Path, name: &str, truncate: bool) -> std::io::Result<File> {
         .open(dir.join(name))
 }
 
+/// `data` as `dir/name`, all or nothing, and on disk when this returns: written to a
+/// temporary name and synced, renamed over `name`, and the directory synced.
 fn write_whole(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, dir.join(name))
+    let mut file = writable(dir, &format!(".{name}.tmp"), true)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+/// Syncs a directory, so the names made or renamed in it survive a power cut.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Segment `msn` of the recording in `dir` (`<recordings>/<reservation_id>`), `None` if it
@@ -445,10 +531,42 @@ mod tests {
     }
 
     fn writer(dir: &Path) -> Writer {
-        Writer {
-            dir: dir.to_path_buf(),
-            open: HashMap::new(),
+        Writer::new(dir.to_path_buf())
+    }
+
+    impl Writer {
+        /// One write as a round of its own: written, synced, listed.
+        fn write_now(&mut self, id: &str, write: DiskWrite) -> std::io::Result<()> {
+            let written = self.apply(id, write);
+            self.list_synced();
+            written
         }
+    }
+
+    #[test]
+    fn a_segment_is_listed_only_once_its_round_is_synced() {
+        let dir = temp_dir("durable");
+        let mut w = writer(&dir);
+        w.apply("r1", segment(0, 1, 3000)).unwrap();
+        w.apply("r1", segment(1, 2, 10)).unwrap();
+        let journal = dir.join("r1").join(PLAYLIST);
+        let before = std::fs::read_to_string(&journal).unwrap_or_default();
+        assert!(
+            !before.contains("seg-0.m4s"),
+            "listed before its sync:\n{before}"
+        );
+        // The media is there already (the reader may serve it), only unlisted.
+        assert_eq!(
+            read_segment(&dir.join("r1"), 1).unwrap().map(|b| b.len()),
+            Some(10)
+        );
+        w.list_synced();
+        let after = std::fs::read_to_string(&journal).unwrap();
+        assert!(
+            after.contains("seg-0.m4s") && after.contains("seg-1.m4s"),
+            "{after}"
+        );
+        assert!(w.unlisted.is_empty());
     }
 
     /// A segment of two parts, the first in two pieces; the first segment of a recording
@@ -476,7 +594,7 @@ mod tests {
         let dir = temp_dir("recording");
         let rec = dir.join("r1");
         let mut w = writer(&dir);
-        w.apply(
+        w.write_now(
             "r1",
             DiskWrite::Init {
                 name: "init.mp4".into(),
@@ -484,8 +602,8 @@ mod tests {
             },
         )
         .unwrap();
-        w.apply("r1", segment(0, 1, 3000)).unwrap();
-        w.apply("r1", segment(1, 2, 10)).unwrap();
+        w.write_now("r1", segment(0, 1, 3000)).unwrap();
+        w.write_now("r1", segment(1, 2, 10)).unwrap();
         assert_eq!(std::fs::read(rec.join("init.mp4")).unwrap(), b"init");
         assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![1; 3000]));
         assert_eq!(read_segment(&rec, 1).unwrap(), Some(vec![2; 10]));
@@ -498,7 +616,7 @@ mod tests {
 
         // Let go of (as when too many are open), the recording continues where it stood.
         w.open.clear();
-        w.apply("r1", segment(3, 3, 5)).unwrap();
+        w.write_now("r1", segment(3, 3, 5)).unwrap();
         assert_eq!(read_segment(&rec, 3).unwrap(), Some(vec![3; 5]));
         assert_eq!(
             read_segment(&rec, 2).unwrap(),
@@ -511,7 +629,7 @@ mod tests {
             .ends_with("seg-1.m4s\n#EXTINF:1.000,\nseg-3.m4s\n"));
 
         // A lost batch is made up for by a journal written whole; appends go on after it.
-        w.apply(
+        w.write_now(
             "r1",
             DiskWrite::Segment {
                 msn: 4,
@@ -521,13 +639,13 @@ mod tests {
             },
         )
         .unwrap();
-        w.apply("r1", segment(5, 5, 5)).unwrap();
+        w.write_now("r1", segment(5, 5, 5)).unwrap();
         assert_eq!(
             std::fs::read_to_string(rec.join(PLAYLIST)).unwrap(),
             "#EXTM3U\nall of it\n#EXTINF:1.000,\nseg-5.m4s\n"
         );
 
-        w.apply(
+        w.write_now(
             "r1",
             DiskWrite::End {
                 playlist: "#EXTM3U\n#EXT-X-ENDLIST\n".into(),
@@ -543,11 +661,11 @@ mod tests {
         assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![1; 3000]));
 
         // A recording started over replaces the old one.
-        w.apply("r1", segment(0, 9, 4)).unwrap();
+        w.write_now("r1", segment(0, 9, 4)).unwrap();
         assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![9; 4]));
         assert_eq!(read_segment(&rec, 1).unwrap(), None);
         // So does a channel that ends before its first segment reached the disk.
-        w.apply(
+        w.write_now(
             "r1",
             DiskWrite::End {
                 playlist: "#EXTM3U\n#EXT-X-ENDLIST\n".into(),
@@ -570,7 +688,7 @@ mod tests {
             c.end(&mut writes);
         }
         for write in writes {
-            w.apply("r1", write).expect("written");
+            w.write_now("r1", write).expect("written");
         }
     }
 
@@ -658,7 +776,7 @@ mod tests {
         let ids: Vec<String> = (0..OPEN_LIMIT + 2).map(|i| format!("r{i}")).collect();
         for msn in 0..2 {
             for (i, id) in ids.iter().enumerate() {
-                w.apply(id, segment(msn, (i % 250) as u8 + msn as u8, 100 + i))
+                w.write_now(id, segment(msn, (i % 250) as u8 + msn as u8, 100 + i))
                     .unwrap();
                 assert!(w.open.len() <= OPEN_LIMIT);
             }
@@ -687,7 +805,7 @@ mod tests {
         // from theirs.
         let mut w = writer(dir.parent().unwrap());
         let id = dir.file_name().unwrap().to_str().unwrap();
-        w.apply(
+        w.write_now(
             id,
             DiskWrite::Segment {
                 msn: 5,
