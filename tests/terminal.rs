@@ -4,6 +4,7 @@
 
 mod support;
 
+use futures_util::StreamExt;
 use serde_json::Value;
 use support::terminal::{mode, ok, output, Terminal};
 use support::{server_body, token, Api, TestDb};
@@ -325,4 +326,129 @@ async fn time_under_faketime_reports_the_skew_within_5_ms() {
     // Without the fake, the same terminal agrees with the server.
     let plain = t.run(&["--json", "time"]).json();
     assert!(plain["offset_ms"].as_f64().unwrap().abs() <= 5.0, "{plain}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_history_is_paged_both_ways_and_the_terminal_follows_every_page() {
+    let db = TestDb::new().await;
+    let (api, t) = logged_in(&db).await;
+    let alice = token(&db, "distributor", "alice2");
+    let start = chrono::Utc::now() + chrono::Duration::hours(2);
+    let (status, booked) = api
+        .post(
+            "/v1/reservations",
+            &alice,
+            serde_json::json!({
+                "server_id": "s1",
+                "start": support::ts(start),
+                "end": support::ts(start + chrono::Duration::minutes(30)),
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{booked}");
+    let id = booked["id"].as_str().unwrap().to_string();
+    // 1,004 key rotations: with the booking, 1,005 events, more than a page of 1,000.
+    let rotations = futures_util::stream::iter(0..1004)
+        .map(|_| {
+            let (api, alice, id) = (&api, &alice, &id);
+            async move {
+                api.post(
+                    &format!("/v1/reservations/{id}/rotate-key"),
+                    alice,
+                    serde_json::json!({}),
+                )
+                .await
+                .0
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<u16>>()
+        .await;
+    assert!(rotations.iter().all(|s| *s == 200));
+
+    // Seven at a time, oldest first and newest first: every event once, in order.
+    let page_through = |first: String, forward: bool| {
+        let (api, alice, id) = (&api, &alice, &id);
+        async move {
+            let mut seen = Vec::new();
+            let mut query = first;
+            for _ in 0..1000 {
+                let (status, page) = api
+                    .get(&format!("/v1/reservations/{id}/history?{query}"), alice)
+                    .await;
+                assert_eq!(status, 200, "{page}");
+                let events = page["events"].as_array().unwrap();
+                assert!(events.len() <= 7);
+                seen.extend(events.iter().map(|e| e["sequence"].as_i64().unwrap()));
+                let next = &page["next"];
+                let key = if forward { "after" } else { "before" };
+                match next[key].as_i64() {
+                    Some(cursor) => query = format!("{key}={cursor}&limit=7"),
+                    None => {
+                        assert!(next.is_null(), "{next}");
+                        return seen;
+                    }
+                }
+            }
+            panic!("more than 1,000 pages");
+        }
+    };
+    let oldest_first = page_through("limit=7".into(), true).await;
+    assert_eq!(oldest_first.len(), 1005);
+    assert!(oldest_first.windows(2).all(|w| w[0] < w[1]));
+    let last = oldest_first[oldest_first.len() - 1];
+    let newest_first = page_through(format!("before={}&limit=7", last + 1), false).await;
+    let mut reversed = newest_first.clone();
+    reversed.reverse();
+    assert_eq!(reversed, oldest_first);
+    // Without a query: the first 1,000, oldest first, and where the rest begins.
+    let (_, first) = api
+        .get(&format!("/v1/reservations/{id}/history"), &alice)
+        .await;
+    assert_eq!(first["events"].as_array().unwrap().len(), 1000);
+    assert_eq!(first["next"]["after"], oldest_first[999]);
+
+    // What cannot be a page is refused, naming the field.
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=2.5", "limit"),
+        ("after=-3", "after"),
+        ("after=1&before=9", "before"),
+    ] {
+        let (status, body) = api
+            .get(&format!("/v1/reservations/{id}/history?{query}"), &alice)
+            .await;
+        assert_eq!(status, 422, "{query}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(field), "{query}: {body}");
+    }
+    let (status, _) = api
+        .get(&format!("/v1/reservations/{id}/history?limit=7.0"), &alice)
+        .await;
+    assert_eq!(
+        status, 200,
+        "a whole number written as 7.0 is a whole number"
+    );
+
+    // The terminal pages through it all, logged in as the reservation's owner.
+    ok(
+        &t.run(&["login", "--api", &api.base, "--token", &alice]),
+        "login",
+    );
+    let shown = t.run(&["--json", "history", &id]).json();
+    let events = shown["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1005);
+    let table = t.run(&["history", &id]);
+    ok(&table, "history");
+    assert_eq!(
+        table
+            .stdout
+            .lines()
+            .filter(|l| l.contains("StreamKeyRotated"))
+            .count(),
+        1004
+    );
 }

@@ -408,10 +408,23 @@ pub struct HistoryEntry {
     pub data: serde_json::Value,
 }
 
+/// A page of a reservation's history.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct History {
     pub reservation_id: String,
+    /// Oldest first (a page asked `after`, or by default), newest first (`before`).
     pub events: Vec<HistoryEntry>,
+    /// The query for the next page in the same direction; `null` on the last page.
+    pub next: Option<HistoryCursor>,
+}
+
+/// Where the next page starts: pass it back as the query (`?after=12` or `?before=3`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct HistoryCursor {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]

@@ -564,10 +564,22 @@ async fn rotate_key(ctx: &mut Ctx, client: &Client, id: &str) -> Result<(), Term
     Ok(())
 }
 
+/// Pages of a history asked at most: a million events, far past any real reservation's.
+const HISTORY_PAGES_MAX: usize = 1000;
+
+/// The whole history, oldest first, a page (1,000 events) at a time.
 async fn history(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalError> {
-    let h = client
-        .get(&format!("/v1/reservations/{id}/history"))
-        .await?;
+    let mut events = Vec::new();
+    let mut path = format!("/v1/reservations/{id}/history");
+    for _ in 0..HISTORY_PAGES_MAX {
+        let page = client.get(&path).await?;
+        events.extend(page["events"].as_array().into_iter().flatten().cloned());
+        match page["next"]["after"].as_i64() {
+            Some(after) => path = format!("/v1/reservations/{id}/history?after={after}"),
+            None => break,
+        }
+    }
+    let h = serde_json::json!({"reservation_id": id, "events": events, "next": null});
     if ctx.globals.json {
         ctx.print_json(&h);
         return Ok(());
@@ -596,11 +608,23 @@ fn detail(kind: &Value, data: &Value) -> String {
         .as_object()
         .and_then(|o| o.values().next())
         .unwrap_or(data);
-    let pick = |f: &str| body[f].as_str().map(|v| format!("{f}={v}"));
+    let pick = |f: &str| match &body[f] {
+        Value::String(v) => Some(format!("{f}={v}")),
+        // Counts per reason: refusals=bad_key:297,not_open:2
+        Value::Object(counts) => Some(format!(
+            "{f}={}",
+            counts
+                .iter()
+                .map(|(k, n)| format!("{k}:{n}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )),
+        _ => None,
+    };
     let fields: &[&str] = match kind.as_str().unwrap_or_default() {
         "ReservationAccepted" | "ReservationRescheduled" => &["start", "end"],
         "ReservationRejected" | "RescheduleRejected" => &["reason"],
-        "IngestReported" => &["kind", "carrier", "remote_addr", "reason"],
+        "IngestReported" => &["kind", "carrier", "remote_addr", "reason", "refusals"],
         "WindowOpened" | "WindowClosed" => &["due_at"],
         _ => &[],
     };

@@ -71,7 +71,9 @@ pub enum Command {
     Reschedule(terminal_book::RescheduleArgs),
     /// Issue a new stream key (the old one stops working) and update the stored info.
     RotateKey { id: String },
-    /// A reservation's audit trail: every decision and report, in order.
+    /// A reservation's audit trail: every decision and report, oldest first. The API answers
+    /// it a page (1,000 events) at a time; this follows the pages to the end. Refused publish
+    /// attempts show as one `refused` report a minute with counts per reason.
     History { id: String },
     /// The distribution servers and their rules.
     Servers,

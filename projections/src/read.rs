@@ -132,13 +132,40 @@ pub async fn schedule(
     .await?)
 }
 
-/// Every event about one reservation, in order, straight from the event store.
-pub async fn history(pool: &PgPool, reservation_id: &str) -> Result<Vec<HistoryRow>> {
-    Ok(sqlx::query_as(
-        "SELECT sequence, event_type, payload::jsonb AS payload, metadata::jsonb AS metadata \
-         FROM public.events WHERE reservation_id = $1 ORDER BY aggregate_id, sequence",
-    )
-    .bind(reservation_id)
-    .fetch_all(pool)
-    .await?)
+/// Where a page of a history starts: after a sequence (oldest first) or before one (newest
+/// first). A reservation's events all live in its server's stream, so its sequences are
+/// unique within its history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Page {
+    After(i64),
+    Before(i64),
+}
+
+/// Up to `limit` events about one reservation from `page` on, straight from the event store.
+pub async fn history(
+    pool: &PgPool,
+    reservation_id: &str,
+    page: Page,
+    limit: i64,
+) -> Result<Vec<HistoryRow>> {
+    let (sql, cursor) = match page {
+        Page::After(seq) => (
+            "SELECT sequence, event_type, payload::jsonb AS payload, metadata::jsonb AS metadata \
+             FROM public.events WHERE reservation_id = $1 AND sequence > $2 \
+             ORDER BY sequence LIMIT $3",
+            seq,
+        ),
+        Page::Before(seq) => (
+            "SELECT sequence, event_type, payload::jsonb AS payload, metadata::jsonb AS metadata \
+             FROM public.events WHERE reservation_id = $1 AND sequence < $2 \
+             ORDER BY sequence DESC LIMIT $3",
+            seq,
+        ),
+    };
+    Ok(sqlx::query_as(sql)
+        .bind(reservation_id)
+        .bind(cursor)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
 }

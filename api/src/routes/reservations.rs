@@ -27,9 +27,9 @@ use crate::idempotency::{self, Turn};
 use crate::state::AppState;
 use crate::store::{Answered, Decided, Once};
 use crate::wire::{
-    parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryEntry, IngestDto,
-    Rejected, RescheduleRequest, ReservationDto, ReservationList, RotatedKey, ServerTime, Setting,
-    SourceDto, SourceRequest, WindowDto,
+    parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryCursor, HistoryEntry,
+    IngestDto, Rejected, RescheduleRequest, ReservationDto, ReservationList, RotatedKey,
+    ServerTime, Setting, SourceDto, SourceRequest, WindowDto,
 };
 
 pub fn router() -> Router<AppState> {
@@ -682,17 +682,91 @@ pub async fn rotate_key(
     }))
 }
 
-/// Every event of the reservation, in order: the audit trail.
+/// A page of a history: `after` or `before` (not both), and `limit`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct HistoryQuery {
+    /// The events after this sequence, oldest first (the default: from the first).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub after: Option<String>,
+    /// The events before this sequence, newest first.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub before: Option<String>,
+    /// Events per page, 1 to 1000 (default 1000).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+}
+
+/// Events per history page, at most (and by default).
+pub const HISTORY_PAGE_MAX: i64 = 1000;
+
+/// A whole number from a query parameter (`12`, or `12.0` as JSON Schema counts it), at
+/// least `min`.
+fn query_whole(field: &str, text: &str, min: i64) -> Result<i64, ApiError> {
+    let text = text.trim();
+    let n = text
+        .parse::<i64>()
+        .ok()
+        .or_else(|| {
+            let f = text.parse::<f64>().ok()?;
+            (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+        })
+        .ok_or_else(|| ApiError::invalid(field, "must be a whole number"))?;
+    if n < min {
+        return Err(ApiError::invalid(field, format!("must be at least {min}")));
+    }
+    Ok(n)
+}
+
+/// The reservation's events, a page at a time: the audit trail. Oldest first from the start
+/// by default; `?after=SEQ` continues oldest first, `?before=SEQ` goes newest first. The
+/// answer's `next` is the query for the following page, `null` on the last.
 #[utoipa::path(get, path = "/v1/reservations/{id}/history", tag = "reservations",
-    security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = History), (status = 404, body = ErrorBody)))]
+    security(("bearer" = [])), params(("id" = String, Path), HistoryQuery),
+    responses((status = 200, body = History), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
 ) -> Result<Json<History>, ApiError> {
+    let page = match (&q.after, &q.before) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "before",
+                "give after or before, not both",
+            ))
+        }
+        (Some(after), None) => read::Page::After(query_whole("after", after, 0)?),
+        (None, Some(before)) => read::Page::Before(query_whole("before", before, 0)?),
+        (None, None) => read::Page::After(0),
+    };
+    let limit = match &q.limit {
+        Some(limit) => query_whole("limit", limit, 1)?,
+        None => HISTORY_PAGE_MAX,
+    };
+    if limit > HISTORY_PAGE_MAX {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be at most {HISTORY_PAGE_MAX}"),
+        ));
+    }
     visible(&state, &caller, &id).await?;
-    let rows = read::history(&state.pool, &id).await?;
+    // One more than asked: whether there is a next page, without asking again.
+    let mut rows = read::history(&state.pool, &id, page, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = match (more, rows.last(), page) {
+        (true, Some(last), read::Page::After(_)) => Some(HistoryCursor {
+            after: Some(last.sequence),
+            before: None,
+        }),
+        (true, Some(last), read::Page::Before(_)) => Some(HistoryCursor {
+            after: None,
+            before: Some(last.sequence),
+        }),
+        _ => None,
+    };
     let field =
         |m: &serde_json::Value, k: &str| m.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let events = rows
@@ -722,5 +796,6 @@ pub async fn history(
     Ok(Json(History {
         reservation_id: id,
         events,
+        next,
     }))
 }

@@ -39,6 +39,55 @@ use bytes::Bytes;
 use crate::media::TrackSpec;
 
 pub use auth::{Credential, DigestAnswer};
+
+/// Entry points for the fuzz targets in `streamer/fuzz`, compiled only with `--cfg fuzzing`
+/// (which `cargo fuzz` sets): they reach the private parsers without making them public, and
+/// check the invariants the session relies on.
+#[cfg(fuzzing)]
+pub mod fuzz {
+    use super::framing::{self, Frame, Limits, Parse};
+
+    /// Frames `input` as the session does, frame after frame, until it needs more bytes or
+    /// refuses. Every frame found must move forward and stay inside the input.
+    pub fn framing(input: &[u8]) {
+        let limits = Limits {
+            max_header_bytes: 8 * 1024,
+            max_body_bytes: 16 * 1024,
+            max_buffered_bytes: 256 * 1024,
+        };
+        let mut at = 0;
+        while at < input.len() {
+            let rest = &input[at..];
+            let used = match framing::parse(rest, &limits) {
+                Parse::Incomplete | Parse::Invalid(_) => return,
+                Parse::Complete(Frame::Skip(n)) => n,
+                Parse::Complete(Frame::Interleaved { len, .. }) => 4 + len,
+                Parse::Complete(Frame::Request { head_len, body_len }) => {
+                    let _ = framing::cseq_in(&rest[..head_len]);
+                    head_len + body_len
+                }
+            };
+            assert!(used > 0, "a frame of no bytes: the session would spin");
+            assert!(
+                used <= rest.len(),
+                "a frame past the input: the session would panic"
+            );
+            at += used;
+        }
+    }
+
+    /// An ANNOUNCE body as the session reads it.
+    pub fn sdp(input: &[u8]) {
+        let _ = super::sdp::parse(input);
+    }
+
+    /// A SETUP's `Transport` header as the session reads it.
+    pub fn transport(input: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(input) {
+            let _ = super::transport::parse(text);
+        }
+    }
+}
 pub use session::Session;
 
 /// Limits and identity of one RTSP connection; the edge builds it from the listener's config.
