@@ -12,6 +12,15 @@
 //! `disconnected` with why. Between failures it waits with [`Backoff`] (a refused login waits
 //! longer), so a wrong password is no retry storm. The camera's login comes opened from the
 //! gate and goes only to retina; reports and logs name the camera by host and path alone.
+//!
+//! Where a camera may be: its host is resolved once per attempt, and every address it
+//! resolves to must be allowed ([`allowed`]): with `SLOTCAST_CAMERA_NETWORKS` unset, public
+//! addresses only (loopback, private, link-local, shared and other special ranges refused);
+//! set, only the networks it lists. retina is then given the checked address itself, so the
+//! name is not looked up again between the check and the connection. A failure lands in the
+//! history as one of a few fixed phrases ([`Why`]), never the error's own text: whoever books
+//! a camera URL cannot read what the streamer's network holds through the history (a closed
+//! port and a silent one read alike). The log, which is the operator's, keeps the detail.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -126,9 +135,10 @@ pub async fn pull(hub: Hub, reservation_id: String, camera: Camera, handle: Pull
         };
         let refused = match attempt {
             Err(failure) => {
-                tracing::info!(reservation = id, camera = %shown.url, why = %failure.why,
+                tracing::info!(reservation = id, camera = %shown.url, detail = %failure.detail,
                     "camera pull failed");
-                hub.report_pull(id, IngestKind::Failed, &shown.addr, None, Some(failure.why));
+                let why = failure.why.phrase().to_string();
+                hub.report_pull(id, IngestKind::Failed, &shown.addr, None, Some(why));
                 failure.refused
             }
             Ok(playing) => {
@@ -136,7 +146,7 @@ pub async fn pull(hub: Hub, reservation_id: String, camera: Camera, handle: Pull
                 tracing::info!(reservation = id, camera = %shown.url, codecs, "camera live");
                 let live = Live::report(&hub, id, &shown.addr, codecs);
                 let (why, flowed) = relay(&hub, id, playing, &handle, &shown).await;
-                let why = handle.reason().unwrap_or(why);
+                let why = handle.reason().unwrap_or_else(|| why.phrase().to_string());
                 tracing::info!(reservation = id, camera = %shown.url, %why, "camera disconnected");
                 live.end(why);
                 if handle.stop.is_cancelled() {
@@ -238,28 +248,84 @@ impl Shown {
     }
 }
 
-/// An attempt that did not get to PLAY.
+/// Why a pull failed or ended, as the history says it: a few fixed phrases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    BadUrl,
+    Unresolved,
+    NotAllowed,
+    Unreachable,
+    LoginRefused,
+    NoSuchStream,
+    NoCodec,
+    StreamFailed,
+    Silent,
+    Ended,
+    NoKeyframe,
+    ShuttingDown,
+}
+
+impl Why {
+    pub const fn phrase(self) -> &'static str {
+        match self {
+            Self::BadUrl => "the camera URL does not parse",
+            Self::Unresolved => "the camera's host does not resolve",
+            Self::NotAllowed => {
+                "the camera's address is not in the networks cameras may be pulled from"
+            }
+            Self::Unreachable => "the camera could not be reached",
+            Self::LoginRefused => "the camera refused the login",
+            Self::NoSuchStream => "the camera has no such stream",
+            Self::NoCodec => "the camera offers no H.264, H.265 or AAC stream",
+            Self::StreamFailed => "the camera's stream failed",
+            Self::Silent => "the camera sent nothing for 10 s",
+            Self::Ended => "the camera ended the stream",
+            Self::NoKeyframe => "no_keyframe: the camera sent no video keyframe for 10 s or 16 MiB",
+            Self::ShuttingDown => "the streamer is shutting down",
+        }
+    }
+}
+
+/// An attempt that did not get to PLAY: what the history says, and the detail for the log.
 struct Failure {
-    why: String,
-    /// The camera refused the login (401).
+    why: Why,
+    detail: String,
+    /// Retrying soon cannot help (a refused login, an address not allowed).
     refused: bool,
 }
 
 impl Failure {
     fn new(step: &str, err: &retina::Error) -> Self {
         let text = first_line(err);
-        let refused = text.contains("401");
-        let why = if refused {
-            format!("{step}: the camera refused the login ({text})")
+        let why = if text.contains("401") {
+            Why::LoginRefused
+        } else if text.contains("404") {
+            Why::NoSuchStream
+        } else if step == "DESCRIBE" {
+            // Refused, reset, unroutable, or not RTSP at all: alike in the history.
+            Why::Unreachable
         } else {
-            format!("{step}: {text}")
+            Why::StreamFailed
         };
-        Self { why, refused }
+        Self {
+            why,
+            detail: format!("{step}: {text}"),
+            refused: why == Why::LoginRefused,
+        }
     }
 
     fn timeout(step: &str) -> Self {
         Self {
-            why: format!("{step}: no answer from the camera in {STEP_WAIT:?}"),
+            why: Why::Unreachable,
+            detail: format!("{step}: no answer from the camera in {STEP_WAIT:?}"),
+            refused: false,
+        }
+    }
+
+    fn of(why: Why, detail: impl Into<String>) -> Self {
+        Self {
+            why,
+            detail: detail.into(),
             refused: false,
         }
     }
@@ -290,12 +356,9 @@ async fn step<T>(
     }
 }
 
-/// With `SLOTCAST_CAMERA_NETWORKS` set, every address the camera's host resolves to must be
-/// in one of those networks: a booking cannot make the streamer probe other hosts.
-async fn check_networks(url: &url::Url, networks: &[IpNet]) -> Result<(), Failure> {
-    if networks.is_empty() {
-        return Ok(());
-    }
+/// Resolves the camera's host and checks every address it gives ([`allowed`]): the
+/// addresses to connect to, in the resolver's order.
+async fn checked_addresses(url: &url::Url, networks: &[IpNet]) -> Result<Vec<IpAddr>, Failure> {
     let host = url.host_str().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = url.port().unwrap_or(554);
@@ -303,35 +366,92 @@ async fn check_networks(url: &url::Url, networks: &[IpNet]) -> Result<(), Failur
     {
         Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
         Ok(Err(e)) => {
-            return Err(Failure {
-                why: format!("the camera's host {host} does not resolve: {e}"),
-                refused: false,
-            })
+            return Err(Failure::of(
+                Why::Unresolved,
+                format!("the camera's host {host} does not resolve: {e}"),
+            ))
         }
         Err(_) => return Err(Failure::timeout("resolving the camera's host")),
     };
-    match outside(networks, &addrs) {
-        None => Ok(()),
+    match addrs.iter().find(|a| !allowed(networks, **a)) {
         Some(addr) => Err(Failure {
-            why: format!(
-                "the camera's address {addr} is outside the networks cameras may be pulled from \
-                 (SLOTCAST_CAMERA_NETWORKS)"
+            why: Why::NotAllowed,
+            detail: format!(
+                "the camera's address {addr} is not allowed (SLOTCAST_CAMERA_NETWORKS: {})",
+                if networks.is_empty() {
+                    "unset, public addresses only".to_string()
+                } else {
+                    networks
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }
             ),
             // Retrying cannot help until the operator changes the setting.
             refused: true,
         }),
+        None if addrs.is_empty() => Err(Failure::of(
+            Why::Unresolved,
+            format!("{host} has no address"),
+        )),
+        None => Ok(addrs),
     }
 }
 
-/// The first of `addrs` in none of `networks` (none at all counts as outside).
-fn outside(networks: &[IpNet], addrs: &[IpAddr]) -> Option<String> {
-    if addrs.is_empty() {
-        return Some("(no address)".into());
+/// May a camera be pulled from `addr`? With `networks` listed, only from inside them; with
+/// none, only from a public address.
+pub fn allowed(networks: &[IpNet], addr: IpAddr) -> bool {
+    if networks.is_empty() {
+        is_public(addr)
+    } else {
+        networks.iter().any(|n| n.contains(&addr))
     }
-    addrs
-        .iter()
-        .find(|a| !networks.iter().any(|n| n.contains(*a)))
-        .map(ToString::to_string)
+}
+
+/// Not loopback, private, link-local, shared (CGNAT), multicast, broadcast, unspecified,
+/// documentation or otherwise reserved; an IPv4-mapped or -compatible IPv6 address is judged
+/// as the IPv4 address it holds.
+pub fn is_public(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)) // 100.64.0.0/10, shared
+                || (a == 192 && b == 0 && c == 0) // 192.0.0.0/24, protocol assignments
+                || (a == 198 && (18..20).contains(&b)) // 198.18.0.0/15, benchmarking
+                || a >= 240) // reserved, and 255.255.255.255
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let segments = v6.segments();
+            // ::a.b.c.d (deprecated IPv4-compatible; :: and ::1 are caught below as well).
+            if segments[..6] == [0; 6] {
+                return segments[6] != 0
+                    && is_public(IpAddr::V4(
+                        v6.to_ipv4().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                    ));
+            }
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (segments[0] & 0xfe00) == 0xfc00 // fc00::/7, unique local
+                || (segments[0] & 0xffc0) == 0xfe80 // fe80::/10, link-local
+                || (segments[0] & 0xffc0) == 0xfec0 // fec0::/10, old site-local
+                || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
+                || (segments[0] == 0x0064 && segments[1] == 0xff9b) // NAT64, an IPv4 inside
+                || segments[0] == 0x0100 && segments[1..4] == [0; 3]) // discard-only
+        }
+    }
 }
 
 /// DESCRIBE, SETUP and PLAY.
@@ -341,15 +461,34 @@ async fn connect(
     shown: &Shown,
     networks: &[IpNet],
 ) -> Result<Playing, Failure> {
-    let url = url::Url::parse(&camera.url).map_err(|e| Failure {
-        why: format!("the camera URL does not parse: {e}"),
-        refused: false,
-    })?;
-    check_networks(&url, networks).await?;
-    let options = SessionOptions::default()
-        .creds(login)
-        .user_agent(concat!("slotcast-streamer/", env!("CARGO_PKG_VERSION")).to_string());
-    let mut session = step("DESCRIBE", Session::describe(url, options)).await?;
+    let mut url = url::Url::parse(&camera.url)
+        .map_err(|e| Failure::of(Why::BadUrl, format!("the camera URL does not parse: {e}")))?;
+    let addrs = checked_addresses(&url, networks).await?;
+    let options = || {
+        SessionOptions::default()
+            .creds(login.clone())
+            .user_agent(concat!("slotcast-streamer/", env!("CARGO_PKG_VERSION")).to_string())
+    };
+    // Each checked address in turn, by address, not the name: retina would look it up again.
+    let mut described = None;
+    for (i, addr) in addrs.iter().enumerate() {
+        url.set_ip_host(*addr)
+            .map_err(|()| Failure::of(Why::BadUrl, "the camera URL takes no address"))?;
+        match step("DESCRIBE", Session::describe(url.clone(), options())).await {
+            Err(failure) if failure.why == Why::Unreachable && i + 1 < addrs.len() => {
+                tracing::debug!(camera = %shown.url, %addr, detail = %failure.detail,
+                    "trying the camera's next address");
+            }
+            done => {
+                described = Some(done);
+                break;
+            }
+        }
+    }
+    let Some(described) = described else {
+        return Err(Failure::of(Why::Unreachable, "no address to try"));
+    };
+    let mut session = described?;
     let mut streams = Vec::new();
     let mut tracks = Vec::new();
     for (i, s) in session.streams().iter().enumerate() {
@@ -383,14 +522,14 @@ async fn connect(
             .iter()
             .map(|s| format!("{} {}", s.media(), s.encoding_name()))
             .collect();
-        return Err(Failure {
-            why: format!(
+        return Err(Failure::of(
+            Why::NoCodec,
+            format!(
                 "the camera {} offers {}; slotcast relays H.264 or H.265 video and AAC audio",
                 shown.url,
                 offered.join(", ")
             ),
-            refused: false,
-        });
+        ));
     }
     for &(i, _) in &streams {
         let transport = match camera.transport {
@@ -421,7 +560,7 @@ async fn relay(
     mut playing: Playing,
     handle: &PullHandle,
     shown: &Shown,
-) -> (String, Duration) {
+) -> (Why, Duration) {
     let mut path = MediaPath::new(
         hub,
         reservation_id,
@@ -440,13 +579,17 @@ async fn relay(
     let why = loop {
         let item = tokio::select! {
             // The hub says why (window closed, cancelled); otherwise it is the shutdown.
-            () = handle.stop.cancelled() => break "the streamer is shutting down".to_string(),
+            () = handle.stop.cancelled() => break Why::ShuttingDown,
             item = tokio::time::timeout(STALL_WAIT, playing.demuxed.next()) => item,
         };
         let item = match item {
-            Err(_) => break format!("the camera sent nothing for {STALL_WAIT:?}"),
-            Ok(None) => break format!("the camera {} ended the stream", shown.url),
-            Ok(Some(Err(e))) => break format!("the camera {}: {}", shown.url, first_line(&e)),
+            Err(_) => break Why::Silent,
+            Ok(None) => break Why::Ended,
+            Ok(Some(Err(e))) => {
+                tracing::info!(reservation = reservation_id, camera = %shown.url,
+                    detail = %first_line(&e), "the camera's stream failed");
+                break Why::StreamFailed;
+            }
             Ok(Some(Ok(item))) => item,
         };
         let stream = match &item {
@@ -466,7 +609,12 @@ async fn relay(
             Err(e) => Err(e),
         };
         if let Err(err) = path.tolerate(pushed) {
-            break format!("media: {err}");
+            tracing::info!(reservation = reservation_id, camera = %shown.url, %err,
+                "the camera's media could not be relayed");
+            break match err {
+                crate::StreamerError::NoKeyframe { .. } => Why::NoKeyframe,
+                _ => Why::StreamFailed,
+            };
         }
         path.drain(hub);
         let now = Instant::now();
@@ -510,17 +658,93 @@ mod tests {
     fn only_addresses_inside_the_camera_networks_pass() {
         let nets = crate::config::parse_networks("10.20.0.0/16, 127.0.0.2, ::1").unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(outside(&nets, &[ip("10.20.3.4"), ip("127.0.0.2")]), None);
-        assert_eq!(outside(&nets, &[ip("::1")]), None);
-        assert_eq!(
-            outside(&nets, &[ip("10.20.3.4"), ip("10.21.0.1")]),
-            Some("10.21.0.1".into())
-        );
-        assert_eq!(outside(&nets, &[ip("127.0.0.1")]), Some("127.0.0.1".into()));
-        assert!(outside(&nets, &[]).is_some());
+        for (addr, ok) in [
+            ("10.20.3.4", true),
+            ("127.0.0.2", true),
+            ("::1", true),
+            ("10.21.0.1", false),
+            ("127.0.0.1", false),
+            // Listed networks only: a public address outside them is refused too.
+            ("8.8.8.8", false),
+        ] {
+            assert_eq!(allowed(&nets, ip(addr)), ok, "{addr}");
+        }
         assert!(crate::config::parse_networks("10.0.0.0/33").is_err());
         assert!(crate::config::parse_networks("cam.local").is_err());
         assert_eq!(crate::config::parse_networks(" , ").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn with_no_networks_listed_only_public_addresses_pass() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(allowed(&[], ip(public)), "{public}");
+        }
+        for special in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "::",
+            "::1",
+            "fe80::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+        ] {
+            assert!(!allowed(&[], ip(special)), "{special} was allowed");
+        }
+    }
+
+    #[test]
+    fn the_history_gets_fixed_phrases_that_name_no_address_or_port() {
+        for why in [
+            Why::BadUrl,
+            Why::Unresolved,
+            Why::NotAllowed,
+            Why::Unreachable,
+            Why::LoginRefused,
+            Why::NoSuchStream,
+            Why::NoCodec,
+            Why::StreamFailed,
+            Why::Silent,
+            Why::Ended,
+            Why::NoKeyframe,
+            Why::ShuttingDown,
+        ] {
+            let phrase = why.phrase();
+            assert!(!phrase
+                .chars()
+                .any(|c| c == ':' && !phrase.starts_with("no_keyframe")));
+            assert!(
+                !phrase.contains("127.") && !phrase.contains("554"),
+                "{phrase}"
+            );
+        }
+        // Refused and silent ports read alike: both are "could not be reached".
+        assert_eq!(Failure::timeout("DESCRIBE").why, Why::Unreachable);
     }
 
     #[test]

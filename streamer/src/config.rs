@@ -10,8 +10,12 @@ use std::time::Duration;
 
 use crate::{Result, StreamerError};
 
-/// `10.20.0.0/16,192.168.7.5` (a bare address is a /32 or /128) into networks.
+/// `10.20.0.0/16,192.168.7.5` (a bare address is a /32 or /128) into networks; `any` is
+/// every address, private ones included (`0.0.0.0/0,::/0`).
 pub fn parse_networks(text: &str) -> Result<Vec<ipnet::IpNet>> {
+    if text.trim() == "any" {
+        return parse_networks("0.0.0.0/0,::/0");
+    }
     text.split(',')
         .map(str::trim)
         .filter(|item| !item.is_empty())
@@ -73,8 +77,9 @@ pub struct StreamerConfig {
     pub secret_key: Option<slotcast_domain::secret::SecretKey>,
     /// What the viewer port allows each client (timeouts, connections).
     pub http: slotcast_http::Limits,
-    /// Networks cameras may be pulled from (`SLOTCAST_CAMERA_NETWORKS`); empty: any. A
-    /// camera's host is resolved and every address checked before each attempt.
+    /// Networks cameras may be pulled from (`SLOTCAST_CAMERA_NETWORKS`); empty: public
+    /// addresses only (`crate::camera::allowed`). A camera's host is resolved and every
+    /// address checked before each attempt, and the checked address is the one connected to.
     pub camera_networks: Vec<ipnet::IpNet>,
 }
 

@@ -68,6 +68,8 @@ pub fn streamer_env(server_id: &str, listeners: &str, dir: &Path) -> Vec<(String
                 .to_string(),
         ),
         ("SLOTCAST_SESSION_TIMEOUT_S".into(), "10".into()),
+        // The test cameras are on loopback, which is refused unless listed.
+        ("SLOTCAST_CAMERA_NETWORKS".into(), "127.0.0.0/8".into()),
         ("SLOTCAST_SECRET_KEY".into(), secret_key()),
     ]
 }
