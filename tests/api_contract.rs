@@ -271,3 +271,88 @@ async fn whole_numbers_written_as_floats_are_taken_and_fractions_are_refused() {
         "{patched}"
     );
 }
+
+/// Polls `/v1/time` until `done` holds (bounded); the last answer.
+async fn wait_time(api: &Api, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..150 {
+        let (_, t) = api.call("GET", "/v1/time", None, None).await;
+        if done(&t) {
+            return t;
+        }
+        last = t;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within 15 s; last {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_ntp_server_that_jumps_is_refused_and_two_that_agree_are_followed() {
+    let db = TestDb::new().await;
+    // One server: synced, then it jumps 5 s ahead.
+    let mut lone = Chrony::start();
+    let api = Api::start(
+        &db,
+        &[
+            ("SLOTCAST_NTP_SERVERS", &lone.server()),
+            ("SLOTCAST_NTP_INTERVAL_S", "1"),
+        ],
+    );
+    let synced = wait_time(&api, "a first sync", |t| t["state"] == "synced").await;
+    let before = synced["ntp"]["offset_ms"].as_f64().unwrap();
+    assert!(synced["ntp"]["step_refused"].is_null(), "{synced}");
+    lone.restart_shifted(Some("+5s"));
+    let refused = wait_time(&api, "the step refused", |t| {
+        !t["ntp"]["step_refused"].is_null()
+    })
+    .await;
+    let step = refused["ntp"]["step_refused"]["step_ms"].as_f64().unwrap();
+    assert!((4_800.0..5_200.0).contains(&step), "{refused}");
+    assert_eq!(refused["ntp"]["step_refused"]["server"], lone.server());
+    assert_eq!(
+        refused["state"], "synced",
+        "the state values stay as they are"
+    );
+    // The offset in use did not move, and /readyz says the same.
+    assert!((refused["ntp"]["offset_ms"].as_f64().unwrap() - before).abs() < 100.0);
+    let (_, ready) = api.call("GET", "/readyz", None, None).await;
+    assert!(!ready["clock"]["ntp"]["step_refused"].is_null(), "{ready}");
+    drop(api);
+
+    // Two servers, synced, then both 5 s ahead: they agree, so the clock steps.
+    let mut a = Chrony::start();
+    let mut b = Chrony::start();
+    let servers = format!("{},{}", a.server(), b.server());
+    let api = Api::start(
+        &db,
+        &[
+            ("SLOTCAST_NTP_SERVERS", &servers),
+            ("SLOTCAST_NTP_INTERVAL_S", "1"),
+        ],
+    );
+    let synced = wait_time(&api, "a first sync", |t| t["ntp"]["agreeing"] == 2).await;
+    assert!(synced["ntp"]["offset_ms"].as_f64().unwrap().abs() < 100.0);
+    a.restart_shifted(Some("+5s"));
+    b.restart_shifted(Some("+5s"));
+    let stepped = wait_time(&api, "the agreed step taken", |t| {
+        t["ntp"]["offset_ms"].as_f64().is_some_and(|o| o > 4_800.0)
+    })
+    .await;
+    assert_eq!(stepped["ntp"]["agreeing"], 2, "{stepped}");
+    assert!(stepped["ntp"]["step_refused"].is_null(), "{stepped}");
+    assert!((time(&stepped["now"]) - Utc::now()).num_milliseconds() > 4_000);
+
+    // Three servers, one 5 s off from the start: the two that agree win.
+    let c = Chrony::start_shifted(Some("+5s"));
+    let d = Chrony::start();
+    let e = Chrony::start();
+    let servers = format!("{},{},{}", c.server(), d.server(), e.server());
+    let api = Api::start(&db, &[("SLOTCAST_NTP_SERVERS", &servers)]);
+    let synced = wait_time(&api, "a first sync", |t| t["state"] == "synced").await;
+    assert!(
+        synced["ntp"]["offset_ms"].as_f64().unwrap().abs() < 100.0,
+        "{synced}"
+    );
+    assert_eq!(synced["ntp"]["agreeing"], 2, "{synced}");
+    assert_ne!(synced["ntp"]["server"], c.server());
+}

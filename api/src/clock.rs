@@ -6,10 +6,13 @@
 //!   bare system clock before the first good sync. It and [`ServerClock::status`] never wait on
 //!   the network: they read a small state under a `std::sync::Mutex` that is held only to copy a
 //!   few fields and never across an `.await`. NTP trouble therefore never blocks a caller.
-//! - [`ServerClock::sync_once`] asks the configured servers **in order** and keeps the **first**
-//!   good answer: the list is the operator's order of preference, and asking the rest would only
-//!   add latency. Each server gets at most `timeout` for resolving, sending and receiving.
-//!   A failed round leaves the previous offset in place.
+//! - [`ServerClock::sync_once`] asks every configured server at once, `samples` exchanges
+//!   each, within `timeout` per server (resolving included), and chooses by the rules of
+//!   [`crate::clock_select`]: each server's least-delayed sample, the largest group of
+//!   servers that agree, and a step past `max_step` refused unless a second server agrees. A
+//!   refused step leaves the offset in use and shows as `ntp.step_refused` (its size, the
+//!   server, when) until an offset is taken again. A failed round leaves the previous offset
+//!   in place.
 //! - [`ServerClock::run`] syncs at start, then every `interval`; after a failed round it retries
 //!   sooner (1 s, doubling, capped at `interval`). It returns when its shutdown token is
 //!   cancelled, even in the middle of a query.
@@ -34,6 +37,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::clock_select;
+
 /// First retry delay after a failed round; it doubles up to the resync interval. Also the
 /// smallest resync interval `run` accepts, so a zero interval cannot make it spin.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -50,6 +55,11 @@ pub struct ClockConfig {
     pub timeout: Duration,
     /// With no good sync for this long the clock is `stale` (default 5 min).
     pub stale_after: Duration,
+    /// A change of offset larger than this is taken only when two servers agree on it
+    /// (`SLOTCAST_NTP_MAX_STEP_MS`, default 1 s).
+    pub max_step: Duration,
+    /// Exchanges per server per round; the least delayed counts (default 4).
+    pub samples: u32,
 }
 
 impl Default for ClockConfig {
@@ -59,6 +69,8 @@ impl Default for ClockConfig {
             interval: Duration::from_secs(64),
             timeout: Duration::from_secs(2),
             stale_after: Duration::from_secs(5 * 60),
+            max_step: Duration::from_secs(1),
+            samples: 4,
         }
     }
 }
@@ -92,6 +104,8 @@ pub enum ClockError {
     },
     #[error("all NTP servers failed: {}", join_errors(.0))]
     AllServersFailed(Vec<ClockError>),
+    #[error("NTP server {server} would step the clock by {step_ms:.0} ms and no other server agrees; step refused")]
+    StepRefused { server: String, step_ms: f64 },
 }
 
 fn join_errors(errors: &[ClockError]) -> String {
@@ -141,6 +155,29 @@ pub struct NtpInfo {
     /// Corrected (server) time of the sync, RFC 3339 UTC with milliseconds.
     #[serde(serialize_with = "serialize_rfc3339_millis")]
     pub synced_at: DateTime<Utc>,
+    /// Configured servers that agreed with this one (itself included).
+    #[serde(default = "one")]
+    pub agreeing: u32,
+    /// The last step refused since this sync: a server that would have moved the clock by
+    /// more than `SLOTCAST_NTP_MAX_STEP_MS` with no other server agreeing. `null` when none.
+    #[serde(default)]
+    pub step_refused: Option<StepRefused>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A refused step of the server clock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StepRefused {
+    /// The server that would have stepped the clock.
+    pub server: String,
+    /// How far, in milliseconds (its offset minus the offset in use).
+    pub step_ms: f64,
+    /// When, by the server clock (RFC 3339 UTC with milliseconds).
+    #[serde(serialize_with = "serialize_rfc3339_millis")]
+    pub at: DateTime<Utc>,
 }
 
 fn serialize_rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -188,28 +225,72 @@ impl ServerClock {
         self.state().status(self.inner.config.stale_after, mono_now)
     }
 
-    /// One round: ask each server in order, keep the first good answer, update the state.
-    /// Takes at most `timeout` per configured server. On error the previous offset stays.
+    /// One round: ask every server (`samples` each, at once), choose, and take the offset or
+    /// refuse the step ([`crate::clock_select`]). Takes at most `timeout` in all. On error the
+    /// previous offset stays.
     pub async fn sync_once(&self) -> Result<NtpInfo, ClockError> {
         let config = &self.inner.config;
         if config.servers.is_empty() {
             return Err(ClockError::NoServers);
         }
+        let asked = futures_util::future::join_all(
+            config
+                .servers
+                .iter()
+                .map(|server| query_server(server, config.timeout, config.samples)),
+        )
+        .await;
+        let mut candidates = Vec::new();
         let mut errors = Vec::new();
-        for server in &config.servers {
-            match query(server, config.timeout).await {
-                Ok(sync) => {
-                    let info = sync.info.clone();
-                    self.state().record(sync);
-                    return Ok(info);
-                }
+        for (server, answer) in config.servers.iter().zip(asked) {
+            match answer {
+                Ok(candidate) => candidates.push(candidate),
                 Err(error) => {
                     warn!(%server, %error, "NTP query failed");
                     errors.push(error);
                 }
             }
         }
-        Err(ClockError::AllServersFailed(errors))
+        let current = self.state().offset_ms();
+        let Some(chosen) = clock_select::choose(&candidates, current) else {
+            return Err(ClockError::AllServersFailed(errors));
+        };
+        if !chosen.falsetickers.is_empty() {
+            warn!(falsetickers = ?chosen.falsetickers, taken = %chosen.pick.server,
+                "NTP servers disagree; the majority's time is taken");
+        }
+        let max_step_ms = config.max_step.as_secs_f64() * 1e3;
+        match clock_select::decide(chosen, current, max_step_ms) {
+            clock_select::Decision::Take(chosen) => {
+                let pick = &chosen.pick;
+                let mut sync = GoodSync::from_measurement(
+                    &pick.server,
+                    pick.stratum,
+                    pick.sample.offset_ms / 1e3,
+                    pick.sample.delay_ms / 1e3,
+                    Utc::now(),
+                    Instant::now(),
+                )?;
+                sync.info.agreeing = u32::try_from(chosen.agreeing).unwrap_or(u32::MAX);
+                let info = sync.info.clone();
+                self.state().record(sync);
+                Ok(info)
+            }
+            clock_select::Decision::RefuseStep { chosen, step_ms } => {
+                let refused = StepRefused {
+                    server: chosen.pick.server.clone(),
+                    step_ms,
+                    at: self.now(),
+                };
+                warn!(server = %refused.server, step_ms, max_step_ms,
+                    "NTP step refused: no other server agrees");
+                self.state().refuse(refused);
+                Err(ClockError::StepRefused {
+                    server: chosen.pick.server,
+                    step_ms,
+                })
+            }
+        }
     }
 
     /// Keeps the clock synced until `shutdown` is cancelled: a round now, then every
@@ -280,8 +361,49 @@ fn retry_delay(failures: u32, interval: Duration) -> Duration {
     FIRST_RETRY.saturating_mul(1 << doublings).min(interval)
 }
 
-/// Queries one server; `timeout` bounds the whole exchange, DNS included.
-async fn query(server: &str, timeout: Duration) -> Result<GoodSync, ClockError> {
+/// Up to `samples` exchanges with one server within `timeout` in all; its best sample.
+async fn query_server(
+    server: &str,
+    timeout: Duration,
+    samples: u32,
+) -> Result<clock_select::Candidate, ClockError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut stratum = 0;
+    let mut last_error = None;
+    for _ in 0..samples.max(1) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match query(server, left).await {
+            Ok((s, sample)) => {
+                stratum = s;
+                got.push(sample);
+            }
+            // An address that cannot be right will not be right on the next try.
+            Err(error @ (ClockError::BadAddress { .. } | ClockError::Resolve { .. })) => {
+                return Err(error)
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    match clock_select::best(&got) {
+        Some(sample) => Ok(clock_select::Candidate {
+            server: server.to_owned(),
+            stratum,
+            sample,
+        }),
+        None => Err(last_error.unwrap_or(ClockError::Timeout {
+            server: server.to_owned(),
+            timeout,
+        })),
+    }
+}
+
+/// One exchange with one server: its stratum and the sample; `timeout` bounds the whole
+/// exchange, DNS included.
+async fn query(server: &str, timeout: Duration) -> Result<(u8, clock_select::Sample), ClockError> {
     let timed_out = || ClockError::Timeout {
         server: server.to_owned(),
         timeout,
@@ -317,14 +439,13 @@ async fn query(server: &str, timeout: Duration) -> Result<GoodSync, ClockError> 
     let result = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| timed_out())??;
-    GoodSync::from_measurement(
-        server,
+    Ok((
         result.stratum(),
-        result.clock_offset().as_secs_f64(),
-        result.round_trip_delay().as_secs_f64(),
-        Utc::now(),
-        Instant::now(),
-    )
+        clock_select::Sample {
+            offset_ms: result.clock_offset().as_secs_f64() * 1e3,
+            delay_ms: result.round_trip_delay().as_secs_f64() * 1e3,
+        },
+    ))
 }
 
 async fn resolve(server: &str, host: &str, port: u16) -> Result<SocketAddr, ClockError> {
@@ -376,10 +497,12 @@ fn parse_server(server: &str) -> Result<Target<'_>, ClockError> {
     }
 }
 
-/// The pure state behind `ServerClock`: the last good sync, if any.
+/// The pure state behind `ServerClock`: the last good sync, if any, and the last step
+/// refused since it.
 #[derive(Debug, Default)]
 struct State {
     last_good: Option<GoodSync>,
+    step_refused: Option<StepRefused>,
 }
 
 #[derive(Clone, Debug)]
@@ -419,6 +542,8 @@ impl GoodSync {
                 offset_ms: offset_secs * 1e3,
                 delay_ms: delay_secs * 1e3,
                 synced_at,
+                agreeing: 1,
+                step_refused: None,
             },
             offset,
             at,
@@ -461,13 +586,17 @@ impl State {
                     } else {
                         SyncState::Stale
                     },
-                    ntp: Some(sync.info.clone()),
+                    ntp: Some(NtpInfo {
+                        step_refused: self.step_refused.clone(),
+                        ..sync.info.clone()
+                    }),
                 }
             }
         }
     }
 
-    /// Keeps the newer of two syncs, so overlapping `sync_once` calls cannot roll back.
+    /// Keeps the newer of two syncs, so overlapping `sync_once` calls cannot roll back; a
+    /// sync taken clears the refused step.
     fn record(&mut self, sync: GoodSync) {
         if self
             .last_good
@@ -475,7 +604,18 @@ impl State {
             .is_none_or(|previous| sync.at >= previous.at)
         {
             self.last_good = Some(sync);
+            self.step_refused = None;
         }
+    }
+
+    /// A step refused: the offset in use stays, and the refusal shows.
+    fn refuse(&mut self, refused: StepRefused) {
+        self.step_refused = Some(refused);
+    }
+
+    /// The offset in use, in milliseconds; `None` before the first sync.
+    fn offset_ms(&self) -> Option<f64> {
+        self.last_good.as_ref().map(|s| s.info.offset_ms)
     }
 }
 
@@ -688,6 +828,8 @@ mod tests {
                     "offset_ms": 12.5,
                     "delay_ms": 4.0,
                     "synced_at": "2026-03-01T12:00:00.262Z",
+                    "agreeing": 1,
+                    "step_refused": null,
                 },
             })
         );
@@ -696,6 +838,38 @@ mod tests {
                 .expect("serializable")["state"],
             "stale"
         );
+    }
+
+    #[test]
+    fn a_refused_step_shows_until_an_offset_is_taken_again() {
+        let t0 = Instant::now();
+        let mut state = State::default();
+        state.record(sync(0.0125, t0));
+        state.refuse(StepRefused {
+            server: "ntp.test:123".into(),
+            step_ms: 5_000.0,
+            at: system_t0(),
+        });
+        let status = state.status(STALE_AFTER, t0);
+        assert_eq!(
+            status.state,
+            SyncState::Synced,
+            "the state values stay as they are"
+        );
+        let ntp = status.ntp.expect("synced");
+        assert_eq!(ntp.offset_ms, 12.5, "the offset in use stays");
+        assert_eq!(ntp.step_refused.expect("shown").step_ms, 5_000.0);
+        assert_eq!(
+            state.now(system_t0()),
+            system_t0() + TimeDelta::microseconds(12_500)
+        );
+        state.record(sync(0.013, t0 + Duration::from_secs(1)));
+        assert!(state
+            .status(STALE_AFTER, t0)
+            .ntp
+            .unwrap()
+            .step_refused
+            .is_none());
     }
 
     #[tokio::test]

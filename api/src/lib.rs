@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod clock_select;
 pub mod config;
 pub mod error;
 pub mod feeds;

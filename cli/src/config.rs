@@ -112,6 +112,8 @@ pub struct NtpSection {
     pub interval_s: Option<u64>,
     pub timeout_ms: Option<u64>,
     pub stale_after_s: Option<u64>,
+    pub max_step_ms: Option<u64>,
+    pub samples: Option<u32>,
 }
 
 /// The environment, captured once so the rest of the program never reads it.
@@ -483,6 +485,16 @@ fn clock_config(file: &FileConfig, env: &Env) -> Result<ClockConfig> {
     }
     if let Some(s) = file.ntp.stale_after_s {
         clock.stale_after = Duration::from_secs(s.max(1));
+    }
+    let max_step = match env.get("SLOTCAST_NTP_MAX_STEP_MS") {
+        Some(v) => Some(parse_u64("SLOTCAST_NTP_MAX_STEP_MS", v)?),
+        None => file.ntp.max_step_ms,
+    };
+    if let Some(ms) = max_step {
+        clock.max_step = Duration::from_millis(ms);
+    }
+    if let Some(n) = file.ntp.samples {
+        clock.samples = n.clamp(1, 16);
     }
     Ok(clock)
 }

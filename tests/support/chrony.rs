@@ -22,42 +22,24 @@ pub fn free_udp_port() -> u16 {
 
 impl Chrony {
     pub fn start() -> Self {
-        let chronyd = std::env::var_os("CHRONYD")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/sbin/chronyd"));
+        Self::start_shifted(None)
+    }
+
+    /// A chrony whose clock reads `shift` from the real one (libfaketime's form, e.g. `+5s`),
+    /// so the time it serves is shifted too; `None` for the real clock.
+    pub fn start_shifted(shift: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("create tempdir");
         let port = free_udp_port();
-        let conf = dir.path().join("chrony.conf");
-        let d = dir.path().display();
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbindaddress 127.0.0.1\nlocal stratum {LOCAL_STRATUM}\n\
-                 allow 127.0.0.1\ncmdport 0\nbindcmdaddress /\n\
-                 pidfile {d}/chronyd.pid\ndriftfile {d}/drift\n"
-            ),
-        )
-        .expect("write chrony.conf");
-        let log = std::fs::File::create(dir.path().join("chronyd.log")).expect("create log");
-        // -x: never set the clock; -d: foreground. -U lifts chronyd's "must be root" check and
-        // -u root stops it dropping to `_chrony` when it is root (it could then not write in
-        // our tempdir): together they work as root and as a normal user. `cmdport 0` and
-        // `bindcmdaddress /` close both command sockets, so nothing is shared with a system
-        // chronyd.
-        let child = Command::new(&chronyd)
-            .args(["-x", "-d", "-U", "-u", "root", "-f"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "start {}: {e} (install chrony: scripts/services)",
-                    chronyd.display()
-                )
-            });
+        let child = spawn(dir.path(), port, shift);
         Self { child, port, dir }
+    }
+
+    /// Stops this chrony and starts another on the same port, its clock read `shift` from the
+    /// real one: an NTP server whose time jumps.
+    pub fn restart_shifted(&mut self, shift: Option<&str>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.dir.path(), self.port, shift);
     }
 
     /// `host:port` for SLOTCAST_NTP_SERVERS.
@@ -79,4 +61,49 @@ impl Drop for Chrony {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// chronyd on `127.0.0.1:port` with its files in `dir`, under libfaketime when `shift`.
+fn spawn(dir: &std::path::Path, port: u16, shift: Option<&str>) -> Child {
+    let chronyd = std::env::var_os("CHRONYD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/chronyd"));
+    let conf = dir.join("chrony.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbindaddress 127.0.0.1\nlocal stratum {LOCAL_STRATUM}\n\
+             allow 127.0.0.1\ncmdport 0\nbindcmdaddress /\n\
+             pidfile {d}/chronyd.pid\ndriftfile {d}/drift\n"
+        ),
+    )
+    .expect("write chrony.conf");
+    let log = std::fs::File::create(dir.join("chronyd.log")).expect("create log");
+    // -x: never set the clock; -d: foreground. -U lifts chronyd's "must be root" check and
+    // -u root stops it dropping to `_chrony` when it is root (it could then not write in
+    // our tempdir): together they work as root and as a normal user. `cmdport 0` and
+    // `bindcmdaddress /` close both command sockets, so nothing is shared with a system
+    // chronyd.
+    let mut cmd = match shift {
+        // faketime (scripts/services installs it) preloads libfaketime into chronyd.
+        Some(shift) => {
+            let mut cmd = Command::new("faketime");
+            cmd.args(["-f", shift]).arg(&chronyd);
+            cmd
+        }
+        None => Command::new(&chronyd),
+    };
+    cmd.args(["-x", "-d", "-U", "-u", "root", "-f"])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log handle"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "start {}: {e} (install chrony and faketime: scripts/services)",
+                chronyd.display()
+            )
+        })
 }
