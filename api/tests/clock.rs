@@ -41,6 +41,7 @@ fn config(servers: &[String]) -> ClockConfig {
         interval: Duration::from_secs(64),
         timeout: Duration::from_millis(500),
         stale_after: Duration::from_secs(300),
+        ..ClockConfig::default()
     }
 }
 
@@ -91,7 +92,7 @@ async fn syncs_against_a_real_chrony() {
 }
 
 #[tokio::test]
-async fn the_first_server_that_answers_wins() {
+async fn a_server_that_answers_is_taken_over_one_that_does_not() {
     let mut chrony = Chrony::start();
     let nobody = format!("127.0.0.1:{}", free_udp_port());
     let clock = ServerClock::new(config(&[nobody, chrony.server()]));
@@ -233,4 +234,29 @@ async fn run_returns_promptly_on_shutdown_in_the_middle_of_a_query() {
         .expect("run() returns within 1 s of shutdown")
         .expect("run() does not panic");
     assert_eq!(clock.status().state, SyncState::Unsynced);
+}
+
+#[tokio::test]
+async fn a_jump_of_the_only_server_is_refused_and_the_offset_kept() {
+    let mut chrony = Chrony::start();
+    let clock = ServerClock::new(config(&[chrony.server()]));
+    let first = sync(&mut chrony, &clock).await;
+    chrony.restart_shifted(Some("-4s"));
+    // The restarted chronyd answers within a few tries.
+    let mut refused = None;
+    for _ in 0..50 {
+        match clock.sync_once().await {
+            Err(ClockError::StepRefused { step_ms, .. }) => {
+                refused = Some(step_ms);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let step_ms = refused.expect("the jump was never refused");
+    assert!((-4_200.0..-3_800.0).contains(&step_ms), "{step_ms}");
+    let ntp = clock.status().ntp.expect("still synced");
+    assert!((ntp.offset_ms - first.offset_ms).abs() < 50.0, "{ntp:?}");
+    assert_eq!(ntp.step_refused.expect("shown").step_ms, step_ms);
+    assert!(skew_from_system_ms(&clock) < 100);
 }
