@@ -754,6 +754,9 @@ impl Streamer {
             .env("SLOTCAST_NTP_SERVERS", "127.0.0.1:9")
             .env("NATS_URL", &bench.args.nats_url)
             .env("SLOTCAST_LOG", "warn")
+            // Every publisher comes from 127.0.0.1 and they all start at once: more than the
+            // default 8 per address may be before RECORD together.
+            .env("SLOTCAST_INGEST_MAX_UNAUTH_PER_ADDR", "1024")
             .env_remove("SLOTCAST_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

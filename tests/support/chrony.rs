@@ -85,15 +85,12 @@ fn spawn(dir: &std::path::Path, port: u16, shift: Option<&str>) -> Child {
     // our tempdir): together they work as root and as a normal user. `cmdport 0` and
     // `bindcmdaddress /` close both command sockets, so nothing is shared with a system
     // chronyd.
-    let mut cmd = match shift {
-        // faketime (scripts/services installs it) preloads libfaketime into chronyd.
-        Some(shift) => {
-            let mut cmd = Command::new("faketime");
-            cmd.args(["-f", shift]).arg(&chronyd);
-            cmd
-        }
-        None => Command::new(&chronyd),
-    };
+    let mut cmd = Command::new(&chronyd);
+    if let Some(shift) = shift {
+        // libfaketime (scripts/services installs it) preloaded into chronyd itself: the
+        // `faketime` wrapper would fork, and killing it would leave chronyd running.
+        cmd.env("LD_PRELOAD", libfaketime()).env("FAKETIME", shift);
+    }
     cmd.args(["-x", "-d", "-U", "-u", "root", "-f"])
         .arg(&conf)
         .stdin(Stdio::null())
@@ -106,4 +103,16 @@ fn spawn(dir: &std::path::Path, port: u16, shift: Option<&str>) -> Child {
                 chronyd.display()
             )
         })
+}
+
+/// Where Debian's libfaketime is, whatever the architecture.
+fn libfaketime() -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+        .chain([PathBuf::from("/usr/lib/faketime/libfaketime.so.1")])
+        .find(|p| p.exists());
+    found.expect("libfaketime is not installed (scripts/services installs faketime)")
 }
