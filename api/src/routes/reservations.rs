@@ -495,13 +495,15 @@ pub struct ListQuery {
     pub from: Option<String>,
     /// RFC 3339: slots starting before this.
     pub to: Option<String>,
-    /// At most this many (default 500, at most 5000).
-    pub limit: Option<i64>,
+    /// At most this many (default 500; more than 5000 is taken as 5000).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub limit: Option<String>,
 }
 
 /// The caller's reservations (an operator's: everyone's) in start order.
 #[utoipa::path(get, path = "/v1/reservations", tag = "reservations", security(("bearer" = [])),
-    params(ListQuery), responses((status = 200, body = ReservationList)))]
+    params(ListQuery), responses((status = 200, body = ReservationList),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -524,7 +526,10 @@ pub async fn list(
         status: q.status,
         from: parse("from", &q.from)?,
         to: parse("to", &q.to)?,
-        limit: q.limit.unwrap_or(500).clamp(1, 5000),
+        limit: match &q.limit {
+            Some(limit) => query_whole("limit", limit, 1)?.min(5000),
+            None => 500,
+        },
     };
     let rows = read::reservations(&state.pool, &filter).await?;
     let mut out = Vec::with_capacity(rows.len());
