@@ -760,9 +760,13 @@ async fn forged_and_unsigned_nats_messages_open_no_gate_and_write_no_history() {
         );
         tokio::time::sleep(StdDuration::from_millis(200)).await;
     }
+    // (The gate's own refusals of the test's ANNOUNCEs may be there, signed; not the forgery.)
+    let reports = ingest_reports(&db, &id).await;
     assert!(
-        ingest_reports(&db, &id).await.is_empty(),
-        "a forged report reached the history"
+        reports
+            .iter()
+            .all(|r| r["remote_addr"] != "203.0.113.9:554"),
+        "a forged report reached the history: {reports:?}"
     );
 
     // The same message signed with the deployment's key is taken: the signature is what

@@ -433,15 +433,21 @@ async fn a_publisher_sending_garbage_is_dropped_while_an_honest_one_keeps_stream
 async fn a_restarted_streamer_rebuilds_its_gates_and_an_open_window_stays_open() {
     let db = TestDb::new().await;
     // The booking side alone (no server id: no streamer inside), and a streamer process.
-    let api = support::Api::start_role(&db, "all", &[]);
+    let dir = tempfile::tempdir().expect("dir");
+    let env = streamer_env("s1", "carrier-a=127.0.0.2:0", dir.path());
+    // The streamer takes only slot messages signed with its key: the scheduler's must match.
+    let secret = env
+        .iter()
+        .find(|(k, _)| k == "SLOTCAST_SECRET_KEY")
+        .map(|(_, v)| v.clone())
+        .expect("a secret key");
+    let api = support::Api::start_role(&db, "all", &[("SLOTCAST_SECRET_KEY", &secret)]);
     let operator = support::token(&db, "operator", "ops");
     let alice = support::token(&db, "distributor", "alice");
     register(&api, &operator, "s1", &["carrier-a"]).await;
     let (start, end) = window(1, 120);
     let (id, key) = book(&api, &alice, "s1", start, end).await;
 
-    let dir = tempfile::tempdir().expect("dir");
-    let env = streamer_env("s1", "carrier-a=127.0.0.2:0", dir.path());
     let first = StreamerProcess::start(&db, &env);
     wait_gate_open(first.endpoints.ingest["carrier-a"], &id, &key);
     first.kill();
@@ -466,7 +472,15 @@ async fn a_restarted_streamer_rebuilds_its_gates_and_an_open_window_stays_open()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_streamer_killed_mid_window_keeps_its_recordings_and_goes_on_or_ends_them() {
     let db = TestDb::new().await;
-    let api = support::Api::start_role(&db, "all", &[]);
+    let dir = tempfile::tempdir().expect("dir");
+    let env = streamer_env("s1", "carrier-a=127.0.0.2:0", dir.path());
+    // The streamer takes only slot messages signed with its key: the scheduler's must match.
+    let secret = env
+        .iter()
+        .find(|(k, _)| k == "SLOTCAST_SECRET_KEY")
+        .map(|(_, v)| v.clone())
+        .expect("a secret key");
+    let api = support::Api::start_role(&db, "all", &[("SLOTCAST_SECRET_KEY", &secret)]);
     let operator = support::token(&db, "operator", "ops");
     let alice = support::token(&db, "distributor", "alice");
     register(&api, &operator, "s1", &["carrier-a"]).await;
@@ -477,8 +491,6 @@ async fn a_streamer_killed_mid_window_keeps_its_recordings_and_goes_on_or_ends_t
     let (going_on, going_on_key) = book(&api, &alice, "s1", start, end).await;
     let (closing, closing_key) = book(&api, &alice, "s1", start, closes).await;
 
-    let dir = tempfile::tempdir().expect("dir");
-    let env = streamer_env("s1", "carrier-a=127.0.0.2:0", dir.path());
     let first = StreamerProcess::start(&db, &env);
     let rtsp = first.endpoints.ingest["carrier-a"];
     wait_gate_open(rtsp, &going_on, &going_on_key);
