@@ -68,6 +68,24 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     }
 }
 
+/// A query string, parsed as axum's `Query` does; a string that does not parse (a parameter
+/// given twice, say) is a JSON 400 like every other error, not axum's plain text.
+pub struct QueryOf<T>(pub T);
+
+impl<T: DeserializeOwned + Send> axum::extract::FromRequestParts<AppState> for QueryOf<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| Self(q))
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}
+
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(raw);
     serde_path_to_error::deserialize(de).map_err(|err| {
@@ -128,53 +146,79 @@ pub struct CarrierDto {
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CarrierInput {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub name: String,
     /// `rtsp://host[:port][/path]` on the dedicated ingest network.
+    #[schema(pattern = "^rtsps?://[^/?# ]+(/[^?# ]*[^/?# ])?$", max_length = 200)]
     pub ingest_url: String,
 }
 
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateServer {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
+    /// 1 to 200 characters, no control characters.
+    #[schema(
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+        max_length = 200
+    )]
     pub name: String,
     /// Slots that may overlap at any instant (default 1).
     #[serde(default, deserialize_with = "whole::opt_u32")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub capacity: Option<u32>,
     /// Earliest a slot may start, in seconds after the server's now (default 30).
     #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 0, maximum = 604800)]
     pub min_lead_s: Option<u64>,
     /// Longest slot (default 43200 = 12 h).
     #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 1, maximum = 604800)]
     pub max_duration_s: Option<u64>,
     /// Latest a slot may start, in seconds after now (default 7776000 = 90 days).
     #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 60, maximum = 158112000)]
     pub horizon_s: Option<u64>,
     /// Ingest opens this long before the slot (default 30).
     #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 0, maximum = 3600)]
     pub preroll_s: Option<u64>,
     /// Ingest stays open this long after the slot (default 10).
     #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 0, maximum = 3600)]
     pub grace_s: Option<u64>,
+    #[schema(min_items = 1, max_items = 16)]
     pub carriers: Vec<CarrierInput>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchServer {
+    #[schema(
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+        max_length = 200
+    )]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "whole::opt_u32")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub capacity: Option<u32>,
     #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 0, maximum = 604800)]
     pub min_lead_s: Option<u64>,
     #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 1, maximum = 604800)]
     pub max_duration_s: Option<u64>,
     #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 60, maximum = 158112000)]
     pub horizon_s: Option<u64>,
     #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 0, maximum = 3600)]
     pub preroll_s: Option<u64>,
     #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 0, maximum = 3600)]
     pub grace_s: Option<u64>,
+    #[schema(min_items = 1, max_items = 16)]
     pub carriers: Option<Vec<CarrierInput>>,
 }
 

@@ -235,6 +235,8 @@ fn check_ingest_url(url: &str) -> Result<(), ScheduleError> {
                 && url.len() <= limits::TEXT
                 && !url.ends_with('/')
                 && !url.contains(['?', '#', ' '])
+                // NUL cannot even be stored, and no URL holds a control character.
+                && !url.chars().any(char::is_control)
         }
         None => false,
     };

@@ -185,6 +185,17 @@ fn server_settings_are_validated_field_by_field() {
         ),
         (
             ServerSpec {
+                carriers: vec![Carrier {
+                    name: "a".into(),
+                    // A NUL cannot be stored: refused as input, not failed as a commit.
+                    ingest_url: "rtsps://cam\u{0}era/x".into(),
+                }],
+                ..spec(1)
+            },
+            "carriers[].ingest_url",
+        ),
+        (
+            ServerSpec {
                 carriers: vec![
                     Carrier {
                         name: "a".into(),

@@ -132,6 +132,15 @@ pub async fn schedule(
     .await?)
 }
 
+const OLDEST_FIRST: &str =
+    "SELECT sequence, event_type, payload::jsonb AS payload, metadata::jsonb AS metadata \
+     FROM public.events WHERE reservation_id = $1 AND sequence > $2 AND sequence < $3 \
+     ORDER BY sequence LIMIT $4";
+const NEWEST_FIRST: &str =
+    "SELECT sequence, event_type, payload::jsonb AS payload, metadata::jsonb AS metadata \
+     FROM public.events WHERE reservation_id = $1 AND sequence > $2 AND sequence < $3 \
+     ORDER BY sequence DESC LIMIT $4";
+
 /// Where a page of a history starts: after a sequence (oldest first) or before one (newest
 /// first). A reservation's events all live in its server's stream, so its sequences are
 /// unique within its history.
@@ -139,6 +148,8 @@ pub async fn schedule(
 pub enum Page {
     After(i64),
     Before(i64),
+    /// After the first, before the second, oldest first.
+    Between(i64, i64),
 }
 
 /// Up to `limit` events about one reservation from `page` on, straight from the event store.
@@ -148,23 +159,15 @@ pub async fn history(
     page: Page,
     limit: i64,
 ) -> Result<Vec<HistoryRow>> {
-    let (sql, cursor) = match page {
-        Page::After(seq) => (
-            "SELECT sequence, event_type, payload::jsonb AS payload, metadata::jsonb AS metadata \
-             FROM public.events WHERE reservation_id = $1 AND sequence > $2 \
-             ORDER BY sequence LIMIT $3",
-            seq,
-        ),
-        Page::Before(seq) => (
-            "SELECT sequence, event_type, payload::jsonb AS payload, metadata::jsonb AS metadata \
-             FROM public.events WHERE reservation_id = $1 AND sequence < $2 \
-             ORDER BY sequence DESC LIMIT $3",
-            seq,
-        ),
+    let (sql, after, before) = match page {
+        Page::After(seq) => (OLDEST_FIRST, seq, i64::MAX),
+        Page::Between(after, before) => (OLDEST_FIRST, after, before),
+        Page::Before(seq) => (NEWEST_FIRST, -1, seq),
     };
     Ok(sqlx::query_as(sql)
         .bind(reservation_id)
-        .bind(cursor)
+        .bind(after)
+        .bind(before)
         .bind(limit)
         .fetch_all(pool)
         .await?)

@@ -109,11 +109,85 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The answers every route of a kind can give, so no route's entry misses them: 401 where a
+/// token is needed (none, malformed, unknown, expired, revoked), 400 and 413 where a JSON
+/// body is read (not JSON, over the body limit), 403 where an operator's token is needed or
+/// a tenant may be refused.
+struct CommonAnswers;
+
+/// Routes that answer 403: operator-only, or a booking a distributor may not make.
+const FORBIDDING: [(&str, &str); 3] = [
+    ("/v1/servers", "post"),
+    ("/v1/servers/{id}", "patch"),
+    ("/v1/reservations", "post"),
+];
+
+impl Modify for CommonAnswers {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Response};
+        let error = |what: &str| -> RefOr<Response> {
+            RefOr::T(
+                utoipa::openapi::ResponseBuilder::new()
+                    .description(what)
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in api.paths.paths.iter_mut() {
+            let operations = [
+                ("get", item.get.as_mut()),
+                ("post", item.post.as_mut()),
+                ("patch", item.patch.as_mut()),
+                ("put", item.put.as_mut()),
+                ("delete", item.delete.as_mut()),
+            ];
+            for (method, operation) in operations {
+                let Some(op) = operation else { continue };
+                let answers = &mut op.responses.responses;
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                if secured {
+                    answers
+                        .entry("401".into())
+                        .or_insert_with(|| error("no token, or one that is not valid"));
+                }
+                let has_query = op.parameters.as_ref().is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query)
+                    })
+                });
+                if has_query {
+                    answers
+                        .entry("400".into())
+                        .or_insert_with(|| error("the query string does not parse"));
+                }
+                if op.request_body.is_some() {
+                    answers
+                        .entry("400".into())
+                        .or_insert_with(|| error("the body is not the JSON this route takes"));
+                    answers
+                        .entry("413".into())
+                        .or_insert_with(|| error("the body is over the size limit"));
+                }
+                if FORBIDDING.contains(&(path.as_str(), method)) {
+                    answers
+                        .entry("403".into())
+                        .or_insert_with(|| error("the token's role may not do this"));
+                }
+            }
+        }
+    }
+}
+
 /// The OpenAPI document, generated from the handlers and wire types.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "slotcast", description = "Book live-streaming servers by the time slot."),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonAnswers),
     paths(
         super::time::time,
         super::servers::create, super::servers::list, super::servers::show,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,7 +28,7 @@ use crate::state::AppState;
 use crate::store::{Answered, Decided, Once};
 use crate::wire::{
     parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryCursor, HistoryEntry,
-    IngestDto, Rejected, RescheduleRequest, ReservationDto, ReservationList, RotatedKey,
+    IngestDto, QueryOf, Rejected, RescheduleRequest, ReservationDto, ReservationList, RotatedKey,
     ServerTime, Setting, SourceDto, SourceRequest, WindowDto,
 };
 
@@ -488,12 +488,15 @@ fn rejection(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
-    /// `accepted`, `rejected` or `cancelled`.
+    /// One of the statuses.
+    #[param(pattern = "^(accepted|live|ended|missed|rejected|cancelled)$")]
     pub status: Option<String>,
     pub server_id: Option<String>,
     /// RFC 3339: slots ending after this.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339: slots starting before this.
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// At most this many (default 500; more than 5000 is taken as 5000).
     #[param(value_type = Option<i64>, minimum = 1)]
@@ -507,7 +510,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    QueryOf(q): QueryOf<ListQuery>,
 ) -> Result<Json<ReservationList>, ApiError> {
     let parse = |field: &str, v: &Option<String>| -> Result<Option<DateTime<Utc>>, ApiError> {
         v.as_deref().map(|t| parse_time(field, t)).transpose()
@@ -690,7 +693,8 @@ pub async fn rotate_key(
 /// A page of a history: `after` or `before` (not both), and `limit`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct HistoryQuery {
-    /// The events after this sequence, oldest first (the default: from the first).
+    /// The events after this sequence, oldest first (the default: from the first); with
+    /// `before` too, the events between the two, oldest first.
     #[param(value_type = Option<i64>, minimum = 0)]
     pub after: Option<String>,
     /// The events before this sequence, newest first.
@@ -723,7 +727,8 @@ fn query_whole(field: &str, text: &str, min: i64) -> Result<i64, ApiError> {
 }
 
 /// The reservation's events, a page at a time: the audit trail. Oldest first from the start
-/// by default; `?after=SEQ` continues oldest first, `?before=SEQ` goes newest first. The
+/// by default; `?after=SEQ` continues oldest first, `?before=SEQ` goes newest first, both
+/// give the events between them, oldest first. The
 /// answer's `next` is the query for the following page, `null` on the last.
 #[utoipa::path(get, path = "/v1/reservations/{id}/history", tag = "reservations",
     security(("bearer" = [])), params(("id" = String, Path), HistoryQuery),
@@ -733,15 +738,13 @@ pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    QueryOf(q): QueryOf<HistoryQuery>,
 ) -> Result<Json<History>, ApiError> {
     let page = match (&q.after, &q.before) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "before",
-                "give after or before, not both",
-            ))
-        }
+        (Some(after), Some(before)) => read::Page::Between(
+            query_whole("after", after, 0)?,
+            query_whole("before", before, 0)?,
+        ),
         (Some(after), None) => read::Page::After(query_whole("after", after, 0)?),
         (None, Some(before)) => read::Page::Before(query_whole("before", before, 0)?),
         (None, None) => read::Page::After(0),
@@ -765,6 +768,10 @@ pub async fn history(
         (true, Some(last), read::Page::After(_)) => Some(HistoryCursor {
             after: Some(last.sequence),
             before: None,
+        }),
+        (true, Some(last), read::Page::Between(_, before)) => Some(HistoryCursor {
+            after: Some(last.sequence),
+            before: Some(before),
         }),
         (true, Some(last), read::Page::Before(_)) => Some(HistoryCursor {
             after: None,

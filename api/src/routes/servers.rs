@@ -1,7 +1,7 @@
 //! `/v1/servers`: operators register and change distribution servers; anyone with a token
 //! lists them and reads their schedule.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -14,8 +14,8 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wire::{
-    parse_time, Body, CarrierDto, CarrierInput, CreateServer, PatchServer, Schedule, ScheduleSlot,
-    ServerDto, ServerList,
+    parse_time, Body, CarrierDto, CarrierInput, CreateServer, PatchServer, QueryOf, Schedule,
+    ScheduleSlot, ServerDto, ServerList,
 };
 
 pub fn router() -> Router<AppState> {
@@ -187,20 +187,23 @@ pub async fn update(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct Range {
     /// RFC 3339; slots ending after this.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339; slots starting before this.
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
 /// A server's slots in start order. Titles and owners only for their owner or an operator.
 #[utoipa::path(get, path = "/v1/servers/{id}/schedule", tag = "servers",
     security(("bearer" = [])), params(("id" = String, Path), Range),
-    responses((status = 200, body = Schedule), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Schedule), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn schedule(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(range): Query<Range>,
+    QueryOf(range): QueryOf<Range>,
 ) -> Result<Json<Schedule>, ApiError> {
     let from = range
         .from
