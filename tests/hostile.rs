@@ -30,6 +30,40 @@ fn window(lead: i64, length: i64) -> (chrono::DateTime<Utc>, chrono::DateTime<Ut
     (start, start + Duration::seconds(length))
 }
 
+/// `slotcast server all` with one carrier, a server `s1` on it, and a slot opening `lead`
+/// seconds from now for `length` seconds, its gate open (waited for): the stack, the
+/// reservation id, its key and the carrier's address.
+async fn open_slot(db: &TestDb, lead: i64, length: i64) -> (Stack, String, String, SocketAddr) {
+    let stack = Stack::start(db, "s1", ONE_CARRIER);
+    stack.register("s1", &["carrier-a"]).await;
+    let (start, end) = window(lead, length);
+    let (id, key) = stack.book("s1", start, end).await;
+    let addr = stack.rtsp("carrier-a");
+    wait_gate_open(addr, &id, &key);
+    (stack, id, key, addr)
+}
+
+/// Waits (bounded) for the reservation's `connected` report; the reports then.
+async fn wait_connected(
+    db: &TestDb,
+    id: &str,
+    publisher: &support::streaming::Publisher,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + StdDuration::from_secs(30);
+    loop {
+        let reports = ingest_reports(db, id).await;
+        if reports.iter().any(|r| r["kind"] == "connected") {
+            return reports;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never connected: {}",
+            publisher.describe()
+        );
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+}
+
 /// A TCP connection to `to` from the loopback address `from`.
 async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
@@ -120,12 +154,7 @@ fn ffmpeg_publish_gop(url: &str, seconds: u32, gop: u32) -> support::streaming::
 #[tokio::test(flavor = "multi_thread")]
 async fn three_hundred_connections_from_one_address_leave_the_publisher_its_slot() {
     let db = TestDb::new().await;
-    let stack = Stack::start(&db, "s1", ONE_CARRIER);
-    stack.register("s1", &["carrier-a"]).await;
-    let (start, end) = window(2, 60);
-    let (id, key) = stack.book("s1", start, end).await;
-    let addr = stack.rtsp("carrier-a");
-    wait_gate_open(addr, &id, &key);
+    let (stack, id, key, addr) = open_slot(&db, 2, 60).await;
 
     // 300 connections from one address, each asking OPTIONS as a keep-alive would.
     let stranger = Ipv4Addr::new(127, 0, 1, 1);
@@ -258,12 +287,7 @@ async fn a_client_that_pipelines_without_reading_stalls_itself_not_the_server() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publisher_that_sends_no_keyframe_for_ten_seconds_is_disconnected_with_no_keyframe() {
     let db = TestDb::new().await;
-    let stack = Stack::start(&db, "s1", ONE_CARRIER);
-    stack.register("s1", &["carrier-a"]).await;
-    let (start, end) = window(2, 60);
-    let (id, key) = stack.book("s1", start, end).await;
-    let addr = stack.rtsp("carrier-a");
-    wait_gate_open(addr, &id, &key);
+    let (_stack, id, key, addr) = open_slot(&db, 2, 60).await;
     // One keyframe at the start, then none for 40 s (x264 makes no others with -g 1000 and
     // scene cuts off).
     let mut publisher = ffmpeg_publish_gop(&publish_url(addr, &id, &key), 40, 1000);
@@ -365,14 +389,9 @@ async fn hostile(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_hostile_connections_cost_the_publisher_nothing() {
     let db = TestDb::new().await;
-    let stack = Stack::start(&db, "s1", ONE_CARRIER);
-    stack.register("s1", &["carrier-a"]).await;
     // The window closes soon after the publisher is done, so what viewers get can be read
     // whole, as the recording.
-    let (start, end) = window(2, 30);
-    let (id, key) = stack.book("s1", start, end).await;
-    let addr = stack.rtsp("carrier-a");
-    wait_gate_open(addr, &id, &key);
+    let (stack, id, key, addr) = open_slot(&db, 2, 30).await;
     let pid = stack.api.pid();
     let before = rss_kib(pid);
 
@@ -433,19 +452,8 @@ async fn a_thousand_hostile_connections_cost_the_publisher_nothing() {
     let seconds = 8;
     let spawned = Instant::now();
     let mut publisher = ffmpeg_publish(&publish_url(addr, &id, &key), "tcp", seconds);
-    let deadline = Instant::now() + StdDuration::from_secs(30);
-    let in_after = loop {
-        let reports = ingest_reports(&db, &id).await;
-        if reports.iter().any(|r| r["kind"] == "connected") {
-            break spawned.elapsed();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the publisher never got in: {}",
-            publisher.describe()
-        );
-        tokio::time::sleep(StdDuration::from_millis(50)).await;
-    };
+    wait_connected(&db, &id, &publisher).await;
+    let in_after = spawned.elapsed();
     assert!(
         publisher.wait(StdDuration::from_secs(60)).is_some(),
         "{}",
@@ -499,12 +507,7 @@ async fn a_thousand_hostile_connections_cost_the_publisher_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_hundred_wrong_keys_are_one_history_event_not_three_hundred() {
     let db = TestDb::new().await;
-    let stack = Stack::start(&db, "s1", ONE_CARRIER);
-    stack.register("s1", &["carrier-a"]).await;
-    let (start, end) = window(2, 60);
-    let (id, key) = stack.book("s1", start, end).await;
-    let addr = stack.rtsp("carrier-a");
-    wait_gate_open(addr, &id, &key);
+    let (stack, id, key, addr) = open_slot(&db, 2, 60).await;
     let waited = ingest_reports(&db, &id).await.len();
 
     let wrong = format!("rtsp://{addr}/live/{id}?key=not-the-key");
@@ -536,15 +539,7 @@ async fn three_hundred_wrong_keys_are_one_history_event_not_three_hundred() {
     // The real publisher connects after them; once its report is in, everything the streamer
     // reported before it is too (one stream, in order).
     let mut publisher = ffmpeg_publish(&publish_url(addr, &id, &key), "tcp", 4);
-    let deadline = Instant::now() + StdDuration::from_secs(30);
-    let reports = loop {
-        let reports = ingest_reports(&db, &id).await;
-        if reports.iter().any(|r| r["kind"] == "connected") {
-            break reports;
-        }
-        assert!(Instant::now() < deadline, "{}", publisher.describe());
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-    };
+    let reports = wait_connected(&db, &id, &publisher).await;
     let after: Vec<_> = reports[waited..]
         .iter()
         .filter(|r| r["kind"] == "refused")

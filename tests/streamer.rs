@@ -33,6 +33,14 @@ async fn wait_ended(url: &str, limit_s: u64) -> String {
     .await
 }
 
+/// The `SLOTCAST_SECRET_KEY` of a streamer environment.
+fn secret_of(env: &[(String, String)]) -> &str {
+    env.iter()
+        .find(|(k, _)| k == "SLOTCAST_SECRET_KEY")
+        .map(|(_, v)| v.as_str())
+        .expect("a secret key")
+}
+
 /// A window from `lead` seconds from now, `length` seconds long.
 fn window(lead: i64, length: i64) -> (chrono::DateTime<Utc>, chrono::DateTime<Utc>) {
     let start = Utc::now() + Duration::seconds(lead);
@@ -436,12 +444,7 @@ async fn a_restarted_streamer_rebuilds_its_gates_and_an_open_window_stays_open()
     let dir = tempfile::tempdir().expect("dir");
     let env = streamer_env("s1", "carrier-a=127.0.0.2:0", dir.path());
     // The streamer takes only slot messages signed with its key: the scheduler's must match.
-    let secret = env
-        .iter()
-        .find(|(k, _)| k == "SLOTCAST_SECRET_KEY")
-        .map(|(_, v)| v.clone())
-        .expect("a secret key");
-    let api = support::Api::start_role(&db, "all", &[("SLOTCAST_SECRET_KEY", &secret)]);
+    let api = support::Api::start_role(&db, "all", &[("SLOTCAST_SECRET_KEY", secret_of(&env))]);
     let operator = support::token(&db, "operator", "ops");
     let alice = support::token(&db, "distributor", "alice");
     register(&api, &operator, "s1", &["carrier-a"]).await;
@@ -475,12 +478,7 @@ async fn a_streamer_killed_mid_window_keeps_its_recordings_and_goes_on_or_ends_t
     let dir = tempfile::tempdir().expect("dir");
     let env = streamer_env("s1", "carrier-a=127.0.0.2:0", dir.path());
     // The streamer takes only slot messages signed with its key: the scheduler's must match.
-    let secret = env
-        .iter()
-        .find(|(k, _)| k == "SLOTCAST_SECRET_KEY")
-        .map(|(_, v)| v.clone())
-        .expect("a secret key");
-    let api = support::Api::start_role(&db, "all", &[("SLOTCAST_SECRET_KEY", &secret)]);
+    let api = support::Api::start_role(&db, "all", &[("SLOTCAST_SECRET_KEY", secret_of(&env))]);
     let operator = support::token(&db, "operator", "ops");
     let alice = support::token(&db, "distributor", "alice");
     register(&api, &operator, "s1", &["carrier-a"]).await;

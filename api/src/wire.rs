@@ -304,8 +304,9 @@ pub struct CarrierUrl {
     pub url: String,
 }
 
-/// The reservation's setting info: what the terminal stores to go live.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+/// The reservation's setting info: what the terminal stores to go live. Its `Debug` hides
+/// the stream key.
+#[derive(Clone, Serialize, ToSchema)]
 pub struct Setting {
     /// 128-bit random, shown only here (on acceptance and rotation); the server keeps a hash.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -315,6 +316,17 @@ pub struct Setting {
     #[serde(serialize_with = "serde_ms::serialize")]
     pub closes_at: DateTime<Utc>,
     pub carriers: Vec<CarrierUrl>,
+}
+
+impl std::fmt::Debug for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setting")
+            .field("stream_key", &self.stream_key.as_ref().map(|_| "(hidden)"))
+            .field("opens_at", &self.opens_at)
+            .field("closes_at", &self.closes_at)
+            .field("carriers", &self.carriers)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -556,5 +568,23 @@ mod whole {
             assert!(n(r#"{"n": 5000000000}"#).unwrap_err().contains("too large"));
             assert!(n(r#"{"n": "7"}"#).is_err());
         }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn the_debug_of_a_setting_hides_its_stream_key() {
+        let setting = Setting {
+            stream_key: Some("0123456789abcdef0123456789abcdef".into()),
+            opens_at: Utc::now(),
+            closes_at: Utc::now(),
+            carriers: vec![],
+        };
+        let shown = format!("{setting:?}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("hidden"), "{shown}");
     }
 }

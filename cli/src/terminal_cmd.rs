@@ -20,7 +20,7 @@ use crate::config::Env;
 use crate::terminal_book;
 
 /// Options every broadcaster command takes.
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Default)]
 pub struct Globals {
     /// Profile to use (several API accounts side by side).
     #[arg(long, global = true, env = "SLOTCAST_PROFILE")]
@@ -34,6 +34,18 @@ pub struct Globals {
     /// Print JSON for scripts instead of text for people.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// Written by hand: `--token` is a secret.
+impl std::fmt::Debug for Globals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Globals")
+            .field("profile", &self.profile)
+            .field("api", &self.api)
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .field("json", &self.json)
+            .finish()
+    }
 }
 
 #[derive(Subcommand, Debug)]

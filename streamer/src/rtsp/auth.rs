@@ -22,13 +22,24 @@ pub(super) const MAX_KEY_LEN: usize = 256;
 const MAX_RESERVATION_ID_LEN: usize = 64;
 const PREFIX: &str = "/live/";
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Its `Debug` hides the key.
+#[derive(Clone, PartialEq, Eq)]
 pub(super) struct Target {
     pub reservation_id: String,
     /// What follows `/live/<reservation>/`, queries cut out; empty for the base URL.
     pub control: String,
     /// The first `key` query parameter, percent-decoded.
     pub key: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("reservation_id", &self.reservation_id)
+            .field("control", &self.control)
+            .field("key", &self.key.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
 }
 
 /// Reads `rtsp://host[:port]/live/<reservation>[/<control>]`, with queries anywhere.
@@ -107,13 +118,22 @@ pub(super) fn basic_password(header: &str) -> Option<String> {
     (!password.is_empty()).then(|| password.to_owned())
 }
 
-/// What a publisher offers as proof that it holds the stream key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a publisher offers as proof that it holds the stream key. Its `Debug` hides the key.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
     /// The key itself: `?key=`, or the Basic password.
     Key(String),
     /// A Digest answer to this connection's challenge.
     Digest(DigestAnswer),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Key(_) => f.write_str("Key(hidden)"),
+            Self::Digest(answer) => f.debug_tuple("Digest").field(answer).finish(),
+        }
+    }
 }
 
 /// The parts of `Authorization: Digest …` that the response is computed from, with the
@@ -246,6 +266,15 @@ fn digest_params(text: &str) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    #[test]
+    fn no_debug_shows_the_stream_key() {
+        let key = "0123456789abcdef0123456789abcdef";
+        let target = t(&format!("rtsp://h/live/r1?key={key}")).unwrap();
+        let shown = format!("{target:?} {:?}", Credential::Key(key.into()));
+        assert!(!shown.contains(key), "{shown}");
+        assert!(shown.contains("hidden"), "{shown}");
+    }
 
     fn t(url: &str) -> Result<Target, &'static str> {
         target(&Url::parse(url).unwrap())
