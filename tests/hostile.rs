@@ -862,3 +862,129 @@ async fn nats_logins_by_password_and_nkey_work_and_are_never_shown() {
     );
     wait_consuming(&api).await;
 }
+
+/// A NATS JWT: `claims` (with `iss` and `sub` filled in) signed by `issuer`, as nats-server
+/// reads them in operator mode (ed25519 over `header.payload`, base64url without padding).
+fn nats_jwt(mut claims: serde_json::Value, issuer: &nkeys::KeyPair, subject: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    claims["iss"] = issuer.public_key().into();
+    claims["sub"] = subject.into();
+    claims["iat"] = Utc::now().timestamp().into();
+    claims["jti"] = sha256_hex(&claims.to_string()).to_uppercase().into();
+    let header = b64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let payload = b64.encode(claims.to_string());
+    let signed = format!("{header}.{payload}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_login_by_creds_file_works() {
+    let db = TestDb::new().await;
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    // JetStream in operator mode needs a system account.
+    let system = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = nats_jwt(
+        serde_json::json!({"name": "slotcast-test", "nats": {"type": "operator", "version": 2}}),
+        &operator,
+        &operator.public_key(),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let account_jwt = nats_jwt(
+        serde_json::json!({"name": "slotcast", "nats": {
+            "type": "account", "version": 2, "limits": unlimited,
+        }}),
+        &operator,
+        &account.public_key(),
+    );
+    let system_jwt = nats_jwt(
+        serde_json::json!({"name": "SYS", "nats": {"type": "account", "version": 2}}),
+        &operator,
+        &system.public_key(),
+    );
+    let user_jwt = nats_jwt(
+        serde_json::json!({"name": "api", "nats": {
+            "type": "user", "version": 2, "pub": {}, "sub": {},
+            "subs": -1, "data": -1, "payload": -1,
+        }}),
+        &account,
+        &user.public_key(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "operator: \"{operator_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{ {acc}: \"{account_jwt}\", {sys}: \"{system_jwt}\" }}\n",
+            acc = account.public_key(),
+            sys = system.public_key(),
+        ),
+    )
+    .unwrap();
+    let creds = dir.path().join("api.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::copy(&conf, "/tmp/nats-creds.conf").unwrap();
+    let nats = support::nats::NatsServer::start_with(&["-c", conf.to_str().unwrap()]);
+    let api = support::Api::start(
+        &db,
+        &[
+            ("NATS_URL", nats.url().as_str()),
+            ("SLOTCAST_NATS_CREDS_FILE", creds.to_str().unwrap()),
+        ],
+    );
+    wait_consuming(&api).await;
+    drop(api);
+
+    // A user signed by an account the server does not trust is kept out: the login is what
+    // let the first one in.
+    let stranger = nkeys::KeyPair::new_account();
+    let forged = nats_jwt(
+        serde_json::json!({"name": "api", "nats": {"type": "user", "version": 2}}),
+        &stranger,
+        &user.public_key(),
+    );
+    let forged_creds = dir.path().join("forged.creds");
+    std::fs::write(
+        &forged_creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{forged}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let api = support::Api::start(
+        &db,
+        &[
+            ("NATS_URL", nats.url().as_str()),
+            ("SLOTCAST_NATS_CREDS_FILE", forged_creds.to_str().unwrap()),
+        ],
+    );
+    let deadline = Instant::now() + StdDuration::from_secs(20);
+    loop {
+        let (_, ready) = api.call("GET", "/readyz", None, None).await;
+        let detail = ready["nats"]["ingest-consumer"]["detail"].to_string();
+        if detail.contains("unreachable") {
+            break;
+        }
+        assert_ne!(ready["nats"]["ingest-consumer"]["ok"], true, "{ready}");
+        assert!(Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+}

@@ -149,7 +149,10 @@ pub struct CarrierInput {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub name: String,
     /// `rtsp://host[:port][/path]` on the dedicated ingest network.
-    #[schema(pattern = "^rtsps?://[^/?# ]+(/[^?# ]*[^/?# ])?$", max_length = 200)]
+    #[schema(
+        pattern = "^rtsps?://[^/?# \\x00-\\x1f\\x7f-\\x9f]+(/[^?# \\x00-\\x1f\\x7f-\\x9f]*[^/?# \\x00-\\x1f\\x7f-\\x9f])?$",
+        max_length = 200
+    )]
     pub ingest_url: String,
 }
 
