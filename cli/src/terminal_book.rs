@@ -604,10 +604,13 @@ async fn history(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalErr
 
 /// The few fields of an event a person wants in one line.
 fn detail(kind: &Value, data: &Value) -> String {
-    let body = data
+    // The API answers each event's fields as `data`; an event still wrapped in its type
+    // (`{"ReservationAccepted": {...}}`) is looked into.
+    let wrapped = data
         .as_object()
-        .and_then(|o| o.values().next())
-        .unwrap_or(data);
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get(kind.as_str().unwrap_or_default()));
+    let body = wrapped.unwrap_or(data);
     let pick = |f: &str| match &body[f] {
         Value::String(v) => Some(format!("{f}={v}")),
         // Counts per reason: refusals=bad_key:297,not_open:2
@@ -713,4 +716,28 @@ async fn schedule(
     let capacity = info.as_ref().and_then(|i| i["capacity"].as_u64());
     print!("{}", view::day(server, &slots, midnight, &Local, capacity));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_events_detail_shows_its_fields_as_the_api_answers_them() {
+        let kind = Value::from("ReservationAccepted");
+        let data = serde_json::json!({
+            "at": "2026-12-05T11:30:55Z",
+            "start": "2026-12-05T11:31:25Z",
+            "end": "2026-12-05T11:36:25Z",
+        });
+        let want = "start=2026-12-05T11:31:25Z end=2026-12-05T11:36:25Z";
+        assert_eq!(detail(&kind, &data), want);
+        let wrapped = serde_json::json!({"ReservationAccepted": data});
+        assert_eq!(detail(&kind, &wrapped), want);
+        let refused = serde_json::json!({"kind": "refused", "refusals": {"bad_key": 3}});
+        assert_eq!(
+            detail(&Value::from("IngestReported"), &refused),
+            "kind=refused refusals=bad_key:3"
+        );
+    }
 }
