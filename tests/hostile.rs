@@ -879,6 +879,26 @@ fn nats_jwt(mut claims: serde_json::Value, issuer: &nkeys::KeyPair, subject: &st
     format!("{signed}.{}", b64.encode(signature))
 }
 
+/// A `.creds` file in `dir`: the user's JWT and its nkey seed, as nsc writes them.
+fn creds_file(
+    dir: &std::path::Path,
+    name: &str,
+    jwt: &str,
+    user: &nkeys::KeyPair,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let seed = user.seed().expect("a user seed");
+    std::fs::write(
+        &path,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        ),
+    )
+    .expect("write the creds file");
+    path
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nats_login_by_creds_file_works() {
     let db = TestDb::new().await;
@@ -929,16 +949,7 @@ async fn a_nats_login_by_creds_file_works() {
         ),
     )
     .unwrap();
-    let creds = dir.path().join("api.creds");
-    std::fs::write(
-        &creds,
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
-             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
-            user.seed().unwrap()
-        ),
-    )
-    .unwrap();
+    let creds = creds_file(dir.path(), "api.creds", &user_jwt, &user);
     std::fs::copy(&conf, "/tmp/nats-creds.conf").unwrap();
     let nats = support::nats::NatsServer::start_with(&["-c", conf.to_str().unwrap()]);
     let api = support::Api::start(
@@ -959,16 +970,7 @@ async fn a_nats_login_by_creds_file_works() {
         &stranger,
         &user.public_key(),
     );
-    let forged_creds = dir.path().join("forged.creds");
-    std::fs::write(
-        &forged_creds,
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{forged}\n------END NATS USER JWT------\n\n\
-             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
-            user.seed().unwrap()
-        ),
-    )
-    .unwrap();
+    let forged_creds = creds_file(dir.path(), "forged.creds", &forged, &user);
     let api = support::Api::start(
         &db,
         &[

@@ -16,7 +16,6 @@
 //! [`Conn`], through which a handler can cap what waits on one connection (long polls), not
 //! per address: many viewers arrive through one cache.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -216,17 +215,11 @@ async fn chose_within(stream: &TcpStream, limit: Duration) -> bool {
 /// How often a client trickling the HTTP/2 preface is looked at again.
 const POLL: Duration = Duration::from_millis(20);
 
-/// The peer of a request, where [`serve`] (or `axum::serve` with connect info) set it.
-pub fn peer(req: &Request<axum::body::Body>) -> Option<SocketAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| *addr)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::routing::get;
+    use std::net::SocketAddr;
     use std::sync::atomic::AtomicU64;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -123,6 +123,7 @@ impl Book {
     }
 
     /// Connections held now.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.held
     }
@@ -188,6 +189,7 @@ impl Limits {
     }
 
     /// Connections held now.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.book.held()

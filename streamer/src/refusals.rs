@@ -71,12 +71,9 @@ impl Rollup {
     }
 
     /// Reservations held (pending counts, or reported within the period).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_reservation.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_reservation.is_empty()
     }
 }
 
@@ -127,7 +124,7 @@ mod tests {
         assert_eq!(rollup.len(), 2, "remembered for the period");
         assert!(rollup.due(t0 + Duration::from_secs(30)).is_empty());
         assert!(rollup.due(t0 + Duration::from_secs(60)).is_empty());
-        assert!(rollup.is_empty(), "nothing pending and the period over");
+        assert_eq!(rollup.len(), 0, "nothing pending and the period over");
         // A refusal after the quiet period goes out at once again.
         rollup.record("r1", "bad_key");
         assert_eq!(

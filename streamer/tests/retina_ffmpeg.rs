@@ -3,9 +3,9 @@
 //! SDP; the tests parse the SDP into `TrackSpec`s, feed every received packet through
 //! `retina_adapter::Depacketizer`, and check the frames an HLS viewer would get.
 //!
-//! DESIGN.md requires this test: retina's push-side API is hidden and changes between patch
-//! releases, so a retina bump must prove itself on real ffmpeg output. Without ffmpeg the
-//! test fails, it never skips.
+//! docs/dependencies.md requires this test: retina's push-side API is hidden and changes
+//! between patch releases, so a retina bump must prove itself on real ffmpeg output. Without
+//! ffmpeg the test fails, it never skips.
 
 use std::io::ErrorKind;
 use std::net::UdpSocket;
@@ -131,7 +131,7 @@ fn run_ffmpeg(
         Ok(child) => child,
         Err(e) if e.kind() == ErrorKind::NotFound => panic!(
             "ffmpeg is not installed (not on PATH): this test needs a real ffmpeg with \
-             libx264, libx265 and the native AAC encoder (DESIGN.md), e.g. \
+             libx264, libx265 and the native AAC encoder (docs/dependencies.md), e.g. \
              `apt-get install ffmpeg`"
         ),
         Err(e) => panic!("cannot start ffmpeg: {e}"),

@@ -4,10 +4,11 @@
 //!
 //! - **This file is the only place slotcast touches retina's hidden API.** retina 0.4.21
 //!   exposes its push-side depacketizer only as `#[doc(hidden)]` items meant for its fuzzers
-//!   and benchmarks, and that API breaks between patch releases (DESIGN.md: 0.4.19 → 0.4.20).
-//!   Older releases had `codec::Depacketizer::push(rtp::ReceivedPacket)` and a `pull` taking
-//!   connection contexts; in 0.4.21 depacketizers read payloads from a shared ring buffer,
-//!   `push` is `pub(crate)`, and the only way in is
+//!   and benchmarks, and that API breaks between patch releases (0.4.19 → 0.4.20; see
+//!   docs/dependencies.md). Older releases had
+//!   `codec::Depacketizer::push(rtp::ReceivedPacket)` and a `pull` taking connection
+//!   contexts; in 0.4.21 depacketizers read payloads from a shared ring buffer, `push` is
+//!   `pub(crate)`, and the only way in is
 //!   `testutil::DepacketizeBuf::push(&mut Depacketizer, rtp::PacketMeta, &[u8])`. retina is
 //!   therefore pinned exactly (`=0.4.21`), and the hidden calls are these, all below:
 //!   `codec::Depacketizer::{new, set_frame_format, pull, parameters}`,
