@@ -21,6 +21,8 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postg
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// Where slotcast keeps what it writes (recordings among it).
+    pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub api: ApiSection,
     #[serde(default)]
@@ -129,6 +131,38 @@ impl Env {
             .get(key)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
+    }
+}
+
+/// Where slotcast keeps what it writes: `SLOTCAST_STATE_DIR` (or `state_dir`), else
+/// `$XDG_STATE_HOME/slotcast`, else `~/.local/state/slotcast`. Never a path relative to the
+/// working directory: a relative setting is refused, and a relative `XDG_STATE_HOME` is
+/// ignored as the XDG base directory specification says.
+pub fn state_dir(file: &FileConfig, env: &Env) -> Result<PathBuf> {
+    let set = env
+        .get("SLOTCAST_STATE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| file.state_dir.clone());
+    if let Some(dir) = set {
+        if dir.is_relative() {
+            bail!(
+                "SLOTCAST_STATE_DIR / state_dir = {}: expected an absolute path",
+                dir.display()
+            );
+        }
+        return Ok(dir);
+    }
+    if let Some(xdg) = env.get("XDG_STATE_HOME").map(Path::new) {
+        if xdg.is_absolute() {
+            return Ok(xdg.join("slotcast"));
+        }
+    }
+    match env.get("HOME").map(Path::new) {
+        Some(home) if home.is_absolute() => Ok(home.join(".local/state/slotcast")),
+        _ => bail!(
+            "no state directory: set SLOTCAST_STATE_DIR (a service sets /var/lib/slotcast), \
+             XDG_STATE_HOME or HOME"
+        ),
     }
 }
 
@@ -334,7 +368,7 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
         .unwrap_or_else(|| DEFAULT_INGEST_LISTENERS.to_string());
     let listeners = slotcast_streamer::parse_listeners(&listeners_text)
         .context("SLOTCAST_INGEST_LISTENERS / streamer.ingest_listeners")?;
-    let mut config = StreamerConfig::new(server_id, listeners);
+    let mut config = StreamerConfig::new(server_id, listeners, &state_dir(file, env)?);
     if let Some(addr) = pick("SLOTCAST_HLS_ADDR", &section.hls_addr) {
         config.hls_addr = addr.parse().with_context(|| {
             format!("SLOTCAST_HLS_ADDR / streamer.hls_addr = {addr}: expected host:port")
@@ -528,6 +562,52 @@ mod tests {
         .unwrap();
         assert_eq!(c.catch_up_interval, None);
         assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn state_lives_under_the_state_dir_never_under_the_working_directory() {
+        let file = FileConfig::default();
+        let dir = |pairs: &[(&str, &str)]| state_dir(&file, &env(pairs));
+        assert_eq!(
+            dir(&[("HOME", "/home/ann")]).unwrap(),
+            Path::new("/home/ann/.local/state/slotcast")
+        );
+        let xdg = [("HOME", "/home/ann"), ("XDG_STATE_HOME", "/x/state")];
+        assert_eq!(dir(&xdg).unwrap(), Path::new("/x/state/slotcast"));
+        let relative_xdg = [("HOME", "/home/ann"), ("XDG_STATE_HOME", "state")];
+        assert_eq!(
+            dir(&relative_xdg).unwrap(),
+            Path::new("/home/ann/.local/state/slotcast")
+        );
+        let set = [
+            ("XDG_STATE_HOME", "/x"),
+            ("SLOTCAST_STATE_DIR", "/var/lib/slotcast"),
+        ];
+        assert_eq!(dir(&set).unwrap(), Path::new("/var/lib/slotcast"));
+        let err = dir(&[("SLOTCAST_STATE_DIR", "data")]).unwrap_err();
+        assert!(err.to_string().contains("absolute"), "{err}");
+        let err = dir(&[]).unwrap_err();
+        assert!(err.to_string().contains("SLOTCAST_STATE_DIR"), "{err}");
+
+        let streamer = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("SLOTCAST_SERVER_ID", "srv")];
+            all.extend_from_slice(pairs);
+            streamer_config(&file, &env(&all))
+                .unwrap()
+                .unwrap()
+                .streamer
+        };
+        let config = streamer(&[("SLOTCAST_STATE_DIR", "/var/lib/slotcast")]);
+        assert_eq!(
+            config.recordings_dir,
+            Path::new("/var/lib/slotcast/recordings")
+        );
+        assert!(config.hls_js.is_absolute(), "{}", config.hls_js.display());
+        let config = streamer(&[
+            ("SLOTCAST_STATE_DIR", "/var/lib/slotcast"),
+            ("SLOTCAST_RECORDINGS_DIR", "/srv/recordings"),
+        ]);
+        assert_eq!(config.recordings_dir, Path::new("/srv/recordings"));
     }
 
     #[test]

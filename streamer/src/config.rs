@@ -5,7 +5,7 @@
 //! [`parse_networks`] does the same for `SLOTCAST_CAMERA_NETWORKS`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{Result, StreamerError};
@@ -47,11 +47,12 @@ pub struct StreamerConfig {
     pub listeners: Vec<Listener>,
     /// Viewer side: HLS, the watch page, metrics (`SLOTCAST_HLS_ADDR`).
     pub hls_addr: SocketAddr,
-    /// Where recordings are written (`<dir>/<reservation_id>/`).
+    /// Where recordings are written (`<dir>/<reservation_id>/`); by default `recordings`
+    /// under the state directory.
     pub recordings_dir: PathBuf,
     /// How long a recording stays watchable after its slot ended.
     pub retention: Duration,
-    /// Where `npm ci --prefix web` put hls.js (`web/node_modules/hls.js/dist/hls.min.js`).
+    /// The player's hls.js; by default [`StreamerConfig::default_hls_js`].
     pub hls_js: PathBuf,
     /// Target segment duration; segments are cut on the first keyframe past it.
     pub segment_target: Duration,
@@ -91,17 +92,27 @@ impl StreamerConfig {
     /// The longest poll period allowed: a tenth of a second is already half a part.
     pub const MAX_INGEST_POLL: Duration = Duration::from_millis(100);
 
-    /// Defaults that run on one machine.
-    pub fn new(server_id: impl Into<String>, listeners: Vec<Listener>) -> Self {
+    /// Where `npm ci --prefix web` (run by `scripts/services`) put hls.js in the source tree
+    /// this streamer was built from: an absolute path, fixed at build time, so it does not
+    /// depend on the directory the server is started in. An installed streamer is told its
+    /// own (`SLOTCAST_HLS_JS`).
+    pub fn default_hls_js() -> PathBuf {
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let source_tree = crate_dir.parent().unwrap_or(crate_dir);
+        source_tree.join("web/node_modules/hls.js/dist/hls.min.js")
+    }
+
+    /// Defaults that run on one machine, keeping recordings under `state_dir`.
+    pub fn new(server_id: impl Into<String>, listeners: Vec<Listener>, state_dir: &Path) -> Self {
         Self {
             server_id: server_id.into(),
             listeners,
             hls_addr: Self::DEFAULT_HLS_ADDR
                 .parse()
                 .expect("the default HLS address is a literal socket address"),
-            recordings_dir: PathBuf::from("data/recordings"),
+            recordings_dir: state_dir.join("recordings"),
             retention: Duration::from_secs(7 * 24 * 3600),
-            hls_js: PathBuf::from("web/node_modules/hls.js/dist/hls.min.js"),
+            hls_js: Self::default_hls_js(),
             segment_target: Duration::from_secs(1),
             part_target: Duration::from_millis(200),
             session_timeout: Duration::from_secs(60),
@@ -198,7 +209,7 @@ mod tests {
             carrier: "a".into(),
             addr: "127.0.0.1:8554".parse().unwrap(),
         };
-        let mut config = StreamerConfig::new("srv", vec![listener]);
+        let mut config = StreamerConfig::new("srv", vec![listener], Path::new("/var/lib/slotcast"));
         assert_eq!(config.ingest_poll, Duration::from_millis(25));
         config.validate().unwrap();
         for (ms, ok) in [(0, false), (1, true), (100, true), (101, false)] {
