@@ -1,8 +1,8 @@
 //! The camera edge: pulls a reservation's camera with retina's client while its window is
 //! open, into the same media path a publisher feeds.
 //!
-//! Contract: one task per pulled camera, started and stopped by the hub
-//! ([`crate::hub::Hub::reconcile_pulls`]); it hangs up (TEARDOWN) when its [`PullHandle`]
+//! Contract: one task per pulled camera, started and stopped by the hub as
+//! [`crate::control::Control`] decides; it hangs up (TEARDOWN) when its [`PullHandle`]
 //! stops (window closed, cancelled, shutdown) and never ends on its own before that. Each
 //! attempt is DESCRIBE, SETUP of the H.264/H.265 video and AAC audio streams (TCP interleaved
 //! by default, UDP if the booking asked), PLAY; its frames go through
@@ -35,6 +35,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat};
 use slotcast_domain::contract::{CameraTransport, IngestKind};
 
+use crate::control::PullReport;
 use crate::gates::Camera;
 use crate::hub::{Hub, PullHandle};
 use crate::media::frames::{codec_names, Codec, Framer};
@@ -85,6 +86,34 @@ impl Backoff {
     }
 }
 
+/// What a pull did, for the history: `camera` is the camera's `host:port`.
+fn report_pull(
+    hub: &Hub,
+    reservation_id: &str,
+    kind: IngestKind,
+    camera: &str,
+    codec: Option<String>,
+    reason: Option<String>,
+) {
+    let what = PullReport {
+        kind,
+        camera: camera.to_string(),
+        codec,
+        reason,
+    };
+    hub.report_pull(reservation_id, what);
+}
+
+/// [`guarded_pull`] as the hub starts it ([`crate::hub::Puller`]).
+pub fn start_pull(
+    hub: Hub,
+    reservation_id: String,
+    camera: Camera,
+    handle: PullHandle,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
+    Box::pin(guarded_pull(hub, reservation_id, camera, handle))
+}
+
 /// [`pull`], with a panic inside it (a bug, in slotcast or retina) reported as `failed` and
 /// logged; the pull then waits out its window instead of being started again.
 pub async fn guarded_pull(hub: Hub, reservation_id: String, camera: Camera, handle: PullHandle) {
@@ -100,7 +129,14 @@ pub async fn guarded_pull(hub: Hub, reservation_id: String, camera: Camera, hand
     if pulled.is_err() {
         tracing::error!(reservation = %reservation_id, "the camera pull panicked");
         let why = "internal error in the camera pull (see the streamer's log)".to_string();
-        hub.report_pull(&reservation_id, IngestKind::Failed, &addr, None, Some(why));
+        report_pull(
+            &hub,
+            &reservation_id,
+            IngestKind::Failed,
+            &addr,
+            None,
+            Some(why),
+        );
         handle.stop.cancelled().await;
         hub.pull_ended(&reservation_id);
     }
@@ -120,7 +156,7 @@ pub async fn pull(hub: Hub, reservation_id: String, camera: Camera, handle: Pull
         Err(why) => {
             // Nothing a retry could mend: said once, then wait for the window to end.
             tracing::error!(reservation = id, camera = %shown.url, "{why}");
-            hub.report_pull(id, IngestKind::Failed, &shown.addr, None, Some(why));
+            report_pull(&hub, id, IngestKind::Failed, &shown.addr, None, Some(why));
             handle.stop.cancelled().await;
             hub.pull_ended(id);
             return;
@@ -138,7 +174,7 @@ pub async fn pull(hub: Hub, reservation_id: String, camera: Camera, handle: Pull
                 tracing::info!(reservation = id, camera = %shown.url, detail = %failure.detail,
                     "camera pull failed");
                 let why = failure.why.phrase().to_string();
-                hub.report_pull(id, IngestKind::Failed, &shown.addr, None, Some(why));
+                report_pull(&hub, id, IngestKind::Failed, &shown.addr, None, Some(why));
                 failure.refused
             }
             Ok(playing) => {
@@ -146,7 +182,9 @@ pub async fn pull(hub: Hub, reservation_id: String, camera: Camera, handle: Pull
                 tracing::info!(reservation = id, camera = %shown.url, codecs, "camera live");
                 let live = Live::report(&hub, id, &shown.addr, codecs);
                 let (why, flowed) = relay(&hub, id, playing, &handle, &shown).await;
-                let why = handle.reason().unwrap_or_else(|| why.phrase().to_string());
+                let why = handle
+                    .reason()
+                    .map_or_else(|| why.phrase().to_string(), str::to_string);
                 tracing::info!(reservation = id, camera = %shown.url, %why, "camera disconnected");
                 live.end(why);
                 if handle.stop.is_cancelled() {
@@ -180,7 +218,8 @@ struct Live<'a> {
 
 impl<'a> Live<'a> {
     fn report(hub: &'a Hub, reservation_id: &'a str, addr: &'a str, codecs: String) -> Self {
-        hub.report_pull(
+        report_pull(
+            hub,
             reservation_id,
             IngestKind::Connected,
             addr,
@@ -206,7 +245,8 @@ impl Drop for Live<'_> {
             .why
             .take()
             .unwrap_or_else(|| "internal error in the camera pull".to_string());
-        self.hub.report_pull(
+        report_pull(
+            self.hub,
             self.reservation_id,
             IngestKind::Disconnected,
             self.addr,

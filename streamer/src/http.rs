@@ -23,6 +23,7 @@ use serde::Deserialize;
 use slotcast_http::Conn;
 use tokio_util::sync::CancellationToken;
 
+use crate::channel::ChannelState;
 use crate::hub::{ChannelHandle, Hub};
 use crate::playlist::Readiness;
 use crate::playlist::{parse_part, parse_segment};
@@ -315,14 +316,14 @@ async fn status(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
         return not_found();
     }
     let mut state = hub.status(&id);
-    if state == crate::hub::Status::Waiting
+    if state == ChannelState::Waiting
         && tokio::fs::try_exists(recording_path(&hub, &id, "index.m3u8"))
             .await
             .unwrap_or(false)
         && hub.find_channel(&id).is_none()
         && !hub.is_unfinished(&id)
     {
-        state = crate::hub::Status::Ended;
+        state = ChannelState::Ended;
     }
     let body = serde_json::json!({ "reservation_id": id, "state": state });
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()

@@ -33,8 +33,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Listener;
+use crate::control::Refused;
 use crate::gates::Denied;
-use crate::hub::{ChannelHandle, Hub, Refused, SessionEntry};
+use crate::hub::{ChannelHandle, Hub, SessionEntry};
 use crate::ingest_limits::{Limits, Place};
 use crate::media::frames::codec_names;
 use crate::media::retina_adapter::Depacketizer;
@@ -686,9 +687,7 @@ impl Connection {
             let why = if shutting_down {
                 "the streamer is shutting down".to_owned()
             } else {
-                entry
-                    .reason()
-                    .unwrap_or_else(|| "ended by the server".into())
+                entry.reason().unwrap_or("ended by the server").to_owned()
             };
             self.session.close(CloseReason::Ended(why));
         }

@@ -10,6 +10,7 @@
 pub mod camera;
 pub mod channel;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod feed;
 pub mod gates;
@@ -86,7 +87,14 @@ pub async fn run(
     let (disk_tx, disk_rx) = mpsc::channel(1024);
     // Media and viewers stop first; reports and the disk writer drain after them.
     let edges = shutdown.child_token();
-    let hub = Hub::new(config.clone(), clock, reports_tx, disk_tx, edges.clone());
+    let hub = Hub::new(
+        config.clone(),
+        clock,
+        reports_tx,
+        disk_tx,
+        camera::start_pull,
+        edges.clone(),
+    );
 
     // Recordings a stopped streamer left unfinished go on (or end) as their slots say: found
     // before a publisher can connect and before the gates are followed.
@@ -171,8 +179,7 @@ async fn ticks(hub: Hub, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = expire.tick() => {
-                hub.expire();
-                hub.flush_refusals();
+                hub.tick();
             }
             _ = forget.tick() => hub.forget_ended(),
         }

@@ -47,7 +47,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::channel::DiskWrite;
 use crate::config::StreamerConfig;
-use crate::hub::DiskBatch;
 use crate::media::Pieces;
 use crate::playlist::{self, Journal, Playlist};
 
@@ -62,6 +61,13 @@ const ENTRY: u64 = 16;
 const OPEN_LIMIT: usize = 256;
 /// A segment longer than this in the index is taken for a damaged index, not read.
 const SEGMENT_LIMIT: u64 = 256 << 20;
+
+/// Files of one reservation's recording to write.
+#[derive(Debug)]
+pub struct DiskBatch {
+    pub reservation_id: String,
+    pub writes: Vec<DiskWrite>,
+}
 
 /// Writes every batch, in order, until the last sender is gone.
 pub async fn write(dir: PathBuf, batches: mpsc::Receiver<DiskBatch>) {
