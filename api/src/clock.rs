@@ -196,7 +196,7 @@ struct Inner {
     state: Mutex<State>,
 }
 
-impl slotcast_projections::scheduler::Clock for ServerClock {
+impl slotcast_domain::time::Clock for ServerClock {
     fn now(&self) -> DateTime<Utc> {
         ServerClock::now(self)
     }

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use slotcast_projections::nats::NatsConfig;
-use slotcast_projections::scheduler::SchedulerConfig;
+use slotcast_nats::NatsConfig;
+use slotcast_scheduler::SchedulerConfig;
 
 use crate::clock::ClockConfig;
 use crate::store::StoreConfig;

@@ -142,8 +142,8 @@ impl From<ScheduleError> for ApiError {
     }
 }
 
-impl From<slotcast_projections::Error> for ApiError {
-    fn from(err: slotcast_projections::Error) -> Self {
+impl From<slotcast_readmodel::Error> for ApiError {
+    fn from(err: slotcast_readmodel::Error) -> Self {
         Self::internal(err)
     }
 }

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use slotcast_domain::contract::{IngestMessage, SlotKind, SlotMessage, StreamCursor};
 use slotcast_domain::signing::{self, Check};
 use slotcast_domain::{Actor, Command, CommandKind, Feed, Role};
-use slotcast_projections::nats::{Backoff, Nats};
+use slotcast_nats::{Backoff, Nats};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::ApiConfig;
 pub use error::ApiError;
 
-use slotcast_projections::scheduler::Scheduler;
+use slotcast_scheduler::Scheduler;
 
 use crate::clock::ServerClock;
 use crate::state::AppState;
@@ -37,7 +37,9 @@ use crate::store::ScheduleStore;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("{0}")]
-    Db(slotcast_projections::Error),
+    Db(#[from] slotcast_readmodel::Error),
+    #[error("{0}")]
+    Nats(#[from] slotcast_nats::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -47,17 +49,10 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
 }
 
-impl From<slotcast_projections::Error> for ServeError {
-    fn from(err: slotcast_projections::Error) -> Self {
-        Self::Db(err)
-    }
-}
-
 /// Builds the state (pool, migrations, clock) the api runs on.
 pub async fn state(config: ApiConfig) -> Result<AppState, ServeError> {
-    slotcast_projections::db::migrate(&config.database_url).await?;
-    let pool =
-        slotcast_projections::db::connect(&config.database_url, config.db_connections).await?;
+    slotcast_readmodel::db::migrate(&config.database_url).await?;
+    let pool = slotcast_readmodel::db::connect(&config.database_url, config.db_connections).await?;
     Ok(AppState {
         store: Arc::new(ScheduleStore::new(pool.clone(), config.store())),
         inflight: Default::default(),
@@ -85,7 +80,7 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(state.clock.clone().run(shutdown.clone()));
     if let Some(interval) = state.config.catch_up_interval {
-        tasks.spawn(slotcast_projections::run_catch_up(
+        tasks.spawn(slotcast_readmodel::run_catch_up(
             state.pool.clone(),
             interval,
             shutdown.clone(),
@@ -98,7 +93,7 @@ pub async fn serve(
         shutdown.clone(),
     ));
     if let Some(nats_config) = state.config.nats.clone() {
-        let nats = slotcast_projections::nats::connect(nats_config, "slotcast-api").await?;
+        let nats = slotcast_nats::connect(nats_config, "slotcast-api").await?;
         tasks.spawn(feeds::run(state.clone(), nats.clone(), shutdown.clone()));
         if let Some(config) = state.config.scheduler.clone() {
             let scheduler = Scheduler::new(
@@ -130,8 +125,8 @@ pub async fn serve(
 pub struct SchedulerRoleConfig {
     pub database_url: String,
     pub clock: clock::ClockConfig,
-    pub nats: slotcast_projections::nats::NatsConfig,
-    pub scheduler: slotcast_projections::scheduler::SchedulerConfig,
+    pub nats: slotcast_nats::NatsConfig,
+    pub scheduler: slotcast_scheduler::SchedulerConfig,
     pub ops_addr: Option<SocketAddr>,
 }
 
@@ -141,12 +136,11 @@ pub async fn run_scheduler(
     shutdown: CancellationToken,
     on_listen: impl FnOnce(Option<SocketAddr>),
 ) -> Result<(), ServeError> {
-    slotcast_projections::db::migrate(&config.database_url).await?;
-    let pool = slotcast_projections::db::connect(&config.database_url, 4).await?;
+    slotcast_readmodel::db::migrate(&config.database_url).await?;
+    let pool = slotcast_readmodel::db::connect(&config.database_url, 4).await?;
     let clock = ServerClock::new(config.clock.clone());
-    let health = slotcast_projections::nats::Health::default();
-    let nats =
-        slotcast_projections::nats::connect(config.nats.clone(), "slotcast-scheduler").await?;
+    let health = slotcast_nats::Health::default();
+    let nats = slotcast_nats::connect(config.nats.clone(), "slotcast-scheduler").await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(clock.clone().run(shutdown.clone()));
     let scheduler = Scheduler::new(

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use slotcast_projections::nats::Health;
+use slotcast_nats::Health;
 use sqlx::PgPool;
 
 use crate::auth::TokenCache;

@@ -358,7 +358,7 @@ async fn measure(
     let timeout = Duration::from_secs(args.timeout_s);
     let cap = Duration::from_secs(args.cap_s);
 
-    let pool = slotcast_projections::db::connect(&scratch.url, 2).await?;
+    let pool = slotcast_readmodel::db::connect(&scratch.url, 2).await?;
     let operator =
         slotcast_api::auth::create_token(&pool, Role::Operator, "bench-operator").await?;
     let distributor =
@@ -490,7 +490,7 @@ async fn measure(
         None
     };
     let hang_ups = if args.only.contains(&Part::C) {
-        let pool = slotcast_projections::db::connect(&scratch.url, 2).await?;
+        let pool = slotcast_readmodel::db::connect(&scratch.url, 2).await?;
         let figures = crate::bench_write_path::hang_ups(
             &api,
             &pool,

@@ -25,7 +25,7 @@ use async_nats::jetstream::message::PublishMessage;
 use chrono::Utc;
 use serde::Serialize;
 use slotcast_domain::contract::{self, IngestMode, Names, SlotKind, SlotMessage};
-use slotcast_projections::nats::{Nats, NatsConfig};
+use slotcast_nats::{Nats, NatsConfig};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -154,11 +154,8 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     let ffmpeg = tool_version("ffmpeg")
         .await
         .context("ffmpeg is needed (scripts/services installs it)")?;
-    let nats = slotcast_projections::nats::connect(
-        NatsConfig::new(args.nats_url.clone()),
-        "slotcast-bench",
-    )
-    .await?;
+    let nats =
+        slotcast_nats::connect(NatsConfig::new(args.nats_url.clone()), "slotcast-bench").await?;
     for _ in 0..100 {
         if nats.connected() {
             break;

@@ -23,7 +23,7 @@ use slotcast_api::clock::{ClockConfig, ServerClock};
 use slotcast_api::ApiConfig;
 use slotcast_domain::contract::{self, Names, SlotMessage};
 use slotcast_domain::Role;
-use slotcast_projections::nats::NatsConfig;
+use slotcast_nats::NatsConfig;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
@@ -149,8 +149,8 @@ struct Bench<'a> {
 }
 
 async fn run(args: &SlotsArgs, scratch: &Scratch, shutdown: CancellationToken) -> Result<Report> {
-    slotcast_projections::db::migrate(&scratch.url).await?;
-    let pool = slotcast_projections::db::connect(&scratch.url, 4).await?;
+    slotcast_readmodel::db::migrate(&scratch.url).await?;
+    let pool = slotcast_readmodel::db::connect(&scratch.url, 4).await?;
     let postgres: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&pool)
         .await?;
@@ -233,7 +233,7 @@ impl Bench<'_> {
         let names = Names::new(&prefix).expect("a valid prefix");
         let mut nats_config = NatsConfig::new(args.nats_url.clone());
         nats_config.names = names.clone();
-        let nats = slotcast_projections::nats::connect(nats_config, "slotcast-bench").await?;
+        let nats = slotcast_nats::connect(nats_config, "slotcast-bench").await?;
         for _ in 0..100 {
             if nats.connected() {
                 break;

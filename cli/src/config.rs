@@ -11,8 +11,8 @@ use slotcast_api::{ApiConfig, SchedulerRoleConfig};
 use slotcast_domain::contract::Names;
 use slotcast_domain::secret::SecretKey;
 use slotcast_domain::signing::Signer;
-use slotcast_projections::nats::NatsConfig;
-use slotcast_projections::scheduler::SchedulerConfig;
+use slotcast_nats::NatsConfig;
+use slotcast_scheduler::SchedulerConfig;
 use slotcast_streamer::StreamerConfig;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";

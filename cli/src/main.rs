@@ -192,7 +192,7 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
         Top::Terminal(_) => {}
         Top::Migrate => {
             let url = config::database_url(&file, &env);
-            slotcast_projections::db::migrate(&url)
+            slotcast_readmodel::db::migrate(&url)
                 .await
                 .with_context(|| format!("cannot migrate {}", redact(&url)))?;
             println!("migrations applied");
@@ -321,7 +321,7 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
             command: Admin::Rebuild,
         } => {
             let pool = connect(&file, &env).await?;
-            let report = slotcast_projections::rebuild(&pool).await?;
+            let report = slotcast_readmodel::rebuild(&pool).await?;
             println!(
                 "rebuilt the read model from {} events in {:.3} s ({:.0} events/s)",
                 report.events,
@@ -345,10 +345,10 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
 /// A small pool on a migrated database.
 async fn connect(file: &config::FileConfig, env: &Env) -> Result<sqlx::PgPool> {
     let url = config::database_url(file, env);
-    slotcast_projections::db::migrate(&url)
+    slotcast_readmodel::db::migrate(&url)
         .await
         .with_context(|| format!("cannot migrate {}", redact(&url)))?;
-    slotcast_projections::db::connect(&url, 4)
+    slotcast_readmodel::db::connect(&url, 4)
         .await
         .with_context(|| format!("cannot connect to Postgres at {}", redact(&url)))
 }

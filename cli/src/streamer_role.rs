@@ -21,7 +21,7 @@ pub async fn run(
 ) -> Result<()> {
     let clock = ServerClock::new(config.clock.clone());
     tokio::spawn(clock.clone().run(shutdown.clone()));
-    let nats = slotcast_projections::nats::connect(config.nats.clone(), "slotcast-streamer")
+    let nats = slotcast_nats::connect(config.nats.clone(), "slotcast-streamer")
         .await
         .with_context(|| format!("cannot reach NATS at {}", config.nats.shown_url()))?;
     {

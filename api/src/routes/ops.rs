@@ -9,7 +9,7 @@ use serde_json::json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use slotcast_projections::nats::Health;
+use slotcast_nats::Health;
 
 use crate::clock::ServerClock;
 use crate::state::AppState;
@@ -42,9 +42,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         }
     };
     let nats = state.health.snapshot();
-    let scheduler = state
-        .health
-        .is_ok(slotcast_projections::scheduler::COMPONENT);
+    let scheduler = state.health.is_ok(slotcast_scheduler::COMPONENT);
     let status = if scheduler == Some(false) {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -62,7 +60,7 @@ pub fn scheduler_ops(clock: ServerClock, health: Health) -> Router {
     let ready = move || {
         let clock = clock.status();
         let nats = health.snapshot();
-        let ok = health.is_ok(slotcast_projections::scheduler::COMPONENT) == Some(true);
+        let ok = health.is_ok(slotcast_scheduler::COMPONENT) == Some(true);
         let status = if ok {
             StatusCode::OK
         } else {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use slotcast_domain::contract::{CameraSource, CameraTransport};
 use slotcast_domain::secret::{CameraLogin, SecretKey};
 use slotcast_domain::{Command, CommandKind, Role, ScheduleEvent, ServerSettings};
-use slotcast_projections::read::{self, ReservationFilter, ReservationRow};
+use slotcast_readmodel::read::{self, ReservationFilter, ReservationRow};
 
 use super::RequestContext;
 use crate::auth::{new_stream_key, Caller};

@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use slotcast_domain::{Carrier, CommandKind, ServerPatch, ServerSettings, ServerSpec};
-use slotcast_projections::read::{self, ServerRow};
+use slotcast_readmodel::read::{self, ServerRow};
 
 use super::RequestContext;
 use crate::auth::Caller;

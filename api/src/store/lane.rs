@@ -22,7 +22,7 @@ use postgres_es::PostgresEventRepository;
 use rand::Rng;
 use serde_json::json;
 use slotcast_domain::{ScheduleEvent, ServerSchedule, ServerSettings};
-use slotcast_projections::Stream;
+use slotcast_readmodel::Stream;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use slotcast_domain::ServerSchedule;
-use slotcast_projections::Stream;
+use slotcast_readmodel::Stream;
 use sqlx::{PgConnection, PgPool};
 
 use crate::idempotency::{self, Sealed};
@@ -73,10 +73,10 @@ pub(super) async fn commit(
         .await
         .map_err(classify)?;
     if project {
-        slotcast_projections::project_batch(&mut tx, streams)
+        slotcast_readmodel::project_batch(&mut tx, streams)
             .await
             .map_err(|err| match err {
-                slotcast_projections::Error::Db(err) => classify(err),
+                slotcast_readmodel::Error::Db(err) => classify(err),
                 other => Fail::NotCommitted(Box::new(other)),
             })?;
     }
@@ -126,7 +126,7 @@ async fn insert(
     .bind(&versions)
     .bind(&payloads)
     .bind(&metadata)
-    .bind(slotcast_projections::READ_MODEL_LOCK)
+    .bind(slotcast_readmodel::READ_MODEL_LOCK)
     .bind(lock_read_model)
     .bind(&answers.key_hash)
     .bind(&answers.request_hash)

@@ -19,8 +19,8 @@ use sqlx::PgConnection;
 
 pub use crate::project::READ_MODEL_LOCK;
 use crate::project::{project_stream_in, Committed};
-use crate::slots::{plan_for, Basis, CHANNEL};
 use crate::Result;
+use slotcast_scheduler::outbox::{plan_for, Basis, CHANNEL};
 
 /// One aggregate's events in a batch: `events[i]` has sequence `first_sequence + i`.
 #[derive(Clone, Copy, Debug)]

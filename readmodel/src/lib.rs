@@ -1,4 +1,4 @@
-//! Read models fed from the event store.
+//! The read model fed from the event store, and the database every role connects to.
 //!
 //! Contract: every row here is derived from events only. Three paths write it and all three
 //! are idempotent through `rm.streams.last_sequence` (per aggregate): the api's writer
@@ -9,12 +9,9 @@
 
 mod batch;
 pub mod db;
-pub mod nats;
 mod project;
 pub mod read;
 mod rebuild;
-pub mod scheduler;
-mod slots;
 
 pub use batch::{project_batch, Projected, Stream, READ_MODEL_LOCK};
 pub use project::{catch_up, project_stream, run_catch_up, CatchUp, Committed};
@@ -29,8 +26,8 @@ pub enum Error {
     Db(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("nats: {0}")]
-    Nats(String),
+    #[error("slot outbox: {0}")]
+    Outbox(#[from] slotcast_scheduler::Error),
     #[error("unexpected data: {0}")]
     Corrupt(String),
     #[error("event {aggregate_id}#{sequence} does not decode: {source}")]

@@ -35,14 +35,14 @@ pub const CHANNEL: &str = "slotcast_slot_boundaries";
 
 /// A slot as one revision describes it.
 #[derive(Clone, Debug)]
-pub(crate) struct Basis {
-    pub(crate) opens_at: DateTime<Utc>,
-    pub(crate) closes_at: DateTime<Utc>,
-    pub(crate) start: DateTime<Utc>,
-    pub(crate) end: DateTime<Utc>,
-    pub(crate) stream_key_hash: String,
-    pub(crate) stream_key_digest: Option<String>,
-    pub(crate) ingest: serde_json::Value,
+pub struct Basis {
+    pub opens_at: DateTime<Utc>,
+    pub closes_at: DateTime<Utc>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub stream_key_hash: String,
+    pub stream_key_digest: Option<String>,
+    pub ingest: serde_json::Value,
 }
 
 enum Change {
@@ -60,11 +60,7 @@ enum Change {
 }
 
 /// The outbox rows `event` asks for.
-pub(crate) async fn apply(
-    conn: &mut PgConnection,
-    server_id: &str,
-    event: &ScheduleEvent,
-) -> Result<()> {
+pub async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) -> Result<()> {
     match event {
         ScheduleEvent::ReservationAccepted {
             at,
@@ -147,8 +143,10 @@ async fn server_carriers(conn: &mut PgConnection, server_id: &str) -> Result<Vec
             .fetch_optional(&mut *conn)
             .await?;
     let carriers: Vec<slotcast_domain::Carrier> = match carriers {
-        Some(value) => serde_json::from_value(value)
-            .map_err(|e| Error::Corrupt(format!("rm.servers.carriers of {server_id}: {e}")))?,
+        Some(value) => serde_json::from_value(value).map_err(|source| Error::Decode {
+            what: format!("rm.servers.carriers of {server_id}"),
+            source,
+        })?,
         None => Vec::new(),
     };
     Ok(carriers.into_iter().map(|c| c.name).collect())
@@ -284,11 +282,7 @@ async fn revise(
 }
 
 /// The messages a new or changed slot needs, given whether consumers have seen it open.
-pub(crate) fn plan_for(
-    basis: &Basis,
-    at: DateTime<Utc>,
-    opened: bool,
-) -> Vec<(SlotKind, DateTime<Utc>)> {
+pub fn plan_for(basis: &Basis, at: DateTime<Utc>, opened: bool) -> Vec<(SlotKind, DateTime<Utc>)> {
     let mut plan = Vec::with_capacity(3);
     if opened {
         plan.push((SlotKind::Changed, at));

@@ -15,7 +15,32 @@ use serde::Serialize;
 use slotcast_domain::contract::Names;
 use slotcast_domain::signing::Signer;
 
-use crate::{Error, Result};
+/// What can go wrong reaching NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("NATS creds file {}: {source}", .path.display())]
+    CredsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("NATS nkey file {}: {source}", .path.display())]
+    NkeyFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to {shown}: {source}")]
+    Connect {
+        shown: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("stream {name}: {source}")]
+    Stream {
+        name: String,
+        source: jetstream::context::CreateStreamError,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How slotcast reaches NATS.
 #[derive(Clone, Debug)]
@@ -158,11 +183,16 @@ pub async fn connect(config: NatsConfig, name: &str) -> Result<Nats> {
         options = options
             .credentials_file(path)
             .await
-            .map_err(|e| Error::Nats(format!("NATS creds file {}: {e}", path.display())))?;
+            .map_err(|source| Error::CredsFile {
+                path: path.clone(),
+                source,
+            })?;
     }
     if let Some(path) = &config.nkey_file {
-        let seed = std::fs::read_to_string(path)
-            .map_err(|e| Error::Nats(format!("NATS nkey file {}: {e}", path.display())))?;
+        let seed = std::fs::read_to_string(path).map_err(|source| Error::NkeyFile {
+            path: path.clone(),
+            source,
+        })?;
         options = options.nkey(seed.trim().to_string());
     }
     let client = options
@@ -175,7 +205,7 @@ pub async fn connect(config: NatsConfig, name: &str) -> Result<Nats> {
         })
         .connect(url.as_str())
         .await
-        .map_err(|e| Error::Nats(format!("cannot connect to {shown}: {e}")))?;
+        .map_err(|source| Error::Connect { shown, source })?;
     let mut jetstream = jetstream::new(client.clone());
     jetstream.set_timeout(config.ack_timeout);
     Ok(Nats {
@@ -227,7 +257,7 @@ impl Nats {
         self.jetstream
             .create_or_update_stream(config)
             .await
-            .map_err(|e| Error::Nats(format!("stream {name}: {e}")))
+            .map_err(|source| Error::Stream { name, source })
     }
 }
 

@@ -23,11 +23,12 @@ use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::nats::{Backoff, Health, Nats};
-use crate::{slots, Error, Result};
+use slotcast_nats::{Backoff, Health, Nats};
+
+use crate::{outbox, Error, Result};
 
 /// The clock boundaries are timed by: the api's NTP-disciplined server clock in production.
-pub use slotcast_domain::time::Clock;
+use slotcast_domain::time::Clock;
 
 /// The `Health` component name the scheduler reports under.
 pub const COMPONENT: &str = "scheduler";
@@ -163,7 +164,7 @@ impl Scheduler {
                     Err(err) => {
                         tracing::warn!(%err, "slot boundaries not published; retrying");
                         self.health.set(COMPONENT, false, err.to_string());
-                        if matches!(err, Error::Nats(_)) {
+                        if err.is_nats() {
                             // The stream may have gone: make sure of it again.
                             stream_ready = false;
                         }
@@ -227,12 +228,7 @@ impl Scheduler {
         let limit = self.nats.config.ack_timeout * 2;
         let (acked, failure) = match tokio::time::timeout(limit, self.publish(due)).await {
             Ok(done) => done,
-            Err(_) => (
-                Vec::new(),
-                Some(Error::Nats(format!(
-                    "JetStream did not answer within {limit:?}"
-                ))),
-            ),
+            Err(_) => (Vec::new(), Some(Error::AckTimeout(limit))),
         };
         mark(&mut tx, &acked, &self.config.replica).await?;
         tx.commit().await?;
@@ -277,8 +273,11 @@ impl Scheduler {
             let id = contract::slot_message_id(&row.reservation_id, row.kind, message.revision);
             let payload = match serde_json::to_vec(&message) {
                 Ok(p) => p,
-                Err(e) => {
-                    failure = Some(Error::Corrupt(format!("slot message {id}: {e}")));
+                Err(source) => {
+                    failure = Some(Error::Decode {
+                        what: format!("slot message {id}"),
+                        source,
+                    });
                     break;
                 }
             };
@@ -290,8 +289,8 @@ impl Scheduler {
             let publish = publish.payload(payload.into());
             match self.nats.jetstream.send_publish(subject, publish).await {
                 Ok(ack) => sent.push((id, row, published_at, late_ms, ack)),
-                Err(err) => {
-                    failure = Some(Error::Nats(format!("publish {id}: {err}")));
+                Err(source) => {
+                    failure = Some(Error::Publish { id, source });
                     break;
                 }
             }
@@ -305,8 +304,8 @@ impl Scheduler {
         for (id, row, published_at, late_ms, answer) in answers {
             match answer {
                 Ok(_) => acked.push((row, published_at, late_ms)),
-                Err(err) => {
-                    failure.get_or_insert(Error::Nats(format!("no ack for {id}: {err}")));
+                Err(source) => {
+                    failure.get_or_insert(Error::NoAck { id, source });
                 }
             }
         }
@@ -350,8 +349,10 @@ async fn claim(conn: &mut PgConnection, now: DateTime<Utc>, batch: i64) -> Resul
                 end: row.try_get("end_at")?,
                 stream_key_hash: row.try_get("stream_key_hash")?,
                 stream_key_digest: row.try_get("stream_key_digest")?,
-                ingest: serde_json::from_value(ingest)
-                    .map_err(|e| Error::Corrupt(format!("slot ingest mode: {e}")))?,
+                ingest: serde_json::from_value(ingest).map_err(|source| Error::Decode {
+                    what: "slot ingest mode".into(),
+                    source,
+                })?,
             })
         })
         .collect()
@@ -405,7 +406,7 @@ async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
                 continue;
             }
         };
-        if let Err(err) = listener.listen(slots::CHANNEL).await {
+        if let Err(err) = listener.listen(outbox::CHANNEL).await {
             tracing::warn!(%err, "cannot listen for slot boundaries; polling");
             tokio::time::sleep(backoff.next_delay()).await;
             continue;

@@ -4,7 +4,7 @@
 //! `catch_up` walks the global order from its checkpoint and does the same for every aggregate
 //! it meets, storing the checkpoint in the same transaction. Each transaction first takes the
 //! read model's shared advisory lock, so `rebuild` can swap copies under the exclusive one.
-//! The slot-boundary outbox (`slots`) is projected in the same transaction, behind its own
+//! The scheduler's slot-boundary outbox (`slotcast_scheduler::outbox`) is projected in the same transaction, behind its own
 //! cursor (`public.slot_cursor`), so whichever path gets to an event first writes both.
 //! Locks: per aggregate its `rm.streams` row, then its `slot_cursor` row (`FOR UPDATE`);
 //! catch-up locks the checkpoint row first and then aggregates in id order, so two projectors
@@ -103,7 +103,7 @@ pub(crate) async fn project_stream_in(
             applied += 1;
         }
         if *sequence > slot_last {
-            crate::slots::apply(conn, aggregate_id, event).await?;
+            slotcast_scheduler::outbox::apply(conn, aggregate_id, event).await?;
         }
     }
     sqlx::query(
