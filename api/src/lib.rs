@@ -9,8 +9,8 @@ pub mod auth;
 pub mod clock;
 pub mod clock_select;
 pub mod config;
+pub mod consumers;
 pub mod error;
-pub mod feeds;
 pub mod idempotency;
 mod metrics;
 pub mod routes;
@@ -94,7 +94,11 @@ pub async fn serve(
     ));
     if let Some(nats_config) = state.config.nats.clone() {
         let nats = slotcast_nats::connect(nats_config, "slotcast-api").await?;
-        tasks.spawn(feeds::run(state.clone(), nats.clone(), shutdown.clone()));
+        tasks.spawn(consumers::run(
+            state.clone(),
+            nats.clone(),
+            shutdown.clone(),
+        ));
         if let Some(config) = state.config.scheduler.clone() {
             let scheduler = Scheduler::new(
                 state.pool.clone(),

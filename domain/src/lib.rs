@@ -15,6 +15,6 @@ pub mod time;
 
 pub use booking::{free_windows, free_windows_near, max_overlap, Window};
 pub use schedule::{
-    Actor, Carrier, Command, CommandKind, Feed, RejectReason, Role, ScheduleError, ScheduleEvent,
-    ServerPatch, ServerSchedule, ServerSettings, ServerSpec, Slot,
+    Actor, Carrier, Command, CommandKind, NatsStream, RejectReason, Role, ScheduleError,
+    ScheduleEvent, ServerPatch, ServerSchedule, ServerSettings, ServerSpec, Slot,
 };

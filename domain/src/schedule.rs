@@ -578,7 +578,7 @@ pub enum ScheduleError {
 
 /// The NATS streams whose messages become events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Feed {
+pub enum NatsStream {
     Ingest,
     Slots,
 }
@@ -588,10 +588,10 @@ pub struct ServerSchedule {
     settings: Option<ServerSettings>,
     /// Open and future slots, indexed by start and by close (serialized as the map by id).
     slots: SlotIndex,
-    /// Per feed, the newest message recorded. The api consumes each stream in order, one
+    /// Per stream, the newest message recorded. The api consumes each stream in order, one
     /// message at a time, so anything at or before this in the same stream is a redelivery;
     /// a message of another stream (the stream was recreated) is new.
-    cursors: BTreeMap<Feed, StreamCursor>,
+    cursors: BTreeMap<NatsStream, StreamCursor>,
 }
 
 impl ServerSchedule {
@@ -669,16 +669,16 @@ impl ServerSchedule {
     }
 
     /// Refuses what only slotcast's own services may record, and redeliveries.
-    fn check_feed(
+    fn check_stream(
         &self,
         actor: &Actor,
-        feed: Feed,
+        stream: NatsStream,
         cursor: StreamCursor,
     ) -> Result<(), ScheduleError> {
         if actor.role != Role::Service {
             return Err(ScheduleError::Forbidden);
         }
-        match self.cursors.get(&feed) {
+        match self.cursors.get(&stream) {
             Some(seen) if cursor.same_stream(seen) && cursor.sequence <= seen.sequence => {
                 Err(ScheduleError::AlreadyRecorded)
             }
@@ -836,7 +836,7 @@ impl ServerSchedule {
             }
             CommandKind::RecordIngest { report, cursor } => {
                 let settings = registered?;
-                self.check_feed(&actor, Feed::Ingest, cursor)?;
+                self.check_stream(&actor, NatsStream::Ingest, cursor)?;
                 if report.server_id != settings.id {
                     return Err(invalid("server_id", "is not this server"));
                 }
@@ -875,7 +875,7 @@ impl ServerSchedule {
             }
             CommandKind::RecordWindow { message, cursor } => {
                 let settings = registered?;
-                self.check_feed(&actor, Feed::Slots, cursor)?;
+                self.check_stream(&actor, NatsStream::Slots, cursor)?;
                 if message.server_id != settings.id {
                     return Err(invalid("server_id", "is not this server"));
                 }
@@ -936,8 +936,8 @@ fn bounded_to(mut text: String, max: usize) -> String {
 }
 
 impl ServerSchedule {
-    fn advance(&mut self, feed: Feed, cursor: StreamCursor) {
-        let seen = self.cursors.entry(feed).or_insert(cursor);
+    fn advance(&mut self, stream: NatsStream, cursor: StreamCursor) {
+        let seen = self.cursors.entry(stream).or_insert(cursor);
         if !cursor.same_stream(seen) || cursor.sequence > seen.sequence {
             *seen = cursor;
         }
@@ -1012,9 +1012,11 @@ impl Aggregate for ServerSchedule {
             } => {
                 self.slots.set_key_hash(&reservation_id, stream_key_hash);
             }
-            ScheduleEvent::IngestReported { cursor, .. } => self.advance(Feed::Ingest, cursor),
+            ScheduleEvent::IngestReported { cursor, .. } => {
+                self.advance(NatsStream::Ingest, cursor)
+            }
             ScheduleEvent::WindowOpened { cursor, .. }
-            | ScheduleEvent::WindowClosed { cursor, .. } => self.advance(Feed::Slots, cursor),
+            | ScheduleEvent::WindowClosed { cursor, .. } => self.advance(NatsStream::Slots, cursor),
         }
         // Closed windows leave the state: the aggregate stays as small as its open slots.
         // They leave from the front of the close order, never by a walk over every slot.

@@ -605,7 +605,7 @@ async fn relay(
         hub,
         reservation_id,
         &playing.tracks,
-        hub.channel(reservation_id),
+        hub.playout(reservation_id),
     );
     let mut framers: Vec<Framer> = Vec::new();
     for (track, &(stream, codec)) in playing.streams.iter().enumerate() {

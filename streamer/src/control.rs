@@ -10,7 +10,7 @@
 //! timeout), a publisher cut off when its window closes or its key changes, a camera pulled
 //! exactly while its window is open, a recording ended once its slot is over and nothing
 //! feeds it any more, and a recording a stopped streamer left unfinished resumed by the
-//! reservation's next channel or ended when its slot is over (or unknown once the gates are
+//! reservation's next playout or ended when its slot is over (or unknown once the gates are
 //! rebuilt).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -50,8 +50,8 @@ pub enum Action {
         reservation_id: String,
         reason: String,
     },
-    /// End the reservation's channel, if it has one: its playlist gets its end.
-    EndChannel { reservation_id: String },
+    /// End the reservation's playout, if it has one: its playlist gets its end.
+    EndPlayout { reservation_id: String },
     /// A recording a stopped streamer left unfinished is over: write its final playlist.
     EndUnfinished {
         reservation_id: String,
@@ -253,7 +253,7 @@ impl Control {
 
     /// The connection is gone, because of `reason` (`failure`: the streamer's fault or the
     /// publisher's bad media). A recording publisher is reported `disconnected` (`failed`),
-    /// with the reason it was cut off for if it was; if its slot is over, its channel ends.
+    /// with the reason it was cut off for if it was; if its slot is over, its playout ends.
     pub fn disconnect(
         &mut self,
         session: u64,
@@ -334,7 +334,7 @@ impl Control {
         actions
     }
 
-    /// Forgets gates of slots long over (their channels are gone from memory too).
+    /// Forgets gates of slots long over (their playouts are gone from memory too).
     pub fn forget_over(&mut self) {
         self.gates.forget_over();
     }
@@ -361,7 +361,7 @@ impl Control {
     }
 
     /// The slot is over: its publisher is cut off and its pull stopped (each ends the
-    /// channel once its last media is in), or the channel ends now if neither runs.
+    /// playout once its last media is in), or the playout ends now if neither runs.
     fn slot_over(&mut self, reservation_id: &str, why: &str, actions: &mut Vec<Action>) {
         let mut publishing = false;
         for (&id, publisher) in &mut self.publishers {
@@ -424,7 +424,7 @@ impl Control {
         self.report(reservation_id, report, now)
     }
 
-    /// A pull has hung up for good: if its slot is over, its channel ends.
+    /// A pull has hung up for good: if its slot is over, its playout ends.
     pub fn pull_ended(&mut self, reservation_id: &str) -> Vec<Action> {
         if self.gates.is_over(reservation_id) {
             vec![self.end_recording(reservation_id)]
@@ -446,9 +446,9 @@ impl Control {
         self.unfinished.contains_key(reservation_id)
     }
 
-    /// The reservation gets a channel: the recording it goes on from, if one was left
+    /// The reservation gets a playout: the recording it goes on from, if one was left
     /// unfinished (handed out once).
-    pub fn open_channel(&mut self, reservation_id: &str) -> Option<Playlist> {
+    pub fn open_playout(&mut self, reservation_id: &str) -> Option<Playlist> {
         self.unfinished.remove(reservation_id)
     }
 
@@ -475,7 +475,7 @@ impl Control {
     }
 
     /// The reservation's recording ends: an unfinished one gets its final playlist, else its
-    /// channel (if any) ends.
+    /// playout (if any) ends.
     fn end_recording(&mut self, reservation_id: &str) -> Action {
         match self.unfinished.remove(reservation_id) {
             Some(mut recorded) => {
@@ -485,7 +485,7 @@ impl Control {
                     playlist: recorded.render(),
                 }
             }
-            None => Action::EndChannel {
+            None => Action::EndPlayout {
                 reservation_id: reservation_id.to_string(),
             },
         }

@@ -86,8 +86,8 @@ fn reports(actions: &[Action]) -> Vec<(IngestKind, Option<String>)> {
         .collect()
 }
 
-fn end_channel(id: &str) -> Action {
-    Action::EndChannel {
+fn end_playout(id: &str) -> Action {
+    Action::EndPlayout {
         reservation_id: id.into(),
     }
 }
@@ -100,7 +100,7 @@ fn a_publisher_records_inside_its_window_and_is_cut_off_when_it_closes() {
     assert_eq!(control.credential(session), Some(&key("k")));
 
     // The window closes by the clock before any `closed` message: the publisher is cut off,
-    // and its channel ends only once its last media is in (when it has hung up).
+    // and its playout ends only once its last media is in (when it has hung up).
     let closing = control.tick(at(200), Instant::now(), true);
     assert_eq!(
         closing,
@@ -114,12 +114,12 @@ fn a_publisher_records_inside_its_window_and_is_cut_off_when_it_closes() {
         reports(&gone),
         [(IngestKind::Disconnected, Some("the window closed".into()))]
     );
-    assert_eq!(gone.last(), Some(&end_channel("r1")));
-    // A late `closed` cuts nobody off; its channel's end is asked again (which a channel
+    assert_eq!(gone.last(), Some(&end_playout("r1")));
+    // A late `closed` cuts nobody off; its playout's end is asked again (which a playout
     // already ended ignores).
     assert_eq!(
         control.slot(&msg("r1", SlotKind::Closed, 2, 100, 200, "k"), at(202)),
-        [end_channel("r1")]
+        [end_playout("r1")]
     );
 }
 
@@ -132,7 +132,7 @@ fn a_publisher_that_hangs_up_inside_its_window_leaves_the_channel_open() {
         reports(&gone),
         [(IngestKind::Disconnected, Some("TEARDOWN".into()))]
     );
-    assert!(!gone.contains(&end_channel("r1")), "{gone:?}");
+    assert!(!gone.contains(&end_playout("r1")), "{gone:?}");
     // A connection that never recorded leaves no trace in the history.
     let stranger = control.connect("carrier-a", remote());
     assert_eq!(control.disconnect(stranger, "bye", false, at(161)), []);
@@ -259,7 +259,7 @@ fn a_cancelled_slot_says_so_and_a_slot_over_with_nobody_ends_its_channel_at_once
 
     let mut control = open_slot();
     let closed = control.slot(&msg("r1", SlotKind::Closed, 2, 100, 200, "k"), at(200));
-    assert_eq!(closed, [end_channel("r1")]);
+    assert_eq!(closed, [end_playout("r1")]);
 }
 
 #[test]
@@ -305,7 +305,7 @@ fn a_camera_is_pulled_exactly_while_its_window_is_open() {
             refusals: None,
         })
     );
-    // Not over yet: the pull's end leaves the channel.
+    // Not over yet: the pull's end leaves the playout.
     assert_eq!(control.pull_ended("cam"), []);
     let cancelled = control.slot(&camera_msg(SlotKind::Cancelled, 2, 100, 200), at(160));
     assert_eq!(
@@ -315,8 +315,8 @@ fn a_camera_is_pulled_exactly_while_its_window_is_open() {
             reason: "the reservation was cancelled".into()
         }]
     );
-    // Once the pull has hung up, the channel ends.
-    assert_eq!(control.pull_ended("cam"), [end_channel("cam")]);
+    // Once the pull has hung up, the playout ends.
+    assert_eq!(control.pull_ended("cam"), [end_playout("cam")]);
 }
 
 #[test]
@@ -366,9 +366,9 @@ fn an_unfinished_recording_goes_on_with_its_slot_or_ends_when_nobody_will_open_i
         "{ready:?}"
     );
     assert!(control.is_ready());
-    // The open slot's channel goes on from its recording, handed out once.
-    assert!(control.open_channel("r1").is_some());
-    assert!(control.open_channel("r1").is_none());
+    // The open slot's playout goes on from its recording, handed out once.
+    assert!(control.open_playout("r1").is_some());
+    assert!(control.open_playout("r1").is_none());
     assert!(!control.is_unfinished("r1"));
 }
 

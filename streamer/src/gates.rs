@@ -266,7 +266,7 @@ impl Gates {
             .collect()
     }
 
-    /// Remembers that `reservation_id` lives on another server (from the directory feed).
+    /// Remembers that `reservation_id` lives on another server (seen on the other servers' slot subjects).
     pub fn note_elsewhere(&mut self, reservation_id: &str, server_id: &str) {
         if server_id == self.server_id || self.directory.len() >= DIRECTORY_MAX {
             return;

@@ -1,9 +1,9 @@
 //! The viewer side: LL-HLS playlists (with blocking reload), init segments, segments and parts,
 //! the watch page, hls.js, status, metrics and health.
 //!
-//! Contract: a thin axum edge over the [`Hub`]. Live media comes from the channel in memory;
+//! Contract: a thin axum edge over the [`Hub`]. Live media comes from the playout in memory;
 //! anything older, and every recording after its slot, from the recordings directory. A
-//! blocked request holds no lock: it waits on the channel's version watch, bounded by three
+//! blocked request holds no lock: it waits on the playout's version watch, bounded by three
 //! target durations (then 503, as RFC 8216bis asks). File names are matched against the
 //! stream's own patterns before any path is built, so a request cannot leave the directory.
 
@@ -23,10 +23,10 @@ use serde::Deserialize;
 use slotcast_http::Conn;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::ChannelState;
-use crate::hub::{ChannelHandle, Hub};
+use crate::hub::{Hub, PlayoutHandle};
 use crate::playlist::Readiness;
 use crate::playlist::{parse_part, parse_segment};
+use crate::playout::PlayoutState;
 use crate::recording;
 
 const WATCH_PAGE: &str = include_str!("../../web/watch.html");
@@ -122,7 +122,7 @@ async fn playlist(
         return not_found();
     }
     hub.saw_viewer(&id, remote.ip());
-    let Some(channel) = hub.find_channel(&id) else {
+    let Some(playout) = hub.find_playout(&id) else {
         return match read_recording(&hub, &id, "index.m3u8").await {
             Some(body) => playlist_response(body.to_vec(), true),
             None => text(StatusCode::NOT_FOUND, "the stream has not started\n"),
@@ -145,10 +145,10 @@ async fn playlist(
         _ => None,
     };
     let deadline = tokio::time::Instant::now() + hold_limit(&hub);
-    let mut changed = channel.subscribe();
+    let mut changed = playout.subscribe();
     loop {
         let answer = {
-            let c = channel.lock();
+            let c = playout.lock();
             let ready = match blocking.msn {
                 Some(msn) => c.readiness(msn, blocking.part),
                 None => Readiness::Ready,
@@ -162,9 +162,9 @@ async fn playlist(
             }
         };
         if let Some((version, state)) = answer {
-            // Served from the rendering kept for this version, outside the channel's lock.
-            return match channel.playlist(version) {
-                Some(body) => playlist_response(body, state == crate::channel::ChannelState::Ended),
+            // Served from the rendering kept for this version, outside the playout's lock.
+            return match playout.playlist(version) {
+                Some(body) => playlist_response(body, state == crate::playout::PlayoutState::Ended),
                 None => text(StatusCode::NOT_FOUND, "the stream has not started\n"),
             };
         }
@@ -220,8 +220,8 @@ async fn media_file(State(hub): State<Hub>, Path((id, name)): Path<(String, Stri
     let Some(mime) = media_name(&name) else {
         return not_found();
     };
-    let pieces = match hub.find_channel(&id) {
-        Some(channel) => match wait_for_file(&hub, &channel, &name).await {
+    let pieces = match hub.find_playout(&id) {
+        Some(playout) => match wait_for_file(&hub, &playout, &name).await {
             Ok(Some(pieces)) => Some(pieces),
             Ok(None) => read_recording(&hub, &id, &name).await.map(|b| vec![b]),
             Err(response) => return response,
@@ -257,14 +257,14 @@ async fn media_file(State(hub): State<Hub>, Path((id, name)): Path<(String, Stri
 /// waits for it.
 async fn wait_for_file(
     hub: &Hub,
-    channel: &ChannelHandle,
+    playout: &PlayoutHandle,
     name: &str,
 ) -> Result<Option<Vec<Bytes>>, Response> {
     let deadline = tokio::time::Instant::now() + hold_limit(hub);
-    let mut changed = channel.subscribe();
+    let mut changed = playout.subscribe();
     loop {
         {
-            let c = channel.lock();
+            let c = playout.lock();
             if let Some(body) = c.file(name) {
                 return Ok(Some(body));
             }
@@ -316,14 +316,14 @@ async fn status(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
         return not_found();
     }
     let mut state = hub.status(&id);
-    if state == ChannelState::Waiting
+    if state == PlayoutState::Waiting
         && tokio::fs::try_exists(recording_path(&hub, &id, "index.m3u8"))
             .await
             .unwrap_or(false)
-        && hub.find_channel(&id).is_none()
+        && hub.find_playout(&id).is_none()
         && !hub.is_unfinished(&id)
     {
-        state = ChannelState::Ended;
+        state = PlayoutState::Ended;
     }
     let body = serde_json::json!({ "reservation_id": id, "state": state });
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()

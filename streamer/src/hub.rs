@@ -1,12 +1,12 @@
 //! The streamer's shared state and the thin layer that carries out its decisions.
 //!
 //! Contract: one cheap-clone [`Hub`] shared by the RTSP edge, the camera pulls, the NATS
-//! feed and the HTTP side. The decisions are [`Control`]'s, made from the inputs given here
+//! edge and the HTTP side. The decisions are [`Control`]'s, made from the inputs given here
 //! with the server clock's time; the hub executes its [`Action`]s: it cancels publishers,
 //! starts and stops pulls (with the puller it was given, so it knows nothing of cameras),
-//! ends channels and recordings, and queues reports. Locks: the hub's state (the control,
-//! the publishers' handles, the pulls and the channel map) is one `Mutex`, held for a few
-//! map operations and never while another lock is taken; each channel has its own lock,
+//! ends playouts and recordings, and queues reports. Locks: the hub's state (the control,
+//! the publishers' handles, the pulls and the playout map) is one `Mutex`, held for a few
+//! map operations and never while another lock is taken; each playout has its own lock,
 //! never held while the hub's is taken. Nothing is awaited under a lock.
 
 use std::collections::HashMap;
@@ -25,44 +25,44 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::channel::{Channel, ChannelState, DiskWrite};
 use crate::config::StreamerConfig;
 use crate::control::{Action, Control, PullReport, Refused};
 use crate::gates::Camera;
 use crate::hush::Hush;
 use crate::metrics::{AuthLabel, Metrics};
 use crate::playlist::Playlist;
+use crate::playout::{DiskWrite, Playout, PlayoutState};
 use crate::recording::DiskBatch;
 use crate::rtsp::Credential;
 
-/// A channel and the version watch that blocked requests wait on.
+/// A playout and the version watch that blocked requests wait on.
 #[derive(Debug)]
-pub struct ChannelHandle {
-    channel: Mutex<Channel>,
+pub struct PlayoutHandle {
+    playout: Mutex<Playout>,
     changed: watch::Sender<u64>,
-    /// The playlist as last rendered, with the channel version it was rendered at: rendered
-    /// once per change, served to every viewer from here without the channel's lock.
+    /// The playlist as last rendered, with the playout version it was rendered at: rendered
+    /// once per change, served to every viewer from here without the playout's lock.
     rendered: Mutex<Option<Rendered>>,
 }
 
 /// A rendered playlist: `None` while it lists no segment.
 type Rendered = (u64, Option<Bytes>);
 
-impl ChannelHandle {
-    fn new(channel: Channel) -> Self {
+impl PlayoutHandle {
+    fn new(playout: Playout) -> Self {
         Self {
-            channel: Mutex::new(channel),
+            playout: Mutex::new(playout),
             changed: watch::channel(0).0,
             rendered: Mutex::new(None),
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Channel> {
-        lock(&self.channel)
+    pub fn lock(&self) -> MutexGuard<'_, Playout> {
+        lock(&self.playout)
     }
 
-    /// The playlist at channel version `version` or later: the rendering kept, or a new one
-    /// (rendered under the channel's lock, once per version, then kept).
+    /// The playlist at playout version `version` or later: the rendering kept, or a new one
+    /// (rendered under the playout's lock, once per version, then kept).
     pub fn playlist(&self, version: u64) -> Option<Bytes> {
         if let Some((at, body)) = lock(&self.rendered).as_ref() {
             if *at >= version {
@@ -70,10 +70,10 @@ impl ChannelHandle {
             }
         }
         let (at, body) = {
-            let channel = self.lock();
+            let playout = self.lock();
             (
-                channel.version(),
-                channel
+                playout.version(),
+                playout
                     .playlist()
                     .map(|text| Bytes::from(text.into_bytes())),
             )
@@ -85,7 +85,7 @@ impl ChannelHandle {
         body
     }
 
-    /// Tells waiting requests that the channel changed.
+    /// Tells waiting requests that the playout changed.
     pub fn notify(&self, version: u64) {
         self.changed.send_replace(version);
     }
@@ -173,7 +173,7 @@ struct State {
     control: Control,
     sessions: HashMap<u64, Arc<SessionEntry>>,
     pulls: HashMap<String, PullHandle>,
-    channels: HashMap<String, Arc<ChannelHandle>>,
+    playouts: HashMap<String, Arc<PlayoutHandle>>,
 }
 
 /// Viewer entries kept at most (a flood of addresses must not grow memory).
@@ -209,7 +209,7 @@ impl Hub {
                     control,
                     sessions: HashMap::new(),
                     pulls: HashMap::new(),
-                    channels: HashMap::new(),
+                    playouts: HashMap::new(),
                 }),
                 viewers: Mutex::new(HashMap::new()),
                 metrics: Metrics::new(),
@@ -253,7 +253,7 @@ impl Hub {
 
     /// Runs one decision under the hub's lock and carries out its actions: those that touch
     /// the hub's state at once, under the same lock (so a pull started and a pull stopped
-    /// cannot cross), the channel and disk work after it is released.
+    /// cannot cross), the playout and disk work after it is released.
     fn decide<T>(&self, decide: impl FnOnce(&mut Control, DateTime<Utc>) -> (T, Vec<Action>)) -> T {
         let now = self.now();
         let (answer, endings) = {
@@ -289,9 +289,9 @@ impl Hub {
                         }
                     }
                     Action::Report(message) => self.send_report(message),
-                    Action::EndChannel { reservation_id } => {
-                        let channel = state.channels.get(&reservation_id).cloned();
-                        endings.push(Ending::Channel(reservation_id, channel));
+                    Action::EndPlayout { reservation_id } => {
+                        let playout = state.playouts.get(&reservation_id).cloned();
+                        endings.push(Ending::Playout(reservation_id, playout));
                     }
                     Action::EndUnfinished {
                         reservation_id,
@@ -303,10 +303,10 @@ impl Hub {
         };
         for ending in endings {
             match ending {
-                Ending::Channel(reservation_id, Some(channel)) => {
-                    self.end_channel(&reservation_id, &channel);
+                Ending::Playout(reservation_id, Some(playout)) => {
+                    self.end_playout(&reservation_id, &playout);
                 }
-                Ending::Channel(_, None) => {}
+                Ending::Playout(_, None) => {}
                 Ending::Unfinished(reservation_id, playlist) => {
                     tracing::info!(
                         reservation = %reservation_id,
@@ -397,14 +397,14 @@ impl Hub {
     }
 
     /// RECORD went through: the session is the reservation's publisher from now on. A stale
-    /// publisher of the same reservation is cut off. Returns the channel to feed.
+    /// publisher of the same reservation is cut off. Returns the playout to feed.
     pub fn start_recording(
         &self,
         session: &SessionEntry,
         reservation_id: &str,
         credential: Credential,
         codecs: &str,
-    ) -> Arc<ChannelHandle> {
+    ) -> Arc<PlayoutHandle> {
         let auth = match credential {
             Credential::Key(_) => "key",
             Credential::Digest(_) => "digest",
@@ -419,7 +419,7 @@ impl Hub {
             .get_or_create(&AuthLabel { auth })
             .inc();
         self.inner.metrics.sessions.inc();
-        self.channel(reservation_id)
+        self.playout(reservation_id)
     }
 
     /// The connection is gone ([`Control::disconnect`]).
@@ -501,20 +501,20 @@ impl Hub {
         let _ = tokio::time::timeout(limit, self.inner.pull_tasks.wait()).await;
     }
 
-    /// A pull task has hung up for good: if its slot is over, the channel ends.
+    /// A pull task has hung up for good: if its slot is over, the playout ends.
     pub fn pull_ended(&self, reservation_id: &str) {
         self.decide(|control, _| ((), control.pull_ended(reservation_id)));
     }
 
-    // ---- channels and recordings ---------------------------------------------------------
+    // ---- playouts and recordings ---------------------------------------------------------
 
-    fn end_channel(&self, reservation_id: &str, handle: &ChannelHandle) {
+    fn end_playout(&self, reservation_id: &str, handle: &PlayoutHandle) {
         let mut writes = Vec::new();
         let version = {
-            let mut channel = handle.lock();
-            channel.end(&mut writes);
+            let mut playout = handle.lock();
+            playout.end(&mut writes);
             self.queue_end(reservation_id, writes);
-            channel.version()
+            playout.version()
         };
         handle.notify(version);
     }
@@ -559,67 +559,67 @@ impl Hub {
         lock(&self.inner.state).control.found_unfinished(found);
     }
 
-    /// The reservation's channel, made on first use (going on from its unfinished recording,
+    /// The reservation's playout, made on first use (going on from its unfinished recording,
     /// if a stopped streamer left one).
-    pub fn channel(&self, reservation_id: &str) -> Arc<ChannelHandle> {
+    pub fn playout(&self, reservation_id: &str) -> Arc<PlayoutHandle> {
         let mut state = lock(&self.inner.state);
-        if let Some(handle) = state.channels.get(reservation_id) {
+        if let Some(handle) = state.playouts.get(reservation_id) {
             return handle.clone();
         }
-        let channel = match state.control.open_channel(reservation_id) {
+        let playout = match state.control.open_playout(reservation_id) {
             Some(recorded) => {
                 tracing::info!(
                     reservation = reservation_id,
                     next_segment = recorded.next_msn(),
                     "the recording goes on where the stopped streamer left it"
                 );
-                Channel::resume(recorded)
+                Playout::resume(recorded)
             }
-            None => Channel::new(
+            None => Playout::new(
                 self.inner.config.segment_target,
                 self.inner.config.part_target,
             ),
         };
-        let handle = Arc::new(ChannelHandle::new(channel));
+        let handle = Arc::new(PlayoutHandle::new(playout));
         state
-            .channels
+            .playouts
             .insert(reservation_id.to_string(), handle.clone());
         handle
     }
 
-    pub fn find_channel(&self, reservation_id: &str) -> Option<Arc<ChannelHandle>> {
+    pub fn find_playout(&self, reservation_id: &str) -> Option<Arc<PlayoutHandle>> {
         lock(&self.inner.state)
-            .channels
+            .playouts
             .get(reservation_id)
             .cloned()
     }
 
-    /// Drops ended channels from memory (their recordings are served from disk), and the
+    /// Drops ended playouts from memory (their recordings are served from disk), and the
     /// gates of slots long over.
     pub fn forget_ended(&self) {
-        let channels: Vec<(String, Arc<ChannelHandle>)> = lock(&self.inner.state)
-            .channels
+        let playouts: Vec<(String, Arc<PlayoutHandle>)> = lock(&self.inner.state)
+            .playouts
             .iter()
             .map(|(id, handle)| (id.clone(), handle.clone()))
             .collect();
-        // An ended channel stays ended: checked without the hub's lock, dropped under it.
-        let ended: Vec<String> = channels
+        // An ended playout stays ended: checked without the hub's lock, dropped under it.
+        let ended: Vec<String> = playouts
             .into_iter()
-            .filter(|(_, handle)| handle.lock().state() == ChannelState::Ended)
+            .filter(|(_, handle)| handle.lock().state() == PlayoutState::Ended)
             .map(|(id, _)| id)
             .collect();
         let mut state = lock(&self.inner.state);
         for id in ended {
-            state.channels.remove(&id);
+            state.playouts.remove(&id);
         }
         state.control.forget_over();
     }
 
-    /// Queues writes of a recording for the disk writer. Call it with the channel still
-    /// locked, so the writer gets each channel's writes in the order it made them. Returns
+    /// Queues writes of a recording for the disk writer. Call it with the playout still
+    /// locked, so the writer gets each playout's writes in the order it made them. Returns
     /// the writes if the queue was full (the disk is stalled): the live stream goes on from
-    /// memory, and the channel makes up for them with its next segment
-    /// ([`Channel::disk_lost`]). Counted and logged, never queued without bound.
+    /// memory, and the playout makes up for them with its next segment
+    /// ([`Playout::disk_lost`]). Counted and logged, never queued without bound.
     pub fn write(
         &self,
         reservation_id: &str,
@@ -644,19 +644,19 @@ impl Hub {
         self.inner.disk.try_send(batch).map_err(|e| e.into_inner())
     }
 
-    /// What the watch page shows: the channel's state, or `ended` for a slot over without
+    /// What the watch page shows: the playout's state, or `ended` for a slot over without
     /// one.
-    pub fn status(&self, reservation_id: &str) -> ChannelState {
-        if let Some(handle) = self.find_channel(reservation_id) {
+    pub fn status(&self, reservation_id: &str) -> PlayoutState {
+        if let Some(handle) = self.find_playout(reservation_id) {
             let state = handle.lock().state();
-            if state != ChannelState::Waiting {
+            if state != PlayoutState::Waiting {
                 return state;
             }
         }
         if lock(&self.inner.state).control.is_over(reservation_id) {
-            return ChannelState::Ended;
+            return PlayoutState::Ended;
         }
-        ChannelState::Waiting
+        PlayoutState::Waiting
     }
 
     // ---- viewers ----------------------------------------------------------------------
@@ -691,6 +691,6 @@ impl Hub {
 
 /// A recording's end, carried out once the hub's lock is released.
 enum Ending {
-    Channel(String, Option<Arc<ChannelHandle>>),
+    Playout(String, Option<Arc<PlayoutHandle>>),
     Unfinished(String, String),
 }

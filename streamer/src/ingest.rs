@@ -3,7 +3,7 @@
 //!
 //! Contract: the only code that touches ingest sockets (the [`Poller`] reads them only
 //! through `Connection`). Each connection task owns its [`Session`] (the sans-IO RTSP core)
-//! and, once recording, its [`Pipeline`] (depacketizers → segmenter → channel); while media
+//! and, once recording, its [`Pipeline`] (depacketizers → segmenter → playout); while media
 //! flows a poller shard holds them and gives them back at the end. Nothing a publisher sends
 //! reaches another publisher's connection: a bad publisher ends its own connection only.
 //!
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Listener;
 use crate::control::Refused;
 use crate::gates::Denied;
-use crate::hub::{ChannelHandle, Hub, SessionEntry};
+use crate::hub::{Hub, PlayoutHandle, SessionEntry};
 use crate::ingest_limits::{Limits, Place};
 use crate::media::frames::codec_names;
 use crate::media::retina_adapter::Depacketizer;
@@ -278,7 +278,7 @@ impl Pipeline {
         reservation_id: &str,
         tracks: &[TrackSpec],
         setup: &[usize],
-        channel: Arc<ChannelHandle>,
+        playout: Arc<PlayoutHandle>,
     ) -> Self {
         let depacketizers: Vec<Option<Depacketizer>> = tracks
             .iter()
@@ -295,7 +295,7 @@ impl Pipeline {
                 },
             )
             .collect();
-        let mut path = MediaPath::new(hub, reservation_id, tracks, channel);
+        let mut path = MediaPath::new(hub, reservation_id, tracks, playout);
         for (i, d) in depacketizers.iter().enumerate() {
             if let Some(params) = d.as_ref().and_then(Depacketizer::params) {
                 path.set_params(i, params);
@@ -774,7 +774,7 @@ impl Connection {
                         return Some(CloseReason::Ended("recording without admission".into()));
                     };
                     let codecs = codec_names(&tracks);
-                    let channel =
+                    let playout =
                         hub.start_recording(&self.host.entry, &reservation_id, credential, &codecs);
                     tracing::info!(reservation = %reservation_id, carrier = %self.carrier,
                         remote = %self.remote, ?transport, codecs, "publisher live");
@@ -784,7 +784,7 @@ impl Connection {
                         &reservation_id,
                         &tracks,
                         &setup,
-                        channel,
+                        playout,
                     ));
                 }
                 Output::Rtp { track, packet } => {

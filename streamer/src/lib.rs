@@ -2,17 +2,15 @@
 //! served to viewers as low-latency HLS.
 //!
 //! Contract: protocol and media code here is sans-IO (bytes and events in, bytes and events
-//! out, time passed in): `rtsp`, `media`, `playlist`, `channel`, `gates`. Sockets and files
+//! out, time passed in): `rtsp`, `media`, `playlist`, `playout`, `gates`. Sockets and files
 //! live in thin async edges: `ingest` (RTSP publishers), `camera` (RTSP cameras pulled with
 //! retina), `http` (viewers), `feed` (NATS), `recording` (disk). [`run`] starts them all
 //! and stops them when `shutdown` fires.
 
 pub mod camera;
-pub mod channel;
 pub mod config;
 pub mod control;
 pub mod error;
-pub mod feed;
 pub mod gates;
 pub mod http;
 pub mod hub;
@@ -22,7 +20,9 @@ pub mod ingest_limits;
 pub mod media;
 pub mod media_path;
 pub mod metrics;
+pub mod nats_edge;
 pub mod playlist;
+pub mod playout;
 pub mod poller;
 pub mod recording;
 pub mod refusals;
@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{parse_listeners, Listener, StreamerConfig};
 pub use error::{Result, StreamerError};
-pub use feed::NatsLink;
 pub use hub::Hub;
+pub use nats_edge::NatsLink;
 
 /// Where a started streamer listens.
 #[derive(Clone, Debug)]
@@ -136,8 +136,12 @@ pub async fn run(
             }
         });
     }
-    tasks.spawn(feed::follow_gates(hub.clone(), nats.clone(), edges.clone()));
-    tasks.spawn(feed::follow_directory(
+    tasks.spawn(nats_edge::follow_gates(
+        hub.clone(),
+        nats.clone(),
+        edges.clone(),
+    ));
+    tasks.spawn(nats_edge::follow_directory(
         hub.clone(),
         nats.clone(),
         edges.clone(),
@@ -146,7 +150,7 @@ pub async fn run(
     tasks.spawn(recording::sweep(config.clone(), edges.clone()));
     let drain = CancellationToken::new();
     let mut tail = JoinSet::new();
-    tail.spawn(feed::publish_reports(nats, reports_rx, drain.clone()));
+    tail.spawn(nats_edge::publish_reports(nats, reports_rx, drain.clone()));
     tail.spawn(recording::write(config.recordings_dir.clone(), disk_rx));
     on_listen(&bound);
     tracing::info!(server = %config.server_id, hls = %bound.hls, ingest = ?bound.ingest, "streamer running");
@@ -169,7 +173,7 @@ pub async fn run(
     Ok(())
 }
 
-/// Closes gates on time, sends the refusal reports due, and forgets ended channels.
+/// Closes gates on time, sends the refusal reports due, and forgets ended playouts.
 async fn ticks(hub: Hub, shutdown: CancellationToken) {
     let mut expire = tokio::time::interval(Duration::from_millis(100));
     expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,4 +1,4 @@
-//! The one media path: frames in, CMAF parts into the reservation's channel and recording.
+//! The one media path: frames in, CMAF parts into the reservation's playout and recording.
 //!
 //! Contract: a pushed stream (RTP depacketized in `ingest`) and a pulled camera (`camera`)
 //! feed the same [`MediaPath`] with the same [`Frame`]s. One `MediaPath` serves one
@@ -6,16 +6,16 @@
 //! one, whose first init segment becomes a discontinuity in the playlist. Media errors (a
 //! corrupt frame, loss) are tolerated up to [`MEDIA_ERRORS_MAX`], then the connection goes.
 //! A video stream must send a keyframe at least every [`KEYFRAME_WAIT`] and
-//! [`KEYFRAME_BYTES`] (a segment is cut only on one, so without them a channel's memory
+//! [`KEYFRAME_BYTES`] (a segment is cut only on one, so without them a playout's memory
 //! grows): past either, [`StreamerError::NoKeyframe`], which is never tolerated. The watch
 //! starts with the first frame of the video track, so a stream whose video was left out
 //! (audio only) is not held to it.
-//! No I/O of its own: the channel is memory, the recording is queued to the disk writer.
+//! No I/O of its own: the playout is memory, the recording is queued to the disk writer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::hub::{ChannelHandle, Hub};
+use crate::hub::{Hub, PlayoutHandle};
 use crate::media::segmenter::{Segmenter, SegmenterConfig};
 use crate::media::{CodecParams, Frame, TrackKind, TrackSpec};
 use crate::StreamerError;
@@ -74,7 +74,7 @@ impl KeyframeWatch {
 pub struct MediaPath {
     reservation_id: String,
     segmenter: Segmenter,
-    channel: Arc<ChannelHandle>,
+    playout: Arc<PlayoutHandle>,
     errors: u32,
     keyframes: KeyframeWatch,
 }
@@ -85,7 +85,7 @@ impl MediaPath {
         hub: &Hub,
         reservation_id: &str,
         tracks: &[TrackSpec],
-        channel: Arc<ChannelHandle>,
+        playout: Arc<PlayoutHandle>,
     ) -> Self {
         let config = SegmenterConfig {
             segment_target: hub.config().segment_target,
@@ -94,7 +94,7 @@ impl MediaPath {
         Self {
             reservation_id: reservation_id.to_string(),
             segmenter: Segmenter::new(config, tracks),
-            channel,
+            playout,
             errors: 0,
             keyframes: KeyframeWatch::new(tracks),
         }
@@ -130,7 +130,7 @@ impl MediaPath {
         Ok(())
     }
 
-    /// Moves the segmenter's outputs into the channel and the recording.
+    /// Moves the segmenter's outputs into the playout and the recording.
     pub fn drain(&mut self, hub: &Hub) {
         let mut outputs = Vec::new();
         while let Some(output) = self.segmenter.poll_output() {
@@ -143,18 +143,18 @@ impl MediaPath {
         let mut writes = Vec::new();
         let mut announced = Vec::new();
         let version = {
-            let mut channel = self.channel.lock();
+            let mut playout = self.playout.lock();
             for output in outputs {
-                if let Some(a) = channel.apply(output, at, &mut writes) {
+                if let Some(a) = playout.apply(output, at, &mut writes) {
                     announced.push(a);
                 }
             }
             if let Err(lost) = hub.write(&self.reservation_id, writes) {
-                channel.disk_lost(&lost);
+                playout.disk_lost(&lost);
             }
-            channel.version()
+            playout.version()
         };
-        self.channel.notify(version);
+        self.playout.notify(version);
         let done = Instant::now();
         for a in announced {
             hub.metrics().parts.inc();

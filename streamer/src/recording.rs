@@ -1,4 +1,4 @@
-//! The recordings on disk: the writer that stores what channels produce, the reader that
+//! The recordings on disk: the writer that stores what playouts produce, the reader that
 //! serves their segments back, and the sweeper that removes recordings past their retention.
 //!
 //! Contract: the only code that writes under the recordings directory. A recording is
@@ -14,14 +14,14 @@
 //!   end); at the window's close, the final playlist, written whole and renamed over it.
 //!
 //! A recording a stopped streamer left without its end is found at start ([`unfinished`]):
-//! a channel made for it appends to its files, and one whose slot is over gets its final
+//! a playout made for it appends to its files, and one whose slot is over gets its final
 //! playlist.
 //!
 //! A live recording's files stay open, so a segment costs one vectored write of its parts'
 //! pieces, one write for its index entry and one for its journal lines, instead of files
 //! made and renamed
 //! (which cost ten times more CPU; BENCHMARKS.md, Run 6). The writer drains a bounded queue
-//! on one blocking thread, in the order channels queued their writes; it ends when every
+//! on one blocking thread, in the order playouts queued their writes; it ends when every
 //! sender is gone. A write that fails, or panics, is logged and costs only that write.
 //!
 //! Durability, so a power cut loses no segment a playlist lists: the writer takes every
@@ -45,10 +45,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::DiskWrite;
 use crate::config::StreamerConfig;
 use crate::media::Pieces;
 use crate::playlist::{self, Journal, Playlist};
+use crate::playout::DiskWrite;
 
 const MEDIA: &str = "segments.m4s";
 const INDEX: &str = "segments.idx";
@@ -385,7 +385,7 @@ fn read_indexed(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
 
 /// Recordings under `dir` whose playlist has no end (a streamer stopped while they were
 /// live), as the playlists their journals list ([`Playlist::resume`]), by reservation id.
-/// A journal that lists no segment is left out: a channel for it starts the recording
+/// A journal that lists no segment is left out: a playout for it starts the recording
 /// over. Reads only the tail of ended playlists. A recording that cannot be read is logged
 /// and skipped, so it costs no other its resume.
 pub fn unfinished(
@@ -527,8 +527,8 @@ fn write_pieces_at<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::Channel;
     use crate::media::segmenter::SegmenterOutput;
+    use crate::playout::Playout;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("slotcast-{name}-{}", std::process::id()));
@@ -670,7 +670,7 @@ mod tests {
         w.write_now("r1", segment(0, 9, 4)).unwrap();
         assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![9; 4]));
         assert_eq!(read_segment(&rec, 1).unwrap(), None);
-        // So does a channel that ends before its first segment reached the disk.
+        // So does a playout that ends before its first segment reached the disk.
         w.write_now(
             "r1",
             DiskWrite::End {
@@ -683,8 +683,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Feeds `outputs` to the channel and what it asks of the disk to the writer.
-    fn record(c: &mut Channel, w: &mut Writer, outputs: Vec<SegmenterOutput>, end: bool) {
+    /// Feeds `outputs` to the playout and what it asks of the disk to the writer.
+    fn record(c: &mut Playout, w: &mut Writer, outputs: Vec<SegmenterOutput>, end: bool) {
         let at = chrono::DateTime::from_timestamp(1_900_000_000, 0).expect("a date");
         let mut writes = Vec::new();
         for output in outputs {
@@ -726,12 +726,12 @@ mod tests {
         let rec = dir.join("r1");
         let (segment, part) = (Duration::from_secs(1), Duration::from_millis(500));
         // Another recording, ended: nothing to go on from.
-        let mut ended = Channel::new(segment, part);
+        let mut ended = Playout::new(segment, part);
         record(&mut ended, &mut writer(&dir), media(b"x", &[(7, 9)]), true);
         std::fs::rename(&rec, dir.join("ended")).unwrap();
 
         // The first streamer records two segments and stops without ending the recording.
-        let mut first = Channel::new(segment, part);
+        let mut first = Playout::new(segment, part);
         record(
             &mut first,
             &mut writer(&dir),
@@ -745,7 +745,7 @@ mod tests {
         assert_eq!((id.as_str(), recorded.next_msn()), ("r1", 2));
 
         // The next streamer's publisher goes on, then the window closes.
-        let mut next = Channel::resume(recorded);
+        let mut next = Playout::resume(recorded);
         assert!(
             next.playlist().is_some_and(|p| p.contains("seg-1.m4s")),
             "viewers see what was recorded before the publisher is back"

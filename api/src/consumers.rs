@@ -16,7 +16,7 @@ use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use slotcast_domain::contract::{IngestMessage, SlotKind, SlotMessage, StreamCursor};
 use slotcast_domain::signing::{self, Check};
-use slotcast_domain::{Actor, Command, CommandKind, Feed, Role};
+use slotcast_domain::{Actor, Command, CommandKind, NatsStream, Role};
 use slotcast_nats::{Backoff, Nats};
 use tokio_util::sync::CancellationToken;
 
@@ -28,18 +28,23 @@ use crate::store::Context;
 pub const CONSUMER: &str = "slotcast-api";
 
 /// The `Health` component names.
-fn component(feed: Feed) -> &'static str {
-    match feed {
-        Feed::Ingest => "ingest-consumer",
-        Feed::Slots => "slot-consumer",
+fn component(source: NatsStream) -> &'static str {
+    match source {
+        NatsStream::Ingest => "ingest-consumer",
+        NatsStream::Slots => "slot-consumer",
     }
 }
 
 /// Consumes both streams until `shutdown`.
 pub async fn run(state: AppState, nats: Nats, shutdown: CancellationToken) {
     tokio::join!(
-        consume(state.clone(), nats.clone(), Feed::Ingest, shutdown.clone()),
-        consume(state, nats, Feed::Slots, shutdown),
+        consume(
+            state.clone(),
+            nats.clone(),
+            NatsStream::Ingest,
+            shutdown.clone()
+        ),
+        consume(state, nats, NatsStream::Slots, shutdown),
     );
 }
 
@@ -53,12 +58,12 @@ enum Outcome {
     Unusable(String),
 }
 
-async fn consume(state: AppState, nats: Nats, feed: Feed, shutdown: CancellationToken) {
-    let name = component(feed);
+async fn consume(state: AppState, nats: Nats, source: NatsStream, shutdown: CancellationToken) {
+    let name = component(source);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     state.health.set(name, false, "starting");
     while !shutdown.is_cancelled() {
-        match consume_once(&state, &nats, feed, &shutdown).await {
+        match consume_once(&state, &nats, source, &shutdown).await {
             Ok(()) => return,
             Err(err) => {
                 let detail = if nats.connected() {
@@ -66,7 +71,7 @@ async fn consume(state: AppState, nats: Nats, feed: Feed, shutdown: Cancellation
                 } else {
                     format!("NATS unreachable at {}", nats.config.shown_url())
                 };
-                tracing::warn!(feed = name, detail, "consumer interrupted; retrying");
+                tracing::warn!(consumer = name, detail, "consumer interrupted; retrying");
                 state.health.set(name, false, detail);
             }
         }
@@ -81,13 +86,13 @@ async fn consume(state: AppState, nats: Nats, feed: Feed, shutdown: Cancellation
 async fn consume_once(
     state: &AppState,
     nats: &Nats,
-    feed: Feed,
+    source: NatsStream,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     let names = &nats.config.names;
-    let info = match feed {
-        Feed::Ingest => nats.ensure_ingest_stream().await,
-        Feed::Slots => nats.ensure_slots_stream().await,
+    let info = match source {
+        NatsStream::Ingest => nats.ensure_ingest_stream().await,
+        NatsStream::Slots => nats.ensure_slots_stream().await,
     }
     .map_err(|e| e.to_string())?;
     let epoch_ms = info.created.timestamp_millis();
@@ -96,9 +101,9 @@ async fn consume_once(
         .get_stream(&info.config.name)
         .await
         .map_err(|e| format!("stream {}: {e}", info.config.name))?;
-    let filter_subject = match feed {
-        Feed::Ingest => names.ingest_subjects(),
-        Feed::Slots => names.slot_subjects(),
+    let filter_subject = match source {
+        NatsStream::Ingest => names.ingest_subjects(),
+        NatsStream::Slots => names.slot_subjects(),
     };
     let consumer = stream
         .get_or_create_consumer(
@@ -121,7 +126,7 @@ async fn consume_once(
         .messages()
         .await
         .map_err(|e| format!("consume {}: {e}", info.config.name))?;
-    let name = component(feed);
+    let name = component(source);
     state
         .health
         .set(name, true, format!("consuming {}", info.config.name));
@@ -144,7 +149,7 @@ async fn consume_once(
             }
         };
         let cursor = StreamCursor { epoch_ms, sequence };
-        let ack = match record(state, nats, feed, &message, cursor).await {
+        let ack = match record(state, nats, source, &message, cursor).await {
             Ok(Outcome::Recorded | Outcome::Skipped) => AckKind::Ack,
             Ok(Outcome::Unusable(why)) => {
                 tracing::warn!(subject = %message.subject, sequence, why, "unusable message");
@@ -153,12 +158,12 @@ async fn consume_once(
             Err(err) => {
                 // Not recorded; try again (nothing after it is delivered meanwhile), backing
                 // off to a minute. It is never dropped: a message that can never be recorded
-                // holds the feed up, loudly.
+                // holds the stream up, loudly.
                 let delay = Duration::from_secs(1 << delivered.clamp(1, 7).saturating_sub(1))
                     .min(Duration::from_secs(60));
                 if delivered >= 5 {
                     tracing::error!(subject = %message.subject, sequence, delivered, %err,
-                        "cannot record this message; the feed waits for it");
+                        "cannot record this message; the stream waits for it");
                 } else {
                     tracing::warn!(subject = %message.subject, sequence, %err, "not recorded yet");
                 }
@@ -176,7 +181,7 @@ async fn consume_once(
 async fn record(
     state: &AppState,
     nats: &Nats,
-    feed: Feed,
+    source: NatsStream,
     message: &Message,
     cursor: StreamCursor,
 ) -> Result<Outcome, ApiError> {
@@ -199,8 +204,8 @@ async fn record(
     let Some((server_id, reservation_id)) = nats.config.names.parse_subject(subject) else {
         return Ok(Outcome::Unusable(format!("subject {subject}")));
     };
-    let kind = match feed {
-        Feed::Ingest => match serde_json::from_slice::<IngestMessage>(&message.payload) {
+    let kind = match source {
+        NatsStream::Ingest => match serde_json::from_slice::<IngestMessage>(&message.payload) {
             Ok(report) => {
                 if report.server_id != server_id || report.reservation_id != reservation_id {
                     return Ok(Outcome::Unusable(
@@ -211,7 +216,7 @@ async fn record(
             }
             Err(err) => return Ok(Outcome::Unusable(format!("payload: {err}"))),
         },
-        Feed::Slots => match serde_json::from_slice::<SlotMessage>(&message.payload) {
+        NatsStream::Slots => match serde_json::from_slice::<SlotMessage>(&message.payload) {
             Ok(m) if !matches!(m.kind, SlotKind::Opened | SlotKind::Closed) => {
                 return Ok(Outcome::Skipped)
             }
@@ -229,7 +234,7 @@ async fn record(
     let now = state.clock.now();
     let actor = Actor {
         role: Role::Service,
-        name: component(feed).to_string(),
+        name: component(source).to_string(),
     };
     let context = Context {
         actor: format!("service:{}", actor.name),

@@ -1,10 +1,10 @@
-//! One reservation's HLS output: its playlist, init segments, the newest parts and segments
+//! One reservation's playout, its HLS output: its playlist, init segments, the newest parts and segments
 //! in memory, and what must be written to disk for the recording.
 //!
-//! Contract: sans-IO. The segmenter's outputs go in ([`Channel::apply`]); files to write come
+//! Contract: sans-IO. The segmenter's outputs go in ([`Playout::apply`]); files to write come
 //! out as [`DiskWrite`]s for the disk writer, and every change bumps a version that blocked
 //! playlist and part requests wait on. Memory is bounded: parts for the newest
-//! [`Playlist::PART_SEGMENTS`] + 1 segments and the newest [`Channel::MEMORY_SEGMENTS`]
+//! [`Playlist::PART_SEGMENTS`] + 1 segments and the newest [`Playout::MEMORY_SEGMENTS`]
 //! segments; older media is served from disk.
 
 use std::collections::VecDeque;
@@ -20,7 +20,7 @@ use crate::playlist::{self, parse_part, parse_segment, Journal, Part, Playlist, 
 /// What a viewer sees of the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ChannelState {
+pub enum PlayoutState {
     /// No media yet.
     Waiting,
     Live,
@@ -36,13 +36,13 @@ pub enum DiskWrite {
     /// A complete segment (its parts, in order), and what `index.m3u8` needs for it.
     Segment {
         msn: u64,
-        /// The channel's first segment on disk: the reservation's recording starts over.
+        /// The playout's first segment on disk: the reservation's recording starts over.
         start: bool,
         parts: Vec<Pieces>,
         journal: Journal,
     },
     /// The window closed: `index.m3u8` is replaced by the final playlist, and the
-    /// recording's files are closed. `start`: no segment of this channel reached the disk
+    /// recording's files are closed. `start`: no segment of this playout reached the disk
     /// queue, so what the directory held before is not part of it.
     End { playlist: String, start: bool },
 }
@@ -54,9 +54,9 @@ pub struct Announced {
 }
 
 #[derive(Debug)]
-pub struct Channel {
+pub struct Playout {
     playlist: Playlist,
-    state: ChannelState,
+    state: PlayoutState,
     /// Init segments by number (`init_uri`).
     inits: Vec<(u32, Bytes)>,
     /// The init number the next parts use.
@@ -76,7 +76,7 @@ pub struct Channel {
     version: u64,
 }
 
-impl Channel {
+impl Playout {
     /// Complete segments kept in memory (older ones are read from disk).
     pub const MEMORY_SEGMENTS: usize = 6;
 
@@ -84,7 +84,7 @@ impl Channel {
         Self::new_with(Playlist::new(segment_target, part_target))
     }
 
-    /// A channel that goes on from a recording a stopped streamer left unfinished
+    /// A playout that goes on from a recording a stopped streamer left unfinished
     /// ([`Playlist::resume`]): its segments stay listed (served from disk), the next
     /// segment follows them after a discontinuity with an init of its own, and the
     /// recording's files are appended to, not started over.
@@ -100,7 +100,7 @@ impl Channel {
     fn new_with(playlist: Playlist) -> Self {
         Self {
             playlist,
-            state: ChannelState::Waiting,
+            state: PlayoutState::Waiting,
             inits: Vec::new(),
             init: 0,
             parts: VecDeque::new(),
@@ -113,7 +113,7 @@ impl Channel {
         }
     }
 
-    pub fn state(&self) -> ChannelState {
+    pub fn state(&self) -> PlayoutState {
         self.state
     }
 
@@ -141,14 +141,14 @@ impl Channel {
         at: DateTime<Utc>,
         writes: &mut Vec<DiskWrite>,
     ) -> Option<Announced> {
-        if self.state == ChannelState::Ended {
+        if self.state == PlayoutState::Ended {
             return None;
         }
         let mut announced = None;
         match output {
             SegmenterOutput::Init { data, .. } => {
                 // An init once media is listed (a publisher reconnected, its parameters
-                // changed, or the channel resumed a recording) starts a discontinuity: the
+                // changed, or the playout resumed a recording) starts a discontinuity: the
                 // segment being cut ends here.
                 self.finish_segment(writes);
                 self.init = self.playlist.new_init();
@@ -184,7 +184,7 @@ impl Channel {
                 self.building.push(data.clone());
                 self.parts.push_back((key, data));
                 self.next = (key.0, key.1 + 1);
-                self.state = ChannelState::Live;
+                self.state = PlayoutState::Live;
                 self.trim();
                 announced = Some(Announced { first_arrival });
             }
@@ -240,12 +240,12 @@ impl Channel {
 
     /// The window closed or the slot was cancelled: the playlist gets `EXT-X-ENDLIST`.
     pub fn end(&mut self, writes: &mut Vec<DiskWrite>) {
-        if self.state == ChannelState::Ended {
+        if self.state == PlayoutState::Ended {
             return;
         }
         self.finish_segment(writes);
         self.playlist.end();
-        self.state = ChannelState::Ended;
+        self.state = PlayoutState::Ended;
         self.parts.clear();
         writes.push(DiskWrite::End {
             playlist: self.playlist.render(),
@@ -260,7 +260,7 @@ impl Channel {
 
     /// `index.m3u8`, or `None` while it lists no segment (a player would see an empty list).
     pub fn playlist(&self) -> Option<String> {
-        (self.playlist.has_segments() || self.state == ChannelState::Ended)
+        (self.playlist.has_segments() || self.state == PlayoutState::Ended)
             .then(|| self.playlist.render())
     }
 
@@ -294,7 +294,7 @@ impl Channel {
     /// Whether `name` is the part (or segment) the stream will produce next, so a request for
     /// it (the preload hint) should wait rather than 404.
     pub fn is_coming(&self, name: &str) -> bool {
-        if self.state == ChannelState::Ended {
+        if self.state == PlayoutState::Ended {
             return false;
         }
         if let Some((msn, index)) = parse_part(name) {
@@ -347,13 +347,13 @@ mod tests {
 
     #[test]
     fn parts_become_segments_and_files_on_disk() {
-        let mut c = Channel::new(Duration::from_secs(1), Duration::from_millis(200));
+        let mut c = Playout::new(Duration::from_secs(1), Duration::from_millis(200));
         let mut w = Vec::new();
         assert_eq!(c.playlist(), None);
         c.apply(init(), at(), &mut w);
         assert!(c.is_coming("part-0.0.m4s"));
         assert!(c.apply(part(1, true), at(), &mut w).is_some());
-        assert_eq!(c.state(), ChannelState::Live);
+        assert_eq!(c.state(), PlayoutState::Live);
         c.apply(part(2, false), at(), &mut w);
         assert_eq!(
             c.file("part-0.1.m4s").map(|p| p.concat()),
@@ -384,7 +384,7 @@ mod tests {
 
     #[test]
     fn a_second_publisher_gets_a_new_init_and_a_discontinuity() {
-        let mut c = Channel::new(Duration::from_secs(1), Duration::from_millis(200));
+        let mut c = Playout::new(Duration::from_secs(1), Duration::from_millis(200));
         let mut w = Vec::new();
         c.apply(init(), at(), &mut w);
         c.apply(part(1, true), at(), &mut w);
@@ -399,13 +399,13 @@ mod tests {
         assert_eq!(kinds(&w), ["init.mp4", "start 0", "init-1.mp4"]);
         assert_eq!(kinds(&end), ["seg 1", "end"]);
         assert!(matches!(&end[1], DiskWrite::End { playlist, start: false } if *playlist == text));
-        assert_eq!(c.state(), ChannelState::Ended);
+        assert_eq!(c.state(), PlayoutState::Ended);
         assert!(c.apply(part(3, true), at(), &mut end).is_none());
     }
 
     #[test]
     fn writes_the_disk_queue_refused_are_made_up_for_by_the_next_segment() {
-        let mut c = Channel::new(Duration::from_secs(1), Duration::from_millis(200));
+        let mut c = Playout::new(Duration::from_secs(1), Duration::from_millis(200));
         let mut lost = Vec::new();
         c.apply(init(), at(), &mut lost);
         c.apply(part(1, true), at(), &mut lost);
@@ -432,8 +432,8 @@ mod tests {
                 ..
             }
         ));
-        // A channel whose first segment never reached the queue ends as a new recording.
-        let mut c = Channel::new(Duration::from_secs(1), Duration::from_millis(200));
+        // A playout whose first segment never reached the queue ends as a new recording.
+        let mut c = Playout::new(Duration::from_secs(1), Duration::from_millis(200));
         let mut end = Vec::new();
         c.end(&mut end);
         assert!(matches!(&end[..], [DiskWrite::End { start: true, .. }]));
