@@ -882,12 +882,17 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// The code the publisher is told (docs/publishing.md).
+    pub const fn code(&self) -> slotcast_domain::contract::RefusalCode {
+        match self {
+            Self::Gate(denied) => denied.code(),
+            Self::Busy => slotcast_domain::contract::RefusalCode::Busy,
+        }
+    }
+
     /// A fixed label for metrics (the text may hold times and server ids).
     pub const fn label(&self) -> &'static str {
-        match self {
-            Self::Gate(denied) => denied.label(),
-            Self::Busy => "busy",
-        }
+        self.code().as_str()
     }
 }
 
