@@ -1,7 +1,8 @@
 //! `slotcast live` against a running `slotcast server all` with its streamer: a broadcaster
 //! logs in, books, and goes live from a clip over the preset carrier; ffmpeg reads the HLS
 //! back; a terminal whose clock runs 3 s slow still starts on the true opening; `--fallback`
-//! moves to the next carrier when the preset one is down.
+//! moves to the next carrier when the preset one is down; the streamer's refusals are retried
+//! or not by their code.
 
 mod support;
 
@@ -316,6 +317,60 @@ async fn with_the_preset_carrier_down_fallback_moves_to_the_next_and_without_it_
         .await
         .iter()
         .all(|r| r["kind"] != "connected"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_reservation_is_asked_again_until_the_close_and_a_cancelled_one_stops_at_once() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", "carrier-a=127.0.0.2:0");
+    register(&stack, &real_carriers(&stack, &["carrier-a"])).await;
+    let dir = clip_dir();
+    let clip = make_clip(dir.path(), 4);
+
+    let t = broadcaster(&stack);
+    let shared = book(&t, "+6s", "5s");
+    let cancelled = book(&t, "+6s", "5s");
+    ok(&t.run(&["cancel", &cancelled]), "cancel");
+
+    let live = |id: &str| t.command(&["--json", "live", id, "--input", path(&clip), "--loop"]);
+    let (first, closed) = (live(&shared), live(&cancelled));
+    let first = std::thread::spawn(move || finish(first, Duration::from_secs(30)));
+    let closed = std::thread::spawn(move || finish(closed, Duration::from_secs(30)));
+
+    // A second publisher on a reservation already live is told `busy`, and asks again until
+    // the window closes.
+    connected(&db, &shared).await;
+    let second = live(&shared);
+    let busy = tokio::task::spawn_blocking(move || finish(second, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(busy.code, 1, "{}{}", busy.stdout, busy.stderr);
+    assert!(
+        busy.stderr.contains(
+            "carrier-a: 403 another publisher is live on this reservation; asking again in"
+        ),
+        "{}",
+        busy.stderr
+    );
+    assert!(busy.stderr.contains("never went live"), "{}", busy.stderr);
+    let first = tokio::task::spawn_blocking(move || first.join().unwrap())
+        .await
+        .unwrap();
+    ok(&first, "the first publisher");
+    assert_eq!(first.json()["reconnects"], 0, "{}", first.stderr);
+
+    // A cancelled reservation is `closed`: no retry can fix it, so one refusal and exit 1.
+    let run = tokio::task::spawn_blocking(move || closed.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("carrier-a refused: 403 reservation not open: the reservation was cancelled"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("asking again"), "{}", run.stderr);
 }
 
 /// A loopback TCP relay standing for the dedicated network between the terminal and a

@@ -33,6 +33,19 @@ async fn wait_ended(url: &str, limit_s: u64) -> String {
     .await
 }
 
+/// ANNOUNCE as a publisher would, on a fresh connection: the status, and the code of its
+/// `Slotcast-Refusal` header if it has one.
+fn refused(addr: std::net::SocketAddr, reservation: &str, key: &str) -> (u16, Option<String>) {
+    let (status, _, answer) =
+        RawRtsp::connect(addr).request("ANNOUNCE", &publish_url(addr, reservation, key), &[], SDP);
+    let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+    let code = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Slotcast-Refusal: "))
+        .map(|code| code.trim().to_string());
+    (status, code)
+}
+
 /// The `SLOTCAST_SECRET_KEY` of a streamer environment.
 fn secret_of(env: &[(String, String)]) -> &str {
     env.iter()
@@ -305,26 +318,29 @@ async fn publishers_are_refused_outside_their_window_server_key_or_carrier_and_c
     let (code, reason) = announce(a, &later_id, &later_key);
     assert_eq!(code, 403, "before the window: {reason}");
     assert!(reason.contains("it opens at"), "{reason}");
-    assert_eq!(
-        announce(a, &open_id, "0123456789abcdef0123456789abcdef").0,
-        401,
-        "wrong key"
-    );
-    assert_eq!(
-        announce(a, &other_id, &other_key).0,
-        403,
-        "another server's reservation"
-    );
-    assert_eq!(
-        announce(stack.rtsp("carrier-x"), &open_id, &open_key).0,
-        403,
-        "not a carrier"
-    );
-    assert_eq!(
-        announce(a, "no-such-reservation", &open_key).0,
-        404,
-        "unknown"
-    );
+    // Each refusal names its reason in `Slotcast-Refusal`, for a publisher to act on.
+    let wrong_key = "0123456789abcdef0123456789abcdef";
+    let cases: [(_, &str, &str, _, _); 5] = [
+        (a, &later_id, &later_key, 403, "not_open"),
+        (a, &open_id, wrong_key, 401, "bad_key"),
+        (a, &other_id, &other_key, 403, "other_server"),
+        (
+            stack.rtsp("carrier-x"),
+            &open_id,
+            &open_key,
+            403,
+            "not_a_carrier",
+        ),
+        (a, "no-such-reservation", &open_key, 404, "unknown"),
+    ];
+    for (addr, id, key, status, refusal) in cases {
+        assert_eq!(
+            refused(addr, id, key),
+            (status, Some(refusal.to_string())),
+            "{id} with key {key} on {addr}"
+        );
+    }
+    // Asking for the key is no refusal: no code.
     let mut bare = RawRtsp::connect(a);
     let (code, _, text) = bare.request("ANNOUNCE", &format!("rtsp://{a}/live/{open_id}"), &[], SDP);
     assert_eq!(code, 401, "{text}");
@@ -333,6 +349,7 @@ async fn publishers_are_refused_outside_their_window_server_key_or_carrier_and_c
         "{text}"
     );
     assert!(text.contains("WWW-Authenticate: Basic"), "{text}");
+    assert!(!text.contains("Slotcast-Refusal"), "{text}");
 
     // A publisher that would go on for a minute is cut off when the window closes.
     let mut publisher = ffmpeg_publish(&publish_url(a, &open_id, &open_key), "tcp", 60);
@@ -342,8 +359,8 @@ async fn publishers_are_refused_outside_their_window_server_key_or_carrier_and_c
     })
     .await;
     assert_eq!(
-        announce(a, &open_id, &open_key).0,
-        403,
+        refused(a, &open_id, &open_key),
+        (403, Some("busy".to_string())),
         "a second publisher while one is live"
     );
     let limit = (end - Utc::now()).to_std().unwrap_or_default() + StdDuration::from_secs(8);
@@ -354,7 +371,11 @@ async fn publishers_are_refused_outside_their_window_server_key_or_carrier_and_c
     );
     let ended = wait_ended(&url, 10).await;
     assert!(segments(&ended) >= 3, "{ended}");
-    assert_eq!(announce(a, &open_id, &open_key).0, 403, "after the window");
+    assert_eq!(
+        refused(a, &open_id, &open_key),
+        (403, Some("closed".to_string())),
+        "after the window"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

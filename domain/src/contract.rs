@@ -1,11 +1,13 @@
 //! The NATS contract between the booking side and the streaming side (README, "NATS
-//! contract"): subjects, message ids and payloads of the slot and ingest streams.
+//! contract"): subjects, message ids and payloads of the slot and ingest streams; and the
+//! refusal codes the streamer tells publishers why it refused them with (docs/publishing.md).
 //!
 //! Contract: types and names only, shared by the scheduler (publisher of slot messages), the
-//! api (consumer of both streams) and the streamer. No I/O. `SCHEMA` changes only with a
-//! breaking payload change; additive fields keep it.
+//! api (consumer of both streams), the streamer and the terminal. No I/O. `SCHEMA` changes
+//! only with a breaking payload change; additive fields keep it.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -184,14 +186,99 @@ pub struct IngestMessage {
     /// Why it disconnected or failed.
     #[serde(default)]
     pub reason: Option<String>,
-    /// For `refused`: how many attempts were refused, per reason (the gate's fixed words:
+    /// For `refused`: how many attempts were refused, per reason (a [`RefusalCode`]:
     /// `bad_key`, `not_open`, `busy`...), since the reservation's last such report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusals: Option<BTreeMap<String, u64>>,
 }
 
-/// The most reasons one `refused` report may count (the gates name fewer).
+/// The most reasons one `refused` report may count (there are fewer [`RefusalCode`]s).
 pub const REFUSAL_REASONS_MAX: usize = 16;
+
+/// The RTSP response header in which the streamer names why it refused a publisher: one
+/// [`RefusalCode`], so a publisher decides on the code, never on the reason's wording.
+pub const REFUSAL_HEADER: &str = "Slotcast-Refusal";
+
+/// Why the streamer refused a publisher. The same code goes to the publisher (in
+/// [`REFUSAL_HEADER`]), into `refused` reports ([`IngestMessage::refusals`]) and into the
+/// streamer's refusal metric; its spelling is [`RefusalCode::as_str`] and nowhere else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefusalCode {
+    /// No slot message named the reservation: it is unknown, or this streamer has not heard
+    /// of it yet (404).
+    Unknown,
+    /// The reservation belongs to another distribution server (403).
+    OtherServer,
+    /// The stream key is not the reservation's current key: mistyped, or rotated (401).
+    BadKey,
+    /// The window has not opened yet; the reason says when it opens (403).
+    NotOpen,
+    /// The window is over: it closed, or the reservation was cancelled (403).
+    Closed,
+    /// The listener's carrier is not one of the carriers of the reservation's server (403).
+    NotACarrier,
+    /// The reservation pulls a camera, so the server takes no publisher for it (403).
+    PullsACamera,
+    /// Another publisher is live on the reservation (403).
+    Busy,
+}
+
+impl RefusalCode {
+    pub const ALL: [Self; 8] = [
+        Self::Unknown,
+        Self::OtherServer,
+        Self::BadKey,
+        Self::NotOpen,
+        Self::Closed,
+        Self::NotACarrier,
+        Self::PullsACamera,
+        Self::Busy,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::OtherServer => "other_server",
+            Self::BadKey => "bad_key",
+            Self::NotOpen => "not_open",
+            Self::Closed => "closed",
+            Self::NotACarrier => "not_a_carrier",
+            Self::PullsACamera => "pulls_a_camera",
+            Self::Busy => "busy",
+        }
+    }
+
+    /// Whether the same publisher, asking again later, may be let in without anything being
+    /// changed: the streamer may hear of the reservation or its opening, the other publisher
+    /// may leave. The other refusals stand until the reservation or the publisher's setting
+    /// changes (a new key, another server or carrier, a new booking).
+    pub const fn worth_retrying(self) -> bool {
+        matches!(self, Self::Unknown | Self::NotOpen | Self::Busy)
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal code this build does not know (a newer streamer's, or not slotcast's at all).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown refusal code {0:?}")]
+pub struct UnknownRefusalCode(pub String);
+
+impl FromStr for RefusalCode {
+    type Err = UnknownRefusalCode;
+
+    /// Exactly as [`RefusalCode::as_str`] spells it (case and all).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|code| code.as_str() == s)
+            .ok_or_else(|| UnknownRefusalCode(s.to_owned()))
+    }
+}
 
 /// Limits on what the api accepts from the ingest stream, so a faulty streamer cannot write
 /// unbounded text into the history.
@@ -337,6 +424,50 @@ mod tests {
         assert!(Names::new("a.b").is_none());
         assert!(Names::new("").is_none());
         assert!(Names::new("a>").is_none());
+    }
+
+    #[test]
+    fn refusal_codes_are_the_documented_words_and_parse_back() {
+        // History already counts these words: they change only with docs/publishing.md.
+        assert_eq!(
+            RefusalCode::ALL.map(RefusalCode::as_str),
+            [
+                "unknown",
+                "other_server",
+                "bad_key",
+                "not_open",
+                "closed",
+                "not_a_carrier",
+                "pulls_a_camera",
+                "busy"
+            ]
+        );
+        for code in RefusalCode::ALL {
+            assert_eq!(code.as_str().parse::<RefusalCode>(), Ok(code));
+            assert_eq!(code.to_string(), code.as_str());
+        }
+        for unknown in ["", "Busy", "busy ", "opens_later"] {
+            assert_eq!(
+                unknown.parse::<RefusalCode>(),
+                Err(UnknownRefusalCode(unknown.into()))
+            );
+        }
+    }
+
+    #[test]
+    fn only_refusals_that_can_clear_by_themselves_are_worth_retrying() {
+        let retried: Vec<RefusalCode> = RefusalCode::ALL
+            .into_iter()
+            .filter(|code| code.worth_retrying())
+            .collect();
+        assert_eq!(
+            retried,
+            [
+                RefusalCode::Unknown,
+                RefusalCode::NotOpen,
+                RefusalCode::Busy
+            ]
+        );
     }
 
     #[test]

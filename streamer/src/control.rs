@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use slotcast_domain::contract::{IngestKind, IngestMessage, SlotKind, SlotMessage, SCHEMA};
+use slotcast_domain::contract::{
+    IngestKind, IngestMessage, RefusalCode, SlotKind, SlotMessage, SCHEMA,
+};
 use slotcast_domain::secret::SecretKey;
 
 use crate::gates::{Applied, Camera, Denied, Gates};
@@ -70,12 +72,17 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// The code the publisher is told (docs/publishing.md).
+    pub const fn code(&self) -> RefusalCode {
+        match self {
+            Self::Gate(denied) => denied.code(),
+            Self::Busy => RefusalCode::Busy,
+        }
+    }
+
     /// A fixed label for metrics (the text may hold times and server ids).
     pub const fn label(&self) -> &'static str {
-        match self {
-            Self::Gate(denied) => denied.label(),
-            Self::Busy => "busy",
-        }
+        self.code().as_str()
     }
 }
 

@@ -19,12 +19,15 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use slotcast_domain::contract::{CameraSource, CameraTransport, IngestMode, SlotKind, SlotMessage};
+use slotcast_domain::contract::{
+    CameraSource, CameraTransport, IngestMode, RefusalCode, SlotKind, SlotMessage,
+};
 use slotcast_domain::secret::{constant_time_eq, CameraLogin, SecretKey};
 
 use crate::rtsp::Credential;
 
-/// Why a publisher is not let in.
+/// Why a publisher is not let in. Each has its [`RefusalCode`], the word the publisher is
+/// told (docs/publishing.md) and that metrics and reports count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denied {
     /// No slot message ever named this reservation.
@@ -33,8 +36,10 @@ pub enum Denied {
     OtherServer(String),
     /// The key does not hash to the reservation's current key hash.
     BadKey,
-    /// The window is not open at this instant (or is over, or was cancelled).
+    /// The window has not opened at this instant; the text says when it opens.
     NotOpen(String),
+    /// The window is over: closed, or the reservation was cancelled; the text says which.
+    Closed(String),
     /// The listener's carrier is not one of the server's carriers for this slot.
     NotACarrier(String),
     /// The reservation names a camera, which the streamer pulls: nobody may push to it.
@@ -42,16 +47,21 @@ pub enum Denied {
 }
 
 impl Denied {
+    pub const fn code(&self) -> RefusalCode {
+        match self {
+            Self::Unknown => RefusalCode::Unknown,
+            Self::OtherServer(_) => RefusalCode::OtherServer,
+            Self::BadKey => RefusalCode::BadKey,
+            Self::NotOpen(_) => RefusalCode::NotOpen,
+            Self::Closed(_) => RefusalCode::Closed,
+            Self::NotACarrier(_) => RefusalCode::NotACarrier,
+            Self::PullsACamera => RefusalCode::PullsACamera,
+        }
+    }
+
     /// A fixed label for metrics (the text may hold times and server ids).
     pub const fn label(&self) -> &'static str {
-        match self {
-            Self::Unknown => "unknown",
-            Self::OtherServer(_) => "other_server",
-            Self::BadKey => "bad_key",
-            Self::NotOpen(_) => "not_open",
-            Self::NotACarrier(_) => "not_a_carrier",
-            Self::PullsACamera => "pulls_a_camera",
-        }
+        self.code().as_str()
     }
 }
 
@@ -63,7 +73,7 @@ impl std::fmt::Display for Denied {
                 write!(f, "the reservation is on server {server}, not this one")
             }
             Self::BadKey => write!(f, "wrong stream key"),
-            Self::NotOpen(why) => write!(f, "ingest window not open: {why}"),
+            Self::NotOpen(why) | Self::Closed(why) => write!(f, "ingest window not open: {why}"),
             Self::NotACarrier(carrier) => {
                 write!(
                     f,
@@ -290,7 +300,7 @@ impl Gates {
                     SlotKind::Cancelled => "the reservation was cancelled",
                     _ => "the window has closed",
                 };
-                return Err(Denied::NotOpen(why.into()));
+                return Err(Denied::Closed(why.into()));
             }
             None => {
                 return Err(match self.directory.get(reservation_id) {
@@ -326,7 +336,7 @@ impl Gates {
                 }
                 gate.check_open(now)
             }
-            Some(Entry::Over { .. }) => Err(Denied::NotOpen("the window has closed".into())),
+            Some(Entry::Over { .. }) => Err(Denied::Closed("the window has closed".into())),
             None => Err(Denied::Unknown),
         }
     }
@@ -399,7 +409,7 @@ impl Gate {
             )));
         }
         if now >= self.closes_at {
-            return Err(Denied::NotOpen("the window has closed".into()));
+            return Err(Denied::Closed("the window has closed".into()));
         }
         Ok(())
     }
@@ -477,19 +487,19 @@ mod tests {
             gates.admit("carrier-z", "r1", &key("k"), at(10)),
             Err(Denied::NotACarrier("carrier-z".into()))
         );
-        assert!(matches!(
+        assert_eq!(
             gates.admit("carrier-a", "r1", &key("k"), at(100)),
-            Err(Denied::NotOpen(_))
-        ));
+            Err(Denied::Closed("the window has closed".into()))
+        );
         assert_eq!(
             gates.apply(&msg(SlotKind::Closed, 1, 0, 100, "k")),
             Applied::Ended
         );
         assert!(gates.is_over("r1"));
-        assert!(matches!(
+        assert_eq!(
             gates.admit("carrier-a", "r1", &key("k"), at(50)),
-            Err(Denied::NotOpen(_))
-        ));
+            Err(Denied::Closed("the window has closed".into()))
+        );
     }
 
     #[test]
@@ -556,7 +566,7 @@ mod tests {
         );
         assert_eq!(
             gates.admit("carrier-a", "r1", &key("k"), at(10)),
-            Err(Denied::NotOpen("the reservation was cancelled".into()))
+            Err(Denied::Closed("the reservation was cancelled".into()))
         );
     }
 
@@ -604,7 +614,7 @@ mod tests {
         );
         assert_eq!(
             gates.admit("carrier-a", "r1", &key("k"), at(150)),
-            Err(Denied::NotOpen("the reservation was cancelled".into()))
+            Err(Denied::Closed("the reservation was cancelled".into()))
         );
     }
 

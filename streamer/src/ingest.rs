@@ -160,18 +160,7 @@ impl Host for EdgeHost {
             Err(refused) => {
                 self.hub
                     .report_refusal(&self.entry, request.reservation_id, &refused);
-                Err(match refused {
-                    Refused::Busy => Refusal::Busy,
-                    Refused::Gate(Denied::Unknown) => Refusal::UnknownReservation,
-                    Refused::Gate(Denied::BadKey) => Refusal::BadKey,
-                    Refused::Gate(Denied::OtherServer(_) | Denied::NotACarrier(_)) => {
-                        Refusal::NotThisServer
-                    }
-                    Refused::Gate(Denied::NotOpen(why)) => Refusal::NotOpen(why),
-                    Refused::Gate(denied @ Denied::PullsACamera) => {
-                        Refusal::NotOpen(denied.to_string())
-                    }
-                })
+                Err(refusal(&refused))
             }
         }
     }
@@ -202,6 +191,22 @@ impl Host for EdgeHost {
         }
         Ok(ports)
     }
+}
+
+/// What a refused publisher is told: the refusal's code, and words that name no other
+/// server (the reason is shown to whoever dialled).
+fn refusal(refused: &Refused) -> Refusal {
+    let reason = match refused {
+        Refused::Gate(Denied::OtherServer(_) | Denied::NotACarrier(_)) => {
+            "the reservation is not on this server or carrier".to_owned()
+        }
+        Refused::Gate(Denied::NotOpen(why) | Denied::Closed(why)) => {
+            format!("reservation not open: {why}")
+        }
+        Refused::Gate(denied @ Denied::PullsACamera) => format!("reservation not open: {denied}"),
+        Refused::Gate(Denied::Unknown | Denied::BadKey) | Refused::Busy => refused.to_string(),
+    };
+    Refusal::new(refused.code(), reason)
 }
 
 /// An even RTP port and the odd RTCP port above it, on the listener's address.

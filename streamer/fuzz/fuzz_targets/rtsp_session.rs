@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use slotcast_domain::contract::RefusalCode;
 use slotcast_streamer::rtsp::{
     Admission, Credential, Host, Output, Refusal, Session, SessionConfig,
 };
@@ -16,11 +17,11 @@ struct Gate;
 impl Host for Gate {
     fn admit(&mut self, request: &Admission<'_>) -> Result<(), Refusal> {
         if request.reservation_id != "r1" {
-            return Err(Refusal::UnknownReservation);
+            return Err(Refusal::new(RefusalCode::Unknown, "unknown reservation"));
         }
         match request.credential {
             Credential::Key(key) if key == "k" => Ok(()),
-            _ => Err(Refusal::BadKey),
+            _ => Err(Refusal::new(RefusalCode::BadKey, "wrong stream key")),
         }
     }
 

@@ -35,6 +35,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
+use slotcast_domain::contract::RefusalCode;
 
 use crate::media::TrackSpec;
 
@@ -148,32 +149,28 @@ pub struct Admission<'a> {
     pub credential: &'a Credential,
 }
 
-/// Why the host will not admit a publisher. The RTSP answer for each is in
-/// [`Refusal::status`]; the `NotOpen` text is shown to the publisher (in the reason phrase
-/// and the body), so it must say nothing secret.
+/// Why the host will not admit a publisher: its code, which decides the answer (404 for
+/// `unknown`, 401 with `WWW-Authenticate` for `bad_key`, 403 for the rest) and goes with it in
+/// the [`slotcast_domain::contract::REFUSAL_HEADER`] header; and the reason shown to the publisher (in the reason phrase
+/// and the body), which must say nothing secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// 404 Not Found.
-    UnknownReservation,
-    /// 401 Unauthorized (with `WWW-Authenticate`, so a client may retry with credentials).
-    BadKey,
-    /// 403 Forbidden: outside the window, cancelled, ...; the text says which.
-    NotOpen(String),
-    /// 403 Forbidden: the reservation belongs to another server or carrier.
-    NotThisServer,
-    /// 403 Forbidden: someone is already publishing to it.
-    Busy,
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub reason: String,
+}
+
+impl Refusal {
+    pub fn new(code: RefusalCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::UnknownReservation => f.write_str("unknown reservation"),
-            Self::BadKey => f.write_str("wrong stream key"),
-            Self::NotOpen(why) => write!(f, "reservation not open: {why}"),
-            Self::NotThisServer => f.write_str("the reservation is not on this server or carrier"),
-            Self::Busy => f.write_str("another publisher is live on this reservation"),
-        }
+        f.write_str(&self.reason)
     }
 }
 

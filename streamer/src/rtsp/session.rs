@@ -20,7 +20,7 @@
 //! | path not `/live/<reservation>`, or another reservation than announced, or no such track | 404 | |
 //! | ANNOUNCE without a key | 401 + `WWW-Authenticate` (Digest when the config has a nonce, and Basic) | |
 //! | ANNOUNCE with a Digest answer that is not to this connection's nonce, not user `slotcast`, not MD5 | 401 + `WWW-Authenticate` | |
-//! | admission refused: unknown reservation / bad key / not open, not this server, busy | 404 / 401 + `WWW-Authenticate` / 403 | at RECORD: Close(Refused) |
+//! | admission refused: unknown reservation / bad key / any other code | 404 / 401 + `WWW-Authenticate` / 403, each with `Slotcast-Refusal: <code>` | at RECORD: Close(Refused) |
 //! | ANNOUNCE body not `application/sdp`, or no track we can ingest | 415 | |
 //! | ANNOUNCE without a body, SDP we cannot read, or more than 8 media sections | 400 | |
 //! | the third failed ANNOUNCE on one connection | its answer | Close(Refused) |
@@ -47,6 +47,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use rtsp_types::{headers, Message, Method, Version};
+use slotcast_domain::contract::{RefusalCode, REFUSAL_HEADER};
 use tracing::{debug, info, warn};
 
 use super::auth::{self, Credential, Target};
@@ -543,12 +544,19 @@ impl Session {
     }
 
     fn refused(&self, refusal: &Refusal, digest: bool) -> Response {
-        let status = match refusal {
-            Refusal::UnknownReservation => Status::NotFound,
-            Refusal::BadKey => Status::Unauthorized,
-            Refusal::NotOpen(_) | Refusal::NotThisServer | Refusal::Busy => Status::Forbidden,
+        let status = match refusal.code {
+            RefusalCode::Unknown => Status::NotFound,
+            RefusalCode::BadKey => Status::Unauthorized,
+            RefusalCode::OtherServer
+            | RefusalCode::NotOpen
+            | RefusalCode::Closed
+            | RefusalCode::NotACarrier
+            | RefusalCode::PullsACamera
+            | RefusalCode::Busy => Status::Forbidden,
         };
-        let response = Response::new(status).reason(refusal.to_string());
+        let response = Response::new(status)
+            .header(REFUSAL_HEADER, refusal.code.as_str())
+            .reason(refusal.reason.clone());
         if status == Status::Unauthorized {
             self.challenge(response, digest)
         } else {
@@ -569,7 +577,7 @@ impl Session {
             }
         };
         if oversized {
-            return Err(Refusal::BadKey);
+            return Err(Refusal::new(RefusalCode::BadKey, "wrong stream key"));
         }
         host.admit(&Admission {
             carrier: &self.config.carrier,

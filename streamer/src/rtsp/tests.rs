@@ -51,8 +51,10 @@ impl Host for FakeHost {
             .push((a.carrier.into(), a.reservation_id.into(), shown));
         match &self.refuse {
             Some(refusal) if call >= self.refuse_after => Err(refusal.clone()),
-            _ if a.reservation_id != RESERVATION => Err(Refusal::UnknownReservation),
-            _ if !right => Err(Refusal::BadKey),
+            _ if a.reservation_id != RESERVATION => {
+                Err(Refusal::new(RefusalCode::Unknown, "unknown reservation"))
+            }
+            _ if !right => Err(Refusal::new(RefusalCode::BadKey, "wrong stream key")),
             _ => Ok(()),
         }
     }

@@ -189,19 +189,19 @@ fn cases() -> Vec<Case> {
             &["RTSP/1.0 401 Unauthorized (wrong stream key)"], false),
         case("unknown reservation", Fresh, announce(1, "rtsp://10.9.0.1:8554/live/res-9", Some(&with_key()), ffmpeg_sdp),
             &["RTSP/1.0 404 Not Found (unknown reservation)"], false),
-        refused_by(FakeHost::refusing(Refusal::NotOpen("opens at 2030-01-01T10:00:00Z".into()), 0),
+        refused_by(FakeHost::refusing(Refusal::new(RefusalCode::NotOpen, "reservation not open: opens at 2030-01-01T10:00:00Z"), 0),
             case("not open", Fresh, announce(1, BASE, Some(&with_key()), ffmpeg_sdp),
             &["RTSP/1.0 403 Forbidden (reservation not open: opens at 2030-01-01T10:00:00Z)"], false)),
-        refused_by(FakeHost::refusing(Refusal::NotThisServer, 0),
+        refused_by(FakeHost::refusing(Refusal::new(RefusalCode::OtherServer, "the reservation is not on this server or carrier"), 0),
             case("not this server", Fresh, announce(1, BASE, Some(&with_key()), ffmpeg_sdp),
             &["RTSP/1.0 403 Forbidden (the reservation is not on this server or carrier)"], false)),
-        refused_by(FakeHost::refusing(Refusal::Busy, 0),
+        refused_by(FakeHost::refusing(Refusal::new(RefusalCode::Busy, "another publisher is live on this reservation"), 0),
             case("busy", Fresh, announce(1, BASE, Some(&with_key()), ffmpeg_sdp),
             &["RTSP/1.0 403 Forbidden (another publisher is live on this reservation)"], false)),
-        refused_by(FakeHost::refusing(Refusal::NotOpen("window closed at 11:00:00Z".into()), 1),
+        refused_by(FakeHost::refusing(Refusal::new(RefusalCode::Closed, "reservation not open: window closed at 11:00:00Z"), 1),
             case("refused at RECORD", Ready, request("RECORD", 9, BASE, Some(SESSION_ID)),
             &["RTSP/1.0 403 Forbidden (reservation not open: window closed at 11:00:00Z)"], true)),
-        refused_by(FakeHost::refusing(Refusal::BadKey, 1),
+        refused_by(FakeHost::refusing(Refusal::new(RefusalCode::BadKey, "wrong stream key"), 1),
             case("key revoked before RECORD", Ready, request("RECORD", 9, BASE, Some(SESSION_ID)),
             &["RTSP/1.0 401 Unauthorized (wrong stream key)"], true)),
         case("three failed ANNOUNCEs", Fresh,
@@ -278,6 +278,82 @@ fn malformed_and_refused_inputs_get_exact_answers() {
                 c.name
             );
         }
+    }
+}
+
+#[test]
+fn a_refusal_names_its_code_in_a_header_and_no_other_answer_does() {
+    for code in RefusalCode::ALL {
+        let status = match code {
+            RefusalCode::Unknown => "404 Not Found",
+            RefusalCode::BadKey => "401 Unauthorized",
+            _ => "403 Forbidden",
+        };
+        let at_announce = case(
+            "",
+            Prelude::Fresh,
+            announce(1, BASE, Some(&with_key()), super::sdp::tests::FFMPEG_SDP),
+            &[],
+            false,
+        );
+        let at_record = case(
+            "",
+            Prelude::Ready,
+            request("RECORD", 9, BASE, Some(SESSION_ID)),
+            &[],
+            true,
+        );
+        for (after, c) in [(0, at_announce), (1, at_record)] {
+            let refusal = Refusal::new(code, "why");
+            let out = run(&refused_by(FakeHost::refusing(refusal, after), c), false);
+            let answer = text(&out[0]);
+            assert!(
+                answer.starts_with(&format!("RTSP/1.0 {status} (why)\r\n"))
+                    && answer.contains(&format!("\r\nSlotcast-Refusal: {code}\r\n")),
+                "{code} after {after} admissions: {answer}"
+            );
+            assert_eq!(
+                answer.contains("WWW-Authenticate"),
+                code == RefusalCode::BadKey,
+                "{answer}"
+            );
+        }
+    }
+    // Asking for a key, a wrong path, a state error: answers, not refusals.
+    for c in [
+        case(
+            "",
+            Prelude::Fresh,
+            announce(1, BASE, None, super::sdp::tests::FFMPEG_SDP),
+            &[],
+            false,
+        ),
+        case(
+            "",
+            Prelude::Fresh,
+            announce(
+                1,
+                &format!("{BASE}/streamid=0"),
+                Some(&with_key()),
+                super::sdp::tests::FFMPEG_SDP,
+            ),
+            &[],
+            false,
+        ),
+        case(
+            "",
+            Prelude::Fresh,
+            request("RECORD", 1, BASE, None),
+            &[],
+            false,
+        ),
+    ] {
+        let out = run(&c, false);
+        let answer = text(&out[0]);
+        assert!(
+            answer.starts_with("RTSP/1.0 4") && !answer.contains("Slotcast-Refusal"),
+            "{answer}"
+        );
     }
 }
 

@@ -3,12 +3,15 @@
 //!
 //! Contract: the media come from a [`Source`] (an MP4 file in `mp4`, or a camera pulled with
 //! retina in `camera`) as [`Frame`]s of known [`Track`]s; the pure cores turn them into RTP
-//! packets (`rtp`), describe them as SDP (`sdp`) and speak the RTSP publishing dialogue
-//! (`session`, sans-IO); `run` is the one async edge that owns the socket, the clock and the
-//! retries. Frames are the one seam: a file and a camera go down the same path.
+//! packets (`rtp`), describe them as SDP (`sdp`), speak the RTSP publishing dialogue
+//! (`session`, sans-IO) and decide when to connect, where, how long to back off and when to
+//! stop (`policy`, sans-IO); `run` is the one async edge that owns the socket, the clock and
+//! the timers, and does what the policy decides. Frames are the one seam: a file and a
+//! camera go down the same path.
 
 mod camera;
 mod mp4;
+mod policy;
 mod rtp;
 mod run;
 mod sdp;
@@ -20,7 +23,8 @@ use bytes::Bytes;
 
 pub use camera::open_camera;
 pub use mp4::{open_file, Clip};
-pub use run::{publish, Ended, Event, Plan, Summary, Target};
+pub use policy::{Ended, Event, Plan, Target};
+pub use run::{publish, Summary};
 
 /// A codec the publisher can packetize, with what a receiver needs to decode it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,8 @@
 //! blocks, reads a clock or touches a socket; times come in as `Instant`s. A 401 is answered
 //! once per request with the stream key as credentials (Digest when offered, else Basic;
 //! user `slotcast`); any other error status ends the dialogue as [`State::Refused`] with the
-//! server's reason. Input is bounded: more than [`MAX_INPUT`] bytes without a whole message
+//! server's reason, and its code from the `Slotcast-Refusal` header when the server sent one
+//! (docs/publishing.md). Input is bounded: more than [`MAX_INPUT`] bytes without a whole message
 //! ends it as [`State::Failed`].
 
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rtsp_types::{headers, Message, ParseError};
+use slotcast_domain::contract::{RefusalCode, REFUSAL_HEADER};
 use slotcast_domain::secret::{md5_hex, DIGEST_USERNAME as USER};
 
 /// Bytes held while waiting for the end of a message from the server.
@@ -31,8 +33,14 @@ pub(super) enum State {
     Starting,
     /// RECORD accepted: media may be sent.
     Recording,
-    /// The server said no: its status and reason (the body, else the reason phrase).
-    Refused { status: u16, reason: String },
+    /// The server said no: its status, its refusal code (`None`: no `Slotcast-Refusal`
+    /// header, or a code this build does not know) and its reason (the body, else the reason
+    /// phrase), for people only.
+    Refused {
+        status: u16,
+        code: Option<RefusalCode>,
+        reason: String,
+    },
     /// The server broke the protocol.
     Failed(String),
     /// TEARDOWN sent.
@@ -225,6 +233,7 @@ impl Dialogue {
             if tries == 0 {
                 self.state = State::Refused {
                     status,
+                    code: None,
                     reason: "the server asks for credentials in no way this client answers \
                              (neither Digest MD5 nor Basic)"
                         .into(),
@@ -243,7 +252,15 @@ impl Dialogue {
             } else {
                 body
             };
-            self.state = State::Refused { status, reason };
+            let code = response
+                .headers()
+                .find(|(name, _)| name.as_str().eq_ignore_ascii_case(REFUSAL_HEADER))
+                .and_then(|(_, value)| value.as_str().trim().parse().ok());
+            self.state = State::Refused {
+                status,
+                code,
+                reason,
+            };
             return;
         }
         if let Some(session) = response.header(&headers::SESSION) {
@@ -495,13 +512,14 @@ mod tests {
         );
         reply(
             &mut d,
-            "RTSP/1.0 401 Unauthorized\nCSeq: 3\nContent-Length: 16\n\nwrong stream key",
+            "RTSP/1.0 401 Unauthorized\nCSeq: 3\nSlotcast-Refusal: bad_key\nContent-Length: 16\n\nwrong stream key",
             now,
         );
         assert_eq!(
             d.state(),
             &State::Refused {
                 status: 401,
+                code: Some(RefusalCode::BadKey),
                 reason: "wrong stream key".into()
             },
             "a second 401 is the answer"
@@ -627,21 +645,40 @@ mod tests {
     }
 
     #[test]
-    fn refusals_carry_the_servers_reason_and_garbage_fails() {
+    fn refusals_carry_the_servers_code_and_reason_and_garbage_fails() {
         let now = Instant::now();
-        let mut d = Dialogue::new(URL, "key", String::new(), 1);
-        reply(
-            &mut d,
-            "RTSP/1.0 403 Forbidden (reservation not open: it opens at 2030-01-01T10:00:00Z)\nCSeq: 1\nContent-Type: text/plain\nContent-Length: 55\n\nreservation not open: it opens at 2030-01-01T10:00:00Z\n",
-            now,
-        );
+        let refused = |answer: &str| {
+            let mut d = Dialogue::new(URL, "key", String::new(), 1);
+            reply(&mut d, answer, now);
+            d.state().clone()
+        };
         assert_eq!(
-            d.state(),
-            &State::Refused {
+            refused("RTSP/1.0 403 Forbidden (reservation not open: it opens at 2030-01-01T10:00:00Z)\nCSeq: 1\nSlotcast-Refusal: not_open\nContent-Type: text/plain\nContent-Length: 55\n\nreservation not open: it opens at 2030-01-01T10:00:00Z\n"),
+            State::Refused {
                 status: 403,
+                code: Some(RefusalCode::NotOpen),
                 reason: "reservation not open: it opens at 2030-01-01T10:00:00Z".into()
             }
         );
+        // The code is read, whatever the words say; header names are case-insensitive.
+        assert_eq!(
+            refused("RTSP/1.0 403 Forbidden\nCSeq: 1\nslotcast-refusal:  busy \n\n"),
+            State::Refused {
+                status: 403,
+                code: Some(RefusalCode::Busy),
+                reason: "Forbidden".into()
+            }
+        );
+        // No header, or a code this build does not know: no code.
+        for answer in [
+            "RTSP/1.0 404 Not Found\nCSeq: 1\n\n",
+            "RTSP/1.0 403 Forbidden\nCSeq: 1\nSlotcast-Refusal: opens_later\n\n",
+        ] {
+            assert!(
+                matches!(refused(answer), State::Refused { code: None, .. }),
+                "{answer}"
+            );
+        }
         let mut d = Dialogue::new(URL, "key", String::new(), 1);
         d.handle_input(b"HTTP/1.1 400 Bad Request\r\n\r\n", now);
         assert!(matches!(d.state(), State::Failed(_)), "{:?}", d.state());
