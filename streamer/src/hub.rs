@@ -694,3 +694,7 @@ enum Ending {
     Playout(String, Option<Arc<PlayoutHandle>>),
     Unfinished(String, String),
 }
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod tests;
