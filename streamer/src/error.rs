@@ -9,18 +9,29 @@ use thiserror::Error;
 pub enum StreamerError {
     #[error("configuration: {0}")]
     Config(String),
+    /// A listener could not be opened (`what`: for whom).
+    #[error("cannot listen {what} on {addr}: {source}")]
+    Listen {
+        what: String,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// retina's depacketizer said no (it says why in words only), or a stream broke a rule
+    /// of ours.
     #[error("RTP depacketizing: {0}")]
     Depacketize(String),
     #[error("muxing: {0}")]
     Mux(String),
-    #[error("RTSP: {0}")]
-    Rtsp(String),
+    /// mp4-atom could not read or write a box.
+    #[error("muxing: {what}: {source}")]
+    Box {
+        what: &'static str,
+        source: mp4_atom::Error,
+    },
     /// A video stream went [`crate::media_path::KEYFRAME_WAIT`] or
     /// [`crate::media_path::KEYFRAME_BYTES`] without a keyframe.
     #[error("no_keyframe: no video keyframe for {seconds} s and {bytes} bytes")]
     NoKeyframe { seconds: u64, bytes: usize },
-    #[error("NATS: {0}")]
-    Nats(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -64,17 +64,23 @@ pub async fn run(
     config.validate()?;
     let mut ingest = Vec::new();
     for listener in &config.listeners {
-        let socket = TcpListener::bind(listener.addr).await.map_err(|e| {
-            StreamerError::Config(format!(
-                "cannot listen for carrier {} on {}: {e}",
-                listener.carrier, listener.addr
-            ))
-        })?;
+        let socket =
+            TcpListener::bind(listener.addr)
+                .await
+                .map_err(|source| StreamerError::Listen {
+                    what: format!("for carrier {}", listener.carrier),
+                    addr: listener.addr,
+                    source,
+                })?;
         ingest.push((listener.clone(), socket));
     }
-    let hls = TcpListener::bind(config.hls_addr).await.map_err(|e| {
-        StreamerError::Config(format!("cannot serve viewers on {}: {e}", config.hls_addr))
-    })?;
+    let hls = TcpListener::bind(config.hls_addr)
+        .await
+        .map_err(|source| StreamerError::Listen {
+            what: "for viewers".into(),
+            addr: config.hls_addr,
+            source,
+        })?;
     let bound = Bound {
         hls: hls.local_addr()?,
         ingest: ingest

@@ -21,8 +21,8 @@ pub(super) const SYNC_SAMPLE_FLAGS: u32 = 0x0200_0000;
 /// `sample_depends_on = 1` and `sample_is_non_sync_sample`: an inter-coded video frame.
 pub(super) const NON_SYNC_SAMPLE_FLAGS: u32 = 0x0101_0000;
 
-fn mux_err(what: &str, err: mp4_atom::Error) -> StreamerError {
-    StreamerError::Mux(format!("{what}: {err}"))
+fn mux_err(what: &'static str, source: mp4_atom::Error) -> StreamerError {
+    StreamerError::Box { what, source }
 }
 
 /// The `stsd` sample entry for `params`. Called when params arrive, so that bad
