@@ -540,8 +540,12 @@ fn figures(
     let mut first: BTreeMap<&str, &Delivery> = BTreeMap::new();
     let mut repeats = 0;
     for d in seen {
-        if first.insert(d.id.as_str(), d).is_some() {
-            repeats += 1;
+        match first.entry(d.id.as_str()) {
+            // A redelivery is counted, never timed: the boundary reached the consumer before.
+            std::collections::btree_map::Entry::Occupied(_) => repeats += 1,
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(d);
+            }
         }
     }
     let delivered = expected
@@ -657,13 +661,14 @@ mod tests {
         let seen = [
             delivery("r1:scheduled:1", 9000.0),
             delivery("r1:opened:1", 2.0),
-            delivery("r1:opened:1", 2.0),
+            delivery("r1:opened:1", 3.0),
         ];
         let r = figures(ScenarioKind::AllUp, 2, &expected, &seen, 2);
         assert_eq!((r.boundaries, r.delivered, r.missing), (3, 2, 1));
         // The second delivery of opened:1; the stream holds no more than one per id.
         assert_eq!(r.duplicated, 1);
-        // Only window edges are timed: the scheduled message is due at the booking.
+        // Only window edges are timed (the scheduled message is due at the booking), each at
+        // its first delivery.
         assert_eq!(r.delay.max_ms, 2.0);
         assert_eq!(r.late.p50_ms, 1.0);
         // A third stored message no consumer saw is a duplicate too.
