@@ -197,7 +197,7 @@ mod tests {
 
     fn assert_send<T: Send>(_: &T) {}
 
-    /// `serve` must be spawnable (the cli and the benchmark run it on a tokio task).
+    /// `serve` must be spawnable (the cli runs it on a tokio task).
     #[test]
     fn serve_future_is_send() {
         let fut = serve(

@@ -368,14 +368,16 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
         .unwrap_or_else(|| DEFAULT_INGEST_LISTENERS.to_string());
     let listeners = slotcast_streamer::parse_listeners(&listeners_text)
         .context("SLOTCAST_INGEST_LISTENERS / streamer.ingest_listeners")?;
-    let mut config = StreamerConfig::new(server_id, listeners, &state_dir(file, env)?);
+    // The state directory is needed only where recordings are not placed explicitly.
+    let recordings_dir = match pick("SLOTCAST_RECORDINGS_DIR", &section.recordings_dir) {
+        Some(dir) => PathBuf::from(dir),
+        None => state_dir(file, env)?.join("recordings"),
+    };
+    let mut config = StreamerConfig::new(server_id, listeners, recordings_dir);
     if let Some(addr) = pick("SLOTCAST_HLS_ADDR", &section.hls_addr) {
         config.hls_addr = addr.parse().with_context(|| {
             format!("SLOTCAST_HLS_ADDR / streamer.hls_addr = {addr}: expected host:port")
         })?;
-    }
-    if let Some(dir) = pick("SLOTCAST_RECORDINGS_DIR", &section.recordings_dir) {
-        config.recordings_dir = dir.into();
     }
     if let Some(path) = pick("SLOTCAST_HLS_JS", &section.hls_js) {
         config.hls_js = path.into();
@@ -603,10 +605,8 @@ mod tests {
             Path::new("/var/lib/slotcast/recordings")
         );
         assert!(config.hls_js.is_absolute(), "{}", config.hls_js.display());
-        let config = streamer(&[
-            ("SLOTCAST_STATE_DIR", "/var/lib/slotcast"),
-            ("SLOTCAST_RECORDINGS_DIR", "/srv/recordings"),
-        ]);
+        // Recordings placed explicitly need no state directory.
+        let config = streamer(&[("SLOTCAST_RECORDINGS_DIR", "/srv/recordings")]);
         assert_eq!(config.recordings_dir, Path::new("/srv/recordings"));
     }
 

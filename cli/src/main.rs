@@ -1,15 +1,10 @@
-//! `slotcast`: the one binary. The broadcaster's terminal commands, server roles,
-//! administration and benchmarks.
+//! `slotcast`: the one binary. The broadcaster's terminal commands, server roles and
+//! administration (the benchmarks are the `slotcast-bench` binary of `bench/`).
 //!
 //! Contract: parses arguments and configuration once, then hands typed config to the library
 //! crates. Exit codes: 0 success, 1 failure (or a refusal), 2 usage or configuration error;
 //! the terminal commands add 3 (token refused) and 4 (API unreachable).
 
-mod bench;
-mod bench_ingest;
-mod bench_load;
-mod bench_slots;
-mod bench_write_path;
 mod config;
 mod streamer_role;
 mod terminal_book;
@@ -58,11 +53,6 @@ enum Top {
         #[command(subcommand)]
         command: Admin,
     },
-    /// Benchmarks: they print figures (BENCHMARKS.md has the latest ones).
-    Bench {
-        #[command(subcommand)]
-        command: Bench,
-    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -96,22 +86,6 @@ enum Admin {
     },
     /// Replay every event into fresh read-model tables, swap them in, and print events/s.
     Rebuild,
-}
-
-#[derive(Subcommand)]
-enum Bench {
-    /// The booking write path: throughput and p50/p99 through the api beside raw SQL inserts
-    /// into an exclusion-constrained table (100 servers), one server as its schedule grows,
-    /// and clients that hang up and retry; in a throwaway database.
-    Booking(bench::BookingArgs),
-    /// Slot boundaries: delay from due time to delivery at a JetStream consumer (p50/p99/max)
-    /// and boundaries missing or duplicated, with scheduler replicas as child processes, all
-    /// up and with one killed mid-run; in a throwaway database and NATS prefix.
-    Slots(bench_slots::SlotsArgs),
-    /// Streamer ingest: CPU and memory per stream with 1, 10 and 50 RTSP publishers, beside
-    /// ffmpeg remuxing the same input to HLS, and part latency p50/p95 from /metrics; the
-    /// streamer is a child process. Needs ffmpeg and NATS; use a release build.
-    Ingest(bench_ingest::IngestArgs),
 }
 
 #[derive(Subcommand)]
@@ -329,15 +303,6 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
                 report.events_per_second()
             );
         }
-        Top::Bench {
-            command: Bench::Booking(args),
-        } => bench::booking(args).await?,
-        Top::Bench {
-            command: Bench::Slots(args),
-        } => bench_slots::slots(args).await?,
-        Top::Bench {
-            command: Bench::Ingest(args),
-        } => bench_ingest::ingest(args).await?,
     }
     Ok(())
 }

@@ -102,15 +102,19 @@ impl StreamerConfig {
         source_tree.join("web/node_modules/hls.js/dist/hls.min.js")
     }
 
-    /// Defaults that run on one machine, keeping recordings under `state_dir`.
-    pub fn new(server_id: impl Into<String>, listeners: Vec<Listener>, state_dir: &Path) -> Self {
+    /// Defaults that run on one machine, keeping recordings in `recordings_dir`.
+    pub fn new(
+        server_id: impl Into<String>,
+        listeners: Vec<Listener>,
+        recordings_dir: PathBuf,
+    ) -> Self {
         Self {
             server_id: server_id.into(),
             listeners,
             hls_addr: Self::DEFAULT_HLS_ADDR
                 .parse()
                 .expect("the default HLS address is a literal socket address"),
-            recordings_dir: state_dir.join("recordings"),
+            recordings_dir,
             retention: Duration::from_secs(7 * 24 * 3600),
             hls_js: Self::default_hls_js(),
             segment_target: Duration::from_secs(1),
@@ -209,7 +213,8 @@ mod tests {
             carrier: "a".into(),
             addr: "127.0.0.1:8554".parse().unwrap(),
         };
-        let mut config = StreamerConfig::new("srv", vec![listener], Path::new("/var/lib/slotcast"));
+        let mut config =
+            StreamerConfig::new("srv", vec![listener], "/var/lib/slotcast/recordings".into());
         assert_eq!(config.ingest_poll, Duration::from_millis(25));
         config.validate().unwrap();
         for (ms, ok) in [(0, false), (1, true), (100, true), (101, false)] {

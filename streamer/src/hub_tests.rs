@@ -62,8 +62,9 @@ fn rig(puller: Puller) -> Rig {
         carrier: "carrier-a".into(),
         addr: "127.0.0.1:0".parse().expect("an address"),
     };
+    // Nothing is written: the disk queue is read by the test itself.
     let dir = std::env::temp_dir().join("slotcast-hub-tests");
-    let config = StreamerConfig::new("s1", vec![listener], &dir);
+    let config = StreamerConfig::new("s1", vec![listener], dir);
     let clock = Arc::new(HandClock::default());
     let (reports_tx, reports) = mpsc::channel(16);
     let (disk_tx, disk) = mpsc::channel(16);

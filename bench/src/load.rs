@@ -1,4 +1,4 @@
-//! The load generators of `slotcast bench booking`: a closed loop of N clients and an open
+//! The load generators of `slotcast-bench booking`: a closed loop of N clients and an open
 //! loop on a fixed arrival schedule, each bounded in time, and the figures they come to.
 //!
 //! Contract: every request runs under a timeout and every loop stops taking work at its time
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::bench::{Figures, Outcome};
+use crate::booking::{Figures, Outcome};
 
 /// Distinct error messages kept per run.
 const ERROR_SAMPLES: usize = 5;

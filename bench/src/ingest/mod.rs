@@ -1,35 +1,39 @@
-//! `slotcast bench ingest`: what ingest costs the streamer per stream (CPU, memory) with 1, 10
+//! `slotcast-bench ingest`: what ingest costs the streamer per stream (CPU, memory) with 1, 10
 //! and 50 concurrent RTSP publishers of one pre-encoded clip, beside ffmpeg's own remux of the
 //! same input to HLS in the same run, and how long a frame waits to be announced in the
 //! playlist (from the streamer's part-latency histogram); prints figures, asserts none.
 //!
 //! Contract: the streamer is a `slotcast server streamer` child of this process (so its CPU and
-//! memory are read from `/proc/<pid>` apart from the publishers'), on loopback ports it picks
-//! itself, with a NATS prefix of its own (`bench<k>_<hex>`, streams deleted at the end, on error
-//! and on Ctrl-C too) and its recordings in this run's temporary directory. Gates are opened by
-//! publishing `opened` slot messages directly, with a window covering the run. Every child
-//! (streamer, ffmpeg publishers and listeners) is killed when its guard drops; every wait is
-//! bounded. A stream that produced no segment, or a child that died during the measured
-//! window, fails the run: a broken run never reports figures.
+//! memory are read from `/proc/<pid>` apart from the publishers'), on loopback ports this
+//! process picks, ready when its `/readyz` says so, with a NATS prefix of its own
+//! (`bench<k>_<hex>`, streams deleted at the end, on error and on Ctrl-C too) and its
+//! recordings in this run's temporary directory. Gates are opened as the NATS contract says a
+//! scheduler opens them: an `opened` slot message per reservation, its window covering the
+//! run, its key's SHA-256 as the api would announce it. Every child (streamer, ffmpeg
+//! publishers and listeners) is killed when its guard drops; every wait is bounded. A stream
+//! that produced no segment, or a child that died during the measured window, fails the run:
+//! a broken run never reports figures.
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+mod procfs;
+mod prometheus;
+
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use async_nats::jetstream::message::PublishMessage;
 use chrono::Utc;
+use rand::RngCore;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use slotcast_domain::contract::{self, IngestMode, Names, SlotKind, SlotMessage};
-use slotcast_nats::{Nats, NatsConfig};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 
-use crate::bench::{machine, print_report, until_interrupted};
+use crate::report::{machine, print_report, until_interrupted};
+use crate::slotcast::{free_ports, wait_ready, Proc, Slotcast};
+use procfs::{listening, mib, Memory, Snapshot};
+use prometheus::{scalar, Histogram};
 
 /// The streamer's LL-HLS settings for the run (set explicitly, so the report can name them).
 const PART_MS: u64 = 200;
@@ -40,11 +44,9 @@ const CPU_RATIO_TARGET: f64 = 1.0 / 3.0;
 const LATENCY_SLACK_MS: f64 = 50.0;
 /// The server id the bench's streamer is.
 const SERVER_ID: &str = "bench-ingest";
-/// What `slotcast server streamer` prints when it is up (`streamer_role::announce`).
-const STREAMER_LINE: &str = "slotcast streamer serving viewers on ";
 /// The histogram the latency figures come from.
 const LATENCY_METRIC: &str = "slotcast_streamer_part_latency_seconds";
-/// How long the streamer and the publishers get to come up.
+/// How long the publishers and the ffmpeg listeners get to come up.
 const START_LIMIT: Duration = Duration::from_secs(30);
 
 /// Streamer ingest cost (CPU and RSS per stream) with N concurrent ffmpeg RTSP publishers of
@@ -67,7 +69,8 @@ pub struct IngestArgs {
     /// generated one (10 s of testsrc2 1280x720 at 30 fps, x264 at 2 Mbit/s, AAC 128k).
     #[arg(long)]
     clip: Option<PathBuf>,
-    #[arg(long, env = "NATS_URL", default_value = NatsConfig::DEFAULT_URL)]
+    /// NATS with JetStream, for the streamer and the slot messages that open its gates.
+    #[arg(long, env = "NATS_URL", default_value = crate::nats::DEFAULT_URL)]
     nats_url: String,
     /// Print the report as JSON.
     #[arg(long)]
@@ -150,24 +153,11 @@ struct Report {
     host: Host,
 }
 
-pub async fn ingest(args: IngestArgs) -> Result<()> {
+pub async fn ingest(args: IngestArgs, slotcast: &Slotcast) -> Result<()> {
     let ffmpeg = tool_version("ffmpeg")
         .await
         .context("ffmpeg is needed (scripts/services installs it)")?;
-    let nats =
-        slotcast_nats::connect(NatsConfig::new(args.nats_url.clone()), "slotcast-bench").await?;
-    for _ in 0..100 {
-        if nats.connected() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if !nats.connected() {
-        bail!(
-            "NATS is not reachable at {} (run scripts/services)",
-            args.nats_url
-        );
-    }
+    let (client, jetstream) = crate::nats::connect(&args.nats_url).await?;
     let dir = tempfile::Builder::new()
         .prefix("slotcast-bench-ingest-")
         .tempdir()
@@ -175,9 +165,10 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
     let (clk_tck, clk_tck_assumed) = clock_ticks().await;
     let bench = Bench {
         args: &args,
-        nats,
+        slotcast,
+        client,
+        jetstream,
         dir: dir.path().to_path_buf(),
-        exe: std::env::current_exe().context("find the slotcast binary")?,
         clk_tck: clk_tck as f64,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -194,9 +185,10 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
 
 struct Bench<'a> {
     args: &'a IngestArgs,
-    nats: Nats,
+    slotcast: &'a Slotcast,
+    client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
     dir: PathBuf,
-    exe: PathBuf,
     clk_tck: f64,
     http: reqwest::Client,
     /// NATS prefixes whose streams are deleted at the end.
@@ -232,7 +224,7 @@ impl Bench<'_> {
                 clk_tck,
                 clk_tck_assumed,
                 ffmpeg,
-                nats_server: self.nats.client.server_info().version,
+                nats_server: self.client.server_info().version,
             },
         })
     }
@@ -294,36 +286,21 @@ impl Bench<'_> {
     }
 
     async fn slotcast_run(&self, k: usize, n: usize, clip: &Path, work: &Path) -> Result<Ours> {
-        let hex = uuid::Uuid::new_v4().simple().to_string();
-        let prefix = format!("bench{k}_{}", &hex[..8]);
-        let names = Names::new(&prefix).expect("a valid prefix");
-        let nats = Nats {
-            config: std::sync::Arc::new(NatsConfig {
-                names: names.clone(),
-                ..(*self.nats.config).clone()
-            }),
-            ..self.nats.clone()
-        };
+        let (prefix, names) = crate::nats::fresh_prefix(k);
         self.prefixes
             .lock()
             .expect("nothing panics holding it")
             .push(names.clone());
-        nats.ensure_slots_stream().await?;
-        nats.ensure_ingest_stream().await?;
+        crate::nats::slots_stream(&self.jetstream, &names).await?;
         let reservations: Vec<(String, String)> = (0..n)
-            .map(|i| {
-                let id = format!("bench-{k}-{i:03}");
-                let key = slotcast_api::auth::new_stream_key(&id, None).key;
-                (id, key)
-            })
+            .map(|i| (format!("bench-{k}-{i:03}"), new_stream_key()))
             .collect();
-        self.open_gates(&nats, &reservations).await?;
+        self.open_gates(&names, &reservations).await?;
 
         let recordings = work.join("recordings");
         let mut streamer = Streamer::start(self, &prefix, &recordings, &work.join("streamer.log"))
             .await
             .context("start the streamer")?;
-        self.wait_ready(&streamer).await?;
         let idle = Memory::of(&[streamer.child.pid])?;
 
         let mut publishers = Vec::with_capacity(n);
@@ -413,16 +390,7 @@ impl Bench<'_> {
     }
 
     async fn ffmpeg_run(&self, n: usize, clip: &Path, work: &Path) -> Result<Cost> {
-        // Hold every port until all are picked, so they differ; ffmpeg binds them right after.
-        let ports: Vec<u16> = {
-            let held = (0..n)
-                .map(|_| TcpListener::bind("127.0.0.1:0"))
-                .collect::<std::io::Result<Vec<_>>>()
-                .context("pick free ports")?;
-            held.iter()
-                .map(|l| Ok(l.local_addr()?.port()))
-                .collect::<std::io::Result<_>>()?
-        };
+        let ports = free_ports(n)?;
         let mut listeners = Vec::with_capacity(n);
         for (i, port) in ports.iter().enumerate() {
             let out = work.join(format!("ffmpeg-{i}"));
@@ -495,8 +463,9 @@ impl Bench<'_> {
         Ok(self.cost(n, &before, &after, &memory, fewest))
     }
 
-    /// Publishes an `opened` message per reservation, its window covering the run.
-    async fn open_gates(&self, nats: &Nats, reservations: &[(String, String)]) -> Result<()> {
+    /// Publishes an `opened` message per `(reservation, stream key)` under `names`, its window
+    /// covering the run.
+    async fn open_gates(&self, names: &Names, reservations: &[(String, String)]) -> Result<()> {
         let now = Utc::now();
         let opens = now - chrono::Duration::minutes(1);
         let closes = now + chrono::Duration::hours(2);
@@ -512,7 +481,7 @@ impl Bench<'_> {
                 closes_at: closes,
                 start: opens,
                 end: closes,
-                stream_key_hash: slotcast_api::auth::sha256_hex(key.as_bytes()),
+                stream_key_hash: stream_key_hash(key),
                 stream_key_digest: None,
                 ingest: IngestMode::Push { carriers: vec![] },
                 due_at: opens,
@@ -522,38 +491,14 @@ impl Bench<'_> {
             let publish = PublishMessage::build()
                 .payload(serde_json::to_vec(&message)?.into())
                 .message_id(contract::slot_message_id(id, SlotKind::Opened, 1));
-            let subject = nats.config.names.slot_subject(SERVER_ID, id);
-            acks.push(nats.jetstream.send_publish(subject, publish).await?);
+            let subject = names.slot_subject(SERVER_ID, id);
+            acks.push(self.jetstream.send_publish(subject, publish).await?);
         }
         for ack in acks {
             ack.await
                 .context("JetStream did not store a slot message")?;
         }
         Ok(())
-    }
-
-    /// Until `/readyz` says the gates are applied.
-    async fn wait_ready(&self, streamer: &Streamer) -> Result<()> {
-        let deadline = Instant::now() + START_LIMIT;
-        loop {
-            let ready = self
-                .http
-                .get(format!("{}/readyz", streamer.hls))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "the streamer was not ready within {} s:\n{}",
-                    START_LIMIT.as_secs(),
-                    streamer.child.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     async fn metrics(&self, streamer: &Streamer) -> Result<String> {
@@ -599,30 +544,7 @@ impl Bench<'_> {
     async fn delete_streams(&self) -> Result<()> {
         let prefixes =
             std::mem::take(&mut *self.prefixes.lock().expect("nothing panics holding it"));
-        let mut failed = Vec::new();
-        for names in prefixes {
-            for stream in [names.slots_stream(), names.ingest_stream()] {
-                let deleted = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    self.nats.jetstream.delete_stream(&stream),
-                )
-                .await;
-                match deleted {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) if e.to_string().contains("not found") => {}
-                    Ok(Err(e)) => failed.push(format!("{stream}: {e}")),
-                    Err(_) => failed.push(format!("{stream}: no answer within 10 s")),
-                }
-            }
-        }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            bail!(
-                "cannot delete the bench's NATS streams: {}",
-                failed.join("; ")
-            )
-        }
+        crate::nats::delete_streams(&self.jetstream, &prefixes).await
     }
 }
 
@@ -636,55 +558,6 @@ struct Ours {
     idle_rss_mib: f64,
     ingest_mbps_per_stream: f64,
     latency: Latency,
-}
-
-/// A child process, killed (SIGKILL) when dropped, its stderr in a log file.
-struct Proc {
-    child: Child,
-    pid: u32,
-    what: String,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, what: &str, log: &Path) -> Result<Self> {
-        let err = File::create(log).with_context(|| format!("create {}", log.display()))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start {what}"))?;
-        let pid = child.id().with_context(|| format!("{what} has no pid"))?;
-        Ok(Self {
-            child,
-            pid,
-            what: what.to_string(),
-            log: log.to_path_buf(),
-        })
-    }
-
-    fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(None) => None,
-            Ok(Some(status)) => Some(format!("{} exited ({status})", self.what)),
-            Err(e) => Some(format!("{}: {e}", self.what)),
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(10)..].join("\n");
-        format!("--- {} ---\n{tail}", self.what)
-    }
-
-    /// Kills it and waits (bounded) for it to be gone.
-    async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
-    }
 }
 
 /// `ffmpeg -re -stream_loop -1 -i clip -c copy -f rtsp -rtsp_transport tcp url`.
@@ -729,199 +602,53 @@ fn logs(procs: &mut [Proc], others: &mut [Proc]) -> String {
 /// The streamer child and where it listens.
 struct Streamer {
     child: Proc,
+    /// `http://127.0.0.1:<port>`: LL-HLS, `/readyz`, `/metrics`.
     hls: String,
-    rtsp: SocketAddr,
-    /// Kept open so the streamer never writes to a closed pipe.
-    _stdout: Lines<BufReader<ChildStdout>>,
+    /// `127.0.0.1:<port>`: its one RTSP listener (carrier `carrier-a`).
+    rtsp: String,
 }
 
 impl Streamer {
+    /// Starts `slotcast server streamer` on two free loopback ports and waits until its
+    /// `/readyz` says the gates are applied.
     async fn start(bench: &Bench<'_>, prefix: &str, recordings: &Path, log: &Path) -> Result<Self> {
-        let err = File::create(log).with_context(|| format!("create {}", log.display()))?;
-        let mut child = Command::new(&bench.exe)
-            .args(["server", "streamer"])
-            .env("SLOTCAST_SERVER_ID", SERVER_ID)
-            .env("SLOTCAST_INGEST_LISTENERS", "carrier-a=127.0.0.1:0")
-            .env("SLOTCAST_HLS_ADDR", "127.0.0.1:0")
+        let ports = free_ports(2)?;
+        let (hls, rtsp) = (
+            format!("127.0.0.1:{}", ports[0]),
+            format!("127.0.0.1:{}", ports[1]),
+        );
+        let mut cmd = bench.slotcast.command(&["server", "streamer"]);
+        cmd.env("SLOTCAST_SERVER_ID", SERVER_ID)
+            .env("SLOTCAST_INGEST_LISTENERS", format!("carrier-a={rtsp}"))
+            .env("SLOTCAST_HLS_ADDR", &hls)
             .env("SLOTCAST_NATS_PREFIX", prefix)
             .env("SLOTCAST_RECORDINGS_DIR", recordings)
             .env("SLOTCAST_PART_MS", PART_MS.to_string())
             .env("SLOTCAST_SEGMENT_MS", SEGMENT_MS.to_string())
-            // A closed port: the streamer runs on the system clock and asks no one outside.
-            .env("SLOTCAST_NTP_SERVERS", "127.0.0.1:9")
+            .env("SLOTCAST_NTP_SERVERS", crate::slotcast::NO_NTP)
             .env("NATS_URL", &bench.args.nats_url)
             .env("SLOTCAST_LOG", "warn")
             // Every publisher comes from 127.0.0.1 and they all start at once: more than the
             // default 8 per address may be before RECORD together.
-            .env("SLOTCAST_INGEST_MAX_UNAUTH_PER_ADDR", "1024")
-            .env_remove("SLOTCAST_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .context("start slotcast server streamer")?;
-        let pid = child.id().context("the streamer has no pid")?;
-        let stdout = child.stdout.take().context("the streamer's stdout")?;
-        let child = Proc {
-            child,
-            pid,
-            what: "slotcast server streamer".to_string(),
-            log: log.to_path_buf(),
-        };
-        let mut lines = BufReader::new(stdout).lines();
-        let line = match tokio::time::timeout(START_LIMIT, lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            _ => bail!(
-                "the streamer did not start within {} s\n{}",
-                START_LIMIT.as_secs(),
-                child.log_tail()
-            ),
-        };
-        let (hls, rtsp) = parse_announce(&line)
-            .with_context(|| format!("unexpected start-up line from the streamer: {line}"))?;
-        Ok(Self {
-            child,
-            hls,
-            rtsp,
-            _stdout: lines,
-        })
+            .env("SLOTCAST_INGEST_MAX_UNAUTH_PER_ADDR", "1024");
+        let mut child = Proc::spawn(cmd, "slotcast server streamer", log)?;
+        let hls = format!("http://{hls}");
+        wait_ready(&bench.http, &hls, &mut child).await?;
+        Ok(Self { child, hls, rtsp })
     }
 }
 
-/// `(http://hls, first rtsp address)` from "slotcast streamer serving viewers on
-/// http://A; ingest carrier-a=rtsp://B".
-fn parse_announce(line: &str) -> Option<(String, SocketAddr)> {
-    let rest = line.strip_prefix(STREAMER_LINE)?;
-    let (hls, ingest) = rest.split_once("; ingest ")?;
-    let first = ingest.split(", ").next()?;
-    let (_, url) = first.split_once('=')?;
-    let rtsp = url.strip_prefix("rtsp://")?.parse().ok()?;
-    Some((hls.to_string(), rtsp))
+/// A new stream key as the api mints them: 128 random bits, lower-case hex.
+fn new_stream_key() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }
 
-/// CPU tick counters at one moment: a side's processes, the load generator's, the machine's.
-struct Snapshot {
-    at: Instant,
-    processes: usize,
-    /// (utime + stime, stime) of the side's processes.
-    side: (u64, u64),
-    load: u64,
-    busy: u64,
-    total: u64,
-}
-
-impl Snapshot {
-    fn take(side: &[u32], load: &[u32]) -> Result<Self> {
-        let sum = |pids: &[u32]| {
-            pids.iter().try_fold((0, 0), |(all, system), &p| {
-                let (u, s) = cpu_ticks(p)?;
-                Ok::<_, anyhow::Error>((all + u + s, system + s))
-            })
-        };
-        let (busy, total) = machine_ticks()?;
-        Ok(Self {
-            at: Instant::now(),
-            processes: side.len(),
-            side: sum(side)?,
-            load: sum(load)?.0,
-            busy,
-            total,
-        })
-    }
-}
-
-/// (utime, stime) of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("read /proc/{pid}/stat (did the process exit?)"))?;
-    parse_cpu_ticks(&stat).with_context(|| format!("unexpected /proc/{pid}/stat"))
-}
-
-fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
-    // The command name may hold spaces and parentheses: fields count from the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Field 3 (state) is fields[0]; utime and stime are fields 14 and 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime, stime))
-}
-
-/// Memory of some processes, summed, in KiB.
-#[derive(Debug, Default)]
-struct Memory {
-    rss_kib: u64,
-    hwm_kib: u64,
-    pss_kib: u64,
-}
-
-impl Memory {
-    /// VmRSS and VmHWM from `/proc/<pid>/status`, Pss from `/proc/<pid>/smaps_rollup`.
-    fn of(pids: &[u32]) -> Result<Self> {
-        let mut sum = Self::default();
-        for pid in pids {
-            let read = |file: &str| {
-                std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-                    .with_context(|| format!("read /proc/{pid}/{file} (did the process exit?)"))
-            };
-            let (status, rollup) = (read("status")?, read("smaps_rollup")?);
-            match (
-                kib_field(&status, "VmRSS:"),
-                kib_field(&status, "VmHWM:"),
-                kib_field(&rollup, "Pss:"),
-            ) {
-                (Some(rss), Some(hwm), Some(pss)) => {
-                    sum.rss_kib += rss;
-                    sum.hwm_kib += hwm;
-                    sum.pss_kib += pss;
-                }
-                _ => bail!("no VmRSS, VmHWM or Pss for process {pid}"),
-            }
-        }
-        Ok(sum)
-    }
-}
-
-/// `Name:   1234 kB` from a /proc file.
-fn kib_field(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-/// (busy, total) clock ticks of all CPUs since boot, from the first line of /proc/stat.
-fn machine_ticks() -> Result<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
-    parse_machine_ticks(&stat).context("unexpected /proc/stat")
-}
-
-fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
-    let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    // user nice system idle iowait irq softirq steal (guest time is inside user already).
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
-    Some((total - idle, total))
-}
-
-/// Whether something listens on 127.0.0.1:`port` (from /proc/net/tcp: connecting would use
-/// up ffmpeg's one RTSP listen).
-fn listening(port: u16) -> bool {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let local = format!("0100007F:{port:04X}");
-    table.lines().skip(1).any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
-    })
+/// What a slot message carries instead of the key (`docs/nats-contract.md`, `stream_key_hash`):
+/// lower-case hex SHA-256.
+fn stream_key_hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 fn count_segments(playlist: &str) -> usize {
@@ -929,81 +656,6 @@ fn count_segments(playlist: &str) -> usize {
         .lines()
         .filter(|l| l.starts_with("#EXTINF"))
         .count()
-}
-
-/// An unlabelled sample (`name value`) from Prometheus text.
-fn scalar(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// A Prometheus histogram: cumulative bucket counts by upper bound.
-#[derive(Debug, Default, PartialEq)]
-struct Histogram {
-    buckets: Vec<(f64, u64)>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn parse(text: &str, name: &str) -> Self {
-        let mut h = Self::default();
-        let bucket = format!("{name}_bucket{{le=\"");
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix(&bucket) {
-                let parsed = rest.split_once("\"} ").and_then(|(le, v)| {
-                    Some((
-                        le.parse::<f64>().ok()?,
-                        v.trim().parse::<f64>().ok()? as u64,
-                    ))
-                });
-                if let Some(b) = parsed {
-                    h.buckets.push(b);
-                }
-            }
-        }
-        h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        h.sum = scalar(text, &format!("{name}_sum")).unwrap_or(0.0);
-        h.count = scalar(text, &format!("{name}_count")).unwrap_or(0.0) as u64;
-        h
-    }
-
-    /// What was observed since `earlier`.
-    fn delta(&self, earlier: &Self) -> Self {
-        let before: BTreeMap<u64, u64> = earlier
-            .buckets
-            .iter()
-            .map(|&(le, c)| (le.to_bits(), c))
-            .collect();
-        Self {
-            buckets: self
-                .buckets
-                .iter()
-                .map(|&(le, c)| {
-                    (
-                        le,
-                        c.saturating_sub(*before.get(&le.to_bits()).unwrap_or(&0)),
-                    )
-                })
-                .collect(),
-            sum: self.sum - earlier.sum,
-            count: self.count.saturating_sub(earlier.count),
-        }
-    }
-
-    /// The upper bound of the first bucket holding the `p` quantile (nearest rank), in the
-    /// histogram's unit; `None` with no observations, infinite past the last finite bucket.
-    fn quantile(&self, p: f64) -> Option<f64> {
-        if self.count == 0 {
-            return None;
-        }
-        let rank = ((p * self.count as f64).ceil() as u64).max(1);
-        self.buckets
-            .iter()
-            .find(|&&(_, c)| c >= rank)
-            .map(|&(le, _)| le)
-    }
 }
 
 /// `ffmpeg -version`'s version word.
@@ -1084,7 +736,7 @@ fn met(v: Option<bool>) -> &'static str {
 fn text(r: &Report) -> String {
     let h = &r.host;
     let mut out = format!(
-        "slotcast bench ingest: clip {:.2} Mbit/s ({}); {} s measured after {} s of warm-up; \
+        "slotcast-bench ingest: clip {:.2} Mbit/s ({}); {} s measured after {} s of warm-up; \
          parts {} ms, segments {} ms\n\n",
         r.clip_mbps, r.clip, r.seconds, r.warm_up_s, r.part_ms, r.segment_ms
     );
@@ -1193,66 +845,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_ticks_count_from_the_last_parenthesis() {
-        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 9 0 \
-                    100 1000 200 18446744073709551615";
-        assert_eq!(parse_cpu_ticks(stat), Some((1234, 567)));
-        assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
-    }
-
-    #[test]
-    fn machine_ticks_leave_out_idle_and_iowait() {
-        let stat = "cpu  100 5 50 1000 20 1 2 3 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
-        assert_eq!(parse_machine_ticks(stat), Some((161, 1181)));
-        assert_eq!(parse_machine_ticks("intr 1 2"), None);
-    }
-
-    #[test]
-    fn the_start_up_line_names_both_addresses() {
-        let line = "slotcast streamer serving viewers on http://127.0.0.1:40001; ingest \
-                    carrier-a=rtsp://127.0.0.1:40002, carrier-b=rtsp://127.0.0.2:8554";
-        let (hls, rtsp) = parse_announce(line).unwrap();
-        assert_eq!(hls, "http://127.0.0.1:40001");
-        assert_eq!(rtsp, "127.0.0.1:40002".parse().unwrap());
-        assert!(parse_announce("something else").is_none());
-    }
-
-    #[test]
-    fn histogram_percentiles_are_bucket_upper_bounds_of_the_window() {
-        let metric = |counts: [u64; 4], sum: f64| {
-            format!(
-                "# TYPE m histogram\nm_sum {sum}\nm_count {}\n\
-                 m_bucket{{le=\"0.005\"}} {}\nm_bucket{{le=\"0.01\"}} {}\n\
-                 m_bucket{{le=\"0.015\"}} {}\nm_bucket{{le=\"+Inf\"}} {}\n",
-                counts[3], counts[0], counts[1], counts[2], counts[3]
-            )
-        };
-        let before = Histogram::parse(&metric([5, 5, 5, 5], 0.01), "m");
-        let after = Histogram::parse(&metric([5, 55, 100, 105], 1.0), "m");
-        assert_eq!(before.count, 5);
-        let window = after.delta(&before);
-        assert_eq!(window.count, 100);
-        assert_eq!(window.quantile(0.50), Some(0.01));
-        assert_eq!(window.quantile(0.95), Some(0.015));
-        assert_eq!(window.quantile(0.99), Some(f64::INFINITY));
-        assert!((window.sum - 0.99).abs() < 1e-9);
-        assert_eq!(Histogram::default().quantile(0.5), None);
-    }
-
-    #[test]
-    fn scalars_skip_labelled_and_longer_names() {
-        let text = "s_total{a=\"b\"} 3\ns_total_x 4\ns_total 7\n";
-        assert_eq!(scalar(text, "s_total"), Some(7.0));
-        assert_eq!(scalar(text, "missing"), None);
-    }
-
-    #[test]
-    fn proc_memory_fields_are_kib() {
-        let status = "Name:\tslotcast\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
-        assert_eq!(kib_field(status, "VmRSS:"), Some(10240));
-        assert_eq!(kib_field(status, "VmHWM:"), Some(20480));
-        assert_eq!(kib_field("Pss_Anon: 5 kB\nPss: 7 kB\n", "Pss:"), Some(7));
-        assert_eq!(kib_field(status, "Pss:"), None);
+    fn a_stream_key_is_announced_by_its_sha256() {
+        let key = new_stream_key();
+        assert_eq!(key.len(), 32);
+        assert!(key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        assert_ne!(key, new_stream_key());
+        assert_eq!(
+            stream_key_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -1,23 +1,23 @@
-//! Parts (b) and (c) of `slotcast bench booking`: one server whose schedule grows, and clients
-//! that hang up right after sending. Prints figures, asserts none.
+//! Parts (b) and (c) of `slotcast-bench booking`: one server whose schedule grows, and
+//! clients that hang up right after sending. Prints figures, asserts none.
 //!
-//! Contract: runs against the in-process api and the throwaway database of
-//! [`crate::bench`], on server ids of its own (`bench-busy-*`, `bench-hang-*`), so it never
-//! sees the other parts' slots. Every request has a timeout and every wait a bound.
+//! Contract: runs against the api child of [`crate::booking`] through its REST API only (part
+//! c counts what was booked as an operator lists it), on server ids of its own
+//! (`bench-busy-*`, `bench-hang-*`), so it never sees the other parts' slots. Every request has
+//! a timeout and every wait a bound.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
 
-use crate::bench::{Api, Figures, SLOT};
-use crate::bench_load::closed_loop;
+use crate::booking::{Api, Figures, SLOT};
+use crate::load::closed_loop;
 
 /// The targets the issue sets: the rate with the fullest schedule against the empty one...
 pub const BUSY_TARGET: f64 = 0.8;
@@ -94,8 +94,8 @@ pub async fn busy(
     })
     .await;
     if warmed.errors > 0 {
-        tracing::warn!(
-            "warm-up: {} of {} bookings failed: {}",
+        eprintln!(
+            "slotcast-bench: warm-up: {} of {} bookings failed: {}",
             warmed.errors,
             warmed.sent,
             warmed.error_samples.join("; ")
@@ -266,13 +266,15 @@ fn stuck_samples(outcomes: &[RetryOutcome]) -> Vec<String> {
 /// right after; then each retried with the same key (without waiting for the first) until a
 /// final answer or `stuck_after`. `clients` at a time, so they arrive together. Servers have
 /// room for every booking, so a key booked twice shows as a second reservation of its window.
+/// `inline_projection` says whether the api writes its read model with each booking (else the
+/// catch-up projector brings it, and the count waits for it).
 pub async fn hang_ups(
     api: &Api,
-    pool: &PgPool,
     count: usize,
     clients: usize,
     timeout: Duration,
     stuck_after: Duration,
+    inline_projection: bool,
     base: DateTime<Utc>,
 ) -> Result<HangUps> {
     let servers: Vec<String> = (0..10).map(|i| format!("bench-hang-{i}")).collect();
@@ -300,7 +302,7 @@ pub async fn hang_ups(
                 tokio::time::sleep(RETRY_AFTER_HANG_UP).await;
                 let outcome = retry(&api, job, timeout, stuck_after).await;
                 if let Err(err) = hung_up {
-                    tracing::warn!("{err:#}");
+                    eprintln!("slotcast-bench: a hang-up: {err:#}");
                 }
                 outcomes.push(outcome);
             }
@@ -311,17 +313,10 @@ pub async fn hang_ups(
     while let Some(done) = tasks.join_next().await {
         outcomes.extend(done.context("a client task failed")?);
     }
-    // From the event store, not the read model: a reservation counts once it is committed,
-    // whether or not a projection has caught up with it.
-    let booked: Vec<(String, String)> = sqlx::query_as(
-        "SELECT payload -> 'ReservationAccepted' ->> 'reservation_id', \
-                aggregate_id || ' ' || (payload -> 'ReservationAccepted' ->> 'start') \
-         FROM events \
-         WHERE event_type = 'ReservationAccepted' AND aggregate_id LIKE 'bench-hang-%'",
-    )
-    .fetch_all(pool)
-    .await
-    .context("cannot read the reservations booked")?;
+    let answered: BTreeSet<&str> = outcomes.iter().filter_map(|o| o.id.as_deref()).collect();
+    let booked = booked(api, &servers, inline_projection, &answered)
+        .await
+        .context("cannot list the reservations booked")?;
     let Tally {
         stuck,
         lost,
@@ -338,6 +333,102 @@ pub async fn hang_ups(
         stuck_after_s: stuck_after.as_secs(),
         met: stuck == 0 && lost == 0 && duplicates == 0,
     })
+}
+
+/// Reservations asked for per page of `GET /v1/reservations` (the api's most).
+const PAGE: usize = 5000;
+/// How long the read model may take to show every booking.
+const READ_MODEL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Every accepted reservation on `servers` as `(reservation id, window)`, as an operator
+/// lists them. The list is the api's read model, so it is read until it holds every id in
+/// `answered` (each was committed before its 201); under the inline projection that is at
+/// once. Without it, the catch-up projector brings them, and the list is read again each
+/// second until two reads also agree (a booking nobody got back may come after the others).
+async fn booked(
+    api: &Api,
+    servers: &[String],
+    inline_projection: bool,
+    answered: &BTreeSet<&str>,
+) -> Result<Vec<(String, String)>> {
+    let deadline = Instant::now() + READ_MODEL_LIMIT;
+    let mut previous: Option<Vec<(String, String)>> = None;
+    loop {
+        let listed = list_accepted(api, servers).await?;
+        let ids: BTreeSet<&str> = listed.iter().map(|(id, _)| id.as_str()).collect();
+        let unlisted = answered.difference(&ids).count();
+        if unlisted == 0 && (inline_projection || previous.as_ref() == Some(&listed)) {
+            return Ok(listed);
+        }
+        if Instant::now() >= deadline {
+            let what = if unlisted > 0 {
+                format!("does not list {unlisted} reservations its clients were answered")
+            } else {
+                "is still changing".to_string()
+            };
+            bail!(
+                "after {} s, the api's reservation list {what}",
+                READ_MODEL_LIMIT.as_secs()
+            );
+        }
+        previous = Some(listed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// [`booked`] as the list reads now: each server's accepted reservations, a page at a time in
+/// start order, each page from the start of the last one's last (so none sharing that start is
+/// skipped; repeats are counted once by id).
+async fn list_accepted(api: &Api, servers: &[String]) -> Result<Vec<(String, String)>> {
+    let mut all = Vec::new();
+    for server in servers {
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut request = api
+                .http
+                .get(format!("{}/v1/reservations", api.base))
+                .bearer_auth(&api.operator)
+                .query(&[
+                    ("server_id", server.as_str()),
+                    ("status", "accepted"),
+                    ("limit", &PAGE.to_string()),
+                ]);
+            if let Some(from) = &from {
+                request = request.query(&[("from", from)]);
+            }
+            let page: Value = request.send().await?.error_for_status()?.json().await?;
+            let rows = page_rows(&page).context("an unexpected reservation list")?;
+            let before = seen.len();
+            for (id, start) in &rows {
+                seen.insert(id.clone(), format!("{server} {start}"));
+            }
+            if rows.len() < PAGE {
+                break;
+            }
+            ensure!(
+                seen.len() > before,
+                "{server} has over {PAGE} reservations at one instant; cannot page past them"
+            );
+            from = rows.last().map(|(_, start)| start.clone());
+        }
+        all.extend(seen);
+    }
+    Ok(all)
+}
+
+/// `(id, start)` of each reservation of a `GET /v1/reservations` answer, in its order.
+fn page_rows(page: &Value) -> Option<Vec<(String, String)>> {
+    page["reservations"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            Some((
+                r["id"].as_str()?.to_string(),
+                r["start"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
 }
 
 /// The booking as a client writes it by hand: HTTP/1.1, its length stated, nothing after.
@@ -673,6 +764,30 @@ mod tests {
                 "1× no answer"
             ]
         );
+    }
+
+    #[test]
+    fn a_reservation_list_reads_as_ids_and_starts_in_order() {
+        let page = serde_json::json!({"reservations": [
+            {"id": "r-2", "server_id": "s", "start": "2030-01-01T01:00:00.000Z", "status": "accepted"},
+            {"id": "r-1", "server_id": "s", "start": "2030-01-01T00:00:00.000Z", "status": "accepted"},
+        ]});
+        assert_eq!(
+            page_rows(&page).unwrap(),
+            [
+                ("r-2".to_string(), "2030-01-01T01:00:00.000Z".to_string()),
+                ("r-1".to_string(), "2030-01-01T00:00:00.000Z".to_string()),
+            ]
+        );
+        assert_eq!(
+            page_rows(&serde_json::json!({"reservations": []})),
+            Some(vec![])
+        );
+        assert_eq!(
+            page_rows(&serde_json::json!({"reservations": [{"id": "r"}]})),
+            None
+        );
+        assert_eq!(page_rows(&serde_json::json!({"error": {}})), None);
     }
 
     #[test]

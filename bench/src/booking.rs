@@ -1,30 +1,28 @@
-//! `slotcast bench booking`: booking throughput and latency through the real api, beside a
+//! `slotcast-bench booking`: booking throughput and latency through the real api, beside a
 //! raw-SQL baseline (one `EXCLUDE USING gist` table), in one run; prints figures, asserts none.
 //!
-//! Contract: everything happens in a throwaway database `slotcast_bench_<uuid>` that is
-//! created through the admin connection and dropped `WITH (FORCE)` at the end, on error and on
-//! Ctrl-C too. The api runs in this process on 127.0.0.1:0 with no NTP servers (nothing waits
-//! on the network) and, unless the flags say otherwise, its default pool, inline projection and
-//! catch-up. Every request has a timeout and every measured run stops taking work at a time
+//! Contract: everything happens in a throwaway database `slotcast_bench_<uuid>`
+//! ([`crate::scratch`]), dropped at the end, on error and on Ctrl-C too. The api is a
+//! `slotcast server api` child on a loopback port, with no NTP server that answers (nothing
+//! waits on the network), its NATS consumers idle, and, unless the flags say otherwise, its
+//! default pool, inline projection and catch-up; its tokens come from `slotcast admin token
+//! create`. Every request has a timeout and every measured run stops taking work at a time
 //! cap, then reports what finished. Each scenario books on server ids of its own, so scenarios
 //! never see each other's slots.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
 use serde::Serialize;
-use slotcast_api::ApiConfig;
-use slotcast_domain::Role;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, Executor, PgConnection, PgPool};
-use tokio_util::sync::CancellationToken;
+use sqlx::{Executor, PgPool};
 
-pub(crate) use crate::bench_load::percentile;
-use crate::bench_load::{closed_loop, open_loop};
+use crate::load::{closed_loop, open_loop};
+use crate::report::{machine, print_report, until_interrupted, Machine};
+use crate::scratch::Scratch;
+use crate::slotcast::{ApiOptions, Slotcast};
 
 /// Length of each booked slot; a server's slots are laid end to end from a day ahead.
 pub(crate) const SLOT: TimeDelta = TimeDelta::minutes(10);
@@ -78,7 +76,7 @@ pub struct BookingArgs {
     servers: Vec<u32>,
     /// Admin connection, used only to create and drop the throwaway database.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true,
-        default_value = crate::config::DEFAULT_DATABASE_URL)]
+        default_value = crate::scratch::DEFAULT_DATABASE_URL)]
     database_url: String,
     /// Timeout on each request (booking or insert), in seconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -87,7 +85,8 @@ pub struct BookingArgs {
     /// (a scenario is two runs, slotcast and raw SQL).
     #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..=3600))]
     cap_s: u64,
-    /// Connections in the api's database pool (default: the api's own default).
+    /// Connections in the api's database pool, given to it as `database.connections` in a
+    /// configuration file (default: the api's own default).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
     api_connections: Option<u32>,
     /// Turn off the api's inline projection after each commit, leaving the read model to the
@@ -166,18 +165,11 @@ struct Targets {
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct Machine {
-    pub(crate) cpus: usize,
-    pub(crate) kernel: String,
-    pub(crate) cpu_model: String,
-    pub(crate) postgres: String,
-}
-
-#[derive(Debug, Serialize)]
 struct Report {
     bookings: usize,
     clients: usize,
-    api_db_connections: u32,
+    /// `None`: the api's default pool.
+    api_db_connections: Option<u32>,
     inline_projection: bool,
     catch_up: bool,
     request_timeout_s: u64,
@@ -186,183 +178,82 @@ struct Report {
     half_rate: Option<HalfRate>,
     targets: Targets,
     /// Part b.
-    busy: Option<crate::bench_write_path::Busy>,
+    busy: Option<crate::write_path::Busy>,
     /// Part c.
-    hang_ups: Option<crate::bench_write_path::HangUps>,
+    hang_ups: Option<crate::write_path::HangUps>,
     machine: Machine,
 }
 
-/// `work` to its end, or "interrupted" at Ctrl-C (so the caller still cleans up).
-pub async fn until_interrupted<R>(work: impl Future<Output = Result<R>>) -> Result<R> {
-    tokio::select! {
-        outcome = work => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-    }
-}
-
-/// Prints a benchmark's report: pretty JSON with `json`, else its text for people.
-pub fn print_report<R: Serialize>(
-    report: &R,
-    json: bool,
-    text: impl Fn(&R) -> String,
-) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-    } else {
-        print!("{}", text(report));
-    }
-    Ok(())
-}
-
 /// Runs the benchmark and prints its figures.
-pub async fn booking(args: BookingArgs) -> Result<()> {
+pub async fn booking(args: BookingArgs, slotcast: &Slotcast) -> Result<()> {
+    if args.only.contains(&Part::C) && args.no_inline_projection && args.no_catch_up {
+        bail!(
+            "part c counts the reservations through the api, whose read model nothing feeds \
+             with both --no-inline-projection and --no-catch-up: drop one, or leave out c \
+             (--only a,b)"
+        );
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("slotcast-bench-booking-")
+        .tempdir()
+        .context("create a temporary directory")?;
     let scratch = Scratch::create(&args.database_url).await?;
-    let shutdown = CancellationToken::new();
-    let outcome = until_interrupted(run(&args, &scratch, shutdown.clone())).await;
-    shutdown.cancel();
+    // The api child dies with the future (its guard drops), before the database goes.
+    let outcome = until_interrupted(run(&args, &scratch, slotcast, dir.path())).await;
     let dropped = scratch.drop_database().await;
     print_report(&outcome?, args.json, text)?;
     dropped
 }
 
-/// The throwaway database and the admin connection's URL it came from.
-pub(crate) struct Scratch {
-    admin_url: String,
-    name: String,
-    pub(crate) url: String,
-}
-
-impl Scratch {
-    pub(crate) async fn create(admin_url: &str) -> Result<Self> {
-        let name = format!("slotcast_bench_{}", uuid::Uuid::new_v4().simple());
-        let url = with_database(admin_url, &name)?;
-        let mut admin = PgConnection::connect(admin_url).await.with_context(|| {
-            format!("cannot connect to Postgres at {}", crate::redact(admin_url))
-        })?;
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .with_context(|| format!("cannot create the database {name}"))?;
-        let _ = admin.close().await;
-        Ok(Self {
-            admin_url: admin_url.to_string(),
-            name,
-            url,
-        })
-    }
-
-    pub(crate) async fn drop_database(self) -> Result<()> {
-        let drop = async {
-            let mut admin = PgConnection::connect(&self.admin_url).await?;
-            admin
-                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
-                .await?;
-            let _ = admin.close().await;
-            Ok::<_, sqlx::Error>(())
-        };
-        match tokio::time::timeout(Duration::from_secs(30), drop).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(err).with_context(|| format!("cannot drop {}", self.name)),
-            Err(_) => bail!("cannot drop {}: no answer within 30 s", self.name),
-        }
-    }
-}
-
-/// `url` naming database `name` instead of its own (query parameters kept).
-fn with_database(url: &str, name: &str) -> Result<String> {
-    let scheme_end = url
-        .find("://")
-        .map(|i| i + 3)
-        .ok_or_else(|| anyhow!("--database-url must be a postgres:// URL"))?;
-    let (base, query) = match url.find('?') {
-        Some(q) => url.split_at(q),
-        None => (url, ""),
-    };
-    let authority_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    Ok(format!("{}/{name}{query}", &base[..authority_end]))
-}
-
-/// How the in-process api was configured, for the report.
-struct ApiSetup {
-    db_connections: u32,
-    inline_projection: bool,
-    catch_up: bool,
-}
-
-/// Everything between creating and dropping the database: the api and the measurements,
-/// polled together (the api's future is not `Send`, so it cannot be spawned; its connections
-/// are tasks of their own all the same).
-async fn run(args: &BookingArgs, scratch: &Scratch, shutdown: CancellationToken) -> Result<Report> {
-    let mut config = ApiConfig::new(scratch.url.clone());
-    config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.clock.servers = Vec::new();
-    if let Some(n) = args.api_connections {
-        config.db_connections = n;
-    }
-    if args.no_inline_projection {
-        config.inline_projection = false;
-    }
-    if args.no_catch_up {
-        config.catch_up_interval = None;
-    }
-    let setup = ApiSetup {
-        db_connections: config.db_connections,
-        inline_projection: config.inline_projection,
-        catch_up: config.catch_up_interval.is_some(),
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let serve = async {
-        let serve = slotcast_api::serve(config, shutdown.clone(), move |addr| {
-            let _ = tx.send(addr);
-        });
-        // Stopping is bounded: the database is dropped WITH (FORCE) afterwards in any case.
-        let give_up = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(Duration::from_secs(30)).await;
-        };
-        tokio::select! {
-            served = serve => served.map_err(anyhow::Error::from),
-            () = give_up => Err(anyhow!("the in-process api did not stop within 30 s")),
-        }
-    };
-    let measured = async {
-        let measured = match tokio::time::timeout(Duration::from_secs(60), rx).await {
-            Ok(Ok(addr)) => measure(args, scratch, addr, setup).await,
-            Ok(Err(_)) => Err(anyhow!("the in-process api stopped before listening")),
-            Err(_) => Err(anyhow!("the in-process api did not listen within 60 s")),
-        };
-        shutdown.cancel();
-        measured
-    };
-    match tokio::join!(serve, measured) {
-        (Ok(()), measured) => measured,
-        (Err(served), Ok(report)) => {
-            tracing::warn!("{served:#}");
-            Ok(report)
-        }
-        (Err(served), Err(measured)) => Err(measured.context(format!("{served:#}"))),
-    }
-}
-
-/// The measurements, against the api listening on `addr`.
-async fn measure(
+/// Everything between creating and dropping the database: the api child and the
+/// measurements.
+async fn run(
     args: &BookingArgs,
     scratch: &Scratch,
-    addr: SocketAddr,
-    setup: ApiSetup,
+    slotcast: &Slotcast,
+    dir: &std::path::Path,
 ) -> Result<Report> {
+    let timeout = Duration::from_secs(args.timeout_s);
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .pool_max_idle_per_host(args.clients as usize)
+        .build()?;
+    let options = ApiOptions {
+        database_url: &scratch.url,
+        ntp: &[],
+        inline_projection: !args.no_inline_projection,
+        catch_up: !args.no_catch_up,
+        connections: args.api_connections,
+    };
+    let child = slotcast.api(&options, dir, &http).await?;
+    let api = Api {
+        http,
+        base: child.base.clone(),
+        operator: slotcast
+            .token(&scratch.url, "operator", "bench-operator")
+            .await?,
+        distributor: slotcast
+            .token(&scratch.url, "distributor", "bench-distributor")
+            .await?,
+    };
+    let report = measure(args, scratch, &api).await;
+    child.proc.stop().await;
+    report
+}
+
+/// The measurements, against the ready `api` on the database `scratch`.
+async fn measure(args: &BookingArgs, scratch: &Scratch, api: &Api) -> Result<Report> {
     let clients = args.clients as usize;
     let bookings = args.bookings as usize;
     let timeout = Duration::from_secs(args.timeout_s);
     let cap = Duration::from_secs(args.cap_s);
 
-    let pool = slotcast_readmodel::db::connect(&scratch.url, 2).await?;
-    let operator =
-        slotcast_api::auth::create_token(&pool, Role::Operator, "bench-operator").await?;
-    let distributor =
-        slotcast_api::auth::create_token(&pool, Role::Distributor, "bench-distributor").await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(timeout)
+        .connect(&scratch.url)
+        .await
+        .context("cannot connect to the throwaway database")?;
     let postgres: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&pool)
         .await?;
@@ -377,16 +268,6 @@ async fn measure(
     }
     pool.close().await;
 
-    let http = reqwest::Client::builder()
-        .timeout(timeout)
-        .pool_max_idle_per_host(clients)
-        .build()?;
-    let api = Api {
-        http,
-        base: format!("http://{addr}"),
-        operator,
-        distributor,
-    };
     let raw = PgPoolOptions::new()
         .max_connections(args.clients)
         .acquire_timeout(timeout)
@@ -482,27 +363,22 @@ async fn measure(
     let targets = targets(target.map(|i| &scenarios[i]), half_rate.as_ref());
     let busy = if args.only.contains(&Part::B) {
         let levels: Vec<usize> = args.fill.iter().map(|&n| n as usize).collect();
-        Some(
-            crate::bench_write_path::busy(&api, &levels, bookings, clients, timeout, cap, base)
-                .await?,
-        )
+        Some(crate::write_path::busy(api, &levels, bookings, clients, timeout, cap, base).await?)
     } else {
         None
     };
     let hang_ups = if args.only.contains(&Part::C) {
-        let pool = slotcast_readmodel::db::connect(&scratch.url, 2).await?;
-        let figures = crate::bench_write_path::hang_ups(
-            &api,
-            &pool,
+        let figures = crate::write_path::hang_ups(
+            api,
             args.hangups as usize,
             clients,
             timeout,
             Duration::from_secs(args.stuck_after_s),
+            !args.no_inline_projection,
             base,
         )
-        .await;
-        pool.close().await;
-        Some(figures?)
+        .await?;
+        Some(figures)
     } else {
         None
     };
@@ -511,9 +387,9 @@ async fn measure(
         hang_ups,
         bookings,
         clients,
-        api_db_connections: setup.db_connections,
-        inline_projection: setup.inline_projection,
-        catch_up: setup.catch_up,
+        api_db_connections: args.api_connections,
+        inline_projection: !args.no_inline_projection,
+        catch_up: !args.no_catch_up,
         request_timeout_s: args.timeout_s,
         cap_s: args.cap_s,
         scenarios,
@@ -567,7 +443,7 @@ fn workload(servers: &[String], count: usize, base: DateTime<Utc>) -> Vec<Bookin
 pub(crate) struct Api {
     pub(crate) http: reqwest::Client,
     pub(crate) base: String,
-    operator: String,
+    pub(crate) operator: String,
     pub(crate) distributor: String,
 }
 
@@ -728,27 +604,6 @@ fn targets(scenario: Option<&Scenario>, half_rate: Option<&HalfRate>) -> Targets
     }
 }
 
-pub(crate) fn machine(postgres: String) -> Machine {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let cpu_model = read("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "unknown".to_string());
-    let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
-    Machine {
-        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel: if kernel.is_empty() {
-            "unknown".to_string()
-        } else {
-            kernel
-        },
-        cpu_model,
-        postgres,
-    }
-}
-
 fn servers_label(n: usize) -> String {
     match n {
         1 => "1 server".to_string(),
@@ -849,12 +704,14 @@ fn part_a_targets(t: &Targets) -> String {
 /// The plain-text report.
 fn text(r: &Report) -> String {
     let on = |b: bool| if b { "on" } else { "off" };
+    let pool = r
+        .api_db_connections
+        .map_or("its default pool".to_string(), |n| format!("pool of {n}"));
     let mut out = format!(
-        "slotcast bench booking: {} bookings per run, {} clients; api in-process, pool of {}, \
+        "slotcast-bench booking: {} bookings per run, {} clients; api as a child process, {pool}, \
          inline projection {}, catch-up {}\n",
         r.bookings,
         r.clients,
-        r.api_db_connections,
         on(r.inline_projection),
         on(r.catch_up)
     );
@@ -862,7 +719,7 @@ fn text(r: &Report) -> String {
         out.push('\n');
         out.push_str(&part_a_text(r));
     }
-    out.push_str(&crate::bench_write_path::text(
+    out.push_str(&crate::write_path::text(
         r.busy.as_ref(),
         r.hang_ups.as_ref(),
     ));
@@ -870,7 +727,7 @@ fn text(r: &Report) -> String {
     if !r.scenarios.is_empty() {
         out.push_str(&part_a_targets(&r.targets));
     }
-    out.push_str(&crate::bench_write_path::targets(
+    out.push_str(&crate::write_path::targets(
         r.busy.as_ref(),
         r.hang_ups.as_ref(),
         met,
@@ -887,29 +744,6 @@ fn text(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_throwaway_url_names_only_the_database_differently() {
-        let cases = [
-            (
-                "postgres://postgres@127.0.0.1:5432/postgres",
-                "postgres://postgres@127.0.0.1:5432/x",
-            ),
-            (
-                "postgres://u:p@h/db?sslmode=disable",
-                "postgres://u:p@h/x?sslmode=disable",
-            ),
-            ("postgres://h:5432", "postgres://h:5432/x"),
-            (
-                "postgres:///db?host=/run/postgresql",
-                "postgres:///x?host=/run/postgresql",
-            ),
-        ];
-        for (url, want) in cases {
-            assert_eq!(with_database(url, "x").unwrap(), want, "{url}");
-        }
-        assert!(with_database("nonsense", "x").is_err());
-    }
 
     #[test]
     fn a_servers_slots_never_overlap_and_servers_take_turns() {
