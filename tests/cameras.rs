@@ -1,4 +1,4 @@
-//! Cameras (issue 6) against a running `slotcast server all`: a reservation names a camera,
+//! Cameras against a running `slotcast server all`: a reservation names a camera,
 //! and inside its window the streamer pulls it with retina (over TCP or UDP) and serves it as
 //! HLS like a pushed stream. The camera is GStreamer's RTSP server (tests/support/camera.py);
 //! ffmpeg reads the HLS back. A camera absent at the opening, or killed mid-slot, is retried

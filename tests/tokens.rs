@@ -1,4 +1,4 @@
-//! API tokens as an operator manages them (issue 18, item 7): listed, revoked everywhere at
+//! API tokens as an operator manages them: listed, revoked everywhere at
 //! once, expiring on their own; and what the api says to a token that is not one.
 
 mod support;

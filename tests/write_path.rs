@@ -1,4 +1,4 @@
-//! The booking write path end to end (issue 17): a client that hangs up, an api killed in the
+//! The booking write path end to end: a client that hangs up, an api killed in the
 //! middle of a busy minute, two api processes on one database, and a database written by the
 //! code before group commit. Real Postgres, the built `slotcast server api`.
 

@@ -1,6 +1,6 @@
-//! The NATS contract between the booking side and the streaming side (README, "NATS
-//! contract"): subjects, message ids and payloads of the slot and ingest streams; and the
-//! refusal codes the streamer tells publishers why it refused them with (docs/publishing.md).
+//! The NATS contract between the booking and the streaming side (docs/nats-contract.md):
+//! subjects, message ids and payloads of the slot and ingest streams; and the refusal codes
+//! the streamer tells publishers why it refused them with (docs/publishing.md).
 //!
 //! Contract: types and names only, shared by the scheduler (publisher of slot messages), the
 //! api (consumer of both streams), the streamer and the terminal. No I/O. `SCHEMA` changes

@@ -87,7 +87,7 @@ pub struct StreamerConfig {
 impl StreamerConfig {
     pub const DEFAULT_HLS_ADDR: &'static str = "127.0.0.1:8888";
     /// An eighth of the default part: a frame waits at most that long before it is handled.
-    /// 20 ms cost a fifth more CPU at 10 streams for 5 ms less latency (BENCHMARKS.md, Run 8).
+    /// 20 ms cost a fifth more CPU at 10 streams for 5 ms less latency (docs/perf-log.md, Run 8).
     pub const DEFAULT_INGEST_POLL: Duration = Duration::from_millis(25);
     /// The longest poll period allowed: a tenth of a second is already half a part.
     pub const MAX_INGEST_POLL: Duration = Duration::from_millis(100);

@@ -2,9 +2,10 @@
 //! served to viewers as low-latency HLS.
 //!
 //! Contract: protocol and media code here is sans-IO (bytes and events in, bytes and events
-//! out, time passed in): `rtsp`, `media`, `playlist`, `playout`, `gates`. Sockets and files
-//! live in thin async edges: `ingest` (RTSP publishers), `camera` (RTSP cameras pulled with
-//! retina), `http` (viewers), `feed` (NATS), `recording` (disk). [`run`] starts them all
+//! out, time passed in): `rtsp`, `media`, `playlist`, `playout`, `gates`, `control`. Sockets
+//! and files live in thin async edges: `ingest` (RTSP publishers), `camera` (RTSP cameras
+//! pulled with retina), `http` (viewers), `nats_edge` (NATS), `recording` (disk); `hub`
+//! carries out `control`'s decisions. [`run`] starts them all
 //! and stops them when `shutdown` fires.
 
 pub mod camera;

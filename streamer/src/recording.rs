@@ -18,11 +18,10 @@
 //! playlist.
 //!
 //! A live recording's files stay open, so a segment costs one vectored write of its parts'
-//! pieces, one write for its index entry and one for its journal lines, instead of files
-//! made and renamed
-//! (which cost ten times more CPU; BENCHMARKS.md, Run 6). The writer drains a bounded queue
-//! on one blocking thread, in the order playouts queued their writes; it ends when every
-//! sender is gone. A write that fails, or panics, is logged and costs only that write.
+//! pieces, one write for its index entry and one for its journal lines; no file is made or
+//! renamed per segment. The writer drains a bounded queue on one blocking thread, in the
+//! order playouts queued their writes; it ends when every sender is gone. A write that
+//! fails, or panics, is logged and costs only that write.
 //!
 //! Durability, so a power cut loses no segment a playlist lists: the writer takes every
 //! batch waiting in the queue, writes their segments' media and index entries, syncs each
@@ -77,7 +76,8 @@ pub async fn write(dir: PathBuf, batches: mpsc::Receiver<DiskBatch>) {
     }
 }
 
-/// A live recording's files.
+/// A live recording's files, open while it is live: a file made and renamed per segment cost
+/// ten times the CPU (docs/perf-log.md, Run 6).
 struct Open {
     media: File,
     index: File,
