@@ -5,12 +5,12 @@
 //! in-memory cache (std mutex, never held across an await) so a booking costs no extra query.
 //! A token not of the form `sct_` + 64 hex digits is refused before the database is asked; a
 //! well-formed token the database does not know is remembered as unknown for
-//! [`UNKNOWN_TTL`], so asking again with it costs no query either. A token may expire; a revocation is announced on `slotcast_tokens`, and every api drops its
+//! a few seconds ([`crate::token_cache`]), so asking again with it costs no query either. A
+//! token may expire; a revocation is announced on `slotcast_tokens`, and every api drops its
 //! cache when it hears one ([`watch_revocations`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -25,13 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// How long a looked-up token is trusted before asking the database again (revocation delay).
-const CACHE_TTL: Duration = Duration::from_secs(30);
-const CACHE_MAX: usize = 10_000;
-/// How long a token the database did not know is refused without asking again. Short: a
-/// token is random, so only a client retrying a wrong one meets this.
-const UNKNOWN_TTL: Duration = Duration::from_secs(5);
+use crate::token_cache::TokenCache;
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -149,7 +143,7 @@ pub async fn revoke_token(pool: &PgPool, id: i64) -> Result<bool, ApiError> {
 
 /// Drops `cache` whenever a token is revoked anywhere, and whenever the listening connection
 /// is (re)made (a revocation may have gone by unheard). Without it, a revoked token works on
-/// an api until its cache entry ages out (`CACHE_TTL`).
+/// an api until its cache entry ages out (`crate::token_cache`).
 pub async fn watch_revocations(pool: PgPool, cache: Arc<TokenCache>, shutdown: CancellationToken) {
     let mut pause = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
@@ -178,63 +172,6 @@ pub async fn watch_revocations(pool: PgPool, cache: Arc<TokenCache>, shutdown: C
             _ = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// A token looked up lately: the caller, when it was looked up, and when the token expires.
-type Cached = (Actor, Instant, Option<DateTime<Utc>>);
-
-/// Tokens looked up lately, by the token's hash; and hashes the database did not know.
-#[derive(Default)]
-pub struct TokenCache {
-    entries: Mutex<HashMap<String, Cached>>,
-    unknown: Mutex<HashMap<String, Instant>>,
-}
-
-impl TokenCache {
-    /// Whether `hash` was looked up and not found within [`UNKNOWN_TTL`].
-    fn known_unknown(&self, hash: &str) -> bool {
-        let unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
-        unknown
-            .get(hash)
-            .is_some_and(|at| at.elapsed() < UNKNOWN_TTL)
-    }
-
-    fn put_unknown(&self, hash: String) {
-        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
-        if unknown.len() >= CACHE_MAX {
-            unknown.retain(|_, at| at.elapsed() < UNKNOWN_TTL);
-            if unknown.len() >= CACHE_MAX {
-                unknown.clear();
-            }
-        }
-        unknown.insert(hash, Instant::now());
-    }
-
-    fn get(&self, hash: &str) -> Option<Actor> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(hash)
-            .filter(|(_, at, expires)| {
-                at.elapsed() < CACHE_TTL && expires.is_none_or(|e| e > Utc::now())
-            })
-            .map(|(actor, _, _)| actor.clone())
-    }
-
-    fn put(&self, hash: String, actor: Actor, expires: Option<DateTime<Utc>>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= CACHE_MAX {
-            entries.clear();
-        }
-        entries.insert(hash, (actor, Instant::now(), expires));
-    }
-
-    /// Forgets every token: the next request of each asks the database again.
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
     }
 }
 
@@ -316,23 +253,6 @@ impl FromRequestParts<AppState> for Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_unknown_token_is_remembered_as_unknown_for_a_short_while() {
-        let cache = TokenCache::default();
-        let hash = sha256_hex(b"sct_not-a-real-one");
-        assert!(!cache.known_unknown(&hash));
-        cache.put_unknown(hash.clone());
-        assert!(cache.known_unknown(&hash));
-        assert!(!cache.known_unknown(&sha256_hex(b"another")));
-        // Aged past the bound: asked again.
-        cache
-            .unknown
-            .lock()
-            .unwrap()
-            .insert(hash.clone(), Instant::now() - UNKNOWN_TTL);
-        assert!(!cache.known_unknown(&hash));
-    }
 
     #[test]
     fn only_tokens_of_the_minted_form_are_looked_up() {

@@ -16,6 +16,7 @@ mod metrics;
 pub mod routes;
 pub mod state;
 pub mod store;
+pub mod token_cache;
 pub mod wire;
 
 use std::net::SocketAddr;

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use slotcast_nats::Health;
 use sqlx::PgPool;
 
-use crate::auth::TokenCache;
 use crate::clock::ServerClock;
 use crate::config::ApiConfig;
 use crate::idempotency::Inflight;
 use crate::metrics::Metrics;
 use crate::store::ScheduleStore;
+use crate::token_cache::TokenCache;
 
 #[derive(Clone)]
 pub struct AppState {

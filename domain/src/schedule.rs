@@ -21,6 +21,7 @@ use crate::booking::Window;
 use crate::contract::{
     CameraSource, IngestKind, IngestMessage, SlotKind, SlotMessage, StreamCursor,
 };
+pub use crate::slot_index::Slot;
 use crate::slot_index::SlotIndex;
 
 /// Defaults for a server's booking rules; the API documents them.
@@ -290,24 +291,6 @@ fn check_source(source: &CameraSource) -> Result<(), ScheduleError> {
         }
     }
     Ok(())
-}
-
-/// An accepted slot still open or in the future.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Slot {
-    pub reservation_id: String,
-    pub owner: String,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-    pub opens_at: DateTime<Utc>,
-    pub closes_at: DateTime<Utc>,
-    pub stream_key_hash: String,
-}
-
-impl Slot {
-    fn window(&self) -> Window {
-        Window::new(self.start, self.end)
-    }
 }
 
 /// Why a booking or a reschedule was refused.

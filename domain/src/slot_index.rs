@@ -27,7 +27,24 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::booking::{free_windows_near, max_overlap, Window};
-use crate::schedule::Slot;
+
+/// An accepted slot still open or in the future.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub reservation_id: String,
+    pub owner: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub opens_at: DateTime<Utc>,
+    pub closes_at: DateTime<Utc>,
+    pub stream_key_hash: String,
+}
+
+impl Slot {
+    pub(crate) fn window(&self) -> Window {
+        Window::new(self.start, self.end)
+    }
+}
 
 /// A slot's place in an order: the instant, then the reservation id to tell ties apart.
 type Key = (DateTime<Utc>, String);
