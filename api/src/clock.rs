@@ -32,12 +32,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use serde::{Deserialize, Serialize, Serializer};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::clock_select;
+
+/// What the clock reports travels in answers, so its types are the wire crate's.
+pub use slotcast_wire::{ClockSource, NtpInfo, StepRefused, SyncState};
 
 /// First retry delay after a failed round; it doubles up to the resync interval. Also the
 /// smallest resync interval `run` accepts, so a zero interval cannot make it spin.
@@ -123,65 +126,6 @@ pub struct ClockStatus {
     pub state: SyncState,
     /// The last good sync; `null` while unsynced.
     pub ntp: Option<NtpInfo>,
-}
-
-/// `ntp` when an NTP offset is applied to the system clock, `system` otherwise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ClockSource {
-    Ntp,
-    System,
-}
-
-/// `synced`: last good sync younger than `stale_after`; `stale`: older, its offset still
-/// applied; `unsynced`: never synced, system clock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncState {
-    Synced,
-    Stale,
-    Unsynced,
-}
-
-/// One good NTP sync.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NtpInfo {
-    /// The configured `host:port` that answered.
-    pub server: String,
-    pub stratum: u8,
-    /// Server time minus system time, as applied by `now()`.
-    pub offset_ms: f64,
-    pub delay_ms: f64,
-    /// Corrected (server) time of the sync, RFC 3339 UTC with milliseconds.
-    #[serde(serialize_with = "serialize_rfc3339_millis")]
-    pub synced_at: DateTime<Utc>,
-    /// Configured servers that agreed with this one (itself included).
-    #[serde(default = "one")]
-    pub agreeing: u32,
-    /// The last step refused since this sync: a server that would have moved the clock by
-    /// more than `SLOTCAST_NTP_MAX_STEP_MS` with no other server agreeing. `null` when none.
-    #[serde(default)]
-    pub step_refused: Option<StepRefused>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// A refused step of the server clock.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct StepRefused {
-    /// The server that would have stepped the clock.
-    pub server: String,
-    /// How far, in milliseconds (its offset minus the offset in use).
-    pub step_ms: f64,
-    /// When, by the server clock (RFC 3339 UTC with milliseconds).
-    #[serde(serialize_with = "serialize_rfc3339_millis")]
-    pub at: DateTime<Utc>,
-}
-
-fn serialize_rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 /// The server clock; cheap to clone, all clones share one state.

@@ -11,13 +11,18 @@ use clap::Args;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use slotcast_terminal::camera_url::CameraUrl;
-use slotcast_terminal::client::{error_of, time_of, Client};
+use slotcast_terminal::client::{error_of, Answer, Client, Reply};
 use slotcast_terminal::clock::Sample;
-use slotcast_terminal::store::{CarrierUrl, Setting};
+use slotcast_terminal::store::Setting;
 use slotcast_terminal::view::{self, DaySlot};
 use slotcast_terminal::{when, TerminalError};
+use slotcast_wire::{
+    Accepted, BookRequest, Concealed, History, Rejected, RescheduleRequest, ReservationDto,
+    ReservationList, ReservationStatus, RotatedKey, Schedule, ServerDto, ServerList, ServerTime,
+    SourceRequest, WindowDto, WireTime,
+};
 
-use crate::terminal_cmd::{with_sync, Command, Ctx};
+use crate::terminal_cmd::{with_fields, with_sync, Command, Ctx};
 
 /// Attempts of one booking (the same Idempotency-Key each time).
 const BOOK_ATTEMPTS: u32 = 3;
@@ -72,7 +77,7 @@ impl std::fmt::Debug for BookArgs {
 
 impl BookArgs {
     /// The `source` of the booking, for `--pull`.
-    fn source(&self) -> Result<Option<Value>, TerminalError> {
+    fn source(&self) -> Result<Option<SourceRequest>, TerminalError> {
         let Some(text) = &self.pull else {
             return Ok(None);
         };
@@ -91,12 +96,12 @@ impl BookArgs {
             }
             (None, None) => (None, None),
         };
-        Ok(Some(json!({
-            "pull_url": camera.url.as_str(),
-            "username": username,
-            "password": password,
-            "transport": self.pull_transport,
-        })))
+        Ok(Some(SourceRequest {
+            pull_url: camera.url.to_string(),
+            username,
+            password: password.map(Concealed),
+            transport: self.pull_transport.clone(),
+        }))
     }
 }
 
@@ -137,14 +142,6 @@ impl WindowArgs {
     }
 }
 
-fn ms_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().unwrap_or_default().to_string()
-}
-
 pub async fn run(command: Command, ctx: &mut Ctx) -> Result<(), TerminalError> {
     let client = ctx.client()?;
     match command {
@@ -154,7 +151,7 @@ pub async fn run(command: Command, ctx: &mut Ctx) -> Result<(), TerminalError> {
         }
         Command::Show { id } => show(ctx, &client, &id).await,
         Command::Cancel { id } => {
-            let answer = client
+            let answer: Reply<ReservationDto> = client
                 .call(
                     Method::POST,
                     &format!("/v1/reservations/{id}/cancel"),
@@ -162,7 +159,7 @@ pub async fn run(command: Command, ctx: &mut Ctx) -> Result<(), TerminalError> {
                 )
                 .await?;
             if ctx.globals.json {
-                ctx.print_json(&answer);
+                ctx.print_json(&answer.json);
             } else {
                 println!("Cancelled {id}.");
             }
@@ -183,22 +180,20 @@ pub async fn run(command: Command, ctx: &mut Ctx) -> Result<(), TerminalError> {
 
 async fn book(ctx: &mut Ctx, client: &Client, args: BookArgs) -> Result<(), TerminalError> {
     let (start, end) = args.window.resolve(ctx.server_now())?;
-    let mut body = json!({
-        "server_id": args.server,
-        "start": ms_time(start),
-        "end": ms_time(end),
-        "title": args.title,
-    });
-    if let Some(source) = args.source()? {
-        body["source"] = source;
-    }
+    let request = BookRequest {
+        source: args.source()?,
+        server_id: args.server,
+        start: WireTime(start),
+        end: WireTime(end),
+        title: args.title,
+    };
     let key = uuid::Uuid::new_v4().to_string();
     let mut attempt = 0;
     let (answer, t1, t4) = loop {
         attempt += 1;
         let t1 = Utc::now();
         match client
-            .send(Method::POST, "/v1/reservations", Some(&body), Some(&key))
+            .send(Method::POST, "/v1/reservations", Some(&request), Some(&key))
             .await
         {
             // The server cannot answer now (503 `unavailable`): nothing was booked, or the
@@ -206,8 +201,9 @@ async fn book(ctx: &mut Ctx, client: &Client, args: BookArgs) -> Result<(), Term
             Ok(answer)
                 if answer.status == StatusCode::SERVICE_UNAVAILABLE && attempt < BOOK_ATTEMPTS =>
             {
-                let after = answer.body["error"]["retry_after_s"]
-                    .as_u64()
+                let after = answer
+                    .error_body()
+                    .and_then(|b| b.error.retry_after_s)
                     .unwrap_or(1)
                     .clamp(1, 30);
                 eprintln!(
@@ -227,91 +223,98 @@ async fn book(ctx: &mut Ctx, client: &Client, args: BookArgs) -> Result<(), Term
             Err(err) => return Err(err),
         }
     };
-    let accepted = answer.status == StatusCode::CREATED;
-    let refused = answer.status == StatusCode::CONFLICT && answer.body["status"] == "rejected";
-    if !accepted && !refused {
+    // The time-difference notice, from this very answer, refusal or acceptance.
+    let offset = |stamp: &ServerTime| {
+        Sample {
+            t1,
+            t2: stamp.t_receive,
+            t3: stamp.t_transmit,
+            t4,
+        }
+        .offset()
+    };
+    if let Some(rejected) = refusal_of(&answer)? {
+        ctx.remember_offset(offset(&rejected.server_time))?;
+        return Err(refusal(ctx, &answer.body, &rejected, "booking refused", ""));
+    }
+    if answer.status != StatusCode::CREATED {
         return Err(error_of(&answer));
     }
-    let b = &answer.body;
-    // The time-difference notice, from this very answer.
-    let offset = match (
-        time_of(&b["server_time"]["t_receive"]),
-        time_of(&b["server_time"]["t_transmit"]),
-    ) {
-        (Some(t2), Some(t3)) => Some(Sample { t1, t2, t3, t4 }.offset()),
-        _ => None,
-    };
-    if let Some(offset) = offset {
-        ctx.remember_offset(offset)?;
-    }
-    if refused {
-        return Err(refusal(ctx, b, "booking refused", ""));
-    }
-    let setting = setting_of(b, client.api())?;
+    let accepted: Accepted = answer.read()?;
+    let offset = offset(&accepted.server_time);
+    ctx.remember_offset(offset)?;
+    let stream_key = accepted
+        .setting
+        .stream_key
+        .clone()
+        .ok_or_else(|| answer.missing("setting.stream_key"))?;
+    let setting = Setting::booked(&accepted, stream_key, client.api());
     let path = setting.save(&ctx.dirs)?;
     if ctx.globals.json {
-        let mut out = b.clone();
-        out["stored_at"] = json!(path);
-        out["clock"] = json!(offset);
+        let out = with_fields(
+            answer.body,
+            [("stored_at", json!(path)), ("clock", json!(offset))],
+        );
         ctx.print_json(&out);
         return Ok(());
     }
     let now = ctx.server_now();
     println!(
         "Booked {} on {} ({}).",
-        setting.id,
-        setting.server_id,
-        text(&b["status"])
+        setting.id, setting.server_id, accepted.status
     );
     print_setting(&setting, ctx, now);
-    if let Some(source) = b["source"].as_object() {
-        let login = if source["login"] == true {
+    if let Some(source) = &accepted.source {
+        let login = if source.login {
             ", login stored sealed"
         } else {
             ""
         };
         println!(
             "  camera    {} (the server pulls it over {} while the window is open{login})",
-            text(&source["pull_url"]),
-            text(&source["transport"])
+            source.pull_url, source.transport
         );
     }
-    if let Some(offset) = offset {
-        println!("  clock     {}", with_sync(&offset, &b["server_time"]));
-    }
+    println!("  clock     {}", with_sync(&offset, &accepted.server_time));
     println!("  stored    {} (mode 0600)", path.display());
     Ok(())
 }
 
+/// A 409 that refuses the window (with conflicts and suggestions), read; `None` for any other
+/// answer, a 409 error body included.
+fn refusal_of(answer: &Answer) -> Result<Option<Rejected>, TerminalError> {
+    if answer.status != StatusCode::CONFLICT
+        || !answer.body.is_object()
+        || answer.error_body().is_some()
+    {
+        return Ok(None);
+    }
+    answer.read().map(Some)
+}
+
 /// Shows a 409 refusal (`--json`: as the API sent it) and returns its error (exit 1).
-fn refusal(ctx: &Ctx, b: &Value, what: &str, more: &str) -> TerminalError {
+fn refusal(ctx: &Ctx, sent: &Value, r: &Rejected, what: &str, more: &str) -> TerminalError {
     if ctx.globals.json {
-        ctx.print_json(b);
+        ctx.print_json(sent);
     } else {
-        println!(
-            "Refused: {} ({}).{more}",
-            text(&b["message"]),
-            text(&b["reason"])
-        );
-        print_windows("Conflicts with", &b["conflicts"]);
-        print_windows("Free windows of that length nearby", &b["suggestions"]);
+        println!("Refused: {} ({}).{more}", r.message, r.reason);
+        print_windows("Conflicts with", &r.conflicts);
+        print_windows("Free windows of that length nearby", &r.suggestions);
     }
     TerminalError::Api {
         status: 409,
-        code: text(&b["reason"]),
+        code: r.reason.clone(),
         message: what.into(),
     }
 }
 
-fn print_windows(what: &str, windows: &Value) {
-    let Some(list) = windows.as_array().filter(|l| !l.is_empty()) else {
+fn print_windows(what: &str, windows: &[WindowDto]) {
+    if windows.is_empty() {
         return;
-    };
+    }
     println!("{what}:");
-    for w in list {
-        if let (Some(s), Some(e)) = (time_of(&w["start"]), time_of(&w["end"])) {
-            println!("  {}", view::span(s, e, &Local));
-        }
+    for w in windows {
+        println!("  {}", view::span(w.start, w.end, &Local));
     }
 }
 
@@ -342,39 +345,10 @@ fn print_setting(setting: &Setting, ctx: &Ctx, now: DateTime<Utc>) {
     }
 }
 
-/// The setting info of an acceptance (or a rotation, with `reservation` for the rest).
-fn setting_of(b: &Value, api: &str) -> Result<Setting, TerminalError> {
-    let missing = |what: &str| TerminalError::Local(format!("the API's answer has no {what}"));
-    let s = &b["setting"];
-    Ok(Setting {
-        id: b["id"].as_str().ok_or_else(|| missing("id"))?.to_string(),
-        server_id: text(&b["server_id"]),
-        title: b["title"].as_str().map(str::to_string),
-        start: time_of(&b["start"]).ok_or_else(|| missing("start"))?,
-        end: time_of(&b["end"]).ok_or_else(|| missing("end"))?,
-        opens_at: time_of(&s["opens_at"]).ok_or_else(|| missing("opens_at"))?,
-        closes_at: time_of(&s["closes_at"]).ok_or_else(|| missing("closes_at"))?,
-        stream_key: s["stream_key"]
-            .as_str()
-            .ok_or_else(|| missing("stream_key"))?
-            .to_string(),
-        carriers: s["carriers"]
-            .as_array()
-            .ok_or_else(|| missing("carriers"))?
-            .iter()
-            .map(|c| CarrierUrl {
-                carrier: text(&c["carrier"]),
-                url: text(&c["url"]),
-            })
-            .collect(),
-        api: api.to_string(),
-    })
-}
-
 async fn reservations(
     ctx: &Ctx,
     client: &Client,
-    status: Option<String>,
+    status: Option<ReservationStatus>,
     server: Option<String>,
 ) -> Result<(), TerminalError> {
     let mut query = vec!["limit=200".to_string()];
@@ -384,17 +358,14 @@ async fn reservations(
     if let Some(s) = server {
         query.push(format!("server_id={s}"));
     }
-    let answer = client
+    let answer: Reply<ReservationList> = client
         .get(&format!("/v1/reservations?{}", query.join("&")))
         .await?;
     if ctx.globals.json {
-        ctx.print_json(&answer);
+        ctx.print_json(&answer.json);
         return Ok(());
     }
-    let list = answer["reservations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let list = answer.value.reservations;
     if list.is_empty() {
         println!("No reservations.");
         return Ok(());
@@ -412,19 +383,16 @@ async fn reservations(
     ]
     .map(String::from)
     .to_vec()];
-    for r in &list {
-        let (Some(start), Some(end)) = (time_of(&r["start"]), time_of(&r["end"])) else {
-            continue;
-        };
+    for r in list {
         rows.push(vec![
-            text(&r["id"]),
-            text(&r["status"]),
-            text(&r["server_id"]),
-            view::local(start, &Local),
-            view::local(end, &Local),
-            view::utc(start),
-            view::relative(start, now),
-            text(&r["title"]),
+            r.id,
+            r.status.to_string(),
+            r.server_id,
+            view::local(r.start, &Local),
+            view::local(r.end, &Local),
+            view::utc(r.start),
+            view::relative(r.start, now),
+            r.title.unwrap_or_default(),
         ]);
     }
     print!("{}", view::table(&rows));
@@ -432,32 +400,32 @@ async fn reservations(
 }
 
 async fn show(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalError> {
-    let r = client.get(&format!("/v1/reservations/{id}")).await?;
+    let answer: Reply<ReservationDto> = client.get(&format!("/v1/reservations/{id}")).await?;
     let stored = Setting::load(&ctx.dirs, id)?;
     if ctx.globals.json {
-        let mut out = r.clone();
-        out["stored"] = json!(stored.as_ref().map(|_| ctx.dirs.reservation_file(id)));
-        ctx.print_json(&out);
+        let file = stored.as_ref().map(|_| ctx.dirs.reservation_file(id));
+        ctx.print_json(&with_fields(answer.json, [("stored", json!(file))]));
         return Ok(());
     }
+    let r = answer.value;
     println!(
         "{} on {}: {}{}",
-        text(&r["id"]),
-        text(&r["server_id"]),
-        text(&r["status"]),
-        r["title"]
-            .as_str()
+        r.id,
+        r.server_id,
+        r.status,
+        r.title
+            .as_ref()
             .map_or(String::new(), |t| format!(" \"{t}\""))
     );
-    if let Some(reason) = r["reason"].as_str() {
+    if let Some(reason) = &r.reason {
         println!("  reason    {reason}");
     }
-    if let Some(ingest) = r["ingest"].as_object() {
+    if let Some(ingest) = &r.ingest {
         println!(
             "  ingest    {} on {} at {}",
-            ingest.get("state").map_or(String::new(), text),
-            ingest.get("carrier").map_or(String::new(), text),
-            ingest.get("at").map_or(String::new(), text)
+            ingest.state,
+            ingest.carrier.as_deref().unwrap_or_default(),
+            view::utc(ingest.at)
         );
     }
     let now = ctx.server_now();
@@ -470,9 +438,7 @@ async fn show(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalError>
             );
         }
         None => {
-            if let (Some(s), Some(e)) = (time_of(&r["start"]), time_of(&r["end"])) {
-                println!("  slot      {}", view::span(s, e, &Local));
-            }
+            println!("  slot      {}", view::span(r.start, r.end, &Local));
             println!("  (not booked from this terminal: no stream key stored here)");
         }
     }
@@ -486,19 +452,23 @@ async fn reschedule(
 ) -> Result<(), TerminalError> {
     let (start, end) = args.window.resolve(ctx.server_now())?;
     let id = &args.id;
-    let body = json!({"start": ms_time(start), "end": ms_time(end)});
+    let request = RescheduleRequest {
+        start: WireTime(start),
+        end: WireTime(end),
+    };
     let answer = client
         .send(
             Method::POST,
             &format!("/v1/reservations/{id}/reschedule"),
-            Some(&body),
+            Some(&request),
             None,
         )
         .await?;
-    if answer.status == StatusCode::CONFLICT && answer.body["status"] == "rejected" {
+    if let Some(rejected) = refusal_of(&answer)? {
         return Err(refusal(
             ctx,
             &answer.body,
+            &rejected,
             "reschedule refused",
             " The old slot stays.",
         ));
@@ -506,21 +476,18 @@ async fn reschedule(
     if !answer.status.is_success() {
         return Err(error_of(&answer));
     }
-    let b = answer.body;
+    let moved: ReservationDto = answer.read()?;
     if let Some(mut setting) = Setting::load(&ctx.dirs, id)? {
-        setting.start = time_of(&b["start"]).unwrap_or(start);
-        setting.end = time_of(&b["end"]).unwrap_or(end);
-        if let (Some(o), Some(c)) = (
-            time_of(&b["setting"]["opens_at"]),
-            time_of(&b["setting"]["closes_at"]),
-        ) {
-            setting.opens_at = o;
-            setting.closes_at = c;
+        setting.start = moved.start;
+        setting.end = moved.end;
+        if let Some(window) = &moved.setting {
+            setting.opens_at = window.opens_at;
+            setting.closes_at = window.closes_at;
         }
         setting.save(&ctx.dirs)?;
     }
     if ctx.globals.json {
-        ctx.print_json(&b);
+        ctx.print_json(&answer.body);
     } else {
         println!("Moved {id} to {}.", view::span(start, end, &Local));
     }
@@ -528,37 +495,33 @@ async fn reschedule(
 }
 
 async fn rotate_key(ctx: &mut Ctx, client: &Client, id: &str) -> Result<(), TerminalError> {
-    let b = client
+    let answer: Reply<RotatedKey> = client
         .call(
             Method::POST,
             &format!("/v1/reservations/{id}/rotate-key"),
             Some(&json!({})),
         )
         .await?;
-    let key = b["setting"]["stream_key"]
-        .as_str()
-        .or_else(|| b["stream_key"].as_str())
-        .ok_or_else(|| TerminalError::Local("the API's answer has no stream_key".into()))?
-        .to_string();
+    let key = answer
+        .value
+        .setting
+        .stream_key
+        .clone()
+        .ok_or_else(|| answer.missing("setting.stream_key"))?;
     let stored = match Setting::load(&ctx.dirs, id)? {
         Some(mut setting) => {
-            setting.stream_key = key;
+            setting.stream_key = key.clone();
             Some(setting.save(&ctx.dirs)?)
         }
         None => None,
     };
     if ctx.globals.json {
-        let mut out = b.clone();
-        out["stored_at"] = json!(stored);
-        ctx.print_json(&out);
+        ctx.print_json(&with_fields(answer.json, [("stored_at", json!(stored))]));
     } else {
         println!("New stream key for {id}; the old one no longer works (a live publisher using it is cut off).");
         match stored {
             Some(path) => println!("  stored    {} (mode 0600)", path.display()),
-            None => println!(
-                "  key       {}   (not booked from this terminal: keep it safe)",
-                text(&b["setting"]["stream_key"])
-            ),
+            None => println!("  key       {key}   (not booked from this terminal: keep it safe)"),
         }
     }
     Ok(())
@@ -572,49 +535,57 @@ async fn history(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalErr
     let mut events = Vec::new();
     let mut path = format!("/v1/reservations/{id}/history");
     for _ in 0..HISTORY_PAGES_MAX {
-        let page = client.get(&path).await?;
-        events.extend(page["events"].as_array().into_iter().flatten().cloned());
-        match page["next"]["after"].as_i64() {
+        let page: Reply<History> = client.get(&path).await?;
+        events.extend(page.value.events);
+        match page.value.next.and_then(|next| next.after) {
             Some(after) => path = format!("/v1/reservations/{id}/history?after={after}"),
             None => break,
         }
     }
-    let h = serde_json::json!({"reservation_id": id, "events": events, "next": null});
+    let h = History {
+        reservation_id: id.to_string(),
+        events,
+        next: None,
+    };
     if ctx.globals.json {
-        ctx.print_json(&h);
+        let json = serde_json::to_value(&h)
+            .map_err(|e| TerminalError::Local(format!("cannot write the history: {e}")))?;
+        ctx.print_json(&json);
         return Ok(());
     }
     let mut rows = vec![["#", "RECORDED (local)", "EVENT", "BY", "DETAIL"]
         .map(String::from)
         .to_vec()];
-    for e in h["events"].as_array().into_iter().flatten() {
-        let recorded = time_of(&e["recorded_at"])
-            .map_or_else(|| text(&e["recorded_at"]), |t| view::local(t, &Local));
+    for e in h.events {
+        let recorded = e.recorded_at.unwrap_or_default();
+        let recorded = DateTime::parse_from_rfc3339(&recorded)
+            .map_or(recorded, |t| view::local(t.with_timezone(&Utc), &Local));
+        let detail = detail(&e.kind, &e.data);
         rows.push(vec![
-            e["sequence"].to_string(),
+            e.sequence.to_string(),
             recorded,
-            text(&e["type"]),
-            text(&e["actor"]),
-            detail(&e["type"], &e["data"]),
+            e.kind,
+            e.actor.unwrap_or_default(),
+            detail,
         ]);
     }
     print!("{}", view::table(&rows));
     Ok(())
 }
-
-/// The few fields of an event a person wants in one line.
-fn detail(kind: &Value, data: &Value) -> String {
+/// The few fields of an event a person wants in one line. Events' fields are the history's
+/// own business (`data` is any JSON), so they are looked up, not read as a type.
+fn detail(kind: &str, data: &Value) -> String {
     // The API answers each event's fields as `data`; an event still wrapped in its type
     // (`{"ReservationAccepted": {...}}`) is looked into.
     let wrapped = data
         .as_object()
         .filter(|o| o.len() == 1)
-        .and_then(|o| o.get(kind.as_str().unwrap_or_default()));
+        .and_then(|o| o.get(kind));
     let body = wrapped.unwrap_or(data);
-    let pick = |f: &str| match &body[f] {
-        Value::String(v) => Some(format!("{f}={v}")),
+    let pick = |f: &str| match body.get(f) {
+        Some(Value::String(v)) => Some(format!("{f}={v}")),
         // Counts per reason: refusals=bad_key:297,not_open:2
-        Value::Object(counts) => Some(format!(
+        Some(Value::Object(counts)) => Some(format!(
             "{f}={}",
             counts
                 .iter()
@@ -624,7 +595,7 @@ fn detail(kind: &Value, data: &Value) -> String {
         )),
         _ => None,
     };
-    let fields: &[&str] = match kind.as_str().unwrap_or_default() {
+    let fields: &[&str] = match kind {
         "ReservationAccepted" | "ReservationRescheduled" => &["start", "end"],
         "ReservationRejected" | "RescheduleRejected" => &["reason"],
         "IngestReported" => &["kind", "carrier", "remote_addr", "reason", "refusals"],
@@ -639,9 +610,9 @@ fn detail(kind: &Value, data: &Value) -> String {
 }
 
 async fn servers(ctx: &Ctx, client: &Client) -> Result<(), TerminalError> {
-    let s = client.get("/v1/servers").await?;
+    let answer: Reply<ServerList> = client.get("/v1/servers").await?;
     if ctx.globals.json {
-        ctx.print_json(&s);
+        ctx.print_json(&answer.json);
         return Ok(());
     }
     let mut rows = vec![[
@@ -649,21 +620,15 @@ async fn servers(ctx: &Ctx, client: &Client) -> Result<(), TerminalError> {
     ]
     .map(String::from)
     .to_vec()];
-    for server in s["servers"].as_array().into_iter().flatten() {
-        let carriers: Vec<String> = server["carriers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| text(&c["name"]))
-            .collect();
-        let secs = |f: &str| format!("{} s", server[f].as_u64().unwrap_or(0));
+    for server in answer.value.servers {
+        let carriers: Vec<String> = server.carriers.into_iter().map(|c| c.name).collect();
         rows.push(vec![
-            text(&server["id"]),
-            text(&server["name"]),
-            server["capacity"].to_string(),
-            secs("min_lead_s"),
-            secs("preroll_s"),
-            secs("grace_s"),
+            server.id,
+            server.name,
+            server.capacity.to_string(),
+            format!("{} s", server.min_lead_s),
+            format!("{} s", server.preroll_s),
+            format!("{} s", server.grace_s),
             carriers.join(", "),
         ]);
     }
@@ -690,30 +655,31 @@ async fn schedule(
     let to = midnight + Duration::hours(24);
     let path = format!(
         "/v1/servers/{server}/schedule?from={}&to={}",
-        ms_time(midnight),
-        ms_time(to)
+        view::utc(midnight),
+        view::utc(to)
     );
-    let answer = client.get(&path).await?;
+    let answer: Reply<Schedule> = client.get(&path).await?;
     if ctx.globals.json {
-        ctx.print_json(&answer);
+        ctx.print_json(&answer.json);
         return Ok(());
     }
-    let info = client.get(&format!("/v1/servers/{server}")).await.ok();
-    let slots: Vec<DaySlot> = answer["slots"]
-        .as_array()
+    let info = client
+        .get::<ServerDto>(&format!("/v1/servers/{server}"))
+        .await
+        .ok();
+    let slots: Vec<DaySlot> = answer
+        .value
+        .slots
         .into_iter()
-        .flatten()
-        .filter_map(|s| {
-            Some(DaySlot {
-                label: text(&s["reservation_id"]).chars().take(13).collect(),
-                start: time_of(&s["start"])?,
-                end: time_of(&s["end"])?,
-                status: text(&s["status"]),
-                title: s["title"].as_str().map(str::to_string),
-            })
+        .map(|s| DaySlot {
+            label: s.reservation_id.chars().take(13).collect(),
+            start: s.start,
+            end: s.end,
+            status: s.status,
+            title: s.title,
         })
         .collect();
-    let capacity = info.as_ref().and_then(|i| i["capacity"].as_u64());
+    let capacity = info.map(|i| u64::from(i.value.capacity));
     print!("{}", view::day(server, &slots, midnight, &Local, capacity));
     Ok(())
 }
@@ -724,19 +690,19 @@ mod tests {
 
     #[test]
     fn an_events_detail_shows_its_fields_as_the_api_answers_them() {
-        let kind = Value::from("ReservationAccepted");
+        let kind = "ReservationAccepted";
         let data = serde_json::json!({
             "at": "2026-12-05T11:30:55Z",
             "start": "2026-12-05T11:31:25Z",
             "end": "2026-12-05T11:36:25Z",
         });
         let want = "start=2026-12-05T11:31:25Z end=2026-12-05T11:36:25Z";
-        assert_eq!(detail(&kind, &data), want);
+        assert_eq!(detail(kind, &data), want);
         let wrapped = serde_json::json!({"ReservationAccepted": data});
-        assert_eq!(detail(&kind, &wrapped), want);
+        assert_eq!(detail(kind, &wrapped), want);
         let refused = serde_json::json!({"kind": "refused", "refusals": {"bad_key": 3}});
         assert_eq!(
-            detail(&Value::from("IngestReported"), &refused),
+            detail("IngestReported", &refused),
             "kind=refused refusals=bad_key:3"
         );
     }

@@ -11,10 +11,11 @@
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use slotcast_terminal::client::Client;
+use slotcast_terminal::client::{Client, Reply};
 use slotcast_terminal::clock::{self, Offset};
 use slotcast_terminal::store::{Dirs, Profile, Profiles, Setting};
 use slotcast_terminal::{view, TerminalError};
+use slotcast_wire::{ReservationDto, ReservationStatus, ServerList, ServerTime, SyncState};
 
 use crate::config::Env;
 use crate::terminal_book;
@@ -70,7 +71,7 @@ pub enum Command {
     Reservations {
         /// Only this status (accepted, live, ended, missed, cancelled, rejected).
         #[arg(long)]
-        status: Option<String>,
+        status: Option<ReservationStatus>,
         /// Only this server.
         #[arg(long)]
         server: Option<String>,
@@ -189,6 +190,17 @@ impl Ctx {
     }
 }
 
+/// The API's answer as it was sent, with the terminal's own fields added (for `--json`). An
+/// answer that is not an object (it has been read as one, so it is) is left as it is.
+pub fn with_fields<const N: usize>(mut answer: Value, fields: [(&str, Value); N]) -> Value {
+    if let Value::Object(map) = &mut answer {
+        for (name, value) in fields {
+            map.insert(name.to_string(), value);
+        }
+    }
+    answer
+}
+
 fn dirs(env: &Env) -> Result<Dirs, TerminalError> {
     let home = env.get("HOME");
     let pick = |xdg: &str, fallback: &str| {
@@ -237,7 +249,7 @@ pub async fn run(command: Command, globals: Globals, env: &Env) -> Result<(), Te
 async fn login(ctx: &mut Ctx, api: &str, token: &str) -> Result<(), TerminalError> {
     let client = Client::new(api, Some(token))?;
     // Any valid token may list servers: this checks the address and the token at once.
-    client.get("/v1/servers").await?;
+    client.get::<ServerList>("/v1/servers").await?;
     let previous = ctx.profile().cloned();
     let profile = Profile {
         api: client.api().to_string(),
@@ -272,23 +284,23 @@ async fn login(ctx: &mut Ctx, api: &str, token: &str) -> Result<(), TerminalErro
 }
 
 /// "Your clock is 1.832 s behind the server (±4 ms; server synced to NTP ntp1:123, stratum 2)."
-pub fn with_sync(offset: &Offset, server_time: &Value) -> String {
+pub fn with_sync(offset: &Offset, server_time: &ServerTime) -> String {
     offset.describe_with(&server_sync(server_time))
 }
 
-/// "server synced to NTP 127.0.0.1:11123, stratum 8" from a `server_time` object.
-pub fn server_sync(server_time: &Value) -> String {
-    let ntp = &server_time["ntp"];
-    let at = ntp["server"].as_str().unwrap_or("?");
-    let stratum = ntp["stratum"]
-        .as_u64()
-        .map_or(String::new(), |s| format!(", stratum {s}"));
-    match server_time["state"].as_str() {
-        Some("synced") => format!("server synced to NTP {at}{stratum}"),
-        Some("stale") => {
+/// "server synced to NTP 127.0.0.1:11123, stratum 8" from a `server_time`.
+pub fn server_sync(server_time: &ServerTime) -> String {
+    let ntp = server_time.ntp.as_ref();
+    let at = ntp.map_or("?", |n| n.server.as_str());
+    let stratum = ntp.map_or(String::new(), |n| format!(", stratum {}", n.stratum));
+    match server_time.state {
+        SyncState::Synced => format!("server synced to NTP {at}{stratum}"),
+        SyncState::Stale => {
             format!("server NOT freshly synced: its last NTP sync ({at}{stratum}) is stale")
         }
-        _ => "server NOT synced to NTP: it runs on its own system clock".to_string(),
+        SyncState::Unsynced => {
+            "server NOT synced to NTP: it runs on its own system clock".to_string()
+        }
     }
 }
 
@@ -302,10 +314,10 @@ async fn time(ctx: &mut Ctx, samples: u32) -> Result<(), TerminalError> {
             "delay_ms": offset.delay_ms,
             "measured_at": view::utc(offset.measured_at),
             "samples": taken,
-            "server_time": last,
+            "server_time": last.json,
         }));
     } else {
-        println!("{}", with_sync(&offset, &last));
+        println!("{}", with_sync(&offset, &last.value));
         println!(
             "Best of {taken} samples (round trip {}). Later commands use the corrected clock.",
             clock::human_ms(offset.delay_ms)
@@ -340,15 +352,15 @@ async fn carrier_list(ctx: &Ctx, id: &str) -> Result<(), TerminalError> {
             .map(|c| (c.carrier, c.url))
             .collect(),
         None => {
-            let shown = ctx.client()?.get(&format!("/v1/reservations/{id}")).await?;
-            shown["setting"]["carriers"]
-                .as_array()
+            let shown: Reply<ReservationDto> =
+                ctx.client()?.get(&format!("/v1/reservations/{id}")).await?;
+            shown
+                .value
+                .setting
+                .map(|s| s.carriers)
+                .unwrap_or_default()
                 .into_iter()
-                .flatten()
-                .map(|c| {
-                    let field = |f: &str| c[f].as_str().unwrap_or_default().to_string();
-                    (field("carrier"), field("url"))
-                })
+                .map(|c| (c.carrier, c.url))
                 .collect()
         }
     };

@@ -11,6 +11,8 @@ pub mod schedule;
 pub mod secret;
 pub mod signing;
 pub mod slot_index;
+mod spelled;
+pub mod status;
 pub mod time;
 
 pub use booking::{free_windows, free_windows_near, max_overlap, Window};
@@ -18,3 +20,5 @@ pub use schedule::{
     Actor, Carrier, Command, CommandKind, NatsStream, RejectReason, Role, ScheduleError,
     ScheduleEvent, ServerPatch, ServerSchedule, ServerSettings, ServerSpec, Slot,
 };
+pub use spelled::NotSpelled;
+pub use status::ReservationStatus;

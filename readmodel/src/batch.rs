@@ -14,7 +14,7 @@
 
 use chrono::{DateTime, Utc};
 use slotcast_domain::contract::{IngestMode, SlotKind};
-use slotcast_domain::{ScheduleEvent, ServerSettings};
+use slotcast_domain::{ReservationStatus, ScheduleEvent, ServerSettings};
 use sqlx::PgConnection;
 
 pub use crate::project::READ_MODEL_LOCK;
@@ -142,7 +142,7 @@ impl Bulk {
                     self.reservation(server_id, reservation_id, owner, title, *start, *end, *at);
                     self.opens.push(Some(*opens_at));
                     self.closes.push(Some(*closes_at));
-                    self.status.push("accepted");
+                    self.status.push(ReservationStatus::Accepted.as_str());
                     self.reason.push(None);
                     self.key_hash.push(Some(stream_key_hash.clone()));
                     self.camera_url.push(source.as_ref().map(|c| c.url.clone()));
@@ -182,7 +182,7 @@ impl Bulk {
                     self.reservation(server_id, reservation_id, owner, title, *start, *end, *at);
                     self.opens.push(None);
                     self.closes.push(None);
-                    self.status.push("rejected");
+                    self.status.push(ReservationStatus::Rejected.as_str());
                     self.reason.push(Some(reason.explain()));
                     self.key_hash.push(None);
                     self.camera_url.push(None);
@@ -292,7 +292,7 @@ impl Bulk {
                  SELECT server_id, id, start_at, end_at \
                  FROM unnest($2::text[], $1::text[], $5::timestamptz[], $6::timestamptz[], \
                      $9::text[]) AS u(server_id, id, start_at, end_at, status) \
-                 WHERE status = 'accepted' AND server_id IN (SELECT id FROM rm_on)), \
+                 WHERE status = $31 AND server_id IN (SELECT id FROM rm_on)), \
              b AS ( \
                  INSERT INTO public.slot_boundaries (reservation_id, kind, revision, \
                      server_id, due_at, opens_at, closes_at, start_at, end_at, \
@@ -344,6 +344,7 @@ impl Bulk {
         .bind(&self.c_before)
         .bind(&self.c_last)
         .bind(CHANNEL)
+        .bind(ReservationStatus::Accepted.as_str())
         .fetch_all(conn)
         .await?;
         Ok(lagging.into_iter().flatten().collect())

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use slotcast_domain::contract::IngestKind;
-use slotcast_domain::{ScheduleEvent, ServerSchedule, ServerSettings};
+use slotcast_domain::{ReservationStatus, ScheduleEvent, ServerSchedule, ServerSettings};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
@@ -320,7 +320,7 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
                 "INSERT INTO reservations (id, server_id, owner, title, start_at, end_at, \
                      opens_at, closes_at, status, stream_key_hash, requested_at, updated_at, \
                      camera_url, camera_transport, camera_login) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'accepted', $9, $10, $10, $11, $12, \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $14, $9, $10, $10, $11, $12, \
                      $13)",
             )
             .bind(reservation_id)
@@ -336,6 +336,7 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
             .bind(source.as_ref().map(|c| c.url.as_str()))
             .bind(source.as_ref().map(|c| c.transport.as_str()))
             .bind(source.as_ref().is_some_and(|c| c.credentials.is_some()))
+            .bind(ReservationStatus::Accepted.as_str())
             .execute(&mut *conn)
             .await?;
             sqlx::query(
@@ -362,7 +363,7 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
             sqlx::query(
                 "INSERT INTO reservations (id, server_id, owner, title, start_at, end_at, \
                      status, reason, requested_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'rejected', $7, $8, $8)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $9, $7, $8, $8)",
             )
             .bind(reservation_id)
             .bind(server_id)
@@ -372,19 +373,19 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
             .bind(end)
             .bind(reason.explain())
             .bind(at)
+            .bind(ReservationStatus::Rejected.as_str())
             .execute(conn)
             .await?;
         }
         ScheduleEvent::ReservationCancelled {
             at, reservation_id, ..
         } => {
-            sqlx::query(
-                "UPDATE reservations SET status = 'cancelled', updated_at = $2 WHERE id = $1",
-            )
-            .bind(reservation_id)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
+            sqlx::query("UPDATE reservations SET status = $3, updated_at = $2 WHERE id = $1")
+                .bind(reservation_id)
+                .bind(at)
+                .bind(ReservationStatus::Cancelled.as_str())
+                .execute(&mut *conn)
+                .await?;
             sqlx::query("DELETE FROM schedule WHERE server_id = $1 AND reservation_id = $2")
                 .bind(server_id)
                 .bind(reservation_id)
@@ -440,12 +441,14 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
             // Connected makes it live; a connect recorded after the window's close (the two
             // feeds are consumed independently) still turns `missed` into `ended`.
             let connected = *kind == IngestKind::Connected;
+            // Statuses are bound, never written in the SQL: $7 → $8 is accepted → live, $9 →
+            // $10 is missed → ended.
             sqlx::query(
                 "UPDATE reservations SET ingest = $2, ingest_carrier = coalesce($3, ingest_carrier), \
                      ingest_at = $4, ingested = ingested OR $5, updated_at = $4, \
                      status = CASE WHEN NOT $5 THEN status \
-                                   WHEN status = 'accepted' THEN 'live' \
-                                   WHEN status = 'missed' THEN 'ended' \
+                                   WHEN status = $7 THEN $8 \
+                                   WHEN status = $9 THEN $10 \
                                    ELSE status END \
                  WHERE id = $1 AND server_id = $6",
             )
@@ -455,6 +458,10 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
             .bind(at)
             .bind(connected)
             .bind(server_id)
+            .bind(ReservationStatus::Accepted.as_str())
+            .bind(ReservationStatus::Live.as_str())
+            .bind(ReservationStatus::Missed.as_str())
+            .bind(ReservationStatus::Ended.as_str())
             .execute(conn)
             .await?;
         }
@@ -463,16 +470,21 @@ async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEvent) 
         ScheduleEvent::WindowClosed {
             at, reservation_id, ..
         } => {
+            // Accepted or live ($4, $5) becomes ended ($6) after ingest, else missed ($7).
             sqlx::query(
                 "UPDATE reservations SET updated_at = $2, \
-                     status = CASE WHEN status IN ('accepted', 'live') \
-                                   THEN CASE WHEN ingested THEN 'ended' ELSE 'missed' END \
+                     status = CASE WHEN status IN ($4, $5) \
+                                   THEN CASE WHEN ingested THEN $6 ELSE $7 END \
                                    ELSE status END \
                  WHERE id = $1 AND server_id = $3",
             )
             .bind(reservation_id)
             .bind(at)
             .bind(server_id)
+            .bind(ReservationStatus::Accepted.as_str())
+            .bind(ReservationStatus::Live.as_str())
+            .bind(ReservationStatus::Ended.as_str())
+            .bind(ReservationStatus::Missed.as_str())
             .execute(conn)
             .await?;
         }

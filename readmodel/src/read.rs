@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use slotcast_domain::ReservationStatus;
 use sqlx::PgPool;
 
 use crate::Result;
@@ -35,7 +36,8 @@ pub struct ReservationRow {
     pub end_at: DateTime<Utc>,
     pub opens_at: Option<DateTime<Utc>>,
     pub closes_at: Option<DateTime<Utc>>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: ReservationStatus,
     pub reason: Option<String>,
     pub stream_key_hash: Option<String>,
     pub requested_at: DateTime<Utc>,
@@ -83,7 +85,7 @@ pub struct ReservationFilter {
     /// Only this tenant's (a distributor's view); `None` lists everyone's (an operator's).
     pub owner: Option<String>,
     pub server_id: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<ReservationStatus>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub limit: i64,
@@ -101,7 +103,7 @@ pub async fn reservations(pool: &PgPool, f: &ReservationFilter) -> Result<Vec<Re
     )
     .bind(&f.owner)
     .bind(&f.server_id)
-    .bind(&f.status)
+    .bind(f.status.map(ReservationStatus::as_str))
     .bind(f.from)
     .bind(f.to)
     .bind(f.limit)

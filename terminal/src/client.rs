@@ -1,16 +1,21 @@
 //! The REST API as the terminal calls it.
 //!
-//! Contract: one [`Client`] per command run; every call is bounded in time; answers come back
-//! as JSON values (the commands pick the fields they show, and `--json` prints them as the
-//! API sent them). Error answers become [`TerminalError`]s carrying the API's own message.
-//! [`Client::time`] stamps the request's departure and the answer's arrival on the terminal's
-//! clock, for [`crate::clock::Sample`].
+//! Contract: one [`Client`] per command run; every call is bounded in time. Request bodies
+//! are `slotcast-wire`'s request types, and answers are read into its answer types
+//! ([`Answer::read`], [`Reply`]); an answer that does not read is a [`TerminalError::Answer`]
+//! naming the field, never a panic. Each answer keeps the JSON as the API sent it, which is
+//! what `--json` prints. Error answers become [`TerminalError`]s carrying the API's own
+//! message. [`Client::time`] stamps the request's departure and the answer's arrival on the
+//! terminal's clock, for [`crate::clock::Sample`].
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use slotcast_wire::{ErrorBody, ServerTime};
 
 use crate::clock::{self, Offset, Sample};
 use crate::TerminalError;
@@ -23,10 +28,81 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-/// An answer: its status and body.
+/// An answer: its status and its body as sent (JSON, or the start of the text when it is not
+/// JSON), with the request it answers, for errors.
 pub struct Answer {
     pub status: StatusCode,
     pub body: Value,
+    request: String,
+}
+
+/// A successful answer read as `T`, with the JSON it was read from.
+pub struct Reply<T> {
+    pub value: T,
+    pub json: Value,
+    request: String,
+}
+
+impl<T> Reply<T> {
+    /// The error for a field the answer lacks that this use of it needs.
+    pub fn missing(&self, field: &str) -> TerminalError {
+        missing(&self.request, field)
+    }
+}
+
+fn missing(request: &str, field: &str) -> TerminalError {
+    TerminalError::Answer {
+        request: request.to_string(),
+        field: field.to_string(),
+        message: "is missing".to_string(),
+    }
+}
+
+impl Answer {
+    /// The body read as `T`; a body that does not fit names the field.
+    pub fn read<T: DeserializeOwned>(&self) -> Result<T, TerminalError> {
+        read_as(&self.body).map_err(|(field, message)| TerminalError::Answer {
+            request: self.request.clone(),
+            field,
+            message,
+        })
+    }
+
+    /// The error for a field the answer lacks that this use of it needs.
+    pub fn missing(&self, field: &str) -> TerminalError {
+        missing(&self.request, field)
+    }
+
+    /// The body as the API's error body, if it is one.
+    pub fn error_body(&self) -> Option<ErrorBody> {
+        ErrorBody::deserialize(&self.body).ok()
+    }
+
+    fn into_reply<T: DeserializeOwned>(self) -> Result<Reply<T>, TerminalError> {
+        let value = self.read()?;
+        Ok(Reply {
+            value,
+            json: self.body,
+            request: self.request,
+        })
+    }
+}
+
+/// `T` from a JSON value, or the path of the field that does not fit and why.
+fn read_as<T: DeserializeOwned>(body: &Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(body).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.into_inner().to_string();
+        let absent = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'));
+        match (path.as_str(), absent) {
+            (".", Some(field)) => (field.to_string(), "is missing".to_string()),
+            (_, Some(field)) => (format!("{path}.{field}"), "is missing".to_string()),
+            (".", None) => ("the body".to_string(), message),
+            (_, None) => (path, message),
+        }
+    })
 }
 
 impl Client {
@@ -54,13 +130,14 @@ impl Client {
     }
 
     /// Sends a request; `Ok` for any answer the API gave (the caller looks at the status).
-    pub async fn send(
+    pub async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&B>,
         idempotency_key: Option<&str>,
     ) -> Result<Answer, TerminalError> {
+        let request_line = format!("{method} {path}");
         let mut request = self.http.request(method, format!("{}{path}", self.api));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -81,67 +158,75 @@ impl Client {
                 Value::String(String::from_utf8_lossy(&bytes).chars().take(300).collect())
             })
         };
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            request: request_line,
+        })
     }
 
-    /// Like [`Client::send`], but any error status is an error.
-    pub async fn call(
+    /// Like [`Client::send`], but any error status is an error, and the answer is read as
+    /// `T`.
+    pub async fn call<T: DeserializeOwned, B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, TerminalError> {
+        body: Option<&B>,
+    ) -> Result<Reply<T>, TerminalError> {
         let answer = self.send(method, path, body, None).await?;
         if answer.status.is_success() {
-            Ok(answer.body)
+            answer.into_reply()
         } else {
             Err(error_of(&answer))
         }
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, TerminalError> {
-        self.call(Method::GET, path, None).await
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Reply<T>, TerminalError> {
+        self.call(Method::GET, path, None::<&()>).await
     }
 
     /// `GET /v1/time` with the terminal's clock read around it.
-    pub async fn time(&self) -> Result<(Sample, Value), TerminalError> {
+    pub async fn time(&self) -> Result<(Sample, Reply<ServerTime>), TerminalError> {
         let t1 = Utc::now();
-        let answer = self.send(Method::GET, "/v1/time", None, None).await?;
+        let answer = self
+            .send(Method::GET, "/v1/time", None::<&()>, None)
+            .await?;
         let t4 = Utc::now();
         if !answer.status.is_success() {
             return Err(error_of(&answer));
         }
-        let stamp = |field: &str| -> Result<DateTime<Utc>, TerminalError> {
-            time_of(&answer.body[field])
-                .ok_or_else(|| TerminalError::Local(format!("/v1/time answered without {field}")))
-        };
+        let reply: Reply<ServerTime> = answer.into_reply()?;
         let sample = Sample {
             t1,
-            t2: stamp("t_receive")?,
-            t3: stamp("t_transmit")?,
+            t2: reply.value.t_receive,
+            t3: reply.value.t_transmit,
             t4,
         };
-        Ok((sample, answer.body))
+        Ok((sample, reply))
     }
 
     /// Samples `GET /v1/time` up to `samples` times and keeps the lowest-delay sample, with
     /// the last answer. A failure after the first sample ends the sampling early; a failure
     /// before it is the error.
-    pub async fn measure(&self, samples: u32) -> Result<(Offset, Value, usize), TerminalError> {
+    pub async fn measure(
+        &self,
+        samples: u32,
+    ) -> Result<(Offset, Reply<ServerTime>, usize), TerminalError> {
         let mut taken = Vec::new();
-        let mut last = Value::Null;
+        let mut last = None;
         for _ in 0..samples {
             match self.time().await {
-                Ok((sample, body)) => {
+                Ok((sample, reply)) => {
                     taken.push(sample);
-                    last = body;
+                    last = Some(reply);
                 }
                 Err(e) if taken.is_empty() => return Err(e),
                 Err(_) => break,
             }
         }
-        let offset = clock::best(&taken)
-            .ok_or_else(|| TerminalError::Usage("at least one sample is needed".into()))?;
+        let (Some(offset), Some(last)) = (clock::best(&taken), last) else {
+            return Err(TerminalError::Usage("at least one sample is needed".into()));
+        };
         Ok((offset, last, taken.len()))
     }
 
@@ -160,20 +245,13 @@ impl Client {
     }
 }
 
-/// An RFC 3339 time in an answer, as UTC.
-pub fn time_of(v: &Value) -> Option<DateTime<Utc>> {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
-}
-
 /// The error an unsuccessful answer means.
 pub fn error_of(answer: &Answer) -> TerminalError {
     let status = answer.status.as_u16();
-    let error = &answer.body["error"];
-    let message = error["message"]
-        .as_str()
-        .map(str::to_string)
+    let error = answer.error_body().map(|b| b.error);
+    let message = error
+        .as_ref()
+        .map(|e| e.message.clone())
         .or_else(|| answer.body.as_str().map(str::to_string))
         .unwrap_or_else(|| {
             answer
@@ -186,8 +264,90 @@ pub fn error_of(answer: &Answer) -> TerminalError {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => TerminalError::Auth { status, message },
         _ => TerminalError::Api {
             status,
-            code: error["code"].as_str().unwrap_or("error").to_string(),
+            code: error.map_or_else(|| "error".to_string(), |e| e.code),
             message,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use slotcast_wire::ReservationDto;
+
+    fn answer(status: u16, body: Value) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            body,
+            request: "GET /v1/reservations/r-1".into(),
+        }
+    }
+
+    fn shown() -> Value {
+        json!({
+            "id": "r-1", "status": "accepted", "server_id": "srv", "owner": "alice",
+            "title": null, "start": "2030-01-01T12:00:00.000Z", "end": "2030-01-01T12:30:00.000Z",
+            "setting": {"opens_at": "2030-01-01T11:59:30.000Z",
+                        "closes_at": "2030-01-01T12:30:10.000Z", "carriers": []},
+            "requested_at": "2030-01-01T10:00:00.000Z", "updated_at": "2030-01-01T10:00:00.000Z"
+        })
+    }
+
+    #[test]
+    fn an_answer_reads_typed_and_one_that_does_not_fit_names_its_field() {
+        let read = answer(200, shown()).read::<ReservationDto>().unwrap();
+        assert_eq!(read.status, slotcast_wire::ReservationStatus::Accepted);
+
+        let mut body = shown();
+        body["setting"].as_object_mut().unwrap().remove("opens_at");
+        let err = answer(200, body).read::<ReservationDto>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the API's answer to GET /v1/reservations/r-1 does not read: setting.opens_at: \
+             is missing"
+        );
+        assert_eq!(err.exit_code(), 1);
+
+        let mut body = shown();
+        body["status"] = json!("paused");
+        let err = answer(200, body).read::<ReservationDto>().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(": status: "), "{text}");
+        assert!(text.contains("paused"), "{text}");
+
+        let err = answer(200, json!("not json"))
+            .read::<ReservationDto>()
+            .unwrap_err();
+        assert!(err.to_string().contains(": the body: "), "{err}");
+    }
+
+    #[test]
+    fn an_error_answer_carries_the_apis_code_and_message() {
+        let body = json!({"error": {"code": "reservation_not_active", "message": "ended"}});
+        match error_of(&answer(409, body)) {
+            TerminalError::Api {
+                status,
+                code,
+                message,
+            } => assert_eq!(
+                (status, code.as_str(), message.as_str()),
+                (409, "reservation_not_active", "ended")
+            ),
+            other => panic!("{other:?}"),
+        }
+        match error_of(&answer(502, json!("Bad Gateway from the proxy"))) {
+            TerminalError::Api { code, message, .. } => {
+                assert_eq!(
+                    (code.as_str(), message.as_str()),
+                    ("error", "Bad Gateway from the proxy")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            error_of(&answer(401, Value::Null)),
+            TerminalError::Auth { status: 401, .. }
+        ));
     }
 }

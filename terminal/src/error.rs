@@ -1,8 +1,9 @@
 //! The terminal's one error type, and the exit code each kind ends the program with.
 //!
 //! Contract: every message is one line a person can act on; no error ever prints a stack
-//! trace. Exit codes: 1 the server refused or a local file failed, 2 usage, 3 the token was
-//! refused (missing, wrong, expired, or the wrong role), 4 the API could not be reached.
+//! trace. Exit codes: 1 the server refused, answered what cannot be read, or a local file
+//! failed; 2 usage; 3 the token was refused (missing, wrong, expired, or the wrong role); 4
+//! the API could not be reached.
 
 #[derive(Debug, thiserror::Error)]
 pub enum TerminalError {
@@ -22,6 +23,14 @@ pub enum TerminalError {
         code: String,
         message: String,
     },
+    /// An answer this terminal cannot read (a field missing or of another kind): another
+    /// version of the API, or not slotcast's API at all.
+    #[error("the API's answer to {request} does not read: {field}: {message}")]
+    Answer {
+        request: String,
+        field: String,
+        message: String,
+    },
     /// No answer (connection refused, timeout, DNS).
     #[error("cannot reach the API at {api}: {why}")]
     Unreachable { api: String, why: String },
@@ -33,7 +42,7 @@ pub enum TerminalError {
 impl TerminalError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Api { .. } | Self::Local(_) | Self::Live(_) => 1,
+            Self::Api { .. } | Self::Answer { .. } | Self::Local(_) | Self::Live(_) => 1,
             Self::Usage(_) => 2,
             Self::Auth { .. } => 3,
             Self::Unreachable { .. } => 4,

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use slotcast_wire::Accepted;
 
 use crate::clock::Offset;
 use crate::TerminalError;
@@ -59,12 +60,8 @@ pub struct Profiles {
     pub profiles: BTreeMap<String, Profile>,
 }
 
-/// A carrier's connection info as booked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CarrierUrl {
-    pub carrier: String,
-    pub url: String,
-}
+/// A carrier's connection info as booked: stored as the API answered it.
+pub use slotcast_wire::CarrierUrl;
 
 /// A reservation's setting info, as the booking (or a key rotation) answered it. Its `Debug`
 /// never shows the stream key.
@@ -189,6 +186,23 @@ fn id_form(id: &str) -> bool {
 }
 
 impl Setting {
+    /// The setting info of an acceptance, with the stream key it showed (the caller makes
+    /// sure there was one).
+    pub fn booked(accepted: &Accepted, stream_key: String, api: &str) -> Self {
+        Self {
+            id: accepted.id.clone(),
+            server_id: accepted.server_id.clone(),
+            title: accepted.title.clone(),
+            start: accepted.start,
+            end: accepted.end,
+            opens_at: accepted.setting.opens_at,
+            closes_at: accepted.setting.closes_at,
+            stream_key,
+            carriers: accepted.setting.carriers.clone(),
+            api: api.to_string(),
+        }
+    }
+
     pub fn save(&self, dirs: &Dirs) -> Result<PathBuf, TerminalError> {
         // The id comes from the server's answer: check it before it names a file.
         if !id_form(&self.id) {

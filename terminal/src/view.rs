@@ -4,6 +4,7 @@
 //! Contract: pure functions from values to text; the zone comes in, so tests can pin it.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use slotcast_wire::ReservationStatus;
 
 /// `2030-01-01 21:00:00 +09:00`.
 pub fn local<Tz: TimeZone>(t: DateTime<Utc>, zone: &Tz) -> String
@@ -87,7 +88,7 @@ pub struct DaySlot {
     pub label: String,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
-    pub status: String,
+    pub status: ReservationStatus,
     pub title: Option<String>,
 }
 
@@ -134,7 +135,10 @@ where
             continue;
         }
         shown += 1;
-        let mark = if matches!(slot.status.as_str(), "live" | "ended") {
+        let mark = if matches!(
+            slot.status,
+            ReservationStatus::Live | ReservationStatus::Ended
+        ) {
             '='
         } else {
             '#'
@@ -201,14 +205,14 @@ mod tests {
                 label: "r-1".into(),
                 start: t("2030-01-02T00:00:00Z"),
                 end: t("2030-01-02T01:30:00Z"),
-                status: "accepted".into(),
+                status: ReservationStatus::Accepted,
                 title: Some("Morning".into()),
             },
             DaySlot {
                 label: "r-2".into(),
                 start: t("2030-01-02T01:00:00Z"),
                 end: t("2030-01-02T02:00:00Z"),
-                status: "live".into(),
+                status: ReservationStatus::Live,
                 title: None,
             },
         ];

@@ -28,8 +28,8 @@ use crate::state::AppState;
 use crate::store::{Answered, Decided, Once};
 use crate::wire::{
     parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryCursor, HistoryEntry,
-    IngestDto, QueryOf, Rejected, RescheduleRequest, ReservationDto, ReservationList, RotatedKey,
-    ServerTime, Setting, SourceDto, SourceRequest, WindowDto,
+    IngestDto, QueryOf, Rejected, RescheduleRequest, ReservationDto, ReservationList,
+    ReservationStatus, RotatedKey, ServerTime, Setting, SourceDto, SourceRequest, WindowDto,
 };
 
 pub fn router() -> Router<AppState> {
@@ -75,15 +75,13 @@ async fn row_carriers(
 }
 
 fn dto(row: ReservationRow, carriers: &[(String, String)]) -> ReservationDto {
-    let setting = match (row.status.as_str(), row.opens_at, row.closes_at) {
-        (ACCEPTED | "live" | "ended" | "missed", Some(opens_at), Some(closes_at)) => {
-            Some(Setting {
-                stream_key: None,
-                opens_at,
-                closes_at,
-                carriers: carrier_urls(carriers.iter().cloned(), &row.id),
-            })
-        }
+    let setting = match (row.status.was_accepted(), row.opens_at, row.closes_at) {
+        (true, Some(opens_at), Some(closes_at)) => Some(Setting {
+            stream_key: None,
+            opens_at,
+            closes_at,
+            carriers: carrier_urls(carriers.iter().cloned(), &row.id),
+        }),
         _ => None,
     };
     ReservationDto {
@@ -189,11 +187,6 @@ fn camera_source(
 /// The longest camera user name or password taken.
 const LOGIN_MAX: usize = 256;
 
-const ACCEPTED: &str = "accepted";
-
-/// Every reservation status, in the order a reservation may pass through them.
-const STATUSES: [&str; 6] = [ACCEPTED, "live", "ended", "missed", "rejected", "cancelled"];
-
 /// The caller's view of a reservation: 404 for unknown ids and other tenants' alike.
 async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<ReservationRow, ApiError> {
     match read::reservation(&state.pool, id).await? {
@@ -268,11 +261,12 @@ fn answered(
     (status, Json(body)).into_response()
 }
 
+/// The decision's metric label: the status the booking ended in.
 fn outcome(status: u16) -> &'static str {
     if status == StatusCode::CREATED.as_u16() {
-        "accepted"
+        ReservationStatus::Accepted.as_str()
     } else {
-        "rejected"
+        ReservationStatus::Rejected.as_str()
     }
 }
 
@@ -412,7 +406,7 @@ impl Booking {
                     .unwrap_or_default();
                 let body = Accepted {
                     id: id.clone(),
-                    status: "accepted",
+                    status: ReservationStatus::Accepted,
                     server_id: self.server_id.clone(),
                     start: *start,
                     end: *end,
@@ -477,7 +471,7 @@ fn rejection(
         .unwrap_or_default();
     Rejected {
         id,
-        status: "rejected",
+        status: ReservationStatus::Rejected,
         reason: code,
         message: reason.explain().to_string(),
         conflicts: conflicts.iter().map(WindowDto::from).collect(),
@@ -489,7 +483,8 @@ fn rejection(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
     /// One of the statuses.
-    #[param(pattern = "^(accepted|live|ended|missed|rejected|cancelled)$")]
+    // Read as text: a word that is none of them is a 422 naming them, as every bad value is.
+    #[param(value_type = Option<ReservationStatus>)]
     pub status: Option<String>,
     pub server_id: Option<String>,
     /// RFC 3339: slots ending after this.
@@ -515,18 +510,21 @@ pub async fn list(
     let parse = |field: &str, v: &Option<String>| -> Result<Option<DateTime<Utc>>, ApiError> {
         v.as_deref().map(|t| parse_time(field, t)).transpose()
     };
-    if let Some(status) = &q.status {
-        if !STATUSES.contains(&status.as_str()) {
-            return Err(ApiError::invalid(
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<ReservationStatus>)
+        .transpose()
+        .map_err(|e| {
+            ApiError::invalid(
                 "status",
-                format!("must be one of {}", STATUSES.join(", ")),
-            ));
-        }
-    }
+                format!("must be one of {}", e.expected.join(", ")),
+            )
+        })?;
     let filter = ReservationFilter {
         owner: (!caller.is_operator()).then(|| caller.0.name.clone()),
         server_id: q.server_id,
-        status: q.status,
+        status,
         from: parse("from", &q.from)?,
         to: parse("to", &q.to)?,
         limit: match &q.limit {
