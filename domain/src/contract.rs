@@ -7,55 +7,36 @@
 //! only with a breaking payload change; additive fields keep it.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::spelled::spelled;
+
 /// The payload schema version carried in every message.
 pub const SCHEMA: u32 = 1;
 
-/// What a slot message announces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SlotKind {
-    /// A slot was booked, or changed before its window opened: the streamer learns the window
-    /// and key ahead, so an early publisher is told when it opens (403), not "unknown" (404).
-    /// It admits nobody before `opens_at`.
-    Scheduled,
-    /// The ingest window is open: accept the publisher (or pull the camera).
-    Opened,
-    /// The window has closed: disconnect, end the playlist.
-    Closed,
-    /// The window of an already opened slot moved, or its stream key changed: apply the
-    /// payload's window and key; close the gate while now is outside the new window.
-    Changed,
-    /// An opened slot was cancelled: disconnect, end the playlist.
-    Cancelled,
+spelled! {
+    /// What a slot message announces.
+    #[derive(PartialOrd, Ord)]
+    pub enum SlotKind {
+        /// A slot was booked, or changed before its window opened: the streamer learns the window
+        /// and key ahead, so an early publisher is told when it opens (403), not "unknown" (404).
+        /// It admits nobody before `opens_at`.
+        Scheduled = "scheduled",
+        /// The ingest window is open: accept the publisher (or pull the camera).
+        Opened = "opened",
+        /// The window has closed: disconnect, end the playlist.
+        Closed = "closed",
+        /// The window of an already opened slot moved, or its stream key changed: apply the
+        /// payload's window and key; close the gate while now is outside the new window.
+        Changed = "changed",
+        /// An opened slot was cancelled: disconnect, end the playlist.
+        Cancelled = "cancelled",
+    }
 }
 
 impl SlotKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Scheduled => "scheduled",
-            Self::Opened => "opened",
-            Self::Closed => "closed",
-            Self::Changed => "changed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "scheduled" => Some(Self::Scheduled),
-            "opened" => Some(Self::Opened),
-            "closed" => Some(Self::Closed),
-            "changed" => Some(Self::Changed),
-            "cancelled" => Some(Self::Cancelled),
-            _ => None,
-        }
-    }
-
     /// Whether this message ends the slot for good (no later message follows it).
     pub const fn ends_the_slot(self) -> bool {
         matches!(self, Self::Closed | Self::Cancelled)
@@ -142,26 +123,15 @@ pub struct SlotMessage {
     pub late_ms: f64,
 }
 
-/// What the streamer reports about a publisher or a pull.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IngestKind {
-    Connected,
-    Disconnected,
-    Failed,
-    /// Publishers refused since the last such report, counted per reason in
-    /// [`IngestMessage::refusals`]: at most one a minute per reservation.
-    Refused,
-}
-
-impl IngestKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Connected => "connected",
-            Self::Disconnected => "disconnected",
-            Self::Failed => "failed",
-            Self::Refused => "refused",
-        }
+spelled! {
+    /// What the streamer reports about a publisher or a pull.
+    pub enum IngestKind {
+        Connected = "connected",
+        Disconnected = "disconnected",
+        Failed = "failed",
+        /// Publishers refused since the last such report, counted per reason in
+        /// [`IngestMessage::refusals`]: at most one a minute per reservation.
+        Refused = "refused",
     }
 }
 
@@ -199,84 +169,38 @@ pub const REFUSAL_REASONS_MAX: usize = 16;
 /// [`RefusalCode`], so a publisher decides on the code, never on the reason's wording.
 pub const REFUSAL_HEADER: &str = "Slotcast-Refusal";
 
-/// Why the streamer refused a publisher. The same code goes to the publisher (in
-/// [`REFUSAL_HEADER`]), into `refused` reports ([`IngestMessage::refusals`]) and into the
-/// streamer's refusal metric; its spelling is [`RefusalCode::as_str`] and nowhere else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RefusalCode {
-    /// No slot message named the reservation: it is unknown, or this streamer has not heard
-    /// of it yet (404).
-    Unknown,
-    /// The reservation belongs to another distribution server (403).
-    OtherServer,
-    /// The stream key is not the reservation's current key: mistyped, or rotated (401).
-    BadKey,
-    /// The window has not opened yet; the reason says when it opens (403).
-    NotOpen,
-    /// The window is over: it closed, or the reservation was cancelled (403).
-    Closed,
-    /// The listener's carrier is not one of the carriers of the reservation's server (403).
-    NotACarrier,
-    /// The reservation pulls a camera, so the server takes no publisher for it (403).
-    PullsACamera,
-    /// Another publisher is live on the reservation (403).
-    Busy,
+spelled! {
+    /// Why the streamer refused a publisher. The same code goes to the publisher (in
+    /// [`REFUSAL_HEADER`]), into `refused` reports ([`IngestMessage::refusals`]) and into the
+    /// streamer's refusal metric; its spelling is [`RefusalCode::as_str`] and nowhere else.
+    pub enum RefusalCode {
+        /// No slot message named the reservation: it is unknown, or this streamer has not heard
+        /// of it yet (404).
+        Unknown = "unknown",
+        /// The reservation belongs to another distribution server (403).
+        OtherServer = "other_server",
+        /// The stream key is not the reservation's current key: mistyped, or rotated (401).
+        BadKey = "bad_key",
+        /// The window has not opened yet; the reason says when it opens (403).
+        NotOpen = "not_open",
+        /// The window is over: it closed, or the reservation was cancelled (403).
+        Closed = "closed",
+        /// The listener's carrier is not one of the carriers of the reservation's server (403).
+        NotACarrier = "not_a_carrier",
+        /// The reservation pulls a camera, so the server takes no publisher for it (403).
+        PullsACamera = "pulls_a_camera",
+        /// Another publisher is live on the reservation (403).
+        Busy = "busy",
+    }
 }
 
 impl RefusalCode {
-    pub const ALL: [Self; 8] = [
-        Self::Unknown,
-        Self::OtherServer,
-        Self::BadKey,
-        Self::NotOpen,
-        Self::Closed,
-        Self::NotACarrier,
-        Self::PullsACamera,
-        Self::Busy,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Unknown => "unknown",
-            Self::OtherServer => "other_server",
-            Self::BadKey => "bad_key",
-            Self::NotOpen => "not_open",
-            Self::Closed => "closed",
-            Self::NotACarrier => "not_a_carrier",
-            Self::PullsACamera => "pulls_a_camera",
-            Self::Busy => "busy",
-        }
-    }
-
     /// Whether the same publisher, asking again later, may be let in without anything being
     /// changed: the streamer may hear of the reservation or its opening, the other publisher
     /// may leave. The other refusals stand until the reservation or the publisher's setting
     /// changes (a new key, another server or carrier, a new booking).
     pub const fn worth_retrying(self) -> bool {
         matches!(self, Self::Unknown | Self::NotOpen | Self::Busy)
-    }
-}
-
-impl std::fmt::Display for RefusalCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A refusal code this build does not know (a newer streamer's, or not slotcast's at all).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown refusal code {0:?}")]
-pub struct UnknownRefusalCode(pub String);
-
-impl FromStr for RefusalCode {
-    type Err = UnknownRefusalCode;
-
-    /// Exactly as [`RefusalCode::as_str`] spells it (case and all).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|code| code.as_str() == s)
-            .ok_or_else(|| UnknownRefusalCode(s.to_owned()))
     }
 }
 
@@ -430,7 +354,7 @@ mod tests {
     fn refusal_codes_are_the_documented_words_and_parse_back() {
         // History already counts these words: they change only with docs/publishing.md.
         assert_eq!(
-            RefusalCode::ALL.map(RefusalCode::as_str),
+            RefusalCode::WORDS,
             [
                 "unknown",
                 "other_server",
@@ -442,22 +366,21 @@ mod tests {
                 "busy"
             ]
         );
-        for code in RefusalCode::ALL {
+        for &code in RefusalCode::ALL {
             assert_eq!(code.as_str().parse::<RefusalCode>(), Ok(code));
             assert_eq!(code.to_string(), code.as_str());
         }
         for unknown in ["", "Busy", "busy ", "opens_later"] {
-            assert_eq!(
-                unknown.parse::<RefusalCode>(),
-                Err(UnknownRefusalCode(unknown.into()))
-            );
+            let err = unknown.parse::<RefusalCode>().unwrap_err();
+            assert_eq!(err.given, unknown);
         }
     }
 
     #[test]
     fn only_refusals_that_can_clear_by_themselves_are_worth_retrying() {
         let retried: Vec<RefusalCode> = RefusalCode::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|code| code.worth_retrying())
             .collect();
         assert_eq!(

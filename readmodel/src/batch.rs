@@ -6,8 +6,9 @@
 //! inserted the events. A stream made only of bookings (accepted or refused) is written in
 //! bulk: one statement for the whole batch, whatever its size, which locks every such
 //! aggregate's cursor rows (`rm.streams`, then `slot_cursor`, in aggregate-id order, the order
-//! catch-up locks them in) and writes only where the cursors stand right before the stream. Any other stream (a cancel, a server change, a read model
-//! that lags because events were written some other way) goes through the per-event path
+//! catch-up locks them in) and writes only where the cursors stand right before the stream.
+//! Any other stream (a cancel, a server change, a read model that lags because events were
+//! written some other way) goes through the per-event path
 //! ([`crate::project::project_stream_in`]), which reads what it needs from the store. Either
 //! way the cursors end at the stream's last sequence, so the catch-up projector and a rebuild
 //! skip what was projected here and stay idempotent.

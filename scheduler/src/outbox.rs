@@ -231,7 +231,7 @@ async fn revise(
         let due: bool = row.try_get("due")?;
         let kind: String = row.try_get("kind")?;
         known |= published || due;
-        match SlotKind::parse(&kind) {
+        match kind.parse::<SlotKind>().ok() {
             Some(SlotKind::Opened) if published || due => opened = true,
             Some(k) if k.ends_the_slot() && published => ended = true,
             Some(_) => {}

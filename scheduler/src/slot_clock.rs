@@ -338,7 +338,9 @@ async fn claim(conn: &mut PgConnection, now: DateTime<Utc>, batch: i64) -> Resul
             let ingest: serde_json::Value = row.try_get("ingest")?;
             Ok(Due {
                 reservation_id: row.try_get("reservation_id")?,
-                kind: SlotKind::parse(&kind)
+                kind: kind
+                    .parse::<SlotKind>()
+                    .ok()
                     .ok_or_else(|| Error::Corrupt(format!("slot boundary kind {kind}")))?,
                 revision: row.try_get("revision")?,
                 server_id: row.try_get("server_id")?,

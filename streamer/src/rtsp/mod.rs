@@ -150,9 +150,9 @@ pub struct Admission<'a> {
 }
 
 /// Why the host will not admit a publisher: its code, which decides the answer (404 for
-/// `unknown`, 401 with `WWW-Authenticate` for `bad_key`, 403 for the rest) and goes with it in
-/// the [`slotcast_domain::contract::REFUSAL_HEADER`] header; and the reason shown to the publisher (in the reason phrase
-/// and the body), which must say nothing secret.
+/// `unknown`, 401 with `WWW-Authenticate` for `bad_key`, 403 for the rest) and goes with it
+/// in the [`slotcast_domain::contract::REFUSAL_HEADER`] header; and the reason shown to the
+/// publisher (in the reason phrase and the body), which must say nothing secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub code: RefusalCode,

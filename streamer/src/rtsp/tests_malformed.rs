@@ -283,7 +283,7 @@ fn malformed_and_refused_inputs_get_exact_answers() {
 
 #[test]
 fn a_refusal_names_its_code_in_a_header_and_no_other_answer_does() {
-    for code in RefusalCode::ALL {
+    for &code in RefusalCode::ALL {
         let status = match code {
             RefusalCode::Unknown => "404 Not Found",
             RefusalCode::BadKey => "401 Unauthorized",
