@@ -9,6 +9,7 @@ mod config;
 mod streamer_role;
 mod terminal_book;
 mod terminal_cmd;
+mod terminal_ctx;
 mod terminal_live;
 
 use std::path::PathBuf;
@@ -32,7 +33,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "SLOTCAST_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
-    terminal: terminal_cmd::Globals,
+    terminal: terminal_ctx::Globals,
     #[command(subcommand)]
     command: Top,
 }

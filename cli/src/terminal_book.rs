@@ -22,7 +22,7 @@ use slotcast_wire::{
     SourceRequest, WindowDto, WireTime,
 };
 
-use crate::terminal_cmd::{with_fields, with_sync, Command, Ctx};
+use crate::terminal_ctx::{with_fields, with_sync, Ctx};
 
 /// Attempts of one booking (the same Idempotency-Key each time).
 const BOOK_ATTEMPTS: u32 = 3;
@@ -142,43 +142,24 @@ impl WindowArgs {
     }
 }
 
-pub async fn run(command: Command, ctx: &mut Ctx) -> Result<(), TerminalError> {
-    let client = ctx.client()?;
-    match command {
-        Command::Book(args) => book(ctx, &client, args).await,
-        Command::Reservations { status, server } => {
-            reservations(ctx, &client, status, server).await
-        }
-        Command::Show { id } => show(ctx, &client, &id).await,
-        Command::Cancel { id } => {
-            let answer: Reply<ReservationDto> = client
-                .call(
-                    Method::POST,
-                    &format!("/v1/reservations/{id}/cancel"),
-                    Some(&json!({})),
-                )
-                .await?;
-            if ctx.globals.json {
-                ctx.print_json(&answer.json);
-            } else {
-                println!("Cancelled {id}.");
-            }
-            Ok(())
-        }
-        Command::Reschedule(args) => reschedule(ctx, &client, args).await,
-        Command::RotateKey { id } => rotate_key(ctx, &client, &id).await,
-        Command::History { id } => history(ctx, &client, &id).await,
-        Command::Servers => servers(ctx, &client).await,
-        Command::Schedule { server, date } => schedule(ctx, &client, &server, date).await,
-        Command::Login
-        | Command::Time { .. }
-        | Command::Carrier { .. }
-        | Command::Live(_)
-        | Command::Completions { .. } => Ok(()),
+/// `slotcast cancel ID`.
+pub async fn cancel(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalError> {
+    let answer: Reply<ReservationDto> = client
+        .call(
+            Method::POST,
+            &format!("/v1/reservations/{id}/cancel"),
+            Some(&json!({})),
+        )
+        .await?;
+    if ctx.globals.json {
+        ctx.print_json(&answer.json);
+    } else {
+        println!("Cancelled {id}.");
     }
+    Ok(())
 }
 
-async fn book(ctx: &mut Ctx, client: &Client, args: BookArgs) -> Result<(), TerminalError> {
+pub async fn book(ctx: &mut Ctx, client: &Client, args: BookArgs) -> Result<(), TerminalError> {
     let (start, end) = args.window.resolve(ctx.server_now())?;
     let request = BookRequest {
         source: args.source()?,
@@ -345,7 +326,7 @@ fn print_setting(setting: &Setting, ctx: &Ctx, now: DateTime<Utc>) {
     }
 }
 
-async fn reservations(
+pub async fn reservations(
     ctx: &Ctx,
     client: &Client,
     status: Option<ReservationStatus>,
@@ -399,7 +380,7 @@ async fn reservations(
     Ok(())
 }
 
-async fn show(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalError> {
+pub async fn show(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalError> {
     let answer: Reply<ReservationDto> = client.get(&format!("/v1/reservations/{id}")).await?;
     let stored = Setting::load(&ctx.dirs, id)?;
     if ctx.globals.json {
@@ -445,7 +426,7 @@ async fn show(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalError>
     Ok(())
 }
 
-async fn reschedule(
+pub async fn reschedule(
     ctx: &mut Ctx,
     client: &Client,
     args: RescheduleArgs,
@@ -494,7 +475,7 @@ async fn reschedule(
     Ok(())
 }
 
-async fn rotate_key(ctx: &mut Ctx, client: &Client, id: &str) -> Result<(), TerminalError> {
+pub async fn rotate_key(ctx: &mut Ctx, client: &Client, id: &str) -> Result<(), TerminalError> {
     let answer: Reply<RotatedKey> = client
         .call(
             Method::POST,
@@ -531,7 +512,7 @@ async fn rotate_key(ctx: &mut Ctx, client: &Client, id: &str) -> Result<(), Term
 const HISTORY_PAGES_MAX: usize = 1000;
 
 /// The whole history, oldest first, a page (1,000 events) at a time.
-async fn history(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalError> {
+pub async fn history(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalError> {
     let mut events = Vec::new();
     let mut path = format!("/v1/reservations/{id}/history");
     for _ in 0..HISTORY_PAGES_MAX {
@@ -609,7 +590,7 @@ fn detail(kind: &str, data: &Value) -> String {
         .join(" ")
 }
 
-async fn servers(ctx: &Ctx, client: &Client) -> Result<(), TerminalError> {
+pub async fn servers(ctx: &Ctx, client: &Client) -> Result<(), TerminalError> {
     let answer: Reply<ServerList> = client.get("/v1/servers").await?;
     if ctx.globals.json {
         ctx.print_json(&answer.json);
@@ -636,7 +617,7 @@ async fn servers(ctx: &Ctx, client: &Client) -> Result<(), TerminalError> {
     Ok(())
 }
 
-async fn schedule(
+pub async fn schedule(
     ctx: &Ctx,
     client: &Client,
     server: &str,

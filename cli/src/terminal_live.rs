@@ -20,7 +20,7 @@ use slotcast_terminal::store::Setting;
 use slotcast_terminal::{view, TerminalError};
 use tokio_util::sync::CancellationToken;
 
-use crate::terminal_cmd::Ctx;
+use crate::terminal_ctx::Ctx;
 
 #[derive(Args, Debug)]
 pub struct LiveArgs {
