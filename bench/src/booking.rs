@@ -19,15 +19,12 @@ use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};
 
-use crate::load::{closed_loop, open_loop};
+use crate::client::{Api, HORIZON_S, SLOT};
+use crate::load::{closed_loop, open_loop, Figures, Outcome};
 use crate::report::{machine, print_report, until_interrupted, Machine};
 use crate::scratch::Scratch;
 use crate::slotcast::{ApiOptions, Slotcast};
 
-/// Length of each booked slot; a server's slots are laid end to end from a day ahead.
-pub(crate) const SLOT: TimeDelta = TimeDelta::minutes(10);
-/// The servers' booking horizon, so long runs on one server stay bookable (4 years).
-const HORIZON_S: u64 = 4 * 365 * 86_400;
 /// The targets the issue sets: across 100 servers, this share of the raw-SQL rate...
 const RATIO_TARGET: f64 = 0.5;
 /// ...and this p99 at half the measured maximum rate.
@@ -110,26 +107,6 @@ enum Part {
     B,
     /// --hangups clients that hang up right after sending, then retry with their key.
     C,
-}
-
-/// What one measured run did.
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct Figures {
-    /// Requests sent.
-    pub(crate) sent: usize,
-    /// Answered 201 (slotcast) or inserted (raw SQL).
-    pub(crate) ok: usize,
-    pub(crate) errors: usize,
-    /// The run stopped at the time cap before sending every booking.
-    pub(crate) capped: bool,
-    pub(crate) wall_s: f64,
-    /// `ok` per second of wall time.
-    pub(crate) rate: f64,
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
-    pub(crate) max_ms: f64,
-    /// Distinct errors as `count× message`.
-    pub(crate) error_samples: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -306,7 +283,7 @@ async fn measure(args: &BookingArgs, scratch: &Scratch, api: &Api) -> Result<Rep
             let (api, work) = (api.clone(), work.clone());
             move |i| {
                 let (api, work) = (api.clone(), work.clone());
-                async move { api.book(&work[i]).await }
+                async move { api.book_body(&work[i].body).await }
             }
         })
         .await;
@@ -347,7 +324,7 @@ async fn measure(args: &BookingArgs, scratch: &Scratch, api: &Api) -> Result<Rep
                 let (api, work) = (api.clone(), work.clone());
                 move |i| {
                     let (api, work) = (api.clone(), work.clone());
-                    async move { api.book(&work[i]).await }
+                    async move { api.book_body(&work[i].body).await }
                 }
             })
             .await;
@@ -436,139 +413,6 @@ fn workload(servers: &[String], count: usize, base: DateTime<Utc>) -> Vec<Bookin
             }
         })
         .collect()
-}
-
-/// The api as its clients see it.
-#[derive(Clone)]
-pub(crate) struct Api {
-    pub(crate) http: reqwest::Client,
-    pub(crate) base: String,
-    pub(crate) operator: String,
-    pub(crate) distributor: String,
-}
-
-impl Api {
-    async fn book(&self, booking: &Booking) -> Outcome {
-        self.book_body(&booking.body).await
-    }
-
-    /// Books with `body` as sent; anything but 201 is an error.
-    pub(crate) async fn book_body(&self, body: &str) -> Outcome {
-        let request = self
-            .http
-            .post(format!("{}/v1/reservations", self.base))
-            .bearer_auth(&self.distributor)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        expect(request, reqwest::StatusCode::CREATED).await
-    }
-
-    /// Registers `ids` (one carrier, default lead time) with `capacity`, a few at a time.
-    pub(crate) async fn register(
-        &self,
-        ids: &[String],
-        capacity: u32,
-        timeout: Duration,
-    ) -> Result<()> {
-        let clients = 8;
-        let ids = Arc::new(ids.to_vec());
-        let api = self.clone();
-        let count = ids.len();
-        let figures = closed_loop(
-            clients,
-            count,
-            timeout,
-            Duration::from_secs(300),
-            move |i| {
-                let (api, ids) = (api.clone(), ids.clone());
-                async move {
-                    let body = serde_json::json!({
-                        "id": ids[i],
-                        "name": format!("bench server {}", ids[i]),
-                        "capacity": capacity,
-                        "horizon_s": HORIZON_S,
-                        "carriers": [{"name": "carrier-a", "ingest_url": "rtsp://127.0.0.2:8554"}],
-                    });
-                    let request = api
-                        .http
-                        .post(format!("{}/v1/servers", api.base))
-                        .bearer_auth(&api.operator)
-                        .json(&body);
-                    expect(request, reqwest::StatusCode::CREATED).await
-                }
-            },
-        )
-        .await;
-        if figures.ok != count {
-            bail!(
-                "registered {} of {count} servers: {}",
-                figures.ok,
-                figures.error_samples.join("; ")
-            );
-        }
-        Ok(())
-    }
-
-    /// A few authenticated reads from every client, so connections (HTTP and the api's pool)
-    /// are open and the token is cached before timing.
-    async fn warm_up(&self, clients: usize, timeout: Duration) {
-        let api = self.clone();
-        closed_loop(clients, clients * 4, timeout, timeout, move |_| {
-            let api = api.clone();
-            async move {
-                let request = api
-                    .http
-                    .get(format!("{}/v1/servers", api.base))
-                    .bearer_auth(&api.distributor);
-                expect(request, reqwest::StatusCode::OK).await
-            }
-        })
-        .await;
-    }
-}
-
-/// What one request came to; `Err` is a short description that groups alike failures.
-pub(crate) type Outcome = Result<(), String>;
-
-/// Sends `request` and reads the whole answer; anything but `status` is an error.
-pub(crate) async fn expect(
-    request: reqwest::RequestBuilder,
-    status: reqwest::StatusCode,
-) -> Outcome {
-    let response = request.send().await.map_err(describe_http)?;
-    let got = response.status();
-    let body = response.bytes().await.map_err(describe_http)?;
-    if got == status {
-        return Ok(());
-    }
-    // Group by the error's code and message, not its ids.
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let field = |path: &[&str]| {
-        path.iter()
-            .try_fold(&json, |v, k| v.get(k))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let what = match (
-        field(&["error", "code"]),
-        field(&["error", "message"]),
-        field(&["reason"]),
-    ) {
-        (Some(code), Some(message), _) => format!("{code}: {message}"),
-        (_, _, Some(reason)) => format!("refused: {reason}"),
-        _ => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-    };
-    Err(format!("HTTP {}: {what}", got.as_u16()))
-}
-
-fn describe_http(err: reqwest::Error) -> String {
-    if err.is_timeout() {
-        "HTTP request timed out".to_string()
-    } else if err.is_connect() {
-        "cannot connect to the api".to_string()
-    } else {
-        format!("HTTP: {err}")
-    }
 }
 
 async fn insert_raw(pool: &PgPool, booking: &Booking) -> Outcome {

@@ -12,7 +12,30 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::booking::{Figures, Outcome};
+use serde::Serialize;
+
+/// What one request came to; `Err` is a short description that groups alike failures.
+pub(crate) type Outcome = Result<(), String>;
+
+/// What one measured run did.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Figures {
+    /// Requests sent.
+    pub(crate) sent: usize,
+    /// Answered 201 (slotcast) or inserted (raw SQL).
+    pub(crate) ok: usize,
+    pub(crate) errors: usize,
+    /// The run stopped at the time cap before sending every booking.
+    pub(crate) capped: bool,
+    pub(crate) wall_s: f64,
+    /// `ok` per second of wall time.
+    pub(crate) rate: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+    /// Distinct errors as `count× message`.
+    pub(crate) error_samples: Vec<String>,
+}
 
 /// Distinct error messages kept per run.
 const ERROR_SAMPLES: usize = 5;

@@ -9,6 +9,7 @@
 //! contract's message types. Exit codes: 0 figures printed, 1 failure, 2 usage.
 
 mod booking;
+mod client;
 mod ingest;
 mod load;
 mod nats;

@@ -16,8 +16,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use crate::booking::{Api, Figures, SLOT};
+use crate::client::{Api, SLOT};
 use crate::load::closed_loop;
+use crate::load::Figures;
 
 /// The targets the issue sets: the rate with the fullest schedule against the empty one...
 pub const BUSY_TARGET: f64 = 0.8;
