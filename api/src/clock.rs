@@ -24,7 +24,7 @@
 //! - An empty server list, or addresses that are not `host:port`, keep the clock unsynced;
 //!   every attempt says so as a [`ClockError`] and in the logs, never as a panic.
 //!
-//! The state logic ([`State`]) is pure: it takes the system time and an [`Instant`] as
+//! The state logic (`State`) is pure: it takes the system time and an [`Instant`] as
 //! arguments, so its transitions are unit-tested without sleeping or a network.
 
 use std::io::ErrorKind;

@@ -1,7 +1,7 @@
-//! Tokens looked up lately, so a request costs no query: each trusted for [`CACHE_TTL`],
-//! and hashes the database did not know refused for [`UNKNOWN_TTL`].
+//! Tokens looked up lately, so a request costs no query: each trusted for `CACHE_TTL`,
+//! and hashes the database did not know refused for `UNKNOWN_TTL`.
 //!
-//! Contract: keyed by the token's hash, never the token; bounded to [`CACHE_MAX`] entries of
+//! Contract: keyed by the token's hash, never the token; bounded to `CACHE_MAX` entries of
 //! each kind; [`TokenCache::clear`] forgets every token (a revocation).
 
 use std::collections::HashMap;
@@ -29,7 +29,7 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    /// Whether `hash` was looked up and not found within [`UNKNOWN_TTL`].
+    /// Whether `hash` was looked up and not found within `UNKNOWN_TTL`.
     pub(crate) fn known_unknown(&self, hash: &str) -> bool {
         let unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
         unknown

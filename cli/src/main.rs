@@ -5,6 +5,10 @@
 //! crates. Exit codes: 0 success, 1 failure (or a refusal), 2 usage or configuration error;
 //! the terminal commands add 3 (token refused) and 4 (API unreachable).
 
+// clap writes `--help` from the arguments' doc comments as plain text, not Markdown: a URL
+// pattern like rtsp://[USER@]HOST there is text for people, not a broken link.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
+
 mod config;
 mod streamer_role;
 mod terminal_book;

@@ -157,7 +157,7 @@ struct Inner {
     state: Mutex<State>,
     viewers: Mutex<HashMap<(String, IpAddr), Instant>>,
     metrics: Metrics,
-    /// Log lines strangers can cause (refusals), one per kind per [`HUSH_PERIOD`].
+    /// Log lines strangers can cause (refusals), one per kind per `HUSH_PERIOD`.
     hush: Hush,
     reports: mpsc::Sender<IngestMessage>,
     disk: mpsc::Sender<DiskBatch>,
@@ -455,7 +455,7 @@ impl Hub {
         self.decide(|control, now| ((), vec![control.pull_report(reservation_id, what, now)]));
     }
 
-    /// A refused publish attempt: a metric, a log line at most every [`HUSH_PERIOD`], and a
+    /// A refused publish attempt: a metric, a log line at most every `HUSH_PERIOD`, and a
     /// count in the reservation's next `refused` report.
     pub fn report_refusal(&self, session: &SessionEntry, reservation_id: &str, refused: &Refused) {
         let reason = refused.label();

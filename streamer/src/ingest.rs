@@ -3,7 +3,7 @@
 //!
 //! Contract: the only code that touches ingest sockets (the [`Poller`] reads them only
 //! through `Connection`). Each connection task owns its [`Session`] (the sans-IO RTSP core)
-//! and, once recording, its [`Pipeline`] (depacketizers → segmenter → playout); while media
+//! and, once recording, its `Pipeline` (depacketizers → segmenter → playout); while media
 //! flows a poller shard holds them and gives them back at the end. Nothing a publisher sends
 //! reaches another publisher's connection: a bad publisher ends its own connection only.
 //!
@@ -18,7 +18,7 @@
 //! latency reported includes that wait. The end of the window, a shutdown and the session
 //! timeout are checked at each poll too.
 //!
-//! Writes to a slow publisher wait for the next polls, bounded in time ([`WRITE_TIMEOUT`]).
+//! Writes to a slow publisher wait for the next polls, bounded in time (`WRITE_TIMEOUT`).
 //! UDP datagrams are accepted only from the publisher's own address, through a bounded queue
 //! drained at each poll (overflow is counted as loss, never buffered without bound).
 
@@ -356,7 +356,7 @@ enum Polled {
 /// frame per publisher once media flows. [`IngestSocket::poll_from_now`] takes the socket out of
 /// the reactor; from then on a poller shard reads it once per period, with every other
 /// connection it holds ([`crate::poller`]). Writes (RTSP responses) that the kernel cannot
-/// take at once wait in `out` for the next read, bounded by [`WRITE_TIMEOUT`].
+/// take at once wait in `out` for the next read, bounded by `WRITE_TIMEOUT`.
 struct IngestSocket {
     stream: Stream,
     out: Vec<u8>,
@@ -460,7 +460,7 @@ impl IngestSocket {
         polled
     }
 
-    /// Writes what waits; a publisher that has taken nothing for [`WRITE_TIMEOUT`] is over.
+    /// Writes what waits; a publisher that has taken nothing for `WRITE_TIMEOUT` is over.
     fn flush(&mut self, now: Instant) -> Polled {
         while !self.out.is_empty() {
             match self.try_write(&self.out) {

@@ -6,7 +6,7 @@
 //! `batch_max`, waiting at most `batch_wait` for more), decides each on the state that
 //! includes the earlier ones, and commits the whole group in one transaction: the events, the
 //! read-model rows, the slot outbox rows, the stored idempotency answers and the NOTIFY
-//! ([`sql`]). A refusal or an invalid command in a group fails nothing else. Once a command is
+//! (`sql`). A refusal or an invalid command in a group fails nothing else. Once a command is
 //! queued it runs to its end whatever its caller does (a dropped connection drops only the
 //! wait for the answer).
 //!

@@ -2,7 +2,7 @@
 //! over TCP interleaved, RECORD), inside the reservation's window.
 //!
 //! Contract: the media come from a [`Source`] (an MP4 file in `mp4`, or a camera pulled with
-//! retina in `camera`) as [`Frame`]s of known [`Track`]s; the pure cores turn them into RTP
+//! retina in `camera`) as [`Frame`]s of known `Track`s; the pure cores turn them into RTP
 //! packets (`rtp`), describe them as SDP (`sdp`), speak the RTSP publishing dialogue
 //! (`session`, sans-IO) and decide when to connect, where, how long to back off and when to
 //! stop (`policy`, sans-IO); `run` is the one async edge that owns the socket, the clock and
