@@ -14,6 +14,7 @@ pub mod slot_index;
 mod spelled;
 pub mod status;
 pub mod time;
+pub mod versions;
 
 pub use booking::{free_windows, free_windows_near, max_overlap, Window};
 pub use schedule::{

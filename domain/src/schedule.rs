@@ -531,7 +531,7 @@ impl DomainEvent for ScheduleEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_string()
+        crate::versions::version_of(&self.event_type()).to_string()
     }
 }
 

@@ -34,7 +34,7 @@ pub enum Error {
     Decode {
         aggregate_id: String,
         sequence: i64,
-        source: serde_json::Error,
+        source: slotcast_domain::versions::DecodeError,
     },
 }
 

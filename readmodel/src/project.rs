@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use slotcast_domain::contract::IngestKind;
+use slotcast_domain::versions;
 use slotcast_domain::{ReservationStatus, ScheduleEvent, ServerSchedule, ServerSettings};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
@@ -126,7 +127,7 @@ async fn load_after(
     last: i64,
 ) -> Result<Vec<(i64, ScheduleEvent)>> {
     let rows = sqlx::query(
-        "SELECT sequence, payload FROM public.events \
+        "SELECT sequence, event_type, event_version, payload FROM public.events \
          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
     )
     .bind(ServerSchedule::TYPE)
@@ -137,12 +138,17 @@ async fn load_after(
     rows.iter()
         .map(|row| {
             let sequence: i64 = row.try_get("sequence")?;
+            let event_type: String = row.try_get("event_type")?;
+            let event_version: String = row.try_get("event_version")?;
             let payload: serde_json::Value = row.try_get("payload")?;
-            let event = serde_json::from_value(payload).map_err(|source| Error::Decode {
-                aggregate_id: aggregate_id.to_string(),
-                sequence,
-                source,
-            })?;
+            let event =
+                versions::decode(&event_type, &event_version, payload).map_err(|source| {
+                    Error::Decode {
+                        aggregate_id: aggregate_id.to_string(),
+                        sequence,
+                        source,
+                    }
+                })?;
             Ok((sequence, event))
         })
         .collect()

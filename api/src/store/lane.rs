@@ -252,8 +252,12 @@ impl Lane {
             loaded: true,
         };
         for event in events {
-            let decoded: ScheduleEvent =
-                serde_json::from_value(event.payload).map_err(ApiError::internal)?;
+            let decoded: ScheduleEvent = slotcast_domain::versions::decode(
+                &event.event_type,
+                &event.event_version,
+                event.payload,
+            )
+            .map_err(ApiError::internal)?;
             cached.state.apply(decoded);
             cached.sequence = event.sequence;
         }
