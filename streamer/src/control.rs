@@ -213,7 +213,9 @@ impl Control {
     }
 
     /// `session`, admitted, records: it is the reservation's publisher from now on, and any
-    /// other (gone silent) is cut off.
+    /// other that `is_silent` is cut off. If another publisher recording the reservation is
+    /// not silent (both were admitted before either recorded), the newcomer is refused
+    /// `busy` and the live one goes on.
     pub fn start_recording(
         &mut self,
         session: u64,
@@ -221,7 +223,15 @@ impl Control {
         credential: Credential,
         codecs: &str,
         now: DateTime<Utc>,
-    ) -> Vec<Action> {
+        is_silent: impl Fn(u64) -> bool,
+    ) -> Result<Vec<Action>, Refused> {
+        let live = self
+            .publishers
+            .iter()
+            .any(|(&id, p)| id != session && p.records(reservation_id) && !is_silent(id));
+        if live {
+            return Err(Refused::Busy);
+        }
         let mut actions = Vec::new();
         for (&id, other) in &mut self.publishers {
             if id != session && other.records(reservation_id) {
@@ -229,7 +239,7 @@ impl Control {
             }
         }
         let Some(publisher) = self.publishers.get_mut(&session) else {
-            return actions;
+            return Ok(actions);
         };
         publisher.recording = Some((reservation_id.to_string(), credential));
         let report = publisher_report(
@@ -239,7 +249,7 @@ impl Control {
             None,
         );
         actions.push(self.report(reservation_id, report, now));
-        actions
+        Ok(actions)
     }
 
     /// Whether `session` records (went through RECORD).

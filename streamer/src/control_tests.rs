@@ -68,7 +68,9 @@ fn recording(control: &mut Control, now: i64) -> u64 {
     control
         .admit(session, "r1", &key("k"), at(now), |_| false)
         .expect("admitted");
-    let actions = control.start_recording(session, "r1", key("k"), "H264", at(now));
+    let actions = control
+        .start_recording(session, "r1", key("k"), "H264", at(now), |_| false)
+        .expect("nobody else records");
     assert!(
         matches!(&actions[..], [Action::Report(m)] if m.kind == IngestKind::Connected),
         "{actions:?}"
@@ -159,7 +161,9 @@ fn one_publisher_at_a_time_and_a_silent_one_is_taken_over() {
     control
         .admit(second, "r1", &key("k"), at(152), silent)
         .expect("admitted over a silent publisher");
-    let actions = control.start_recording(second, "r1", key("k"), "H264", at(152));
+    let actions = control
+        .start_recording(second, "r1", key("k"), "H264", at(152), silent)
+        .expect("the silent one does not hold the reservation");
     assert_eq!(
         actions.first(),
         Some(&Action::Cut {
@@ -168,6 +172,32 @@ fn one_publisher_at_a_time_and_a_silent_one_is_taken_over() {
         })
     );
     assert_eq!(reports(&actions), [(IngestKind::Connected, None)]);
+}
+
+#[test]
+fn of_two_publishers_admitted_at_once_the_first_to_record_keeps_the_reservation() {
+    let mut control = open_slot();
+    let first = control.connect("carrier-a", remote());
+    let second = control.connect("carrier-a", remote());
+    // Both asked before either recorded: both were let in.
+    for session in [first, second] {
+        control
+            .admit(session, "r1", &key("k"), at(150), |_| false)
+            .expect("admitted");
+    }
+    let started = control
+        .start_recording(first, "r1", key("k"), "H264", at(150), |_| false)
+        .expect("the first records");
+    assert_eq!(reports(&started), [(IngestKind::Connected, None)]);
+    // The second finds the first live: it is refused, and the first is not cut off.
+    assert_eq!(
+        control.start_recording(second, "r1", key("k"), "H264", at(150), |_| false),
+        Err(Refused::Busy)
+    );
+    assert!(control.is_recording(first));
+    assert!(!control.is_recording(second));
+    // The refused one leaves no trace in the history when it hangs up.
+    assert_eq!(control.disconnect(second, "refused", false, at(151)), []);
 }
 
 #[test]

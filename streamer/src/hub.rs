@@ -254,11 +254,28 @@ impl Hub {
     /// Runs one decision under the hub's lock and carries out its actions: those that touch
     /// the hub's state at once, under the same lock (so a pull started and a pull stopped
     /// cannot cross), the playout and disk work after it is released.
-    fn decide<T>(&self, decide: impl FnOnce(&mut Control, DateTime<Utc>) -> (T, Vec<Action>)) -> T {
+    /// The decision is given the server clock's time, and which publishers are silent (no
+    /// request, no packet for the session timeout): they do not hold their reservation.
+    fn decide<T>(
+        &self,
+        decide: impl FnOnce(&mut Control, DateTime<Utc>, &dyn Fn(u64) -> bool) -> (T, Vec<Action>),
+    ) -> T {
         let now = self.now();
+        let timeout_ms =
+            u64::try_from(self.inner.config.session_timeout.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = self.ms_since_start(Instant::now());
         let (answer, endings) = {
             let mut state = lock(&self.inner.state);
-            let (answer, actions) = decide(&mut state.control, now);
+            let State {
+                control, sessions, ..
+            } = &mut *state;
+            let is_silent = |id: u64| {
+                sessions.get(&id).is_none_or(|other| {
+                    let last = other.last_activity_ms.load(Ordering::Relaxed);
+                    now_ms.saturating_sub(last) >= timeout_ms
+                })
+            };
+            let (answer, actions) = decide(control, now, &is_silent);
             let mut endings = Vec::new();
             for action in actions {
                 match action {
@@ -332,7 +349,7 @@ impl Hub {
 
     /// The gates are (or are no longer) rebuilt from NATS ([`Control::set_ready`]).
     pub fn set_gates_ready(&self, ready: bool) {
-        self.decide(|control, _| ((), control.set_ready(ready)));
+        self.decide(|control, _, _| ((), control.set_ready(ready)));
     }
 
     /// Whether the gates have been rebuilt from NATS and are following it.
@@ -396,35 +413,48 @@ impl Hub {
             .admit(session.id, reservation_id, credential, at, is_silent)
     }
 
-    /// RECORD went through: the session is the reservation's publisher from now on. A stale
-    /// publisher of the same reservation is cut off. Returns the playout to feed.
+    /// RECORD went through: the session is the reservation's publisher from now on
+    /// ([`Control::start_recording`]), and the playout to feed is returned. A publisher that
+    /// lost the race to another, live one is refused `busy` (and counted as a refusal).
     pub fn start_recording(
         &self,
         session: &SessionEntry,
         reservation_id: &str,
         credential: Credential,
         codecs: &str,
-    ) -> Arc<PlayoutHandle> {
+    ) -> Result<Arc<PlayoutHandle>, Refused> {
         let auth = match credential {
             Credential::Key(_) => "key",
             Credential::Digest(_) => "digest",
         };
-        self.decide(|control, now| {
-            let actions =
-                control.start_recording(session.id, reservation_id, credential, codecs, now);
-            ((), actions)
+        let started = self.decide(|control, now, is_silent| {
+            match control.start_recording(
+                session.id,
+                reservation_id,
+                credential,
+                codecs,
+                now,
+                is_silent,
+            ) {
+                Ok(actions) => (Ok(()), actions),
+                Err(refused) => (Err(refused), Vec::new()),
+            }
         });
+        if let Err(refused) = started {
+            self.report_refusal(session, reservation_id, &refused);
+            return Err(refused);
+        }
         self.metrics()
             .publishers
             .get_or_create(&AuthLabel { auth })
             .inc();
         self.inner.metrics.sessions.inc();
-        self.playout(reservation_id)
+        Ok(self.playout(reservation_id))
     }
 
     /// The connection is gone ([`Control::disconnect`]).
     pub fn end_session(&self, id: u64, reason: &str, failure: bool) {
-        let recorded = self.decide(|control, now| {
+        let recorded = self.decide(|control, now, _| {
             let recorded = control.is_recording(id);
             (recorded, control.disconnect(id, reason, failure, now))
         });
@@ -452,7 +482,7 @@ impl Hub {
             // Pulls are never refused: nobody knocks.
             IngestKind::Refused => {}
         }
-        self.decide(|control, now| ((), vec![control.pull_report(reservation_id, what, now)]));
+        self.decide(|control, now, _| ((), vec![control.pull_report(reservation_id, what, now)]));
     }
 
     /// A refused publish attempt: a metric, a log line at most every `HUSH_PERIOD`, and a
@@ -474,7 +504,7 @@ impl Hub {
 
     /// One slot message from NATS.
     pub fn apply_slot(&self, msg: &SlotMessage) {
-        self.decide(|control, now| ((), control.slot(msg, now)));
+        self.decide(|control, now, _| ((), control.slot(msg, now)));
     }
 
     /// Time passes ([`Control::tick`]): gates close on time, pulls follow their windows, and
@@ -483,7 +513,7 @@ impl Hub {
     pub fn tick(&self) {
         let reports = &self.inner.reports;
         let room = reports.capacity() > reports.max_capacity() / 2;
-        self.decide(|control, now| ((), control.tick(now, Instant::now(), room)));
+        self.decide(|control, now, _| ((), control.tick(now, Instant::now(), room)));
     }
 
     /// A reservation seen on another server's slot subject.
@@ -503,7 +533,7 @@ impl Hub {
 
     /// A pull task has hung up for good: if its slot is over, the playout ends.
     pub fn pull_ended(&self, reservation_id: &str) {
-        self.decide(|control, _| ((), control.pull_ended(reservation_id)));
+        self.decide(|control, _, _| ((), control.pull_ended(reservation_id)));
     }
 
     // ---- playouts and recordings ---------------------------------------------------------

@@ -139,7 +139,9 @@ async fn a_closing_window_cuts_its_publisher_off_and_its_playout_ends_once_it_ha
     let key = Credential::Key("k".into());
     hub.admit(&publisher, "r1", &key, Instant::now())
         .expect("admitted");
-    let playout = hub.start_recording(&publisher, "r1", key, "H264");
+    let playout = hub
+        .start_recording(&publisher, "r1", key, "H264")
+        .expect("nobody else records");
     assert_eq!(next_report(&mut reports).await.kind, IngestKind::Connected);
     assert_eq!(hub.status("r1"), PlayoutState::Waiting);
 

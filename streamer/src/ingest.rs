@@ -779,8 +779,13 @@ impl Connection {
                         return Some(CloseReason::Ended("recording without admission".into()));
                     };
                     let codecs = codec_names(&tracks);
-                    let playout =
+                    let started =
                         hub.start_recording(&self.host.entry, &reservation_id, credential, &codecs);
+                    let playout = match started {
+                        Ok(playout) => playout,
+                        // Another publisher went live first, between our admission and now.
+                        Err(refused) => return Some(CloseReason::Ended(refused.to_string())),
+                    };
                     tracing::info!(reservation = %reservation_id, carrier = %self.carrier,
                         remote = %self.remote, ?transport, codecs, "publisher live");
                     let setup = self.session.setup_tracks();
