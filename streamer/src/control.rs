@@ -194,11 +194,7 @@ impl Control {
         self.gates
             .admit(carrier, reservation_id, credential, now)
             .map_err(Refused::Gate)?;
-        let busy = self
-            .publishers
-            .iter()
-            .any(|(&id, p)| id != session && p.records(reservation_id) && !is_silent(id));
-        if busy {
+        if self.another_live(session, reservation_id, is_silent) {
             return Err(Refused::Busy);
         }
         Ok(())
@@ -225,11 +221,7 @@ impl Control {
         now: DateTime<Utc>,
         is_silent: impl Fn(u64) -> bool,
     ) -> Result<Vec<Action>, Refused> {
-        let live = self
-            .publishers
-            .iter()
-            .any(|(&id, p)| id != session && p.records(reservation_id) && !is_silent(id));
-        if live {
+        if self.another_live(session, reservation_id, is_silent) {
             return Err(Refused::Busy);
         }
         let mut actions = Vec::new();
@@ -250,6 +242,18 @@ impl Control {
         );
         actions.push(self.report(reservation_id, report, now));
         Ok(actions)
+    }
+
+    /// Whether a publisher other than `session` records the reservation and is not silent.
+    fn another_live(
+        &self,
+        session: u64,
+        reservation_id: &str,
+        is_silent: impl Fn(u64) -> bool,
+    ) -> bool {
+        self.publishers
+            .iter()
+            .any(|(&id, p)| id != session && p.records(reservation_id) && !is_silent(id))
     }
 
     /// Whether `session` records (went through RECORD).
