@@ -67,12 +67,8 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
-/// Creates a token for `name` with `role`; returns the token, which is not stored.
-pub async fn create_token(pool: &PgPool, role: Role, name: &str) -> Result<String, ApiError> {
-    create_token_until(pool, role, name, None).await
-}
-
-/// [`create_token`], valid until `expires_at` (never, when `None`).
+/// Creates a token for `name` with `role`, valid until `expires_at` (never, when `None`);
+/// returns the token, which is not stored.
 pub async fn create_token_until(
     pool: &PgPool,
     role: Role,
@@ -95,7 +91,7 @@ pub async fn create_token_until(
 /// What every token starts with; the rest is 64 lower-case hex digits.
 const TOKEN_PREFIX: &str = "sct_";
 
-/// Whether `token` has the form [`create_token`] gives: anything else is refused before the
+/// Whether `token` has the form [`create_token_until`] gives: anything else is refused before the
 /// database is asked.
 fn well_formed(token: &str) -> bool {
     token.strip_prefix(TOKEN_PREFIX).is_some_and(|hex| {

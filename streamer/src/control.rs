@@ -264,6 +264,7 @@ impl Control {
     }
 
     /// The credential `session` records with.
+    #[cfg(test)]
     pub fn credential(&self, session: u64) -> Option<&Credential> {
         let publisher = self.publishers.get(&session)?;
         publisher

@@ -2,42 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use chrono::TimeZone;
-use sha2::{Digest, Sha256};
 use slotcast_domain::contract::{CameraSource, CameraTransport, IngestMode};
 
 use super::*;
-
-fn at(s: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_800_000_000 + s, 0)
-        .single()
-        .expect("a valid time")
-}
-
-fn key(k: &str) -> Credential {
-    Credential::Key(k.to_owned())
-}
+use crate::testing::{at, key, pushed, slot};
 
 fn msg(id: &str, kind: SlotKind, revision: u32, opens: i64, closes: i64, key: &str) -> SlotMessage {
-    SlotMessage {
-        schema: SCHEMA,
+    slot(
+        id,
         kind,
-        reservation_id: id.into(),
-        server_id: "s1".into(),
         revision,
-        opens_at: at(opens),
-        closes_at: at(closes),
-        start: at(opens),
-        end: at(closes),
-        stream_key_hash: hex::encode(Sha256::digest(key.as_bytes())),
-        stream_key_digest: None,
-        ingest: IngestMode::Push {
-            carriers: vec!["carrier-a".into()],
-        },
-        due_at: at(opens),
-        published_at: at(opens),
-        late_ms: 0.0,
-    }
+        (opens, closes),
+        key,
+        pushed(&["carrier-a"]),
+    )
 }
 
 fn camera_msg(kind: SlotKind, revision: u32, opens: i64, closes: i64) -> SlotMessage {

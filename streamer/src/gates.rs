@@ -428,43 +428,17 @@ fn key_matches(key: &str, hash: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-    use slotcast_domain::contract::SCHEMA;
-
-    fn at(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_800_000_000 + s, 0)
-            .single()
-            .expect("valid")
-    }
-
-    fn key(k: &str) -> Credential {
-        Credential::Key(k.to_owned())
-    }
-
-    fn hash(key: &str) -> String {
-        hex::encode(Sha256::digest(key.as_bytes()))
-    }
+    use crate::testing::{at, key, pushed, slot};
 
     fn msg(kind: SlotKind, revision: u32, opens: i64, closes: i64, key: &str) -> SlotMessage {
-        SlotMessage {
-            schema: SCHEMA,
+        slot(
+            "r1",
             kind,
-            reservation_id: "r1".into(),
-            server_id: "s1".into(),
             revision,
-            opens_at: at(opens),
-            closes_at: at(closes),
-            start: at(opens),
-            end: at(closes),
-            stream_key_hash: hash(key),
-            stream_key_digest: None,
-            ingest: IngestMode::Push {
-                carriers: vec!["carrier-a".into(), "carrier-b".into()],
-            },
-            due_at: at(opens),
-            published_at: at(opens),
-            late_ms: 0.0,
-        }
+            (opens, closes),
+            key,
+            pushed(&["carrier-a", "carrier-b"]),
+        )
     }
 
     #[test]

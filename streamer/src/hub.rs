@@ -251,6 +251,16 @@ impl Hub {
             .unwrap_or(u64::MAX)
     }
 
+    /// Whether publisher `id` is silent at `now_ms` (since the hub started): no request and no
+    /// packet for the session timeout, or gone. A silent publisher holds no reservation.
+    fn is_silent(&self, sessions: &HashMap<u64, Arc<SessionEntry>>, id: u64, now_ms: u64) -> bool {
+        let timeout_ms =
+            u64::try_from(self.inner.config.session_timeout.as_millis()).unwrap_or(u64::MAX);
+        sessions.get(&id).is_none_or(|other| {
+            now_ms.saturating_sub(other.last_activity_ms.load(Ordering::Relaxed)) >= timeout_ms
+        })
+    }
+
     /// Runs one decision under the hub's lock and carries out its actions: those that touch
     /// the hub's state at once, under the same lock (so a pull started and a pull stopped
     /// cannot cross), the playout and disk work after it is released.
@@ -261,20 +271,13 @@ impl Hub {
         decide: impl FnOnce(&mut Control, DateTime<Utc>, &dyn Fn(u64) -> bool) -> (T, Vec<Action>),
     ) -> T {
         let now = self.now();
-        let timeout_ms =
-            u64::try_from(self.inner.config.session_timeout.as_millis()).unwrap_or(u64::MAX);
         let now_ms = self.ms_since_start(Instant::now());
         let (answer, endings) = {
             let mut state = lock(&self.inner.state);
             let State {
                 control, sessions, ..
             } = &mut *state;
-            let is_silent = |id: u64| {
-                sessions.get(&id).is_none_or(|other| {
-                    let last = other.last_activity_ms.load(Ordering::Relaxed);
-                    now_ms.saturating_sub(last) >= timeout_ms
-                })
-            };
+            let is_silent = |id: u64| self.is_silent(sessions, id, now_ms);
             let (answer, actions) = decide(control, now, &is_silent);
             let mut endings = Vec::new();
             for action in actions {
@@ -399,15 +402,9 @@ impl Hub {
         now: Instant,
     ) -> Result<(), Refused> {
         let at = self.now();
-        let timeout_ms =
-            u64::try_from(self.inner.config.session_timeout.as_millis()).unwrap_or(u64::MAX);
         let now_ms = self.ms_since_start(now);
         let state = lock(&self.inner.state);
-        let is_silent = |id: u64| {
-            state.sessions.get(&id).is_none_or(|other| {
-                now_ms.saturating_sub(other.last_activity_ms.load(Ordering::Relaxed)) >= timeout_ms
-            })
-        };
+        let is_silent = |id: u64| self.is_silent(&state.sessions, id, now_ms);
         state
             .control
             .admit(session.id, reservation_id, credential, at, is_silent)

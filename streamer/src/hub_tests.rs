@@ -1,12 +1,11 @@
 //! The hub carrying out [`Control`]'s actions: publishers cut off through their tokens, pulls
 //! started and stopped through the puller, playouts ended with their recording's last writes.
 
-use chrono::TimeZone;
-use sha2::{Digest, Sha256};
-use slotcast_domain::contract::{CameraSource, CameraTransport, IngestMode, SlotKind, SCHEMA};
+use slotcast_domain::contract::{CameraSource, CameraTransport, IngestMode, SlotKind};
 
 use super::*;
 use crate::config::Listener;
+use crate::testing::{self, at};
 
 /// A server clock the test moves by hand.
 #[derive(Default)]
@@ -24,30 +23,8 @@ impl Clock for HandClock {
     }
 }
 
-fn at(s: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_800_000_000 + s, 0)
-        .single()
-        .expect("a valid time")
-}
-
 fn slot(id: &str, kind: SlotKind, revision: u32, ingest: IngestMode) -> SlotMessage {
-    SlotMessage {
-        schema: SCHEMA,
-        kind,
-        reservation_id: id.into(),
-        server_id: "s1".into(),
-        revision,
-        opens_at: at(100),
-        closes_at: at(200),
-        start: at(100),
-        end: at(200),
-        stream_key_hash: hex::encode(Sha256::digest(b"k")),
-        stream_key_digest: None,
-        ingest,
-        due_at: at(100),
-        published_at: at(100),
-        late_ms: 0.0,
-    }
+    testing::slot(id, kind, revision, (100, 200), "k", ingest)
 }
 
 struct Rig {
@@ -131,9 +108,7 @@ async fn a_closing_window_cuts_its_publisher_off_and_its_playout_ends_once_it_ha
         mut disk,
     } = rig(no_pulls);
     clock.set(150);
-    let push = IngestMode::Push {
-        carriers: vec!["carrier-a".into()],
-    };
+    let push = testing::pushed(&["carrier-a"]);
     hub.apply_slot(&slot("r1", SlotKind::Opened, 1, push));
     let publisher = hub.register_session("carrier-a", "127.0.0.9:4000".parse().expect("addr"));
     let key = Credential::Key("k".into());

@@ -28,6 +28,8 @@ pub mod poller;
 pub mod recording;
 pub mod refusals;
 pub mod rtsp;
+#[cfg(test)]
+mod testing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
