@@ -511,16 +511,8 @@ const FIXTURE: [(&str, &str); 5] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_written_before_group_commit_loads_projects_and_rebuilds() {
     let db = TestDb::new().await;
-    let dump = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/before_issue17.sql"
-    ))
-    .expect("the fixture");
+    db.load_before_issue17().await;
     let mut conn = db.connect().await;
-    sqlx::raw_sql(&dump)
-        .execute(&mut conn)
-        .await
-        .expect("load the fixture");
     // Its one stored answer would have expired by its age (24 h): as if written just now.
     sqlx::query("UPDATE public.idempotency SET created_at = now()")
         .execute(&mut conn)

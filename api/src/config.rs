@@ -30,6 +30,9 @@ pub struct ApiConfig {
     /// How often the catch-up projector looks for events inline dispatch missed; `None`
     /// disables it.
     pub catch_up_interval: Option<Duration>,
+    /// How often each server's event-chain head is anchored (`audit_anchors` and NATS);
+    /// at most a minute.
+    pub audit_anchor_interval: Duration,
     /// Largest request body accepted.
     pub body_limit: usize,
     /// What the API port allows each client (timeouts, connections).
@@ -61,6 +64,7 @@ impl ApiConfig {
             booking_batch_max: StoreConfig::default().batch_max,
             booking_batch_wait: StoreConfig::default().batch_wait,
             catch_up_interval: Some(Duration::from_millis(500)),
+            audit_anchor_interval: Duration::from_secs(30),
             body_limit: 64 * 1024,
             http: slotcast_http::Limits::default(),
             idempotency_ttl: Duration::from_secs(24 * 3600),

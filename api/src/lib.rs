@@ -5,6 +5,7 @@
 //! stops all of it when the shutdown token is cancelled. Errors map to HTTP only in
 //! [`error`].
 
+pub mod anchors;
 pub mod auth;
 pub mod clock;
 pub mod clock_select;
@@ -93,8 +94,17 @@ pub async fn serve(
         state.tokens.clone(),
         shutdown.clone(),
     ));
-    if let Some(nats_config) = state.config.nats.clone() {
-        let nats = slotcast_nats::connect(nats_config, "slotcast-api").await?;
+    let nats = match state.config.nats.clone() {
+        Some(nats_config) => Some(slotcast_nats::connect(nats_config, "slotcast-api").await?),
+        None => None,
+    };
+    tasks.spawn(anchors::run(
+        state.pool.clone(),
+        nats.clone(),
+        state.config.audit_anchor_interval,
+        shutdown.clone(),
+    ));
+    if let Some(nats) = nats {
         tasks.spawn(consumers::run(
             state.clone(),
             nats.clone(),

@@ -98,6 +98,7 @@ pub struct ApiSection {
     pub booking_lanes: Option<u64>,
     pub booking_batch_max: Option<u64>,
     pub booking_batch_wait_ms: Option<u64>,
+    pub audit_anchor_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -276,6 +277,17 @@ pub fn api_config(file: &FileConfig, env: &Env) -> Result<ApiConfig> {
         );
         config.booking_batch_wait = Duration::from_millis(ms);
     }
+    if let Some(ms) = pick(
+        "SLOTCAST_AUDIT_ANCHOR_INTERVAL_MS",
+        file.api.audit_anchor_interval_ms,
+    )? {
+        anyhow::ensure!(
+            (100..=60_000).contains(&ms),
+            "SLOTCAST_AUDIT_ANCHOR_INTERVAL_MS / api.audit_anchor_interval_ms = {ms}: expected \
+             100 to 60000 (a chain head is anchored at least once a minute)"
+        );
+        config.audit_anchor_interval = Duration::from_millis(ms);
+    }
     let catch_up = match env.get("SLOTCAST_CATCH_UP_INTERVAL_MS") {
         Some(v) => Some(parse_u64("SLOTCAST_CATCH_UP_INTERVAL_MS", v)?),
         None => file.api.catch_up_interval_ms,
@@ -436,7 +448,7 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
 /// One carrier on loopback, for a single-machine demo.
 pub const DEFAULT_INGEST_LISTENERS: &str = "carrier-a=127.0.0.1:8554";
 
-fn nats_config(file: &FileConfig, env: &Env) -> Result<NatsConfig> {
+pub fn nats_config(file: &FileConfig, env: &Env) -> Result<NatsConfig> {
     let url = env
         .get("NATS_URL")
         .map(str::to_string)

@@ -9,6 +9,7 @@
 // pattern like rtsp://[USER@]HOST there is text for people, not a broken link.
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
 
+mod audit;
 mod config;
 mod streamer_role;
 mod terminal_book;
@@ -58,6 +59,54 @@ enum Top {
         #[command(subcommand)]
         command: Admin,
     },
+    /// Audit the event store: re-decide every recorded command, check the hash chains and
+    /// their anchors, export a server's trail for an offline check (docs/audit.md).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Replay each server's events, decide every recorded command again (the same event must
+    /// come out), and check every hash chain against its anchors (audit_anchors, and NATS when
+    /// it answers). Prints events checked, events/s, the first divergence and every changed,
+    /// deleted or reordered event and truncated stream. Exit 1 when anything differs.
+    Verify {
+        /// Only this server.
+        #[arg(long, value_name = "ID", conflicts_with = "file")]
+        server: Option<String>,
+        /// Count and re-decide only events recorded at or after this instant (RFC 3339).
+        /// Earlier events are still replayed: the state they leave is what is decided on.
+        #[arg(long, value_name = "T", value_parser = parse_instant)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// ... and at or before this one (RFC 3339).
+        #[arg(long, value_name = "T", value_parser = parse_instant)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Check an export (`slotcast audit export`) instead, with no database.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Write a server's events as JSON Lines to standard output: one event per line with its
+    /// payload and metadata exactly as stored, its prev_hash and hash, then its anchors.
+    Export {
+        #[arg(long, value_name = "ID")]
+        server: String,
+        /// Only events recorded at or after this instant (RFC 3339).
+        #[arg(long, value_name = "T", value_parser = parse_instant)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events recorded at or before this instant (RFC 3339); the anchors are left
+        /// out, since they cover later events.
+        #[arg(long, value_name = "T", value_parser = parse_instant)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+fn parse_instant(text: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{e}: expected RFC 3339, e.g. 2026-12-05T14:00:00Z"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -296,6 +345,7 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
             );
             println!("token {id} revoked");
         }
+        Top::Audit { command } => return run_audit(command, &file, &env).await,
         Top::Admin {
             command: Admin::Rebuild,
         } => {
@@ -310,6 +360,80 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn run_audit(command: AuditCmd, file: &config::FileConfig, env: &Env) -> Result<()> {
+    match command {
+        AuditCmd::Verify {
+            file: Some(path),
+            from,
+            to,
+            ..
+        } => {
+            let started = std::time::Instant::now();
+            let report = audit::verify_file(&path, slotcast_domain::audit::Range { from, to })?;
+            let from_file = format!("from {}", path.display());
+            finish_audit(&report, started, &[from_file])
+        }
+        AuditCmd::Verify {
+            server,
+            from,
+            to,
+            file: None,
+        } => {
+            let pool = connect(file, env).await?;
+            let started = std::time::Instant::now();
+            let mut anchors = audit::Anchors::new();
+            let mut sources = vec!["audit_anchors".to_string()];
+            let stored = audit::store_anchors(&pool, server.as_deref()).await?;
+            audit::add_anchors(&mut anchors, stored, "audit_anchors");
+            let nats =
+                slotcast_nats::connect(config::nats_config(file, env)?, "slotcast-audit").await?;
+            let servers = audit::servers(&pool, server.as_deref()).await?;
+            match audit::nats_anchors(&nats, &servers).await {
+                Ok(published) => {
+                    audit::add_anchors(&mut anchors, published, "nats");
+                    sources.push("nats".to_string());
+                }
+                Err(why) => sources.push(format!("not on NATS: {why}")),
+            }
+            let scope = audit::Scope {
+                server,
+                range: slotcast_domain::audit::Range { from, to },
+            };
+            let mut progress = audit::progress(&pool).await;
+            let report = audit::verify_store(&pool, &scope, anchors, &mut progress).await?;
+            finish_audit(&report, started, &sources)
+        }
+        AuditCmd::Export { server, from, to } => {
+            let pool = connect(file, env).await?;
+            let scope = audit::Scope {
+                server: Some(server),
+                range: slotcast_domain::audit::Range { from, to },
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let written = audit::export(&pool, &scope, &mut out).await?;
+            eprintln!("exported {written} events");
+            Ok(())
+        }
+    }
+}
+
+fn finish_audit(
+    report: &slotcast_domain::audit::Report,
+    started: std::time::Instant,
+    sources: &[String],
+) -> Result<()> {
+    if audit::print(report, started.elapsed(), sources) {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "the audit found {} differing decisions and {} chain problems",
+            report.divergences,
+            report.findings.len()
+        )
+    }
 }
 
 /// A small pool on a migrated database.

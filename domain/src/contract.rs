@@ -123,6 +123,31 @@ pub struct SlotMessage {
     pub late_ms: f64,
 }
 
+/// One message on `SLOTCAST_AUDIT`, published by the api: a server's event-chain head
+/// (`docs/audit.md`). Its `Nats-Msg-Id` is `<server_id>:<sequence>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAnchor {
+    pub server_id: String,
+    pub sequence: i64,
+    /// Lower-case hex SHA-256: the `hash` of the server's event at `sequence`.
+    pub hash: String,
+    pub anchored_at: DateTime<Utc>,
+}
+
+impl AuditAnchor {
+    /// An anchor from an `audit_anchors` row (the hash as stored, in bytes).
+    pub fn from_row(
+        (server_id, sequence, hash, anchored_at): (String, i64, Vec<u8>, DateTime<Utc>),
+    ) -> Self {
+        Self {
+            server_id,
+            sequence,
+            hash: hex::encode(hash),
+            anchored_at,
+        }
+    }
+}
+
 spelled! {
     /// What the streamer reports about a publisher or a pull.
     pub enum IngestKind {
@@ -250,6 +275,21 @@ impl Names {
     /// `SLOTCAST_INGEST` for the default prefix.
     pub fn ingest_stream(&self) -> String {
         self.stream("INGEST")
+    }
+
+    /// `SLOTCAST_AUDIT` for the default prefix.
+    pub fn audit_stream(&self) -> String {
+        self.stream("AUDIT")
+    }
+
+    /// `slotcast.audit.>`: every server's chain anchors.
+    pub fn audit_subjects(&self) -> String {
+        format!("{}.audit.>", self.prefix)
+    }
+
+    /// `slotcast.audit.<server_id>`: one server's chain anchors.
+    pub fn audit_subject(&self, server_id: &str) -> String {
+        format!("{}.audit.{server_id}", self.prefix)
     }
 
     /// `slotcast.slot.>`: every slot subject.

@@ -5,6 +5,9 @@
 //! reservation id, the stream-key hash and any sealing nonce all arrive inside the command, so every decision is
 //! a function of (state, command) and replays byte for byte.
 
+pub mod audit;
+#[cfg(test)]
+mod audit_tests;
 pub mod booking;
 pub mod contract;
 pub mod schedule;

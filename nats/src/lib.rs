@@ -252,6 +252,23 @@ impl Nats {
         .await
     }
 
+    /// `SLOTCAST_AUDIT`: each server's event-chain anchors, kept with no age limit (the
+    /// last 1,000 per server: the latest anchor alone covers the whole chain before it).
+    pub async fn ensure_audit_stream(&self) -> Result<stream::Info> {
+        let names = &self.config.names;
+        self.ensure(stream::Config {
+            name: names.audit_stream(),
+            description: Some("slotcast audit: each server's event-chain head".into()),
+            subjects: vec![names.audit_subjects()],
+            storage: stream::StorageType::File,
+            max_messages_per_subject: 1000,
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+    }
+
     async fn ensure(&self, config: stream::Config) -> Result<stream::Info> {
         let name = config.name.clone();
         self.jetstream

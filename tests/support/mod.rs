@@ -91,6 +91,23 @@ impl TestDb {
     }
 
     /// Runs a query returning one JSON value (e.g. `SELECT json_agg(...)`).
+    /// Loads `tests/fixtures/before_issue17.sql`: a database as slotcast wrote it before
+    /// issue 17 (migrations, events and read model of that time).
+    pub async fn load_before_issue17(&self) {
+        let dump = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/before_issue17.sql"
+        ))
+        .expect("the fixture");
+        // Its own connection: the dump empties the search_path.
+        let mut conn = self.connect().await;
+        sqlx::raw_sql(&dump)
+            .execute(&mut conn)
+            .await
+            .expect("load the fixture");
+        let _ = conn.close().await;
+    }
+
     pub async fn json(&self, sql: &str) -> Value {
         let mut conn = self.connect().await;
         let v: Option<Value> = sqlx::query_scalar(sql)

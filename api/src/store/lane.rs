@@ -16,17 +16,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::persist::PersistedEventRepository;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use futures_util::FutureExt;
 use postgres_es::PostgresEventRepository;
 use rand::Rng;
-use serde_json::json;
+use slotcast_domain::audit::{Hash, Metadata, StoredRow, GENESIS};
 use slotcast_domain::{ScheduleEvent, ServerSchedule, ServerSettings};
 use slotcast_readmodel::Stream;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
-use super::sql::{self, EventRow, Fail, Race, Settled};
+use super::sql::{self, Fail, Race, Settled};
 use super::{Decided, Job, Reply, Stats, StoreConfig};
 use crate::error::ApiError;
 use crate::idempotency::Sealed;
@@ -39,6 +39,8 @@ const FAILURES: u32 = 3;
 struct Cached {
     state: ServerSchedule,
     sequence: usize,
+    /// The hash of the event at `sequence` (the next event's `prev_hash`).
+    head: Hash,
     /// False until loaded from the store, and again after a group that touched it failed.
     loaded: bool,
 }
@@ -55,6 +57,8 @@ pub(super) struct Lane {
 /// A decision of this attempt, not yet committed.
 struct Staged {
     decided: Decided,
+    /// Its events as they will be stored, hashed and chained.
+    rows: Vec<StoredRow>,
     answer: Option<(u16, serde_json::Value)>,
     sealed: Option<Sealed>,
     sequence: usize,
@@ -249,6 +253,7 @@ impl Lane {
         let mut cached = Cached {
             state: ServerSchedule::default(),
             sequence: 0,
+            head: GENESIS,
             loaded: true,
         };
         for event in events {
@@ -260,6 +265,11 @@ impl Lane {
             .map_err(ApiError::internal)?;
             cached.state.apply(decoded);
             cached.sequence = event.sequence;
+        }
+        if cached.sequence > 0 {
+            cached.head = sql::hash_at(&self.pool, server_id, cached.sequence as i64)
+                .await
+                .map_err(ApiError::internal)?;
         }
         Ok(cached)
     }
@@ -305,13 +315,22 @@ impl Lane {
                     }
                 },
             };
+            let (rows, head) = match seal(&job, cached, &decided.events) {
+                Ok(sealed) => sealed,
+                Err(err) => {
+                    let _ = job.reply.send(Err(ApiError::internal(err)));
+                    continue;
+                }
+            };
             for event in &decided.events {
                 cached.state.apply(event.clone());
             }
             cached.sequence += decided.events.len();
+            cached.head = head;
             staged_on.insert(job.server_id.clone());
             outcomes.push(Outcome::Staged(Box::new(Staged {
                 sequence: cached.sequence,
+                rows,
                 decided,
                 answer,
                 sealed,
@@ -323,7 +342,7 @@ impl Lane {
 
     /// The group's one transaction.
     async fn commit(&self, jobs: &[Job], outcomes: &[Outcome]) -> Result<(), Fail> {
-        let mut rows = Vec::with_capacity(jobs.len());
+        let mut rows: Vec<&StoredRow> = Vec::with_capacity(jobs.len());
         let mut by_server: Vec<(&str, Vec<ScheduleEvent>, i64, Option<&ServerSettings>)> =
             Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
@@ -333,11 +352,7 @@ impl Lane {
                 continue;
             };
             let first = staged.sequence + 1 - staged.decided.events.len();
-            for (i, event) in staged.decided.events.iter().enumerate() {
-                rows.push(
-                    event_row(job, first + i, event).map_err(|e| Fail::NotCommitted(e.into()))?,
-                );
-            }
+            rows.extend(&staged.rows);
             let at = *index.entry(job.server_id.as_str()).or_insert_with(|| {
                 by_server.push((job.server_id.as_str(), Vec::new(), first as i64, None));
                 by_server.len() - 1
@@ -415,24 +430,34 @@ fn settings_after(state: &ServerSchedule, event: &ScheduleEvent) -> Option<Serve
     }
 }
 
-fn event_row(
+/// `events`, decided for `job` right after what `cached` holds, as rows: each with the
+/// metadata slotcast records (who, which request, when, and the command, so an audit can
+/// decide it again), hashed and chained from the cached head; and the new head.
+fn seal(
     job: &Job,
-    sequence: usize,
-    event: &ScheduleEvent,
-) -> Result<EventRow, serde_json::Error> {
-    Ok(EventRow {
-        aggregate_id: job.server_id.clone(),
-        sequence: sequence as i64,
-        event_type: event.event_type(),
-        event_version: event.event_version(),
-        payload: serde_json::to_value(event)?,
-        metadata: json!({
-            "actor": job.context.actor,
-            "request_id": job.context.request_id,
-            "recorded_at": slotcast_domain::time::rfc3339_us(&job.context.recorded_at),
-            "reservation_id": event.reservation_id(),
-        }),
-    })
+    cached: &Cached,
+    events: &[ScheduleEvent],
+) -> Result<(Vec<StoredRow>, Hash), serde_json::Error> {
+    let mut head = cached.head;
+    let mut rows = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let metadata = Metadata {
+            actor: job.context.actor.clone(),
+            request_id: job.context.request_id.clone(),
+            recorded_at: slotcast_domain::time::rfc3339_us(&job.context.recorded_at),
+            reservation_id: event.reservation_id().map(str::to_string),
+            command: Some(job.command.clone()),
+        };
+        let sequence = (cached.sequence + 1 + i) as i64;
+        rows.push(StoredRow::seal(
+            &job.server_id,
+            sequence,
+            event,
+            &metadata,
+            &mut head,
+        )?);
+    }
+    Ok((rows, head))
 }
 
 /// Answers every job with its outcome (the group committed).

@@ -8,22 +8,13 @@
 
 use std::time::Duration;
 
+use slotcast_domain::audit::{Hash, StoredRow};
 use slotcast_domain::ServerSchedule;
 use slotcast_readmodel::Stream;
 use sqlx::{PgConnection, PgPool};
 
 use crate::idempotency::{self, Sealed};
 use cqrs_es::Aggregate;
-
-/// One event as it is stored.
-pub(super) struct EventRow {
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
-}
 
 /// The unique key another writer got to first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +54,7 @@ fn classify(err: sqlx::Error) -> Fail {
 /// shared lock), the projection, `COMMIT`.
 pub(super) async fn commit(
     pool: &PgPool,
-    events: &[EventRow],
+    events: &[&StoredRow],
     streams: &[Stream<'_>],
     answers: &[&Sealed],
     project: bool,
@@ -90,7 +81,7 @@ pub(super) async fn commit(
 /// happens under it); returns the writing transaction's id.
 async fn insert(
     conn: &mut PgConnection,
-    events: &[EventRow],
+    events: &[&StoredRow],
     answers: &[&Sealed],
     lock_read_model: bool,
 ) -> Result<String, sqlx::Error> {
@@ -98,20 +89,22 @@ async fn insert(
     let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
-    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
-    let metadata: Vec<&serde_json::Value> = events.iter().map(|e| &e.metadata).collect();
+    let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+    let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
+    let prev_hashes: Vec<&[u8]> = events.iter().map(|e| e.prev_hash.as_slice()).collect();
+    let hashes: Vec<&[u8]> = events.iter().map(|e| e.hash.as_slice()).collect();
     let answers = idempotency::Columns::of(answers);
-    // Stored as postgres-es stores them (jsonb's text form in `json` columns), so rows
-    // written before and after read the same.
+    // Payload and metadata go in as text and are kept as that text (`json` stores its input
+    // verbatim): the row's hash covers them exactly as stored.
     sqlx::query_scalar(
         "WITH locked AS ( \
              SELECT pg_advisory_xact_lock_shared($8) WHERE $9), \
          ins AS ( \
              INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                 event_version, payload, metadata) \
-             SELECT $1, id, seq, t, v, p::json, m::json \
-             FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], \
-                 $7::jsonb[]) AS u(id, seq, t, v, p, m) \
+                 event_version, payload, metadata, prev_hash, hash) \
+             SELECT $1, id, seq, t, v, p::json, m::json, ph, h \
+             FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
+                 $7::text[], $15::bytea[], $16::bytea[]) AS u(id, seq, t, v, p, m, ph, h) \
              RETURNING txid), \
          answered AS ( \
              INSERT INTO idempotency (key_hash, request_hash, status, nonce, body) \
@@ -133,8 +126,30 @@ async fn insert(
     .bind(&answers.status)
     .bind(&answers.nonce)
     .bind(&answers.body)
+    .bind(&prev_hashes)
+    .bind(&hashes)
     .fetch_one(conn)
     .await
+}
+
+/// The hash of `aggregate_id`'s event at `sequence` (the chain head the next event links to).
+pub(super) async fn hash_at(
+    pool: &PgPool,
+    aggregate_id: &str,
+    sequence: i64,
+) -> Result<Hash, sqlx::Error> {
+    let hash: Vec<u8> = sqlx::query_scalar(
+        "SELECT hash FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+    )
+    .bind(ServerSchedule::TYPE)
+    .bind(aggregate_id)
+    .bind(sequence)
+    .fetch_one(pool)
+    .await?;
+    hash.try_into().map_err(|_| {
+        sqlx::Error::Protocol(format!("{aggregate_id}#{sequence}: a hash is 32 bytes"))
+    })
 }
 
 /// What became of a transaction whose `COMMIT` went unanswered.
