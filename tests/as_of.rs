@@ -463,6 +463,7 @@ async fn answers_as_of_each_moment_equal_the_answers_given_then() {
     assert_eq!(status, 200, "{expected}");
     assert_eq!(listed.json(), expected);
 
+    ok(&t.run(&["show", &a, "--as-of", "-1s"]), "show --as-of -1s");
     let later = t.run(&["show", &a, "--as-of", "+1h"]);
     assert_eq!(later.code, 1, "{}{}", later.stdout, later.stderr);
     assert!(

@@ -47,13 +47,14 @@ pub enum Command {
         #[arg(long)]
         server: Option<String>,
     },
-    /// One reservation, and what this terminal stored for it.
+    /// One reservation, and what this terminal stored for it (--as-of: as slotcast knew it
+    /// at an instant).
     Show {
         id: String,
         /// Show it as slotcast knew it at TIME instead, from the events recorded by then:
         /// RFC 3339 (2030-01-01T12:00:00Z), local wall time (2030-01-01 21:00, or 21:00 for
         /// its last occurrence), or before the server's now (-2h, now-30m). Not after now.
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
         as_of: Option<String>,
     },
     /// Cancel a reservation.
@@ -71,7 +72,8 @@ pub enum Command {
     /// Go live on a reservation: wait for its window (with a countdown on the corrected
     /// clock), then publish a clip or a camera over the preset carrier until the window closes.
     Live(crate::terminal_live::LiveArgs),
-    /// A server's day, as a timeline in your time zone.
+    /// A server's day, as a timeline in your time zone (--as-of: as slotcast knew it at an
+    /// instant).
     Schedule {
         server: String,
         /// The day (YYYY-MM-DD, local); today by default (with --as-of, that instant's day).
@@ -80,7 +82,7 @@ pub enum Command {
         /// The schedule as slotcast knew it at TIME, from the events recorded by then: RFC
         /// 3339, local wall time (21:00 alone is its last occurrence), or before the server's
         /// now (-2h, now-30m). Not after now.
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
         as_of: Option<String>,
     },
     /// Print a shell completion script (e.g. `slotcast completions bash > ~/.slotcast.bash`).
