@@ -3,7 +3,8 @@
 //! an operator and two tenants, at many moments while booking, refusing, rescheduling,
 //! changing the server, rotating a key, cancelling, and while the slot clock and the streamer's
 //! reports move a slot through its window; then it asks for each as of each moment, through the
-//! API and through the terminal.
+//! API and through the terminal. And an instant between two decisions recorded out of their
+//! sequence's order sees neither.
 
 mod support;
 
@@ -471,4 +472,82 @@ async fn answers_as_of_each_moment_equal_the_answers_given_then() {
         "{}",
         later.stderr
     );
+}
+
+/// Two decisions recorded in one order and sequenced in the other (as two api processes
+/// racing can leave them): an event counts only once every event before it in the server's
+/// sequence does, so an answer as of an instant between them is a state the server really
+/// went through, never the later decision without the earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_counts_only_once_every_event_before_it_counts() {
+    let db = TestDb::new().await;
+    let operator = token(&db, "operator", "ops");
+    let alice = token(&db, "distributor", "alice");
+    let api = Api::start(&db, &[]);
+    let (status, body) = api
+        .post("/v1/servers", &operator, support::server_body("s1", 2))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let base = Utc::now() + Duration::hours(1);
+    let mut ids = Vec::new();
+    for m in [0, 60] {
+        let (status, booked) = api
+            .post(
+                "/v1/reservations",
+                &alice,
+                json!({"server_id": "s1", "start": ts(base + Duration::minutes(m)),
+                       "end": ts(base + Duration::minutes(m + 30))}),
+            )
+            .await;
+        assert_eq!(status, 201, "{booked}");
+        ids.push(booked["id"].as_str().expect("id").to_string());
+    }
+    // The first booking (sequence 2) is made to record 2 ms after the second (sequence 3).
+    let second = db
+        .json("SELECT to_jsonb(metadata ->> 'recorded_at') FROM events WHERE sequence = 3")
+        .await;
+    let second = time(&second);
+    let shifted = ts_us(second + Duration::milliseconds(2));
+    let mut conn = db.connect().await;
+    sqlx::query(
+        "UPDATE events SET metadata = jsonb_set(metadata::jsonb, '{recorded_at}', \
+         to_jsonb($1::text))::json WHERE sequence = 2",
+    )
+    .bind(&shifted)
+    .execute(&mut conn)
+    .await
+    .expect("shift the first booking's recorded_at");
+
+    let slots = |at: String| {
+        let path = with_as_of("/v1/servers/s1/schedule", &at);
+        let api = &api;
+        let operator = &operator;
+        async move {
+            let (status, body) = api.get(&path, operator).await;
+            assert_eq!(status, 200, "{body}");
+            body["slots"]
+                .as_array()
+                .expect("slots")
+                .iter()
+                .map(|s| s["reservation_id"].as_str().expect("id").to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Between the two: the second is recorded, but the first, before it in the sequence, is
+    // not yet; so neither counts.
+    let between = ts_us(second + Duration::milliseconds(1));
+    assert_eq!(slots(between.clone()).await, Vec::<String>::new());
+    let (status, body) = api
+        .get(
+            &with_as_of(&format!("/v1/reservations/{}", ids[1]), &between),
+            &alice,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    // From the first's recorded_at on, both.
+    assert_eq!(slots(shifted).await, ids);
+}
+
+fn ts_us(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
