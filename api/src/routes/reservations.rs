@@ -196,8 +196,9 @@ fn camera_source(
 /// The longest camera user name or password taken.
 const LOGIN_MAX: usize = 256;
 
-/// Whether `caller` may see `row`: its owner or an operator.
-fn may_see(caller: &Caller, row: &ReservationRow) -> bool {
+/// Whether `caller` may see `row` (or its title and owner in a schedule): its owner or an
+/// operator.
+pub(super) fn may_see(caller: &Caller, row: &ReservationRow) -> bool {
     caller.is_operator() || row.owner == caller.0.name
 }
 

@@ -5,7 +5,7 @@
 //! Contract: a schedule answer is built from read-model rows by one mapping (`slot`),
 //! whether the rows come from the read model (live) or from the server's events folded up to
 //! the instant (`slotcast_readmodel::read::as_of`); titles and owners only for their owner or
-//! an operator, either way.
+//! an operator, either way (the rule a reservation is shown by).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -262,7 +262,7 @@ pub async fn schedule(
 
 /// One slot of a schedule as `caller` may see it.
 fn slot(r: ReservationRow, caller: &Caller) -> ScheduleSlot {
-    let visible = caller.is_operator() || caller.0.name == r.owner;
+    let visible = super::reservations::may_see(caller, &r);
     ScheduleSlot {
         reservation_id: r.id,
         start: r.start_at,
