@@ -5,13 +5,15 @@
 //! acceptance it stores the setting info (one file per reservation, mode 0600) and prints the
 //! clock difference measured from that very answer.
 //! A refusal prints the reason, the conflicts and the suggested windows, and exits 1.
+//! `show` and `schedule` take `--as-of TIME`: the API's answer as of that instant, shown
+//! with relative times counted from it, never from now.
 
 use chrono::{DateTime, Duration, Local, NaiveDate, TimeZone, Utc};
 use clap::Args;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use slotcast_terminal::camera_url::CameraUrl;
-use slotcast_terminal::client::{error_of, Answer, Client, Reply};
+use slotcast_terminal::client::{self, error_of, Answer, Client, Reply};
 use slotcast_terminal::clock::Sample;
 use slotcast_terminal::store::Setting;
 use slotcast_terminal::view::{self, DaySlot};
@@ -380,8 +382,49 @@ pub async fn reservations(
     Ok(())
 }
 
-pub async fn show(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalError> {
-    let answer: Reply<ReservationDto> = client.get(&format!("/v1/reservations/{id}")).await?;
+/// The instant `--as-of TIME` names: a TIME as `--start` takes it, except that a wall-clock
+/// time alone (`21:00`) is its last occurrence, not its next, and `-DURATION` (or
+/// `now-DURATION`) goes back from `now`. An instant still to come is the API's to refuse.
+fn as_of_time<Tz: TimeZone>(
+    text: &str,
+    now: DateTime<Utc>,
+    zone: &Tz,
+) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Some(back) = text.strip_prefix("now-").or_else(|| text.strip_prefix('-')) {
+        return Ok(now - when::parse_duration(back)?);
+    }
+    let at = when::parse_time(text, now, zone)?;
+    if at > now && !text.starts_with('+') && !text.starts_with("now") {
+        // A wall-clock time alone is read as its next occurrence after the instant given:
+        // from a day back, that is its last one up to now. Any other TIME does not move.
+        let last = when::parse_time(text, now - Duration::days(1), zone)?;
+        if last <= now {
+            return Ok(last);
+        }
+    }
+    Ok(at)
+}
+
+/// `--as-of`, read against the server's now.
+fn as_of_arg(ctx: &Ctx, as_of: Option<&str>) -> Result<Option<DateTime<Utc>>, TerminalError> {
+    as_of
+        .map(|text| {
+            as_of_time(text, ctx.server_now(), &Local)
+                .map_err(|e| TerminalError::Usage(format!("--as-of {e}")))
+        })
+        .transpose()
+}
+
+pub async fn show(
+    ctx: &Ctx,
+    client: &Client,
+    id: &str,
+    as_of: Option<String>,
+) -> Result<(), TerminalError> {
+    let at = as_of_arg(ctx, as_of.as_deref())?;
+    let path = client::as_of(&format!("/v1/reservations/{id}"), at);
+    let answer: Reply<ReservationDto> = client.get(&path).await?;
     let stored = Setting::load(&ctx.dirs, id)?;
     if ctx.globals.json {
         let file = stored.as_ref().map(|_| ctx.dirs.reservation_file(id));
@@ -389,6 +432,9 @@ pub async fn show(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalEr
         return Ok(());
     }
     let r = answer.value;
+    if let Some(at) = at {
+        println!("{}", view::as_of(at, &Local));
+    }
     println!(
         "{} on {}: {}{}",
         r.id,
@@ -409,21 +455,48 @@ pub async fn show(ctx: &Ctx, client: &Client, id: &str) -> Result<(), TerminalEr
             view::utc(ingest.at)
         );
     }
-    let now = ctx.server_now();
-    match stored {
-        Some(setting) => {
-            print_setting(&setting, ctx, now);
+    match (stored, at) {
+        (Some(setting), None) => {
+            print_setting(&setting, ctx, ctx.server_now());
             println!(
                 "  stored    {} (stream key inside)",
                 ctx.dirs.reservation_file(id).display()
             );
         }
-        None => {
+        // The stored file is today's setting info: the window and carriers are the answer's.
+        (stored, Some(at)) => {
+            print_shown_setting(&r, at);
+            if stored.is_some() {
+                println!(
+                    "  stored    {} (today's setting info, stream key inside)",
+                    ctx.dirs.reservation_file(id).display()
+                );
+            }
+        }
+        (None, None) => {
             println!("  slot      {}", view::span(r.start, r.end, &Local));
             println!("  (not booked from this terminal: no stream key stored here)");
         }
     }
     Ok(())
+}
+
+/// The slot, window and carriers of an answer, relative times counted from `at`.
+fn print_shown_setting(r: &ReservationDto, at: DateTime<Utc>) {
+    println!("  slot      {}", view::span(r.start, r.end, &Local));
+    let Some(setting) = &r.setting else {
+        return;
+    };
+    println!(
+        "  ingest    opens {} ({}), closes {}",
+        view::local(setting.opens_at, &Local),
+        view::relative(setting.opens_at, at),
+        view::local(setting.closes_at, &Local)
+    );
+    for (i, c) in setting.carriers.iter().enumerate() {
+        let label = if i == 0 { "carriers" } else { "" };
+        println!("  {label:<9} {} {}", c.carrier, c.url);
+    }
 }
 
 pub async fn reschedule(
@@ -622,11 +695,16 @@ pub async fn schedule(
     client: &Client,
     server: &str,
     date: Option<String>,
+    as_of: Option<String>,
 ) -> Result<(), TerminalError> {
+    let at = as_of_arg(ctx, as_of.as_deref())?;
     let day: NaiveDate = match date {
         Some(d) => NaiveDate::parse_from_str(&d, "%Y-%m-%d")
             .map_err(|_| TerminalError::Usage(format!("--date {d}: expected YYYY-MM-DD")))?,
-        None => ctx.server_now().with_timezone(&Local).date_naive(),
+        None => at
+            .unwrap_or_else(|| ctx.server_now())
+            .with_timezone(&Local)
+            .date_naive(),
     };
     let midnight = Local
         .from_local_datetime(&day.and_hms_opt(0, 0, 0).unwrap_or_default())
@@ -639,15 +717,22 @@ pub async fn schedule(
         view::utc(midnight),
         view::utc(to)
     );
-    let answer: Reply<Schedule> = client.get(&path).await?;
+    let answer: Reply<Schedule> = client.get(&client::as_of(&path, at)).await?;
     if ctx.globals.json {
         ctx.print_json(&answer.json);
         return Ok(());
     }
-    let info = client
-        .get::<ServerDto>(&format!("/v1/servers/{server}"))
-        .await
-        .ok();
+    // The capacity is today's: shown only with today's schedule.
+    let info = match at {
+        None => client
+            .get::<ServerDto>(&format!("/v1/servers/{server}"))
+            .await
+            .ok(),
+        Some(at) => {
+            println!("{}", view::as_of(at, &Local));
+            None
+        }
+    };
     let slots: Vec<DaySlot> = answer
         .value
         .slots
@@ -668,6 +753,26 @@ pub async fn schedule(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn as_of_reads_times_as_start_does_but_a_clock_time_alone_looks_back() {
+        let tokyo = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        // 21:00 in Tokyo.
+        let now = t("2030-01-01T12:00:00Z");
+        let at = |text: &str| as_of_time(text, now, &tokyo);
+        assert_eq!(at("-2h"), Ok(t("2030-01-01T10:00:00Z")));
+        assert_eq!(at("now-30m"), Ok(t("2030-01-01T11:30:00Z")));
+        assert_eq!(at("now"), Ok(now));
+        // Its last occurrence: today's 20:00, yesterday's 22:00.
+        assert_eq!(at("20:00"), Ok(t("2030-01-01T11:00:00Z")));
+        assert_eq!(at("22:00"), Ok(t("2029-12-31T13:00:00Z")));
+        assert_eq!(at("2030-01-01 20:30"), Ok(t("2030-01-01T11:30:00Z")));
+        // Still to come, left for the API to refuse.
+        assert_eq!(at("2030-01-02T00:00:00Z"), Ok(t("2030-01-02T00:00:00Z")));
+        assert_eq!(at("+5m"), Ok(t("2030-01-01T12:05:00Z")));
+        assert!(at("yesterday").is_err());
+    }
 
     #[test]
     fn an_events_detail_shows_its_fields_as_the_api_answers_them() {

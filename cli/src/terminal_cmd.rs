@@ -47,8 +47,16 @@ pub enum Command {
         #[arg(long)]
         server: Option<String>,
     },
-    /// One reservation, and what this terminal stored for it.
-    Show { id: String },
+    /// One reservation, and what this terminal stored for it (--as-of: as slotcast knew it
+    /// at an instant).
+    Show {
+        id: String,
+        /// Show it as slotcast knew it at TIME instead, from the events recorded by then:
+        /// RFC 3339 (2030-01-01T12:00:00Z), local wall time (2030-01-01 21:00, or 21:00 for
+        /// its last occurrence), or before the server's now (-2h, now-30m). Not after now.
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+        as_of: Option<String>,
+    },
     /// Cancel a reservation.
     Cancel { id: String },
     /// Move a reservation: all or nothing, the old slot stays if the new one is refused.
@@ -64,12 +72,18 @@ pub enum Command {
     /// Go live on a reservation: wait for its window (with a countdown on the corrected
     /// clock), then publish a clip or a camera over the preset carrier until the window closes.
     Live(crate::terminal_live::LiveArgs),
-    /// A server's day, as a timeline in your time zone.
+    /// A server's day, as a timeline in your time zone (--as-of: as slotcast knew it at an
+    /// instant).
     Schedule {
         server: String,
-        /// The day (YYYY-MM-DD, local); today by default.
+        /// The day (YYYY-MM-DD, local); today by default (with --as-of, that instant's day).
         #[arg(long)]
         date: Option<String>,
+        /// The schedule as slotcast knew it at TIME, from the events recorded by then: RFC
+        /// 3339, local wall time (21:00 alone is its last occurrence), or before the server's
+        /// now (-2h, now-30m). Not after now.
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+        as_of: Option<String>,
     },
     /// Print a shell completion script (e.g. `slotcast completions bash > ~/.slotcast.bash`).
     Completions {
@@ -124,15 +138,17 @@ async fn reservation_command(command: Command, ctx: &mut Ctx) -> Result<(), Term
         Command::Reservations { status, server } => {
             terminal_book::reservations(ctx, &client, status, server).await
         }
-        Command::Show { id } => terminal_book::show(ctx, &client, &id).await,
+        Command::Show { id, as_of } => terminal_book::show(ctx, &client, &id, as_of).await,
         Command::Cancel { id } => terminal_book::cancel(ctx, &client, &id).await,
         Command::Reschedule(args) => terminal_book::reschedule(ctx, &client, args).await,
         Command::RotateKey { id } => terminal_book::rotate_key(ctx, &client, &id).await,
         Command::History { id } => terminal_book::history(ctx, &client, &id).await,
         Command::Servers => terminal_book::servers(ctx, &client).await,
-        Command::Schedule { server, date } => {
-            terminal_book::schedule(ctx, &client, &server, date).await
-        }
+        Command::Schedule {
+            server,
+            date,
+            as_of,
+        } => terminal_book::schedule(ctx, &client, &server, date, as_of).await,
         Command::Login
         | Command::Time { .. }
         | Command::Carrier { .. }

@@ -1,15 +1,20 @@
-//! Queries over the read model, for the api.
+//! Queries over the read model, for the api; and the event-store reads behind answers "as
+//! of" a past instant ([`as_of`]).
 //!
 //! Contract: read-only; SQL lives here and nowhere else in the read path. Time ranges are
 //! half-open `[from, to)` against the slot, so a slot is listed when any part of it falls in
-//! the range.
+//! the range. Events read here are decoded through `slotcast_domain::versions::decode`, like
+//! every other reader of the event store.
+
+pub mod as_of;
 
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
 use serde_json::Value;
-use slotcast_domain::ReservationStatus;
-use sqlx::PgPool;
+use slotcast_domain::{versions, ReservationStatus, ScheduleEvent, ServerSchedule};
+use sqlx::{PgPool, Row};
 
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ServerRow {
@@ -173,4 +178,56 @@ pub async fn history(
         .bind(limit)
         .fetch_all(pool)
         .await?)
+}
+
+/// The server whose events name `reservation_id` (by the `reservation_id` column the event
+/// store derives from each event's metadata), if any does.
+pub async fn server_of_reservation(pool: &PgPool, reservation_id: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT aggregate_id FROM public.events WHERE reservation_id = $1 LIMIT 1",
+    )
+    .bind(reservation_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// `server_id`'s events that slotcast knew at `at`, decoded, oldest first: an event is known
+/// from the time it records (`metadata->>'recorded_at'`, the server clock when its request
+/// arrived), and never before an event ahead of it in the server's sequence. So the answer is
+/// always a prefix of the stream, a state the server really went through, even where two
+/// decisions were recorded in one order and sequenced in the other. An event without a
+/// `recorded_at` (slotcast writes one on every event) cannot be dated and counts as unknown.
+pub async fn events_known_at(
+    pool: &PgPool,
+    server_id: &str,
+    at: DateTime<Utc>,
+) -> Result<Vec<ScheduleEvent>> {
+    let rows = sqlx::query(
+        "SELECT sequence, event_type, event_version, payload FROM public.events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 \
+           AND sequence < coalesce( \
+               (SELECT min(sequence) FROM public.events \
+                WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                  AND coalesce((metadata ->> 'recorded_at')::timestamptz > $3, true)), \
+               9223372036854775807) \
+         ORDER BY sequence",
+    )
+    .bind(ServerSchedule::TYPE)
+    .bind(server_id)
+    .bind(at)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let sequence: i64 = row.try_get("sequence")?;
+            let event_type: String = row.try_get("event_type")?;
+            let event_version: String = row.try_get("event_version")?;
+            let payload: Value = row.try_get("payload")?;
+            versions::decode(&event_type, &event_version, payload).map_err(|source| Error::Decode {
+                aggregate_id: server_id.to_string(),
+                sequence,
+                source,
+            })
+        })
+        .collect()
 }

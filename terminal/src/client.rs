@@ -6,11 +6,12 @@
 //! naming the field, never a panic. Each answer keeps the JSON as the API sent it, which is
 //! what `--json` prints. Error answers become [`TerminalError`]s carrying the API's own
 //! message. [`Client::time`] stamps the request's departure and the answer's arrival on the
-//! terminal's clock, for [`crate::clock::Sample`].
+//! terminal's clock, for [`crate::clock::Sample`]. [`as_of`] adds the instant a read is
+//! asked "as of" to its path.
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -245,6 +246,22 @@ impl Client {
     }
 }
 
+/// `path` asked as slotcast knew it at `at` (`?as_of=`, to the microsecond, as events are
+/// recorded), or as it stands with `None`.
+pub fn as_of(path: &str, at: Option<DateTime<Utc>>) -> String {
+    match at {
+        None => path.to_string(),
+        Some(at) => {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            // UTC with `Z`: nothing in it needs escaping in a query.
+            format!(
+                "{path}{sep}as_of={}",
+                at.to_rfc3339_opts(SecondsFormat::Micros, true)
+            )
+        }
+    }
+}
+
 /// The error an unsuccessful answer means.
 pub fn error_of(answer: &Answer) -> TerminalError {
     let status = answer.status.as_u16();
@@ -320,6 +337,22 @@ mod tests {
             .read::<ReservationDto>()
             .unwrap_err();
         assert!(err.to_string().contains(": the body: "), "{err}");
+    }
+
+    #[test]
+    fn a_read_as_of_an_instant_carries_it_to_the_microsecond() {
+        let at = DateTime::parse_from_rfc3339("2030-01-01T21:00:00.123456789+09:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(as_of("/v1/reservations/r-1", None), "/v1/reservations/r-1");
+        assert_eq!(
+            as_of("/v1/reservations/r-1", Some(at)),
+            "/v1/reservations/r-1?as_of=2030-01-01T12:00:00.123456Z"
+        );
+        assert_eq!(
+            as_of("/v1/servers/s1/schedule?from=a&to=b", Some(at)),
+            "/v1/servers/s1/schedule?from=a&to=b&as_of=2030-01-01T12:00:00.123456Z"
+        );
     }
 
     #[test]

@@ -35,6 +35,19 @@ where
     )
 }
 
+/// `As of 2030-01-01 21:00:00 +09:00 (server 2030-01-01T12:00:00.000Z): what slotcast knew
+/// then.`, the line above an answer asked as of an instant.
+pub fn as_of<Tz: TimeZone>(at: DateTime<Utc>, zone: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    format!(
+        "As of {} (server {}): what slotcast knew then.",
+        local(at, zone),
+        utc(at)
+    )
+}
+
 /// `in 4 min 10 s`, `12 s ago`.
 pub fn relative(to: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let d = to - now;
@@ -241,5 +254,15 @@ busy  ..................1121..........................  slots at once
         assert_eq!(relative(t("2030-01-01T00:04:10Z"), now), "in 4 min 10 s");
         assert_eq!(relative(t("2029-12-31T23:59:48Z"), now), "12 s ago");
         assert_eq!(relative(t("2030-01-02T02:00:00Z"), now), "in 1 d 2 h");
+    }
+
+    #[test]
+    fn an_answer_as_of_an_instant_says_which_on_both_clocks() {
+        let tokyo = FixedOffset::east_opt(9 * 3600).unwrap();
+        assert_eq!(
+            as_of(t("2030-01-01T12:00:00.5Z"), &tokyo),
+            "As of 2030-01-01 21:00:00 +09:00 (server 2030-01-01T12:00:00.500Z): what slotcast \
+             knew then."
+        );
     }
 }

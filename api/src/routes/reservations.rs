@@ -2,7 +2,10 @@
 //!
 //! Contract: a distributor only ever sees its own reservations; another tenant's id answers
 //! 404 exactly like an unknown one. Booking answers carry `server_time` stamped for this
-//! request, and the stream key appears only in the acceptance (and rotation) answer.
+//! request, and the stream key appears only in the acceptance (and rotation) answer. One
+//! reservation is shown by one mapping from read-model rows (`dto`), whether they come from
+//! the read model or, with `?as_of=`, from its server's events folded up to that instant
+//! (`slotcast_readmodel::read::as_of`), under the same visibility rule (`may_see`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,8 @@ use serde::Deserialize;
 use slotcast_domain::contract::{CameraSource, CameraTransport};
 use slotcast_domain::secret::{CameraLogin, SecretKey};
 use slotcast_domain::{Command, CommandKind, Role, ScheduleEvent, ServerSettings};
-use slotcast_readmodel::read::{self, ReservationFilter, ReservationRow};
+use slotcast_readmodel::read::as_of::Known;
+use slotcast_readmodel::read::{self, ReservationFilter, ReservationRow, ServerRow};
 
 use super::RequestContext;
 use crate::auth::{new_stream_key, Caller};
@@ -27,8 +31,8 @@ use crate::idempotency::{self, Turn};
 use crate::state::AppState;
 use crate::store::{Answered, Decided, Once};
 use crate::wire::{
-    parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryCursor, HistoryEntry,
-    IngestDto, QueryOf, Rejected, RescheduleRequest, ReservationDto, ReservationList,
+    parse_as_of, parse_time, Accepted, Body, BookRequest, CarrierUrl, History, HistoryCursor,
+    HistoryEntry, IngestDto, QueryOf, Rejected, RescheduleRequest, ReservationDto, ReservationList,
     ReservationStatus, RotatedKey, ServerTime, Setting, SourceDto, SourceRequest, WindowDto,
 };
 
@@ -64,14 +68,19 @@ async fn row_carriers(
     state: &AppState,
     server_id: &str,
 ) -> Result<Vec<(String, String)>, ApiError> {
-    Ok(match read::server(&state.pool, server_id).await? {
+    Ok(server_carriers(read::server(&state.pool, server_id).await?))
+}
+
+/// A server row's carriers as (name, ingest URL); none without the row.
+fn server_carriers(row: Option<ServerRow>) -> Vec<(String, String)> {
+    match row {
         Some(row) => super::servers::from_row(row)
             .carriers
             .into_iter()
             .map(|c| (c.name, c.ingest_url))
             .collect(),
         None => Vec::new(),
-    })
+    }
 }
 
 fn dto(row: ReservationRow, carriers: &[(String, String)]) -> ReservationDto {
@@ -187,10 +196,35 @@ fn camera_source(
 /// The longest camera user name or password taken.
 const LOGIN_MAX: usize = 256;
 
+/// Whether `caller` may see `row` (or its title and owner in a schedule): its owner or an
+/// operator.
+pub(super) fn may_see(caller: &Caller, row: &ReservationRow) -> bool {
+    caller.is_operator() || row.owner == caller.0.name
+}
+
 /// The caller's view of a reservation: 404 for unknown ids and other tenants' alike.
 async fn visible(state: &AppState, caller: &Caller, id: &str) -> Result<ReservationRow, ApiError> {
     match read::reservation(&state.pool, id).await? {
-        Some(row) if caller.is_operator() || row.owner == caller.0.name => Ok(row),
+        Some(row) if may_see(caller, &row) => Ok(row),
+        _ => Err(ApiError::NotFound("reservation")),
+    }
+}
+
+/// [`visible`] as slotcast knew it at `at`, with its server's row then: 404 as well for a
+/// reservation not yet requested at `at`.
+async fn visible_at(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    at: DateTime<Utc>,
+) -> Result<(ReservationRow, Option<ServerRow>), ApiError> {
+    let Some(server_id) = read::server_of_reservation(&state.pool, id).await? else {
+        return Err(ApiError::NotFound("reservation"));
+    };
+    let events = read::events_known_at(&state.pool, &server_id, at).await?;
+    let known = Known::fold(&server_id, &events);
+    match known.reservation(id) {
+        Some(row) if may_see(caller, row) => Ok((row.clone(), known.server().cloned())),
         _ => Err(ApiError::NotFound("reservation")),
     }
 }
@@ -481,6 +515,7 @@ fn rejection(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// One of the statuses.
     // Read as text: a word that is none of them is a 422 naming them, as every bad value is.
@@ -546,17 +581,44 @@ pub async fn list(
     Ok(Json(ReservationList { reservations: out }))
 }
 
-/// One reservation.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShowQuery {
+    /// RFC 3339: the reservation as slotcast knew it at this instant, from the events recorded
+    /// by then (its server's carriers too). Not after the server's now (400).
+    #[param(format = DateTime)]
+    pub as_of: Option<String>,
+}
+
+/// One reservation. With `as_of`, the answer slotcast would have given at that instant: 404
+/// for a reservation not yet requested then, as for an unknown one.
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations",
-    security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = ReservationDto), (status = 404, body = ErrorBody)))]
+    security(("bearer" = [])), params(("id" = String, Path), ShowQuery),
+    responses((status = 200, body = ReservationDto), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
     caller: Caller,
     Path(id): Path<String>,
+    QueryOf(q): QueryOf<ShowQuery>,
 ) -> Result<Json<ReservationDto>, ApiError> {
-    let row = visible(&state, &caller, &id).await?;
-    let carriers = row_carriers(&state, &row.server_id).await?;
+    let as_of = q
+        .as_of
+        .as_deref()
+        .map(|t| parse_as_of(t, ctx.received))
+        .transpose()?;
+    let (row, carriers) = match as_of {
+        None => {
+            let row = visible(&state, &caller, &id).await?;
+            let carriers = row_carriers(&state, &row.server_id).await?;
+            (row, carriers)
+        }
+        Some(at) => {
+            let (row, server) = visible_at(&state, &caller, &id, at).await?;
+            (row, server_carriers(server))
+        }
+    };
     Ok(Json(dto(row, &carriers)))
 }
 
@@ -690,6 +752,7 @@ pub async fn rotate_key(
 
 /// A page of a history: `after` or `before` (not both), and `limit`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// The events after this sequence, oldest first (the default: from the first); with
     /// `before` too, the events between the two, oldest first.

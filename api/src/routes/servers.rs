@@ -1,5 +1,11 @@
 //! `/v1/servers`: operators register and change distribution servers; anyone with a token
-//! lists them and reads their schedule.
+//! lists them and reads their schedule, as it stands or as slotcast knew it at a past
+//! instant (`?as_of=`).
+//!
+//! Contract: a schedule answer is built from read-model rows by one mapping (`slot`),
+//! whether the rows come from the read model (live) or from the server's events folded up to
+//! the instant (`slotcast_readmodel::read::as_of`); titles and owners only for their owner or
+//! an operator, either way (the rule a reservation is shown by).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -7,15 +13,16 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use slotcast_domain::{Carrier, CommandKind, ServerPatch, ServerSettings, ServerSpec};
-use slotcast_readmodel::read::{self, ServerRow};
+use slotcast_readmodel::read::as_of::Known;
+use slotcast_readmodel::read::{self, ReservationRow, ServerRow};
 
 use super::RequestContext;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::wire::{
-    parse_time, Body, CarrierDto, CarrierInput, CreateServer, PatchServer, QueryOf, Schedule,
-    ScheduleSlot, ServerDto, ServerList,
+    parse_as_of, parse_time, Body, CarrierDto, CarrierInput, CreateServer, PatchServer, QueryOf,
+    Schedule, ScheduleSlot, ServerDto, ServerList,
 };
 
 pub fn router() -> Router<AppState> {
@@ -184,7 +191,11 @@ pub async fn update(
     }
 }
 
+/// The most slots one schedule answer lists.
+const SCHEDULE_MAX: usize = 5000;
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Range {
     /// RFC 3339; slots ending after this.
     #[param(format = DateTime)]
@@ -192,15 +203,22 @@ pub struct Range {
     /// RFC 3339; slots starting before this.
     #[param(format = DateTime)]
     pub to: Option<String>,
+    /// RFC 3339: the schedule as slotcast knew it at this instant, from the events recorded
+    /// by then. Not after the server's now (400).
+    #[param(format = DateTime)]
+    pub as_of: Option<String>,
 }
 
 /// A server's slots in start order. Titles and owners only for their owner or an operator.
+/// With `as_of`, the answer slotcast would have given at that instant (404 if the server was
+/// not registered yet).
 #[utoipa::path(get, path = "/v1/servers/{id}/schedule", tag = "servers",
     security(("bearer" = [])), params(("id" = String, Path), Range),
-    responses((status = 200, body = Schedule), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Schedule), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn schedule(
     State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
     caller: Caller,
     Path(id): Path<String>,
     QueryOf(range): QueryOf<Range>,
@@ -215,26 +233,42 @@ pub async fn schedule(
         .as_deref()
         .map(|t| parse_time("to", t))
         .transpose()?;
-    if read::server(&state.pool, &id).await?.is_none() {
-        return Err(ApiError::NotFound("server"));
-    }
-    let rows = read::schedule(&state.pool, &id, from, to, 5000).await?;
-    let slots = rows
-        .into_iter()
-        .map(|r| {
-            let visible = caller.is_operator() || caller.0.name == r.owner;
-            ScheduleSlot {
-                reservation_id: r.id,
-                start: r.start_at,
-                end: r.end_at,
-                status: r.status,
-                title: if visible { r.title } else { None },
-                owner: visible.then_some(r.owner),
+    let as_of = range
+        .as_of
+        .as_deref()
+        .map(|t| parse_as_of(t, ctx.received))
+        .transpose()?;
+    let rows = match as_of {
+        None => {
+            if read::server(&state.pool, &id).await?.is_none() {
+                return Err(ApiError::NotFound("server"));
             }
-        })
-        .collect();
+            read::schedule(&state.pool, &id, from, to, SCHEDULE_MAX as i64).await?
+        }
+        Some(at) => {
+            let events = read::events_known_at(&state.pool, &id, at).await?;
+            let known = Known::fold(&id, &events);
+            if known.server().is_none() {
+                return Err(ApiError::NotFound("server"));
+            }
+            known.schedule(from, to, SCHEDULE_MAX)
+        }
+    };
     Ok(Json(Schedule {
         server_id: id,
-        slots,
+        slots: rows.into_iter().map(|r| slot(r, &caller)).collect(),
     }))
+}
+
+/// One slot of a schedule as `caller` may see it.
+fn slot(r: ReservationRow, caller: &Caller) -> ScheduleSlot {
+    let visible = super::reservations::may_see(caller, &r);
+    ScheduleSlot {
+        reservation_id: r.id,
+        start: r.start_at,
+        end: r.end_at,
+        status: r.status,
+        title: if visible { r.title } else { None },
+        owner: visible.then_some(r.owner),
+    }
 }
