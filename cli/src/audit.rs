@@ -344,7 +344,7 @@ pub async fn export(pool: &PgPool, scope: &Scope, out: &mut dyn Write) -> Result
     let mut written = 0;
     while let Some(tuple) = rows.try_next().await.context("cannot read the events")? {
         let row = row_of(tuple);
-        if !in_range(&row, &scope.range) {
+        if !scope.range.holds_row(&row.metadata) {
             continue;
         }
         let line = Line::Event(EventLine {
@@ -369,23 +369,6 @@ pub async fn export(pool: &PgPool, scope: &Scope, out: &mut dyn Write) -> Result
     }
     out.flush()?;
     Ok(written)
-}
-
-fn in_range(row: &StoredRow, range: &Range) -> bool {
-    if range.from.is_none() && range.to.is_none() {
-        return true;
-    }
-    #[derive(Deserialize)]
-    struct At {
-        recorded_at: String,
-    }
-    let Some(at) = serde_json::from_str::<At>(&row.metadata)
-        .ok()
-        .and_then(|m| DateTime::parse_from_rfc3339(&m.recorded_at).ok())
-    else {
-        return true;
-    };
-    range.from.is_none_or(|from| at >= from) && range.to.is_none_or(|to| at <= to)
 }
 
 /// Checks an export with no database: each server's chain from the file's first `prev_hash`

@@ -256,6 +256,36 @@ pub struct Range {
     pub to: Option<DateTime<Utc>>,
 }
 
+impl Range {
+    /// Whether an event recorded at `at` counts; one whose time does not read always does.
+    pub fn holds(&self, at: Option<DateTime<Utc>>) -> bool {
+        at.is_none_or(|at| {
+            self.from.is_none_or(|from| at >= from) && self.to.is_none_or(|to| at <= to)
+        })
+    }
+
+    /// [`Range::holds`] for a row's stored metadata.
+    pub fn holds_row(&self, metadata: &str) -> bool {
+        if self.from.is_none() && self.to.is_none() {
+            return true;
+        }
+        #[derive(Deserialize)]
+        struct At {
+            recorded_at: String,
+        }
+        let at = serde_json::from_str::<At>(metadata)
+            .ok()
+            .and_then(|m| parse_instant(&m.recorded_at));
+        self.holds(at)
+    }
+}
+
+fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// What checking one or many streams found.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -337,17 +367,11 @@ impl StreamAudit {
     /// The next row of this stream.
     pub fn push(&mut self, row: &StoredRow) {
         let metadata: Option<Metadata> = serde_json::from_str(&row.metadata).ok();
-        let recorded_at = metadata
-            .as_ref()
-            .and_then(|m| DateTime::parse_from_rfc3339(&m.recorded_at).ok())
-            .map(|t| t.with_timezone(&Utc));
-        let in_range = match recorded_at {
-            Some(at) => {
-                self.range.from.is_none_or(|from| at >= from)
-                    && self.range.to.is_none_or(|to| at <= to)
-            }
-            None => true,
-        };
+        let in_range = self.range.holds(
+            metadata
+                .as_ref()
+                .and_then(|m| parse_instant(&m.recorded_at)),
+        );
         self.check_link(row);
         if in_range {
             self.report.events += 1;
@@ -408,12 +432,9 @@ impl StreamAudit {
         if self.stalled {
             return;
         }
-        let recorded = serde_json::from_str(&row.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|payload| {
-                crate::versions::decode(&row.event_type, &row.event_version, payload)
-                    .map_err(|e| e.to_string())
-            });
+        let recorded =
+            crate::versions::decode_text(&row.event_type, &row.event_version, &row.payload)
+                .map_err(|e| e.to_string());
         let redecide = in_range && self.from_genesis;
         match (&recorded, command) {
             (Ok(event), Some(command)) if redecide => {

@@ -50,9 +50,15 @@ fn todays_events_are_stored_at_their_version_and_read_back_as_they_were() {
     for event in [accepted(), cancelled] {
         let (event_type, version, payload) = stored(&event);
         assert_eq!(version, "1", "{event_type} is at its first version");
+        let text = payload.to_string();
         let read = decode(&event_type, &version, payload).expect("today's event reads");
         assert_eq!(read, event);
+        let from_text = decode_text(&event_type, &version, &text).expect("and from its text");
+        assert_eq!(from_text, event);
     }
+    // The text path refuses what the value path refuses.
+    let (event_type, _, payload) = stored(&accepted());
+    assert!(decode_text(&event_type, "2", &payload.to_string()).is_err());
 }
 
 /// `ReservationAccepted` as a slotcast of tomorrow has it, at version 2: `title` renamed
