@@ -71,7 +71,7 @@ impl TestDb {
         }
     }
 
-    /// The stream names of this test's prefix: `<base>_SLOTS`, `<base>_INGEST`.
+    /// The stream names of this test's prefix: `<base>_SLOTS`, `<base>_INGEST`, `<base>_AUDIT`.
     pub fn stream_base(&self) -> String {
         self.nats_prefix.to_ascii_uppercase()
     }

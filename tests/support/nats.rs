@@ -213,7 +213,7 @@ pub async fn delete_streams(url: &str, stream_base: &str) {
         return;
     };
     let js = jetstream::new(client);
-    for suffix in ["SLOTS", "INGEST"] {
+    for suffix in ["SLOTS", "INGEST", "AUDIT"] {
         let _ = js.delete_stream(format!("{stream_base}_{suffix}")).await;
     }
 }
