@@ -75,6 +75,7 @@ pub struct NatsSection {
     pub slots_duplicate_window_s: Option<u64>,
     pub max_age_s: Option<u64>,
     pub ack_timeout_ms: Option<u64>,
+    pub replicas: Option<u64>,
     pub creds_file: Option<PathBuf>,
     pub nkey_file: Option<PathBuf>,
 }
@@ -454,6 +455,8 @@ pub fn nats_config(file: &FileConfig, env: &Env) -> Result<NatsConfig> {
         .map(str::to_string)
         .or_else(|| file.nats.url.clone())
         .unwrap_or_else(|| NatsConfig::DEFAULT_URL.to_string());
+    // One server or a cluster's list: a bad entry stops the role here, named, login hidden.
+    slotcast_nats::check_url(&url)?;
     let mut config = NatsConfig::new(url);
     let prefix = env
         .get("SLOTCAST_NATS_PREFIX")
@@ -474,6 +477,19 @@ pub fn nats_config(file: &FileConfig, env: &Env) -> Result<NatsConfig> {
     }
     if let Some(ms) = file.nats.ack_timeout_ms {
         config.ack_timeout = Duration::from_millis(ms.max(10));
+    }
+    let replicas = match env.get("SLOTCAST_NATS_REPLICAS") {
+        Some(v) => Some(parse_u64("SLOTCAST_NATS_REPLICAS", v)?),
+        None => file.nats.replicas,
+    };
+    if let Some(n) = replicas {
+        // JetStream keeps at most 5 copies of a stream, each on a server of its own.
+        anyhow::ensure!(
+            (1..=5).contains(&n),
+            "SLOTCAST_NATS_REPLICAS / nats.replicas = {n}: expected 1 to 5 (at most the NATS \
+             cluster's size; 1 for a single server)"
+        );
+        config.replicas = n as usize;
     }
     config.creds_file = env
         .get("SLOTCAST_NATS_CREDS_FILE")
@@ -632,6 +648,55 @@ mod tests {
         assert!(format!("{err:#}").contains("SLOTCAST_API_ADDR"));
         let err = toml::from_str::<FileConfig>("[api]\nadress = 1\n").unwrap_err();
         assert!(err.to_string().contains("adress"));
+    }
+
+    #[test]
+    fn nats_takes_a_list_of_servers_and_a_replica_count() {
+        let file = FileConfig::default();
+        let c = nats_config(&file, &env(&[])).unwrap();
+        assert_eq!(c.url, NatsConfig::DEFAULT_URL);
+        assert_eq!(c.replicas, 1);
+        let list = "nats://127.0.0.1:4301,nats://127.0.0.1:4302,nats://127.0.0.1:4303";
+        let c = nats_config(
+            &file,
+            &env(&[("NATS_URL", list), ("SLOTCAST_NATS_REPLICAS", "3")]),
+        )
+        .unwrap();
+        assert_eq!((c.url.as_str(), c.replicas), (list, 3));
+        let file: FileConfig =
+            toml::from_str("[nats]\nurl = \"nats://a:4222,nats://b:4222\"\nreplicas = 2\n")
+                .unwrap();
+        assert_eq!(nats_config(&file, &env(&[])).unwrap().replicas, 2);
+        // The environment wins over the file.
+        let c = nats_config(&file, &env(&[("SLOTCAST_NATS_REPLICAS", "1")])).unwrap();
+        assert_eq!(c.replicas, 1);
+
+        for n in ["0", "6", "three"] {
+            let err = nats_config(
+                &FileConfig::default(),
+                &env(&[("SLOTCAST_NATS_REPLICAS", n)]),
+            )
+            .unwrap_err();
+            let shown = format!("{err:#}");
+            assert!(shown.contains("SLOTCAST_NATS_REPLICAS"), "{shown}");
+        }
+        let err = nats_config(
+            &FileConfig::default(),
+            &env(&[("SLOTCAST_NATS_REPLICAS", "7")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("expected 1 to 5"), "{err:#}");
+        let err = nats_config(
+            &FileConfig::default(),
+            &env(&[("NATS_URL", "nats://u:s3cret@a:4222,,nats://b:4222")]),
+        )
+        .unwrap_err();
+        let shown = format!("{err:#}");
+        assert!(
+            shown.contains("NATS_URL") && shown.contains("entry 2 is empty"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! Connecting to NATS and making sure the JetStream streams of the contract exist.
+//! Connecting to NATS (one server or a cluster) and making sure the JetStream streams of the
+//! contract exist.
 //!
 //! Contract: [`connect`] never fails on an unreachable server: the client keeps retrying in
-//! the background (so a role can start before NATS does), and its state is readable through
+//! the background, across every server of the list (so a role can start before NATS does,
+//! and rides out the loss of a cluster node), and its state is readable through
 //! [`Nats::connected`]. Stream settings live here and only here; `ensure_*` create the stream
-//! or update it to these settings.
+//! or update it to these settings, replicas included. A login in `NATS_URL` is never shown:
+//! [`shown_url`] hides it in every entry of the list.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +31,8 @@ pub enum Error {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("NATS_URL = {shown}: {why}")]
+    Url { shown: String, why: String },
     #[error("cannot connect to {shown}: {source}")]
     Connect {
         shown: String,
@@ -45,9 +50,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How slotcast reaches NATS.
 #[derive(Clone, Debug)]
 pub struct NatsConfig {
-    /// `NATS_URL`, default `nats://127.0.0.1:4222`; may carry a login
-    /// (`nats://user:password@host:port`, `nats://token@host:port`). Never printed as is:
-    /// see [`NatsConfig::shown_url`].
+    /// `NATS_URL`, default `nats://127.0.0.1:4222`: one server, or the servers of a cluster
+    /// separated by commas (`nats://a:4222,nats://b:4222`). May carry a login
+    /// (`nats://user:password@host:port`, `nats://token@host:port`), the same one on every
+    /// entry that has one, since a client logs in to whichever server it reaches the same
+    /// way. Never printed as is: see [`NatsConfig::shown_url`].
     pub url: String,
     /// `SLOTCAST_NATS_CREDS_FILE`: a `.creds` file (user JWT and nkey seed).
     pub creds_file: Option<std::path::PathBuf>,
@@ -62,6 +69,9 @@ pub struct NatsConfig {
     pub max_age: Duration,
     /// How long a publish waits for JetStream's acknowledgement.
     pub ack_timeout: Duration,
+    /// `SLOTCAST_NATS_REPLICAS`: copies of each stream, on as many servers of a cluster
+    /// (1 to 5, at most the cluster's size; 1 for a single server).
+    pub replicas: usize,
     /// With `SLOTCAST_SECRET_KEY`: what this role publishes is signed, and what it consumes
     /// must be (`slotcast_domain::signing`).
     pub signer: Option<Signer>,
@@ -79,6 +89,7 @@ impl NatsConfig {
             slots_duplicate_window: Duration::from_secs(3600),
             max_age: Duration::from_secs(30 * 86_400),
             ack_timeout: Duration::from_secs(2),
+            replicas: 1,
             signer: None,
         }
     }
@@ -98,8 +109,61 @@ enum Login {
     Token(String),
 }
 
-/// `url` without its login, and the login: `user:password@` or `token@` before the host
-/// (percent-encoded characters decoded, so a password can hold `@` or `:` as `%40`, `%3A`).
+/// The entries of a `NATS_URL` list, trimmed (an empty entry is kept, for
+/// [`check_url`] to refuse).
+fn entries(url: &str) -> impl Iterator<Item = &str> {
+    url.split(',').map(str::trim)
+}
+
+/// The servers of `url` without their logins, and the one login they carry. Refuses an
+/// empty entry, an address async-nats would not take, and two different logins (a client
+/// has one login for every server it may reach).
+fn split_servers(url: &str) -> Result<(Vec<async_nats::ServerAddr>, Option<Login>)> {
+    let refuse = |why: String| Error::Url {
+        shown: shown_url(url),
+        why,
+    };
+    let mut servers = Vec::new();
+    let mut login: Option<Login> = None;
+    for (i, entry) in entries(url).enumerate() {
+        if entry.is_empty() {
+            return Err(refuse(format!(
+                "entry {} is empty (expected URLs separated by commas)",
+                i + 1
+            )));
+        }
+        let (bare, this) = split_login(entry);
+        let addr = bare.parse::<async_nats::ServerAddr>().map_err(|e| {
+            refuse(format!(
+                "entry {} ({bare}) is not a NATS server address: {e}",
+                i + 1
+            ))
+        })?;
+        servers.push(addr);
+        match (&login, this) {
+            (_, None) => {}
+            (None, Some(this)) => login = Some(this),
+            (Some(seen), Some(this)) if *seen == this => {}
+            (Some(_), Some(_)) => {
+                return Err(refuse(
+                    "the entries carry different logins; give every server the same one"
+                        .to_string(),
+                ))
+            }
+        }
+    }
+    Ok((servers, login))
+}
+
+/// Checks `NATS_URL` (one URL or a comma-separated list) as [`connect`] will read it, so
+/// a mistake stops a role at start with the entry named and no login shown.
+pub fn check_url(url: &str) -> Result<()> {
+    split_servers(url).map(|_| ())
+}
+
+/// One URL without its login, and the login: `user:password@` or `token@` before the host
+/// (percent-encoded characters decoded, so a password can hold `@`, `:` or `,` as `%40`,
+/// `%3A`, `%2C`).
 fn split_login(url: &str) -> (String, Option<Login>) {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let host_start = rest.find('/').unwrap_or(rest.len());
@@ -140,8 +204,13 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `url` with the user, password or token between `//` and `@` replaced by `***`.
+/// `url` with the user, password or token between `//` and `@` replaced by `***`, in
+/// every entry of a comma-separated list.
 pub fn shown_url(url: &str) -> String {
+    entries(url).map(shown_one).collect::<Vec<_>>().join(",")
+}
+
+fn shown_one(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let host_start = rest.find('/').unwrap_or(rest.len());
     match rest[..host_start].rfind('@') {
@@ -167,10 +236,11 @@ pub struct Nats {
     pub config: Arc<NatsConfig>,
 }
 
-/// Connects in the background: returns at once, even when NATS is down.
+/// Connects in the background: returns at once, even when NATS is down. With several
+/// servers the client takes any of them and moves to another when its own goes away.
 pub async fn connect(config: NatsConfig, name: &str) -> Result<Nats> {
     let shown = config.shown_url();
-    let (url, login) = split_login(&config.url);
+    let (servers, login) = split_servers(&config.url)?;
     let mut options = async_nats::ConnectOptions::new();
     match login {
         Some(Login::UserPassword(user, password)) => {
@@ -203,7 +273,7 @@ pub async fn connect(config: NatsConfig, name: &str) -> Result<Nats> {
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((50u64 << attempts.min(6) as u64).min(2000))
         })
-        .connect(url.as_str())
+        .connect(servers)
         .await
         .map_err(|source| Error::Connect { shown, source })?;
     let mut jetstream = jetstream::new(client.clone());
@@ -230,6 +300,7 @@ impl Nats {
             ),
             subjects: vec![names.slot_subjects()],
             storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
             max_age: self.config.max_age,
             duplicate_window: self.config.slots_duplicate_window,
             ..Default::default()
@@ -245,6 +316,7 @@ impl Nats {
             description: Some("slotcast ingest reports: connected, disconnected, failed".into()),
             subjects: vec![names.ingest_subjects()],
             storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
             max_age: self.config.max_age,
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
@@ -261,6 +333,7 @@ impl Nats {
             description: Some("slotcast audit: each server's event-chain head".into()),
             subjects: vec![names.audit_subjects()],
             storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
             max_messages_per_subject: 1000,
             duplicate_window: Duration::from_secs(120),
             allow_direct: true,
@@ -397,9 +470,62 @@ mod tests {
             ("tls://a:b@[::1]:4222", "tls://***@[::1]:4222"),
             ("u:p@host:4222", "***@host:4222"),
             ("nats://host:4222/x@y", "nats://host:4222/x@y"),
+            (
+                "nats://a:p@n1:4222,nats://n2:4222, nats://t@n3:4222",
+                "nats://***@n1:4222,nats://n2:4222,nats://***@n3:4222",
+            ),
         ] {
             assert_eq!(shown_url(url), shown, "{url}");
         }
+    }
+
+    #[test]
+    fn a_list_of_servers_is_read_entry_by_entry_with_one_login() {
+        let hosts = |url: &str| -> Vec<String> {
+            let (servers, _) = split_servers(url).unwrap();
+            servers
+                .iter()
+                .map(|s| format!("{}:{}", s.host(), s.port()))
+                .collect()
+        };
+        assert_eq!(hosts("nats://127.0.0.1:4222"), ["127.0.0.1:4222"]);
+        assert_eq!(
+            hosts("nats://127.0.0.1:4301, nats://127.0.0.1:4302,127.0.0.1:4303"),
+            ["127.0.0.1:4301", "127.0.0.1:4302", "127.0.0.1:4303"]
+        );
+        // A login given once is the client's, whichever server it reaches.
+        let (servers, login) = split_servers("nats://slot:p%2Cw@a:4222,nats://b:4222").unwrap();
+        assert_eq!(
+            login,
+            Some(Login::UserPassword("slot".into(), "p,w".into()))
+        );
+        assert!(servers.iter().all(|s| s.username().is_none()));
+        let (_, login) = split_servers("nats://t0k@a:4222,nats://t0k@b:4222").unwrap();
+        assert_eq!(login, Some(Login::Token("t0k".into())));
+    }
+
+    #[test]
+    fn a_bad_list_is_refused_naming_the_entry_and_never_the_login() {
+        for (url, said) in [
+            ("nats://a:4222,,nats://b:4222", "entry 2 is empty"),
+            ("nats://a:4222,", "entry 2 is empty"),
+            ("", "entry 1 is empty"),
+            (
+                "nats://a:4222,http://b:4222",
+                "entry 2 (http://b:4222) is not a NATS",
+            ),
+            (
+                "nats://ann:s3cret@a:4222,nats://bob:hunter2@b:4222",
+                "different logins",
+            ),
+        ] {
+            let err = check_url(url).unwrap_err().to_string();
+            assert!(err.contains(said), "{url}: {err}");
+            for secret in ["s3cret", "hunter2", "ann", "bob"] {
+                assert!(!err.contains(secret), "{url}: {err}");
+            }
+        }
+        assert!(check_url("nats://u:p@a:4222, tls://b:4222").is_ok());
     }
 
     #[test]

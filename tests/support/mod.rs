@@ -9,6 +9,7 @@
 pub mod camera;
 pub mod chrony;
 pub mod nats;
+pub mod nats_cluster;
 pub mod streaming;
 pub mod terminal;
 
