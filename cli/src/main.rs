@@ -10,6 +10,7 @@
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
 
 mod config;
+mod rebuild_progress;
 mod streamer_role;
 mod terminal_book;
 mod terminal_cmd;
@@ -300,7 +301,7 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
             command: Admin::Rebuild,
         } => {
             let pool = connect(&file, &env).await?;
-            let report = slotcast_readmodel::rebuild(&pool).await?;
+            let report = rebuild_progress::rebuild(&pool).await?;
             println!(
                 "rebuilt the read model from {} events in {:.3} s ({:.0} events/s)",
                 report.events,
