@@ -442,7 +442,7 @@ impl Sim {
             (r, _) if r < 0.275 => {
                 let patch = ServerPatch {
                     name: Some(format!("server {i} ({})", self.rng.random_range(0..100))),
-                    capacity: Some(self.rng.random_range(2..=4)),
+                    capacity: Some(self.rng.random_range(2..=3)),
                     ..ServerPatch::default()
                 };
                 (operator(), CommandKind::UpdateServer(patch))
@@ -455,7 +455,7 @@ impl Sim {
         ServerSpec {
             id: self.servers[i].id.clone(),
             name: format!("server {i}"),
-            capacity: Some(3),
+            capacity: Some(2),
             carriers: vec![
                 Carrier {
                     name: "carrier-a".into(),

@@ -90,7 +90,8 @@ enum Admin {
         #[command(subcommand)]
         command: TokenCmd,
     },
-    /// Replay every event into fresh read-model tables, swap them in, and print events/s.
+    /// Replay every event into fresh read-model tables, swap them in, and print events/s
+    /// (with progress and an ETA on stderr while it runs, when stderr is a terminal).
     Rebuild,
 }
 

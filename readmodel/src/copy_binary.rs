@@ -199,7 +199,7 @@ impl CopyOut {
             let Some(head) = self.buf.get(self.at..self.at + 19) else {
                 return Ok(None);
             };
-            if &head[..11] != &HEADER[..11] {
+            if head[..11] != HEADER[..11] {
                 return Err(CopyOutError::Signature);
             }
             let ext = i32::from_be_bytes([head[15], head[16], head[17], head[18]]);

@@ -95,6 +95,12 @@ pub struct Progress {
 pub async fn rebuild(pool: &PgPool, progress: &watch::Sender<Progress>) -> Result<RebuildReport> {
     let started = Instant::now();
     let report = |stage, events, expected| {
+        tracing::debug!(
+            ?stage,
+            events,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "rebuild"
+        );
         progress.send_replace(Progress {
             stage,
             events,
@@ -115,7 +121,12 @@ pub async fn rebuild(pool: &PgPool, progress: &watch::Sender<Progress>) -> Resul
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let writer = tokio::spawn(write_rows(conn, rx));
     let read = read_events(&mut reader, tx, |events| {
-        report(Stage::Loading, events, snapshot.expected)
+        progress.send_replace(Progress {
+            stage: Stage::Loading,
+            events,
+            expected: snapshot.expected,
+            elapsed: started.elapsed(),
+        });
     })
     .await;
     // The writer ends once the reader has dropped its side, whatever the reader's outcome.
@@ -179,6 +190,10 @@ pub async fn rebuild(pool: &PgPool, progress: &watch::Sender<Progress>) -> Resul
     .await?;
     tx.commit().await?;
     conn.close().await?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "rebuild swapped in"
+    );
     Ok(RebuildReport {
         events,
         elapsed: started.elapsed(),
@@ -209,9 +224,10 @@ async fn create_tables(conn: &mut PgConnection) -> Result<Vec<String>> {
          JOIN pg_class i ON i.oid = x.indexrelid \
          JOIN pg_namespace n ON n.oid = t.relnamespace \
          LEFT JOIN pg_constraint c ON c.conindid = i.oid AND c.conrelid = t.oid \
-         WHERE n.nspname = 'rm' \
+         WHERE n.nspname = 'rm' AND t.relname = ANY($1) \
          ORDER BY c.conname IS NULL, t.relname, i.relname",
     )
+    .bind(&TABLES[..])
     .fetch_all(&mut *conn)
     .await?;
     let mut statements = Vec::with_capacity(rows.len());
@@ -310,6 +326,7 @@ async fn read_events(
     let mut out = CopyOut::new(5);
     let mut fold: Option<StreamFold> = None;
     let mut events = 0u64;
+    let mut next_report = PROGRESS_EVERY;
     let writer_gone = || Error::Corrupt("the rebuild's writer stopped early".into());
     while let Some(chunk) = stream.next().await {
         out.push(&chunk?);
@@ -353,8 +370,9 @@ async fn read_events(
                 })?;
             }
             events += 1;
-            if events % PROGRESS_EVERY == 0 {
+            if events >= next_report {
                 progress(events);
+                next_report += PROGRESS_EVERY;
             }
         }
     }
