@@ -289,9 +289,9 @@ impl Snapshot {
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await?;
         let checkpoint: Option<(String, i64)> = sqlx::query_as(
-            "SELECT txid::text, position FROM public.events \
-             WHERE aggregate_type = $1 AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY txid DESC, position DESC LIMIT 1",
+            "SELECT e.txid::text, e.position FROM public.events e \
+             WHERE e.aggregate_type = $1 AND e.txid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY e.txid DESC, e.position DESC LIMIT 1",
         )
         .bind(ServerSchedule::TYPE)
         .fetch_optional(&mut *conn)

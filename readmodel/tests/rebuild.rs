@@ -693,3 +693,74 @@ async fn a_rebuild_over_a_lagging_projection_gives_what_catch_up_would() {
     lagging_pool.close().await;
     reference_pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_and_rebuild_follow_transaction_order_across_a_digit_boundary() {
+    let db = TestDb::new().await;
+    let pool = db.pool().await;
+    let now: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // A power of ten well below every transaction still running: 998, 999, 1000, 1001 sort
+    // the other way round as text.
+    let mut k = 1i64;
+    while k * 10 <= now / 2 {
+        k *= 10;
+    }
+    assert!(
+        k >= 10,
+        "the cluster has run at least 20 transactions ({now})"
+    );
+    let ops = person(Role::Operator, "ops");
+    for (i, txid) in [k - 2, k - 1, k, k + 1].into_iter().enumerate() {
+        let server = format!("s{i}");
+        let spec = ServerSpec {
+            id: server.clone(),
+            name: server.clone(),
+            carriers: carriers(1),
+            ..ServerSpec::default()
+        };
+        let command = Command {
+            now: t0(),
+            actor: ops.clone(),
+            kind: CommandKind::RegisterServer(spec),
+        };
+        let event = ServerSchedule::default().decide(command).unwrap();
+        // The transaction id the column's default records, given as a value.
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                 event_version, payload, metadata, txid) \
+             VALUES ($1, $2, 1, $3, $4, $5::jsonb::json, '{}', $6::text::xid8)",
+        )
+        .bind(ServerSchedule::TYPE)
+        .bind(&server)
+        .bind(event.event_type())
+        .bind(event.event_version())
+        .bind(serde_json::to_value(&event).unwrap())
+        .bind(txid.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    for _ in 0..10 {
+        if catch_up(&pool, 1).await.expect("catch up").seen == 0 {
+            break;
+        }
+    }
+    let servers: i64 = sqlx::query_scalar("SELECT count(*) FROM rm.servers")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        servers, 4,
+        "catch-up, one event at a time, reached every server"
+    );
+    rebuild_now(&pool).await;
+    let checkpoint: String = sqlx::query_scalar("SELECT txid::text FROM rm.checkpoint")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(checkpoint, (k + 1).to_string(), "the newest transaction's");
+    pool.close().await;
+}
