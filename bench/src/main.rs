@@ -4,17 +4,20 @@
 //! Contract: a benchmark sees slotcast only as its users and operators do: the built
 //! `slotcast` binary run as child processes (`server api|scheduler|streamer`, `admin token
 //! create`), their HTTP (REST API, `/readyz`, `/metrics`, HLS), RTSP, and NATS as
-//! `docs/nats-contract.md` defines it; Postgres only to create and drop a throwaway database
-//! and for the raw-SQL baseline. It links no slotcast crate but `slotcast-domain`, for the
-//! contract's message types. Exit codes: 0 figures printed, 1 failure, 2 usage.
+//! `docs/nats-contract.md` defines it; Postgres only to create and drop a throwaway database,
+//! for the raw-SQL baseline, and to seed an event store in the layout slotcast writes
+//! (`docs/events.md`) for the rebuild. It links no slotcast crate but `slotcast-domain`, for
+//! the contract's message types and, to seed that store, the aggregate's decisions. Exit codes: 0 figures printed, 1 failure, 2 usage.
 
 mod booking;
 mod client;
 mod ingest;
 mod load;
 mod nats;
+mod rebuild;
 mod report;
 mod scratch;
+mod seed;
 mod slotcast;
 mod slots;
 mod write_path;
@@ -58,6 +61,10 @@ enum Command {
     /// ffmpeg remuxing the same input to HLS, and part latency p50/p95 from /metrics; the
     /// streamer is a child process. Needs ffmpeg and NATS; use a release build.
     Ingest(ingest::IngestArgs),
+    /// Read-model rebuild: events/s of `slotcast admin rebuild` on an event store of a
+    /// million events (1,000 servers' histories decided by the domain, seeded by SQL, untimed);
+    /// in a throwaway database.
+    Rebuild(rebuild::RebuildArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,5 +100,6 @@ async fn run(command: Command, slotcast: &Slotcast) -> Result<()> {
         Command::Booking(args) => booking::booking(args, slotcast).await,
         Command::Slots(args) => slots::slots(args, slotcast).await,
         Command::Ingest(args) => ingest::ingest(args, slotcast).await,
+        Command::Rebuild(args) => rebuild::rebuild(args, slotcast).await,
     }
 }

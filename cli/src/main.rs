@@ -11,6 +11,7 @@
 
 mod audit;
 mod config;
+mod rebuild_progress;
 mod streamer_role;
 mod terminal_book;
 mod terminal_cmd;
@@ -138,7 +139,8 @@ enum Admin {
         #[command(subcommand)]
         command: TokenCmd,
     },
-    /// Replay every event into fresh read-model tables, swap them in, and print events/s.
+    /// Replay every event into fresh read-model tables, swap them in, and print events/s
+    /// (with progress and an ETA on stderr while it runs, when stderr is a terminal).
     Rebuild,
 }
 
@@ -350,7 +352,7 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
             command: Admin::Rebuild,
         } => {
             let pool = connect(&file, &env).await?;
-            let report = slotcast_readmodel::rebuild(&pool).await?;
+            let report = rebuild_progress::rebuild(&pool).await?;
             println!(
                 "rebuilt the read model from {} events in {:.3} s ({:.0} events/s)",
                 report.events,

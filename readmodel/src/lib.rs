@@ -8,14 +8,16 @@
 //! `search_path` (`rm, public` from [`db::connect`]) decides which copy they hit.
 
 mod batch;
+mod copy_binary;
 pub mod db;
+mod fold;
 mod project;
 pub mod read;
 mod rebuild;
 
 pub use batch::{project_batch, Projected, Stream, READ_MODEL_LOCK};
 pub use project::{catch_up, project_stream, run_catch_up, CatchUp, Committed};
-pub use rebuild::{rebuild, RebuildReport};
+pub use rebuild::{rebuild, Progress, RebuildReport, Stage};
 
 /// The numbered migrations in `migrations/`, embedded.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -181,12 +181,16 @@ pub(crate) async fn catch_up_in(conn: &mut PgConnection, batch: i64) -> Result<C
     .await?;
     let txid: String = checkpoint.try_get("txid")?;
     let position: i64 = checkpoint.try_get("position")?;
+    // `ORDER BY` names the table's columns, not the text output column `txid`: a bare name
+    // there means the output column, and text order is not transaction order ("1000" sorts
+    // before "999"), which would move the checkpoint past events not yet read.
     let rows = sqlx::query(
-        "SELECT aggregate_id, sequence, txid::text AS txid, position FROM public.events \
-         WHERE aggregate_type = $1 \
-           AND (txid, position) > ($2::text::xid8, $3) \
-           AND txid < pg_snapshot_xmin(pg_current_snapshot()) \
-         ORDER BY txid, position LIMIT $4",
+        "SELECT e.aggregate_id, e.sequence, e.txid::text AS txid, e.position \
+         FROM public.events e \
+         WHERE e.aggregate_type = $1 \
+           AND (e.txid, e.position) > ($2::text::xid8, $3) \
+           AND e.txid < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY e.txid, e.position LIMIT $4",
     )
     .bind(ServerSchedule::TYPE)
     .bind(&txid)
