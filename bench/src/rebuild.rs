@@ -24,6 +24,8 @@ use crate::slotcast::Slotcast;
 
 /// The target issue 20 sets, in events per second on a store of a million events.
 const TARGET: f64 = 50_000.0;
+/// The target issue 20 sets for `slotcast audit verify`, in events per second.
+const VERIFY_TARGET: f64 = 100_000.0;
 /// How long one rebuild may take before the benchmark gives up on it.
 const RUN_LIMIT: Duration = Duration::from_secs(1800);
 
@@ -87,6 +89,13 @@ async fn run(args: &RebuildArgs, slotcast: &Slotcast, url: &str) -> Result<()> {
          SELECT aggregate_id, max(sequence) FROM events GROUP BY aggregate_id",
     )
     .await?;
+    // As the api's anchoring leaves one: each server's head anchored.
+    conn.execute(
+        "INSERT INTO audit_anchors (aggregate_id, sequence, hash) \
+         SELECT DISTINCT ON (aggregate_id) aggregate_id, sequence, hash FROM events \
+         ORDER BY aggregate_id, sequence DESC",
+    )
+    .await?;
     let seeding = started.elapsed();
     conn.execute("VACUUM (ANALYZE) events").await?;
     conn.execute("CHECKPOINT").await?;
@@ -137,6 +146,7 @@ async fn run(args: &RebuildArgs, slotcast: &Slotcast, url: &str) -> Result<()> {
         );
         rates.push(wall_rate);
     }
+    let verify_rates = verify(args, slotcast, url, seeded.events).await?;
     let (rows, held): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM rm.reservations), (SELECT count(*) FROM rm.schedule)",
     )
@@ -157,10 +167,75 @@ async fn run(args: &RebuildArgs, slotcast: &Slotcast, url: &str) -> Result<()> {
         seeded.events,
         if median >= TARGET { "met" } else { "NOT met" }
     );
+    let (vmin, vmedian, vmax) = spread(verify_rates);
+    println!(
+        "verify, wall time of slotcast audit verify: median {vmedian:.0} events/s (min {vmin:.0}, max {vmax:.0}) over {} runs",
+        args.runs
+    );
+    println!(
+        "target: >= {VERIFY_TARGET:.0} events/s on {} events: {}",
+        seeded.events,
+        if vmedian >= VERIFY_TARGET {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
     println!(
         "machine: {} CPUs ({}), Linux {}, PostgreSQL {}",
         m.cpus, m.cpu_model, m.kernel, m.postgres
     );
     conn.close().await?;
     Ok(())
+}
+
+/// Times `slotcast audit verify` on the seeded store (every command decided again, every
+/// chain checked against its anchor); a run that finds anything is an error, since the
+/// store is exactly as slotcast writes one. Returns the wall-time rates.
+async fn verify(
+    args: &RebuildArgs,
+    slotcast: &Slotcast,
+    url: &str,
+    events: u64,
+) -> Result<Vec<f64>> {
+    let mut rates = Vec::new();
+    for run in 1..=args.runs {
+        let mut cmd = slotcast.command(&["audit", "verify"]);
+        cmd.env("DATABASE_URL", url)
+            .env("SLOTCAST_LOG", "warn")
+            // A prefix of its own: no anchors on NATS for a store seeded by SQL.
+            .env("SLOTCAST_NATS_PREFIX", "slotcast_bench_verify")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let out = tokio::time::timeout(RUN_LIMIT, cmd.output())
+            .await
+            .context("slotcast audit verify took over 30 minutes")?
+            .context("run slotcast audit verify")?;
+        let wall = started.elapsed();
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        ensure!(
+            out.status.success(),
+            "slotcast audit verify found something in a store as slotcast writes one ({}): {said} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let rate = events as f64 / wall.as_secs_f64();
+        let first = said.lines().next().unwrap_or_default();
+        println!(
+            "verify run {run}: {first}; wall {:.2} s with process start ({rate:.0} events/s)",
+            wall.as_secs_f64()
+        );
+        rates.push(rate);
+    }
+    Ok(rates)
+}
+
+/// (min, median, max) of `rates`.
+fn spread(mut rates: Vec<f64>) -> (f64, f64, f64) {
+    rates.sort_by(f64::total_cmp);
+    match (rates.first(), rates.get(rates.len() / 2), rates.last()) {
+        (Some(min), Some(median), Some(max)) => (*min, *median, *max),
+        _ => (0.0, 0.0, 0.0),
+    }
 }

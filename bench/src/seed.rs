@@ -6,8 +6,8 @@
 //! bookings accepted and refused, reschedules, cancels, key rotations, server updates, ingest
 //! reports, windows opened and closed), on a simulated clock; the same seed gives the same
 //! store. A row is built in one place ([`event_row`]: what `api/src/store/lane.rs` writes,
-//! plus the command under `metadata.command`) and written in one place ([`insert_rows`], the
-//! store's own statement, so payloads are stored as jsonb's text form in `json` columns).
+//! the command under `metadata.command`, hashed and chained) and written in one place
+//! ([`insert_rows`], the store's own statement).
 //! Servers' events are interleaved as a live store's are, one decision per server in turn.
 
 use std::collections::BTreeMap;
@@ -17,8 +17,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::Aggregate;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
 use sha2::{Digest, Sha256};
+use slotcast_domain::audit::{Hash, Metadata, StoredRow, GENESIS};
 use slotcast_domain::contract::{
     CameraSource, CameraTransport, IngestKind, IngestMessage, IngestMode, SlotKind, SlotMessage,
     StreamCursor,
@@ -34,57 +34,50 @@ const ROWS_PER_INSERT: usize = 2000;
 /// The simulated clock advances this much between two decisions on a server.
 const STEP_S: i64 = 360;
 
-/// One event as the store writes it.
-pub struct SeedRow {
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
-}
-
-/// The row for `event`, the outcome of `command` on `aggregate_id` at `sequence`: as the
-/// api's `event_row` writes it, plus the command itself under `"command"`.
+/// The row for `event`, the outcome of `command` on `aggregate_id` at `sequence`, as the api
+/// writes it (`api/src/store/lane.rs`): the command under `metadata.command`, hashed and
+/// chained from `head`, which becomes this row's hash.
 pub fn event_row(
     aggregate_id: &str,
     sequence: i64,
     command: &Command,
     request_id: &str,
     event: &ScheduleEvent,
-) -> Result<SeedRow> {
-    use cqrs_es::DomainEvent;
-    Ok(SeedRow {
-        aggregate_id: aggregate_id.to_string(),
+    head: &mut Hash,
+) -> Result<StoredRow> {
+    let metadata = Metadata {
+        actor: command.actor.name.clone(),
+        request_id: request_id.to_string(),
+        recorded_at: slotcast_domain::time::rfc3339_us(&command.now),
+        reservation_id: event.reservation_id().map(str::to_string),
+        command: Some(command.clone()),
+    };
+    Ok(StoredRow::seal(
+        aggregate_id,
         sequence,
-        event_type: event.event_type(),
-        event_version: event.event_version(),
-        payload: serde_json::to_value(event)?,
-        metadata: json!({
-            "actor": command.actor,
-            "request_id": request_id,
-            "recorded_at": slotcast_domain::time::rfc3339_us(&command.now),
-            "reservation_id": event.reservation_id(),
-            "command": command,
-        }),
-    })
+        event,
+        &metadata,
+        head,
+    )?)
 }
 
-/// Writes `rows` as the api's store does (`INSERT … SELECT … FROM unnest`, jsonb cast to
-/// json), in one statement.
-pub async fn insert_rows(conn: &mut PgConnection, rows: &[SeedRow]) -> Result<()> {
+/// Writes `rows` as the api's store does (`INSERT … SELECT … FROM unnest`, payload and
+/// metadata as the text that was hashed), in one statement.
+pub async fn insert_rows(conn: &mut PgConnection, rows: &[StoredRow]) -> Result<()> {
     let ids: Vec<&str> = rows.iter().map(|r| r.aggregate_id.as_str()).collect();
     let sequences: Vec<i64> = rows.iter().map(|r| r.sequence).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
     let versions: Vec<&str> = rows.iter().map(|r| r.event_version.as_str()).collect();
-    let payloads: Vec<&serde_json::Value> = rows.iter().map(|r| &r.payload).collect();
-    let metadata: Vec<&serde_json::Value> = rows.iter().map(|r| &r.metadata).collect();
+    let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
+    let metadata: Vec<&str> = rows.iter().map(|r| r.metadata.as_str()).collect();
+    let prev_hashes: Vec<&[u8]> = rows.iter().map(|r| r.prev_hash.as_slice()).collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-             event_version, payload, metadata) \
-         SELECT $1, id, seq, t, v, p::json, m::json \
-         FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], \
-             $7::jsonb[]) AS u(id, seq, t, v, p, m)",
+             event_version, payload, metadata, prev_hash, hash) \
+         SELECT $1, id, seq, t, v, p::json, m::json, ph, h \
+         FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::bytea[], $9::bytea[]) AS u(id, seq, t, v, p, m, ph, h)",
     )
     .bind(ServerSchedule::TYPE)
     .bind(&ids)
@@ -93,6 +86,8 @@ pub async fn insert_rows(conn: &mut PgConnection, rows: &[SeedRow]) -> Result<()
     .bind(&versions)
     .bind(&payloads)
     .bind(&metadata)
+    .bind(&prev_hashes)
+    .bind(&hashes)
     .execute(conn)
     .await
     .context("insert seeded events")?;
@@ -154,6 +149,8 @@ struct Server {
     id: String,
     schedule: ServerSchedule,
     sequence: i64,
+    /// The hash of the server's last row (the next row's `prev_hash`).
+    head: Hash,
     booked: Vec<Booked>,
 }
 
@@ -198,6 +195,7 @@ impl Sim {
                     id: format!("srv-{i:05}"),
                     schedule: ServerSchedule::default(),
                     sequence: 0,
+                    head: GENESIS,
                     booked: Vec::new(),
                 })
                 .collect(),
@@ -235,7 +233,7 @@ impl Sim {
     }
 
     /// The next decision on server `i`, decided and applied; its row.
-    fn step(&mut self, i: usize) -> Result<SeedRow> {
+    fn step(&mut self, i: usize) -> Result<StoredRow> {
         // A command may be refused with an error (no event), like a reschedule of a slot that
         // just closed: pick another then, as a client would try something else.
         for _ in 0..20 {
@@ -258,7 +256,14 @@ impl Sim {
                 .into_uuid()
                 .to_string();
             let server = &mut self.servers[i];
-            let row = event_row(&server.id, server.sequence, &command, &request_id, &event)?;
+            let row = event_row(
+                &server.id,
+                server.sequence,
+                &command,
+                &request_id,
+                &event,
+                &mut server.head,
+            )?;
             self.follow(i, &event);
             return Ok(row);
         }

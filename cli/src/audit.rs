@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use futures_util::TryStreamExt;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use slotcast_domain::audit::{Anchor, Hash, Range, Report, StoredRow, StreamAudit};
 use slotcast_domain::contract::AuditAnchor;
 use slotcast_domain::ServerSchedule;
+use slotcast_readmodel::copy_binary::CopyOut;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
@@ -76,35 +77,79 @@ struct EventLine {
     hash: String,
 }
 
-type RowTuple = (
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    Vec<u8>,
-    Vec<u8>,
-);
-
-fn row_of(t: RowTuple) -> StoredRow {
-    let (aggregate_id, sequence, event_type, event_version, payload, metadata, prev_hash, hash) = t;
-    StoredRow {
-        aggregate_id,
-        sequence,
-        event_type,
-        event_version,
-        payload,
-        metadata,
-        prev_hash,
-        hash,
-    }
+/// The event rows of the store (or of one server) in `(aggregate_id, sequence)` order, read
+/// with one binary `COPY` (the fastest way out of Postgres), as they come.
+struct RowReader<'c> {
+    stream: futures_util::stream::BoxStream<'c, sqlx::Result<bytes::Bytes>>,
+    out: CopyOut,
+    ready: std::collections::VecDeque<StoredRow>,
 }
 
-const ROWS: &str = "SELECT aggregate_id, sequence, event_type, event_version, payload::text, \
-                    metadata::text, prev_hash, hash FROM events \
-                    WHERE aggregate_type = $1 AND ($2::text IS NULL OR aggregate_id = $2) \
-                    ORDER BY aggregate_id, sequence";
+impl<'c> RowReader<'c> {
+    async fn open(conn: &'c mut sqlx::PgConnection, server: Option<&str>) -> Result<Self> {
+        // COPY takes no parameters: the literals are quoted here.
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let only = server.map_or(String::new(), |id| {
+            format!(" AND aggregate_id = {}", quote(id))
+        });
+        let statement = format!(
+            "COPY (SELECT aggregate_id, sequence, event_type, event_version, payload, metadata, \
+                   prev_hash, hash FROM public.events WHERE aggregate_type = {}{only} \
+                   ORDER BY aggregate_id, sequence) TO STDOUT (FORMAT binary)",
+            quote(ServerSchedule::TYPE)
+        );
+        let stream = conn
+            .copy_out_raw(&statement)
+            .await
+            .context("cannot read the events")?;
+        Ok(Self {
+            stream,
+            out: CopyOut::new(8),
+            ready: Default::default(),
+        })
+    }
+
+    async fn next(&mut self) -> Result<Option<StoredRow>> {
+        loop {
+            if let Some(row) = self.ready.pop_front() {
+                return Ok(Some(row));
+            }
+            let Some(chunk) = self.stream.next().await else {
+                self.out.finish().context("the events ended mid-row")?;
+                return Ok(None);
+            };
+            self.out.push(&chunk.context("cannot read the events")?);
+            while let Some(tuple) = self
+                .out
+                .next_tuple()
+                .context("an event row does not read")?
+            {
+                let [Some(id), Some(sequence), Some(event_type), Some(version), Some(payload), Some(metadata), prev_hash, hash] =
+                    tuple[..]
+                else {
+                    anyhow::bail!("an event row with a NULL column");
+                };
+                let text = |b: &[u8]| {
+                    String::from_utf8(b.to_vec()).context("an event column is not UTF-8")
+                };
+                self.ready.push_back(StoredRow {
+                    aggregate_id: text(id)?,
+                    sequence: i64::from_be_bytes(
+                        sequence
+                            .try_into()
+                            .context("a sequence that is not a bigint")?,
+                    ),
+                    event_type: text(event_type)?,
+                    event_version: text(version)?,
+                    payload: text(payload)?,
+                    metadata: text(metadata)?,
+                    prev_hash: prev_hash.unwrap_or_default().to_vec(),
+                    hash: hash.unwrap_or_default().to_vec(),
+                });
+            }
+        }
+    }
+}
 
 /// Every anchor of the store (or of one server), newest last.
 async fn table_anchors(pool: &PgPool, server: Option<&str>) -> Result<Vec<AuditAnchor>> {
@@ -199,14 +244,11 @@ pub async fn verify_store(
 ) -> Result<Report> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool_of = Workers::start(workers, scope.range);
-    let mut rows = sqlx::query_as::<_, RowTuple>(ROWS)
-        .bind(ServerSchedule::TYPE)
-        .bind(scope.server.as_deref())
-        .fetch(pool);
+    let mut conn = pool.acquire().await.context("cannot reach Postgres")?;
+    let mut rows = RowReader::open(&mut conn, scope.server.as_deref()).await?;
     let mut current: Option<(String, Vec<StoredRow>)> = None;
     let mut read = 0u64;
-    while let Some(tuple) = rows.try_next().await.context("cannot read the events")? {
-        let row = row_of(tuple);
+    while let Some(row) = rows.next().await? {
         read += 1;
         if read.is_multiple_of(CHUNK as u64) {
             progress(read);
@@ -337,13 +379,10 @@ fn fxhash(id: &str) -> usize {
 
 /// Writes the store's events (of one server, within a range) and their anchors as JSON Lines.
 pub async fn export(pool: &PgPool, scope: &Scope, out: &mut dyn Write) -> Result<u64> {
-    let mut rows = sqlx::query_as::<_, RowTuple>(ROWS)
-        .bind(ServerSchedule::TYPE)
-        .bind(scope.server.as_deref())
-        .fetch(pool);
+    let mut conn = pool.acquire().await.context("cannot reach Postgres")?;
+    let mut rows = RowReader::open(&mut conn, scope.server.as_deref()).await?;
     let mut written = 0;
-    while let Some(tuple) = rows.try_next().await.context("cannot read the events")? {
-        let row = row_of(tuple);
+    while let Some(row) = rows.next().await? {
         if !scope.range.holds_row(&row.metadata) {
             continue;
         }

@@ -1,4 +1,4 @@
-//! Postgres's binary `COPY` format, both ways, for the bulk rebuild: rows encoded for
+//! Postgres's binary `COPY` format, both ways, for the bulk rebuild (and the audit's reader): rows encoded for
 //! `COPY … FROM STDIN (FORMAT binary)` and tuples split out of `COPY … TO STDOUT (FORMAT
 //! binary)`.
 //!
@@ -127,7 +127,7 @@ pub(crate) fn micros_since_2000(value: DateTime<Utc>) -> i64 {
 
 /// Why binary `COPY` output could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum CopyOutError {
+pub enum CopyOutError {
     #[error("COPY output does not start with the binary signature")]
     Signature,
     #[error("COPY output has a tuple of {got} fields where {want} were asked for")]
@@ -139,7 +139,7 @@ pub(crate) enum CopyOutError {
 }
 
 /// Splits binary `COPY … TO STDOUT` output into tuples of `fields` fields, as the bytes come.
-pub(crate) struct CopyOut {
+pub struct CopyOut {
     fields: usize,
     buf: Vec<u8>,
     /// Where the next tuple starts in `buf`.
@@ -149,7 +149,7 @@ pub(crate) struct CopyOut {
 }
 
 /// One tuple: each field's bytes, `None` for NULL.
-pub(crate) type Tuple<'a> = Vec<Option<&'a [u8]>>;
+pub type Tuple<'a> = Vec<Option<&'a [u8]>>;
 
 impl CopyOut {
     pub fn new(fields: usize) -> Self {

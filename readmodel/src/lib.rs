@@ -8,7 +8,7 @@
 //! `search_path` (`rm, public` from [`db::connect`]) decides which copy they hit.
 
 mod batch;
-mod copy_binary;
+pub mod copy_binary;
 pub mod db;
 mod fold;
 mod project;

@@ -395,8 +395,8 @@ fn text<'a>(bytes: &'a [u8], column: &str) -> Result<&'a str> {
         .map_err(|_| Error::Corrupt(format!("an event's {column} is not UTF-8")))
 }
 
-/// A stored event, as [`versions::decode`] reads it. One stored at today's version has no step
-/// to run, and is read straight from its text rather than through a `serde_json::Value`.
+/// A stored event, as [`versions::decode_text`] reads it (straight from its text when it is at
+/// today's version).
 fn decode(
     aggregate_id: &str,
     sequence: i64,
@@ -404,29 +404,13 @@ fn decode(
     event_version: &str,
     payload: &[u8],
 ) -> Result<ScheduleEvent> {
-    let fail = |source| Error::Decode {
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| Error::Corrupt(format!("{aggregate_id}#{sequence}: payload is not UTF-8")))?;
+    versions::decode_text(event_type, event_version, text).map_err(|source| Error::Decode {
         aggregate_id: aggregate_id.to_string(),
         sequence,
         source,
-    };
-    let current = versions::version_of(event_type);
-    if event_version.trim().parse::<u32>().ok() == Some(current) {
-        return serde_json::from_slice(payload).map_err(|source| {
-            fail(versions::DecodeError::Json {
-                event_type: event_type.to_string(),
-                version: current,
-                source,
-            })
-        });
-    }
-    let value = serde_json::from_slice(payload).map_err(|source| {
-        fail(versions::DecodeError::Json {
-            event_type: event_type.to_string(),
-            version: current,
-            source,
-        })
-    })?;
-    versions::decode(event_type, event_version, value).map_err(fail)
+    })
 }
 
 /// Writes what the reader sends into `rm_next`'s tables, one `COPY` per table each time its
