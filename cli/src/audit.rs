@@ -530,6 +530,14 @@ pub async fn store_anchors(pool: &PgPool, server: Option<&str>) -> Result<Vec<Au
     table_anchors(pool, server).await
 }
 
+/// Erases the progress line, if one was drawn.
+pub fn clear_progress() {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+}
+
 /// Progress on a terminal (stderr): events read, events/s and the time left, from the
 /// planner's estimate of the events table's size; nothing when stderr is not a terminal.
 pub async fn progress(pool: &PgPool) -> Box<dyn FnMut(u64) + Send> {

@@ -404,7 +404,9 @@ async fn run_audit(command: AuditCmd, file: &config::FileConfig, env: &Env) -> R
                 range: slotcast_domain::audit::Range { from, to },
             };
             let mut progress = audit::progress(&pool).await;
-            let report = audit::verify_store(&pool, &scope, anchors, &mut progress).await?;
+            let report = audit::verify_store(&pool, &scope, anchors, &mut progress).await;
+            audit::clear_progress();
+            let report = report?;
             finish_audit(&report, started, &sources)
         }
         AuditCmd::Export { server, from, to } => {

@@ -470,8 +470,12 @@ async fn write(pool: &PgPool, group: &[Decided], project: bool) {
     for d in group {
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                 event_version, payload, metadata) \
-             VALUES ($1, $2, $3, $4, $5, $6::jsonb::json, $7::jsonb::json)",
+                 event_version, payload, metadata, prev_hash, hash) \
+             SELECT $1, $2, $3, $4, $5, p, m, prev, \
+                 slotcast_event_hash(prev, $2, $3, $4, $5, p::text, m::text) \
+             FROM (SELECT $6::jsonb::json AS p, $7::jsonb::json AS m, coalesce( \
+                 (SELECT hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                  AND sequence = $3 - 1), decode(repeat('00', 32), 'hex')) AS prev) AS r",
         )
         .bind(ServerSchedule::TYPE)
         .bind(&d.server)
@@ -730,8 +734,10 @@ async fn catch_up_and_rebuild_follow_transaction_order_across_a_digit_boundary()
         // The transaction id the column's default records, given as a value.
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                 event_version, payload, metadata, txid) \
-             VALUES ($1, $2, 1, $3, $4, $5::jsonb::json, '{}', $6::text::xid8)",
+                 event_version, payload, metadata, txid, prev_hash, hash) \
+             SELECT $1, $2, 1, $3, $4, p, '{}', $6::text::xid8, g, \
+                 slotcast_event_hash(g, $2, 1, $3, $4, p::text, '{}') \
+             FROM (SELECT $5::jsonb::json AS p, decode(repeat('00', 32), 'hex') AS g) AS r",
         )
         .bind(ServerSchedule::TYPE)
         .bind(&server)
