@@ -54,6 +54,10 @@ enum Top {
     Server {
         #[arg(value_enum)]
         role: ServerRole,
+        /// Read and check the role's configuration (the --config file and the environment),
+        /// say whether it is valid, and exit without starting anything.
+        #[arg(long)]
+        check: bool,
     },
     /// Administration: tokens, read-model rebuild.
     Admin {
@@ -227,8 +231,32 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
                 .with_context(|| format!("cannot migrate {}", redact(&url)))?;
             println!("migrations applied");
         }
+        Top::Server { role, check: true } => {
+            let name = match role {
+                ServerRole::All => {
+                    config::all_config(&file, &env)?;
+                    config::streamer_config(&file, &env)?;
+                    "all"
+                }
+                ServerRole::Api => {
+                    config::api_config(&file, &env)?;
+                    "api"
+                }
+                ServerRole::Scheduler => {
+                    config::scheduler_role_config(&file, &env)?;
+                    "scheduler"
+                }
+                ServerRole::Streamer => {
+                    config::streamer_config(&file, &env)?
+                        .context("set SLOTCAST_SERVER_ID (or streamer.server_id)")?;
+                    "streamer"
+                }
+            };
+            println!("slotcast server {name}: the configuration is valid");
+        }
         Top::Server {
             role: ServerRole::Scheduler,
+            ..
         } => {
             let config = config::scheduler_role_config(&file, &env)?;
             let shutdown = CancellationToken::new();
@@ -241,6 +269,7 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
         }
         Top::Server {
             role: ServerRole::Streamer,
+            ..
         } => {
             let config = config::streamer_config(&file, &env)?.context(
                 "set SLOTCAST_SERVER_ID (or streamer.server_id): the registered server this \
@@ -252,6 +281,7 @@ async fn run(cli: Cli, env: Env) -> Result<()> {
         }
         Top::Server {
             role: role @ (ServerRole::All | ServerRole::Api),
+            ..
         } => {
             let (config, streamer) = match role {
                 ServerRole::All => (
