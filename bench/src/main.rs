@@ -10,6 +10,8 @@
 
 mod booking;
 mod client;
+mod hls;
+mod hls_load;
 mod ingest;
 mod load;
 mod nats;
@@ -58,6 +60,11 @@ enum Command {
     /// ffmpeg remuxing the same input to HLS, and part latency p50/p95 from /metrics; the
     /// streamer is a child process. Needs ffmpeg and NATS; use a release build.
     Ingest(ingest::IngestArgs),
+    /// Serving viewers: the same segments and parts with plain GETs from the streamer's
+    /// memory and from nginx serving them as files (rate, p50/p99), and, apart, blocking
+    /// playlist reload latency with many viewers waiting on each part. Needs ffmpeg, nginx
+    /// and NATS; use a release build.
+    Hls(hls::HlsArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,5 +100,6 @@ async fn run(command: Command, slotcast: &Slotcast) -> Result<()> {
         Command::Booking(args) => booking::booking(args, slotcast).await,
         Command::Slots(args) => slots::slots(args, slotcast).await,
         Command::Ingest(args) => ingest::ingest(args, slotcast).await,
+        Command::Hls(args) => hls::hls(args, slotcast).await,
     }
 }
