@@ -5,10 +5,13 @@
 //! Contract: no I/O, no clock. A validator is derived from what identifies the bytes, never
 //! from hashing them per request: a file in memory by its playout's identity, its name and
 //! length (a name is never reused with other bytes inside one playout); a file on disk by
-//! its inode, modification time, place and length (a recording that starts over rewrites
-//! its files, which changes the modification time). Two answers with the same tag therefore
-//! have the same bytes; the same bytes may carry two tags (from memory, then from disk),
-//! which costs a cache one full answer, never a wrong one.
+//! its inode and modification time (read after the bytes), and a segment's number, place
+//! and length in it. Inode numbers are reused, so the time is what tells a recording that
+//! started over (its files truncated and written again, at least a segment's duration after
+//! the old one's last write) from the old one. Two answers with the same tag therefore have
+//! the same bytes; the same bytes may carry two tags (from memory, then from disk), which
+//! costs a cache one full answer, never a wrong one: a segment served from disk while its
+//! recording still grows gets a new tag with every segment appended.
 
 use std::time::{Duration, SystemTime};
 
@@ -50,15 +53,33 @@ impl Validators {
         }
     }
 
-    /// Bytes of a file on disk: `inode` and `modified` of the file they are in, their
-    /// `offset` and `len` in it.
-    pub fn on_disk(inode: u64, modified: SystemTime, offset: u64, len: u64) -> Self {
+    /// A whole file on disk: its inode, modification time and length.
+    pub fn in_file(inode: u64, modified: SystemTime, len: u64) -> Self {
         let nanos = modified
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_nanos();
         Self {
-            etag: format!("\"d{inode:x}.{nanos:x}.{offset:x}.{len:x}\""),
+            etag: format!("\"f{inode:x}.{nanos:x}.{len:x}\""),
+            last_modified: modified,
+        }
+    }
+
+    /// Segment `msn`, `len` bytes at `offset` in a file of many (its inode, and its
+    /// modification time after the bytes were read).
+    pub fn in_shared_file(
+        inode: u64,
+        modified: SystemTime,
+        msn: u64,
+        offset: u64,
+        len: u64,
+    ) -> Self {
+        let nanos = modified
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_nanos();
+        Self {
+            etag: format!("\"s{inode:x}.{nanos:x}.{msn:x}.{offset:x}.{len:x}\""),
             last_modified: modified,
         }
     }
@@ -146,8 +167,10 @@ mod tests {
             Validators::rendered("18f3a", 255, at(0)).etag,
             "\"p18f3a.ff\""
         );
-        let disk = Validators::on_disk(0x1234, at(1) + Duration::from_nanos(5), 0x10, 0x20);
-        assert_eq!(disk.etag, "\"d1234.3b9aca05.10.20\"");
+        let file = Validators::in_file(0x1234, at(1) + Duration::from_nanos(5), 0x20);
+        assert_eq!(file.etag, "\"f1234.3b9aca05.20\"");
+        let segment = Validators::in_shared_file(0x1234, at(1), 7, 0x10, 0x20);
+        assert_eq!(segment.etag, "\"s1234.3b9aca00.7.10.20\"");
         assert_eq!(v().http_date(), "Fri, 15 Jan 2027 08:00:00 GMT");
     }
 

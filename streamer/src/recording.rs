@@ -369,9 +369,10 @@ fn read_whole(path: &Path) -> std::io::Result<Option<Recorded>> {
     let meta = file.metadata()?;
     let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.read_to_end(&mut data)?;
-    // After the bytes, as in `read_indexed`.
+    // The time is taken after the bytes: a file changed before or while they were read (a
+    // journal appended to) has a newer one, so old bytes and new never share a tag.
     let modified = file.metadata()?.modified()?;
-    let validators = Validators::on_disk(meta.ino(), modified, 0, data.len() as u64);
+    let validators = Validators::in_file(meta.ino(), modified, data.len() as u64);
     Ok(Some(Recorded { data, validators }))
 }
 
@@ -414,10 +415,10 @@ fn read_indexed(dir: &Path, msn: u64) -> std::io::Result<Option<Recorded>> {
     }
     let mut data = vec![0u8; len as usize];
     media.read_exact_at(&mut data, offset)?;
-    // The time is taken after the bytes: a recording that started over before or while they
-    // were read has a newer one, so old bytes and new never share a tag.
+    // The time is taken after the bytes: a recording that started over (truncating the file)
+    // before or while they were read has a newer one, so old bytes and new never share a tag.
     let modified = media.metadata()?.modified()?;
-    let validators = Validators::on_disk(meta.ino(), modified, offset, len);
+    let validators = Validators::in_shared_file(meta.ino(), modified, msn, offset, len);
     Ok(Some(Recorded { data, validators }))
 }
 
@@ -713,11 +714,13 @@ mod tests {
         assert_eq!(tag("seg-0.m4s"), old, "the same bytes, the same tag");
         assert_ne!(tag("seg-1.m4s"), old);
         assert!(
-            old.starts_with("\"d") && init.starts_with("\"d"),
+            old.starts_with("\"s") && init.starts_with("\"f"),
             "{old} {init}"
         );
 
-        // A recording started over replaces the old one, and its tags.
+        // A recording started over replaces the old one, and its tags. (Here the length
+        // differs too; a start-over comes at least a segment after the old recording's last
+        // write, so the file's modification time differs as well.)
         w.write_now("r1", segment(0, 9, 4)).unwrap();
         assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![9; 4]));
         assert_ne!(tag("seg-0.m4s"), old);
