@@ -11,6 +11,8 @@
 
 mod booking;
 mod client;
+mod hls;
+mod hls_load;
 mod ingest;
 mod load;
 mod nats;
@@ -65,6 +67,11 @@ enum Command {
     /// million events (1,000 servers' histories decided by the domain, seeded by SQL, untimed);
     /// in a throwaway database.
     Rebuild(rebuild::RebuildArgs),
+    /// Serving viewers: the same segments and parts with plain GETs from the streamer's
+    /// memory and from nginx serving them as files (rate, p50/p99), and, apart, blocking
+    /// playlist reload latency with many viewers waiting on each part. Needs ffmpeg, nginx
+    /// and NATS; use a release build.
+    Hls(hls::HlsArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,5 +108,6 @@ async fn run(command: Command, slotcast: &Slotcast) -> Result<()> {
         Command::Slots(args) => slots::slots(args, slotcast).await,
         Command::Ingest(args) => ingest::ingest(args, slotcast).await,
         Command::Rebuild(args) => rebuild::rebuild(args, slotcast).await,
+        Command::Hls(args) => hls::hls(args, slotcast).await,
     }
 }

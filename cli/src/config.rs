@@ -57,6 +57,7 @@ pub struct StreamerSection {
     pub recordings_dir: Option<String>,
     pub retention_s: Option<u64>,
     pub hls_js: Option<String>,
+    pub hls_trusted_proxies: Option<String>,
     pub segment_ms: Option<u64>,
     pub part_ms: Option<u64>,
     pub session_timeout_s: Option<u64>,
@@ -395,6 +396,10 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
     if let Some(path) = pick("SLOTCAST_HLS_JS", &section.hls_js) {
         config.hls_js = path.into();
     }
+    if let Some(proxies) = pick("SLOTCAST_HLS_TRUSTED_PROXIES", &section.hls_trusted_proxies) {
+        config.trusted_proxies = slotcast_streamer::forwarded::TrustedProxies::parse(&proxies)
+            .context("SLOTCAST_HLS_TRUSTED_PROXIES / streamer.hls_trusted_proxies")?;
+    }
     let number = |key: &str, from_file: Option<u64>| -> Result<Option<u64>> {
         match env.get(key) {
             Some(v) => Ok(Some(parse_u64(key, v)?)),
@@ -636,6 +641,34 @@ mod tests {
         // Recordings placed explicitly need no state directory.
         let config = streamer(&[("SLOTCAST_RECORDINGS_DIR", "/srv/recordings")]);
         assert_eq!(config.recordings_dir, Path::new("/srv/recordings"));
+        assert!(
+            config.trusted_proxies.is_empty(),
+            "no proxy is trusted by default"
+        );
+        let config = streamer(&[
+            ("SLOTCAST_RECORDINGS_DIR", "/srv/recordings"),
+            ("SLOTCAST_HLS_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8"),
+        ]);
+        let viewer = config.trusted_proxies.client(
+            "127.0.0.1".parse().unwrap(),
+            [&b"198.51.100.7, 10.0.0.3"[..]],
+        );
+        assert_eq!(viewer, "198.51.100.7".parse::<std::net::IpAddr>().unwrap());
+        let err = streamer_config(
+            &file,
+            &env(&[
+                ("SLOTCAST_SERVER_ID", "srv"),
+                ("SLOTCAST_RECORDINGS_DIR", "/srv/recordings"),
+                ("SLOTCAST_HLS_TRUSTED_PROXIES", "127.0.0.1,cache.example"),
+            ]),
+        )
+        .err()
+        .expect("a name is not an address");
+        let shown = format!("{err:#}");
+        assert!(
+            shown.contains("SLOTCAST_HLS_TRUSTED_PROXIES") && shown.contains("cache.example"),
+            "{shown}"
+        );
     }
 
     #[test]

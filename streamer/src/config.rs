@@ -78,6 +78,9 @@ pub struct StreamerConfig {
     pub secret_key: Option<slotcast_domain::secret::SecretKey>,
     /// What the viewer port allows each client (timeouts, connections).
     pub http: slotcast_http::Limits,
+    /// Caches in front of the viewer port whose `X-Forwarded-For` names the viewer
+    /// (`SLOTCAST_HLS_TRUSTED_PROXIES`); empty: the TCP peer is the viewer.
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
     /// Networks cameras may be pulled from (`SLOTCAST_CAMERA_NETWORKS`); empty: public
     /// addresses only (`crate::camera::allowed`). A camera's host is resolved and every
     /// address checked before each attempt, and the checked address is the one connected to.
@@ -127,6 +130,7 @@ impl StreamerConfig {
             secret_key: None,
             camera_networks: Vec::new(),
             http: slotcast_http::Limits::default(),
+            trusted_proxies: crate::forwarded::TrustedProxies::default(),
         }
     }
 

@@ -6,14 +6,21 @@
 //! blocked request holds no lock: it waits on the playout's version watch, bounded by three
 //! target durations (then 503, as RFC 8216bis asks). File names are matched against the
 //! stream's own patterns before any path is built, so a request cannot leave the directory.
+//!
+//! Caches: every answer says how long it may be kept (`crate::caching`); init segments,
+//! segments, parts and non-blocking playlists carry strong validators, and a conditional
+//! request that still holds is answered 304 without the body. A blocking reload is never
+//! kept. Media in memory is served from buffers shared by every viewer (`Held`), never
+//! copied per request. Viewers are counted by address, the one `X-Forwarded-For` names
+//! behind a trusted proxy (`crate::forwarded`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Extension;
@@ -23,17 +30,16 @@ use serde::Deserialize;
 use slotcast_http::Conn;
 use tokio_util::sync::CancellationToken;
 
+use crate::caching::{self, Validators};
 use crate::hub::{Hub, PlayoutHandle};
 use crate::playlist::Readiness;
 use crate::playlist::{parse_part, parse_segment};
-use crate::playout::PlayoutState;
+use crate::playout::{HeldFile, PlayoutState};
 use crate::recording;
 
 const WATCH_PAGE: &str = include_str!("../../web/watch.html");
 
 const MIME_PLAYLIST: &str = "application/vnd.apple.mpegurl";
-const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
-const CACHE_LIVE: &str = "no-cache";
 
 pub fn router(hub: Hub) -> Router {
     Router::new()
@@ -117,14 +123,30 @@ async fn playlist(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     conn: Option<Extension<Conn>>,
     Query(blocking): Query<Blocking>,
+    request: Request,
 ) -> Response {
     if !valid_id(&id) {
         return not_found();
     }
-    hub.saw_viewer(&id, remote.ip());
+    let headers = request.headers();
+    let viewer = hub.config().trusted_proxies.client(
+        remote.ip(),
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
+    hub.saw_viewer(&id, viewer);
     let Some(playout) = hub.find_playout(&id) else {
         return match read_recording(&hub, &id, "index.m3u8").await {
-            Some(body) => playlist_response(body.to_vec(), true),
+            Some(file) => answer(
+                headers,
+                MIME_PLAYLIST,
+                caching::CACHE_ENDED,
+                Some(&file.validators),
+                Body::from(file.data),
+                None,
+            ),
             None => text(StatusCode::NOT_FOUND, "the stream has not started\n"),
         };
     };
@@ -147,7 +169,7 @@ async fn playlist(
     let deadline = tokio::time::Instant::now() + hold_limit(&hub);
     let mut changed = playout.subscribe();
     loop {
-        let answer = {
+        let answer_now = {
             let c = playout.lock();
             let ready = match blocking.msn {
                 Some(msn) => c.readiness(msn, blocking.part),
@@ -161,12 +183,38 @@ async fn playlist(
                 Readiness::Wait => None,
             }
         };
-        if let Some((version, state)) = answer {
+        if let Some((version, state)) = answer_now {
             // Served from the rendering kept for this version, outside the playout's lock.
-            return match playout.playlist(version) {
-                Some(body) => playlist_response(body, state == crate::playout::PlayoutState::Ended),
-                None => text(StatusCode::NOT_FOUND, "the stream has not started\n"),
+            let rendered = playout.playlist(version, hub.now());
+            let Some(body) = rendered.body else {
+                return text(StatusCode::NOT_FOUND, "the stream has not started\n");
             };
+            if blocking.msn.is_some() {
+                // One viewer's wait: no validators, and no cache keeps it.
+                return answer(
+                    headers,
+                    MIME_PLAYLIST,
+                    caching::CACHE_BLOCKING,
+                    None,
+                    Body::from(body),
+                    None,
+                );
+            }
+            let cache = if state == PlayoutState::Ended {
+                caching::CACHE_ENDED
+            } else {
+                caching::CACHE_LIVE
+            };
+            let validators =
+                Validators::rendered(playout.identity(), rendered.version, rendered.at.into());
+            return answer(
+                headers,
+                MIME_PLAYLIST,
+                cache,
+                Some(&validators),
+                Body::from(body),
+                None,
+            );
         }
         if tokio::time::timeout_at(deadline, changed.changed())
             .await
@@ -180,20 +228,47 @@ async fn playlist(
     }
 }
 
-fn playlist_response(body: impl Into<Body>, ended: bool) -> Response {
-    let cache = if ended {
-        "public, max-age=60"
-    } else {
-        CACHE_LIVE
-    };
-    (
-        [
-            (header::CONTENT_TYPE, MIME_PLAYLIST),
-            (header::CACHE_CONTROL, cache),
-        ],
-        body.into(),
-    )
-        .into_response()
+/// A 200 with `body`, or a 304 when the request's conditions hold for `validators`.
+/// `length`: the body's length, when the body does not know it.
+fn answer(
+    request: &HeaderMap,
+    mime: &'static str,
+    cache: &'static str,
+    validators: Option<&Validators>,
+    body: Body,
+    length: Option<usize>,
+) -> Response {
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Some(v) = validators {
+        if let Ok(etag) = HeaderValue::from_str(&v.etag) {
+            headers.insert(header::ETAG, etag);
+        }
+        if let Ok(date) = HeaderValue::from_str(&v.http_date()) {
+            headers.insert(header::LAST_MODIFIED, date);
+        }
+        let unchanged = caching::not_modified(
+            v,
+            request
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            request
+                .get(header::IF_MODIFIED_SINCE)
+                .map(HeaderValue::as_bytes),
+        );
+        if unchanged {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            return response;
+        }
+    }
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    *response.body_mut() = body;
+    response
 }
 
 /// The names a stream's files can have: `init.mp4`, `init-<n>.mp4`, `seg-<msn>.m4s`,
@@ -213,44 +288,92 @@ fn media_name(name: &str) -> Option<&'static str> {
     None
 }
 
-async fn media_file(State(hub): State<Hub>, Path((id, name)): Path<(String, String)>) -> Response {
+async fn media_file(
+    State(hub): State<Hub>,
+    Path((id, name)): Path<(String, String)>,
+    request: Request,
+) -> Response {
     if !valid_id(&id) {
         return not_found();
     }
     let Some(mime) = media_name(&name) else {
         return not_found();
     };
-    let pieces = match hub.find_playout(&id) {
-        Some(playout) => match wait_for_file(&hub, &playout, &name).await {
-            Ok(Some(pieces)) => Some(pieces),
-            Ok(None) => read_recording(&hub, &id, &name).await.map(|b| vec![b]),
+    let headers = request.headers();
+    let cache = caching::CACHE_IMMUTABLE;
+    if let Some(playout) = hub.find_playout(&id) {
+        match wait_for_file(&hub, &playout, &name).await {
+            Ok(Some(file)) => {
+                let made = file.made().unwrap_or_else(|| hub.now());
+                let length = file.len();
+                let validators =
+                    Validators::in_memory(playout.identity(), &name, length, made.into());
+                // A segment goes out as its parts' buffers, each joined once for all viewers.
+                let body = match <[Bytes; 1]>::try_from(file.bytes()) {
+                    Ok([one]) => Body::from(one),
+                    Err(pieces) => Body::new(Chunks::new(pieces)),
+                };
+                return answer(headers, mime, cache, Some(&validators), body, Some(length));
+            }
+            Ok(None) => {}
             Err(response) => return response,
-        },
-        None => read_recording(&hub, &id, &name).await.map(|b| vec![b]),
-    };
-    let Some(pieces) = pieces else {
-        return not_found();
-    };
-    let length: usize = pieces.iter().map(Bytes::len).sum();
-    // A segment from memory goes out as its parts, never copied into one buffer.
-    let body = match <[Bytes; 1]>::try_from(pieces) {
-        Ok([one]) => Body::from(one),
-        Err(pieces) => Body::from_stream(futures_util::stream::iter(
-            pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
-        )),
-    };
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(mime)),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static(CACHE_IMMUTABLE),
-            ),
-            (header::CONTENT_LENGTH, HeaderValue::from(length)),
-        ],
-        body,
-    )
-        .into_response()
+        }
+    }
+    match read_recording(&hub, &id, &name).await {
+        Some(file) => {
+            let length = file.data.len();
+            let body = Body::from(file.data);
+            answer(
+                headers,
+                mime,
+                cache,
+                Some(&file.validators),
+                body,
+                Some(length),
+            )
+        }
+        None => not_found(),
+    }
+}
+
+/// A body of whole buffers, known in length: a segment as its parts.
+struct Chunks {
+    left: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(pieces: Vec<Bytes>) -> Self {
+        let remaining = pieces.iter().map(|b| b.len() as u64).sum();
+        Self {
+            left: pieces.into(),
+            remaining,
+        }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.left.pop_front();
+        if let Some(chunk) = &next {
+            self.remaining -= chunk.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|chunk| Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
 }
 
 /// The file from memory; for the part the stream will produce next (the preload hint),
@@ -259,20 +382,27 @@ async fn wait_for_file(
     hub: &Hub,
     playout: &PlayoutHandle,
     name: &str,
-) -> Result<Option<Vec<Bytes>>, Response> {
+) -> Result<Option<HeldFile>, Response> {
+    // Asked for again only when the file is not there yet: a file held is answered without
+    // touching the version watch.
+    let mut changed: Option<tokio::sync::watch::Receiver<u64>> = None;
     let deadline = tokio::time::Instant::now() + hold_limit(hub);
-    let mut changed = playout.subscribe();
     loop {
         {
             let c = playout.lock();
-            if let Some(body) = c.file(name) {
-                return Ok(Some(body));
+            if let Some(file) = c.file(name) {
+                return Ok(Some(file));
             }
             if !c.is_coming(name) {
                 return Ok(None);
             }
         }
-        if tokio::time::timeout_at(deadline, changed.changed())
+        let Some(watch) = changed.as_mut() else {
+            // Subscribed after the look: the next look sees any change made since.
+            changed = Some(playout.subscribe());
+            continue;
+        };
+        if tokio::time::timeout_at(deadline, watch.changed())
             .await
             .is_err()
         {
@@ -284,24 +414,15 @@ async fn wait_for_file(
     }
 }
 
-fn recording_path(hub: &Hub, id: &str, name: &str) -> PathBuf {
-    hub.config().recordings_dir.join(id).join(name)
-}
-
-/// A file of the recording on disk (names already checked against the stream's patterns):
-/// a segment from the recording's segment file, anything else as the file of that name.
-async fn read_recording(hub: &Hub, id: &str, name: &str) -> Option<Bytes> {
-    let Some(msn) = parse_segment(name) else {
-        return tokio::fs::read(recording_path(hub, id, name))
-            .await
-            .ok()
-            .map(Bytes::from);
-    };
+/// A file of the recording on disk (names already checked against the stream's patterns),
+/// read on a blocking thread.
+async fn read_recording(hub: &Hub, id: &str, name: &str) -> Option<recording::Recorded> {
     let dir = hub.config().recordings_dir.join(id);
-    match tokio::task::spawn_blocking(move || recording::read_segment(&dir, msn)).await {
-        Ok(Ok(data)) => data.map(Bytes::from),
+    let name = name.to_string();
+    match tokio::task::spawn_blocking(move || recording::read_file(&dir, &name)).await {
+        Ok(Ok(file)) => file,
         Ok(Err(err)) => {
-            tracing::warn!(reservation = id, msn, %err, "recording segment unreadable");
+            tracing::warn!(reservation = id, %err, "recording file unreadable");
             None
         }
         Err(err) => {
@@ -309,6 +430,10 @@ async fn read_recording(hub: &Hub, id: &str, name: &str) -> Option<Bytes> {
             None
         }
     }
+}
+
+fn recording_path(hub: &Hub, id: &str, name: &str) -> PathBuf {
+    hub.config().recordings_dir.join(id).join(name)
 }
 
 async fn status(State(hub): State<Hub>, Path(id): Path<String>) -> Response {

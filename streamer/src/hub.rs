@@ -40,20 +40,35 @@ use crate::rtsp::Credential;
 pub struct PlayoutHandle {
     playout: Mutex<Playout>,
     changed: watch::Sender<u64>,
-    /// The playlist as last rendered, with the playout version it was rendered at: rendered
-    /// once per change, served to every viewer from here without the playout's lock.
+    /// The playlist as last rendered: rendered once per change, served to every viewer
+    /// from here without the playout's lock.
     rendered: Mutex<Option<Rendered>>,
+    /// Names this playout in the validators of what it serves (`crate::caching`): unique per
+    /// process start and playout.
+    identity: String,
 }
 
-/// A rendered playlist: `None` while it lists no segment.
-type Rendered = (u64, Option<Bytes>);
+/// A rendered playlist: the playout version it was rendered at, when (server clock), and the
+/// text (`None` while it lists no segment).
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub version: u64,
+    pub at: DateTime<Utc>,
+    pub body: Option<Bytes>,
+}
+
+/// Playouts made by this process so far: part of each one's identity.
+static PLAYOUTS_MADE: AtomicU64 = AtomicU64::new(0);
 
 impl PlayoutHandle {
-    fn new(playout: Playout) -> Self {
+    fn new(playout: Playout, now: DateTime<Utc>) -> Self {
+        let made = PLAYOUTS_MADE.fetch_add(1, Ordering::Relaxed);
+        let nanos = now.timestamp_nanos_opt().unwrap_or(0);
         Self {
             playout: Mutex::new(playout),
             changed: watch::channel(0).0,
             rendered: Mutex::new(None),
+            identity: format!("{nanos:x}-{made:x}"),
         }
     }
 
@@ -61,28 +76,38 @@ impl PlayoutHandle {
         lock(&self.playout)
     }
 
+    /// What names this playout in validators.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
     /// The playlist at playout version `version` or later: the rendering kept, or a new one
-    /// (rendered under the playout's lock, once per version, then kept).
-    pub fn playlist(&self, version: u64) -> Option<Bytes> {
-        if let Some((at, body)) = lock(&self.rendered).as_ref() {
-            if *at >= version {
-                return body.clone();
+    /// (rendered under the playout's lock, once per version, then kept); `now` is when, if
+    /// it is rendered now.
+    pub fn playlist(&self, version: u64, now: DateTime<Utc>) -> Rendered {
+        if let Some(kept) = lock(&self.rendered).as_ref() {
+            if kept.version >= version {
+                return kept.clone();
             }
         }
-        let (at, body) = {
+        let fresh = {
             let playout = self.lock();
-            (
-                playout.version(),
-                playout
+            Rendered {
+                version: playout.version(),
+                at: now,
+                body: playout
                     .playlist()
                     .map(|text| Bytes::from(text.into_bytes())),
-            )
+            }
         };
         let mut kept = lock(&self.rendered);
-        if kept.as_ref().is_none_or(|(was, _)| *was < at) {
-            *kept = Some((at, body.clone()));
+        match kept.as_ref() {
+            Some(was) if was.version >= fresh.version => was.clone(),
+            _ => {
+                *kept = Some(fresh.clone());
+                fresh
+            }
         }
-        body
     }
 
     /// Tells waiting requests that the playout changed.
@@ -607,7 +632,7 @@ impl Hub {
                 self.inner.config.part_target,
             ),
         };
-        let handle = Arc::new(PlayoutHandle::new(playout));
+        let handle = Arc::new(PlayoutHandle::new(playout, self.now()));
         state
             .playouts
             .insert(reservation_id.to_string(), handle.clone());

@@ -8,10 +8,12 @@
 //! carries out `control`'s decisions. [`run`] starts them all
 //! and stops them when `shutdown` fires.
 
+pub mod caching;
 pub mod camera;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod forwarded;
 pub mod gates;
 pub mod http;
 pub mod hub;

@@ -5,9 +5,12 @@
 //! out as [`DiskWrite`]s for the disk writer, and every change bumps a version that blocked
 //! playlist and part requests wait on. Memory is bounded: parts for the newest
 //! [`Playlist::PART_SEGMENTS`] + 1 segments and the newest [`Playout::MEMORY_SEGMENTS`]
-//! segments; older media is served from disk.
+//! segments; older media is served from disk. A file served from memory is a [`Held`]: its
+//! pieces as ingest made them (ingest never joins them), joined once, when a viewer first
+//! asks, into the one buffer every later viewer shares.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -47,6 +50,75 @@ pub enum DiskWrite {
     End { playlist: String, start: bool },
 }
 
+/// An init segment or a part in memory, as viewers are served it.
+#[derive(Debug)]
+pub struct Held {
+    pieces: Pieces,
+    /// The pieces joined, made by the first viewer that asks (`OnceLock`: once, whoever
+    /// races); shared by every later answer.
+    joined: OnceLock<Bytes>,
+    len: usize,
+    /// When it was made (server clock): its `Last-Modified`.
+    pub made: DateTime<Utc>,
+}
+
+impl Held {
+    fn new(pieces: Pieces, made: DateTime<Utc>) -> Self {
+        let len = pieces.iter().map(Bytes::len).sum();
+        Self {
+            pieces,
+            joined: OnceLock::new(),
+            len,
+            made,
+        }
+    }
+
+    /// Its bytes in one buffer: joined (a copy) on the first call, shared after.
+    pub fn bytes(&self) -> Bytes {
+        self.joined
+            .get_or_init(|| match self.pieces.iter().as_slice() {
+                [one] => one.clone(),
+                many => Bytes::from(many.concat()),
+            })
+            .clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A file of the stream in memory: an init segment or a part (one [`Held`]), or a segment
+/// (its parts).
+#[derive(Clone, Debug)]
+pub struct HeldFile {
+    pub pieces: Vec<Arc<Held>>,
+}
+
+impl HeldFile {
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(|h| h.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// When its last piece was made: the file's `Last-Modified`.
+    pub fn made(&self) -> Option<DateTime<Utc>> {
+        self.pieces.iter().map(|h| h.made).max()
+    }
+
+    /// Its bytes as at most one buffer per piece (see [`Held::bytes`]).
+    pub fn bytes(&self) -> Vec<Bytes> {
+        self.pieces.iter().map(|h| h.bytes()).collect()
+    }
+}
+
 /// A part just announced, for the latency figures.
 #[derive(Clone, Copy, Debug)]
 pub struct Announced {
@@ -58,15 +130,14 @@ pub struct Playout {
     playlist: Playlist,
     state: PlayoutState,
     /// Init segments by number (`init_uri`).
-    inits: Vec<(u32, Bytes)>,
+    inits: Vec<(u32, Arc<Held>)>,
     /// The init number the next parts use.
     init: u32,
-    parts: VecDeque<((u64, usize), Pieces)>,
-    /// Complete segments as their parts: neither a part nor a segment is ever copied into
-    /// one buffer.
-    segments: VecDeque<(u64, Vec<Pieces>)>,
+    parts: VecDeque<((u64, usize), Arc<Held>)>,
+    /// Complete segments as their parts: a segment is never copied into one buffer.
+    segments: VecDeque<(u64, Vec<Arc<Held>>)>,
     /// Parts of the segment being cut: the segment once it completes.
-    building: Vec<Pieces>,
+    building: Vec<Arc<Held>>,
     /// No segment has reached the disk queue yet: the next one starts the recording over.
     start_pending: bool,
     /// A batch for the disk was lost: the next segment rewrites the journal and inits.
@@ -156,7 +227,8 @@ impl Playout {
                     name: playlist::init_uri(self.init),
                     data: data.clone(),
                 });
-                self.inits.push((self.init, data));
+                self.inits
+                    .push((self.init, Arc::new(Held::new(Pieces::from(data), at))));
                 // Only the newest two inits are needed in memory (the live one and the one
                 // viewers may still be finishing).
                 if self.inits.len() > 2 {
@@ -181,8 +253,9 @@ impl Playout {
                     },
                     at,
                 );
-                self.building.push(data.clone());
-                self.parts.push_back((key, data));
+                let held = Arc::new(Held::new(data, at));
+                self.building.push(held.clone());
+                self.parts.push_back((key, held));
                 self.next = (key.0, key.1 + 1);
                 self.state = PlayoutState::Live;
                 self.trim();
@@ -203,10 +276,10 @@ impl Playout {
         let segment = std::mem::take(&mut self.building);
         let lost = std::mem::take(&mut self.disk_lost);
         if lost {
-            for (n, data) in &self.inits {
+            for (n, held) in &self.inits {
                 writes.push(DiskWrite::Init {
                     name: playlist::init_uri(*n),
-                    data: data.clone(),
+                    data: held.bytes(),
                 });
             }
         }
@@ -216,7 +289,7 @@ impl Playout {
             writes.push(DiskWrite::Segment {
                 msn,
                 start: std::mem::take(&mut self.start_pending),
-                parts: segment.clone(),
+                parts: segment.iter().map(|h| h.pieces.clone()).collect(),
                 journal,
             });
         }
@@ -264,29 +337,34 @@ impl Playout {
             .then(|| self.playlist.render())
     }
 
-    /// A file of the stream held in memory, by its URI, as the pieces it is made of (one
-    /// for an init; a part's header and samples; every part's for a segment).
-    pub fn file(&self, name: &str) -> Option<Vec<Bytes>> {
-        if let Some((_, data)) = self
+    /// A file of the stream held in memory, by its URI (one piece for an init or a part,
+    /// every part for a segment). Cheap: it shares what is held.
+    pub fn file(&self, name: &str) -> Option<HeldFile> {
+        let one = |held: &Arc<Held>| HeldFile {
+            pieces: vec![held.clone()],
+        };
+        if let Some((_, held)) = self
             .inits
             .iter()
             .find(|(n, _)| playlist::init_uri(*n) == name)
         {
-            return Some(vec![data.clone()]);
+            return Some(one(held));
         }
         if let Some(msn) = parse_segment(name) {
             return self
                 .segments
                 .iter()
                 .find(|(m, _)| *m == msn)
-                .map(|(_, parts)| parts.iter().flat_map(Pieces::iter).cloned().collect());
+                .map(|(_, parts)| HeldFile {
+                    pieces: parts.clone(),
+                });
         }
         if let Some(key) = parse_part(name) {
             return self
                 .parts
                 .iter()
                 .find(|(k, _)| *k == key)
-                .map(|(_, d)| d.iter().cloned().collect());
+                .map(|(_, held)| one(held));
         }
         None
     }
@@ -356,7 +434,7 @@ mod tests {
         assert_eq!(c.state(), PlayoutState::Live);
         c.apply(part(2, false), at(), &mut w);
         assert_eq!(
-            c.file("part-0.1.m4s").map(|p| p.concat()),
+            c.file("part-0.1.m4s").map(|f| f.bytes().concat()),
             Some(vec![2u8; 4])
         );
         c.apply(SegmenterOutput::SegmentEnd, at(), &mut w);
@@ -375,11 +453,35 @@ mod tests {
             "{journal}"
         );
         assert_eq!(
-            c.file("seg-0.m4s").map(|p| p.concat()),
+            c.file("seg-0.m4s").map(|f| f.bytes().concat()),
             Some(vec![1, 1, 1, 1, 2, 2, 2, 2])
         );
         assert!(c.is_coming("part-1.0.m4s"));
         assert!(!c.is_coming("part-5.0.m4s"));
+    }
+
+    #[test]
+    fn a_file_in_memory_is_joined_once_and_shared_by_every_viewer() {
+        let mut c = Playout::new(Duration::from_secs(1), Duration::from_millis(200));
+        let mut w = Vec::new();
+        let made = at() + chrono::Duration::milliseconds(1500);
+        c.apply(init(), at(), &mut w);
+        c.apply(part(1, true), at(), &mut w);
+        c.apply(part(2, false), made, &mut w);
+        c.apply(SegmenterOutput::SegmentEnd, made, &mut w);
+        let one = |name: &str| c.file(name).expect("held").bytes().remove(0);
+        let (first, again) = (one("part-0.1.m4s"), one("part-0.1.m4s"));
+        assert_eq!(first, vec![2u8; 4]);
+        assert_eq!(first.as_ptr(), again.as_ptr(), "one buffer for both");
+        // A segment is its parts' buffers, the same ones the parts are served from.
+        let segment = c.file("seg-0.m4s").expect("held");
+        assert_eq!((segment.len(), segment.made()), (8, Some(made)));
+        let pieces = segment.bytes();
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(pieces[1].as_ptr(), first.as_ptr());
+        // An init is served as it came, without a copy.
+        let init = c.file("init.mp4").expect("held").bytes();
+        assert_eq!(init, vec![Bytes::from_static(b"init")]);
     }
 
     #[test]

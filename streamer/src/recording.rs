@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, IoSlice, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +44,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::caching::Validators;
 use crate::config::StreamerConfig;
 use crate::media::Pieces;
 use crate::playlist::{self, Journal, Playlist};
@@ -327,23 +328,56 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Segment `msn` of the recording in `dir` (`<recordings>/<reservation_id>`), `None` if it
-/// was never written. A recording from before segments shared one file has a file per
-/// segment (and, if a streamer went on with it after a restart, newer segments in the
-/// shared file).
-pub fn read_segment(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
-    if let Some(data) = read_indexed(dir, msn)? {
-        return Ok(Some(data));
-    }
-    match std::fs::read(dir.join(playlist::segment_uri(msn))) {
-        Ok(data) => Ok(Some(data)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// A file of a recording as read for a viewer: its bytes and their validators.
+#[derive(Debug)]
+pub struct Recorded {
+    pub data: Vec<u8>,
+    pub validators: Validators,
+}
+
+/// The file `name` of the recording in `dir` (`<recordings>/<reservation_id>`), a name the
+/// caller has checked against the stream's patterns: a segment from `segments.m4s`, anything
+/// else as the file of that name; `None` if there is none.
+pub fn read_file(dir: &Path, name: &str) -> std::io::Result<Option<Recorded>> {
+    match playlist::parse_segment(name) {
+        Some(msn) => segment_file(dir, msn),
+        None => read_whole(&dir.join(name)),
     }
 }
 
+/// The bytes of segment `msn` ([`read_file`] without the validators).
+pub fn read_segment(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
+    Ok(segment_file(dir, msn)?.map(|r| r.data))
+}
+
+/// Segment `msn`, `None` if it was never written. A recording from before segments shared
+/// one file has a file per segment (and, if a streamer went on with it after a restart,
+/// newer segments in the shared file).
+fn segment_file(dir: &Path, msn: u64) -> std::io::Result<Option<Recorded>> {
+    if let Some(data) = read_indexed(dir, msn)? {
+        return Ok(Some(data));
+    }
+    read_whole(&dir.join(playlist::segment_uri(msn)))
+}
+
+fn read_whole(path: &Path) -> std::io::Result<Option<Recorded>> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut data)?;
+    // The time is taken after the bytes: a file changed before or while they were read (a
+    // journal appended to) has a newer one, so old bytes and new never share a tag.
+    let modified = file.metadata()?.modified()?;
+    let validators = Validators::in_file(meta.ino(), modified, data.len() as u64);
+    Ok(Some(Recorded { data, validators }))
+}
+
 /// Segment `msn` from `segments.m4s`, where `segments.idx` places it.
-fn read_indexed(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
+fn read_indexed(dir: &Path, msn: u64) -> std::io::Result<Option<Recorded>> {
     let index = match File::open(dir.join(INDEX)) {
         Ok(index) => index,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -372,7 +406,8 @@ fn read_indexed(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
         ));
     }
     let media = File::open(dir.join(MEDIA))?;
-    if offset.saturating_add(len) > media.metadata()?.len() {
+    let meta = media.metadata()?;
+    if offset.saturating_add(len) > meta.len() {
         return Err(std::io::Error::new(
             ErrorKind::InvalidData,
             format!("segments.idx places segment {msn} past the end of segments.m4s"),
@@ -380,7 +415,11 @@ fn read_indexed(dir: &Path, msn: u64) -> std::io::Result<Option<Vec<u8>>> {
     }
     let mut data = vec![0u8; len as usize];
     media.read_exact_at(&mut data, offset)?;
-    Ok(Some(data))
+    // The time is taken after the bytes: a recording that started over (truncating the file)
+    // before or while they were read has a newer one, so old bytes and new never share a tag.
+    let modified = media.metadata()?.modified()?;
+    let validators = Validators::in_shared_file(meta.ino(), modified, msn, offset, len);
+    Ok(Some(Recorded { data, validators }))
 }
 
 /// Recordings under `dir` whose playlist has no end (a streamer stopped while they were
@@ -665,10 +704,26 @@ mod tests {
             "#EXTM3U\n#EXT-X-ENDLIST\n"
         );
         assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![1; 3000]));
+        let tag = |name: &str| {
+            read_file(&rec, name)
+                .unwrap()
+                .map(|r| r.validators.etag)
+                .unwrap()
+        };
+        let (old, init) = (tag("seg-0.m4s"), tag("init.mp4"));
+        assert_eq!(tag("seg-0.m4s"), old, "the same bytes, the same tag");
+        assert_ne!(tag("seg-1.m4s"), old);
+        assert!(
+            old.starts_with("\"s") && init.starts_with("\"f"),
+            "{old} {init}"
+        );
 
-        // A recording started over replaces the old one.
+        // A recording started over replaces the old one, and its tags. (Here the length
+        // differs too; a start-over comes at least a segment after the old recording's last
+        // write, so the file's modification time differs as well.)
         w.write_now("r1", segment(0, 9, 4)).unwrap();
         assert_eq!(read_segment(&rec, 0).unwrap(), Some(vec![9; 4]));
+        assert_ne!(tag("seg-0.m4s"), old);
         assert_eq!(read_segment(&rec, 1).unwrap(), None);
         // So does a playout that ends before its first segment reached the disk.
         w.write_now(
