@@ -16,7 +16,8 @@ pub fn shared_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
 }
 
-fn nats_server_bin() -> PathBuf {
+/// The `nats-server` binary: `NATS_SERVER`, else the first on `PATH`, else Debian's.
+pub fn nats_server_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("NATS_SERVER") {
         return PathBuf::from(p);
     }

@@ -8,14 +8,13 @@
 //! is bounded. The shared NATS on 4222 is never touched. `scripts/cluster` starts the same
 //! cluster by hand.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use serde_json::Value;
 
-use super::nats::{free_tcp_port, Stored};
+use super::nats::{free_tcp_port, nats_server_bin, Stored};
 
 /// One node: its ports (client, route, monitoring) and, while it runs, its process.
 struct Node {
@@ -30,19 +29,6 @@ pub struct NatsCluster {
     nodes: Vec<Node>,
     cluster_name: String,
     dir: tempfile::TempDir,
-}
-
-fn nats_server_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("NATS_SERVER") {
-        return PathBuf::from(p);
-    }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = PathBuf::from(dir).join("nats-server");
-        if p.is_file() {
-            return p;
-        }
-    }
-    PathBuf::from("/usr/sbin/nats-server")
 }
 
 impl NatsCluster {
