@@ -149,7 +149,7 @@ async fn run(
     crate::nats::slots_stream(jetstream, names).await?;
     let (id, key) = ("bench-hls-0".to_string(), new_stream_key());
     open_gate(jetstream, names, &id, &key).await?;
-    let clip = make_clip(dir).await?;
+    let clip = crate::ingest::make_clip(dir, 20).await?;
 
     let ports = free_ports(3)?;
     let (hls_addr, rtsp, nginx_addr) = (
@@ -518,41 +518,6 @@ async fn nginx_version() -> Result<String> {
         .unwrap_or("unknown")
         .trim()
         .to_string())
-}
-
-/// 20 s of a 720p test pattern at about 2 Mbit/s (a 1 s segment is about 250 KB), a
-/// keyframe a second, no B-frames.
-async fn make_clip(dir: &Path) -> Result<PathBuf> {
-    let clip = dir.join("clip.mp4");
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "20", "-c:v", "libx264", "-preset", "veryfast"])
-        .args(["-b:v", "2M", "-maxrate", "2M", "-bufsize", "4M"])
-        .args([
-            "-g",
-            "30",
-            "-keyint_min",
-            "30",
-            "-sc_threshold",
-            "0",
-            "-bf",
-            "0",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])
-        .arg(&clip);
-    let out = tokio::time::timeout(Duration::from_secs(300), cmd.kill_on_drop(true).output())
-        .await
-        .map_err(|_| anyhow!("generating the clip took over 300 s"))?
-        .context("run ffmpeg (scripts/services installs it)")?;
-    if !out.status.success() {
-        bail!(
-            "ffmpeg could not generate the clip: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(clip)
 }
 
 /// An `opened` message for `id`, its window covering the run.

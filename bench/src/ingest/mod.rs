@@ -230,37 +230,7 @@ impl Bench<'_> {
     }
 
     async fn make_clip(&self) -> Result<PathBuf> {
-        let clip = self.dir.join("clip.mp4");
-        let mut cmd = Command::new("ffmpeg");
-        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", "10", "-c:v", "libx264", "-preset", "veryfast"])
-            .args(["-b:v", "2M", "-maxrate", "2M", "-bufsize", "4M"])
-            .args([
-                "-g",
-                "30",
-                "-keyint_min",
-                "30",
-                "-sc_threshold",
-                "0",
-                "-bf",
-                "0",
-            ])
-            .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])
-            .args(["-movflags", "+faststart"])
-            .arg(&clip);
-        let out = tokio::time::timeout(Duration::from_secs(300), cmd.kill_on_drop(true).output())
-            .await
-            .map_err(|_| anyhow!("generating the clip took over 300 s"))?
-            .context("run ffmpeg to generate the clip")?;
-        if !out.status.success() {
-            bail!(
-                "ffmpeg could not generate the clip: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(clip)
+        make_clip(&self.dir, 10).await
     }
 
     /// One scenario: N publishers into the streamer, then N into N ffmpeg remuxers.
@@ -838,6 +808,51 @@ fn text(r: &Report) -> String {
         if h.clk_tck_assumed { " (assumed)" } else { "" },
     ));
     out
+}
+
+/// `seconds` of a 720p test pattern with a tone, as a broadcaster's encoder sends it: about
+/// 2 Mbit/s (a 1 s segment is about 250 KB), a keyframe a second, no B-frames, AAC; written as
+/// `clip.mp4` in `dir`. Shared by the ingest and HLS benchmarks.
+pub(crate) async fn make_clip(dir: &Path, seconds: u32) -> Result<PathBuf> {
+    let clip = dir.join("clip.mp4");
+    let seconds = seconds.to_string();
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-t",
+            seconds.as_str(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+        ])
+        .args(["-b:v", "2M", "-maxrate", "2M", "-bufsize", "4M"])
+        .args([
+            "-g",
+            "30",
+            "-keyint_min",
+            "30",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "0",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"])
+        .args(["-movflags", "+faststart"])
+        .arg(&clip);
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.kill_on_drop(true).output())
+        .await
+        .map_err(|_| anyhow!("generating the clip took over 300 s"))?
+        .context("run ffmpeg to generate the clip")?;
+    if !out.status.success() {
+        bail!(
+            "ffmpeg could not generate the clip: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(clip)
 }
 
 #[cfg(test)]
