@@ -11,6 +11,11 @@ use slotcast_domain::ScheduleError;
 /// The error body is part of the wire contract (clients read it).
 pub use slotcast_wire::{ErrorBody, ErrorDetail};
 
+/// Marks a response answered 503 because Postgres could not be reached (a response
+/// extension, read by `crate::database`'s middleware; never sent).
+#[derive(Clone, Copy, Debug)]
+pub struct DatabaseDown;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -35,6 +40,11 @@ pub enum ApiError {
         retry_after_s: u64,
         message: &'static str,
     },
+    /// Postgres cannot be reached or is restarting: 503 `unavailable` with `Retry-After`, and
+    /// the response is marked [`DatabaseDown`] so the api stops waiting on it
+    /// (`crate::database`).
+    #[error("{0}")]
+    DatabaseUnavailable(&'static str),
     #[error("already recorded")]
     AlreadyRecorded,
     #[error("internal error")]
@@ -54,6 +64,21 @@ impl ApiError {
         }
     }
 
+    /// 503 `unavailable` because Postgres cannot be reached.
+    pub fn database_unavailable() -> Self {
+        Self::DatabaseUnavailable("the database is unavailable; retry")
+    }
+
+    /// `err`, as 503 when it means Postgres could not be reached, else 500.
+    fn from_db(err: sqlx::Error) -> Self {
+        if slotcast_readmodel::db::is_unavailable(&err) {
+            tracing::warn!(%err, "the database is unavailable");
+            Self::database_unavailable()
+        } else {
+            Self::internal(err)
+        }
+    }
+
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self::Invalid(field.to_string(), message.into())
     }
@@ -67,7 +92,9 @@ impl ApiError {
             Self::Conflict(code, _) => (StatusCode::CONFLICT, code),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Invalid(..) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
-            Self::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Unavailable { .. } | Self::DatabaseUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             Self::AlreadyRecorded => (StatusCode::CONFLICT, "already_recorded"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -85,8 +112,10 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let database_down = matches!(self, Self::DatabaseUnavailable(_));
         let retry_after_s = match self {
             Self::Unavailable { retry_after_s, .. } => Some(retry_after_s),
+            Self::DatabaseUnavailable(_) => Some(1),
             _ => None,
         };
         let body = ErrorBody {
@@ -101,6 +130,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if database_down {
+            response.extensions_mut().insert(DatabaseDown);
         }
         response
     }
@@ -128,12 +160,19 @@ impl From<ScheduleError> for ApiError {
 
 impl From<slotcast_readmodel::Error> for ApiError {
     fn from(err: slotcast_readmodel::Error) -> Self {
-        Self::internal(err)
+        match err {
+            slotcast_readmodel::Error::Db(err) => Self::from_db(err),
+            other if other.is_unavailable() => {
+                tracing::warn!(err = %other, "the database is unavailable");
+                Self::database_unavailable()
+            }
+            other => Self::internal(other),
+        }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        Self::internal(err)
+        Self::from_db(err)
     }
 }

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod clock_select;
 pub mod config;
 pub mod consumers;
+pub mod database;
 pub mod error;
 pub mod idempotency;
 mod metrics;
@@ -55,8 +56,14 @@ pub enum ServeError {
 pub async fn state(config: ApiConfig) -> Result<AppState, ServeError> {
     slotcast_readmodel::db::migrate(&config.database_url).await?;
     let pool = slotcast_readmodel::db::connect(&config.database_url, config.db_connections).await?;
+    let database = Arc::new(database::Database::default());
     Ok(AppState {
-        store: Arc::new(ScheduleStore::new(pool.clone(), config.store())),
+        store: Arc::new(ScheduleStore::new(
+            pool.clone(),
+            config.store(),
+            database.clone(),
+        )),
+        database,
         inflight: Default::default(),
         clock: ServerClock::new(config.clock.clone()),
         tokens: Default::default(),
@@ -81,6 +88,11 @@ pub async fn serve(
     let bound = listener.local_addr().map_err(ServeError::Http)?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(state.clock.clone().run(shutdown.clone()));
+    tasks.spawn(database::watch(
+        state.pool.clone(),
+        state.database.clone(),
+        shutdown.clone(),
+    ));
     if let Some(interval) = state.config.catch_up_interval {
         tasks.spawn(slotcast_readmodel::run_catch_up(
             state.pool.clone(),

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 
 use crate::clock::ServerClock;
 use crate::config::ApiConfig;
+use crate::database::Database;
 use crate::idempotency::Inflight;
 use crate::metrics::Metrics;
 use crate::store::ScheduleStore;
@@ -17,6 +18,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub pool: PgPool,
     pub store: Arc<ScheduleStore>,
+    /// Whether Postgres answers (503 at once while it does not).
+    pub database: Arc<Database>,
     /// The Idempotency-Keys this process is deciding.
     pub inflight: Arc<Inflight>,
     pub clock: ServerClock,

@@ -40,4 +40,16 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether Postgres could not be reached (see [`db::is_unavailable`]): worth a retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Db(err) | Self::Outbox(slotcast_scheduler::Error::Db(err)) => {
+                db::is_unavailable(err)
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

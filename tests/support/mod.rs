@@ -11,6 +11,7 @@ pub mod chrony;
 pub mod nats;
 pub mod nats_cluster;
 pub mod nginx;
+pub mod postgres;
 pub mod streaming;
 pub mod terminal;
 
@@ -42,7 +43,12 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
-        let admin_url = base_url();
+        Self::on(&base_url()).await
+    }
+
+    /// A fresh database on the Postgres at `admin_url` (a private one, say).
+    pub async fn on(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_string();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("slotcast_t_{id}");
         let nats_prefix = format!("t_{}", &id[..16]);

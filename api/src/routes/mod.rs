@@ -80,10 +80,15 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config.body_limit;
     // The routes that decide: each request runs in a task of its own, so a client that hangs
     // up (or a proxy that cuts it) after sending does not stop a decision halfway.
+    // All of them need Postgres: while it is down they are answered 503 at once.
     let deciding = Router::new()
         .merge(servers::router())
         .merge(reservations::router())
-        .layer(middleware::from_fn(carry_through));
+        .layer(middleware::from_fn(carry_through))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::database::gate,
+        ));
     Router::new()
         .merge(time::router())
         .merge(deciding)

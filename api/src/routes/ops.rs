@@ -30,9 +30,13 @@ async fn healthz() -> impl IntoResponse {
 /// The clock and the NATS consumers are reported, but neither NTP nor consumer trouble makes
 /// the api unready (booking works on the system clock, and consumers catch up).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let db = sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&state.pool)
-        .await;
+    let db = if state.database.is_down() {
+        Err(sqlx::Error::PoolTimedOut)
+    } else {
+        sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(&state.pool)
+            .await
+    };
     let clock = state.clock.status();
     let (status, db) = match db {
         Ok(_) => (StatusCode::OK, json!("ok")),

@@ -7,7 +7,10 @@
 //! applied to the cached aggregate as soon as it is made (the next command in the group sees
 //! it); if the group does not commit, every server it touched is reloaded from the store before
 //! it is decided on again. Each command gets exactly one reply; a command whose caller has
-//! gone is still decided and committed.
+//! gone is still decided and committed. When Postgres cannot be reached (or a commit's
+//! connection broke) the lane marks the database down and answers 503 at once, without the
+//! retries and splitting meant for a command the database refused, and so does every group
+//! it takes while the database is down (`crate::database`).
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -15,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_es::persist::PersistedEventRepository;
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError};
 use cqrs_es::Aggregate;
 use futures_util::FutureExt;
 use postgres_es::PostgresEventRepository;
@@ -28,6 +31,7 @@ use tokio::sync::mpsc;
 
 use super::sql::{self, Fail, Race, Settled};
 use super::{Decided, Job, Reply, Stats, StoreConfig};
+use crate::database::Database;
 use crate::error::ApiError;
 use crate::idempotency::Sealed;
 
@@ -51,6 +55,7 @@ pub(super) struct Lane {
     repo: PostgresEventRepository,
     config: StoreConfig,
     stats: Arc<Stats>,
+    database: Arc<Database>,
     cache: HashMap<String, Cached>,
 }
 
@@ -76,6 +81,7 @@ impl Lane {
         pool: PgPool,
         config: StoreConfig,
         stats: Arc<Stats>,
+        database: Arc<Database>,
     ) -> Self {
         Self {
             rx,
@@ -83,6 +89,7 @@ impl Lane {
             pool,
             config,
             stats,
+            database,
             cache: HashMap::new(),
         }
     }
@@ -120,11 +127,17 @@ impl Lane {
     }
 
     async fn process(&mut self, jobs: Vec<Job>) {
+        if self.database.is_down() {
+            fail_with(jobs, ApiError::database_unavailable);
+            return;
+        }
         if let Some(jobs) = self.group(jobs).await {
             // The group failed for a reason of its own, not a lost race: each command again
             // alone, in order, so that one the database refuses fails alone.
             for job in jobs {
-                if let Some(left) = self.group(vec![job]).await {
+                if self.database.is_down() {
+                    fail_with(vec![job], ApiError::database_unavailable);
+                } else if let Some(left) = self.group(vec![job]).await {
                     fail(left, "the database failed the commit; retry");
                 }
             }
@@ -171,6 +184,12 @@ impl Lane {
                         jobs = self.answer_stored(jobs).await;
                     }
                 }
+                Fail::NotCommitted(err) if postgres_unreachable(&*err) => {
+                    tracing::warn!(%err, "a commit failed: the database is unavailable");
+                    self.database.mark_down();
+                    fail_with(jobs, ApiError::database_unavailable);
+                    break;
+                }
                 Fail::NotCommitted(err) if jobs.len() > 1 => {
                     tracing::warn!(%err, "a group commit failed; deciding its commands one by one");
                     return Some(jobs);
@@ -187,6 +206,10 @@ impl Lane {
                 }
                 Fail::Unknown { txid, error } => {
                     tracing::warn!(%error, txid, "a group commit went unanswered; asking Postgres");
+                    if slotcast_readmodel::db::is_unavailable(&error) {
+                        // New requests are answered 503 meanwhile, not queued behind this.
+                        self.database.mark_down();
+                    }
                     match sql::settle(&self.pool, &txid).await {
                         Settled::Committed => {
                             self.count(&outcomes);
@@ -195,7 +218,7 @@ impl Lane {
                         }
                         Settled::Aborted => {}
                         Settled::Unknown => {
-                            fail(jobs, "the database did not confirm the booking; retry");
+                            fail_with(jobs, ApiError::database_unavailable);
                             break;
                         }
                     }
@@ -229,6 +252,9 @@ impl Lane {
                 }
                 Err(err) => {
                     tracing::warn!(%err, server_id, "cannot load a server's events");
+                    if matches!(err, ApiError::DatabaseUnavailable(_)) {
+                        self.database.mark_down();
+                    }
                     broken.insert(server_id);
                 }
             }
@@ -239,7 +265,11 @@ impl Lane {
         let (lost, kept): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
             .partition(|job| broken.contains(&job.server_id));
-        fail(lost, "the event store cannot be read right now; retry");
+        if self.database.is_down() {
+            fail_with(lost, ApiError::database_unavailable);
+        } else {
+            fail(lost, "the event store cannot be read right now; retry");
+        }
         kept
     }
 
@@ -249,7 +279,15 @@ impl Lane {
             .repo
             .get_last_events::<ServerSchedule>(server_id, 0)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(|err| match &err {
+                PersistenceError::ConnectionError(cause)
+                | PersistenceError::UnknownError(cause)
+                    if postgres_unreachable(&**cause) =>
+                {
+                    ApiError::database_unavailable()
+                }
+                _ => ApiError::internal(err),
+            })?;
         let mut cached = Cached {
             state: ServerSchedule::default(),
             sequence: 0,
@@ -267,9 +305,7 @@ impl Lane {
             cached.sequence = event.sequence;
         }
         if cached.sequence > 0 {
-            cached.head = sql::hash_at(&self.pool, server_id, cached.sequence as i64)
-                .await
-                .map_err(ApiError::internal)?;
+            cached.head = sql::hash_at(&self.pool, server_id, cached.sequence as i64).await?;
         }
         Ok(cached)
     }
@@ -473,7 +509,18 @@ fn finish(jobs: Vec<Job>, outcomes: Vec<Outcome>) {
 
 /// Answers every job 503 `unavailable`.
 fn fail(jobs: Vec<Job>, message: &'static str) {
+    fail_with(jobs, || ApiError::unavailable(message));
+}
+
+/// Answers every job with `error()`.
+fn fail_with(jobs: Vec<Job>, error: impl Fn() -> ApiError) {
     for job in jobs {
-        let _ = job.reply.send(Err(ApiError::unavailable(message)));
+        let _ = job.reply.send(Err(error()));
     }
+}
+
+/// Whether `err` is sqlx's word that Postgres could not be reached.
+fn postgres_unreachable(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    err.downcast_ref::<sqlx::Error>()
+        .is_some_and(slotcast_readmodel::db::is_unavailable)
 }

@@ -36,6 +36,7 @@ use slotcast_domain::{Command, ScheduleEvent, ServerSettings};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::database::Database;
 use crate::error::ApiError;
 use crate::idempotency;
 
@@ -136,12 +137,18 @@ const QUEUE: usize = 1024;
 impl ScheduleStore {
     /// Starts the lanes on the current runtime; they stop once the store is dropped and
     /// what was queued is decided.
-    pub fn new(pool: PgPool, config: StoreConfig) -> Self {
+    pub fn new(pool: PgPool, config: StoreConfig, database: Arc<Database>) -> Self {
         let stats = Arc::new(Stats::default());
         let lanes = (0..config.lanes.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                let lane = lane::Lane::new(rx, pool.clone(), config.clone(), stats.clone());
+                let lane = lane::Lane::new(
+                    rx,
+                    pool.clone(),
+                    config.clone(),
+                    stats.clone(),
+                    database.clone(),
+                );
                 tokio::spawn(lane.run());
                 tx
             })
