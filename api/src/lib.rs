@@ -136,7 +136,7 @@ pub async fn serve(
     on_listen(bound);
     let limits = state.config.http.clone();
     let app = routes::router(state.clone());
-    let result = slotcast_http::serve(listener, app, limits, shutdown.clone(), move || {
+    let result = slotcast_http::serve(listener, app, limits, None, shutdown.clone(), move || {
         state.metrics.turned_away()
     })
     .await

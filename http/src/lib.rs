@@ -14,7 +14,12 @@
 //!
 //! Handlers see the peer as axum's `ConnectInfo<SocketAddr>`, and the connection as a
 //! [`Conn`], through which a handler can cap what waits on one connection (long polls), not
-//! per address: many viewers arrive through one cache.
+//! per address: many viewers arrive through one cache. Given [`MappedFiles`], the bytes a
+//! response holds from them leave by `sendfile` ([`sendfile`]).
+
+pub mod sendfile;
+
+pub use sendfile::MappedFiles;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -105,11 +110,13 @@ impl Drop for Waiting {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves `router` on `listener` until `shutdown`, within `limits`; `on_full` is called for
-/// each connection closed because `max_connections` were open.
+/// each connection closed because `max_connections` were open. Response bytes held in
+/// `files` are sent from them by the kernel.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    files: Option<Arc<MappedFiles>>,
     shutdown: CancellationToken,
     on_full: impl Fn() + Send + Sync + 'static,
 ) -> std::io::Result<()> {
@@ -159,12 +166,13 @@ pub async fn serve(
                 req
             });
         let builder = builder.clone();
+        let files = files.clone();
         let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
             if chose_within(&stream, header_timeout).await {
                 let served = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
+                    TokioIo::new(sendfile::Connection::new(stream, files)),
                     TowerToHyperService::new(service),
                 );
                 if let Err(err) = watcher.watch(served.into_owned()).await {
@@ -245,6 +253,7 @@ mod tests {
             listener,
             router,
             limits,
+            None,
             shutdown.clone(),
             move || {
                 counted.fetch_add(1, Ordering::Relaxed);

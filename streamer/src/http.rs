@@ -11,7 +11,7 @@
 //! segments, parts and non-blocking playlists carry strong validators, and a conditional
 //! request that still holds is answered 304 without the body. A blocking reload is never
 //! kept. Media in memory is served from buffers shared by every viewer (`Held`), never
-//! copied per request. Viewers are counted by address, the one `X-Forwarded-For` names
+//! copied per request: mapped from memfds, they leave by `sendfile` (`slotcast_http`). Viewers are counted by address, the one `X-Forwarded-For` names
 //! behind a trusted proxy (`crate::forwarded`).
 
 use std::net::SocketAddr;
@@ -63,7 +63,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limits = hub.config().http.clone();
     let counted = hub.clone();
-    slotcast_http::serve(listener, router(hub), limits, shutdown, move || {
+    let files = Some(hub.files().clone());
+    slotcast_http::serve(listener, router(hub), limits, files, shutdown, move || {
         counted.metrics().refused("http_connections_full");
     })
     .await
@@ -308,8 +309,9 @@ async fn media_file(
                 let length = file.len();
                 let validators =
                     Validators::in_memory(playout.identity(), &name, length, made.into());
-                // A segment goes out as its parts' buffers, each joined once for all viewers.
-                let body = match <[Bytes; 1]>::try_from(file.bytes()) {
+                // A segment goes out as its parts' buffers, each joined once for all viewers
+                // into a memfd the kernel sends from.
+                let body = match <[Bytes; 1]>::try_from(file.served(hub.files())) {
                     Ok([one]) => Body::from(one),
                     Err(pieces) => Body::new(Chunks::new(pieces)),
                 };

@@ -9,6 +9,7 @@
 //! map operations and never while another lock is taken; each playout has its own lock,
 //! never held while the hub's is taken. Nothing is awaited under a lock.
 
+use slotcast_http::MappedFiles;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -182,6 +183,8 @@ struct Inner {
     state: Mutex<State>,
     viewers: Mutex<HashMap<(String, IpAddr), Instant>>,
     metrics: Metrics,
+    /// Media mapped from memfds, which the viewer port sends by `sendfile`.
+    files: Arc<MappedFiles>,
     /// Log lines strangers can cause (refusals), one per kind per `HUSH_PERIOD`.
     hush: Hush,
     reports: mpsc::Sender<IngestMessage>,
@@ -238,6 +241,7 @@ impl Hub {
                 }),
                 viewers: Mutex::new(HashMap::new()),
                 metrics: Metrics::new(),
+                files: MappedFiles::new(),
                 hush: Hush::new(HUSH_PERIOD),
                 reports,
                 disk,
@@ -254,6 +258,11 @@ impl Hub {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Where media served from memory is mapped for `sendfile` (`playout::Held::served`).
+    pub fn files(&self) -> &Arc<MappedFiles> {
+        &self.inner.files
     }
 
     /// Whether a log line of `kind` that a stranger caused may be written now (and how many

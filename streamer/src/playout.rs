@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use slotcast_http::MappedFiles;
+
 use crate::media::segmenter::SegmenterOutput;
 use crate::media::Pieces;
 use crate::playlist::{self, parse_part, parse_segment, Journal, Part, Playlist, Readiness};
@@ -54,9 +56,12 @@ pub enum DiskWrite {
 #[derive(Debug)]
 pub struct Held {
     pieces: Pieces,
-    /// The pieces joined, made by the first viewer that asks (`OnceLock`: once, whoever
-    /// races); shared by every later answer.
+    /// The pieces joined, made by the first caller that asks (`OnceLock`: once, whoever
+    /// races); shared by every later one.
     joined: OnceLock<Bytes>,
+    /// The pieces joined into a file the kernel sends from ([`Held::served`]), made by the
+    /// first viewer that asks; shared by every later answer.
+    mapped: OnceLock<Bytes>,
     len: usize,
     /// When it was made (server clock): its `Last-Modified`.
     pub made: DateTime<Utc>,
@@ -68,6 +73,7 @@ impl Held {
         Self {
             pieces,
             joined: OnceLock::new(),
+            mapped: OnceLock::new(),
             len,
             made,
         }
@@ -79,6 +85,21 @@ impl Held {
             .get_or_init(|| match self.pieces.iter().as_slice() {
                 [one] => one.clone(),
                 many => Bytes::from(many.concat()),
+            })
+            .clone()
+    }
+
+    /// Its bytes as viewers are sent them: joined once into `files`, so that every answer
+    /// leaves by `sendfile` without a copy of ours (`slotcast_http::sendfile`). Where a
+    /// memfd cannot be made, the bytes of [`Held::bytes`].
+    pub fn served(&self, files: &Arc<MappedFiles>) -> Bytes {
+        self.mapped
+            .get_or_init(|| {
+                let pieces = self.pieces.iter().as_slice();
+                files.hold(pieces).unwrap_or_else(|err| {
+                    tracing::warn!(%err, "cannot map media for sendfile; serving from memory");
+                    self.bytes()
+                })
             })
             .clone()
     }
@@ -116,6 +137,11 @@ impl HeldFile {
     /// Its bytes as at most one buffer per piece (see [`Held::bytes`]).
     pub fn bytes(&self) -> Vec<Bytes> {
         self.pieces.iter().map(|h| h.bytes()).collect()
+    }
+
+    /// Its bytes as viewers are sent them, one buffer per piece (see [`Held::served`]).
+    pub fn served(&self, files: &Arc<MappedFiles>) -> Vec<Bytes> {
+        self.pieces.iter().map(|h| h.served(files)).collect()
     }
 }
 
@@ -482,6 +508,30 @@ mod tests {
         // An init is served as it came, without a copy.
         let init = c.file("init.mp4").expect("held").bytes();
         assert_eq!(init, vec![Bytes::from_static(b"init")]);
+    }
+
+    #[test]
+    fn viewers_are_sent_one_mapped_copy_of_each_part_shared_by_its_segment() {
+        let files = MappedFiles::new();
+        let mut c = Playout::new(Duration::from_secs(1), Duration::from_millis(200));
+        let mut w = Vec::new();
+        c.apply(init(), at(), &mut w);
+        c.apply(part(1, true), at(), &mut w);
+        c.apply(part(2, false), at(), &mut w);
+        c.apply(SegmenterOutput::SegmentEnd, at(), &mut w);
+        let one = |name: &str| c.file(name).expect("held").served(&files).remove(0);
+        let (first, again) = (one("part-0.1.m4s"), one("part-0.1.m4s"));
+        assert_eq!(first, vec![2u8; 4]);
+        assert_eq!(first.as_ptr(), again.as_ptr(), "one mapping for both");
+        let segment = c.file("seg-0.m4s").expect("held").served(&files);
+        assert_eq!(segment.concat(), [1, 1, 1, 1, 2, 2, 2, 2]);
+        assert_eq!(segment[1].as_ptr(), first.as_ptr());
+        assert_eq!(one("init.mp4"), Bytes::from_static(b"init"));
+        assert_eq!(
+            files.len(),
+            3,
+            "the init and the two parts, each mapped once"
+        );
     }
 
     #[test]
