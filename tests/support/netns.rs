@@ -37,7 +37,7 @@ const RELAY_CONNECTIONS: usize = 64;
 /// The namespaces of one test run, removed on drop.
 pub struct Lab {
     prefix: String,
-    made: Arc<Mutex<Vec<String>>>,
+    made: Mutex<Vec<String>>,
 }
 
 /// A network: a bridge in a namespace of its own, and its /24.
@@ -72,7 +72,7 @@ impl Lab {
         let run = uuid::Uuid::new_v4().simple().to_string();
         Self {
             prefix: format!("slotcast-{}-{}", std::process::id(), &run[..8]),
-            made: Arc::default(),
+            made: Mutex::default(),
         }
     }
 
