@@ -7,15 +7,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use support::camera::Camera;
 use support::nats::free_tcp_port;
-use support::streaming::{ffmpeg_read_frames, ingest_reports, make_clip, Stack};
-use support::terminal::{mode, ok, output, Run, Terminal};
+use support::streaming::{connected, ffmpeg_read_frames, ingest_reports, make_clip, Stack};
+use support::terminal::{booked_id, finish, mode, ok, output, Run, Terminal};
 use support::TestDb;
 
 const TWO_CARRIERS: &str = "carrier-a=127.0.0.2:0,carrier-b=127.0.0.3:0";
@@ -65,72 +64,13 @@ fn book(t: &Terminal, start: &str, duration: &str) -> String {
     ]))
 }
 
-/// The reservation id from `slotcast book`'s answer.
-fn booked_id(run: &Run) -> String {
-    ok(run, "book");
-    run.stdout
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("Booked <id>: {}", run.stdout))
-        .to_string()
-}
-
-/// Runs `cmd` to its end within `limit`.
-fn finish(mut cmd: Command, limit: Duration) -> Run {
-    let mut child: Child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run slotcast live");
-    let deadline = Instant::now() + limit;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "slotcast live still running after {limit:?}:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().expect("output");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// `slotcast --json live ID --input …` run to the end of the window: its run and summary.
 fn live_to_the_close(t: &Terminal, id: &str, input: &[&str]) -> (Run, Value) {
     let mut args = vec!["--json", "live", id, "--input"];
     args.extend_from_slice(input);
     let run = finish(t.command(&args), Duration::from_secs(45));
-    ok(&run, "live");
-    let summary = run.json();
-    assert_eq!(
-        summary["ended"], "the window closed",
-        "{summary}\n{}",
-        run.stderr
-    );
+    let summary = run.closed_summary();
     (run, summary)
-}
-
-/// Waits (bounded) for the history to hold a `connected` report, and returns it.
-async fn connected(db: &TestDb, id: &str) -> Value {
-    for _ in 0..100 {
-        let reports = ingest_reports(db, id).await;
-        if let Some(c) = reports.iter().find(|r| r["kind"] == "connected") {
-            return c.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "no connected report for {id}: {:?}",
-        ingest_reports(db, id).await
-    );
 }
 
 fn at(v: &Value) -> DateTime<Utc> {

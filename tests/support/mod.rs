@@ -10,6 +10,7 @@ pub mod camera;
 pub mod chrony;
 pub mod nats;
 pub mod nats_cluster;
+pub mod netns;
 pub mod nginx;
 pub mod postgres;
 pub mod streaming;

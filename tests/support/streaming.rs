@@ -582,3 +582,19 @@ pub async fn ingest_reports(db: &TestDb, id: &str) -> Vec<Value> {
     );
     db.json(&sql).await.as_array().cloned().unwrap_or_default()
 }
+
+/// Waits (bounded) for the history to hold a `connected` report of `id`, and returns it.
+pub async fn connected(db: &TestDb, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reports = ingest_reports(db, id).await;
+        if let Some(c) = reports.iter().find(|r| r["kind"] == "connected") {
+            return c.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connected report for {id}: {reports:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -6,7 +6,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -28,6 +29,28 @@ impl Run {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("--json output does not parse ({e}): {}", self.stdout))
     }
+
+    /// The summary of a `slotcast --json live` that went on to the window's close.
+    pub fn closed_summary(&self) -> Value {
+        ok(self, "live");
+        let summary = self.json();
+        assert_eq!(
+            summary["ended"], "the window closed",
+            "{summary}\n{}",
+            self.stderr
+        );
+        summary
+    }
+}
+
+/// The reservation id from `slotcast book`'s answer (`Booked <id> …`).
+pub fn booked_id(run: &Run) -> String {
+    ok(run, "book");
+    run.stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("Booked <id>: {}", run.stdout))
+        .to_string()
 }
 
 impl Terminal {
@@ -84,6 +107,62 @@ pub fn output(mut cmd: Command) -> Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `cmd` to its end within `limit` (killed and failing the test past it).
+pub fn finish(cmd: Command, limit: Duration) -> Run {
+    start(cmd).finish(limit)
+}
+
+/// Starts `cmd` with its output kept for [`Running::finish`].
+pub fn start(mut cmd: Command) -> Running {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run slotcast");
+    Running { child: Some(child) }
+}
+
+/// A command still running; killed if dropped before [`Running::finish`] (a failed test).
+pub struct Running {
+    child: Option<std::process::Child>,
+}
+
+impl Running {
+    /// Waits (bounded) for its end; past `limit` kills it and fails the test with its output.
+    pub fn finish(mut self, limit: Duration) -> Run {
+        let mut child = self.child.take().expect("finished once");
+        let deadline = Instant::now() + limit;
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("output");
+                panic!(
+                    "slotcast still running after {limit:?}:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = child.wait_with_output().expect("output");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
