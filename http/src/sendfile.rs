@@ -2,9 +2,9 @@
 //! copying them from our memory into the socket: for media many viewers fetch, that copy is
 //! most of what serving costs (docs/perf-log.md, "Serving viewers").
 //!
-//! Contract: [`MappedFiles::hold`] copies bytes once into a sealed memfd and gives them back
-//! as `Bytes` mapped from it. [`Connection`], the IO under each HTTP connection, sends every
-//! slice of such bytes with `sendfile(2)` from the memfd and everything else with `sendmsg`,
+//! Contract: [`MappedFiles::hold`] copies bytes once into an unnamed file (on disk, or a sealed
+//! memfd) and gives them back as `Bytes` mapped from it. [`Connection`], the IO under each HTTP connection, sends every
+//! slice of such bytes with `sendfile(2)` from its file and everything else with `sendmsg`,
 //! in order; what the client receives is byte for byte what it would have been. A region
 //! is known exactly as long as its `Bytes` (or any slice of them) lives.
 //!
@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -23,14 +24,18 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use memmap2::Mmap;
-use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-/// The memfd regions [`MappedFiles::hold`] made that are still alive, by start address.
+/// The regions [`MappedFiles::hold`] made that are still alive, by start address.
 #[derive(Debug, Default)]
 pub struct MappedFiles {
+    /// Where to make the files: a directory on disk, unnamed files in it (`O_TMPFILE`), whose
+    /// page cache the kernel keeps in large folios as it does for nginx's files; `None`, or
+    /// where that fails, sealed memfds (tmpfs pages, 4 KiB each unless shmem huge pages are on).
+    dir: Option<PathBuf>,
     regions: RwLock<BTreeMap<usize, Region>>,
     /// Bytes the kernel sent from these files.
     sent: AtomicU64,
@@ -65,33 +70,55 @@ impl Drop for Mapped {
 }
 
 impl MappedFiles {
+    /// Files made as sealed memfds.
     pub fn new() -> Arc<Self> {
         Arc::default()
     }
 
-    /// `pieces`, joined into a sealed memfd and mapped: one copy, made once; every answer that
-    /// sends these bytes afterwards is sent by the kernel from the memfd.
+    /// Files made unnamed in `dir` (a directory on the disk that keeps recordings, say).
+    pub fn in_dir(dir: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            dir: Some(dir),
+            ..Self::default()
+        })
+    }
+
+    /// `pieces`, joined into an unnamed file and mapped: one copy, made once; every answer that
+    /// sends these bytes afterwards is sent by the kernel from the file.
     pub fn hold(self: &Arc<Self>, pieces: &[Bytes]) -> io::Result<Bytes> {
         let len: usize = pieces.iter().map(Bytes::len).sum();
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let fd = rustix::fs::memfd_create(
-            "slotcast-media",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )?;
-        let mut file = File::from(fd);
+        let unnamed = self.dir.as_ref().and_then(|dir| {
+            let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+            rustix::fs::open(dir, flags, Mode::RUSR | Mode::WUSR).ok()
+        });
+        let (mut file, sealable) = match unnamed {
+            Some(fd) => (File::from(fd), false),
+            None => {
+                let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+                (
+                    File::from(rustix::fs::memfd_create("slotcast-media", flags)?),
+                    true,
+                )
+            }
+        };
         for piece in pieces {
             file.write_all(piece)?;
         }
-        rustix::fs::fcntl_add_seals(
-            &file,
-            SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
-        )?;
-        // SAFETY: memmap2 asks that the file not change while mapped. The memfd is ours alone
-        // (no name in any file system) and sealed against writes, shrinking and growing, with
-        // the seals themselves sealed: no one, this process included, can change or truncate
-        // it from now on, so the mapping's bytes are fixed for its whole life.
+        if sealable {
+            rustix::fs::fcntl_add_seals(
+                &file,
+                SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+            )?;
+        }
+        // SAFETY: memmap2 asks that the file not change while mapped. The file has no name in
+        // any file system and its one descriptor is ours; this process writes it before
+        // mapping and never again. A memfd is also sealed against writes, shrinking and
+        // growing (the seals themselves sealed). The unnamed file on disk could be changed
+        // only through this process's descriptor table (`/proc/<pid>/fd`), which takes the
+        // privileges that could change this process's memory anyway.
         let map = unsafe { Mmap::map(&file)? };
         let start = map.as_ptr() as usize;
         let region = Region {
@@ -108,7 +135,7 @@ impl MappedFiles {
         }))
     }
 
-    /// The memfd and offset `slice` was mapped from, if `hold` made it.
+    /// The file and offset `slice` was mapped from, if `hold` made it.
     fn find(&self, slice: &[u8]) -> Option<(Arc<File>, u64)> {
         if slice.is_empty() {
             return None;
@@ -209,7 +236,7 @@ impl AsyncWrite for Connection {
 
 /// Sends `bufs` in order as far as the socket takes them without blocking: runs of plain
 /// slices by `sendmsg` (flagged `MSG_MORE` when file bytes follow), each mapped slice by
-/// `sendfile` from its memfd at `found`'s offset. Returns the bytes sent, or `WouldBlock`
+/// `sendfile` from its file at `found`'s offset. Returns the bytes sent, or `WouldBlock`
 /// when none could be.
 fn send(
     stream: &TcpStream,

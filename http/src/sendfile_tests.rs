@@ -39,6 +39,34 @@ fn held_bytes_are_the_pieces_joined_and_known_while_they_live() {
     assert_eq!(files.hold(&[]).expect("empty").len(), 0);
 }
 
+#[test]
+fn held_bytes_go_to_an_unnamed_file_in_the_directory_given_or_a_memfd() {
+    let dir = std::env::temp_dir();
+    let on_disk = MappedFiles::in_dir(dir.clone());
+    let data = Bytes::from(pattern(70_000, 5));
+    let held = on_disk.hold(&[data.clone()]).expect("hold on disk");
+    assert!(held == data);
+    let (file, _) = on_disk.find(&held).expect("known");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&*file);
+    let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("its link");
+    let target = target.display().to_string();
+    assert!(
+        target.starts_with(&dir.display().to_string()) && target.ends_with("(deleted)"),
+        "an unnamed file in {}: {target}",
+        dir.display()
+    );
+    // A directory that is not there: a memfd instead.
+    let fallback = MappedFiles::in_dir(dir.join("not-there-4c1b"));
+    let held = fallback.hold(&[data.clone()]).expect("hold in a memfd");
+    let (file, _) = fallback.find(&held).expect("known");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&*file);
+    let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("its link");
+    assert!(
+        target.display().to_string().contains("memfd:"),
+        "{target:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_connection_sends_plain_and_held_bytes_in_order_through_a_slow_reader() {
     let files = MappedFiles::new();

@@ -228,6 +228,8 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> Self {
         let control = Control::new(config.server_id.clone(), config.secret_key.clone());
+        // Beside the recordings: the disk the operator gave the streamer.
+        let files = MappedFiles::in_dir(config.recordings_dir.clone());
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -241,7 +243,7 @@ impl Hub {
                 }),
                 viewers: Mutex::new(HashMap::new()),
                 metrics: Metrics::new(),
-                files: MappedFiles::new(),
+                files,
                 hush: Hush::new(HUSH_PERIOD),
                 reports,
                 disk,
