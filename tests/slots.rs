@@ -1,13 +1,16 @@
 //! The slot clock against real NATS JetStream and real Postgres: every boundary lands in the
 //! stream exactly once and in order, whatever happens to the schedulers, to NATS, or to the
-//! slot; and what the streamer reports comes back into the reservation's history once.
+//! slot; and what the streamer reports comes back into the reservation's history once, and
+//! within seconds when the api replica holding it dies.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration as StdDuration;
 
+use async_nats::jetstream::consumer::{self, PullConsumer};
 use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use support::nats::{self, read_stream, wait_for_stream, NatsServer, Stored};
 use support::{time, token, ts, Api, Scheduler, TestDb};
@@ -498,32 +501,40 @@ where
     panic!("{what}: not within 20 s");
 }
 
+/// `server all` with `s1` and one booking on it from 2 s to `end_s` s from now, once its
+/// window has opened: the api, the reservation id, and JetStream.
+async fn open_slot(
+    db: &TestDb,
+    t: &Tenant,
+    end_s: i64,
+) -> (Api, String, async_nats::jetstream::Context) {
+    let api = Api::start_role(db, "all", &[]);
+    register(&api, t, "s1", 1).await;
+    let now = Utc::now();
+    let start = now + Duration::seconds(2);
+    let id = book(&api, t, "s1", start, now + Duration::seconds(end_s)).await;
+    let js = nats::jetstream(&nats::shared_url()).await;
+    wait_opened(&js, &db.slots_stream(), &id).await;
+    (api, id, js)
+}
+
+/// A report of the streamer on `s1` about `id`, as it publishes it.
+fn ingest_report(id: &str, kind: &str, reason: Option<&str>) -> Value {
+    json!({
+        "schema": 1, "kind": kind, "reservation_id": id, "server_id": "s1",
+        "at": ts(Utc::now()), "carrier": "carrier-a", "remote_addr": "127.0.0.2:40000",
+        "codec": "h264,aac", "reason": reason
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_reports_are_recorded_once_even_when_redelivered() {
     let db = TestDb::new().await;
     let t = tenant(&db).await;
-    let api = Api::start_role(&db, "all", &[]);
-    register(&api, &t, "s1", 1).await;
-    let now = Utc::now();
-    let id = book(
-        &api,
-        &t,
-        "s1",
-        now + Duration::seconds(2),
-        now + Duration::seconds(6),
-    )
-    .await;
-    let js = nats::jetstream(&nats::shared_url()).await;
-    wait_opened(&js, &db.slots_stream(), &id).await;
+    let (api, id, js) = open_slot(&db, &t, 6).await;
 
     let subject = format!("{}.ingest.s1.{id}", db.nats_prefix);
-    let report = |kind: &str, reason: Option<&str>| {
-        json!({
-            "schema": 1, "kind": kind, "reservation_id": id, "server_id": "s1",
-            "at": ts(Utc::now()), "carrier": "carrier-a", "remote_addr": "127.0.0.2:40000",
-            "codec": "h264,aac", "reason": reason
-        })
-    };
+    let report = |kind: &str, reason: Option<&str>| ingest_report(&id, kind, reason);
     js.publish(
         subject.clone(),
         report("connected", None).to_string().into(),
@@ -593,6 +604,104 @@ async fn ingest_reports_are_recorded_once_even_when_redelivered() {
         r["status"] == "ended"
     })
     .await;
+}
+
+/// The ack wait of the api's shared consumer on `stream` (api/src/consumers.rs), once it
+/// exists.
+async fn api_ack_wait(js: &async_nats::jetstream::Context, stream: &str) -> Option<StdDuration> {
+    let stream = js.get_stream(stream).await.ok()?;
+    let mut consumer: PullConsumer = stream.get_consumer("slotcast-api").await.ok()?;
+    Some(consumer.info().await.ok()?.config.ack_wait)
+}
+
+/// An api replica that dies holding the one message in flight (the test takes it from the
+/// shared consumer and never acknowledges it) stalls the feed for one short ack wait: the
+/// next replica records it within seconds, not after the 30 s an older api's consumer had,
+/// which a newer api brings down to its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_held_by_a_replica_that_died_is_recorded_by_another_within_seconds() {
+    let db = TestDb::new().await;
+    let t = tenant(&db).await;
+    let (api, id, js) = open_slot(&db, &t, 60).await;
+    let ingest = db.ingest_stream();
+    wait_until("the api's consumer", || async {
+        api_ack_wait(&js, &ingest).await.is_some()
+    })
+    .await;
+    assert_eq!(api.stop(), Some(0));
+
+    // The consumer as an older api left it; a newer one brings its ack wait down.
+    let stream = js.get_stream(&ingest).await.expect("ingest stream");
+    let mut old: consumer::Config = stream
+        .get_consumer::<consumer::Config>("slotcast-api")
+        .await
+        .expect("the api's consumer")
+        .cached_info()
+        .config
+        .clone();
+    old.ack_wait = StdDuration::from_secs(30);
+    stream.create_consumer(old).await.expect("the old ack wait");
+    let api = Api::start_role(&db, "all", &[]);
+    wait_until("the ack wait brought down", || async {
+        api_ack_wait(&js, &ingest)
+            .await
+            .is_some_and(|wait| wait < StdDuration::from_secs(30))
+    })
+    .await;
+    assert_eq!(api.stop(), Some(0));
+    let ack_wait = api_ack_wait(&js, &ingest)
+        .await
+        .expect("the api's consumer");
+
+    // A replica takes the report and dies before acknowledging it.
+    let subject = format!("{}.ingest.s1.{id}", db.nats_prefix);
+    let report = ingest_report(&id, "connected", None);
+    js.publish(subject, report.to_string().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    let dying: PullConsumer = stream
+        .get_consumer("slotcast-api")
+        .await
+        .expect("the api's consumer");
+    let mut batch = dying
+        .fetch()
+        .max_messages(1)
+        .expires(StdDuration::from_secs(5))
+        .messages()
+        .await
+        .expect("fetch");
+    let held = batch.next().await.expect("a message").expect("the report");
+    let taken = std::time::Instant::now();
+    drop(held);
+    drop(batch);
+
+    // The next replica records it once its ack wait has passed.
+    let api = Api::start_role(&db, "all", &[]);
+    let deadline = taken + StdDuration::from_secs(20);
+    while !history_types(&api, &t, &id)
+        .await
+        .contains(&"IngestReported".to_string())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held report was not recorded within 20 s (ack wait {ack_wait:?})"
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    eprintln!(
+        "the report a dead replica held was recorded {} ms after it was taken (ack wait {ack_wait:?})",
+        taken.elapsed().as_millis()
+    );
+    let types = history_types(&api, &t, &id).await;
+    assert_eq!(
+        types.iter().filter(|t| *t == "IngestReported").count(),
+        1,
+        "{types:?}"
+    );
+    let (_, shown) = api.get(&format!("/v1/reservations/{id}"), &t.alice).await;
+    assert_eq!(shown["status"], "live", "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

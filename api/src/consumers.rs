@@ -8,6 +8,10 @@
 //! message at or before the last one it recorded from that stream (`AlreadyRecorded`), which
 //! makes redelivery record nothing new. Unusable messages (bad subject or JSON) are
 //! terminated and logged, never retried; a failure to record is retried after a pause.
+//!
+//! The ack wait is short ([`ACK_WAIT`]) and a message being recorded is kept with progress
+//! acks: a replica that dies holding the one message in flight stalls every replica's
+//! history for one ack wait, not half a minute (tests/many.rs kills an api mid-run).
 
 use std::time::Duration;
 
@@ -26,6 +30,11 @@ use crate::store::Context;
 
 /// The durable consumer name, on both streams.
 pub const CONSUMER: &str = "slotcast-api";
+
+/// How long JetStream waits for an ack before delivering the message again, to any replica.
+/// With one message in flight this is how long the feed stalls when the replica holding it
+/// dies; a replica still recording sends a progress ack every half of it.
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// The `Health` component names.
 fn component(source: NatsStream) -> &'static str {
@@ -105,21 +114,19 @@ async fn consume_once(
         NatsStream::Ingest => names.ingest_subjects(),
         NatsStream::Slots => names.slot_subjects(),
     };
+    // Create or update: a consumer made by an older api (a 30 s ack wait) takes this one's.
     let consumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.to_string()),
-                description: Some("the slotcast api records these in the history".into()),
-                filter_subject,
-                ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::All,
-                // One at a time: each server's messages are recorded in stream order.
-                max_ack_pending: 1,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
+        .create_consumer(pull::Config {
+            durable_name: Some(CONSUMER.to_string()),
+            description: Some("the slotcast api records these in the history".into()),
+            filter_subject,
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            // One at a time: each server's messages are recorded in stream order.
+            max_ack_pending: 1,
+            ack_wait: ACK_WAIT,
+            ..Default::default()
+        })
         .await
         .map_err(|e| format!("consumer {CONSUMER} on {}: {e}", info.config.name))?;
     let mut messages = consumer
@@ -149,7 +156,7 @@ async fn consume_once(
             }
         };
         let cursor = StreamCursor { epoch_ms, sequence };
-        let ack = match record(state, nats, source, &message, cursor).await {
+        let ack = match recording(record(state, nats, source, &message, cursor), &message).await {
             Ok(Outcome::Recorded | Outcome::Skipped) => AckKind::Ack,
             Ok(Outcome::Unusable(why)) => {
                 tracing::warn!(subject = %message.subject, sequence, why, "unusable message");
@@ -174,6 +181,24 @@ async fn consume_once(
             .double_ack_with(ack)
             .await
             .map_err(|e| format!("acknowledge: {e}"))?;
+    }
+}
+
+/// Awaits `record`, telling JetStream every half [`ACK_WAIT`] that `message` is still being
+/// worked on, so a slow record is not delivered again to another replica meanwhile.
+async fn recording<T>(record: impl std::future::Future<Output = T>, message: &Message) -> T {
+    tokio::pin!(record);
+    let every = ACK_WAIT / 2;
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = &mut record => return done,
+            _ = progress.tick() => {
+                if let Err(err) = message.ack_with(AckKind::Progress).await {
+                    tracing::warn!(%err, subject = %message.subject, "progress ack not sent");
+                }
+            }
+        }
     }
 }
 
