@@ -44,7 +44,9 @@ fn held_bytes_go_to_an_unnamed_file_in_the_directory_given_or_a_memfd() {
     let dir = std::env::temp_dir();
     let on_disk = MappedFiles::in_dir(dir.clone());
     let data = Bytes::from(pattern(70_000, 5));
-    let held = on_disk.hold(std::slice::from_ref(&data)).expect("hold on disk");
+    let held = on_disk
+        .hold(std::slice::from_ref(&data))
+        .expect("hold on disk");
     assert!(held == data);
     let (file, _) = on_disk.find(&held).expect("known");
     let fd = std::os::fd::AsRawFd::as_raw_fd(&*file);
@@ -57,7 +59,9 @@ fn held_bytes_go_to_an_unnamed_file_in_the_directory_given_or_a_memfd() {
     );
     // A directory that is not there: a memfd instead.
     let fallback = MappedFiles::in_dir(dir.join("not-there-4c1b"));
-    let held = fallback.hold(std::slice::from_ref(&data)).expect("hold in a memfd");
+    let held = fallback
+        .hold(std::slice::from_ref(&data))
+        .expect("hold in a memfd");
     let (file, _) = fallback.find(&held).expect("known");
     let fd = std::os::fd::AsRawFd::as_raw_fd(&*file);
     let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("its link");

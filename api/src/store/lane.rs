@@ -210,7 +210,16 @@ impl Lane {
                         // New requests are answered 503 meanwhile, not queued behind this.
                         self.database.mark_down();
                     }
-                    match sql::settle(&self.pool, &txid).await {
+                    let probe = outcomes.iter().find_map(|o| match o {
+                        Outcome::Staged(staged) => staged.rows.first(),
+                        Outcome::Error(_) => None,
+                    });
+                    let settled = match probe {
+                        Some(probe) => sql::settle(&self.pool, &txid, probe).await,
+                        // Nothing was written (cannot happen: only staged groups commit).
+                        None => Settled::Aborted,
+                    };
+                    match settled {
                         Settled::Committed => {
                             self.count(&outcomes);
                             finish(jobs, outcomes);

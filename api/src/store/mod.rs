@@ -14,9 +14,10 @@
 //! is the optimistic lock, and the idempotency table's key the guard against deciding one key
 //! twice: a group that loses either race rolls back whole, reloads the servers it touched and
 //! decides again (bounded, with jitter). A commit whose outcome is unknown (the connection
-//! dropped at `COMMIT`) is settled by asking Postgres what became of its transaction id, never
-//! by guessing; only if that cannot be learnt either is the answer 503 `unavailable`, and a
-//! retry then finds the truth in the database.
+//! dropped at `COMMIT`) is settled by asking Postgres, never by guessing: once its transaction
+//! id is no longer in progress, by whether one of its event rows is there with its hash (an id
+//! alone can be handed out again after a crash); only if that cannot be learnt either is the
+//! answer 503 `unavailable`, and a retry then finds the truth in the database.
 //!
 //! Plain event-store mode: no snapshots, so each event is applied exactly once (cqrs-es 0.5
 //! applies events twice in snapshot mode). postgres-es loads an aggregate's events; the writes

@@ -164,22 +164,36 @@ pub(super) enum Settled {
 /// How long an unknown commit is asked about before the answer is 503.
 const SETTLE_FOR: Duration = Duration::from_secs(10);
 
-/// Asks Postgres (on any connection) what became of `txid`, until it has finished.
-pub(super) async fn settle(pool: &PgPool, txid: &str) -> Settled {
+/// What became of the transaction `txid` that wrote `probe` (one of its event rows): waits,
+/// asking Postgres on any connection, until that transaction is no longer in progress, then
+/// looks for `probe` itself. The row, with its hash, decides: a transaction id names the
+/// right transaction only while its WAL survives. After a crash that lost the transaction
+/// before its WAL was flushed, Postgres hands the same id out again: `pg_xact_status` then
+/// says "in the future", or reports on the transaction that reused it (which may commit).
+pub(super) async fn settle(pool: &PgPool, txid: &str, probe: &StoredRow) -> Settled {
     let deadline = tokio::time::Instant::now() + SETTLE_FOR;
     let mut pause = Duration::from_millis(20);
     loop {
-        let status: Result<Option<String>, _> =
+        let status: Result<Option<String>, sqlx::Error> =
             sqlx::query_scalar("SELECT pg_xact_status($1::text::xid8)")
                 .bind(txid)
                 .fetch_one(pool)
                 .await;
-        match status.as_ref().map(Option::as_deref) {
-            Ok(Some("committed")) => return Settled::Committed,
-            Ok(Some("aborted")) => return Settled::Aborted,
-            Ok(None) => return Settled::Unknown,
-            // "in progress" (the server is still finishing it), or Postgres unreachable.
-            Ok(Some(_)) | Err(_) => {}
+        let finished = match &status {
+            // Committed, aborted, or forgotten: the row says which.
+            Ok(Some(s)) => s != "in progress",
+            Ok(None) => true,
+            // 22023: "transaction ID … is in the future": it never reached the WAL.
+            Err(sqlx::Error::Database(db)) => db.code().as_deref() == Some("22023"),
+            // Postgres unreachable: ask again.
+            Err(_) => false,
+        };
+        if finished {
+            match stored_hash(pool, probe).await {
+                Ok(Some(hash)) if hash == probe.hash => return Settled::Committed,
+                Ok(_) => return Settled::Aborted,
+                Err(_) => {}
+            }
         }
         if tokio::time::Instant::now() + pause > deadline {
             tracing::warn!(txid, "could not learn whether a commit happened");
@@ -190,53 +204,127 @@ pub(super) async fn settle(pool: &PgPool, txid: &str) -> Settled {
     }
 }
 
+/// The hash of the event row at `probe`'s place, if there is one.
+async fn stored_hash(pool: &PgPool, probe: &StoredRow) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT hash FROM events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+    )
+    .bind(ServerSchedule::TYPE)
+    .bind(&probe.aggregate_id)
+    .bind(probe.sequence)
+    .fetch_optional(pool)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::Connection;
+    use sqlx::{Connection, Executor};
 
-    fn database_url() -> String {
-        std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+    /// A database of the test's own with slotcast's tables, dropped at the end.
+    struct Db {
+        admin: String,
+        name: String,
+        url: String,
     }
 
-    /// A transaction's id, taken inside it (it writes nothing, so no database of its own).
-    async fn txid(conn: &mut sqlx::PgConnection) -> String {
-        sqlx::query_scalar("SELECT pg_current_xact_id()::text")
-            .fetch_one(conn)
-            .await
-            .expect("txid")
+    impl Db {
+        async fn new() -> Self {
+            let admin = std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+            let name = format!("slotcast_settle_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("this test needs Postgres at {admin}: {e}"));
+            conn.execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .expect("create the database");
+            let url = format!("{}/{name}", &admin[..admin.rfind('/').expect("a database")]);
+            slotcast_readmodel::db::migrate(&url)
+                .await
+                .expect("migrate");
+            Self { admin, name, url }
+        }
+
+        async fn drop(self) {
+            let mut conn = sqlx::PgConnection::connect(&self.admin)
+                .await
+                .expect("admin");
+            let _ = conn
+                .execute(format!("DROP DATABASE {} WITH (FORCE)", self.name).as_str())
+                .await;
+        }
+    }
+
+    /// An event row of server `s1` at `sequence` (its contents do not matter here).
+    fn row(sequence: i64, hash: u8) -> StoredRow {
+        StoredRow {
+            aggregate_id: "s1".into(),
+            sequence,
+            event_type: "Test".into(),
+            event_version: "1".into(),
+            payload: "{}".into(),
+            metadata: "{}".into(),
+            prev_hash: vec![0; 32],
+            hash: vec![hash; 32],
+        }
+    }
+
+    /// Begins a transaction on `conn` that writes `row`; returns its id.
+    async fn write(conn: &mut sqlx::PgConnection, row: &StoredRow) -> String {
+        sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
+        insert(conn, &[row], &[], false).await.expect("insert")
     }
 
     #[tokio::test]
-    async fn an_unanswered_commit_is_settled_by_what_postgres_says_of_its_transaction() {
-        let url = database_url();
-        let pool = PgPool::connect(&url)
-            .await
-            .unwrap_or_else(|e| panic!("this test needs Postgres at {url}: {e}"));
-        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    async fn an_unanswered_commit_is_settled_by_its_transaction_and_its_row() {
+        let db = Db::new().await;
+        let pool = PgPool::connect(&db.url).await.expect("pool");
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
 
-        sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
-        let committed = txid(&mut conn).await;
+        let committed = row(1, 1);
+        let txid = write(&mut conn, &committed).await;
         sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
-        assert_eq!(settle(&pool, &committed).await, Settled::Committed);
+        assert_eq!(settle(&pool, &txid, &committed).await, Settled::Committed);
 
-        sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
-        let aborted = txid(&mut conn).await;
+        let aborted = row(2, 2);
+        let txid = write(&mut conn, &aborted).await;
         sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
-        assert_eq!(settle(&pool, &aborted).await, Settled::Aborted);
+        assert_eq!(settle(&pool, &txid, &aborted).await, Settled::Aborted);
 
         // Still running when asked: the answer waits for its end.
-        sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
-        let running = txid(&mut conn).await;
+        let running = row(2, 3);
+        let txid = write(&mut conn, &running).await;
         let asked = tokio::spawn({
             let pool = pool.clone();
-            async move { settle(&pool, &running).await }
+            let running = running.clone();
+            async move { settle(&pool, &txid, &running).await }
         });
         sqlx::raw_sql("SELECT pg_sleep(0.2); COMMIT")
             .execute(&mut conn)
             .await
             .unwrap();
         assert_eq!(asked.await.unwrap(), Settled::Committed);
+
+        // After a crash lost it, its id went to another transaction, which committed: the
+        // row is not ours, so ours did not commit.
+        let lost = row(3, 4);
+        let reused = row(3, 5);
+        let txid = write(&mut conn, &reused).await;
+        sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
+        assert_eq!(settle(&pool, &txid, &lost).await, Settled::Aborted);
+
+        // Or it is not handed out again yet: "in the future", so it never reached the WAL.
+        let current: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let future = (current.parse::<u64>().unwrap() + 1000).to_string();
+        assert_eq!(settle(&pool, &future, &row(4, 6)).await, Settled::Aborted);
+
+        pool.close().await;
+        let _ = conn.close().await;
+        db.drop().await;
     }
 }
