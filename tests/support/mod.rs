@@ -2,8 +2,9 @@
 //! `slotcast` binary as a child process, tokens, a real chrony, and an HTTP client.
 //!
 //! Contract: everything a test starts is stopped and removed when its guard drops (the
-//! database too); every wait is bounded; only loopback addresses are used. No Postgres means
-//! a loud failure, never a skip.
+//! database too); every wait is bounded; only loopback addresses are used, or addresses in
+//! network namespaces the test made itself (`netns`). No Postgres means a loud failure, never
+//! a skip.
 #![allow(dead_code)]
 
 pub mod camera;
