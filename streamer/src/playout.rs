@@ -10,6 +10,7 @@
 //! asks, into the one buffer every later viewer shares.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,9 @@ pub enum DiskWrite {
     /// queue, so what the directory held before is not part of it.
     End { playlist: String, start: bool },
 }
+
+/// How many times media could not be mapped for `sendfile` (see [`Held::served`]).
+static MAP_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// An init segment or a part in memory, as viewers are served it.
 #[derive(Debug)]
@@ -97,7 +101,13 @@ impl Held {
             .get_or_init(|| {
                 let pieces = self.pieces.iter().as_slice();
                 files.hold(pieces).unwrap_or_else(|err| {
-                    tracing::warn!(%err, "cannot map media for sendfile; serving from memory");
+                    // Out of descriptors, say: viewers are still served, from memory. Said
+                    // once, then every thousandth time, not once per part.
+                    let failed = MAP_FAILURES.fetch_add(1, Ordering::Relaxed);
+                    if failed.is_multiple_of(1000) {
+                        tracing::warn!(%err, failed = failed + 1,
+                            "cannot map media for sendfile; serving it from memory");
+                    }
                     self.bytes()
                 })
             })
