@@ -16,15 +16,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use async_nats::jetstream::message::PublishMessage;
-use chrono::Utc;
-use rand::RngCore;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use slotcast_domain::contract::{self, IngestMode, Names, SlotKind, SlotMessage};
+use slotcast_domain::contract::Names;
 use tokio::process::Command;
 
 use crate::hls_load::{self, Measured, Target};
+use crate::nats::new_stream_key;
 use crate::report::{machine, print_report, until_interrupted};
 use crate::slotcast::{free_ports, wait_ready, Proc, Slotcast};
 
@@ -148,7 +145,7 @@ async fn run(
         .build()?;
     crate::nats::slots_stream(jetstream, names).await?;
     let (id, key) = ("bench-hls-0".to_string(), new_stream_key());
-    open_gate(jetstream, names, &id, &key).await?;
+    crate::nats::open_gates(jetstream, names, SERVER_ID, &[(id.clone(), key.clone())]).await?;
     let clip = crate::ingest::make_clip(dir, 20).await?;
 
     let ports = free_ports(3)?;
@@ -518,51 +515,6 @@ async fn nginx_version() -> Result<String> {
         .unwrap_or("unknown")
         .trim()
         .to_string())
-}
-
-/// An `opened` message for `id`, its window covering the run.
-async fn open_gate(
-    js: &async_nats::jetstream::Context,
-    names: &Names,
-    id: &str,
-    key: &str,
-) -> Result<()> {
-    let now = Utc::now();
-    let (opens, closes) = (
-        now - chrono::Duration::minutes(1),
-        now + chrono::Duration::hours(2),
-    );
-    let message = SlotMessage {
-        schema: contract::SCHEMA,
-        kind: SlotKind::Opened,
-        reservation_id: id.to_string(),
-        server_id: SERVER_ID.to_string(),
-        revision: 1,
-        opens_at: opens,
-        closes_at: closes,
-        start: opens,
-        end: closes,
-        stream_key_hash: hex::encode(Sha256::digest(key.as_bytes())),
-        stream_key_digest: None,
-        ingest: IngestMode::Push { carriers: vec![] },
-        due_at: opens,
-        published_at: now,
-        late_ms: 0.0,
-    };
-    let publish = PublishMessage::build()
-        .payload(serde_json::to_vec(&message)?.into())
-        .message_id(contract::slot_message_id(id, SlotKind::Opened, 1));
-    js.send_publish(names.slot_subject(SERVER_ID, id), publish)
-        .await?
-        .await
-        .context("JetStream did not store the slot message")?;
-    Ok(())
-}
-
-fn new_stream_key() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
 }
 
 fn text(r: &Report) -> String {

@@ -1,5 +1,6 @@
 //! NATS as `docs/nats-contract.md` defines it, from the benchmarks' side: a client, the slot
-//! stream with the contract's settings, and removing a run's streams.
+//! stream with the contract's settings, the `opened` messages that let a benchmark's
+//! publishers in, and removing a run's streams.
 //!
 //! Contract: every benchmark works under NATS prefixes of its own (`Names`), so it never sees
 //! a deployment's messages; it deletes their streams at the end, also on error and Ctrl-C.
@@ -8,8 +9,12 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, context, stream};
-use slotcast_domain::contract::Names;
+use chrono::Utc;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use slotcast_domain::contract::{self, IngestMode, Names, SlotKind, SlotMessage};
 
 /// `NATS_URL`'s default, as slotcast's.
 pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
@@ -81,6 +86,63 @@ pub fn fresh_prefix(k: usize) -> (String, Names) {
     let prefix = format!("bench{k}_{}", &hex[..8]);
     let names = Names::new(&prefix).expect("letters, digits and _ make a valid prefix");
     (prefix, names)
+}
+
+/// A new stream key as the api mints them: 128 random bits, lower-case hex.
+pub fn new_stream_key() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// What a slot message carries instead of the key (`docs/nats-contract.md`, `stream_key_hash`):
+/// lower-case hex SHA-256.
+pub fn stream_key_hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Publishes an `opened` message for each `(reservation, stream key)` on `server_id` under
+/// `names`, each window covering the run (from a minute ago to two hours on), and waits until
+/// JetStream has stored them all.
+pub async fn open_gates(
+    js: &jetstream::Context,
+    names: &Names,
+    server_id: &str,
+    reservations: &[(String, String)],
+) -> Result<()> {
+    let now = Utc::now();
+    let opens = now - chrono::Duration::minutes(1);
+    let closes = now + chrono::Duration::hours(2);
+    let mut acks = Vec::new();
+    for (id, key) in reservations {
+        let message = SlotMessage {
+            schema: contract::SCHEMA,
+            kind: SlotKind::Opened,
+            reservation_id: id.clone(),
+            server_id: server_id.to_string(),
+            revision: 1,
+            opens_at: opens,
+            closes_at: closes,
+            start: opens,
+            end: closes,
+            stream_key_hash: stream_key_hash(key),
+            stream_key_digest: None,
+            ingest: IngestMode::Push { carriers: vec![] },
+            due_at: opens,
+            published_at: now,
+            late_ms: 0.0,
+        };
+        let publish = PublishMessage::build()
+            .payload(serde_json::to_vec(&message)?.into())
+            .message_id(contract::slot_message_id(id, SlotKind::Opened, 1));
+        let subject = names.slot_subject(server_id, id);
+        acks.push(js.send_publish(subject, publish).await?);
+    }
+    for ack in acks {
+        ack.await
+            .context("JetStream did not store a slot message")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -22,14 +22,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use async_nats::jetstream::message::PublishMessage;
-use chrono::Utc;
-use rand::RngCore;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
-use slotcast_domain::contract::{self, IngestMode, Names, SlotKind, SlotMessage};
+use slotcast_domain::contract::Names;
 use tokio::process::Command;
 
+use crate::nats::new_stream_key;
 use crate::report::{machine, print_report, until_interrupted};
 use crate::slotcast::{free_ports, wait_ready, Proc, Slotcast};
 use procfs::{listening, mib, Memory, Snapshot};
@@ -265,7 +262,7 @@ impl Bench<'_> {
         let reservations: Vec<(String, String)> = (0..n)
             .map(|i| (format!("bench-{k}-{i:03}"), new_stream_key()))
             .collect();
-        self.open_gates(&names, &reservations).await?;
+        crate::nats::open_gates(&self.jetstream, &names, SERVER_ID, &reservations).await?;
 
         let recordings = work.join("recordings");
         let mut streamer = Streamer::start(self, &prefix, &recordings, &work.join("streamer.log"))
@@ -433,44 +430,6 @@ impl Bench<'_> {
         Ok(self.cost(n, &before, &after, &memory, fewest))
     }
 
-    /// Publishes an `opened` message per `(reservation, stream key)` under `names`, its window
-    /// covering the run.
-    async fn open_gates(&self, names: &Names, reservations: &[(String, String)]) -> Result<()> {
-        let now = Utc::now();
-        let opens = now - chrono::Duration::minutes(1);
-        let closes = now + chrono::Duration::hours(2);
-        let mut acks = Vec::new();
-        for (id, key) in reservations {
-            let message = SlotMessage {
-                schema: contract::SCHEMA,
-                kind: SlotKind::Opened,
-                reservation_id: id.clone(),
-                server_id: SERVER_ID.to_string(),
-                revision: 1,
-                opens_at: opens,
-                closes_at: closes,
-                start: opens,
-                end: closes,
-                stream_key_hash: stream_key_hash(key),
-                stream_key_digest: None,
-                ingest: IngestMode::Push { carriers: vec![] },
-                due_at: opens,
-                published_at: now,
-                late_ms: 0.0,
-            };
-            let publish = PublishMessage::build()
-                .payload(serde_json::to_vec(&message)?.into())
-                .message_id(contract::slot_message_id(id, SlotKind::Opened, 1));
-            let subject = names.slot_subject(SERVER_ID, id);
-            acks.push(self.jetstream.send_publish(subject, publish).await?);
-        }
-        for ack in acks {
-            ack.await
-                .context("JetStream did not store a slot message")?;
-        }
-        Ok(())
-    }
-
     async fn metrics(&self, streamer: &Streamer) -> Result<String> {
         let response = self
             .http
@@ -606,19 +565,6 @@ impl Streamer {
         wait_ready(&bench.http, &hls, &mut child).await?;
         Ok(Self { child, hls, rtsp })
     }
-}
-
-/// A new stream key as the api mints them: 128 random bits, lower-case hex.
-fn new_stream_key() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
-/// What a slot message carries instead of the key (`docs/nats-contract.md`, `stream_key_hash`):
-/// lower-case hex SHA-256.
-fn stream_key_hash(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 fn count_segments(playlist: &str) -> usize {
@@ -858,6 +804,7 @@ pub(crate) async fn make_clip(dir: &Path, seconds: u32) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nats::stream_key_hash;
 
     #[test]
     fn a_stream_key_is_announced_by_its_sha256() {
