@@ -136,15 +136,20 @@ impl MappedFiles {
     }
 
     /// The file and offset `slice` was mapped from, if `hold` made it.
-    fn find(&self, slice: &[u8]) -> Option<(Arc<File>, u64)> {
-        if slice.is_empty() {
-            return None;
-        }
-        let at = slice.as_ptr() as usize;
+    #[cfg(test)]
+    fn find(&self, slice: &[u8]) -> Option<Source> {
         let regions = self.regions.read().unwrap_or_else(PoisonError::into_inner);
-        let (start, region) = regions.range(..=at).next_back()?;
-        let inside = at + slice.len() <= start + region.len;
-        inside.then(|| (region.file.clone(), (at - start) as u64))
+        lookup(&regions, slice)
+    }
+
+    /// [`MappedFiles::find`] for each of `bufs`, under one lock; `None` (and nothing
+    /// allocated) when none of them is mapped, as for every answer not from memory.
+    fn locate(&self, bufs: &[IoSlice<'_>]) -> Option<Vec<Option<Source>>> {
+        let regions = self.regions.read().unwrap_or_else(PoisonError::into_inner);
+        let first = bufs.iter().position(|b| lookup(&regions, b).is_some())?;
+        let mut found = vec![None; first];
+        found.extend(bufs[first..].iter().map(|b| lookup(&regions, b)));
+        Some(found)
     }
 
     /// Bytes sent from these files by `sendfile` so far.
@@ -163,6 +168,20 @@ impl MappedFiles {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Where a mapped slice's bytes are: its file, and the offset there.
+type Source = (Arc<File>, u64);
+
+/// The region of `regions` that holds all of `slice`: its file, and the offset there.
+fn lookup(regions: &BTreeMap<usize, Region>, slice: &[u8]) -> Option<Source> {
+    if slice.is_empty() {
+        return None;
+    }
+    let at = slice.as_ptr() as usize;
+    let (start, region) = regions.range(..=at).next_back()?;
+    let inside = at + slice.len() <= start + region.len;
+    inside.then(|| (region.file.clone(), (at - start) as u64))
 }
 
 /// One HTTP connection's socket: writes slices of [`MappedFiles`] with `sendfile`, the rest
@@ -202,13 +221,9 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let found: Vec<Option<(Arc<File>, u64)>> = match &self.files {
-            Some(files) => bufs.iter().map(|b| files.find(b)).collect(),
-            None => Vec::new(),
-        };
-        if found.iter().all(Option::is_none) {
+        let Some(found) = self.files.as_ref().and_then(|files| files.locate(bufs)) else {
             return Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        }
+        };
         loop {
             ready!(self.stream.poll_write_ready(cx))?;
             let stream = &self.stream;
@@ -241,7 +256,7 @@ impl AsyncWrite for Connection {
 fn send(
     stream: &TcpStream,
     bufs: &[IoSlice<'_>],
-    found: &[Option<(Arc<File>, u64)>],
+    found: &[Option<Source>],
     files: Option<&MappedFiles>,
 ) -> io::Result<usize> {
     let mut sent = 0;
