@@ -69,16 +69,6 @@ impl ApiError {
         Self::DatabaseUnavailable("the database is unavailable; retry")
     }
 
-    /// `err`, as 503 when it means Postgres could not be reached, else 500.
-    fn from_db(err: sqlx::Error) -> Self {
-        if slotcast_readmodel::db::is_unavailable(&err) {
-            tracing::warn!(%err, "the database is unavailable");
-            Self::database_unavailable()
-        } else {
-            Self::internal(err)
-        }
-    }
-
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self::Invalid(field.to_string(), message.into())
     }
@@ -160,19 +150,18 @@ impl From<ScheduleError> for ApiError {
 
 impl From<slotcast_readmodel::Error> for ApiError {
     fn from(err: slotcast_readmodel::Error) -> Self {
-        match err {
-            slotcast_readmodel::Error::Db(err) => Self::from_db(err),
-            other if other.is_unavailable() => {
-                tracing::warn!(err = %other, "the database is unavailable");
-                Self::database_unavailable()
-            }
-            other => Self::internal(other),
+        // 503 when Postgres could not be reached, else 500.
+        if err.is_unavailable() {
+            tracing::warn!(%err, "the database is unavailable");
+            Self::database_unavailable()
+        } else {
+            Self::internal(err)
         }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        Self::from_db(err)
+        slotcast_readmodel::Error::Db(err).into()
     }
 }
