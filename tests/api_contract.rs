@@ -356,3 +356,66 @@ async fn a_lone_ntp_server_that_jumps_is_refused_and_two_that_agree_are_followed
     assert_eq!(synced["ntp"]["agreeing"], 2, "{synced}");
     assert_ne!(synced["ntp"]["server"], c.server());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_that_takes_rtmp_srt_and_whip_gives_each_address_without_the_key() {
+    let db = TestDb::new().await;
+    let operator = token(&db, "operator", "ops");
+    let alice = token(&db, "distributor", "alice");
+    let api = Api::start(&db, &[]);
+    let mut body = server_body("srv", 1);
+    body["carriers"][0]["rtmp_url"] = json!("rtmp://127.0.0.2:1935");
+    body["carriers"][0]["srt_url"] = json!("srt://127.0.0.2:9000");
+    body["carriers"][0]["whip_url"] = json!("http://127.0.0.2:8889");
+    let (status, server) = api.post("/v1/servers", &operator, body.clone()).await;
+    assert_eq!(status, 201, "{server}");
+    assert_eq!(server["carriers"], body["carriers"], "registered as sent");
+    let (_, listed) = api.get("/v1/servers/srv", &alice).await;
+    assert_eq!(listed["carriers"], body["carriers"]);
+
+    let start = Utc::now() + Duration::hours(1);
+    let booking =
+        json!({"server_id": "srv", "start": ts(start), "end": ts(start + Duration::minutes(30))});
+    let (status, booked) = api.post("/v1/reservations", &alice, booking).await;
+    assert_eq!(status, 201, "{booked}");
+    let id = booked["id"].as_str().unwrap();
+    let key = booked["setting"]["stream_key"].as_str().unwrap();
+    let expected = json!([
+        {
+            "carrier": "carrier-a",
+            "url": format!("rtsp://127.0.0.2:8554/live/{id}"),
+            "urls": {
+                "rtsp": format!("rtsp://127.0.0.2:8554/live/{id}"),
+                "rtmp": format!("rtmp://127.0.0.2:1935/live/{id}"),
+                "srt": "srt://127.0.0.2:9000",
+                "whip": format!("http://127.0.0.2:8889/whip/{id}"),
+            }
+        },
+        {
+            "carrier": "carrier-b",
+            "url": format!("rtsp://127.0.0.3:8554/live/{id}"),
+            "urls": {"rtsp": format!("rtsp://127.0.0.3:8554/live/{id}")}
+        }
+    ]);
+    assert_eq!(booked["setting"]["carriers"], expected);
+    assert!(!booked["setting"]["carriers"].to_string().contains(key));
+    let (_, shown) = api.get(&format!("/v1/reservations/{id}"), &alice).await;
+    assert_eq!(shown["setting"]["carriers"], expected);
+
+    // An address a publisher could not use is refused, naming the field.
+    for (field, url) in [
+        ("rtmp_url", "rtmp://127.0.0.2:1935/live"),
+        ("srt_url", "srt://127.0.0.2"),
+        ("whip_url", "http://127.0.0.2:8889/whip"),
+    ] {
+        let mut bad = server_body("bad", 1);
+        bad["carriers"][0][field] = json!(url);
+        let (status, answer) = api.post("/v1/servers", &operator, bad).await;
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 422, "{field} {url}: {answer}");
+        assert!(
+            message.starts_with(&format!("carriers[].{field}")),
+            "{message}"
+        );
+    }
+}

@@ -462,14 +462,14 @@ impl Sim {
             name: format!("server {i}"),
             capacity: Some(2),
             carriers: vec![
-                Carrier {
-                    name: "carrier-a".into(),
-                    ingest_url: format!("rtsp://10.1.{}.{}:8554", i / 250, i % 250),
-                },
-                Carrier {
-                    name: "carrier-b".into(),
-                    ingest_url: format!("rtsp://10.2.{}.{}:8554", i / 250, i % 250),
-                },
+                Carrier::rtsp(
+                    "carrier-a",
+                    format!("rtsp://10.1.{}.{}:8554", i / 250, i % 250),
+                ),
+                Carrier::rtsp(
+                    "carrier-b",
+                    format!("rtsp://10.2.{}.{}:8554", i / 250, i % 250),
+                ),
             ],
             ..ServerSpec::default()
         }

@@ -30,10 +30,7 @@ fn register() -> CommandKind {
         id: "srv-1".into(),
         name: "Server one".into(),
         capacity: Some(1),
-        carriers: vec![Carrier {
-            name: "carrier-a".into(),
-            ingest_url: "rtsp://127.0.0.2:8554".into(),
-        }],
+        carriers: vec![Carrier::rtsp("carrier-a", "rtsp://127.0.0.2:8554")],
         ..ServerSpec::default()
     })
 }

@@ -74,10 +74,37 @@ impl Actor {
     }
 }
 
+/// One carrier of the dedicated ingest network and how a publisher reaches the server on
+/// it: always by RTSP, and by RTMP, SRT or WHIP where the carrier has their addresses. An
+/// address that is not set is not written into the events, so events recorded before these
+/// protocols read and hash as they did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Carrier {
     pub name: String,
+    /// `rtsp://host[:port][/path]`: the publisher adds `/live/<reservation_id>`.
     pub ingest_url: String,
+    /// `rtmp://host[:port]`: the publisher adds `/live/<reservation_id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtmp_url: Option<String>,
+    /// `srt://host:port`: the publisher names the reservation in its `streamid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt_url: Option<String>,
+    /// `http[s]://host[:port]`: the publisher adds `/whip/<reservation_id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whip_url: Option<String>,
+}
+
+impl Carrier {
+    /// A carrier reached by RTSP only.
+    pub fn rtsp(name: impl Into<String>, ingest_url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ingest_url: ingest_url.into(),
+            rtmp_url: None,
+            srt_url: None,
+            whip_url: None,
+        }
+    }
 }
 
 /// A server as an operator registers it; unset rules take the defaults.
@@ -182,6 +209,40 @@ impl ServerSettings {
                 return Err(invalid("carriers[].name", "carrier names must be unique"));
             }
             check_ingest_url(&carrier.ingest_url)?;
+            // (field, its address, schemes, port required, what it must be)
+            let others = [
+                (
+                    "carriers[].rtmp_url",
+                    &carrier.rtmp_url,
+                    &["rtmp", "rtmps"][..],
+                    false,
+                    "rtmp://host[:port] or rtmps://…",
+                ),
+                (
+                    "carriers[].srt_url",
+                    &carrier.srt_url,
+                    &["srt"][..],
+                    true,
+                    "srt://host:port",
+                ),
+                (
+                    "carriers[].whip_url",
+                    &carrier.whip_url,
+                    &["http", "https"][..],
+                    false,
+                    "http://host[:port] or https://…",
+                ),
+            ];
+            for (field, url, schemes, port_required, form) in others {
+                if let Some(url) = url {
+                    check_origin(url, schemes, port_required).map_err(|()| {
+                        invalid(
+                            field,
+                            &format!("must be {form}, with no path, query or fragment"),
+                        )
+                    })?;
+                }
+            }
         }
         Ok(())
     }
@@ -249,6 +310,54 @@ fn check_ingest_url(url: &str) -> Result<(), ScheduleError> {
             "must be rtsp://host[:port][/path] or rtsps://…, without a trailing '/', query or fragment",
         ))
     }
+}
+
+/// `scheme://host[:port]` and nothing after it, for one of `schemes`; the port required
+/// when `port_required` (SRT has no default port).
+fn check_origin(url: &str, schemes: &[&str], port_required: bool) -> Result<(), ()> {
+    let (scheme, authority) = url.split_once("://").ok_or(())?;
+    if !schemes.contains(&scheme)
+        || url.len() > limits::TEXT
+        || authority.is_empty()
+        || authority.contains(['/', '?', '#', ' ', '@'])
+        || authority.chars().any(char::is_control)
+    {
+        return Err(());
+    }
+    // `[v6]:port`, `host:port` or `host`.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, rest) = v6.split_once(']').ok_or(())?;
+            match rest {
+                "" => (host, None),
+                _ => (host, Some(rest.strip_prefix(':').ok_or(())?)),
+            }
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port_ok = match port {
+        Some(port) => {
+            !port.starts_with('0')
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok()
+        }
+        None => !port_required,
+    };
+    let v6 = authority.starts_with('[');
+    let host_ok = !host.is_empty()
+        && if v6 {
+            host.chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        } else {
+            !host.contains(['[', ']'])
+        };
+    if !host_ok || !port_ok {
+        return Err(());
+    }
+    Ok(())
 }
 
 fn invalid(field: &'static str, message: &str) -> ScheduleError {

@@ -40,10 +40,7 @@ fn spec(capacity: u32) -> ServerSpec {
         id: "srv-1".into(),
         name: "Server one".into(),
         capacity: Some(capacity),
-        carriers: vec![Carrier {
-            name: "carrier-a".into(),
-            ingest_url: "rtsp://127.0.0.2:8554".into(),
-        }],
+        carriers: vec![Carrier::rtsp("carrier-a", "rtsp://127.0.0.2:8554")],
         ..ServerSpec::default()
     }
 }
@@ -175,21 +172,15 @@ fn server_settings_are_validated_field_by_field() {
         ),
         (
             ServerSpec {
-                carriers: vec![Carrier {
-                    name: "a".into(),
-                    ingest_url: "http://x".into(),
-                }],
+                carriers: vec![Carrier::rtsp("a", "http://x")],
                 ..spec(1)
             },
             "carriers[].ingest_url",
         ),
         (
             ServerSpec {
-                carriers: vec![Carrier {
-                    name: "a".into(),
-                    // A NUL cannot be stored: refused as input, not failed as a commit.
-                    ingest_url: "rtsps://cam\u{0}era/x".into(),
-                }],
+                // A NUL cannot be stored: refused as input, not failed as a commit.
+                carriers: vec![Carrier::rtsp("a", "rtsps://cam\u{0}era/x")],
                 ..spec(1)
             },
             "carriers[].ingest_url",
@@ -197,21 +188,15 @@ fn server_settings_are_validated_field_by_field() {
         (
             ServerSpec {
                 carriers: vec![
-                    Carrier {
-                        name: "a".into(),
-                        ingest_url: "rtsp://x".into(),
-                    },
-                    Carrier {
-                        name: "a".into(),
-                        ingest_url: "rtsp://y".into(),
-                    },
+                    Carrier::rtsp("a", "rtsp://x"),
+                    Carrier::rtsp("a", "rtsp://y"),
                 ],
                 ..spec(1)
             },
             "carriers[].name",
         ),
     ];
-    for (bad, field) in cases {
+    for (bad, field) in cases.into_iter().chain(bad_protocol_urls()) {
         let mut s = ServerSchedule::default();
         let err = handle(
             &mut s,
@@ -220,6 +205,88 @@ fn server_settings_are_validated_field_by_field() {
         .unwrap_err();
         assert_eq!(field_of(err), field);
     }
+}
+
+/// A carrier with one other protocol's address set to `url`.
+fn carrier_with(field: &str, url: &str) -> Carrier {
+    let mut c = Carrier::rtsp("a", "rtsp://x");
+    let url = Some(url.to_string());
+    match field {
+        "rtmp_url" => c.rtmp_url = url,
+        "srt_url" => c.srt_url = url,
+        _ => c.whip_url = url,
+    }
+    c
+}
+
+/// RTMP, SRT and WHIP addresses a carrier cannot have, with the field each is refused on.
+fn bad_protocol_urls() -> Vec<(ServerSpec, &'static str)> {
+    let bad = [
+        ("rtmp_url", "rtsp://x:1935"),
+        ("rtmp_url", "rtmp://x:1935/live"),
+        ("rtmp_url", "rtmp://x:0"),
+        ("rtmp_url", "rtmp://x:65536"),
+        ("rtmp_url", "rtmp://x:+1935"),
+        ("rtmp_url", "rtmp://user@x"),
+        ("rtmp_url", "rtmp://"),
+        ("srt_url", "srt://x"),
+        ("srt_url", "srt://x:9000?streamid=a"),
+        ("srt_url", "srt://[::1"),
+        ("whip_url", "http://x/whip"),
+        ("whip_url", "ws://x"),
+        ("whip_url", "http://x y"),
+    ];
+    bad.into_iter()
+        .map(|(field, url)| {
+            let spec = ServerSpec {
+                carriers: vec![carrier_with(field, url)],
+                ..spec(1)
+            };
+            let field = match field {
+                "rtmp_url" => "carriers[].rtmp_url",
+                "srt_url" => "carriers[].srt_url",
+                _ => "carriers[].whip_url",
+            };
+            (spec, field)
+        })
+        .collect()
+}
+
+#[test]
+fn a_carrier_may_take_rtmp_srt_and_whip_beside_rtsp() {
+    let good = [
+        ("rtmp_url", "rtmp://10.2.0.1:1935"),
+        ("rtmp_url", "rtmps://ingest.example"),
+        ("srt_url", "srt://10.2.0.1:9000"),
+        ("srt_url", "srt://[fd00::1]:9000"),
+        ("whip_url", "http://10.2.0.1:8889"),
+        ("whip_url", "https://[::1]"),
+    ];
+    for (field, url) in good {
+        let mut s = ServerSchedule::default();
+        let registered = handle(
+            &mut s,
+            cmd(
+                t0(),
+                operator(),
+                CommandKind::RegisterServer(ServerSpec {
+                    carriers: vec![carrier_with(field, url)],
+                    ..spec(1)
+                }),
+            ),
+        );
+        assert!(registered.is_ok(), "{field} {url}: {registered:?}");
+    }
+}
+
+#[test]
+fn a_carrier_without_other_protocols_is_recorded_as_before_them() {
+    // Events recorded before RTMP, SRT and WHIP hold only a name and an RTSP address: they
+    // read the same, and write the same bytes again (their hashes hold).
+    let before = r#"{"name":"a","ingest_url":"rtsp://x"}"#;
+    let carrier: Carrier = serde_json::from_str(before).unwrap();
+    assert_eq!(carrier, Carrier::rtsp("a", "rtsp://x"));
+    assert_eq!(serde_json::to_string(&carrier).unwrap(), before);
 }
 
 #[test]

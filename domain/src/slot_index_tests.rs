@@ -247,10 +247,7 @@ fn registered(capacity: u32, max_duration_s: u64, horizon_s: u64) -> ServerSched
         capacity: Some(capacity),
         max_duration_s: Some(max_duration_s),
         horizon_s: Some(horizon_s),
-        carriers: vec![Carrier {
-            name: "carrier-a".into(),
-            ingest_url: "rtsp://127.0.0.2:8554".into(),
-        }],
+        carriers: vec![Carrier::rtsp("carrier-a", "rtsp://127.0.0.2:8554")],
         ..ServerSpec::default()
     };
     let mut s = ServerSchedule::default();

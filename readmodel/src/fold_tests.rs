@@ -21,10 +21,7 @@ fn settings(name: &str) -> ServerSettings {
         horizon_s: 86_400,
         preroll_s: 30,
         grace_s: 10,
-        carriers: vec![Carrier {
-            name: "a".into(),
-            ingest_url: "rtsp://127.0.0.2:8554".into(),
-        }],
+        carriers: vec![Carrier::rtsp("a", "rtsp://127.0.0.2:8554")],
     }
 }
 

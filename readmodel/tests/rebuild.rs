@@ -233,9 +233,11 @@ impl History {
 
 fn carriers(n: usize) -> Vec<Carrier> {
     (0..n)
-        .map(|i| Carrier {
-            name: format!("carrier-{}", (b'a' + i as u8) as char),
-            ingest_url: format!("rtsp://127.0.0.{}:8554", i + 2),
+        .map(|i| {
+            Carrier::rtsp(
+                format!("carrier-{}", (b'a' + i as u8) as char),
+                format!("rtsp://127.0.0.{}:8554", i + 2),
+            )
         })
         .collect()
 }

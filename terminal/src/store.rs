@@ -254,6 +254,7 @@ impl Setting {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use slotcast_wire::CarrierUrls;
     use std::os::unix::fs::PermissionsExt;
 
     fn dirs(root: &Path) -> Dirs {
@@ -315,10 +316,17 @@ mod tests {
                 CarrierUrl {
                     carrier: "a".into(),
                     url: "rtsp://a/live/r-1".into(),
+                    urls: CarrierUrls {
+                        rtsp: "rtsp://a/live/r-1".into(),
+                        rtmp: Some("rtmp://a/live/r-1".into()),
+                        srt: Some("srt://a:9000".into()),
+                        whip: None,
+                    },
                 },
                 CarrierUrl {
                     carrier: "b".into(),
                     url: "rtsp://b/live/r-1".into(),
+                    urls: CarrierUrls::default(),
                 },
             ],
             api: "http://x".into(),

@@ -27,9 +27,9 @@ mod whole;
 pub use clock::{ClockSource, NtpInfo, ServerTime, StepRefused, SyncState};
 pub use error::{ErrorBody, ErrorDetail};
 pub use reservations::{
-    Accepted, BookRequest, CarrierUrl, Concealed, History, HistoryCursor, HistoryEntry, IngestDto,
-    Rejected, RescheduleRequest, ReservationDto, ReservationList, RotatedKey, Setting, SourceDto,
-    SourceRequest, WindowDto,
+    Accepted, BookRequest, CarrierUrl, CarrierUrls, Concealed, History, HistoryCursor,
+    HistoryEntry, IngestDto, Rejected, RescheduleRequest, ReservationDto, ReservationList,
+    RotatedKey, Setting, SourceDto, SourceRequest, WindowDto,
 };
 pub use servers::{
     CarrierDto, CarrierInput, CreateServer, PatchServer, Schedule, ScheduleSlot, ServerDto,

@@ -65,12 +65,61 @@ pub struct RescheduleRequest {
     pub end: WireTime,
 }
 
-/// Where to connect on one carrier: `ingest_url` + `/live/<reservation_id>`.
+/// Where to connect on one carrier. `url` is the RTSP one: `ingest_url` +
+/// `/live/<reservation_id>`; `urls` holds it again beside those of the other protocols the
+/// carrier takes. None carries the stream key: the publisher adds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CarrierUrl {
     pub carrier: String,
     pub url: String,
+    /// Absent in what a terminal stored before the other protocols: RTSP (`url`) only.
+    #[serde(default)]
+    pub urls: CarrierUrls,
+}
+
+/// One carrier's address per protocol, each without the key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CarrierUrls {
+    /// `rtsp://host:port/live/<reservation_id>`: ANNOUNCE with `Authorization: Bearer <key>`.
+    #[serde(default)]
+    pub rtsp: String,
+    /// `rtmp://host:port/live/<reservation_id>`: publish with `?key=<key>` after the name
+    /// (OBS: server `rtmp://host:port/live`, stream key `<reservation_id>?key=<key>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtmp: Option<String>,
+    /// `srt://host:port`: call with `streamid=#!::r=<reservation_id>,k=<key>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt: Option<String>,
+    /// `http://host:port/whip/<reservation_id>`: POST the offer with
+    /// `Authorization: Bearer <key>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whip: Option<String>,
+}
+
+impl CarrierUrls {
+    /// A carrier's addresses for reservation `id`.
+    pub fn of(carrier: &slotcast_domain::Carrier, id: &str) -> Self {
+        Self {
+            rtsp: format!("{}/live/{id}", carrier.ingest_url),
+            rtmp: carrier.rtmp_url.as_ref().map(|u| format!("{u}/live/{id}")),
+            srt: carrier.srt_url.clone(),
+            whip: carrier.whip_url.as_ref().map(|u| format!("{u}/whip/{id}")),
+        }
+    }
+}
+
+impl CarrierUrl {
+    /// Where to connect on `carrier` for reservation `id`.
+    pub fn of(carrier: &slotcast_domain::Carrier, id: &str) -> Self {
+        let urls = CarrierUrls::of(carrier, id);
+        Self {
+            carrier: carrier.name.clone(),
+            url: urls.rtsp.clone(),
+            urls,
+        }
+    }
 }
 
 /// The reservation's setting info: what the terminal stores to go live. Its `Debug` hides
@@ -287,17 +336,20 @@ mod tests {
                 stream_key: Some("k".into()),
                 opens_at: t("2030-01-01T11:59:30Z"),
                 closes_at: t("2030-01-01T12:30:10Z"),
-                carriers: vec![CarrierUrl {
-                    carrier: "a".into(),
-                    url: "rtsp://h/live/r-1".into(),
-                }],
+                carriers: vec![CarrierUrl::of(
+                    &slotcast_domain::Carrier {
+                        rtmp_url: Some("rtmp://h:1935".into()),
+                        ..slotcast_domain::Carrier::rtsp("a", "rtsp://h")
+                    },
+                    "r-1",
+                )],
             },
             server_time: server_time(),
         };
         let text = serde_json::to_string(&accepted).unwrap();
         assert_eq!(
             text,
-            r#"{"id":"r-1","status":"accepted","server_id":"srv","start":"2030-01-01T12:00:00.000Z","end":"2030-01-01T12:30:00.000Z","title":null,"setting":{"stream_key":"k","opens_at":"2030-01-01T11:59:30.000Z","closes_at":"2030-01-01T12:30:10.000Z","carriers":[{"carrier":"a","url":"rtsp://h/live/r-1"}]},"server_time":{"t_receive":"2030-01-01T11:59:00.000123Z","t_transmit":"2030-01-01T11:59:00.000456Z","now":"2030-01-01T11:59:00.000456Z","source":"ntp","state":"synced","ntp":{"server":"127.0.0.1:123","stratum":2,"offset_ms":-1.25,"delay_ms":0.5,"synced_at":"2030-01-01T11:58:00.000Z","agreeing":1,"step_refused":null}}}"#
+            r#"{"id":"r-1","status":"accepted","server_id":"srv","start":"2030-01-01T12:00:00.000Z","end":"2030-01-01T12:30:00.000Z","title":null,"setting":{"stream_key":"k","opens_at":"2030-01-01T11:59:30.000Z","closes_at":"2030-01-01T12:30:10.000Z","carriers":[{"carrier":"a","url":"rtsp://h/live/r-1","urls":{"rtsp":"rtsp://h/live/r-1","rtmp":"rtmp://h:1935/live/r-1"}}]},"server_time":{"t_receive":"2030-01-01T11:59:00.000123Z","t_transmit":"2030-01-01T11:59:00.000456Z","now":"2030-01-01T11:59:00.000456Z","source":"ntp","state":"synced","ntp":{"server":"127.0.0.1:123","stratum":2,"offset_ms":-1.25,"delay_ms":0.5,"synced_at":"2030-01-01T11:58:00.000Z","agreeing":1,"step_refused":null}}}"#
         );
         assert_eq!(serde_json::from_str::<Accepted>(&text).unwrap(), accepted);
     }

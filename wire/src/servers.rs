@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use slotcast_domain::time::serde_ms;
-use slotcast_domain::ReservationStatus;
+use slotcast_domain::{Carrier, ReservationStatus};
 
 use crate::whole;
 
@@ -12,6 +12,36 @@ use crate::whole;
 pub struct CarrierDto {
     pub name: String,
     pub ingest_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtmp_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whip_url: Option<String>,
+}
+
+impl From<Carrier> for CarrierDto {
+    fn from(c: Carrier) -> Self {
+        Self {
+            name: c.name,
+            ingest_url: c.ingest_url,
+            rtmp_url: c.rtmp_url,
+            srt_url: c.srt_url,
+            whip_url: c.whip_url,
+        }
+    }
+}
+
+impl From<CarrierInput> for Carrier {
+    fn from(c: CarrierInput) -> Self {
+        Self {
+            name: c.name,
+            ingest_url: c.ingest_url,
+            rtmp_url: c.rtmp_url,
+            srt_url: c.srt_url,
+            whip_url: c.whip_url,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +59,36 @@ pub struct CarrierInput {
         )
     )]
     pub ingest_url: String,
+    /// `rtmp://host[:port]` (or `rtmps://`) where the carrier takes RTMP; no path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^rtmps?://([^/?#@:\\[\\] \\x00-\\x1f\\x7f-\\x9f]+|\\[[0-9A-Fa-f:.]+\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?$",
+            max_length = 200
+        )
+    )]
+    pub rtmp_url: Option<String>,
+    /// `srt://host:port` where the carrier takes SRT (caller mode); no path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^srt://([^/?#@:\\[\\] \\x00-\\x1f\\x7f-\\x9f]+|\\[[0-9A-Fa-f:.]+\\]):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$",
+            max_length = 200
+        )
+    )]
+    pub srt_url: Option<String>,
+    /// `http://host[:port]` (or `https://`) where the carrier takes WHIP; no path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^https?://([^/?#@:\\[\\] \\x00-\\x1f\\x7f-\\x9f]+|\\[[0-9A-Fa-f:.]+\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?$",
+            max_length = 200
+        )
+    )]
+    pub whip_url: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ use rand::RngCore;
 use serde::Deserialize;
 use slotcast_domain::contract::{CameraSource, CameraTransport};
 use slotcast_domain::secret::{CameraLogin, SecretKey};
-use slotcast_domain::{Command, CommandKind, Role, ScheduleEvent, ServerSettings};
+use slotcast_domain::{Carrier, Command, CommandKind, Role, ScheduleEvent, ServerSettings};
 use slotcast_readmodel::read::as_of::Known;
 use slotcast_readmodel::read::{self, ReservationFilter, ReservationRow, ServerRow};
 
@@ -46,50 +46,30 @@ pub fn router() -> Router<AppState> {
         .route("/v1/reservations/{id}/history", get(history))
 }
 
-fn carrier_urls(carriers: impl IntoIterator<Item = (String, String)>, id: &str) -> Vec<CarrierUrl> {
-    carriers
-        .into_iter()
-        .map(|(name, ingest_url)| CarrierUrl {
-            carrier: name,
-            url: format!("{ingest_url}/live/{id}"),
-        })
-        .collect()
+fn carrier_urls(carriers: &[Carrier], id: &str) -> Vec<CarrierUrl> {
+    carriers.iter().map(|c| CarrierUrl::of(c, id)).collect()
 }
 
-fn settings_carriers(settings: &ServerSettings) -> Vec<(String, String)> {
-    settings
-        .carriers
-        .iter()
-        .map(|c| (c.name.clone(), c.ingest_url.clone()))
-        .collect()
+fn settings_carriers(settings: Option<&ServerSettings>) -> &[Carrier] {
+    settings.map_or(&[], |s| s.carriers.as_slice())
 }
 
-async fn row_carriers(
-    state: &AppState,
-    server_id: &str,
-) -> Result<Vec<(String, String)>, ApiError> {
+async fn row_carriers(state: &AppState, server_id: &str) -> Result<Vec<Carrier>, ApiError> {
     Ok(server_carriers(read::server(&state.pool, server_id).await?))
 }
 
-/// A server row's carriers as (name, ingest URL); none without the row.
-fn server_carriers(row: Option<ServerRow>) -> Vec<(String, String)> {
-    match row {
-        Some(row) => super::servers::from_row(row)
-            .carriers
-            .into_iter()
-            .map(|c| (c.name, c.ingest_url))
-            .collect(),
-        None => Vec::new(),
-    }
+/// A server row's carriers; none without the row.
+fn server_carriers(row: Option<ServerRow>) -> Vec<Carrier> {
+    row.map(super::servers::row_carriers).unwrap_or_default()
 }
 
-fn dto(row: ReservationRow, carriers: &[(String, String)]) -> ReservationDto {
+fn dto(row: ReservationRow, carriers: &[Carrier]) -> ReservationDto {
     let setting = match (row.status.was_accepted(), row.opens_at, row.closes_at) {
         (true, Some(opens_at), Some(closes_at)) => Some(Setting {
             stream_key: None,
             opens_at,
             closes_at,
-            carriers: carrier_urls(carriers.iter().cloned(), &row.id),
+            carriers: carrier_urls(carriers, &row.id),
         }),
         _ => None,
     };
@@ -433,11 +413,7 @@ impl Booking {
                 source,
                 ..
             }) => {
-                let carriers = decided
-                    .settings
-                    .as_ref()
-                    .map(settings_carriers)
-                    .unwrap_or_default();
+                let carriers = settings_carriers(decided.settings.as_ref());
                 let body = Accepted {
                     id: id.clone(),
                     status: ReservationStatus::Accepted,
@@ -569,7 +545,7 @@ pub async fn list(
     };
     let rows = read::reservations(&state.pool, &filter).await?;
     let mut out = Vec::with_capacity(rows.len());
-    let mut carriers: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+    let mut carriers: std::collections::HashMap<String, Vec<Carrier>> = Default::default();
     for row in rows {
         if !carriers.contains_key(&row.server_id) {
             let c = row_carriers(&state, &row.server_id).await?;
@@ -729,11 +705,7 @@ pub async fn rotate_key(
             },
         )
         .await?;
-    let carriers = decided
-        .settings
-        .as_ref()
-        .map(settings_carriers)
-        .unwrap_or_default();
+    let carriers = settings_carriers(decided.settings.as_ref());
     let (opens_at, closes_at) = match (row.opens_at, row.closes_at) {
         (Some(o), Some(c)) => (o, c),
         _ => return Err(ApiError::NotFound("reservation")),

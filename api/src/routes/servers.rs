@@ -33,13 +33,12 @@ pub fn router() -> Router<AppState> {
 }
 
 fn carriers(input: Vec<CarrierInput>) -> Vec<Carrier> {
-    input
-        .into_iter()
-        .map(|c| Carrier {
-            name: c.name,
-            ingest_url: c.ingest_url,
-        })
-        .collect()
+    input.into_iter().map(Carrier::from).collect()
+}
+
+/// A server row's carriers, as its events recorded them.
+pub(crate) fn row_carriers(row: ServerRow) -> Vec<Carrier> {
+    serde_json::from_value(row.carriers).unwrap_or_default()
 }
 
 fn from_settings(s: &ServerSettings) -> ServerDto {
@@ -52,14 +51,7 @@ fn from_settings(s: &ServerSettings) -> ServerDto {
         horizon_s: s.horizon_s,
         preroll_s: s.preroll_s,
         grace_s: s.grace_s,
-        carriers: s
-            .carriers
-            .iter()
-            .map(|c| CarrierDto {
-                name: c.name.clone(),
-                ingest_url: c.ingest_url.clone(),
-            })
-            .collect(),
+        carriers: s.carriers.iter().cloned().map(CarrierDto::from).collect(),
         registered_at: None,
         updated_at: None,
     }
@@ -76,13 +68,7 @@ pub(crate) fn from_row(row: ServerRow) -> ServerDto {
         horizon_s: u64::try_from(row.horizon_s).unwrap_or(0),
         preroll_s: u64::try_from(row.preroll_s).unwrap_or(0),
         grace_s: u64::try_from(row.grace_s).unwrap_or(0),
-        carriers: carriers
-            .into_iter()
-            .map(|c| CarrierDto {
-                name: c.name,
-                ingest_url: c.ingest_url,
-            })
-            .collect(),
+        carriers: carriers.into_iter().map(CarrierDto::from).collect(),
         registered_at: Some(row.registered_at),
         updated_at: Some(row.updated_at),
     }

@@ -27,10 +27,7 @@ fn settings(carrier: &str) -> ServerSettings {
         horizon_s: 7_776_000,
         preroll_s: 30,
         grace_s: 10,
-        carriers: vec![Carrier {
-            name: carrier.into(),
-            ingest_url: format!("rtsp://{carrier}:8554"),
-        }],
+        carriers: vec![Carrier::rtsp(carrier, format!("rtsp://{carrier}:8554"))],
     }
 }
 
