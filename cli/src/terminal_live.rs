@@ -15,7 +15,7 @@ use chrono::Local;
 use clap::Args;
 use serde_json::json;
 use slotcast_terminal::clock::{self, Offset};
-use slotcast_terminal::live::{self, Ended, Event, Plan, Summary, Target};
+use slotcast_terminal::live::{self, Ended, Event, Plan, Protocol, Summary, Target};
 use slotcast_terminal::store::Setting;
 use slotcast_terminal::{view, TerminalError};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,25 @@ pub struct LiveArgs {
     /// Connect over this carrier this time (instead of the profile's preset).
     #[arg(long)]
     pub carrier: Option<String>,
+    /// Publish by RTSP (every carrier takes it) or by RTMP (carriers registered with an
+    /// `rtmp_url`; the setting info lists each carrier's `urls`).
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Rtsp)]
+    pub protocol: ProtocolArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolArg {
+    Rtsp,
+    Rtmp,
+}
+
+impl From<ProtocolArg> for Protocol {
+    fn from(p: ProtocolArg) -> Self {
+        match p {
+            ProtocolArg::Rtsp => Protocol::Rtsp,
+            ProtocolArg::Rtmp => Protocol::Rtmp,
+        }
+    }
 }
 
 pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
@@ -55,9 +74,29 @@ pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
         .clone()
         .or_else(|| ctx.profile().and_then(|p| p.carrier.clone()));
     let first = setting.carrier(preset.as_deref())?.clone();
+    let protocol = Protocol::from(args.protocol);
+    let url = protocol.address(&first).ok_or_else(|| {
+        let takes: Vec<&str> = setting
+            .carriers
+            .iter()
+            .filter(|c| protocol.address(c).is_some())
+            .map(|c| c.carrier.as_str())
+            .collect();
+        TerminalError::Usage(format!(
+            "carrier {} takes no {} (its setting info has no such URL); {}",
+            first.carrier,
+            protocol.name(),
+            match takes.as_slice() {
+                [] => "no carrier of this reservation does: publish by RTSP, or ask the \
+                       operator to register the carriers' RTMP addresses"
+                    .to_string(),
+                some => format!("--carrier {} does", some.join(" or --carrier ")),
+            }
+        ))
+    })?;
     let mut targets = vec![Target {
         carrier: first.carrier.clone(),
-        url: first.url.clone(),
+        url: url.to_string(),
     }];
     if args.fallback {
         targets.extend(
@@ -65,9 +104,11 @@ pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
                 .carriers
                 .iter()
                 .filter(|c| c.carrier != first.carrier)
-                .map(|c| Target {
-                    carrier: c.carrier.clone(),
-                    url: c.url.clone(),
+                .filter_map(|c| {
+                    Some(Target {
+                        carrier: c.carrier.clone(),
+                        url: protocol.address(c)?.to_string(),
+                    })
                 }),
         );
     }
@@ -102,9 +143,10 @@ pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
             .to_string(),
     });
     out.line(&format!(
-        "Window {}, over {}",
+        "Window {}, over {} by {}",
         view::span(setting.opens_at, setting.closes_at, &Local),
-        first.carrier
+        first.carrier,
+        protocol.name()
     ));
 
     let shutdown = CancellationToken::new();
@@ -180,12 +222,15 @@ fn print_summary(ctx: &Ctx, id: &str, s: &Summary) {
             s.carriers.join(" then ")
         )
     };
+    let packets = match s.packets {
+        0 => String::new(),
+        n => format!(" ({n} packets)"),
+    };
     println!(
-        "Done: {}. Sent {} in {} frames ({} packets), {over}; {} reconnect{}.",
+        "Done: {}. Sent {} in {} frames{packets}, {over}; {} reconnect{}.",
         s.ended,
         bytes(s.bytes),
         s.frames,
-        s.packets,
         s.reconnects,
         if s.reconnects == 1 { "" } else { "s" }
     );

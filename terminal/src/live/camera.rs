@@ -187,6 +187,8 @@ fn frame_of(item: CodecItem, track_of: &impl Fn(usize) -> Option<usize>) -> Opti
         CodecItem::VideoFrame(frame) => Some(Frame {
             track: track_of(frame.stream_id())?,
             timestamp: frame.timestamp().elapsed(),
+            // RTP carries presentation times only.
+            decoded: frame.timestamp().elapsed(),
             due: None,
             keyframe: frame.is_random_access_point(),
             data: Bytes::from(frame.into_data()),
@@ -194,6 +196,7 @@ fn frame_of(item: CodecItem, track_of: &impl Fn(usize) -> Option<usize>) -> Opti
         CodecItem::AudioFrame(frame) => Some(Frame {
             track: track_of(frame.stream_id())?,
             timestamp: frame.timestamp().elapsed(),
+            decoded: frame.timestamp().elapsed(),
             due: None,
             keyframe: true,
             data: Bytes::copy_from_slice(frame.data()),

@@ -1,17 +1,20 @@
 //! Going live: publishing a clip or a camera to the reserved server by RTSP (ANNOUNCE, SETUP
-//! over TCP interleaved, RECORD), inside the reservation's window.
+//! over TCP interleaved, RECORD) or by RTMP (`publish`, FLV tags), inside the reservation's
+//! window.
 //!
 //! Contract: the media come from a [`Source`] (an MP4 file in `mp4`, or a camera pulled with
 //! retina in `camera`) as [`Frame`]s of known `Track`s; the pure cores turn them into RTP
 //! packets (`rtp`), describe them as SDP (`sdp`), speak the RTSP publishing dialogue
-//! (`session`, sans-IO) and decide when to connect, where, how long to back off and when to
+//! (`session`, sans-IO) or the RTMP one (`rtmp` over `flv` tags, sans-IO) and decide when to connect, where, how long to back off and when to
 //! stop (`policy`, sans-IO); `run` is the one async edge that owns the socket, the clock and
 //! the timers, and does what the policy decides. Frames are the one seam: a file and a
 //! camera go down the same path.
 
 mod camera;
+mod flv;
 mod mp4;
 mod policy;
+mod rtmp;
 mod rtp;
 mod run;
 mod sdp;
@@ -25,6 +28,32 @@ pub use camera::open_camera;
 pub use mp4::{open_file, Clip};
 pub use policy::{Ended, Event, Plan, Target};
 pub use run::{publish, Summary};
+
+/// How the terminal publishes: RTSP (every carrier takes it), or RTMP where the carrier has
+/// an RTMP address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Rtsp,
+    Rtmp,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rtsp => "RTSP",
+            Self::Rtmp => "RTMP",
+        }
+    }
+
+    /// Where to publish by this protocol on `carrier`, if the carrier takes it.
+    pub fn address(self, carrier: &slotcast_wire::CarrierUrl) -> Option<&str> {
+        match self {
+            Self::Rtsp => Some(carrier.url.as_str()),
+            Self::Rtmp => carrier.urls.rtmp.as_deref(),
+        }
+    }
+}
 
 /// A codec the publisher can packetize, with what a receiver needs to decode it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +96,9 @@ pub struct Frame {
     pub track: usize,
     /// Presentation time in the codec's RTP clock ([`Codec::clock_rate`]) since the source began.
     pub timestamp: i64,
+    /// Decode time in the same clock: before `timestamp` for a frame that comes before others
+    /// it is shown after (B-frames); equal to it where the source does not say.
+    pub decoded: i64,
     /// When to send it, counted from the source's start; `None` for a live source (at once).
     pub due: Option<Duration>,
     /// A video frame a decoder can start at (IDR); every audio frame is one.

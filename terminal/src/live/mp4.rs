@@ -170,9 +170,12 @@ impl Clip {
         let shift = self.duration * round;
         let shift_ticks = (shift.as_nanos() * u128::from(timescale) / 1_000_000_000) as u64;
         let pts = s.pts + shift_ticks;
+        let dts = s.dts + shift_ticks;
+        let in_clock = |t: u64| (u128::from(t) * u128::from(clock) / u128::from(timescale)) as i64;
         Frame {
             track: s.track,
-            timestamp: (u128::from(pts) * u128::from(clock) / u128::from(timescale)) as i64,
+            timestamp: in_clock(pts),
+            decoded: in_clock(dts),
             due: Some(
                 Duration::from_nanos(
                     (u128::from(s.dts) * 1_000_000_000 / u128::from(timescale)) as u64,

@@ -1,6 +1,6 @@
 //! The async edge of `slotcast live`: does what the publishing policy (`policy`) decides,
 //! with the socket, the clock and the timers. It waits as told, connects to the carrier it is
-//! told, runs the RTSP dialogue (`session`) over the socket, paces the frames, and tells the
+//! told, runs the RTSP dialogue (`session`) or the RTMP one (`rtmp`), by the URL's scheme, over the socket, paces the frames, and tells the
 //! policy each outcome: live, refused (status, the `Slotcast-Refusal` code, the words),
 //! unreachable, dropped, the end of the source, a shutdown.
 //!
@@ -21,6 +21,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::policy::{Action, Ended, Event, Input, Plan, Policy, Tally, Target};
+use super::rtmp::{self, RtmpDialogue};
 use super::rtp::Packetizer;
 use super::session::{Dialogue, State};
 use super::{sdp, Codec, Frame, Source};
@@ -72,8 +73,59 @@ pub struct Summary {
 /// One live connection.
 struct Conn {
     stream: TcpStream,
-    dialogue: Dialogue,
+    dialogue: Wire,
     since: Instant,
+}
+
+/// The publishing dialogue of a connection, by the protocol its URL names.
+enum Wire {
+    // Boxed, both: rml_rtmp's session is large and the RTSP dialogue is not small.
+    Rtsp(Box<Dialogue>),
+    Rtmp(Box<RtmpDialogue>),
+}
+
+impl Wire {
+    fn state(&self) -> &State {
+        match self {
+            Self::Rtsp(d) => d.state(),
+            Self::Rtmp(d) => d.state(),
+        }
+    }
+
+    fn take_output(&mut self) -> Vec<u8> {
+        match self {
+            Self::Rtsp(d) => d.take_output(),
+            Self::Rtmp(d) => d.take_output(),
+        }
+    }
+
+    fn handle_input(&mut self, bytes: &[u8], now: std::time::Instant) {
+        match self {
+            Self::Rtsp(d) => d.handle_input(bytes, now),
+            Self::Rtmp(d) => d.handle_input(bytes),
+        }
+    }
+
+    /// When the RTSP keep-alive is due (RTMP needs none).
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        match self {
+            Self::Rtsp(d) => d.poll_timeout(),
+            Self::Rtmp(_) => None,
+        }
+    }
+
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        if let Self::Rtsp(d) = self {
+            d.handle_timeout(now);
+        }
+    }
+
+    fn teardown(&mut self) {
+        match self {
+            Self::Rtsp(d) => d.teardown(),
+            Self::Rtmp(d) => d.teardown(),
+        }
+    }
 }
 
 struct Publisher {
@@ -267,11 +319,26 @@ impl Publisher {
     /// Connects to `target` and runs the dialogue to RECORD: a live connection, or how the
     /// attempt failed.
     async fn connect(&mut self, target: &Target) -> Result<Conn, Input> {
-        let addr = url::Url::parse(&target.url)
-            .ok()
-            .filter(|u| u.scheme() == "rtsp")
-            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(554))))
-            .ok_or_else(|| Input::Failed(format!("{} is not an rtsp:// URL", target.url)))?;
+        let dialogue = if target.url.starts_with("rtmp://") {
+            RtmpDialogue::new(&target.url, &self.key, self.tracks.clone())
+                .map(|d| Wire::Rtmp(Box::new(d)))
+                .map_err(Input::Failed)?
+        } else {
+            Wire::Rtsp(Box::new(Dialogue::new(
+                &target.url,
+                &self.key,
+                self.sdp.clone(),
+                self.tracks.len(),
+            )))
+        };
+        let addr = match &dialogue {
+            Wire::Rtmp(_) => rtmp::address(&target.url).map(|(addr, _)| addr).ok(),
+            Wire::Rtsp(_) => url::Url::parse(&target.url)
+                .ok()
+                .filter(|u| u.scheme() == "rtsp")
+                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(554)))),
+        }
+        .ok_or_else(|| Input::Failed(format!("{} is not an rtsp:// or rtmp:// URL", target.url)))?;
         let stream = match timeout(CONNECT_WAIT, TcpStream::connect(&addr)).await {
             Err(_) => {
                 return Err(Input::Unreachable(format!(
@@ -282,7 +349,6 @@ impl Publisher {
             Ok(Ok(stream)) => stream,
         };
         let _ = stream.set_nodelay(true);
-        let dialogue = Dialogue::new(&target.url, &self.key, self.sdp.clone(), self.tracks.len());
         let mut conn = Conn {
             stream,
             dialogue,
@@ -321,7 +387,9 @@ impl Publisher {
             }
         };
         match timeout(DIALOGUE_WAIT, handshake).await {
-            Err(_) => Err(Input::Failed(format!("no RECORD within {DIALOGUE_WAIT:?}"))),
+            Err(_) => Err(Input::Failed(format!(
+                "not publishing within {DIALOGUE_WAIT:?}"
+            ))),
             Ok(Err(miss)) => Err(miss),
             Ok(Ok(())) => {
                 conn.since = Instant::now();
@@ -355,6 +423,12 @@ impl Publisher {
             }
             self.need_keyframe = false;
         }
+        if let Wire::Rtmp(d) = &mut conn.dialogue {
+            // One FLV tag per frame, chunked by the session.
+            self.summary.frames += 1;
+            d.send_frame(frame);
+            return self.flush(conn).await;
+        }
         let Some(packetizer) = self.packetizers.get_mut(frame.track) else {
             return Ok(());
         };
@@ -365,7 +439,9 @@ impl Publisher {
         };
         self.summary.packets += packets.len() as u64;
         self.summary.frames += 1;
-        conn.dialogue.send_rtp(frame.track, &packets);
+        if let Wire::Rtsp(d) = &mut conn.dialogue {
+            d.send_rtp(frame.track, &packets);
+        }
         self.flush(conn).await
     }
 
