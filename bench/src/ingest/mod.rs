@@ -1,6 +1,6 @@
 //! `slotcast-bench ingest`: what ingest costs the streamer per stream (CPU, memory) with 1, 10
-//! and 50 concurrent RTSP publishers of one pre-encoded clip, beside ffmpeg's own remux of the
-//! same input to HLS in the same run, and how long a frame waits to be announced in the
+//! and 50 concurrent RTSP (or RTMP: `--protocol`) publishers of one pre-encoded clip, beside
+//! ffmpeg's own remux of the same input, taken by the same protocol, to HLS in the same run, and how long a frame waits to be announced in the
 //! playlist (from the streamer's part-latency histogram); prints figures, asserts none.
 //!
 //! Contract: the streamer is a `slotcast server streamer` child of this process (so its CPU and
@@ -69,9 +69,48 @@ pub struct IngestArgs {
     /// NATS with JetStream, for the streamer and the slot messages that open its gates.
     #[arg(long, env = "NATS_URL", default_value = crate::nats::DEFAULT_URL)]
     nats_url: String,
+    /// How the publishers publish (to the streamer, and to the ffmpeg listeners beside it).
+    #[arg(long, value_enum, default_value_t = Protocol::Rtsp)]
+    protocol: Protocol,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+enum Protocol {
+    /// `-f rtsp -rtsp_transport tcp`; ffmpeg listens with `-rtsp_flags listen`.
+    Rtsp,
+    /// `-f flv rtmp://…`; ffmpeg listens with `-listen 1`.
+    Rtmp,
+}
+
+impl Protocol {
+    /// Where a publisher sends reservation `path` (`<id>?key=<key>`, or any name for ffmpeg)
+    /// on `addr`.
+    fn url(self, addr: &str, path: &str) -> String {
+        match self {
+            Self::Rtsp => format!("rtsp://{addr}/live/{path}"),
+            Self::Rtmp => format!("rtmp://{addr}/live/{path}"),
+        }
+    }
+
+    /// ffmpeg's options that make its input listen for one publisher.
+    fn listen_flags(self) -> [&'static str; 2] {
+        match self {
+            Self::Rtsp => ["-rtsp_flags", "listen"],
+            Self::Rtmp => ["-listen", "1"],
+        }
+    }
+
+    /// ffmpeg's output options for a publisher.
+    fn output_flags(self) -> &'static [&'static str] {
+        match self {
+            Self::Rtsp => &["-f", "rtsp", "-rtsp_transport", "tcp"],
+            Self::Rtmp => &["-f", "flv"],
+        }
+    }
 }
 
 /// CPU and memory of one side's processes over the measured window.
@@ -138,6 +177,7 @@ struct Host {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    protocol: Protocol,
     clip: String,
     clip_mbps: f64,
     seconds: u64,
@@ -205,6 +245,7 @@ impl Bench<'_> {
         }
         let m = machine(String::new());
         Ok(Report {
+            protocol: self.args.protocol,
             clip: about,
             clip_mbps,
             seconds: self.args.seconds,
@@ -272,8 +313,12 @@ impl Bench<'_> {
 
         let mut publishers = Vec::with_capacity(n);
         for (i, (id, key)) in reservations.iter().enumerate() {
-            let url = format!("rtsp://{}/live/{id}?key={key}", streamer.rtsp);
-            publishers.push(publish(clip, &url, &work.join(format!("pub-{i}.log")))?);
+            let url = self
+                .args
+                .protocol
+                .url(&streamer.ingest, &format!("{id}?key={key}"));
+            let log = work.join(format!("pub-{i}.log"));
+            publishers.push(publish(self.args.protocol, clip, &url, &log)?);
         }
         // Every publisher recording before the warm-up counts.
         let deadline = Instant::now() + START_LIMIT;
@@ -364,8 +409,9 @@ impl Bench<'_> {
             std::fs::create_dir_all(&out)?;
             let mut cmd = Command::new("ffmpeg");
             cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning"])
-                .args(["-rtsp_flags", "listen", "-i"])
-                .arg(format!("rtsp://127.0.0.1:{port}/live/x"))
+                .args(self.args.protocol.listen_flags())
+                .arg("-i")
+                .arg(self.args.protocol.url(&format!("127.0.0.1:{port}"), "x"))
                 .args(["-c", "copy", "-f", "hls", "-hls_time", "1"])
                 .args(["-hls_segment_type", "fmp4", "-hls_list_size", "0"])
                 .arg(out.join("index.m3u8"));
@@ -388,8 +434,9 @@ impl Bench<'_> {
         }
         let mut publishers = Vec::with_capacity(n);
         for (i, port) in ports.iter().enumerate() {
-            let url = format!("rtsp://127.0.0.1:{port}/live/x");
-            publishers.push(publish(clip, &url, &work.join(format!("ffpub-{i}.log")))?);
+            let url = self.args.protocol.url(&format!("127.0.0.1:{port}"), "x");
+            let log = work.join(format!("ffpub-{i}.log"));
+            publishers.push(publish(self.args.protocol, clip, &url, &log)?);
         }
         let inits: Vec<PathBuf> = (0..n)
             .map(|i| work.join(format!("ffmpeg-{i}/init.mp4")))
@@ -489,13 +536,16 @@ struct Ours {
     latency: Latency,
 }
 
-/// `ffmpeg -re -stream_loop -1 -i clip -c copy -f rtsp -rtsp_transport tcp url`.
-fn publish(clip: &Path, url: &str, log: &Path) -> Result<Proc> {
+/// `ffmpeg -re -stream_loop -1 -i clip -c copy -f rtsp -rtsp_transport tcp url` (`-f flv`
+/// for RTMP).
+fn publish(protocol: Protocol, clip: &Path, url: &str, log: &Path) -> Result<Proc> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning"])
         .args(["-re", "-stream_loop", "-1", "-i"])
         .arg(clip)
-        .args(["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", url]);
+        .args(["-c", "copy"])
+        .args(protocol.output_flags())
+        .arg(url);
     Proc::spawn(cmd, &format!("ffmpeg publishing to {url}"), log)
 }
 
@@ -533,22 +583,24 @@ struct Streamer {
     child: Proc,
     /// `http://127.0.0.1:<port>`: LL-HLS, `/readyz`, `/metrics`.
     hls: String,
-    /// `127.0.0.1:<port>`: its one RTSP listener (carrier `carrier-a`).
-    rtsp: String,
+    /// `127.0.0.1:<port>`: its one listener for the run's protocol (carrier `carrier-a`).
+    ingest: String,
 }
 
 impl Streamer {
     /// Starts `slotcast server streamer` on two free loopback ports and waits until its
     /// `/readyz` says the gates are applied.
     async fn start(bench: &Bench<'_>, prefix: &str, recordings: &Path, log: &Path) -> Result<Self> {
-        let ports = free_ports(2)?;
-        let (hls, rtsp) = (
+        let ports = free_ports(3)?;
+        let (hls, rtsp, rtmp) = (
             format!("127.0.0.1:{}", ports[0]),
             format!("127.0.0.1:{}", ports[1]),
+            format!("127.0.0.1:{}", ports[2]),
         );
         let mut cmd = bench.slotcast.command(&["server", "streamer"]);
         cmd.env("SLOTCAST_SERVER_ID", SERVER_ID)
             .env("SLOTCAST_INGEST_LISTENERS", format!("carrier-a={rtsp}"))
+            .env("SLOTCAST_RTMP_LISTENERS", format!("carrier-a={rtmp}"))
             .env("SLOTCAST_HLS_ADDR", &hls)
             .env("SLOTCAST_NATS_PREFIX", prefix)
             .env("SLOTCAST_RECORDINGS_DIR", recordings)
@@ -563,7 +615,11 @@ impl Streamer {
         let mut child = Proc::spawn(cmd, "slotcast server streamer", log)?;
         let hls = format!("http://{hls}");
         wait_ready(&bench.http, &hls, &mut child).await?;
-        Ok(Self { child, hls, rtsp })
+        let ingest = match bench.args.protocol {
+            Protocol::Rtsp => rtsp,
+            Protocol::Rtmp => rtmp,
+        };
+        Ok(Self { child, hls, ingest })
     }
 }
 
@@ -652,9 +708,9 @@ fn met(v: Option<bool>) -> &'static str {
 fn text(r: &Report) -> String {
     let h = &r.host;
     let mut out = format!(
-        "slotcast-bench ingest: clip {:.2} Mbit/s ({}); {} s measured after {} s of warm-up; \
-         parts {} ms, segments {} ms\n\n",
-        r.clip_mbps, r.clip, r.seconds, r.warm_up_s, r.part_ms, r.segment_ms
+        "slotcast-bench ingest: {:?} publishers; clip {:.2} Mbit/s ({}); {} s measured after {} s \
+         of warm-up; parts {} ms, segments {} ms\n\n",
+        r.protocol, r.clip_mbps, r.clip, r.seconds, r.warm_up_s, r.part_ms, r.segment_ms
     );
     out.push_str(&format!(
         "CPU: utime+stime over the window in % of one core per stream (of it, stime); the ffmpeg \
