@@ -23,6 +23,7 @@ pub mod ingest_limits;
 pub mod media;
 pub mod media_path;
 pub mod metrics;
+pub mod mpegts;
 pub mod nats_edge;
 pub mod playlist;
 pub mod playout;

@@ -19,7 +19,7 @@
 //! Only publishers are served (ANNOUNCE / SETUP `mode=record` / RECORD); DESCRIBE and PLAY
 //! answer 405.
 
-mod auth;
+pub(crate) mod auth;
 mod framing;
 mod response;
 mod sdp;
