@@ -40,8 +40,8 @@ pub struct LiveArgs {
     /// Connect over this carrier this time (instead of the profile's preset).
     #[arg(long)]
     pub carrier: Option<String>,
-    /// Publish by RTSP (every carrier takes it) or by RTMP (carriers registered with an
-    /// `rtmp_url`; the setting info lists each carrier's `urls`).
+    /// Publish by RTSP (every carrier takes it), by RTMP or by SRT (carriers registered with
+    /// an `rtmp_url` or an `srt_url`; the setting info lists each carrier's `urls`).
     #[arg(long, value_enum, default_value_t = ProtocolArg::Rtsp)]
     pub protocol: ProtocolArg,
 }
@@ -50,6 +50,7 @@ pub struct LiveArgs {
 pub enum ProtocolArg {
     Rtsp,
     Rtmp,
+    Srt,
 }
 
 impl From<ProtocolArg> for Protocol {
@@ -57,6 +58,7 @@ impl From<ProtocolArg> for Protocol {
         match p {
             ProtocolArg::Rtsp => Protocol::Rtsp,
             ProtocolArg::Rtmp => Protocol::Rtmp,
+            ProtocolArg::Srt => Protocol::Srt,
         }
     }
 }
@@ -88,7 +90,7 @@ pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
             protocol.name(),
             match takes.as_slice() {
                 [] => "no carrier of this reservation does: publish by RTSP, or ask the \
-                       operator to register the carriers' RTMP addresses"
+                       operator to register the carriers' addresses for it"
                     .to_string(),
                 some => format!("--carrier {} does", some.join(" or --carrier ")),
             }
@@ -123,6 +125,7 @@ pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
 
     let offset = clock_offset(ctx).await;
     let plan = Plan {
+        reservation_id: setting.id.clone(),
         targets,
         fallback: args.fallback,
         key: setting.stream_key.clone(),

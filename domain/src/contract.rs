@@ -227,7 +227,35 @@ impl RefusalCode {
     pub const fn worth_retrying(self) -> bool {
         matches!(self, Self::Unknown | Self::NotOpen | Self::Busy)
     }
+
+    /// The reject code an SRT listener refuses with: SRT carries a number only, so each
+    /// refusal has its own, in SRT's predefined range (1000 + an HTTP-like status).
+    pub const fn srt_reject(self) -> i32 {
+        match self {
+            Self::Unknown => 1404,
+            Self::OtherServer => 1421,
+            Self::BadKey => 1401,
+            Self::NotOpen => 1425,
+            Self::Closed => 1410,
+            Self::NotACarrier => 1403,
+            Self::PullsACamera => 1405,
+            Self::Busy => 1409,
+        }
+    }
+
+    /// The refusal an SRT reject code stands for ([`RefusalCode::srt_reject`]).
+    pub fn from_srt_reject(code: i32) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.srt_reject() == code)
+    }
 }
+
+/// SRT reject codes for what is refused before the reservation is known: a stream id not of
+/// the form `#!::r=<reservation_id>,k=<stream_key>`...
+pub const SRT_REJECT_BAD_STREAM_ID: i32 = 1400;
+/// ...too many callers from one address...
+pub const SRT_REJECT_TOO_MANY: i32 = 1429;
+/// ...and a streamer not yet following the slot clock.
+pub const SRT_REJECT_NOT_READY: i32 = 1503;
 
 /// Limits on what the api accepts from the ingest stream, so a faulty streamer cannot write
 /// unbounded text into the history.
@@ -409,6 +437,17 @@ mod tests {
         for &code in RefusalCode::ALL {
             assert_eq!(code.as_str().parse::<RefusalCode>(), Ok(code));
             assert_eq!(code.to_string(), code.as_str());
+            // Over SRT, each refusal has a reject code of its own, apart from the others'.
+            assert_eq!(RefusalCode::from_srt_reject(code.srt_reject()), Some(code));
+            assert!((1400..1500).contains(&code.srt_reject()));
+        }
+        for other in [
+            SRT_REJECT_BAD_STREAM_ID,
+            SRT_REJECT_TOO_MANY,
+            SRT_REJECT_NOT_READY,
+            2000,
+        ] {
+            assert_eq!(RefusalCode::from_srt_reject(other), None);
         }
         for unknown in ["", "Busy", "busy ", "opens_later"] {
             let err = unknown.parse::<RefusalCode>().unwrap_err();

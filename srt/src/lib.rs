@@ -362,7 +362,8 @@ impl Socket {
         }
     }
 
-    /// Sends one message (at most 1316 bytes in live mode: seven MPEG-TS packets).
+    /// Sends one message (at most 1316 bytes in live mode: seven MPEG-TS packets), without
+    /// waiting: a send buffer still full of unacknowledged data is an error.
     pub fn send(&self, message: &[u8]) -> Result<()> {
         let len = c_int::try_from(message.len()).unwrap_or(c_int::MAX);
         // SAFETY: a readable buffer of `len` bytes.
@@ -408,6 +409,7 @@ pub fn connect(
     };
     if r == ffi::SRT_ERROR {
         let err = last_error("srt_connect");
+
         // SAFETY: the socket made above.
         let reason = unsafe { ffi::srt_getrejectreason(handle.0) };
         return Err(match err {
@@ -415,6 +417,8 @@ pub fn connect(
             other => other,
         });
     }
+    // Connected: from here on a full send buffer is an error, never a wait.
+    handle.set_bool("SRTO_SNDSYN", ffi::SRTO_SNDSYN, false)?;
     Ok(Socket { handle })
 }
 

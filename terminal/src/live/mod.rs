@@ -1,11 +1,12 @@
 //! Going live: publishing a clip or a camera to the reserved server by RTSP (ANNOUNCE, SETUP
-//! over TCP interleaved, RECORD) or by RTMP (`publish`, FLV tags), inside the reservation's
-//! window.
+//! over TCP interleaved, RECORD), by RTMP (`publish`, FLV tags) or by SRT (MPEG-TS), inside
+//! the reservation's window.
 //!
 //! Contract: the media come from a [`Source`] (an MP4 file in `mp4`, or a camera pulled with
 //! retina in `camera`) as [`Frame`]s of known `Track`s; the pure cores turn them into RTP
 //! packets (`rtp`), describe them as SDP (`sdp`), speak the RTSP publishing dialogue
-//! (`session`, sans-IO) or the RTMP one (`rtmp` over `flv` tags, sans-IO) and decide when to connect, where, how long to back off and when to
+//! (`session`, sans-IO) or the RTMP one (`rtmp` over `flv` tags, sans-IO), or mux them as
+//! MPEG-TS for SRT (`ts`) and decide when to connect, where, how long to back off and when to
 //! stop (`policy`, sans-IO); `run` is the one async edge that owns the socket, the clock and
 //! the timers, and does what the policy decides. Frames are the one seam: a file and a
 //! camera go down the same path.
@@ -19,6 +20,7 @@ mod rtp;
 mod run;
 mod sdp;
 mod session;
+mod ts;
 
 use std::time::Duration;
 
@@ -29,13 +31,14 @@ pub use mp4::{open_file, Clip};
 pub use policy::{Ended, Event, Plan, Target};
 pub use run::{publish, Summary};
 
-/// How the terminal publishes: RTSP (every carrier takes it), or RTMP where the carrier has
-/// an RTMP address.
+/// How the terminal publishes: RTSP (every carrier takes it), or RTMP or SRT where the
+/// carrier has their address.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Protocol {
     #[default]
     Rtsp,
     Rtmp,
+    Srt,
 }
 
 impl Protocol {
@@ -43,6 +46,7 @@ impl Protocol {
         match self {
             Self::Rtsp => "RTSP",
             Self::Rtmp => "RTMP",
+            Self::Srt => "SRT",
         }
     }
 
@@ -51,6 +55,7 @@ impl Protocol {
         match self {
             Self::Rtsp => Some(carrier.url.as_str()),
             Self::Rtmp => carrier.urls.rtmp.as_deref(),
+            Self::Srt => carrier.urls.srt.as_deref(),
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct Plan {
     /// The preset carrier first; with fallback, the others after it.
     pub targets: Vec<Target>,
     pub fallback: bool,
+    /// The reservation (SRT names it in the stream id; the other protocols in the URL).
+    pub reservation_id: String,
     pub key: String,
     pub opens_at: DateTime<Utc>,
     pub closes_at: DateTime<Utc>,
@@ -78,6 +80,7 @@ impl std::fmt::Debug for Plan {
         f.debug_struct("Plan")
             .field("targets", &self.targets)
             .field("fallback", &self.fallback)
+            .field("reservation_id", &self.reservation_id)
             .field("opens_at", &self.opens_at)
             .field("closes_at", &self.closes_at)
             .field("offset", &self.offset)

@@ -23,6 +23,7 @@ fn target(carrier: &str) -> Target {
 /// Opens at `at(0)`, closes at `at(closes_ms)`.
 fn plan(carriers: &[&str], fallback: bool, closes_ms: i64) -> Plan {
     Plan {
+        reservation_id: "r-1".into(),
         targets: carriers.iter().map(|c| target(c)).collect(),
         fallback,
         key: "k".into(),

@@ -1,8 +1,9 @@
 //! The async edge of `slotcast live`: does what the publishing policy (`policy`) decides,
 //! with the socket, the clock and the timers. It waits as told, connects to the carrier it is
-//! told, runs the RTSP dialogue (`session`) or the RTMP one (`rtmp`), by the URL's scheme, over the socket, paces the frames, and tells the
-//! policy each outcome: live, refused (status, the `Slotcast-Refusal` code, the words),
-//! unreachable, dropped, the end of the source, a shutdown.
+//! told, runs the RTSP dialogue (`session`) or the RTMP one (`rtmp`), or sends MPEG-TS over
+//! SRT (`ts`), by the URL's scheme; paces the frames, and tells the policy each outcome:
+//! live, refused (status, the refusal code, the words), unreachable, dropped, the end of the
+//! source, a shutdown.
 //!
 //! Contract: [`publish`] owns the socket and the timers and nothing else; what to do, when,
 //! and when to stop is the policy's. What happens is told through the `on_event` callback as
@@ -24,8 +25,10 @@ use super::policy::{Action, Ended, Event, Input, Plan, Policy, Tally, Target};
 use super::rtmp::{self, RtmpDialogue};
 use super::rtp::Packetizer;
 use super::session::{Dialogue, State};
+use super::ts::{TsMuxer, PACKET};
 use super::{sdp, Codec, Frame, Source};
 use crate::TerminalError;
+use slotcast_domain::contract::RefusalCode;
 
 pub const CONNECT_WAIT: Duration = Duration::from_secs(3);
 pub const DIALOGUE_WAIT: Duration = Duration::from_secs(5);
@@ -72,23 +75,38 @@ pub struct Summary {
 
 /// One live connection.
 struct Conn {
-    stream: TcpStream,
+    /// The TCP connection of RTSP and RTMP (SRT has its own, inside its `Wire`).
+    stream: Option<TcpStream>,
     dialogue: Wire,
     since: Instant,
 }
 
 /// The publishing dialogue of a connection, by the protocol its URL names.
 enum Wire {
-    // Boxed, both: rml_rtmp's session is large and the RTSP dialogue is not small.
+    // Boxed, all: rml_rtmp's session is large and the RTSP dialogue is not small.
     Rtsp(Box<Dialogue>),
     Rtmp(Box<RtmpDialogue>),
+    Srt(Box<SrtLink>),
 }
+
+/// An SRT connection: frames go out as MPEG-TS, seven packets a message.
+struct SrtLink {
+    socket: slotcast_srt::Socket,
+    mux: TsMuxer,
+}
+
+/// SRT's receiver delay the terminal proposes (libsrt's default for live mode).
+const SRT_LATENCY: Duration = Duration::from_millis(120);
+/// How often an SRT connection, which the server never writes to, is checked for being up.
+const SRT_CHECK: Duration = Duration::from_millis(250);
 
 impl Wire {
     fn state(&self) -> &State {
         match self {
             Self::Rtsp(d) => d.state(),
             Self::Rtmp(d) => d.state(),
+            // Connected is publishing: SRT has no dialogue after its handshake.
+            Self::Srt(_) => &State::Recording,
         }
     }
 
@@ -96,6 +114,7 @@ impl Wire {
         match self {
             Self::Rtsp(d) => d.take_output(),
             Self::Rtmp(d) => d.take_output(),
+            Self::Srt(_) => Vec::new(),
         }
     }
 
@@ -103,14 +122,15 @@ impl Wire {
         match self {
             Self::Rtsp(d) => d.handle_input(bytes, now),
             Self::Rtmp(d) => d.handle_input(bytes),
+            Self::Srt(_) => {}
         }
     }
 
-    /// When the RTSP keep-alive is due (RTMP needs none).
+    /// When the RTSP keep-alive is due (RTMP and SRT need none).
     fn poll_timeout(&self) -> Option<std::time::Instant> {
         match self {
             Self::Rtsp(d) => d.poll_timeout(),
-            Self::Rtmp(_) => None,
+            Self::Rtmp(_) | Self::Srt(_) => None,
         }
     }
 
@@ -124,11 +144,14 @@ impl Wire {
         match self {
             Self::Rtsp(d) => d.teardown(),
             Self::Rtmp(d) => d.teardown(),
+            // Closing the socket is the end.
+            Self::Srt(_) => {}
         }
     }
 }
 
 struct Publisher {
+    reservation_id: String,
     key: String,
     tracks: Vec<Codec>,
     sdp: String,
@@ -150,6 +173,7 @@ pub async fn publish(
     let mut policy = Policy::new(&plan, plan.server_now())?;
     let random: Vec<[u32; 3]> = (0..source.tracks.len()).map(|_| rand::random()).collect();
     let mut p = Publisher {
+        reservation_id: plan.reservation_id.clone(),
         key: plan.key.clone(),
         sdp: sdp::describe(&source.tracks),
         packetizers: source
@@ -297,11 +321,24 @@ async fn next_frame(
     pending.take().map(Ok)
 }
 
-/// Reads from the connection, if there is one (else waits forever).
+/// Reads from the connection, if there is one (else waits forever). An SRT connection is
+/// never written to by the server: it answers 0 (closed) once it is down.
 async fn read_some(conn: &mut Option<Conn>, buf: &mut [u8]) -> std::io::Result<usize> {
     match conn {
-        Some(c) => c.stream.read(buf).await,
-        None => std::future::pending().await,
+        Some(Conn {
+            stream: Some(stream),
+            ..
+        }) => stream.read(buf).await,
+        Some(Conn {
+            dialogue: Wire::Srt(link),
+            ..
+        }) => loop {
+            tokio::time::sleep(SRT_CHECK).await;
+            if !link.socket.is_connected() {
+                return Ok(0);
+            }
+        },
+        _ => std::future::pending().await,
     }
 }
 
@@ -319,6 +356,9 @@ impl Publisher {
     /// Connects to `target` and runs the dialogue to RECORD: a live connection, or how the
     /// attempt failed.
     async fn connect(&mut self, target: &Target) -> Result<Conn, Input> {
+        if target.url.starts_with("srt://") {
+            return self.connect_srt(target).await;
+        }
         let dialogue = if target.url.starts_with("rtmp://") {
             RtmpDialogue::new(&target.url, &self.key, self.tracks.clone())
                 .map(|d| Wire::Rtmp(Box::new(d)))
@@ -337,6 +377,7 @@ impl Publisher {
                 .ok()
                 .filter(|u| u.scheme() == "rtsp")
                 .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(554)))),
+            Wire::Srt(_) => None,
         }
         .ok_or_else(|| Input::Failed(format!("{} is not an rtsp:// or rtmp:// URL", target.url)))?;
         let stream = match timeout(CONNECT_WAIT, TcpStream::connect(&addr)).await {
@@ -350,7 +391,7 @@ impl Publisher {
         };
         let _ = stream.set_nodelay(true);
         let mut conn = Conn {
-            stream,
+            stream: Some(stream),
             dialogue,
             since: Instant::now(),
         };
@@ -374,8 +415,10 @@ impl Publisher {
                     State::Failed(why) => return Err(Input::Failed(why.clone())),
                     State::Starting | State::Closed => {}
                 }
-                let n = conn
-                    .stream
+                let Some(stream) = conn.stream.as_mut() else {
+                    return Err(Input::Failed("no connection".into()));
+                };
+                let n = stream
                     .read(&mut buf)
                     .await
                     .map_err(|e| Input::Failed(e.to_string()))?;
@@ -398,13 +441,56 @@ impl Publisher {
         }
     }
 
+    /// Calls the SRT listener of `target` (`srt://host:port`) with the reservation and key in
+    /// the stream id: a live connection, or how the attempt failed (a refusal by its code).
+    async fn connect_srt(&mut self, target: &Target) -> Result<Conn, Input> {
+        let host_port = target.url.trim_start_matches("srt://").to_string();
+        let addr = match tokio::net::lookup_host(&host_port)
+            .await
+            .map(|mut a| a.next())
+        {
+            Ok(Some(addr)) => addr,
+            _ => return Err(Input::Unreachable(format!("{host_port}: no such address"))),
+        };
+        let mux = TsMuxer::new(&self.tracks).map_err(Input::Failed)?;
+        let stream_id = format!("#!::r={},k={}", self.reservation_id, self.key);
+        let called = tokio::task::spawn_blocking(move || {
+            slotcast_srt::connect(addr, &stream_id, SRT_LATENCY, CONNECT_WAIT)
+        })
+        .await;
+        match called {
+            Ok(Ok(socket)) => Ok(Conn {
+                stream: None,
+                dialogue: Wire::Srt(Box::new(SrtLink { socket, mux })),
+                since: Instant::now(),
+            }),
+            Ok(Err(slotcast_srt::SrtError::Rejected(code))) if code >= 1000 => {
+                let refusal = RefusalCode::from_srt_reject(code);
+                Err(Input::Refused {
+                    // SRT's predefined codes are 1000 + an HTTP-like status.
+                    status: u16::try_from(code - 1000).unwrap_or(400),
+                    code: refusal,
+                    reason: match refusal {
+                        Some(r) => format!("refused: {r} (SRT reject code {code})"),
+                        None => format!("refused with SRT reject code {code}"),
+                    },
+                })
+            }
+            Ok(Err(e)) => Err(Input::Unreachable(format!("{addr}: {e}"))),
+            Err(e) => Err(Input::Failed(e.to_string())),
+        }
+    }
+
     /// Writes what the dialogue has queued.
     async fn flush(&mut self, conn: &mut Conn) -> Result<(), String> {
         let out = conn.dialogue.take_output();
         if out.is_empty() {
             return Ok(());
         }
-        match timeout(WRITE_WAIT, conn.stream.write_all(&out)).await {
+        let Some(stream) = conn.stream.as_mut() else {
+            return Ok(());
+        };
+        match timeout(WRITE_WAIT, stream.write_all(&out)).await {
             Err(_) => Err(format!("the server took no data for {WRITE_WAIT:?}")),
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok(())) => {
@@ -422,6 +508,15 @@ impl Publisher {
                 return Ok(());
             }
             self.need_keyframe = false;
+        }
+        if let Wire::Srt(link) = &mut conn.dialogue {
+            let packets = link.mux.frame(frame);
+            for message in packets.chunks(7 * PACKET) {
+                link.socket.send(message).map_err(|e| e.to_string())?;
+            }
+            self.summary.frames += 1;
+            self.summary.bytes += packets.len() as u64;
+            return Ok(());
         }
         if let Wire::Rtmp(d) = &mut conn.dialogue {
             // One FLV tag per frame, chunked by the session.
@@ -450,7 +545,9 @@ impl Publisher {
         if let Some(mut conn) = conn {
             conn.dialogue.teardown();
             let _ = timeout(Duration::from_secs(1), self.flush(&mut conn)).await;
-            let _ = timeout(Duration::from_secs(1), conn.stream.shutdown()).await;
+            if let Some(stream) = conn.stream.as_mut() {
+                let _ = timeout(Duration::from_secs(1), stream.shutdown()).await;
+            }
         }
     }
 }
