@@ -172,7 +172,8 @@ async fn acceptance_carries_setting_info_and_server_time() {
     let carriers = a["setting"]["carriers"].as_array().unwrap();
     assert_eq!(
         carriers[0],
-        json!({"carrier": "carrier-a", "url": format!("rtsp://127.0.0.2:8554/live/{id}")})
+        json!({"carrier": "carrier-a", "url": format!("rtsp://127.0.0.2:8554/live/{id}"),
+            "urls": {"rtsp": format!("rtsp://127.0.0.2:8554/live/{id}")}})
     );
     assert_eq!(carriers[1]["carrier"], "carrier-b");
     let st = &a["server_time"];
