@@ -6,15 +6,18 @@
 //! drives either: it writes what [`RtmpDialogue::take_output`] returns, feeds what it reads
 //! to [`RtmpDialogue::handle_input`] and reads [`RtmpDialogue::state`] after each call.
 //! rml_rtmp does the handshake, the chunking and the commands; what the streamer's refusal
-//! means is ours: its `_error` description reads `<code>: <reason>` (docs/publishing.md), and
-//! the code decides, as the `Slotcast-Refusal` header does over RTSP. A panic inside rml_rtmp
+//! means is ours: an error status (`onStatus` `NetStream.Publish.Denied`, or `_error`) whose
+//! description reads `<code>: <reason>` (docs/publishing.md), the code deciding, as the
+//! `Slotcast-Refusal` header does over RTSP. A panic inside rml_rtmp
 //! fails this connection, never the terminal. Input is bounded as the RTSP dialogue's is.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 use rml_amf0::Amf0Value;
+use rml_rtmp::chunk_io::ChunkDeserializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::RtmpMessage;
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
     PublishRequestType, StreamMetadata,
@@ -44,6 +47,59 @@ pub(super) struct RtmpDialogue {
     read_before_live: usize,
     /// The first frame's decode time in milliseconds: RTMP timestamps count from it.
     origin_ms: Option<i64>,
+    /// The server's error statuses, read beside the session (which keeps only their code).
+    watch: StatusWatch,
+}
+
+/// Reads the server's messages a second time, for what rml_rtmp's client session does not
+/// hand on: the description of an `onStatus` at level `error` (the streamer's refusal, its
+/// cut-off). It follows the chunk size as the session does.
+struct StatusWatch {
+    chunks: ChunkDeserializer,
+    /// The latest error status: its code and description.
+    error: Option<(String, String)>,
+    broken: bool,
+}
+
+impl StatusWatch {
+    fn new() -> Self {
+        Self {
+            chunks: ChunkDeserializer::new(),
+            error: None,
+            broken: false,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        let mut input = bytes;
+        while !self.broken {
+            let chunks = &mut self.chunks;
+            let next = guarded(|| chunks.get_next_message(input));
+            input = &[];
+            let Ok(Some(payload)) = next else {
+                self.broken = next.is_err();
+                return;
+            };
+            match guarded(|| payload.to_rtmp_message()) {
+                Ok(RtmpMessage::SetChunkSize { size }) => {
+                    let chunks = &mut self.chunks;
+                    self.broken = guarded(|| chunks.set_max_chunk_size(size as usize)).is_err();
+                }
+                Ok(RtmpMessage::Amf0Command {
+                    command_name,
+                    additional_arguments,
+                    ..
+                }) if command_name == "onStatus" => {
+                    if let Some((level, code, description)) = status_of(&additional_arguments) {
+                        if level == "error" {
+                            self.error = Some((code, description));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Where `url` (`rtmp://host[:port]/live/<reservation_id>`) points: `host:port` (1935 when
@@ -91,6 +147,7 @@ impl RtmpDialogue {
             output: first,
             read_before_live: 0,
             origin_ms: None,
+            watch: StatusWatch::new(),
         })
     }
 
@@ -143,6 +200,7 @@ impl RtmpDialogue {
         if after_handshake.is_empty() {
             return;
         }
+        self.watch.feed(&after_handshake);
         let session = &mut self.session;
         match guarded(|| session.handle_input(&after_handshake)) {
             Ok(results) => self.take(results),
@@ -246,14 +304,17 @@ impl RtmpDialogue {
             ClientSessionEvent::UnknownTransactionResultReceived {
                 additional_values, ..
             } => {
-                if let Some((code, description)) = status_of(&additional_values) {
+                if let Some((_, code, description)) = status_of(&additional_values) {
                     self.state = refused(Some(&code), &description);
                 }
             }
-            ClientSessionEvent::UnhandleableOnStatusCode { code } => {
-                let failing = ["Denied", "BadName", "Failed", "Rejected", "Unpublish"];
-                if self.state == State::Starting && failing.iter().any(|f| code.contains(f)) {
-                    self.state = refused(Some(&code), "");
+            // An error status (the streamer's refusal is `NetStream.Publish.Denied`): refused
+            // before going live; after, the server closes the connection, which says the rest.
+            ClientSessionEvent::UnhandleableOnStatusCode { .. } => {
+                if let (State::Starting, Some((code, description))) =
+                    (&self.state, self.watch.error.take())
+                {
+                    self.state = refused(Some(&code), &description);
                 }
             }
             _ => {}
@@ -304,8 +365,8 @@ fn guarded<T, E: std::fmt::Display>(call: impl FnOnce() -> Result<T, E>) -> Resu
     }
 }
 
-/// The `code` and `description` of an `_error` or `onStatus` status object.
-fn status_of(values: &[Amf0Value]) -> Option<(String, String)> {
+/// The `level`, `code` and `description` of an `_error` or `onStatus` status object.
+fn status_of(values: &[Amf0Value]) -> Option<(String, String, String)> {
     values.iter().find_map(|value| {
         let Amf0Value::Object(fields) = value else {
             return None;
@@ -315,7 +376,11 @@ fn status_of(values: &[Amf0Value]) -> Option<(String, String)> {
             _ => None,
         };
         let code = text("code")?;
-        Some((code, text("description").unwrap_or_default()))
+        Some((
+            text("level").unwrap_or_default(),
+            code,
+            text("description").unwrap_or_default(),
+        ))
     })
 }
 

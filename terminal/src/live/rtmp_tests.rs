@@ -12,6 +12,8 @@ struct Server {
     handshake: Option<Handshake>,
     session: ServerSession,
     refuse: Option<&'static str>,
+    /// Refuse as the streamer does: an `onStatus` error, not the library's `_error`.
+    by_status: bool,
     /// `publish`'s stream name, then what was published: (video?, timestamp ms, tag body).
     published: Option<String>,
     tags: Vec<(bool, u32, Bytes)>,
@@ -34,6 +36,7 @@ impl Server {
             handshake: Some(Handshake::new(PeerType::Server)),
             session,
             refuse,
+            by_status: false,
             published: None,
             tags: Vec::new(),
         }
@@ -85,6 +88,7 @@ impl Server {
                 self.published = Some(stream_key);
                 match self.refuse {
                     None => self.session.accept_request(request_id).unwrap(),
+                    Some(description) if self.by_status => vec![on_status_error(description)],
                     Some(description) => self
                         .session
                         .reject_request(request_id, "NetStream.Publish.Denied", description)
@@ -106,6 +110,33 @@ impl Server {
             _ => vec![],
         }
     }
+}
+
+/// `onStatus` at level `error`, `NetStream.Publish.Denied`, as a chunk of its own.
+fn on_status_error(description: &str) -> ServerSessionResult {
+    let status = [
+        ("level", "error"),
+        ("code", "NetStream.Publish.Denied"),
+        ("description", description),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Amf0Value::Utf8String(v.to_string())))
+    .collect();
+    let message = rml_rtmp::messages::RtmpMessage::Amf0Command {
+        command_name: "onStatus".into(),
+        transaction_id: 0.0,
+        command_object: Amf0Value::Null,
+        additional_arguments: vec![Amf0Value::Object(status)],
+    };
+    let payload = message
+        .into_message_payload(RtmpTimestamp::new(0), 1)
+        .unwrap();
+    // In the server session's chunk size (the client already follows it).
+    let mut serializer = rml_rtmp::chunk_io::ChunkSerializer::new();
+    let chunk_size = ServerSessionConfig::new().chunk_size;
+    let _ = serializer.set_max_chunk_size(chunk_size, RtmpTimestamp::new(0));
+    let packet = serializer.serialize(&payload, true, false).unwrap();
+    ServerSessionResult::OutboundResponse(packet)
 }
 
 fn tracks() -> Vec<Codec> {
@@ -212,17 +243,22 @@ fn a_refusal_is_read_by_its_code_as_over_rtsp() {
         ),
         ("no code here", 400, None),
     ] {
-        let mut d = RtmpDialogue::new(URL, "k", tracks()).unwrap();
-        let mut server = Server::new(Some(description));
-        converse(&mut d, &mut server);
-        assert_eq!(
-            d.state(),
-            &State::Refused {
-                status,
-                code,
-                reason: description.to_string()
-            }
-        );
+        // By `_error` (the library's way) and by `onStatus` (the streamer's).
+        for by_status in [false, true] {
+            let mut d = RtmpDialogue::new(URL, "k", tracks()).unwrap();
+            let mut server = Server::new(Some(description));
+            server.by_status = by_status;
+            converse(&mut d, &mut server);
+            assert_eq!(
+                d.state(),
+                &State::Refused {
+                    status,
+                    code,
+                    reason: description.to_string()
+                },
+                "by status: {by_status}"
+            );
+        }
     }
 }
 
