@@ -20,6 +20,7 @@ pub mod hub;
 pub mod hush;
 pub mod ingest;
 pub mod ingest_limits;
+mod ingest_socket;
 pub mod media;
 pub mod media_path;
 pub mod metrics;
