@@ -42,7 +42,7 @@ use crate::ingest_socket::{IngestSocket, Polled, READS_PER_EXCHANGE, READS_PER_P
 use crate::media::frames::codec_names;
 use crate::media::retina_adapter::Depacketizer;
 use crate::media::TrackSpec;
-use crate::media_path::MediaPath;
+use crate::media_path::{Clocks, MediaPath};
 use crate::poller::{Adopted, Pollable, Poller};
 use crate::rtsp::{
     Admission, CloseReason, Credential, Host, Output, Refusal, Session, SessionConfig,
@@ -290,7 +290,7 @@ impl Pipeline {
                 },
             )
             .collect();
-        let mut path = MediaPath::new(hub, reservation_id, tracks, playout);
+        let mut path = MediaPath::new(hub, reservation_id, tracks, Clocks::PerTrack, playout);
         for (i, d) in depacketizers.iter().enumerate() {
             if let Some(params) = d.as_ref().and_then(Depacketizer::params) {
                 path.set_params(i, params);
