@@ -30,6 +30,7 @@ pub mod playout;
 pub mod poller;
 pub mod recording;
 pub mod refusals;
+pub mod rtmp;
 pub mod rtsp;
 #[cfg(test)]
 mod testing;

@@ -18,7 +18,7 @@ use slotcast_domain::secret::{constant_time_eq, md5_hex, DIGEST_REALM, DIGEST_US
 use url::Url;
 
 /// The longest stream key passed to the host (keys are 32 hex characters).
-pub(super) const MAX_KEY_LEN: usize = 256;
+pub(crate) const MAX_KEY_LEN: usize = 256;
 const MAX_RESERVATION_ID_LEN: usize = 64;
 const PREFIX: &str = "/live/";
 
@@ -97,7 +97,7 @@ fn cut_queries(raw: &str) -> (String, Vec<&str>) {
     (path, queries)
 }
 
-pub(super) fn valid_reservation_id(id: &str) -> bool {
+pub(crate) fn valid_reservation_id(id: &str) -> bool {
     (1..=MAX_RESERVATION_ID_LEN).contains(&id.len())
         && id
             .bytes()
