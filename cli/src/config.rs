@@ -53,6 +53,7 @@ pub struct HttpSection {
 pub struct StreamerSection {
     pub server_id: Option<String>,
     pub ingest_listeners: Option<String>,
+    pub rtmp_listeners: Option<String>,
     pub hls_addr: Option<String>,
     pub recordings_dir: Option<String>,
     pub retention_s: Option<u64>,
@@ -388,6 +389,11 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
         None => state_dir(file, env)?.join("recordings"),
     };
     let mut config = StreamerConfig::new(server_id, listeners, recordings_dir);
+    // RTMP is off unless listeners are given.
+    if let Some(text) = pick("SLOTCAST_RTMP_LISTENERS", &section.rtmp_listeners) {
+        config.rtmp_listeners = slotcast_streamer::parse_listeners(&text)
+            .context("SLOTCAST_RTMP_LISTENERS / streamer.rtmp_listeners")?;
+    }
     if let Some(addr) = pick("SLOTCAST_HLS_ADDR", &section.hls_addr) {
         config.hls_addr = addr.parse().with_context(|| {
             format!("SLOTCAST_HLS_ADDR / streamer.hls_addr = {addr}: expected host:port")

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::RngCore;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -37,22 +37,23 @@ use crate::config::Listener;
 use crate::control::Refused;
 use crate::gates::Denied;
 use crate::hub::{Hub, PlayoutHandle, SessionEntry};
-use crate::ingest_limits::{Limits, Place};
-use crate::ingest_socket::{IngestSocket, Polled, READS_PER_EXCHANGE, READS_PER_POLL};
+use crate::ingest_limits::Limits;
+use crate::ingest_socket::{Accepted, IngestSocket, Polled};
 use crate::media::frames::codec_names;
 use crate::media::retina_adapter::Depacketizer;
 use crate::media::TrackSpec;
 use crate::media_path::{Clocks, MediaPath};
-use crate::poller::{Adopted, Pollable, Poller};
+use crate::poller::{Pollable, Poller};
+use crate::publisher_edge::{
+    arrival, cut_off, end_of_step, follow, media_failed, received, Publishing,
+};
 use crate::rtsp::{
     Admission, CloseReason, Credential, Host, Output, Refusal, Session, SessionConfig,
 };
 use crate::StreamerError;
 
 const UDP_QUEUE: usize = 1024;
-/// Before RECORD, how often a connection checks its session's timeout and its writes' when
-/// nothing else wakes it.
-const EXCHANGE_TICK: Duration = Duration::from_millis(500);
+
 /// Accepts publishers on one carrier listener until `shutdown`. Each connection takes a
 /// place in `limits` until it records ([`crate::ingest_limits`]).
 pub(crate) async fn serve_listener(
@@ -63,58 +64,18 @@ pub(crate) async fn serve_listener(
     socket: TcpListener,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = socket.accept() => accepted,
-        };
-        let (stream, remote) = match accepted {
-            Ok(pair) => pair,
-            Err(err) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                tracing::warn!(carrier = %listener.carrier, %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let place = match limits.admit(remote.ip()) {
-            Ok((place, took)) => {
-                if took {
-                    hub.metrics().refused("unauth_evicted");
-                }
-                place
-            }
-            Err(turned) => {
-                hub.metrics().refused(turned.label());
-                if let Some(held_back) = hub.hush(turned.label()) {
-                    tracing::warn!(carrier = %listener.carrier, %remote, held_back,
-                        why = turned.label(), "connection turned away before RECORD");
-                }
-                // Dropped: closed without a word, as a full listen queue would.
-                continue;
-            }
-        };
+    while let Some(accepted) =
+        crate::ingest_socket::accept(&hub, &limits, &listener.carrier, &socket, &shutdown).await
+    {
         let hub = hub.clone();
         let carrier = listener.carrier.clone();
         let local_ip = listener.addr.ip();
         let shutdown = shutdown.clone();
         let poller = poller.clone();
-        let accepted = Accepted {
-            stream,
-            remote,
-            place,
-        };
         tokio::spawn(async move {
             connection(hub, poller, carrier, local_ip, accepted, shutdown).await;
         });
     }
-}
-
-/// A connection just accepted, with its place among those not yet recording.
-struct Accepted {
-    stream: TcpStream,
-    remote: SocketAddr,
-    place: Place,
 }
 
 /// A datagram for a connection: the track it was SETUP for, whether it came to the RTCP port
@@ -137,22 +98,9 @@ struct EdgeHost {
 
 impl Host for EdgeHost {
     fn admit(&mut self, request: &Admission<'_>) -> Result<(), Refusal> {
-        match self.hub.admit(
-            &self.entry,
-            request.reservation_id,
-            request.credential,
-            self.now,
-        ) {
-            Ok(()) => {
-                self.credential = Some(request.credential.clone());
-                Ok(())
-            }
-            Err(refused) => {
-                self.hub
-                    .report_refusal(&self.entry, request.reservation_id, &refused);
-                Err(refusal(&refused))
-            }
-        }
+        admit(&self.hub, &self.entry, request, self.now)?;
+        self.credential = Some(request.credential.clone());
+        Ok(())
     }
 
     fn offers_digest(&mut self, reservation_id: &str) -> bool {
@@ -181,6 +129,21 @@ impl Host for EdgeHost {
         }
         Ok(ports)
     }
+}
+
+/// May this publisher publish ([`Hub::admit`])? The one gate every ingest protocol asks: a
+/// refusal is reported ([`Hub::report_refusal`]) and answered in [`refusal`]'s words.
+pub(crate) fn admit(
+    hub: &Hub,
+    entry: &SessionEntry,
+    request: &Admission<'_>,
+    now: Instant,
+) -> Result<(), Refusal> {
+    hub.admit(entry, request.reservation_id, request.credential, now)
+        .map_err(|refused| {
+            hub.report_refusal(entry, request.reservation_id, &refused);
+            refusal(&refused)
+        })
 }
 
 /// What a refused publisher is told: the refusal's code, and words that name no other
@@ -368,7 +331,7 @@ async fn connection(
         }),
         ..SessionConfig::default()
     };
-    let mut conn = Connection {
+    let conn = Connection {
         session: Session::new(config, Instant::now()),
         host,
         pipeline: None,
@@ -380,92 +343,19 @@ async fn connection(
         stopping: false,
         last_poll: Instant::now(),
     };
-    let exchanged = exchange(&mut conn, &shutdown, &place).await;
-    // Recording, or over: either way the place is free for someone else.
-    drop(place);
-    let reason = match exchanged {
-        Some(reason) => reason,
-        // Recording: polled on the grid from now on.
-        None => match poller.adopt(conn).await {
-            Adopted::Over(back, reason) => {
-                conn = back;
-                reason
-            }
-            Adopted::Refused(back, why) => {
-                conn = back;
-                CloseReason::Ended(why)
-            }
-            Adopted::Lost => {
-                stop.cancel();
-                tracing::error!(%carrier, %remote, "publisher connection lost with its poller");
-                hub.end_session(entry.id, "the streamer failed on this connection", true);
-                return;
-            }
-        },
-    };
+    let followed = follow(conn, &hub, &entry, &poller, &shutdown, place).await;
     stop.cancel();
-    let _ = conn.socket.flush(Instant::now());
-    conn.socket.shutdown();
+    let Some((conn, reason)) = followed else {
+        tracing::error!(%carrier, %remote, "publisher connection lost with its poller");
+        hub.end_session(entry.id, "the streamer failed on this connection", true);
+        return;
+    };
+    conn.socket.close();
     if let Some(mut p) = conn.pipeline {
         p.finish(&hub);
     }
     tracing::info!(carrier = %conn.carrier, %remote, reason = %reason, "publisher connection closed");
     hub.end_session(entry.id, &reason.to_string(), conn.failure);
-}
-
-/// The RTSP exchange, on readiness: until the connection is over (`Some`) or records (`None`,
-/// its socket then out of the reactor, for the poller). It must record within the
-/// configured deadline, whatever it sends meanwhile, and goes at once if a newcomer takes its
-/// `place`.
-async fn exchange(
-    conn: &mut Connection,
-    shutdown: &CancellationToken,
-    place: &Place,
-) -> Option<CloseReason> {
-    // Requests before RECORD are small; media is read with the poller's buffer.
-    let mut buf = vec![0u8; 16 * 1024];
-    let entry = conn.host.entry.clone();
-    let hub = conn.host.hub.clone();
-    let allowed = hub.config().record_deadline;
-    let deadline = tokio::time::Instant::now() + allowed;
-    let ended = entry.cancel.cancelled();
-    let shutting_down = shutdown.cancelled();
-    let evicted = place.evicted().cancelled();
-    tokio::pin!(ended, shutting_down, evicted);
-    loop {
-        if let Some(reason) = conn.step(Instant::now(), &mut buf, shutdown.is_cancelled()) {
-            return Some(reason);
-        }
-        if conn.socket.is_polled() {
-            return None;
-        }
-        if place.evicted().is_cancelled() {
-            return Some(CloseReason::Ended(
-                "made room for a connection from another address".into(),
-            ));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            hub.metrics().refused("record_deadline");
-            return Some(CloseReason::Ended(format!(
-                "no RECORD within {} s",
-                allowed.as_secs()
-            )));
-        }
-        // Every answer is awaited: wait for the publisher, not the grid.
-        let datagram = tokio::select! {
-            () = conn.socket.ready() => None,
-            () = &mut ended, if !conn.stopping => None,
-            () = &mut shutting_down, if !conn.stopping => None,
-            () = &mut evicted => None,
-            Some(datagram) = conn.udp_rx.recv() => Some(datagram),
-            () = tokio::time::sleep_until(deadline) => None,
-            () = tokio::time::sleep(EXCHANGE_TICK) => None,
-        };
-        if let Some(datagram) = datagram {
-            let now = Instant::now();
-            conn.datagram(now, now, datagram);
-        }
-    }
 }
 
 /// One publisher connection's state between reads.
@@ -503,29 +393,41 @@ impl Pollable for Connection {
     }
 }
 
+impl Publishing for Connection {
+    const PUBLISHING: &'static str = "RECORD";
+    /// Requests before RECORD are small; media is read with the poller's buffer.
+    const EXCHANGE_BUFFER: usize = 16 * 1024;
+    const EXCHANGE_TICK: Duration = Duration::from_millis(500);
+
+    fn socket(&self) -> &IngestSocket {
+        &self.socket
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// The socket, or a datagram (handled here).
+    async fn ready(&mut self) {
+        let datagram = tokio::select! {
+            () = self.socket.ready() => None,
+            Some(datagram) = self.udp_rx.recv() => Some(datagram),
+        };
+        if let Some(datagram) = datagram {
+            let now = Instant::now();
+            self.datagram(now, now, datagram);
+        }
+    }
+}
+
 impl Connection {
     /// Handles everything that came in (socket, UDP queue, the window's end, shutdown, the
     /// session timeout) and writes what the session answers; `Some` once the connection is
     /// over. Once the publisher records, the socket leaves the reactor here.
     fn step(&mut self, now: Instant, buf: &mut [u8], shutting_down: bool) -> Option<CloseReason> {
-        // Input read on readiness arrived now. Input read at a poll arrived after the poll
-        // before it: frames are stamped with that earlier instant, so the part latency
-        // measured from them includes the wait for the poll.
-        let arrived = if self.socket.is_polled() {
-            self.last_poll
-        } else {
-            now
-        };
-        self.last_poll = now;
+        let arrived = arrival(&self.socket, &mut self.last_poll, now);
         self.host.now = now;
-        let entry = &self.host.entry;
-        if !self.stopping && (entry.cancel.is_cancelled() || shutting_down) {
-            self.stopping = true;
-            let why = if shutting_down {
-                "the streamer is shutting down".to_owned()
-            } else {
-                entry.reason().unwrap_or("ended by the server").to_owned()
-            };
+        if let Some(why) = cut_off(&self.host.entry, &mut self.stopping, shutting_down) {
             self.session.close(CloseReason::Ended(why));
         }
         // While answers wait to be written, nothing more is read: a client that sends without
@@ -541,19 +443,8 @@ impl Connection {
         if self.session.poll_timeout().is_some_and(|due| due <= now) {
             self.session.handle_timeout(now);
         }
-        // What the publisher sent before it went is still handled.
-        if let Some(reason) = self.handle_outputs(now, arrived) {
-            return Some(reason);
-        }
-        if let Polled::Closed(reason) = read {
-            return Some(reason);
-        }
-        if self.pipeline.is_some() && !self.socket.is_polled() {
-            if let Err(err) = self.socket.poll_from_now() {
-                return Some(CloseReason::Ended(format!("socket: {err}")));
-            }
-        }
-        None
+        let outputs = self.handle_outputs(now, arrived);
+        end_of_step(&mut self.socket, outputs, read, self.pipeline.is_some())
     }
 
     /// Feeds what the socket holds to the session; input read now arrived after `arrived`.
@@ -564,26 +455,15 @@ impl Connection {
             socket,
             ..
         } = self;
-        let reads = if socket.is_polled() {
-            READS_PER_POLL
-        } else {
-            READS_PER_EXCHANGE
-        };
-        socket.read(buf, reads, |input| {
-            host.hub.touch(&host.entry, now);
-            host.hub.metrics().ingest_bytes.inc_by(input.len() as u64);
+        socket.read_available(buf, |input| {
+            received(&host.hub, &host.entry, now, input.len());
             session.handle_input(arrived, input, host);
         })
     }
 
     /// One datagram from the connection's UDP queue, received by `now`, after `arrived`.
     fn datagram(&mut self, now: Instant, arrived: Instant, (track, rtcp, data): Datagram) {
-        self.host.hub.touch(&self.host.entry, now);
-        self.host
-            .hub
-            .metrics()
-            .ingest_bytes
-            .inc_by(data.len() as u64);
+        received(&self.host.hub, &self.host.entry, now, data.len());
         self.session.handle_udp(arrived, track, rtcp, &data);
     }
 
@@ -632,13 +512,9 @@ impl Connection {
                 Output::Rtp { track, packet } => {
                     if let Some(p) = self.pipeline.as_mut() {
                         if let Err(err) = p.push_rtp(&hub, arrived, track, &packet) {
-                            if matches!(err, StreamerError::NoKeyframe { .. }) {
-                                hub.metrics().refused("no_keyframe");
-                                return Some(CloseReason::NoKeyframe);
-                            }
-                            self.failure = true;
-                            hub.metrics().refused("bad_media");
-                            return Some(CloseReason::Malformed(format!("media: {err}")));
+                            let (reason, failure) = media_failed(&hub, &err);
+                            self.failure = failure;
+                            return Some(reason);
                         }
                     }
                 }

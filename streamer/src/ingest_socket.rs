@@ -6,12 +6,19 @@
 //! piece to the caller's closure and stop when the kernel holds no more (or after a given
 //! number of reads); writes the kernel cannot take at once wait here, bounded in bytes
 //! ([`UNSENT_MAX`]) and in time ([`WRITE_TIMEOUT`]); past either the publisher is over. No
-//! protocol here: what the bytes mean is the session's business.
+//! protocol here: what the bytes mean is the session's business. [`accept`] takes each new
+//! connection only if the per-source limits before authentication let it in
+//! ([`crate::ingest_limits`]), whichever protocol the listener speaks.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
+use crate::hub::Hub;
+use crate::ingest_limits::{Limits, Place};
 use crate::rtsp::CloseReason;
 
 /// A publisher that cannot take a response within this long is dropped.
@@ -21,10 +28,63 @@ pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const UNSENT_MAX: usize = 256 * 1024;
 /// Reads of the buffer per poll at most, so one fast publisher cannot hold its poller shard:
 /// with the shard's 64 KiB buffer, 1 MiB per poll, 335 Mbit/s at the default 25 ms period.
-pub(crate) const READS_PER_POLL: usize = 16;
+const READS_PER_POLL: usize = 16;
 /// Before RECORD, one read of the exchange's 16 KiB buffer per wake: whatever it holds is
 /// answered (and the answers written, or the reading stops) before the next.
-pub(crate) const READS_PER_EXCHANGE: usize = 1;
+const READS_PER_EXCHANGE: usize = 1;
+
+/// A connection just accepted, with its place among those not yet publishing.
+pub(crate) struct Accepted {
+    pub stream: TcpStream,
+    pub remote: SocketAddr,
+    pub place: Place,
+}
+
+/// The next connection on the `carrier` listener `socket` that `limits` lets in; `None` at
+/// `shutdown`. One turned away is closed without a word, as a full listen queue would, and
+/// counted (logged at most once per hush period).
+pub(crate) async fn accept(
+    hub: &Hub,
+    limits: &Arc<Limits>,
+    carrier: &str,
+    socket: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<Accepted> {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = socket.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(%carrier, %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match limits.admit(remote.ip()) {
+            Ok((place, took)) => {
+                if took {
+                    hub.metrics().refused("unauth_evicted");
+                }
+                return Some(Accepted {
+                    stream,
+                    remote,
+                    place,
+                });
+            }
+            Err(turned) => {
+                hub.metrics().refused(turned.label());
+                if let Some(held_back) = hub.hush(turned.label()) {
+                    tracing::warn!(%carrier, %remote, held_back,
+                        why = turned.label(), "connection turned away before publishing");
+                }
+            }
+        }
+    }
+}
 
 /// Where a connection stands with its publisher's socket.
 pub(crate) enum Polled {
@@ -112,6 +172,17 @@ impl IngestSocket {
         }
     }
 
+    /// [`IngestSocket::read`] as many times as the socket's stage allows: once on readiness
+    /// ([`READS_PER_EXCHANGE`]), [`READS_PER_POLL`] times at a poll.
+    pub(crate) fn read_available(&mut self, buf: &mut [u8], input: impl FnMut(&[u8])) -> Polled {
+        let reads = if self.is_polled() {
+            READS_PER_POLL
+        } else {
+            READS_PER_EXCHANGE
+        };
+        self.read(buf, reads, input)
+    }
+
     /// Reads into `buf` until the kernel holds no more (or `reads` reads), handing each piece
     /// to `input`.
     pub(crate) fn read(
@@ -174,6 +245,12 @@ impl IngestSocket {
             return Polled::Closed(CloseReason::Ended("the publisher stopped reading".into()));
         }
         Polled::Open
+    }
+
+    /// Writes what the kernel takes at once of what waits, then closes.
+    pub(crate) fn close(mut self) {
+        let _ = self.flush(Instant::now());
+        self.shutdown();
     }
 
     /// Closes both directions; what the publisher sent and we did not read is discarded.
