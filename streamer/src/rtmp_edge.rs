@@ -168,8 +168,8 @@ impl RtmpConnection {
                     params,
                 } => {
                     if let Err(reason) = self.go_live(&hub, &reservation_id, &tracks, params) {
-                        over = Some(reason);
-                        break;
+                        // Told to the publisher; its frames, and the close, follow.
+                        self.session.close(reason);
                     }
                     Ok(())
                 }
@@ -225,7 +225,7 @@ impl RtmpConnection {
         let playout = hub
             .start_recording(&self.host.entry, reservation_id, credential, &codecs)
             // Another publisher went live first, between our admission and now.
-            .map_err(|refused| CloseReason::Ended(refused.to_string()))?;
+            .map_err(|refused| CloseReason::Refused(crate::ingest::refusal(&refused).coded()))?;
         tracing::info!(reservation = %reservation_id, carrier = %self.carrier,
             remote = %self.remote, codecs, "RTMP publisher live");
         let mut path = MediaPath::new(hub, reservation_id, tracks, Clocks::Shared, playout);

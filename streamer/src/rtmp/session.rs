@@ -385,13 +385,11 @@ impl Session {
                     self.reservation_id = Some(name.reservation_id);
                 }
             }
-            Err(refusal) => {
-                let reason = if name.key.is_none() && refusal.code == RefusalCode::BadKey {
-                    format!("no stream key: {HOW}")
-                } else {
-                    refusal.reason
-                };
-                let description = format!("{}: {reason}", refusal.code.as_str());
+            Err(mut refusal) => {
+                if name.key.is_none() && refusal.code == RefusalCode::BadKey {
+                    refusal.reason = format!("no stream key: {HOW}");
+                }
+                let description = refusal.coded();
                 let answer = self.rml.on_status(
                     self.stream,
                     "error",

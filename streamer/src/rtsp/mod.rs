@@ -166,6 +166,12 @@ impl Refusal {
             reason: reason.into(),
         }
     }
+
+    /// `<code>: <reason>`, for a protocol with no header to put the code in (RTMP's
+    /// `onStatus` description).
+    pub fn coded(&self) -> String {
+        format!("{}: {}", self.code.as_str(), self.reason)
+    }
 }
 
 impl fmt::Display for Refusal {
