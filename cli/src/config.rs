@@ -53,6 +53,7 @@ pub struct HttpSection {
 pub struct StreamerSection {
     pub server_id: Option<String>,
     pub ingest_listeners: Option<String>,
+    pub rtmp_listeners: Option<String>,
     pub hls_addr: Option<String>,
     pub recordings_dir: Option<String>,
     pub retention_s: Option<u64>,
@@ -388,6 +389,11 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
         None => state_dir(file, env)?.join("recordings"),
     };
     let mut config = StreamerConfig::new(server_id, listeners, recordings_dir);
+    // RTMP is off unless listeners are given.
+    if let Some(text) = pick("SLOTCAST_RTMP_LISTENERS", &section.rtmp_listeners) {
+        config.rtmp_listeners = slotcast_streamer::parse_listeners(&text)
+            .context("SLOTCAST_RTMP_LISTENERS / streamer.rtmp_listeners")?;
+    }
     if let Some(addr) = pick("SLOTCAST_HLS_ADDR", &section.hls_addr) {
         config.hls_addr = addr.parse().with_context(|| {
             format!("SLOTCAST_HLS_ADDR / streamer.hls_addr = {addr}: expected host:port")
@@ -667,6 +673,40 @@ mod tests {
         let shown = format!("{err:#}");
         assert!(
             shown.contains("SLOTCAST_HLS_TRUSTED_PROXIES") && shown.contains("cache.example"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn rtmp_listeners_are_off_unless_given_in_the_file_or_the_environment() {
+        let base = [
+            ("SLOTCAST_SERVER_ID", "srv"),
+            ("SLOTCAST_RECORDINGS_DIR", "/srv/recordings"),
+        ];
+        let streamer = |file: &FileConfig, pairs: &[(&str, &str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(pairs);
+            streamer_config(file, &env(&all))
+        };
+        let none = FileConfig::default();
+        let config = streamer(&none, &[]).unwrap().unwrap().streamer;
+        assert!(config.rtmp_listeners.is_empty(), "RTMP is off by default");
+        let file: FileConfig =
+            toml::from_str("[streamer]\nrtmp_listeners = \"carrier-a=127.0.0.1:1935\"\n").unwrap();
+        let config = streamer(&file, &[]).unwrap().unwrap().streamer;
+        assert_eq!(config.rtmp_listeners[0].carrier, "carrier-a");
+        assert_eq!(config.rtmp_listeners[0].addr.port(), 1935);
+        let text = "carrier-a=127.0.0.2:1935, carrier-b=127.0.0.3:1935";
+        let from_env = [("SLOTCAST_RTMP_LISTENERS", text)];
+        let config = streamer(&file, &from_env).unwrap().unwrap().streamer;
+        assert_eq!(config.rtmp_listeners.len(), 2, "the environment wins");
+        let bad = [("SLOTCAST_RTMP_LISTENERS", "carrier-a=rtmp.example:1935")];
+        let err = streamer(&none, &bad)
+            .err()
+            .expect("a name is not an address");
+        let shown = format!("{err:#}");
+        assert!(
+            shown.contains("SLOTCAST_RTMP_LISTENERS") && shown.contains("not an ip:port"),
             "{shown}"
         );
     }

@@ -56,12 +56,20 @@ pub async fn run(
         .context("streamer")
 }
 
-/// What the streamer prints when it is up.
+/// What the streamer prints when it is up: its viewer address, then each ingest listener as
+/// `carrier=scheme://address` (RTSP listeners first, then RTMP), comma-separated.
 pub fn announce(bound: &Bound) {
-    let ingest: Vec<String> = bound
+    let rtsp = bound
         .ingest
         .iter()
-        .map(|(carrier, addr)| format!("{carrier}=rtsp://{addr}"))
+        .map(|(carrier, addr)| (carrier, "rtsp", addr));
+    let rtmp = bound
+        .rtmp
+        .iter()
+        .map(|(carrier, addr)| (carrier, "rtmp", addr));
+    let ingest: Vec<String> = rtsp
+        .chain(rtmp)
+        .map(|(carrier, scheme, addr)| format!("{carrier}={scheme}://{addr}"))
         .collect();
     println!(
         "slotcast streamer serving viewers on http://{}; ingest {}",

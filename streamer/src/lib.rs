@@ -1,9 +1,10 @@
-//! The distribution server: RTSP ingest on the dedicated network inside the reserved window,
-//! served to viewers as low-latency HLS.
+//! The distribution server: RTSP and RTMP ingest on the dedicated network inside the reserved
+//! window, served to viewers as low-latency HLS.
 //!
 //! Contract: protocol and media code here is sans-IO (bytes and events in, bytes and events
-//! out, time passed in): `rtsp`, `media`, `playlist`, `playout`, `gates`, `control`. Sockets
-//! and files live in thin async edges: `ingest` (RTSP publishers), `camera` (RTSP cameras
+//! out, time passed in): `rtsp`, `rtmp`, `media`, `playlist`, `playout`, `gates`, `control`.
+//! Sockets and files live in thin async edges: `ingest` (RTSP publishers), `rtmp_edge` (RTMP
+//! publishers, through the same gate), `camera` (RTSP cameras
 //! pulled with retina), `http` (viewers), `nats_edge` (NATS), `recording` (disk); `hub`
 //! carries out `control`'s decisions. [`run`] starts them all
 //! and stops them when `shutdown` fires.
@@ -20,6 +21,7 @@ pub mod hub;
 pub mod hush;
 pub mod ingest;
 pub mod ingest_limits;
+mod ingest_socket;
 pub mod media;
 pub mod media_path;
 pub mod metrics;
@@ -28,8 +30,11 @@ pub mod nats_edge;
 pub mod playlist;
 pub mod playout;
 pub mod poller;
+mod publisher_edge;
 pub mod recording;
 pub mod refusals;
+pub mod rtmp;
+mod rtmp_edge;
 pub mod rtsp;
 #[cfg(test)]
 mod testing;
@@ -56,6 +61,34 @@ pub struct Bound {
     pub hls: SocketAddr,
     /// `(carrier, address)` of each RTSP listener.
     pub ingest: Vec<(String, SocketAddr)>,
+    /// `(carrier, address)` of each RTMP listener.
+    pub rtmp: Vec<(String, SocketAddr)>,
+}
+
+/// Binds each of `listeners` (`what` they are for), failing with the address that could not
+/// be bound.
+async fn bind_all(listeners: &[Listener], what: &str) -> Result<Vec<(Listener, TcpListener)>> {
+    let mut bound = Vec::new();
+    for listener in listeners {
+        let socket =
+            TcpListener::bind(listener.addr)
+                .await
+                .map_err(|source| StreamerError::Listen {
+                    what: format!("for carrier {} ({what})", listener.carrier),
+                    addr: listener.addr,
+                    source,
+                })?;
+        bound.push((listener.clone(), socket));
+    }
+    Ok(bound)
+}
+
+/// `(carrier, address)` of each bound listener.
+fn addresses(bound: &[(Listener, TcpListener)]) -> std::io::Result<Vec<(String, SocketAddr)>> {
+    bound
+        .iter()
+        .map(|(l, s)| Ok((l.carrier.clone(), s.local_addr()?)))
+        .collect()
 }
 
 /// Binds every listener (failing fast with the address that could not be bound), then runs
@@ -68,18 +101,8 @@ pub async fn run(
     on_listen: impl FnOnce(&Bound),
 ) -> Result<()> {
     config.validate()?;
-    let mut ingest = Vec::new();
-    for listener in &config.listeners {
-        let socket =
-            TcpListener::bind(listener.addr)
-                .await
-                .map_err(|source| StreamerError::Listen {
-                    what: format!("for carrier {}", listener.carrier),
-                    addr: listener.addr,
-                    source,
-                })?;
-        ingest.push((listener.clone(), socket));
-    }
+    let ingest = bind_all(&config.listeners, "RTSP").await?;
+    let rtmp = bind_all(&config.rtmp_listeners, "RTMP").await?;
     let hls = TcpListener::bind(config.hls_addr)
         .await
         .map_err(|source| StreamerError::Listen {
@@ -89,10 +112,8 @@ pub async fn run(
         })?;
     let bound = Bound {
         hls: hls.local_addr()?,
-        ingest: ingest
-            .iter()
-            .map(|(l, s)| Ok((l.carrier.clone(), s.local_addr()?)))
-            .collect::<std::io::Result<_>>()?,
+        ingest: addresses(&ingest)?,
+        rtmp: addresses(&rtmp)?,
     };
     let config = Arc::new(config);
     let (reports_tx, reports_rx) = mpsc::channel(4096);
@@ -140,6 +161,19 @@ pub async fn run(
             edges.clone(),
         ));
     }
+    // RTMP connections on a grid of their own, in the same book of connections before
+    // authentication as RTSP's.
+    let rtmp_poller = Poller::new(hub.started(), config.ingest_poll, edges.clone());
+    for (listener, socket) in rtmp {
+        tasks.spawn(rtmp_edge::serve_listener(
+            hub.clone(),
+            rtmp_poller.clone(),
+            limits.clone(),
+            listener,
+            socket,
+            edges.clone(),
+        ));
+    }
     {
         let (hub, edges) = (hub.clone(), edges.clone());
         tasks.spawn(async move {
@@ -165,7 +199,8 @@ pub async fn run(
     tail.spawn(nats_edge::publish_reports(nats, reports_rx, drain.clone()));
     tail.spawn(recording::write(config.recordings_dir.clone(), disk_rx));
     on_listen(&bound);
-    tracing::info!(server = %config.server_id, hls = %bound.hls, ingest = ?bound.ingest, "streamer running");
+    tracing::info!(server = %config.server_id, hls = %bound.hls, ingest = ?bound.ingest,
+        rtmp = ?bound.rtmp, "streamer running");
 
     shutdown.cancelled().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
