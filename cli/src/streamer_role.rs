@@ -57,7 +57,7 @@ pub async fn run(
 }
 
 /// What the streamer prints when it is up: its viewer address, then each ingest listener as
-/// `carrier=scheme://address` (RTSP listeners first, then RTMP), comma-separated.
+/// `carrier=scheme://address` (RTSP listeners first, then RTMP, then SRT), comma-separated.
 pub fn announce(bound: &Bound) {
     let rtsp = bound
         .ingest
@@ -67,8 +67,13 @@ pub fn announce(bound: &Bound) {
         .rtmp
         .iter()
         .map(|(carrier, addr)| (carrier, "rtmp", addr));
+    let srt = bound
+        .srt
+        .iter()
+        .map(|(carrier, addr)| (carrier, "srt", addr));
     let ingest: Vec<String> = rtsp
         .chain(rtmp)
+        .chain(srt)
         .map(|(carrier, scheme, addr)| format!("{carrier}={scheme}://{addr}"))
         .collect();
     println!(

@@ -49,6 +49,11 @@ pub struct StreamerConfig {
     pub listeners: Vec<Listener>,
     /// RTMP listeners, one per carrier (`SLOTCAST_RTMP_LISTENERS`); none by default.
     pub rtmp_listeners: Vec<Listener>,
+    /// SRT listeners (UDP), one per carrier (`SLOTCAST_SRT_LISTENERS`); none by default.
+    pub srt_listeners: Vec<Listener>,
+    /// SRT's receiver delay (TSBPD) for each caller (`SLOTCAST_SRT_LATENCY_MS`): what it
+    /// may take to resend a lost packet, and what it adds to the glass-to-glass time.
+    pub srt_latency: Duration,
     /// Viewer side: HLS, the watch page, metrics (`SLOTCAST_HLS_ADDR`).
     pub hls_addr: SocketAddr,
     /// Where recordings are written (`<dir>/<reservation_id>/`); by default `recordings`
@@ -119,6 +124,8 @@ impl StreamerConfig {
             server_id: server_id.into(),
             listeners,
             rtmp_listeners: Vec::new(),
+            srt_listeners: Vec::new(),
+            srt_latency: Duration::from_millis(120),
             hls_addr: Self::DEFAULT_HLS_ADDR
                 .parse()
                 .expect("the default HLS address is a literal socket address"),
@@ -143,7 +150,10 @@ impl StreamerConfig {
         if self.server_id.is_empty() {
             return Err(StreamerError::Config("server id is empty".into()));
         }
-        if self.listeners.is_empty() && self.rtmp_listeners.is_empty() {
+        if self.listeners.is_empty()
+            && self.rtmp_listeners.is_empty()
+            && self.srt_listeners.is_empty()
+        {
             return Err(StreamerError::Config("no ingest listeners".into()));
         }
         if self.part_target.is_zero() || self.segment_target < self.part_target {

@@ -31,6 +31,8 @@ pub struct Endpoints {
     pub ingest: BTreeMap<String, SocketAddr>,
     /// RTMP listeners by carrier.
     pub rtmp: BTreeMap<String, SocketAddr>,
+    /// SRT listeners by carrier.
+    pub srt: BTreeMap<String, SocketAddr>,
 }
 
 fn parse_endpoints(line: &str) -> Endpoints {
@@ -38,6 +40,7 @@ fn parse_endpoints(line: &str) -> Endpoints {
     let (hls, listeners) = line.split_once("; ingest ").expect("streamer line");
     let mut ingest = BTreeMap::new();
     let mut rtmp = BTreeMap::new();
+    let mut srt = BTreeMap::new();
     for item in listeners.split(", ") {
         let (carrier, url) = item.split_once('=').expect("carrier=url");
         let (scheme, addr) = url.split_once("://").expect("scheme://address");
@@ -45,6 +48,7 @@ fn parse_endpoints(line: &str) -> Endpoints {
         let by_scheme = match scheme {
             "rtsp" => &mut ingest,
             "rtmp" => &mut rtmp,
+            "srt" => &mut srt,
             other => panic!("a listener of scheme {other} in {line:?}"),
         };
         by_scheme.insert(carrier.to_string(), addr);
@@ -53,6 +57,7 @@ fn parse_endpoints(line: &str) -> Endpoints {
         hls: format!("http://{}", hls.trim_start_matches("http://")),
         ingest,
         rtmp,
+        srt,
     }
 }
 
@@ -152,6 +157,10 @@ impl Stack {
 
     pub fn rtmp(&self, carrier: &str) -> SocketAddr {
         self.streamer.rtmp[carrier]
+    }
+
+    pub fn srt(&self, carrier: &str) -> SocketAddr {
+        self.streamer.srt[carrier]
     }
 
     pub fn hls(&self, path: &str) -> String {
@@ -347,6 +356,23 @@ pub fn ffmpeg_publish_rtmp(url: &str, seconds: u32, extra: &[&str]) -> Publisher
     cmd.args(extra);
     cmd.args(["-f", "flv", url]);
     Publisher::spawn(cmd, "ffmpeg publishing by RTMP")
+}
+
+/// The SRT URL ffmpeg calls with: the reservation and key in the stream id, as written
+/// (`#!::r=…,k=…`: ffmpeg 5.1 passes the query's value on without decoding it).
+pub fn srt_url(addr: SocketAddr, reservation: &str, key: &str) -> String {
+    format!("srt://{addr}?streamid=#!::r={reservation},k={key}")
+}
+
+/// ffmpeg publishing the live test pattern by SRT (MPEG-TS, caller mode) to `url` for
+/// `seconds`, with more output options in `extra`.
+pub fn ffmpeg_publish_srt(url: &str, seconds: u32, extra: &[&str]) -> Publisher {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"]);
+    test_pattern(&mut cmd, seconds);
+    cmd.args(extra);
+    cmd.args(["-f", "mpegts", url]);
+    Publisher::spawn(cmd, "ffmpeg publishing by SRT")
 }
 
 /// GStreamer's rtspclientsink publishing a live test pattern, user `slotcast` and the key as

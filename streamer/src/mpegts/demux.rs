@@ -4,22 +4,22 @@
 //!
 //! Contract: sans-IO. [`TsDemux::push`] takes whole 188-byte packets (an SRT message holds
 //! seven) and [`TsDemux::pop`] gives the units completed so far, in the order they
-//! completed. mpeg2ts-reader parses the packets, the PAT and PMT (CRC-checked) and the PES
-//! headers; the reassembly, the limits and the clocks are ours. Bounded: a PES payload over
+//! completed. mpeg2ts-reader parses the packets and the PAT and PMT (CRC-checked); the PES
+//! headers, the reassembly, the limits and the clocks are ours (its PES reader ends a
+//! packet only when the next begins; ours ends one of known length at its last byte). Bounded: a PES payload over
 //! [`MAX_PES`], more than [`MAX_READY`] units not taken, or input that is not 188-byte
 //! packets ends the stream with a [`TsError`]; nothing grows with what a publisher sends. A
-//! video PES of unbounded length (ffmpeg's) is complete when the next one starts: one frame
-//! later than a bounded one.
+//! PES of unbounded length (ffmpeg's video) is complete when the next one starts: one frame
+//! later than one of known length (ffmpeg's audio).
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use mpeg2ts_reader::demultiplex::{
-    self, DemuxContext, FilterChangeset, FilterRequest, NullPacketFilter, PatPacketFilter,
-    PmtPacketFilter,
+    self, DemuxContext, FilterChangeset, FilterRequest, NullPacketFilter, PacketFilter,
+    PatPacketFilter, PmtPacketFilter,
 };
-use mpeg2ts_reader::packet::Packet;
-use mpeg2ts_reader::pes::{self, ElementaryStreamConsumer, PesContents, PesHeader, PtsDts};
+use mpeg2ts_reader::packet::{ContinuityCounter, Packet};
 use mpeg2ts_reader::{packet_filter_switch, StreamType};
 
 /// The largest PES payload taken (a 4K keyframe fits many times over).
@@ -68,7 +68,7 @@ packet_filter_switch! {
     Filter<Ctx> {
         Pat: PatPacketFilter<Ctx>,
         Pmt: PmtPacketFilter<Ctx>,
-        Es: pes::PesPacketFilter<Ctx, Elementary>,
+        Es: Elementary,
         Null: NullPacketFilter<Ctx>,
     }
 }
@@ -107,7 +107,7 @@ impl DemuxContext for Ctx {
                 match kind.filter(|k| !self.taken.contains(k)) {
                     Some(kind) => {
                         self.taken.push(kind);
-                        Filter::Es(pes::PesPacketFilter::new(Elementary::new(kind)))
+                        Filter::Es(Elementary::new(kind))
                     }
                     None => Filter::Null(NullPacketFilter::default()),
                 }
@@ -128,13 +128,46 @@ impl Ctx {
 /// One elementary stream being reassembled.
 pub struct Elementary {
     kind: Kind,
-    /// The PES under way: its timestamps (unwrapped) and its payload so far.
-    current: Option<(i64, i64)>,
+    /// The PES under way: its timestamps (unwrapped) and, when its length is known, the
+    /// payload bytes it still has to come.
+    current: Option<(i64, i64, Option<usize>)>,
     payload: BytesMut,
-    /// The last unwrapped timestamp, to unwrap the next.
+    /// The last unwrapped decode time, to unwrap the next.
     last: Option<i64>,
-    /// The PES under way is being dropped (too large, or no timestamps).
-    skipping: bool,
+    continuity: Option<ContinuityCounter>,
+}
+
+/// A PES header's timestamps, payload start and payload length (when bounded), from the
+/// start of its first packet's payload (ISO/IEC 13818-1 2.4.3.6).
+fn pes_header(pes: &[u8]) -> Option<(u64, u64, usize, Option<usize>)> {
+    if pes.len() < 9 || pes[..3] != [0, 0, 1] || pes[6] >> 6 != 0b10 {
+        return None;
+    }
+    let length = usize::from(u16::from_be_bytes([pes[4], pes[5]]));
+    let header_end = 9 + usize::from(pes[8]);
+    let read = |at: usize| -> Option<u64> {
+        let b = pes.get(at..at + 5)?;
+        Some(
+            (u64::from(b[0] >> 1 & 0x07) << 30)
+                | (u64::from(b[1]) << 22)
+                | (u64::from(b[2] >> 1) << 15)
+                | (u64::from(b[3]) << 7)
+                | u64::from(b[4] >> 1),
+        )
+    };
+    let (pts, dts) = match pes[7] >> 6 {
+        0b10 => {
+            let pts = read(9)?;
+            (pts, pts)
+        }
+        0b11 => (read(9)?, read(14)?),
+        _ => return None,
+    };
+    if header_end > pes.len() {
+        return None;
+    }
+    let payload = (length > 0).then(|| length.saturating_sub(3 + usize::from(pes[8])));
+    Some((pts, dts, header_end, payload))
 }
 
 impl Elementary {
@@ -144,7 +177,7 @@ impl Elementary {
             current: None,
             payload: BytesMut::new(),
             last: None,
-            skipping: false,
+            continuity: None,
         }
     }
 
@@ -166,61 +199,12 @@ impl Elementary {
         t
     }
 
-    fn append(&mut self, ctx: &mut Ctx, data: &[u8]) {
-        if self.skipping || self.current.is_none() {
-            return;
-        }
-        if self.payload.len() + data.len() > MAX_PES {
-            self.skipping = true;
-            self.payload.clear();
-            ctx.fail(TsError::PesTooLarge);
-            return;
-        }
-        self.payload.extend_from_slice(data);
-    }
-}
-
-impl ElementaryStreamConsumer<Ctx> for Elementary {
-    fn start_stream(&mut self, _ctx: &mut Ctx) {}
-
-    fn begin_packet(&mut self, ctx: &mut Ctx, header: PesHeader<'_>) {
-        self.skipping = false;
-        self.payload.clear();
-        self.current = None;
-        let PesContents::Parsed(Some(parsed)) = header.contents() else {
-            self.skipping = true;
+    /// The PES under way is complete: a unit, unless it was empty.
+    fn finish(&mut self, ctx: &mut Ctx) {
+        let Some((pts, dts, _)) = self.current.take() else {
             return;
         };
-        let times = match parsed.pts_dts() {
-            Ok(PtsDts::PtsOnly(Ok(pts))) => Some((pts.value(), pts.value())),
-            Ok(PtsDts::Both {
-                pts: Ok(pts),
-                dts: Ok(dts),
-            }) => Some((pts.value(), dts.value())),
-            _ => None,
-        };
-        let Some((pts, dts)) = times else {
-            self.skipping = true;
-            ctx.fail(TsError::NoTimestamp(self.kind));
-            return;
-        };
-        // Decode time first: it only goes forward, so it anchors the unwrapping.
-        let dts = self.unwrap(dts);
-        let pts = dts + (pts as i64 - (dts & ((1 << 33) - 1))).rem_euclid(1 << 33);
-        self.current = Some((pts, dts));
-        self.append(ctx, parsed.payload());
-    }
-
-    fn continue_packet(&mut self, ctx: &mut Ctx, data: &[u8]) {
-        self.append(ctx, data);
-    }
-
-    fn end_packet(&mut self, ctx: &mut Ctx) {
-        let Some((pts, dts)) = self.current.take() else {
-            return;
-        };
-        if self.skipping || self.payload.is_empty() {
-            self.payload.clear();
+        if self.payload.is_empty() {
             return;
         }
         if ctx.ready.len() >= MAX_READY {
@@ -236,10 +220,70 @@ impl ElementaryStreamConsumer<Ctx> for Elementary {
         });
     }
 
-    fn continuity_error(&mut self, _ctx: &mut Ctx) {
-        // A lost packet: the PES under way is broken; the next one starts clean.
-        self.skipping = true;
-        self.payload.clear();
+    /// Payload bytes of the PES under way; complete once its known length is reached.
+    fn append(&mut self, ctx: &mut Ctx, data: &[u8]) {
+        let Some((_, _, left)) = self.current.as_mut() else {
+            return;
+        };
+        let data = match left {
+            Some(left) => {
+                let take = data.len().min(*left);
+                *left -= take;
+                &data[..take]
+            }
+            None => data,
+        };
+        if self.payload.len() + data.len() > MAX_PES {
+            self.current = None;
+            self.payload.clear();
+            ctx.fail(TsError::PesTooLarge);
+            return;
+        }
+        self.payload.extend_from_slice(data);
+        if matches!(self.current, Some((_, _, Some(0)))) {
+            self.finish(ctx);
+        }
+    }
+
+    fn begin(&mut self, ctx: &mut Ctx, pes: &[u8]) {
+        let Some((pts, dts, header_end, length)) = pes_header(pes) else {
+            ctx.fail(TsError::NoTimestamp(self.kind));
+            return;
+        };
+        // Decode time first: it only goes forward, so it anchors the unwrapping.
+        let dts = self.unwrap(dts);
+        let pts = dts + (pts as i64 - (dts & ((1 << 33) - 1))).rem_euclid(1 << 33);
+        self.current = Some((pts, dts, length));
+        self.append(ctx, &pes[header_end..]);
+    }
+}
+
+impl PacketFilter for Elementary {
+    type Ctx = Ctx;
+
+    fn consume(&mut self, ctx: &mut Ctx, packet: &Packet<'_>) {
+        let has_payload = packet.adaptation_control().has_payload();
+        let cc = packet.continuity_counter();
+        let continuous = match self.continuity {
+            None => true,
+            Some(last) if has_payload => cc.follows(last),
+            Some(last) => cc.count() == last.count(),
+        };
+        self.continuity = Some(cc);
+        if !continuous {
+            // A lost packet: the PES under way is broken; the next one starts clean.
+            self.current = None;
+            self.payload.clear();
+        }
+        let Some(payload) = packet.payload() else {
+            return;
+        };
+        if packet.payload_unit_start_indicator() {
+            self.finish(ctx);
+            self.begin(ctx, payload);
+        } else {
+            self.append(ctx, payload);
+        }
     }
 }
 
@@ -299,4 +343,4 @@ impl TsDemux {
 
 #[cfg(test)]
 #[path = "demux_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -4,7 +4,7 @@ use super::*;
 use std::process::Command;
 
 /// 2 s of 25 fps H.264 (with B-frames, as OBS's x264 sends by default) and AAC, as MPEG-TS.
-fn ffmpeg_ts(extra: &[&str]) -> Vec<u8> {
+pub(crate) fn ffmpeg_ts(extra: &[&str]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("clip.ts");
     let status = Command::new("ffmpeg")
@@ -61,8 +61,42 @@ fn ffmpegs_h264_and_aac_come_out_as_whole_units_with_their_timestamps() {
         assert_eq!((u.data[0], u.data[1] & 0xf0), (0xff, 0xf0));
         assert_eq!(u.pts, u.dts);
     }
-    let sent: usize = audio.iter().map(|u| u.data.len()).sum();
-    assert!(sent > 10_000, "{sent} bytes of AAC in 2 s at 64 kbit/s");
+    // Audio PES have a known length: each is complete at its last byte, the last one too.
+    let adts_frames: usize = audio.iter().map(|u| adts_count(&u.data)).sum();
+    assert!(
+        adts_frames >= 94,
+        "{adts_frames} AAC frames of 2 s at 48 kHz"
+    );
+}
+
+/// ADTS frames in `data`, by their headers' lengths.
+fn adts_count(data: &[u8]) -> usize {
+    let mut rest = data;
+    let mut n = 0;
+    while rest.len() >= 7 {
+        let len = (usize::from(rest[3] & 0x03) << 11)
+            | (usize::from(rest[4]) << 3)
+            | usize::from(rest[5] >> 5);
+        assert!(len >= 7 && len <= rest.len(), "a broken ADTS frame");
+        rest = &rest[len..];
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn pes_headers_give_their_timestamps_and_payload() {
+    // PTS 1 s and DTS 44768 ticks (flags 0b11), 10 bytes of header data, a known length
+    // of 13 + 4.
+    let pes = [
+        0, 0, 1, 0xe0, 0, 17, 0x80, 0xc0, 10, 0x31, 0, 0x05, 0xbf, 0x21, 0x11, 0, 0x03, 0x5d, 0xc1,
+        9, 9, 9, 9,
+    ];
+    let (pts, dts, start, payload) = pes_header(&pes).unwrap();
+    assert_eq!((pts, dts, start, payload), (90_000, 44_768, 19, Some(4)));
+    // No timestamps, or not a PES: none.
+    assert_eq!(pes_header(&[0, 0, 1, 0xe0, 0, 0, 0x80, 0x00, 0]), None);
+    assert_eq!(pes_header(&[0, 0, 2, 0xe0, 0, 0, 0x80, 0x80, 0]), None);
 }
 
 #[test]
