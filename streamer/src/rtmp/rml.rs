@@ -50,9 +50,23 @@ impl std::fmt::Display for RmlError {
     }
 }
 
+#[cfg(fuzzing)]
+thread_local! {
+    /// Inside [`guarded`]: a panic now is one it catches (the fuzz targets' panic hook, which
+    /// aborts on any other, asks).
+    pub(super) static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f`, turning a panic into [`RmlError::Panicked`] and an error into its words.
-fn guarded<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Result<T, RmlError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+pub(super) fn guarded<T, E: std::fmt::Display>(
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, RmlError> {
+    #[cfg(fuzzing)]
+    GUARDED.with(|g| g.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    #[cfg(fuzzing)]
+    GUARDED.with(|g| g.set(false));
+    match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(RmlError::Bad(err.to_string())),
         Err(_) => Err(RmlError::Panicked),
