@@ -21,7 +21,7 @@
 //! timeout are checked at each poll too.
 //!
 //! Writes to a slow publisher wait for the next polls, bounded in time
-//! ([`crate::ingest_socket`]).
+//! (`crate::ingest_socket`).
 //! UDP datagrams are accepted only from the publisher's own address, through a bounded queue
 //! drained at each poll (overflow is counted as loss, never buffered without bound).
 
