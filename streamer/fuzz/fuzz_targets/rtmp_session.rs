@@ -7,7 +7,6 @@
 #![no_main]
 
 use std::collections::HashMap;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use rml_rtmp::chunk_io::ChunkSerializer;
@@ -31,20 +30,6 @@ impl Host for Gate {
             _ => Err(Refusal::new(RefusalCode::BadKey, "wrong stream key")),
         }
     }
-}
-
-/// libfuzzer-sys aborts on any panic, caught or not; the panics `rml_rtmp` is known for are
-/// caught by the session (and tested): only those are let unwind.
-fn panic_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let abort = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !slotcast_streamer::rtmp::fuzz::inside_rml() {
-                abort(info);
-            }
-        }));
-    });
 }
 
 /// A publisher's messages up to `stage` (1: connect, 2: and createStream and publish).
@@ -78,7 +63,7 @@ fn prelude(stage: u8) -> Vec<u8> {
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    panic_hook();
+    slotcast_streamer::rtmp::fuzz::let_rml_panics_unwind();
     let Some((&plan, rest)) = data.split_first() else {
         return;
     };

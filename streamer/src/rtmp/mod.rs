@@ -130,10 +130,19 @@ pub mod fuzz {
         }
     }
 
-    /// Whether a panic now happens inside a call into `rml_rtmp`, which the session catches
-    /// (a known failing of the crate, docs/dependencies.md): the fuzz targets' panic hook
-    /// lets those unwind and aborts on any other.
-    pub fn inside_rml() -> bool {
-        super::rml::GUARDED.with(|g| g.get())
+    /// libfuzzer-sys's panic hook aborts on any panic, caught or not. This one lets a panic
+    /// inside a call into `rml_rtmp` unwind (the session catches it: a known failing of the
+    /// crate, docs/dependencies.md) and hands any other to it. Call it at each input (it
+    /// installs itself once).
+    pub fn let_rml_panics_unwind() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let abort = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !super::rml::GUARDED.with(|g| g.get()) {
+                    abort(info);
+                }
+            }));
+        });
     }
 }
