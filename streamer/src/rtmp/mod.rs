@@ -12,7 +12,7 @@
 //! writing what was queued before it. Nothing is queued after a `Close`.
 //!
 //! What is ours and what is `rml_rtmp`'s: the crate does the handshake, the chunk streams and
-//! AMF0 encoding, behind one guarded adapter (`rml.rs`, every call in `catch_unwind`, AMF0
+//! AMF0 encoding, behind one guarded adapter (`rml.rs`, every call on bytes in `catch_unwind`, AMF0
 //! bounded by `amf.rs` before it is decoded). The session's course (connect, createStream,
 //! publish, admission through the [`Host`], the probe for codecs, the cut-off), the stream
 //! name (`stream_key.rs`) and FLV tags into frames (`flv.rs`) are ours.
