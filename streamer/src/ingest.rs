@@ -1,8 +1,10 @@
 //! The RTSP edge on the dedicated network: one TCP listener per carrier, one task per
 //! publisher connection, UDP port pairs for publishers that SETUP over UDP.
 //!
-//! Contract: the only code that touches ingest sockets (the [`Poller`] reads them only
-//! through `Connection`). Each connection task owns its [`Session`] (the sans-IO RTSP core)
+//! Contract: the only code that drives RTSP sessions and their UDP ports (the socket itself
+//! is `crate::ingest_socket`'s, the course before and after RECORD `crate::publisher_edge`'s,
+//! both shared with RTMP's edge; the [`Poller`] reads a socket only through `Connection`).
+//! Each connection task owns its [`Session`] (the sans-IO RTSP core)
 //! and, once recording, its `Pipeline` (depacketizers → segmenter → playout); while media
 //! flows a poller shard holds them and gives them back at the end. Nothing a publisher sends
 //! reaches another publisher's connection: a bad publisher ends its own connection only.
@@ -19,7 +21,7 @@
 //! timeout are checked at each poll too.
 //!
 //! Writes to a slow publisher wait for the next polls, bounded in time
-//! ([`crate::ingest_socket`]).
+//! (`crate::ingest_socket`).
 //! UDP datagrams are accepted only from the publisher's own address, through a bounded queue
 //! drained at each poll (overflow is counted as loss, never buffered without bound).
 

@@ -1,15 +1,16 @@
-//! The one module that calls `rml_rtmp` (pinned `=0.8.0`): the handshake, RTMP chunking and
-//! AMF0 commands, as bytes in and our own [`Incoming`] messages out, and the few answers a
-//! publish server sends.
+//! The one module that calls `rml_rtmp` (pinned `=0.8.0`; tests and fuzz entry points
+//! aside): the handshake, RTMP chunking and AMF0 commands, as bytes in and our own
+//! [`Incoming`] messages out, and the few answers a publish server sends.
 //!
-//! Contract: every call into the crate runs inside `catch_unwind`, because its chunk
-//! deserializer panics on some inputs (a type-1 header that shrinks a message underflows a
-//! length; an extended timestamp below the 24-bit escape underflows; a command of fewer than
-//! three values makes `Vec::drain` panic; see docs/dependencies.md). A panic is
-//! [`RmlError::Panicked`] and ends that connection only. AMF0 messages are checked before the
-//! crate decodes them ([`super::amf`]): its decoder recurses once per nesting level, so a
-//! deeply nested value from a stranger would overflow the stack, which no `catch_unwind`
-//! catches. Nothing of the crate's types leaves this module.
+//! Contract: every call into the crate that reads or writes bytes runs inside `catch_unwind`
+//! (only its constructors do not), because its chunk deserializer panics on some inputs (a
+//! type-1 header that shrinks a message underflows a length; an extended timestamp below the
+//! 24-bit escape underflows; a command of fewer than three values makes `Vec::drain` panic;
+//! see docs/dependencies.md). A panic is [`RmlError::Panicked`] and ends that connection
+//! only. AMF0 messages are checked before the crate decodes them ([`super::amf`]): its
+//! decoder recurses once per nesting level, so a deeply nested value from a stranger would
+//! overflow the stack, which no `catch_unwind` catches. Nothing of the crate's types leaves
+//! this module.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -50,9 +51,23 @@ impl std::fmt::Display for RmlError {
     }
 }
 
+#[cfg(fuzzing)]
+thread_local! {
+    /// Inside [`guarded`]: a panic now is one it catches (the fuzz targets' panic hook, which
+    /// aborts on any other, asks).
+    pub(super) static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f`, turning a panic into [`RmlError::Panicked`] and an error into its words.
-fn guarded<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Result<T, RmlError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+pub(super) fn guarded<T, E: std::fmt::Display>(
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, RmlError> {
+    #[cfg(fuzzing)]
+    GUARDED.with(|g| g.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    #[cfg(fuzzing)]
+    GUARDED.with(|g| g.set(false));
+    match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(RmlError::Bad(err.to_string())),
         Err(_) => Err(RmlError::Panicked),
