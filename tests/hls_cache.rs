@@ -15,16 +15,9 @@ use chrono::{Duration, Utc};
 use reqwest::header::HeaderMap;
 use support::nginx::Nginx;
 use support::streaming::{
-    ffmpeg_publish, ffmpeg_read_frames, publish_url, wait_gate_open, Publisher, Stack,
+    ffmpeg_publish, ffmpeg_read_frames, publish_url, segments, wait_gate_open, Publisher, Stack,
 };
 use support::TestDb;
-
-fn segments(playlist: &str) -> usize {
-    playlist
-        .lines()
-        .filter(|l| l.starts_with("#EXTINF"))
-        .count()
-}
 
 /// A viewer whose connections come from `from` (a loopback address of its own).
 fn viewer(from: &str) -> reqwest::Client {

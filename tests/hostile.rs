@@ -13,22 +13,16 @@ use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{Duration, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use support::streaming::{
-    ffmpeg_publish, ffmpeg_read_frames, get_text, ingest_reports, publish_url, wait_for_text,
-    wait_gate_open, Stack, SDP,
+    closed_within, connect_from, ffmpeg_publish, ffmpeg_read_frames, get_text, ingest_reports,
+    metric, publish_url, wait_for_text, wait_gate_open, window, Stack, SDP,
 };
 use support::TestDb;
 
 const ONE_CARRIER: &str = "carrier-a=127.0.0.2:0";
-
-/// A window from `lead` seconds from now, `length` seconds long.
-fn window(lead: i64, length: i64) -> (chrono::DateTime<Utc>, chrono::DateTime<Utc>) {
-    let start = Utc::now() + Duration::seconds(lead);
-    (start, start + Duration::seconds(length))
-}
 
 /// `slotcast server all` with one carrier, a server `s1` on it, and a slot opening `lead`
 /// seconds from now for `length` seconds, its gate open (waited for): the stack, the
@@ -62,15 +56,6 @@ async fn wait_connected(
         );
         tokio::time::sleep(StdDuration::from_millis(50)).await;
     }
-}
-
-/// A TCP connection to `to` from the loopback address `from`.
-async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(from.into(), 0))?;
-    tokio::time::timeout(StdDuration::from_secs(5), socket.connect(to))
-        .await
-        .map_err(|_| std::io::ErrorKind::TimedOut)?
 }
 
 fn options(cseq: u32) -> String {
@@ -107,19 +92,6 @@ async fn try_ask(stream: &mut TcpStream, request: &str) -> Result<Option<u16>, (
     }
 }
 
-/// Whether the server closed `stream` within `limit`, reading (and discarding) what it sends.
-async fn closed_within(stream: &mut TcpStream, limit: StdDuration) -> bool {
-    let mut chunk = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => {}
-            Err(_) => return false,
-        }
-    }
-}
-
 /// The resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
@@ -128,15 +100,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
-}
-
-/// A streamer metric's value from `/metrics` (0 when absent).
-async fn metric(stack: &Stack, line_start: &str) -> f64 {
-    let (_, text) = get_text(&stack.hls("/metrics")).await;
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// ffmpeg publishing `seconds` of the test pattern with a keyframe every `gop` frames at 25

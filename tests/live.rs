@@ -439,3 +439,129 @@ async fn a_camera_pulled_with_retina_is_relayed_live_and_read_back() {
     assert!(refused.stderr.contains("401"), "{}", refused.stderr);
     assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broadcaster_goes_live_by_rtmp_and_by_srt_where_the_carrier_takes_them() {
+    let db = TestDb::new().await;
+    let env = [
+        ("SLOTCAST_RTMP_LISTENERS", "carrier-a=127.0.0.2:0"),
+        ("SLOTCAST_SRT_LISTENERS", "carrier-a=127.0.0.2:0"),
+    ];
+    let stack = Stack::start_to(
+        &db,
+        "s1",
+        "carrier-a=127.0.0.2:0,carrier-b=127.0.0.3:0",
+        &env,
+        std::process::Stdio::inherit(),
+    );
+    // carrier-a takes RTSP, RTMP and SRT at the streamer's listeners; carrier-b RTSP only.
+    let carriers = json!([
+        {"name": "carrier-a", "ingest_url": format!("rtsp://{}", stack.rtsp("carrier-a")),
+         "rtmp_url": format!("rtmp://{}", stack.rtmp("carrier-a")),
+         "srt_url": format!("srt://{}", stack.srt("carrier-a"))},
+        {"name": "carrier-b", "ingest_url": format!("rtsp://{}", stack.rtsp("carrier-b"))}
+    ]);
+    let body = json!({
+        "id": "s1", "name": "s1", "capacity": 10,
+        "min_lead_s": 0, "preroll_s": 0, "grace_s": 0, "carriers": carriers
+    });
+    let (status, body) = stack.api.post("/v1/servers", &stack.operator, body).await;
+    assert_eq!(status, 201, "{body}");
+    let dir = clip_dir();
+    let clip = make_clip(dir.path(), 4);
+
+    let t = broadcaster(&stack);
+    let rtmp_id = book(&t, "+6s", "8s");
+    let srt_id = book(&t, "+6s", "8s");
+    // The stored setting info has each protocol's address, without the key.
+    let setting: Value =
+        serde_json::from_slice(&std::fs::read(t.setting(&srt_id)).unwrap()).unwrap();
+    let urls = &setting["carriers"][0]["urls"];
+    assert_eq!(
+        urls["srt"],
+        format!("srt://{}", stack.srt("carrier-a")),
+        "{setting}"
+    );
+    assert_eq!(
+        urls["rtmp"],
+        format!("rtmp://{}/live/{srt_id}", stack.rtmp("carrier-a"))
+    );
+    // carrier-b takes neither: said before anything is sent.
+    let refused = t.run(&[
+        "live",
+        &srt_id,
+        "--input",
+        path(&clip),
+        "--protocol",
+        "srt",
+        "--carrier",
+        "carrier-b",
+    ]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("carrier carrier-b takes no SRT"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("--carrier carrier-a does"),
+        "{}",
+        refused.stderr
+    );
+
+    // Both at once, each to the close of its window.
+    let run = |id: &str, protocol: &str| {
+        let args = [
+            "--json",
+            "live",
+            id,
+            "--input",
+            path(&clip),
+            "--loop",
+            "--protocol",
+            protocol,
+        ];
+        t.command(&args)
+    };
+    let (by_rtmp, by_srt) = (
+        support::terminal::start(run(&rtmp_id, "rtmp")),
+        support::terminal::start(run(&srt_id, "srt")),
+    );
+    let (by_rtmp, by_srt) = (
+        by_rtmp.finish(Duration::from_secs(45)),
+        by_srt.finish(Duration::from_secs(45)),
+    );
+    for (id, run, protocol) in [(&rtmp_id, by_rtmp, "RTMP"), (&srt_id, by_srt, "SRT")] {
+        let summary = run.closed_summary();
+        assert_eq!(
+            summary["carriers"],
+            json!(["carrier-a"]),
+            "{protocol}: {summary}"
+        );
+        assert_eq!(
+            summary["reconnects"], 0,
+            "{protocol}: {summary}\n{}",
+            run.stderr
+        );
+        // 8 s of 25 fps video and 48 kHz AAC (about 47 frames a second), less the start.
+        let frames = summary["frames"].as_u64().unwrap();
+        assert!(
+            frames >= 300,
+            "{protocol}: {frames} frames in an 8 s window"
+        );
+        assert!(
+            run.stderr.contains(&format!("by {protocol}")),
+            "{}",
+            run.stderr
+        );
+        let report = connected(&db, id).await;
+        assert_eq!(report["codec"], "h264,aac", "{protocol}: {report}");
+        let (decoded, errors) =
+            ffmpeg_read_frames(&stack.hls(&format!("/hls/{id}/index.m3u8")), 12);
+        assert!(
+            decoded >= 120,
+            "{protocol}: ffmpeg decoded {decoded} frames: {errors}"
+        );
+        assert!(!errors.contains("error"), "{protocol}: {errors}");
+    }
+}

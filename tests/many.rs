@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 use support::nats::{self, read_stream};
 use support::streaming::{
     announce, ffmpeg_publish, ffmpeg_read_frames, find_key, get_text, ingest_reports, publish_url,
-    register, secret_key, streamer_env, wait_for_text, wait_gate_open, StreamerProcess,
+    register, secret_key, segments, streamer_env, wait_for_text, wait_gate_open, StreamerProcess,
 };
 use support::{time, token, ts, Api, Scheduler, TestDb};
 
@@ -193,13 +193,6 @@ struct Played {
     frames: usize,
     cut_off_ms: i64,
     segments: usize,
-}
-
-fn segments(playlist: &str) -> usize {
-    playlist
-        .lines()
-        .filter(|l| l.starts_with("#EXTINF"))
-        .count()
 }
 
 /// On one server: ffmpeg publishes into the window from its opening, a viewer reads the live

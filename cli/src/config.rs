@@ -53,6 +53,9 @@ pub struct HttpSection {
 pub struct StreamerSection {
     pub server_id: Option<String>,
     pub ingest_listeners: Option<String>,
+    pub rtmp_listeners: Option<String>,
+    pub srt_listeners: Option<String>,
+    pub srt_latency_ms: Option<u64>,
     pub hls_addr: Option<String>,
     pub recordings_dir: Option<String>,
     pub retention_s: Option<u64>,
@@ -388,6 +391,16 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
         None => state_dir(file, env)?.join("recordings"),
     };
     let mut config = StreamerConfig::new(server_id, listeners, recordings_dir);
+    // RTMP is off unless listeners are given.
+    if let Some(text) = pick("SLOTCAST_RTMP_LISTENERS", &section.rtmp_listeners) {
+        config.rtmp_listeners = slotcast_streamer::parse_listeners(&text)
+            .context("SLOTCAST_RTMP_LISTENERS / streamer.rtmp_listeners")?;
+    }
+    // SRT too.
+    if let Some(text) = pick("SLOTCAST_SRT_LISTENERS", &section.srt_listeners) {
+        config.srt_listeners = slotcast_streamer::parse_listeners(&text)
+            .context("SLOTCAST_SRT_LISTENERS / streamer.srt_listeners")?;
+    }
     if let Some(addr) = pick("SLOTCAST_HLS_ADDR", &section.hls_addr) {
         config.hls_addr = addr.parse().with_context(|| {
             format!("SLOTCAST_HLS_ADDR / streamer.hls_addr = {addr}: expected host:port")
@@ -420,6 +433,9 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
     }
     if let Some(ms) = number("SLOTCAST_INGEST_POLL_MS", section.ingest_poll_ms)? {
         config.ingest_poll = Duration::from_millis(ms);
+    }
+    if let Some(ms) = number("SLOTCAST_SRT_LATENCY_MS", section.srt_latency_ms)? {
+        config.srt_latency = Duration::from_millis(ms.clamp(20, 8000));
     }
     let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     if let Some(n) = number(
@@ -667,6 +683,48 @@ mod tests {
         let shown = format!("{err:#}");
         assert!(
             shown.contains("SLOTCAST_HLS_TRUSTED_PROXIES") && shown.contains("cache.example"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn rtmp_and_srt_listeners_are_off_unless_given_in_the_file_or_the_environment() {
+        let base = [
+            ("SLOTCAST_SERVER_ID", "srv"),
+            ("SLOTCAST_RECORDINGS_DIR", "/srv/recordings"),
+        ];
+        let streamer = |file: &FileConfig, pairs: &[(&str, &str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(pairs);
+            streamer_config(file, &env(&all))
+        };
+        let none = FileConfig::default();
+        let config = streamer(&none, &[]).unwrap().unwrap().streamer;
+        assert!(config.rtmp_listeners.is_empty(), "RTMP is off by default");
+        assert!(config.srt_listeners.is_empty(), "SRT is off by default");
+        let srt = [
+            ("SLOTCAST_SRT_LISTENERS", "carrier-a=127.0.0.2:9000"),
+            ("SLOTCAST_SRT_LATENCY_MS", "200"),
+        ];
+        let config_srt = streamer(&none, &srt).unwrap().unwrap().streamer;
+        assert_eq!(config_srt.srt_listeners[0].addr.port(), 9000);
+        assert_eq!(config_srt.srt_latency, Duration::from_millis(200));
+        let file: FileConfig =
+            toml::from_str("[streamer]\nrtmp_listeners = \"carrier-a=127.0.0.1:1935\"\n").unwrap();
+        let config = streamer(&file, &[]).unwrap().unwrap().streamer;
+        assert_eq!(config.rtmp_listeners[0].carrier, "carrier-a");
+        assert_eq!(config.rtmp_listeners[0].addr.port(), 1935);
+        let text = "carrier-a=127.0.0.2:1935, carrier-b=127.0.0.3:1935";
+        let from_env = [("SLOTCAST_RTMP_LISTENERS", text)];
+        let config = streamer(&file, &from_env).unwrap().unwrap().streamer;
+        assert_eq!(config.rtmp_listeners.len(), 2, "the environment wins");
+        let bad = [("SLOTCAST_RTMP_LISTENERS", "carrier-a=rtmp.example:1935")];
+        let err = streamer(&none, &bad)
+            .err()
+            .expect("a name is not an address");
+        let shown = format!("{err:#}");
+        assert!(
+            shown.contains("SLOTCAST_RTMP_LISTENERS") && shown.contains("not an ip:port"),
             "{shown}"
         );
     }

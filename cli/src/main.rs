@@ -129,7 +129,9 @@ enum ServerRole {
     Scheduler,
     /// The distribution server for one registered server (SLOTCAST_SERVER_ID): RTSP ingest
     /// listeners, one per carrier (SLOTCAST_INGEST_LISTENERS, default
-    /// carrier-a=127.0.0.1:8554), opened only inside reserved windows as told by NATS; LL-HLS,
+    /// carrier-a=127.0.0.1:8554), and RTMP ones when SLOTCAST_RTMP_LISTENERS lists them
+    /// (carrier=ip:port,…; none by default), opened only inside reserved windows as told by
+    /// NATS; LL-HLS,
     /// the watch page and /metrics for viewers (SLOTCAST_HLS_ADDR, default 127.0.0.1:8888);
     /// recordings under SLOTCAST_RECORDINGS_DIR (default: recordings in the state directory,
     /// SLOTCAST_STATE_DIR, else $XDG_STATE_HOME/slotcast, else ~/.local/state/slotcast).

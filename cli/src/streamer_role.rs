@@ -56,12 +56,25 @@ pub async fn run(
         .context("streamer")
 }
 
-/// What the streamer prints when it is up.
+/// What the streamer prints when it is up: its viewer address, then each ingest listener as
+/// `carrier=scheme://address` (RTSP listeners first, then RTMP, then SRT), comma-separated.
 pub fn announce(bound: &Bound) {
-    let ingest: Vec<String> = bound
+    let rtsp = bound
         .ingest
         .iter()
-        .map(|(carrier, addr)| format!("{carrier}=rtsp://{addr}"))
+        .map(|(carrier, addr)| (carrier, "rtsp", addr));
+    let rtmp = bound
+        .rtmp
+        .iter()
+        .map(|(carrier, addr)| (carrier, "rtmp", addr));
+    let srt = bound
+        .srt
+        .iter()
+        .map(|(carrier, addr)| (carrier, "srt", addr));
+    let ingest: Vec<String> = rtsp
+        .chain(rtmp)
+        .chain(srt)
+        .map(|(carrier, scheme, addr)| format!("{carrier}={scheme}://{addr}"))
         .collect();
     println!(
         "slotcast streamer serving viewers on http://{}; ingest {}",

@@ -40,7 +40,7 @@ use crate::gates::Camera;
 use crate::hub::{Hub, PullHandle};
 use crate::media::frames::{codec_names, Codec, Framer};
 use crate::media::{TrackKind, TrackSpec};
-use crate::media_path::MediaPath;
+use crate::media_path::{Clocks, MediaPath};
 
 /// How long DESCRIBE, SETUP and PLAY may each take.
 const STEP_WAIT: Duration = Duration::from_secs(10);
@@ -605,6 +605,7 @@ async fn relay(
         hub,
         reservation_id,
         &playing.tracks,
+        Clocks::PerTrack,
         hub.playout(reservation_id),
     );
     let mut framers: Vec<Framer> = Vec::new();

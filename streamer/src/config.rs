@@ -1,7 +1,8 @@
 //! The streamer's typed configuration, parsed once at start (by the cli) and passed down.
 //!
 //! Contract: no environment reads here; [`parse_listeners`] turns the
-//! `SLOTCAST_INGEST_LISTENERS` text into listeners and says exactly what is wrong with it;
+//! `SLOTCAST_INGEST_LISTENERS` (and `SLOTCAST_RTMP_LISTENERS`) text into listeners and says
+//! exactly what is wrong with it;
 //! [`parse_networks`] does the same for `SLOTCAST_CAMERA_NETWORKS`.
 
 use std::net::SocketAddr;
@@ -32,7 +33,8 @@ pub fn parse_networks(text: &str) -> Result<Vec<ipnet::IpNet>> {
         .collect()
 }
 
-/// One RTSP listener on the dedicated network, named after the carrier it serves.
+/// One ingest listener (RTSP or RTMP) on the dedicated network, named after the carrier it
+/// serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
     pub carrier: String,
@@ -45,6 +47,13 @@ pub struct StreamerConfig {
     pub server_id: String,
     /// RTSP listeners, one per carrier (`SLOTCAST_INGEST_LISTENERS`).
     pub listeners: Vec<Listener>,
+    /// RTMP listeners, one per carrier (`SLOTCAST_RTMP_LISTENERS`); none by default.
+    pub rtmp_listeners: Vec<Listener>,
+    /// SRT listeners (UDP), one per carrier (`SLOTCAST_SRT_LISTENERS`); none by default.
+    pub srt_listeners: Vec<Listener>,
+    /// SRT's receiver delay (TSBPD) for each caller (`SLOTCAST_SRT_LATENCY_MS`): what it
+    /// may take to resend a lost packet, and what it adds to the glass-to-glass time.
+    pub srt_latency: Duration,
     /// Viewer side: HLS, the watch page, metrics (`SLOTCAST_HLS_ADDR`).
     pub hls_addr: SocketAddr,
     /// Where recordings are written (`<dir>/<reservation_id>/`); by default `recordings`
@@ -114,6 +123,9 @@ impl StreamerConfig {
         Self {
             server_id: server_id.into(),
             listeners,
+            rtmp_listeners: Vec::new(),
+            srt_listeners: Vec::new(),
+            srt_latency: Duration::from_millis(120),
             hls_addr: Self::DEFAULT_HLS_ADDR
                 .parse()
                 .expect("the default HLS address is a literal socket address"),
@@ -138,7 +150,10 @@ impl StreamerConfig {
         if self.server_id.is_empty() {
             return Err(StreamerError::Config("server id is empty".into()));
         }
-        if self.listeners.is_empty() {
+        if self.listeners.is_empty()
+            && self.rtmp_listeners.is_empty()
+            && self.srt_listeners.is_empty()
+        {
             return Err(StreamerError::Config("no ingest listeners".into()));
         }
         if self.part_target.is_zero() || self.segment_target < self.part_target {

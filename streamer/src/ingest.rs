@@ -1,8 +1,10 @@
 //! The RTSP edge on the dedicated network: one TCP listener per carrier, one task per
 //! publisher connection, UDP port pairs for publishers that SETUP over UDP.
 //!
-//! Contract: the only code that touches ingest sockets (the [`Poller`] reads them only
-//! through `Connection`). Each connection task owns its [`Session`] (the sans-IO RTSP core)
+//! Contract: the only code that drives RTSP sessions and their UDP ports (the socket itself
+//! is `crate::ingest_socket`'s, the course before and after RECORD `crate::publisher_edge`'s,
+//! both shared with RTMP's edge; the [`Poller`] reads a socket only through `Connection`).
+//! Each connection task owns its [`Session`] (the sans-IO RTSP core)
 //! and, once recording, its `Pipeline` (depacketizers → segmenter → playout); while media
 //! flows a poller shard holds them and gives them back at the end. Nothing a publisher sends
 //! reaches another publisher's connection: a bad publisher ends its own connection only.
@@ -18,7 +20,8 @@
 //! latency reported includes that wait. The end of the window, a shutdown and the session
 //! timeout are checked at each poll too.
 //!
-//! Writes to a slow publisher wait for the next polls, bounded in time (`WRITE_TIMEOUT`).
+//! Writes to a slow publisher wait for the next polls, bounded in time
+//! (`crate::ingest_socket`).
 //! UDP datagrams are accepted only from the publisher's own address, through a bounded queue
 //! drained at each poll (overflow is counted as loss, never buffered without bound).
 
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::RngCore;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,32 +39,22 @@ use crate::config::Listener;
 use crate::control::Refused;
 use crate::gates::Denied;
 use crate::hub::{Hub, PlayoutHandle, SessionEntry};
-use crate::ingest_limits::{Limits, Place};
+use crate::ingest_limits::Limits;
+use crate::ingest_socket::{Accepted, IngestSocket, Polled};
 use crate::media::frames::codec_names;
 use crate::media::retina_adapter::Depacketizer;
 use crate::media::TrackSpec;
-use crate::media_path::MediaPath;
-use crate::poller::{Adopted, Pollable, Poller};
+use crate::media_path::{Clocks, MediaPath};
+use crate::poller::{Pollable, Poller};
+use crate::publisher_edge::{
+    arrival, cut_off, end_of_step, follow, media_failed, received, Publishing,
+};
 use crate::rtsp::{
     Admission, CloseReason, Credential, Host, Output, Refusal, Session, SessionConfig,
 };
 use crate::StreamerError;
 
-/// A publisher that cannot take a response within this long is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Answers waiting for a publisher to read them, at most: past this the connection goes. While
-/// any wait, nothing more is read from it, so only requests already read can add to them.
-const UNSENT_MAX: usize = 256 * 1024;
 const UDP_QUEUE: usize = 1024;
-/// Before RECORD, how often a connection checks its session's timeout and its writes' when
-/// nothing else wakes it.
-const EXCHANGE_TICK: Duration = Duration::from_millis(500);
-/// Reads of the buffer per poll at most, so one fast publisher cannot hold its poller shard:
-/// with the shard's 64 KiB buffer, 1 MiB per poll, 335 Mbit/s at the default 25 ms period.
-const READS_PER_POLL: usize = 16;
-/// Before RECORD, one read of the exchange's 16 KiB buffer per wake: whatever it holds is
-/// answered (and the answers written, or the reading stops) before the next.
-const READS_PER_EXCHANGE: usize = 1;
 
 /// Accepts publishers on one carrier listener until `shutdown`. Each connection takes a
 /// place in `limits` until it records ([`crate::ingest_limits`]).
@@ -73,58 +66,18 @@ pub(crate) async fn serve_listener(
     socket: TcpListener,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = socket.accept() => accepted,
-        };
-        let (stream, remote) = match accepted {
-            Ok(pair) => pair,
-            Err(err) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                tracing::warn!(carrier = %listener.carrier, %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let place = match limits.admit(remote.ip()) {
-            Ok((place, took)) => {
-                if took {
-                    hub.metrics().refused("unauth_evicted");
-                }
-                place
-            }
-            Err(turned) => {
-                hub.metrics().refused(turned.label());
-                if let Some(held_back) = hub.hush(turned.label()) {
-                    tracing::warn!(carrier = %listener.carrier, %remote, held_back,
-                        why = turned.label(), "connection turned away before RECORD");
-                }
-                // Dropped: closed without a word, as a full listen queue would.
-                continue;
-            }
-        };
+    while let Some(accepted) =
+        crate::ingest_socket::accept(&hub, &limits, &listener.carrier, &socket, &shutdown).await
+    {
         let hub = hub.clone();
         let carrier = listener.carrier.clone();
         let local_ip = listener.addr.ip();
         let shutdown = shutdown.clone();
         let poller = poller.clone();
-        let accepted = Accepted {
-            stream,
-            remote,
-            place,
-        };
         tokio::spawn(async move {
             connection(hub, poller, carrier, local_ip, accepted, shutdown).await;
         });
     }
-}
-
-/// A connection just accepted, with its place among those not yet recording.
-struct Accepted {
-    stream: TcpStream,
-    remote: SocketAddr,
-    place: Place,
 }
 
 /// A datagram for a connection: the track it was SETUP for, whether it came to the RTCP port
@@ -147,22 +100,9 @@ struct EdgeHost {
 
 impl Host for EdgeHost {
     fn admit(&mut self, request: &Admission<'_>) -> Result<(), Refusal> {
-        match self.hub.admit(
-            &self.entry,
-            request.reservation_id,
-            request.credential,
-            self.now,
-        ) {
-            Ok(()) => {
-                self.credential = Some(request.credential.clone());
-                Ok(())
-            }
-            Err(refused) => {
-                self.hub
-                    .report_refusal(&self.entry, request.reservation_id, &refused);
-                Err(refusal(&refused))
-            }
-        }
+        admit(&self.hub, &self.entry, request, self.now)?;
+        self.credential = Some(request.credential.clone());
+        Ok(())
     }
 
     fn offers_digest(&mut self, reservation_id: &str) -> bool {
@@ -193,9 +133,24 @@ impl Host for EdgeHost {
     }
 }
 
+/// May this publisher publish ([`Hub::admit`])? The one gate every ingest protocol asks: a
+/// refusal is reported ([`Hub::report_refusal`]) and answered in [`refusal`]'s words.
+pub(crate) fn admit(
+    hub: &Hub,
+    entry: &SessionEntry,
+    request: &Admission<'_>,
+    now: Instant,
+) -> Result<(), Refusal> {
+    hub.admit(entry, request.reservation_id, request.credential, now)
+        .map_err(|refused| {
+            hub.report_refusal(entry, request.reservation_id, &refused);
+            refusal(&refused)
+        })
+}
+
 /// What a refused publisher is told: the refusal's code, and words that name no other
 /// server (the reason is shown to whoever dialled).
-fn refusal(refused: &Refused) -> Refusal {
+pub(crate) fn refusal(refused: &Refused) -> Refusal {
     let reason = match refused {
         Refused::Gate(Denied::OtherServer(_) | Denied::NotACarrier(_)) => {
             "the reservation is not on this server or carrier".to_owned()
@@ -300,7 +255,7 @@ impl Pipeline {
                 },
             )
             .collect();
-        let mut path = MediaPath::new(hub, reservation_id, tracks, playout);
+        let mut path = MediaPath::new(hub, reservation_id, tracks, Clocks::PerTrack, playout);
         for (i, d) in depacketizers.iter().enumerate() {
             if let Some(params) = d.as_ref().and_then(Depacketizer::params) {
                 path.set_params(i, params);
@@ -337,164 +292,6 @@ impl Pipeline {
 
     fn finish(&mut self, hub: &Hub) {
         self.path.finish(hub);
-    }
-}
-
-/// Where a connection stands with its publisher's socket.
-enum Polled {
-    /// Read what was there (maybe nothing); the connection goes on.
-    Open,
-    /// The connection is over, for this reason.
-    Closed(CloseReason),
-}
-
-/// A publisher's TCP socket: read on readiness during the RTSP exchange, on the poll grid once
-/// media flows.
-///
-/// While registered with tokio's reactor, every burst the publisher sends wakes a worker: right
-/// for the exchange before RECORD, where each answer is awaited, but about one wake per video
-/// frame per publisher once media flows. [`IngestSocket::poll_from_now`] takes the socket out of
-/// the reactor; from then on a poller shard reads it once per period, with every other
-/// connection it holds ([`crate::poller`]). Writes (RTSP responses) that the kernel cannot
-/// take at once wait in `out` for the next read, bounded by `WRITE_TIMEOUT`.
-struct IngestSocket {
-    stream: Stream,
-    out: Vec<u8>,
-    /// Since when `out` has waited for the publisher to read.
-    out_since: Option<Instant>,
-}
-
-enum Stream {
-    Registered(TcpStream),
-    Polled(std::net::TcpStream),
-    /// Lost while being taken out of the reactor.
-    Gone,
-}
-
-impl IngestSocket {
-    fn new(stream: TcpStream) -> Self {
-        Self {
-            stream: Stream::Registered(stream),
-            out: Vec::new(),
-            out_since: None,
-        }
-    }
-
-    fn is_polled(&self) -> bool {
-        !matches!(self.stream, Stream::Registered(_))
-    }
-
-    /// Takes the socket out of the reactor: from now on it is read only when polled. On an
-    /// error the socket is gone.
-    fn poll_from_now(&mut self) -> std::io::Result<()> {
-        if let Stream::Registered(stream) = std::mem::replace(&mut self.stream, Stream::Gone) {
-            let stream = stream.into_std()?;
-            stream.set_nonblocking(true)?;
-            self.stream = Stream::Polled(stream);
-        }
-        Ok(())
-    }
-
-    /// Waits until the registered socket can be read, or written while `out` waits. A polled
-    /// socket never wakes its task by itself: this then waits forever (the poll timer wakes it).
-    async fn ready(&self) {
-        match &self.stream {
-            // While answers wait, only the publisher reading them wakes the task.
-            Stream::Registered(stream) if self.out.is_empty() => {
-                let _ = stream.readable().await;
-            }
-            Stream::Registered(stream) => {
-                let _ = stream.writable().await;
-            }
-            Stream::Polled(_) | Stream::Gone => std::future::pending().await,
-        }
-    }
-
-    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match &self.stream {
-            Stream::Registered(stream) => stream.try_read(buf),
-            Stream::Polled(stream) => std::io::Read::read(&mut &*stream, buf),
-            Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-
-    fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
-        match &self.stream {
-            Stream::Registered(stream) => stream.try_write(bytes),
-            Stream::Polled(stream) => std::io::Write::write(&mut &*stream, bytes),
-            Stream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-
-    /// Reads into `buf` until the kernel holds no more (or `reads` reads), handing each piece
-    /// to `input`.
-    fn read(&mut self, buf: &mut [u8], reads: usize, mut input: impl FnMut(&[u8])) -> Polled {
-        for _ in 0..reads {
-            match self.try_read(buf) {
-                Ok(0) => return Polled::Closed(CloseReason::PeerClosed),
-                Ok(n) => {
-                    input(&buf[..n]);
-                    // A read that did not fill the buffer took everything there was.
-                    if n < buf.len() {
-                        return Polled::Open;
-                    }
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Polled::Open,
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) => return Polled::Closed(CloseReason::Ended(format!("read: {err}"))),
-            }
-        }
-        Polled::Open
-    }
-
-    /// Queues `bytes` behind anything still unsent and writes what the kernel takes; past
-    /// [`UNSENT_MAX`] unsent, the publisher is over.
-    fn send(&mut self, now: Instant, bytes: &[u8]) -> Polled {
-        self.out.extend_from_slice(bytes);
-        let polled = self.flush(now);
-        if self.out.len() > UNSENT_MAX {
-            return Polled::Closed(CloseReason::Ended(
-                "the publisher does not read its answers".into(),
-            ));
-        }
-        polled
-    }
-
-    /// Writes what waits; a publisher that has taken nothing for `WRITE_TIMEOUT` is over.
-    fn flush(&mut self, now: Instant) -> Polled {
-        while !self.out.is_empty() {
-            match self.try_write(&self.out) {
-                Ok(0) => break,
-                Ok(n) => {
-                    self.out.drain(..n);
-                    self.out_since = Some(now);
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) => return Polled::Closed(CloseReason::Ended(format!("write: {err}"))),
-            }
-        }
-        if self.out.is_empty() {
-            self.out_since = None;
-            return Polled::Open;
-        }
-        let since = *self.out_since.get_or_insert(now);
-        if now.saturating_duration_since(since) >= WRITE_TIMEOUT {
-            return Polled::Closed(CloseReason::Ended("the publisher stopped reading".into()));
-        }
-        Polled::Open
-    }
-
-    /// Closes both directions; what the publisher sent and we did not read is discarded.
-    fn shutdown(self) {
-        let stream = match self.stream {
-            Stream::Registered(stream) => stream.into_std(),
-            Stream::Polled(stream) => Ok(stream),
-            Stream::Gone => return,
-        };
-        if let Ok(stream) = stream {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
     }
 }
 
@@ -536,7 +333,7 @@ async fn connection(
         }),
         ..SessionConfig::default()
     };
-    let mut conn = Connection {
+    let conn = Connection {
         session: Session::new(config, Instant::now()),
         host,
         pipeline: None,
@@ -548,92 +345,19 @@ async fn connection(
         stopping: false,
         last_poll: Instant::now(),
     };
-    let exchanged = exchange(&mut conn, &shutdown, &place).await;
-    // Recording, or over: either way the place is free for someone else.
-    drop(place);
-    let reason = match exchanged {
-        Some(reason) => reason,
-        // Recording: polled on the grid from now on.
-        None => match poller.adopt(conn).await {
-            Adopted::Over(back, reason) => {
-                conn = back;
-                reason
-            }
-            Adopted::Refused(back, why) => {
-                conn = back;
-                CloseReason::Ended(why)
-            }
-            Adopted::Lost => {
-                stop.cancel();
-                tracing::error!(%carrier, %remote, "publisher connection lost with its poller");
-                hub.end_session(entry.id, "the streamer failed on this connection", true);
-                return;
-            }
-        },
-    };
+    let followed = follow(conn, &hub, &entry, &poller, &shutdown, place).await;
     stop.cancel();
-    let _ = conn.socket.flush(Instant::now());
-    conn.socket.shutdown();
+    let Some((conn, reason)) = followed else {
+        tracing::error!(%carrier, %remote, "publisher connection lost with its poller");
+        hub.end_session(entry.id, "the streamer failed on this connection", true);
+        return;
+    };
+    conn.socket.close();
     if let Some(mut p) = conn.pipeline {
         p.finish(&hub);
     }
     tracing::info!(carrier = %conn.carrier, %remote, reason = %reason, "publisher connection closed");
     hub.end_session(entry.id, &reason.to_string(), conn.failure);
-}
-
-/// The RTSP exchange, on readiness: until the connection is over (`Some`) or records (`None`,
-/// its socket then out of the reactor, for the poller). It must record within the
-/// configured deadline, whatever it sends meanwhile, and goes at once if a newcomer takes its
-/// `place`.
-async fn exchange(
-    conn: &mut Connection,
-    shutdown: &CancellationToken,
-    place: &Place,
-) -> Option<CloseReason> {
-    // Requests before RECORD are small; media is read with the poller's buffer.
-    let mut buf = vec![0u8; 16 * 1024];
-    let entry = conn.host.entry.clone();
-    let hub = conn.host.hub.clone();
-    let allowed = hub.config().record_deadline;
-    let deadline = tokio::time::Instant::now() + allowed;
-    let ended = entry.cancel.cancelled();
-    let shutting_down = shutdown.cancelled();
-    let evicted = place.evicted().cancelled();
-    tokio::pin!(ended, shutting_down, evicted);
-    loop {
-        if let Some(reason) = conn.step(Instant::now(), &mut buf, shutdown.is_cancelled()) {
-            return Some(reason);
-        }
-        if conn.socket.is_polled() {
-            return None;
-        }
-        if place.evicted().is_cancelled() {
-            return Some(CloseReason::Ended(
-                "made room for a connection from another address".into(),
-            ));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            hub.metrics().refused("record_deadline");
-            return Some(CloseReason::Ended(format!(
-                "no RECORD within {} s",
-                allowed.as_secs()
-            )));
-        }
-        // Every answer is awaited: wait for the publisher, not the grid.
-        let datagram = tokio::select! {
-            () = conn.socket.ready() => None,
-            () = &mut ended, if !conn.stopping => None,
-            () = &mut shutting_down, if !conn.stopping => None,
-            () = &mut evicted => None,
-            Some(datagram) = conn.udp_rx.recv() => Some(datagram),
-            () = tokio::time::sleep_until(deadline) => None,
-            () = tokio::time::sleep(EXCHANGE_TICK) => None,
-        };
-        if let Some(datagram) = datagram {
-            let now = Instant::now();
-            conn.datagram(now, now, datagram);
-        }
-    }
 }
 
 /// One publisher connection's state between reads.
@@ -671,29 +395,41 @@ impl Pollable for Connection {
     }
 }
 
+impl Publishing for Connection {
+    const PUBLISHING: &'static str = "RECORD";
+    /// Requests before RECORD are small; media is read with the poller's buffer.
+    const EXCHANGE_BUFFER: usize = 16 * 1024;
+    const EXCHANGE_TICK: Duration = Duration::from_millis(500);
+
+    fn socket(&self) -> &IngestSocket {
+        &self.socket
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// The socket, or a datagram (handled here).
+    async fn ready(&mut self) {
+        let datagram = tokio::select! {
+            () = self.socket.ready() => None,
+            Some(datagram) = self.udp_rx.recv() => Some(datagram),
+        };
+        if let Some(datagram) = datagram {
+            let now = Instant::now();
+            self.datagram(now, now, datagram);
+        }
+    }
+}
+
 impl Connection {
     /// Handles everything that came in (socket, UDP queue, the window's end, shutdown, the
     /// session timeout) and writes what the session answers; `Some` once the connection is
     /// over. Once the publisher records, the socket leaves the reactor here.
     fn step(&mut self, now: Instant, buf: &mut [u8], shutting_down: bool) -> Option<CloseReason> {
-        // Input read on readiness arrived now. Input read at a poll arrived after the poll
-        // before it: frames are stamped with that earlier instant, so the part latency
-        // measured from them includes the wait for the poll.
-        let arrived = if self.socket.is_polled() {
-            self.last_poll
-        } else {
-            now
-        };
-        self.last_poll = now;
+        let arrived = arrival(&self.socket, &mut self.last_poll, now);
         self.host.now = now;
-        let entry = &self.host.entry;
-        if !self.stopping && (entry.cancel.is_cancelled() || shutting_down) {
-            self.stopping = true;
-            let why = if shutting_down {
-                "the streamer is shutting down".to_owned()
-            } else {
-                entry.reason().unwrap_or("ended by the server").to_owned()
-            };
+        if let Some(why) = cut_off(&self.host.entry, &mut self.stopping, shutting_down) {
             self.session.close(CloseReason::Ended(why));
         }
         // While answers wait to be written, nothing more is read: a client that sends without
@@ -709,19 +445,8 @@ impl Connection {
         if self.session.poll_timeout().is_some_and(|due| due <= now) {
             self.session.handle_timeout(now);
         }
-        // What the publisher sent before it went is still handled.
-        if let Some(reason) = self.handle_outputs(now, arrived) {
-            return Some(reason);
-        }
-        if let Polled::Closed(reason) = read {
-            return Some(reason);
-        }
-        if self.pipeline.is_some() && !self.socket.is_polled() {
-            if let Err(err) = self.socket.poll_from_now() {
-                return Some(CloseReason::Ended(format!("socket: {err}")));
-            }
-        }
-        None
+        let outputs = self.handle_outputs(now, arrived);
+        end_of_step(&mut self.socket, outputs, read, self.pipeline.is_some())
     }
 
     /// Feeds what the socket holds to the session; input read now arrived after `arrived`.
@@ -732,26 +457,15 @@ impl Connection {
             socket,
             ..
         } = self;
-        let reads = if socket.is_polled() {
-            READS_PER_POLL
-        } else {
-            READS_PER_EXCHANGE
-        };
-        socket.read(buf, reads, |input| {
-            host.hub.touch(&host.entry, now);
-            host.hub.metrics().ingest_bytes.inc_by(input.len() as u64);
+        socket.read_available(buf, |input| {
+            received(&host.hub, &host.entry, now, input.len());
             session.handle_input(arrived, input, host);
         })
     }
 
     /// One datagram from the connection's UDP queue, received by `now`, after `arrived`.
     fn datagram(&mut self, now: Instant, arrived: Instant, (track, rtcp, data): Datagram) {
-        self.host.hub.touch(&self.host.entry, now);
-        self.host
-            .hub
-            .metrics()
-            .ingest_bytes
-            .inc_by(data.len() as u64);
+        received(&self.host.hub, &self.host.entry, now, data.len());
         self.session.handle_udp(arrived, track, rtcp, &data);
     }
 
@@ -800,13 +514,9 @@ impl Connection {
                 Output::Rtp { track, packet } => {
                     if let Some(p) = self.pipeline.as_mut() {
                         if let Err(err) = p.push_rtp(&hub, arrived, track, &packet) {
-                            if matches!(err, StreamerError::NoKeyframe { .. }) {
-                                hub.metrics().refused("no_keyframe");
-                                return Some(CloseReason::NoKeyframe);
-                            }
-                            self.failure = true;
-                            hub.metrics().refused("bad_media");
-                            return Some(CloseReason::Malformed(format!("media: {err}")));
+                            let (reason, failure) = media_failed(&hub, &err);
+                            self.failure = failure;
+                            return Some(reason);
                         }
                     }
                 }
@@ -823,167 +533,5 @@ impl Connection {
             }
         }
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A connected pair on loopback: our end (registered, as accepted) and the publisher's.
-    async fn pair() -> (IngestSocket, std::net::TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let publisher = tokio::task::spawn_blocking(move || std::net::TcpStream::connect(addr));
-        let (ours, _) = listener.accept().await.unwrap();
-        (IngestSocket::new(ours), publisher.await.unwrap().unwrap())
-    }
-
-    /// Polls until `want` bytes came in or the publisher closed; bounded.
-    fn poll_for(socket: &mut IngestSocket, want: usize) -> (Vec<u8>, Option<CloseReason>) {
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 4096];
-        for _ in 0..500 {
-            if let Polled::Closed(reason) =
-                socket.read(&mut buf, READS_PER_POLL, |b| got.extend_from_slice(b))
-            {
-                return (got, Some(reason));
-            }
-            if got.len() >= want {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        (got, None)
-    }
-
-    #[tokio::test]
-    async fn the_exchange_is_read_on_readiness_and_media_on_the_poll_grid() {
-        use std::io::Write;
-        let (mut socket, mut publisher) = pair().await;
-        assert!(!socket.is_polled());
-
-        // Registered: the socket wakes its task when the publisher writes.
-        publisher.write_all(b"OPTIONS").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), socket.ready())
-            .await
-            .expect("a registered socket wakes when the publisher writes");
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 4096];
-        assert!(matches!(
-            socket.read(&mut buf, READS_PER_POLL, |b| got.extend_from_slice(b)),
-            Polled::Open
-        ));
-        assert_eq!(got, b"OPTIONS");
-
-        // Out of the reactor: what is sent is read when polled, none of it lost.
-        publisher.write_all(b"RECORD").unwrap();
-        socket.poll_from_now().unwrap();
-        assert!(socket.is_polled());
-        let sent: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-        publisher.write_all(&sent).unwrap();
-        let (got, closed) = poll_for(&mut socket, 6 + sent.len());
-        assert_eq!(&got[..6], b"RECORD");
-        assert_eq!(
-            &got[6..],
-            &sent[..],
-            "one poll takes more than a buffer in several reads"
-        );
-        assert!(closed.is_none());
-        // A polled socket never wakes its task by itself.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), socket.ready())
-                .await
-                .is_err()
-        );
-
-        publisher.write_all(b"last words").unwrap();
-        drop(publisher);
-        let (got, closed) = poll_for(&mut socket, usize::MAX);
-        assert_eq!(got, b"last words");
-        assert!(
-            matches!(closed, Some(CloseReason::PeerClosed)),
-            "{closed:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_publisher_that_stops_reading_is_dropped_after_the_write_timeout() {
-        use std::io::Read;
-        let (mut socket, mut publisher) = pair().await;
-        socket.poll_from_now().unwrap();
-        let start = Instant::now();
-        // Fill what the kernel buffers between the two ends until some waits in `out`.
-        let chunk = vec![b'x'; 64 << 10];
-        for _ in 0..1024 {
-            assert!(matches!(socket.send(start, &chunk), Polled::Open));
-            if !socket.out.is_empty() {
-                break;
-            }
-        }
-        assert!(!socket.out.is_empty(), "the kernel took 64 MiB");
-        let waiting = socket.out.len();
-
-        // Still within the timeout: kept, and nothing is lost.
-        let later = start + WRITE_TIMEOUT - Duration::from_millis(1);
-        assert!(matches!(socket.flush(later), Polled::Open));
-
-        // The publisher reads a little: that is progress, so the clock starts again. It reads
-        // what is there until some of `out` has gone (bounded), all at `later`.
-        publisher.set_nonblocking(true).unwrap();
-        let mut sink = vec![0u8; 1 << 20];
-        for _ in 0..200 {
-            let _ = publisher.read(&mut sink);
-            std::thread::sleep(Duration::from_millis(5));
-            assert!(matches!(socket.flush(later), Polled::Open));
-            if socket.out.len() < waiting {
-                break;
-            }
-        }
-        assert!(
-            socket.out.len() < waiting,
-            "the flush wrote what the publisher made room for"
-        );
-        // Keep some waiting, so the clock has something to time.
-        for _ in 0..1024 {
-            if !socket.out.is_empty() {
-                break;
-            }
-            assert!(matches!(socket.send(later, &chunk), Polled::Open));
-        }
-        assert_eq!(socket.out_since, Some(later));
-        assert!(matches!(
-            socket.flush(later + WRITE_TIMEOUT - Duration::from_millis(1)),
-            Polled::Open
-        ));
-
-        // Then nothing for the whole timeout: dropped, and said why.
-        match socket.flush(later + WRITE_TIMEOUT) {
-            Polled::Closed(CloseReason::Ended(why)) => {
-                assert_eq!(why, "the publisher stopped reading")
-            }
-            Polled::Closed(other) => panic!("closed for {other}"),
-            Polled::Open => panic!("kept a publisher that read nothing for the timeout"),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_publisher_whose_unread_answers_pass_the_cap_is_dropped() {
-        let (mut socket, _publisher) = pair().await;
-        let now = Instant::now();
-        let answer = vec![b'a'; 1024];
-        let mut sent = 0usize;
-        let closed = loop {
-            match socket.send(now, &answer) {
-                Polled::Open => sent += answer.len(),
-                Polled::Closed(reason) => break reason,
-            }
-            assert!(sent < 256 << 20, "256 MiB sent and never dropped");
-        };
-        match closed {
-            CloseReason::Ended(why) => assert_eq!(why, "the publisher does not read its answers"),
-            other => panic!("closed for {other}"),
-        }
-        assert!(socket.out.len() <= UNSENT_MAX + answer.len());
     }
 }

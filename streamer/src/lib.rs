@@ -1,9 +1,11 @@
-//! The distribution server: RTSP ingest on the dedicated network inside the reserved window,
-//! served to viewers as low-latency HLS.
+//! The distribution server: RTSP, RTMP and SRT ingest on the dedicated network inside the
+//! reserved window, served to viewers as low-latency HLS.
 //!
 //! Contract: protocol and media code here is sans-IO (bytes and events in, bytes and events
-//! out, time passed in): `rtsp`, `media`, `playlist`, `playout`, `gates`, `control`. Sockets
-//! and files live in thin async edges: `ingest` (RTSP publishers), `camera` (RTSP cameras
+//! out, time passed in): `rtsp`, `rtmp`, `mpegts`, `media`, `playlist`, `playout`, `gates`,
+//! `control`. Sockets and files live in thin edges: `ingest` (RTSP publishers), `rtmp_edge`
+//! (RTMP publishers, through the same gate), `srt_edge` (SRT callers, the same gate decided
+//! before their handshake completes), `camera` (RTSP cameras
 //! pulled with retina), `http` (viewers), `nats_edge` (NATS), `recording` (disk); `hub`
 //! carries out `control`'s decisions. [`run`] starts them all
 //! and stops them when `shutdown` fires.
@@ -20,6 +22,7 @@ pub mod hub;
 pub mod hush;
 pub mod ingest;
 pub mod ingest_limits;
+mod ingest_socket;
 pub mod media;
 pub mod media_path;
 pub mod metrics;
@@ -28,9 +31,13 @@ pub mod nats_edge;
 pub mod playlist;
 pub mod playout;
 pub mod poller;
+mod publisher_edge;
 pub mod recording;
 pub mod refusals;
+pub mod rtmp;
+mod rtmp_edge;
 pub mod rtsp;
+mod srt_edge;
 #[cfg(test)]
 mod testing;
 
@@ -56,6 +63,36 @@ pub struct Bound {
     pub hls: SocketAddr,
     /// `(carrier, address)` of each RTSP listener.
     pub ingest: Vec<(String, SocketAddr)>,
+    /// `(carrier, address)` of each RTMP listener.
+    pub rtmp: Vec<(String, SocketAddr)>,
+    /// `(carrier, address)` of each SRT listener (UDP).
+    pub srt: Vec<(String, SocketAddr)>,
+}
+
+/// Binds each of `listeners` (`what` they are for), failing with the address that could not
+/// be bound.
+async fn bind_all(listeners: &[Listener], what: &str) -> Result<Vec<(Listener, TcpListener)>> {
+    let mut bound = Vec::new();
+    for listener in listeners {
+        let socket =
+            TcpListener::bind(listener.addr)
+                .await
+                .map_err(|source| StreamerError::Listen {
+                    what: format!("for carrier {} ({what})", listener.carrier),
+                    addr: listener.addr,
+                    source,
+                })?;
+        bound.push((listener.clone(), socket));
+    }
+    Ok(bound)
+}
+
+/// `(carrier, address)` of each bound listener.
+fn addresses(bound: &[(Listener, TcpListener)]) -> std::io::Result<Vec<(String, SocketAddr)>> {
+    bound
+        .iter()
+        .map(|(l, s)| Ok((l.carrier.clone(), s.local_addr()?)))
+        .collect()
 }
 
 /// Binds every listener (failing fast with the address that could not be bound), then runs
@@ -68,18 +105,9 @@ pub async fn run(
     on_listen: impl FnOnce(&Bound),
 ) -> Result<()> {
     config.validate()?;
-    let mut ingest = Vec::new();
-    for listener in &config.listeners {
-        let socket =
-            TcpListener::bind(listener.addr)
-                .await
-                .map_err(|source| StreamerError::Listen {
-                    what: format!("for carrier {}", listener.carrier),
-                    addr: listener.addr,
-                    source,
-                })?;
-        ingest.push((listener.clone(), socket));
-    }
+    let ingest = bind_all(&config.listeners, "RTSP").await?;
+    let rtmp = bind_all(&config.rtmp_listeners, "RTMP").await?;
+
     let hls = TcpListener::bind(config.hls_addr)
         .await
         .map_err(|source| StreamerError::Listen {
@@ -87,13 +115,6 @@ pub async fn run(
             addr: config.hls_addr,
             source,
         })?;
-    let bound = Bound {
-        hls: hls.local_addr()?,
-        ingest: ingest
-            .iter()
-            .map(|(l, s)| Ok((l.carrier.clone(), s.local_addr()?)))
-            .collect::<std::io::Result<_>>()?,
-    };
     let config = Arc::new(config);
     let (reports_tx, reports_rx) = mpsc::channel(4096);
     let (disk_tx, disk_rx) = mpsc::channel(1024);
@@ -107,6 +128,33 @@ pub async fn run(
         camera::start_pull,
         edges.clone(),
     );
+    // One book for every listener: the limits hold for the streamer in all.
+    let limits = ingest_limits::Limits::new(config.max_unauth_per_addr, config.max_unauth);
+    // SRT listeners are bound with their gates, which need the hub.
+    let mut srt = Vec::new();
+    for listener in &config.srt_listeners {
+        let gate = Arc::new(srt_edge::SrtGate::new(
+            hub.clone(),
+            listener.carrier.clone(),
+            limits.clone(),
+        ));
+        let bound = slotcast_srt::Listener::bind(listener.addr, config.srt_latency, gate.clone())
+            .map_err(|err| StreamerError::Listen {
+            what: format!("for carrier {} (SRT)", listener.carrier),
+            addr: listener.addr,
+            source: std::io::Error::other(err.to_string()),
+        })?;
+        srt.push((listener.carrier.clone(), gate, bound));
+    }
+    let bound = Bound {
+        hls: hls.local_addr()?,
+        ingest: addresses(&ingest)?,
+        rtmp: addresses(&rtmp)?,
+        srt: srt
+            .iter()
+            .map(|(carrier, _, l)| (carrier.clone(), l.local_addr()))
+            .collect(),
+    };
 
     // Recordings a stopped streamer left unfinished go on (or end) as their slots say: found
     // before a publisher can connect and before the gates are followed.
@@ -128,8 +176,6 @@ pub async fn run(
 
     let mut tasks = JoinSet::new();
     let poller = Poller::new(hub.started(), config.ingest_poll, edges.clone());
-    // One book for every listener: the limits hold for the streamer in all.
-    let limits = ingest_limits::Limits::new(config.max_unauth_per_addr, config.max_unauth);
     for (listener, socket) in ingest {
         tasks.spawn(ingest::serve_listener(
             hub.clone(),
@@ -139,6 +185,34 @@ pub async fn run(
             socket,
             edges.clone(),
         ));
+    }
+    // RTMP connections on a grid of their own, in the same book of connections before
+    // authentication as RTSP's.
+    let rtmp_poller = Poller::new(hub.started(), config.ingest_poll, edges.clone());
+    for (listener, socket) in rtmp {
+        tasks.spawn(rtmp_edge::serve_listener(
+            hub.clone(),
+            rtmp_poller.clone(),
+            limits.clone(),
+            listener,
+            socket,
+            edges.clone(),
+        ));
+    }
+    // SRT callers on a grid of their own too; each listener's accepts on a thread of its own.
+    let srt_poller = Poller::new(hub.started(), config.ingest_poll, edges.clone());
+    let mut srt_threads = Vec::new();
+    for (_, gate, listener) in srt {
+        let runtime = tokio::runtime::Handle::current();
+        let thread = srt_edge::serve_listener(
+            hub.clone(),
+            srt_poller.clone(),
+            gate,
+            listener,
+            runtime,
+            edges.clone(),
+        )?;
+        srt_threads.push(thread);
     }
     {
         let (hub, edges) = (hub.clone(), edges.clone());
@@ -165,7 +239,8 @@ pub async fn run(
     tail.spawn(nats_edge::publish_reports(nats, reports_rx, drain.clone()));
     tail.spawn(recording::write(config.recordings_dir.clone(), disk_rx));
     on_listen(&bound);
-    tracing::info!(server = %config.server_id, hls = %bound.hls, ingest = ?bound.ingest, "streamer running");
+    tracing::info!(server = %config.server_id, hls = %bound.hls, ingest = ?bound.ingest,
+        rtmp = ?bound.rtmp, srt = ?bound.srt, "streamer running");
 
     shutdown.cancelled().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -173,6 +248,10 @@ pub async fn run(
     })
     .await;
     tasks.abort_all();
+    // The SRT accept threads see the shutdown within their accept's wait.
+    for thread in srt_threads {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     // Camera pulls hang up with the edges; their last parts and reports go out before the
     // queues drain.
     hub.pulls_done(Duration::from_secs(5)).await;

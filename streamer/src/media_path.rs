@@ -71,6 +71,17 @@ impl KeyframeWatch {
     }
 }
 
+/// How a stream's tracks keep time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clocks {
+    /// Each track on a clock of its own (RTP: each starts at a random timestamp): tracks are
+    /// aligned by arrival.
+    PerTrack,
+    /// Every track stamped from one clock (RTMP): tracks are aligned by their timestamps
+    /// ([`SegmenterConfig::shared_clock`]).
+    Shared,
+}
+
 pub struct MediaPath {
     reservation_id: String,
     segmenter: Segmenter,
@@ -85,11 +96,13 @@ impl MediaPath {
         hub: &Hub,
         reservation_id: &str,
         tracks: &[TrackSpec],
+        clocks: Clocks,
         playout: Arc<PlayoutHandle>,
     ) -> Self {
         let config = SegmenterConfig {
             segment_target: hub.config().segment_target,
             part_target: hub.config().part_target,
+            shared_clock: clocks == Clocks::Shared,
         };
         Self {
             reservation_id: reservation_id.to_string(),

@@ -25,7 +25,7 @@ pub struct AuthLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// RTSP connections open.
+    /// Publisher connections open (RTSP and RTMP).
     pub connections: Gauge,
     /// Publishers recording now.
     pub sessions: Gauge,
@@ -58,9 +58,17 @@ impl Metrics {
             .map(|i| f64::from(i) * 0.005)
             .chain([0.75, 1.0, 2.0, 5.0]);
         let part_latency = Histogram::new(buckets);
-        registry.register("connections", "RTSP connections open", connections.clone());
+        registry.register(
+            "connections",
+            "Publisher connections open (RTSP and RTMP)",
+            connections.clone(),
+        );
         registry.register("sessions", "Publishers recording now", sessions.clone());
-        registry.register("ingest_bytes", "RTP bytes received", ingest_bytes.clone());
+        registry.register(
+            "ingest_bytes",
+            "Bytes received from publishers",
+            ingest_bytes.clone(),
+        );
         registry.register("frames", "Frames depacketized", frames.clone());
         registry.register("parts", "LL-HLS parts announced", parts.clone());
         registry.register(

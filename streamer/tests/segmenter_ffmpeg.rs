@@ -6,56 +6,14 @@
 //!
 //! Needs `ffmpeg` (with libx264) on the PATH; without it the test fails, it does not skip.
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use slotcast_streamer::media::segmenter::{Segmenter, SegmenterConfig, SegmenterOutput};
+use common::{decode, generate, write_hls, Scratch};
+use slotcast_streamer::media::segmenter::{Segmenter, SegmenterConfig};
 use slotcast_streamer::media::{CodecParams, Frame, TrackKind, TrackSpec};
-
-/// A scratch directory removed on drop (also when the test panics).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "slotcast-segmenter-ffmpeg-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn ffmpeg(dir: &Path, args: &[&str]) -> std::process::Output {
-    match Command::new("ffmpeg").current_dir(dir).args(args).output() {
-        Ok(out) => out,
-        Err(err) => panic!(
-            "this test needs ffmpeg (with libx264) on the PATH, e.g. `apt-get install ffmpeg`: \
-             running it failed: {err}"
-        ),
-    }
-}
-
-fn generate(dir: &Path, args: &[&str]) {
-    let out = ffmpeg(dir, args);
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Annex B byte stream → NAL units (without start codes).
 fn nal_units(stream: &[u8]) -> Vec<&[u8]> {
@@ -196,7 +154,7 @@ fn spec(kind: TrackKind, clock_rate: u32) -> TrackSpec {
 
 #[test]
 fn ffmpeg_decodes_what_the_segmenter_writes() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("segmenter-ffmpeg");
     let dir = &scratch.0;
     generate(
         dir,
@@ -318,68 +276,13 @@ fn ffmpeg_decodes_what_the_segmenter_writes() {
     seg.flush(last);
     outputs.extend(std::iter::from_fn(|| seg.poll_output()));
 
-    // init.mp4, seg-<n>.m4s (the concatenation of its parts), and an ended playlist.
-    let mut playlist = String::from(
-        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n\
-         #EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"init.mp4\"\n",
-    );
-    let (mut inits, mut segments) = (0, 0);
-    let mut segment = Vec::new();
-    let mut segment_duration = Duration::ZERO;
-    for output in &outputs {
-        match output {
-            SegmenterOutput::Init { data, codecs, .. } => {
-                assert_eq!(
-                    codecs,
-                    &format!("avc1.{:02x}{:02x}{:02x},mp4a.40.2", sps[1], sps[2], sps[3])
-                );
-                std::fs::write(dir.join("init.mp4"), data).expect("write init");
-                inits += 1;
-            }
-            SegmenterOutput::Part { data, duration, .. } => {
-                segment.extend_from_slice(&data.concat());
-                segment_duration += *duration;
-            }
-            SegmenterOutput::SegmentEnd => {
-                let name = format!("seg-{segments}.m4s");
-                std::fs::write(dir.join(&name), &segment).expect("write segment");
-                let _ = write!(
-                    playlist,
-                    "#EXTINF:{:.3},\n{name}\n",
-                    segment_duration.as_secs_f64()
-                );
-                segment.clear();
-                segment_duration = Duration::ZERO;
-                segments += 1;
-            }
-        }
-    }
-    playlist.push_str("#EXT-X-ENDLIST\n");
-    std::fs::write(dir.join("index.m3u8"), &playlist).expect("write playlist");
-    assert_eq!(inits, 1);
-    assert_eq!(segments, 2, "{playlist}");
-    assert!(segment.is_empty(), "flush ended the last segment");
+    let written = write_hls(dir, &outputs);
+    let codecs = format!("avc1.{:02x}{:02x}{:02x},mp4a.40.2", sps[1], sps[2], sps[3]);
+    assert_eq!(written.inits, [codecs]);
+    assert_eq!(written.segments, 2, "{}", written.playlist);
+    assert_eq!(written.unfinished, 0, "flush ended the last segment");
 
-    // framemd5 decodes every frame and prints one line per frame: stream index first.
-    let out = ffmpeg(
-        dir,
-        &["-v", "error", "-i", "index.m3u8", "-f", "framemd5", "-"],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "ffmpeg failed: {stderr}\n{playlist}");
-    assert!(stderr.trim().is_empty(), "ffmpeg complained: {stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Vec<&str>> = stdout
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split(',').map(str::trim).collect())
-        .collect();
-    let video: Vec<i64> = lines
-        .iter()
-        .filter(|f| f[0] == "0")
-        .map(|f| f[2].parse().expect("pts"))
-        .collect();
-    let audio_frames = lines.iter().filter(|f| f[0] == "1").count();
+    let (video, audio_frames) = decode(dir);
     assert_eq!(video.len(), 50, "video frames decoded");
     assert!(
         video.windows(2).all(|w| w[1] > w[0]),

@@ -7,13 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream as StdTcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::{spawn_role_lines, spawn_role_lines_to, token, ts, Api, Role, TestDb};
 
@@ -25,23 +27,37 @@ const API_LINE: &str = "slotcast api listening on ";
 pub struct Endpoints {
     /// `http://127.0.0.1:port`
     pub hls: String,
+    /// RTSP listeners by carrier.
     pub ingest: BTreeMap<String, SocketAddr>,
+    /// RTMP listeners by carrier.
+    pub rtmp: BTreeMap<String, SocketAddr>,
+    /// SRT listeners by carrier.
+    pub srt: BTreeMap<String, SocketAddr>,
 }
 
 fn parse_endpoints(line: &str) -> Endpoints {
-    // "http://127.0.0.1:8888; ingest carrier-a=rtsp://127.0.0.2:8554, carrier-x=rtsp://…"
-    let (hls, ingest) = line.split_once("; ingest ").expect("streamer line");
-    let ingest = ingest
-        .split(", ")
-        .map(|item| {
-            let (carrier, url) = item.split_once('=').expect("carrier=url");
-            let addr = url.strip_prefix("rtsp://").expect("rtsp url");
-            (carrier.to_string(), addr.parse().expect("socket address"))
-        })
-        .collect();
+    // "http://127.0.0.1:8888; ingest carrier-a=rtsp://127.0.0.2:8554, carrier-a=rtmp://…"
+    let (hls, listeners) = line.split_once("; ingest ").expect("streamer line");
+    let mut ingest = BTreeMap::new();
+    let mut rtmp = BTreeMap::new();
+    let mut srt = BTreeMap::new();
+    for item in listeners.split(", ") {
+        let (carrier, url) = item.split_once('=').expect("carrier=url");
+        let (scheme, addr) = url.split_once("://").expect("scheme://address");
+        let addr: SocketAddr = addr.parse().expect("socket address");
+        let by_scheme = match scheme {
+            "rtsp" => &mut ingest,
+            "rtmp" => &mut rtmp,
+            "srt" => &mut srt,
+            other => panic!("a listener of scheme {other} in {line:?}"),
+        };
+        by_scheme.insert(carrier.to_string(), addr);
+    }
     Endpoints {
         hls: format!("http://{}", hls.trim_start_matches("http://")),
         ingest,
+        rtmp,
+        srt,
     }
 }
 
@@ -137,6 +153,14 @@ impl Stack {
 
     pub fn rtsp(&self, carrier: &str) -> SocketAddr {
         self.streamer.ingest[carrier]
+    }
+
+    pub fn rtmp(&self, carrier: &str) -> SocketAddr {
+        self.streamer.rtmp[carrier]
+    }
+
+    pub fn srt(&self, carrier: &str) -> SocketAddr {
+        self.streamer.srt[carrier]
     }
 
     pub fn hls(&self, path: &str) -> String {
@@ -274,6 +298,12 @@ pub fn publish_url(addr: SocketAddr, reservation: &str, key: &str) -> String {
     format!("rtsp://{addr}/live/{reservation}?key={key}")
 }
 
+/// The RTMP publish URL as ffmpeg takes it: application `live`, and the stream name
+/// `<reservation>?key=<key>` (OBS: server `rtmp://<addr>/live`, stream key the rest).
+pub fn rtmp_url(addr: SocketAddr, reservation: &str, key: &str) -> String {
+    format!("rtmp://{addr}/live/{reservation}?key={key}")
+}
+
 /// ffmpeg's arguments for `seconds` of a test pattern in H.264 (baseline, yuv420p, no B-frames,
 /// a keyframe a second) and a 440 Hz tone in AAC; the output comes after.
 fn test_pattern(cmd: &mut Command, seconds: u32) {
@@ -315,6 +345,34 @@ pub fn ffmpeg_publish_with(url: &str, transport: &str, seconds: u32, extra: &[&s
     cmd.args(extra);
     cmd.args(["-f", "rtsp", "-rtsp_transport", transport, url]);
     Publisher::spawn(cmd, &format!("ffmpeg publishing over {transport}"))
+}
+
+/// ffmpeg publishing the live test pattern by RTMP (FLV) to `url` for `seconds`, with more
+/// output options in `extra` (which win over the test pattern's).
+pub fn ffmpeg_publish_rtmp(url: &str, seconds: u32, extra: &[&str]) -> Publisher {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"]);
+    test_pattern(&mut cmd, seconds);
+    cmd.args(extra);
+    cmd.args(["-f", "flv", url]);
+    Publisher::spawn(cmd, "ffmpeg publishing by RTMP")
+}
+
+/// The SRT URL ffmpeg calls with: the reservation and key in the stream id, as written
+/// (`#!::r=…,k=…`: ffmpeg 5.1 passes the query's value on without decoding it).
+pub fn srt_url(addr: SocketAddr, reservation: &str, key: &str) -> String {
+    format!("srt://{addr}?streamid=#!::r={reservation},k={key}")
+}
+
+/// ffmpeg publishing the live test pattern by SRT (MPEG-TS, caller mode) to `url` for
+/// `seconds`, with more output options in `extra`.
+pub fn ffmpeg_publish_srt(url: &str, seconds: u32, extra: &[&str]) -> Publisher {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"]);
+    test_pattern(&mut cmd, seconds);
+    cmd.args(extra);
+    cmd.args(["-f", "mpegts", url]);
+    Publisher::spawn(cmd, "ffmpeg publishing by SRT")
 }
 
 /// GStreamer's rtspclientsink publishing a live test pattern, user `slotcast` and the key as
@@ -362,13 +420,13 @@ a=control:streamid=0\r\n";
 
 /// A hand-driven RTSP connection: exact requests, exact answers.
 pub struct RawRtsp {
-    stream: TcpStream,
+    stream: StdTcpStream,
     cseq: u32,
 }
 
 impl RawRtsp {
     pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        let stream = StdTcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
@@ -512,6 +570,11 @@ pub fn wait_gate_open(addr: SocketAddr, reservation: &str, key: &str) {
 /// ffmpeg reading the HLS playlist back for up to `seconds` of media: (decoded video frames,
 /// ffmpeg's error output).
 pub fn ffmpeg_read_frames(url: &str, seconds: u32) -> (usize, String) {
+    ffmpeg_read_stream(url, seconds, "0:v:0")
+}
+
+/// [`ffmpeg_read_frames`] for the stream `map` names (`0:a:0`: audio frames).
+pub fn ffmpeg_read_stream(url: &str, seconds: u32, map: &str) -> (usize, String) {
     let out = Command::new("timeout")
         .arg(format!("{}", seconds + 30))
         .args([
@@ -527,7 +590,7 @@ pub fn ffmpeg_read_frames(url: &str, seconds: u32) -> (usize, String) {
             "-t",
             &seconds.to_string(),
             "-map",
-            "0:v:0",
+            map,
             "-f",
             "framecrc",
             "-",
@@ -539,6 +602,60 @@ pub fn ffmpeg_read_frames(url: &str, seconds: u32) -> (usize, String) {
         .filter(|l| l.starts_with("0,"))
         .count();
     (frames, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// The media segments a playlist lists.
+pub fn segments(playlist: &str) -> usize {
+    playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXTINF"))
+        .count()
+}
+
+/// Waits (bounded) for the playlist at `url` to end; returns it.
+pub async fn wait_ended(url: &str, limit_s: u64) -> String {
+    wait_for_text(url, "EXT-X-ENDLIST", Duration::from_secs(limit_s), |p| {
+        p.contains("#EXT-X-ENDLIST")
+    })
+    .await
+}
+
+/// A window from `lead` seconds from now, `length` seconds long.
+pub fn window(lead: i64, length: i64) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = Utc::now() + chrono::Duration::seconds(lead);
+    (start, start + chrono::Duration::seconds(length))
+}
+
+/// Waits (bounded) for the live playlist at `url` to list three segments, and checks it is
+/// LL-HLS and not ended; returns it.
+pub async fn wait_live(url: &str) -> String {
+    let live = wait_for_text(url, "three segments", Duration::from_secs(20), |p| {
+        segments(p) >= 3
+    })
+    .await;
+    for tag in [
+        "#EXT-X-PART-INF:PART-TARGET=0.200",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES",
+        "#EXT-X-PRELOAD-HINT:TYPE=PART",
+        "#EXT-X-PROGRAM-DATE-TIME:",
+        "#EXT-X-MAP:URI=\"init.mp4\"",
+        ",INDEPENDENT=YES",
+    ] {
+        assert!(live.contains(tag), "live playlist lacks {tag}:\n{live}");
+    }
+    assert!(!live.contains("#EXT-X-ENDLIST"), "{live}");
+    live
+}
+
+/// ffmpeg reads `seconds` of the stream `map` names (`0:v:0`, `0:a:0`) from the playlist at
+/// `url`: at least `frames` decoded, and not a word of error. `what` names it in failures.
+pub fn assert_plays(url: &str, seconds: u32, map: &str, frames: usize, what: &str) {
+    let (decoded, errors) = ffmpeg_read_stream(url, seconds, map);
+    assert!(
+        decoded >= frames,
+        "{what}: decoded {decoded} frames of {map}; errors: {errors}"
+    );
+    assert!(errors.trim().is_empty(), "{what}: ffmpeg said: {errors}");
 }
 
 /// GET a text resource: (status, body).
@@ -597,4 +714,37 @@ pub async fn connected(db: &TestDb, id: &str) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+// ---- strangers ----------------------------------------------------------------------------
+
+/// A TCP connection to `to` from the loopback address `from`.
+pub async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.into(), 0))?;
+    tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
+        .await
+        .map_err(|_| std::io::ErrorKind::TimedOut)?
+}
+
+/// Whether the server closed `stream` within `limit`, reading (and discarding) what it sends.
+pub async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A streamer metric's value from `/metrics` (0 when absent).
+pub async fn metric(stack: &Stack, line_start: &str) -> f64 {
+    let (_, text) = get_text(&stack.hls("/metrics")).await;
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }

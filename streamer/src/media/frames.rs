@@ -44,6 +44,26 @@ impl Codec {
         }
     }
 
+    /// A track of this codec for a publisher that sends no SDP (RTMP), described as an SDP
+    /// would: the encoding name [`codec_names`] reads, at `clock_rate`.
+    pub fn track_spec(self, clock_rate: u32, channels: Option<u16>) -> TrackSpec {
+        let (kind, media, encoding_name) = match self {
+            Self::H264 => (TrackKind::Video, "video", "H264"),
+            Self::H265 => (TrackKind::Video, "video", "H265"),
+            Self::Aac => (TrackKind::Audio, "audio", "MPEG4-GENERIC"),
+        };
+        TrackSpec {
+            kind,
+            media: media.to_owned(),
+            encoding_name: encoding_name.to_owned(),
+            payload_type: 0,
+            clock_rate,
+            channels,
+            fmtp: None,
+            control: None,
+        }
+    }
+
     /// The short name reports use (`h264`, `h265`, `aac`).
     pub const fn name(self) -> &'static str {
         match self {

@@ -1,11 +1,14 @@
 //! Media types shared by the RTP depacketizer adapter (`retina_adapter`), the frame shaping
-//! both ingest modes use (`frames`), the CMAF segmenter (`segmenter`) and the media path that
-//! ties them to the playlist (`crate::media_path`).
+//! both ingest modes use (`frames`), the codec configs publishers send outside RTP (`h264`,
+//! `aac`, for RTMP), the CMAF segmenter (`segmenter`) and the media path that ties them to the
+//! playlist (`crate::media_path`).
 //!
 //! Contract: plain data, no I/O. Timestamps are in each track's own clock rate (90 kHz for
 //! video, the sample rate for AAC), extended to 64 bits so they never wrap.
 
+pub mod aac;
 pub mod frames;
+pub mod h264;
 pub mod retina_adapter;
 pub mod segmenter;
 

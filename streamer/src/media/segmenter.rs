@@ -27,6 +27,10 @@
 //!   its first accepted frame gets the primary's decode time at that instant (the primary's
 //!   last frame time plus the wall time since it arrived). After that every track follows its
 //!   own dts exactly. Alignment is therefore as good as the arrival jitter between tracks.
+//!   Unless [`SegmenterConfig::shared_clock`]: the publisher stamps every track from one clock
+//!   (RTMP's milliseconds), so a track is placed by its timestamps, whenever it arrives: its
+//!   decode time is the primary's at the same instant of that clock. A frame of another track
+//!   stamped before the primary's first keyframe is dropped, as frames before it always are.
 //! - Audio in the init: the init is emitted just before the first part is, and holds every
 //!   track whose params are known by then; so audio whose first frame arrives before the
 //!   first part closes (within ~`part_target` of the keyframe) is in it, and video is never
@@ -60,6 +64,10 @@ pub const MAX_PART_SAMPLES: usize = 1024;
 pub struct SegmenterConfig {
     pub segment_target: Duration,
     pub part_target: Duration,
+    /// Every track's timestamps come from one clock (each in its own rate): tracks are
+    /// aligned by them, not by arrival. True for RTMP; false for RTP, whose tracks each start
+    /// at a random timestamp.
+    pub shared_clock: bool,
 }
 
 impl Default for SegmenterConfig {
@@ -67,6 +75,7 @@ impl Default for SegmenterConfig {
         Self {
             segment_target: Duration::from_secs(1),
             part_target: Duration::from_millis(200),
+            shared_clock: false,
         }
     }
 }
@@ -337,11 +346,19 @@ impl Segmenter {
                 .and_then(|d| d.checked_add(t0))
                 .unwrap_or(-1),
             None => {
-                let t0 = self.primary_clock(now, self.tracks[idx].timescale);
+                let t0 = match self.shared_anchor(idx, frame.dts) {
+                    Some(t0) => t0,
+                    None => self.primary_clock(now, self.tracks[idx].timescale),
+                };
                 self.tracks[idx].anchor = Some((frame.dts, t0));
                 t0
             }
         };
+        if !is_primary && self.before_start(idx, decode_time) {
+            // Stamped before the primary's first keyframe: like every frame before it.
+            self.tracks[idx].gap = true;
+            return Ok(());
+        }
         let track = &mut self.tracks[idx];
         let previous = track.last.map(|(t, _)| t);
         if decode_time < 0 || previous.is_some_and(|p| decode_time <= p) {
@@ -459,6 +476,40 @@ impl Segmenter {
 
     fn init_params(&self, track: usize) -> Option<&CodecParams> {
         self.init[track].as_ref().map(|(p, _)| p)
+    }
+
+    /// On a shared clock, the decode time of track `idx`'s frame stamped `dts`: the primary's
+    /// decode time at the same instant of the publisher's clock. `None` when the clock is not
+    /// shared (or the primary has not started).
+    fn shared_anchor(&self, idx: usize, dts: i64) -> Option<i64> {
+        if !self.config.shared_clock {
+            return None;
+        }
+        let primary = &self.tracks[self.primary?];
+        let (primary_dts, primary_t0) = primary.anchor?;
+        let offset = rescale(
+            i128::from(primary_t0) - i128::from(primary_dts),
+            primary.timescale,
+            self.tracks[idx].timescale,
+        );
+        i64::try_from(i128::from(dts) + offset).ok()
+    }
+
+    /// Whether `decode_time` (in track `idx`'s timescale) is before the primary's start in
+    /// this run, on a shared clock.
+    fn before_start(&self, idx: usize, decode_time: i64) -> bool {
+        let Some(primary) = self.primary.filter(|_| self.config.shared_clock) else {
+            return false;
+        };
+        let Some((_, start)) = self.tracks[primary].anchor else {
+            return false;
+        };
+        let start = rescale(
+            i128::from(start),
+            self.tracks[primary].timescale,
+            self.tracks[idx].timescale,
+        );
+        i128::from(decode_time) < start
     }
 
     /// The primary's decode time at `now`, in `timescale`: where a track joining now starts.
@@ -637,6 +688,14 @@ fn track_id(index: usize) -> u32 {
 
 fn duration_to_ticks(d: Duration, timescale: u32) -> i64 {
     i64::try_from(d.as_nanos() * u128::from(timescale) / 1_000_000_000).unwrap_or(i64::MAX)
+}
+
+/// `ticks` at `from` ticks a second, at `to` ticks a second (rounded down).
+fn rescale(ticks: i128, from: u32, to: u32) -> i128 {
+    if from == 0 {
+        return 0;
+    }
+    (ticks * i128::from(to)).div_euclid(i128::from(from))
 }
 
 fn ticks_to_duration(ticks: i64, timescale: u32) -> Duration {

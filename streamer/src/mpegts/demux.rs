@@ -343,4 +343,4 @@ impl TsDemux {
 
 #[cfg(test)]
 #[path = "demux_tests.rs"]
-mod tests;
+pub(crate) mod tests;

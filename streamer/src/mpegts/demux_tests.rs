@@ -4,7 +4,7 @@ use super::*;
 use std::process::Command;
 
 /// 2 s of 25 fps H.264 (with B-frames, as OBS's x264 sends by default) and AAC, as MPEG-TS.
-fn ffmpeg_ts(extra: &[&str]) -> Vec<u8> {
+pub(crate) fn ffmpeg_ts(extra: &[&str]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("clip.ts");
     let status = Command::new("ffmpeg")

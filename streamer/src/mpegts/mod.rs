@@ -4,4 +4,5 @@
 //! Contract: sans-IO, no clock; what goes in is bounded (see each module).
 
 pub mod demux;
+pub mod framer;
 pub mod stream_id;

@@ -166,6 +166,12 @@ impl Refusal {
             reason: reason.into(),
         }
     }
+
+    /// `<code>: <reason>`, for a protocol with no header to put the code in (RTMP's
+    /// `onStatus` description).
+    pub fn coded(&self) -> String {
+        format!("{}: {}", self.code.as_str(), self.reason)
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -226,7 +232,7 @@ pub enum CloseReason {
     Timeout,
     /// Bytes that are not RTSP, or over a limit.
     Malformed(String),
-    /// Admission refused at RECORD, or too many failed ANNOUNCEs.
+    /// Admission refused at RECORD (RTMP: at publish), or too many failed ANNOUNCEs.
     Refused(String),
     /// The edge saw the peer close the connection.
     PeerClosed,
@@ -235,6 +241,10 @@ pub enum CloseReason {
     /// The edge ended it: the video went too long without a keyframe
     /// (`crate::media_path::KEYFRAME_WAIT`, `KEYFRAME_BYTES`).
     NoKeyframe,
+    /// An RTMP publisher said it is done (`FCUnpublish`, `deleteStream`, `closeStream`).
+    Unpublished,
+    /// An RTMP publisher sent media slotcast does not relay (the words say what).
+    Unsupported(String),
 }
 
 impl fmt::Display for CloseReason {
@@ -246,6 +256,8 @@ impl fmt::Display for CloseReason {
             Self::Refused(why) => write!(f, "refused: {why}"),
             Self::PeerClosed => f.write_str("peer closed the connection"),
             Self::Ended(why) => write!(f, "ended: {why}"),
+            Self::Unpublished => f.write_str("publisher stopped publishing"),
+            Self::Unsupported(why) => write!(f, "unsupported: {why}"),
             Self::NoKeyframe => f.write_str(
                 "no_keyframe: no video keyframe for 10 s or 16 MiB (send one every 2 to 8 s)",
             ),

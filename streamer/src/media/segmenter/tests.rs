@@ -78,6 +78,9 @@ struct Sim {
     video_track: usize,
     audio_track: usize,
     audio_delay: Duration,
+    /// Timestamp bases (the tracks' clocks at frame 0).
+    video_base: i64,
+    audio_base: i64,
     sent_video_params: bool,
     sent_audio_params: bool,
 }
@@ -97,6 +100,8 @@ impl Sim {
                 .position(|k| *k == TrackKind::Audio)
                 .unwrap_or(9),
             audio_delay: Duration::ZERO,
+            video_base: VIDEO_BASE,
+            audio_base: AUDIO_BASE,
             sent_video_params: false,
             sent_audio_params: false,
         }
@@ -104,6 +109,19 @@ impl Sim {
 
     fn av() -> Self {
         Self::new(&[TrackKind::Video, TrackKind::Audio])
+    }
+
+    /// Video and audio stamped from one clock, as RTMP does: both at 1 s of it at frame 0.
+    fn shared_clock() -> Self {
+        let mut sim = Self::av();
+        let config = SegmenterConfig {
+            shared_clock: true,
+            ..SegmenterConfig::default()
+        };
+        sim.seg = Segmenter::new(config, &[spec(TrackKind::Video), spec(TrackKind::Audio)]);
+        sim.video_base = 90_000;
+        sim.audio_base = 48_000;
+        sim
     }
 
     fn video_only() -> Self {
@@ -128,8 +146,8 @@ impl Sim {
         self.sent_video_params = true;
         let frame = Frame {
             track: self.video_track,
-            pts: VIDEO_BASE + i * FRAME,
-            dts: VIDEO_BASE + i * FRAME,
+            pts: self.video_base + i * FRAME,
+            dts: self.video_base + i * FRAME,
             keyframe: key,
             data: video_data(i, key),
             params,
@@ -150,8 +168,8 @@ impl Sim {
         self.sent_audio_params = true;
         let frame = Frame {
             track: self.audio_track,
-            pts: AUDIO_BASE + j * AAC_FRAME,
-            dts: AUDIO_BASE + j * AAC_FRAME,
+            pts: self.audio_base + j * AAC_FRAME,
+            dts: self.audio_base + j * AAC_FRAME,
             keyframe: false,
             data: audio_data(j),
             params,
@@ -515,6 +533,46 @@ fn audio_is_aligned_with_video_by_arrival() {
     // The first audio frame arrived 10 ms after the keyframe: 480 ticks at 48 kHz.
     assert_eq!(part.tfdt(2), Some(480));
     assert_eq!(part.tfdt(1), Some(0));
+}
+
+#[test]
+fn on_a_shared_clock_audio_is_placed_by_its_timestamps_however_late_it_arrives() {
+    // Audio arriving 360 ms after the video of the same instant (a muxer packing audio into
+    // large PES packets does that): by arrival it would be 360 ms late on the timeline.
+    let mut sim = Sim::shared_clock();
+    sim.audio_delay = ms(360);
+    sim.seg.set_params(sim.audio_track, aac()).unwrap();
+    let outputs = sim.run_av(76);
+    let parts = parts(&outputs);
+    let with_audio: Vec<&Parsed> = parts.iter().filter(|p| p.traf(2).is_some()).collect();
+    assert!(with_audio.len() >= 10, "{}", shape(&outputs));
+    // Audio frame 0 was stamped with video frame 0: both start the timeline.
+    assert_eq!(with_audio[0].tfdt(2), Some(0));
+    assert_eq!(parts[0].tfdt(1), Some(0));
+    // Every audio sample sits where its timestamp says, and the run is continuous.
+    let mut next = 0;
+    for part in &with_audio {
+        let tfdt = part.tfdt(2).expect("tfdt");
+        assert_eq!(tfdt, next);
+        for (k, sample) in part.samples(2).iter().enumerate() {
+            assert_eq!(*sample, audio_data(tfdt as i64 / 1024 + k as i64));
+        }
+        next = tfdt + part.ticks(2);
+    }
+}
+
+#[test]
+fn on_a_shared_clock_audio_stamped_before_the_first_keyframe_is_dropped() {
+    let mut sim = Sim::shared_clock();
+    // Audio starts 100 ms of the clock before the video's first keyframe, arriving with it.
+    sim.audio_base = 48_000 - 4_800;
+    sim.seg.set_params(sim.audio_track, aac()).unwrap();
+    let outputs = sim.run_av(10);
+    let part = parse_part(&outputs[1]);
+    // Frames 0..=4 (the first 100 ms of audio) are before the keyframe: dropped, no error.
+    // Frame 5 is at 106.7 ms of the audio clock, 6.7 ms of the timeline: 320 ticks.
+    assert_eq!(part.tfdt(2), Some(320));
+    assert_eq!(part.samples(2)[0], audio_data(5));
 }
 
 #[test]

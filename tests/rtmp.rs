@@ -1,0 +1,279 @@
+//! RTMP publishers with real peers: ffmpeg publishes by RTMP (`-f flv
+//! rtmp://…/live/<reservation>?key=<key>`) into reserved windows through the same gate as
+//! RTSP, ffmpeg reads the LL-HLS output and the recording back, and strangers that never
+//! publish are held to the limits RTSP's are.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{Duration, Utc};
+
+use support::streaming::{
+    assert_plays, closed_within, connect_from, connected, ffmpeg_publish_rtmp, ingest_reports,
+    metric, rtmp_url, segments, wait_ended, wait_for_text, wait_gate_open, wait_live, window,
+    Stack,
+};
+use support::TestDb;
+
+/// `slotcast server all` with an RTSP listener on carrier-a (the tests wait for gates with
+/// it) and the RTMP listeners `rtmp`, and more environment.
+fn start(db: &TestDb, rtmp: &str, env: &[(&str, &str)]) -> Stack {
+    let mut env = env.to_vec();
+    env.push(("SLOTCAST_RTMP_LISTENERS", rtmp));
+    Stack::start_to(db, "s1", "carrier-a=127.0.0.2:0", &env, Stdio::inherit())
+}
+
+/// ffmpeg publishing by RTMP to `url`, refused: what it printed (it must exit, and not 0).
+fn refused(url: &str) -> String {
+    let mut publisher = ffmpeg_publish_rtmp(url, 10, &[]);
+    let code = publisher.wait(StdDuration::from_secs(20));
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "not refused (exit {code:?}): {}",
+        publisher.describe()
+    );
+    publisher.log()
+}
+
+/// Each stream's start time in the media at `url`, by ffprobe: (video, audio) in seconds.
+fn start_times(url: &str) -> (f64, f64) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,start_time",
+        ])
+        .args(["-of", "csv=p=0", url])
+        .output()
+        .expect("ffprobe (scripts/services installs ffmpeg)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let start = |kind: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{kind},")))
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {kind} start time: {text}"))
+    };
+    (start("video"), start("audio"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ffmpeg_publishes_by_rtmp_and_viewers_watch_live_then_the_recording() {
+    let db = TestDb::new().await;
+    let stack = start(&db, "carrier-a=127.0.0.2:0", &[]);
+    stack.register("s1", &["carrier-a"]).await;
+    let (start, end) = window(2, 28);
+    let (id, key) = stack.book("s1", start, end).await;
+    wait_gate_open(stack.rtsp("carrier-a"), &id, &key);
+
+    let url = rtmp_url(stack.rtmp("carrier-a"), &id, &key);
+    let mut publisher = ffmpeg_publish_rtmp(&url, 18, &[]);
+    let playlist_url = stack.hls(&format!("/hls/{id}/index.m3u8"));
+    wait_live(&playlist_url).await;
+    let report = connected(&db, &id).await;
+    assert_eq!(report["codec"], "h264,aac", "{report}");
+    assert_eq!(report["carrier"], "carrier-a", "{report}");
+
+    // ffmpeg reads the live playlist back: video and audio decode without a word.
+    assert_plays(&playlist_url, 3, "0:v:0", 50, "live video");
+    assert_plays(&playlist_url, 3, "0:a:0", 100, "live audio");
+
+    assert!(
+        publisher.wait(StdDuration::from_secs(30)) == Some(0),
+        "{}",
+        publisher.describe()
+    );
+    // The window closes: the playlist ends and stays watchable as a recording.
+    let ended = wait_ended(&playlist_url, 30).await;
+    assert!(segments(&ended) >= 10, "{ended}");
+    assert_plays(&playlist_url, 60, "0:v:0", 250, "the recording");
+    // RTMP stamps both tracks from one clock: the recording starts them together.
+    let (video, audio) = start_times(&playlist_url);
+    assert!(
+        (video - audio).abs() < 0.05,
+        "video starts at {video} s, audio at {audio} s"
+    );
+
+    // The history has what the streamer reported; the metrics count it.
+    let reports = ingest_reports(&db, &id).await;
+    let kinds: Vec<&str> = reports.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert!(
+        kinds.contains(&"connected") && kinds.contains(&"disconnected"),
+        "{reports:?}"
+    );
+    let key_publishers = metric(&stack, "slotcast_streamer_publishers_total{auth=\"key\"}").await;
+    assert_eq!(key_publishers, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtmp_publishers_are_refused_outside_their_window_server_key_or_carrier_and_cut_off_at_close(
+) {
+    let db = TestDb::new().await;
+    // carrier-x is an RTMP listener of this streamer but not a carrier of server s1.
+    let stack = start(&db, "carrier-a=127.0.0.2:0,carrier-x=127.0.0.4:0", &[]);
+    stack.register("s1", &["carrier-a"]).await;
+    stack.register("s2", &["carrier-a"]).await;
+    let (start, end) = window(2, 20);
+    let (open_id, open_key) = stack.book("s1", start, end).await;
+    let (other_id, other_key) = stack.book("s2", start, end).await;
+    let (later_id, later_key) = stack
+        .book(
+            "s1",
+            start + Duration::seconds(600),
+            end + Duration::seconds(600),
+        )
+        .await;
+    wait_gate_open(stack.rtsp("carrier-a"), &open_id, &open_key);
+    let a = stack.rtmp("carrier-a");
+
+    // ffmpeg prints the refusal's code and words as the server sent them.
+    let wrong_key = "0123456789abcdef0123456789abcdef";
+    let cases = [
+        (
+            rtmp_url(a, &later_id, &later_key),
+            "Server error: not_open: reservation not open: ",
+        ),
+        (
+            rtmp_url(a, &open_id, wrong_key),
+            "Server error: bad_key: wrong stream key",
+        ),
+        (
+            format!("rtmp://{a}/live/{open_id}"),
+            "Server error: bad_key: no stream key: publish to rtmp://<host>:<port>/live with the stream key <reservation-id>?key=<stream-key>",
+        ),
+        (
+            rtmp_url(a, &other_id, &other_key),
+            "Server error: other_server: the reservation is not on this server or carrier",
+        ),
+        (
+            rtmp_url(stack.rtmp("carrier-x"), &open_id, &open_key),
+            "Server error: not_a_carrier: the reservation is not on this server or carrier",
+        ),
+        (
+            rtmp_url(a, "no-such-reservation", &open_key),
+            "Server error: unknown: unknown reservation",
+        ),
+    ];
+    for (url, says) in &cases {
+        let printed = refused(url);
+        assert!(printed.contains(says), "{url}: ffmpeg printed {printed}");
+    }
+    let printed = refused(&rtmp_url(a, &later_id, &later_key));
+    assert!(printed.contains("it opens at"), "{printed}");
+    // The first refusal of a reservation goes into its history at once (later ones are
+    // rolled up by the minute); each is a metric.
+    let deadline = Instant::now() + StdDuration::from_secs(10);
+    loop {
+        let reports = ingest_reports(&db, &later_id).await;
+        if let Some(r) = reports.iter().find(|r| r["kind"] == "refused") {
+            assert_eq!(r["refusals"]["not_open"], 1, "{r}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refused report: {reports:?}");
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    for reason in [
+        "not_open",
+        "bad_key",
+        "other_server",
+        "not_a_carrier",
+        "unknown",
+    ] {
+        let line = format!("slotcast_streamer_refusals_total{{reason=\"{reason}\"}}");
+        assert!(metric(&stack, &line).await >= 1.0, "{reason} not counted");
+    }
+
+    // A publisher that would go on for a minute, with B-frames (as OBS's x264 sends by
+    // default): viewers get every frame; a second publisher is refused while it is live, and
+    // the first is cut off when the window closes.
+    let b_frames = ["-profile:v", "high", "-bf", "2"];
+    let mut publisher = ffmpeg_publish_rtmp(&rtmp_url(a, &open_id, &open_key), 60, &b_frames);
+    let url = stack.hls(&format!("/hls/{open_id}/index.m3u8"));
+    wait_for_text(&url, "a segment", StdDuration::from_secs(15), |p| {
+        segments(p) >= 1
+    })
+    .await;
+    let printed = refused(&rtmp_url(a, &open_id, &open_key));
+    assert!(
+        printed.contains("Server error: busy: another publisher is live on this reservation"),
+        "{printed}"
+    );
+    assert_plays(&url, 2, "0:v:0", 40, "live with B-frames");
+    let limit = (end - Utc::now()).to_std().unwrap_or_default() + StdDuration::from_secs(8);
+    let code = publisher.wait(limit);
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "not cut off at window close (exit {code:?}): {}",
+        publisher.describe()
+    );
+    let ended = wait_ended(&url, 10).await;
+    assert!(segments(&ended) >= 3, "{ended}");
+    let reports = ingest_reports(&db, &open_id).await;
+    let disconnected = reports
+        .iter()
+        .find(|r| r["kind"] == "disconnected")
+        .unwrap_or_else(|| panic!("no disconnected report: {reports:?}"));
+    assert!(
+        disconnected["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("the window closed")),
+        "{disconnected}"
+    );
+    let printed = refused(&rtmp_url(a, &open_id, &open_key));
+    assert!(
+        printed.contains("Server error: closed: reservation not open: "),
+        "after the window: {printed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strangers_that_never_publish_share_rtsps_limits_and_deadline_while_a_publisher_goes_live()
+{
+    let db = TestDb::new().await;
+    let stack = start(
+        &db,
+        "carrier-a=127.0.0.2:0",
+        &[("SLOTCAST_INGEST_RECORD_DEADLINE_S", "4")],
+    );
+    stack.register("s1", &["carrier-a"]).await;
+    let (start, end) = window(2, 40);
+    let (id, key) = stack.book("s1", start, end).await;
+    wait_gate_open(stack.rtsp("carrier-a"), &id, &key);
+    let (rtmp, rtsp) = (stack.rtmp("carrier-a"), stack.rtsp("carrier-a"));
+
+    // A stranger holds 8 RTMP connections, its share (SLOTCAST_INGEST_MAX_UNAUTH_PER_ADDR):
+    // the 9th, by RTMP or by RTSP, is closed at once.
+    let stranger = Ipv4Addr::new(127, 0, 1, 1);
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(connect_from(stranger, rtmp).await.expect("connect"));
+    }
+    let mut ninth = connect_from(stranger, rtmp).await.expect("connect");
+    assert!(closed_within(&mut ninth, StdDuration::from_secs(3)).await);
+    let mut by_rtsp = connect_from(stranger, rtsp).await.expect("connect");
+    assert!(
+        closed_within(&mut by_rtsp, StdDuration::from_secs(3)).await,
+        "RTSP and RTMP share one book"
+    );
+    let per_source = "slotcast_streamer_refusals_total{reason=\"unauth_per_source\"}";
+    assert!(metric(&stack, per_source).await >= 2.0);
+
+    // Meanwhile a publisher from its own address goes live by RTMP.
+    let mut publisher = ffmpeg_publish_rtmp(&rtmp_url(rtmp, &id, &key), 12, &[]);
+    let report = connected(&db, &id).await;
+    assert_eq!(report["codec"], "h264,aac", "{report}");
+
+    // The stranger's connections, which never published, go at the record deadline.
+    for (n, stream) in held.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, StdDuration::from_secs(8)).await,
+            "connection {n} outlived the record deadline"
+        );
+    }
+    let deadline = "slotcast_streamer_refusals_total{reason=\"record_deadline\"}";
+    assert!(metric(&stack, deadline).await >= 8.0);
+    assert!(publisher.is_running(), "{}", publisher.describe());
+}
