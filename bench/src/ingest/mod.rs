@@ -1,7 +1,8 @@
 //! `slotcast-bench ingest`: what ingest costs the streamer per stream (CPU, memory) with 1, 10
-//! and 50 concurrent RTSP (or RTMP: `--protocol`) publishers of one pre-encoded clip, beside
-//! ffmpeg's own remux of the same input, taken by the same protocol, to HLS in the same run, and how long a frame waits to be announced in the
-//! playlist (from the streamer's part-latency histogram); prints figures, asserts none.
+//! and 50 concurrent RTSP (or RTMP or SRT: `--protocol`) publishers of one pre-encoded clip,
+//! beside ffmpeg's own remux of the same input, taken by the same protocol, to HLS in the same
+//! run, and how long a frame waits to be announced in the playlist (from the streamer's
+//! part-latency histogram); prints figures, asserts none.
 //!
 //! Contract: the streamer is a `slotcast server streamer` child of this process (so its CPU and
 //! memory are read from `/proc/<pid>` apart from the publishers'), on loopback ports this
@@ -29,7 +30,7 @@ use tokio::process::Command;
 use crate::nats::new_stream_key;
 use crate::report::{machine, print_report, until_interrupted};
 use crate::slotcast::{free_ports, wait_ready, Proc, Slotcast};
-use procfs::{listening, mib, Memory, Snapshot};
+use procfs::{listening, mib, udp_bound, Memory, Snapshot};
 use prometheus::{scalar, Histogram};
 
 /// The streamer's LL-HLS settings for the run (set explicitly, so the report can name them).
@@ -84,6 +85,8 @@ enum Protocol {
     Rtsp,
     /// `-f flv rtmp://…`; ffmpeg listens with `-listen 1`.
     Rtmp,
+    /// `-f mpegts srt://…?streamid=#!::r=<id>,k=<key>`; ffmpeg listens with `mode=listener`.
+    Srt,
 }
 
 impl Protocol {
@@ -93,14 +96,20 @@ impl Protocol {
         match self {
             Self::Rtsp => format!("rtsp://{addr}/live/{path}"),
             Self::Rtmp => format!("rtmp://{addr}/live/{path}"),
+            Self::Srt => match path.split_once("?key=") {
+                Some((id, key)) => format!("srt://{addr}?streamid=#!::r={id},k={key}"),
+                // ffmpeg's own listener: any caller.
+                None => format!("srt://{addr}?mode=listener"),
+            },
         }
     }
 
-    /// ffmpeg's options that make its input listen for one publisher.
-    fn listen_flags(self) -> [&'static str; 2] {
+    /// ffmpeg's options that make its input listen for one publisher (SRT's is in its URL).
+    fn listen_flags(self) -> &'static [&'static str] {
         match self {
-            Self::Rtsp => ["-rtsp_flags", "listen"],
-            Self::Rtmp => ["-listen", "1"],
+            Self::Rtsp => &["-rtsp_flags", "listen"],
+            Self::Rtmp => &["-listen", "1"],
+            Self::Srt => &[],
         }
     }
 
@@ -109,6 +118,7 @@ impl Protocol {
         match self {
             Self::Rtsp => &["-f", "rtsp", "-rtsp_transport", "tcp"],
             Self::Rtmp => &["-f", "flv"],
+            Self::Srt => &["-f", "mpegts"],
         }
     }
 }
@@ -422,7 +432,11 @@ impl Bench<'_> {
             )?);
         }
         let deadline = Instant::now() + START_LIMIT;
-        while !ports.iter().all(|&p| listening(p)) {
+        let up = |port: u16| match self.args.protocol {
+            Protocol::Srt => udp_bound(port),
+            Protocol::Rtsp | Protocol::Rtmp => listening(port),
+        };
+        while !ports.iter().all(|&p| up(p)) {
             if Instant::now() >= deadline {
                 bail!(
                     "the ffmpeg listeners did not listen within {} s",
@@ -597,10 +611,13 @@ impl Streamer {
             format!("127.0.0.1:{}", ports[1]),
             format!("127.0.0.1:{}", ports[2]),
         );
+        // SRT is UDP: the RTMP port's number, free over TCP, is taken again for it.
+        let srt = rtmp.clone();
         let mut cmd = bench.slotcast.command(&["server", "streamer"]);
         cmd.env("SLOTCAST_SERVER_ID", SERVER_ID)
             .env("SLOTCAST_INGEST_LISTENERS", format!("carrier-a={rtsp}"))
             .env("SLOTCAST_RTMP_LISTENERS", format!("carrier-a={rtmp}"))
+            .env("SLOTCAST_SRT_LISTENERS", format!("carrier-a={srt}"))
             .env("SLOTCAST_HLS_ADDR", &hls)
             .env("SLOTCAST_NATS_PREFIX", prefix)
             .env("SLOTCAST_RECORDINGS_DIR", recordings)
@@ -618,6 +635,7 @@ impl Streamer {
         let ingest = match bench.args.protocol {
             Protocol::Rtsp => rtsp,
             Protocol::Rtmp => rtmp,
+            Protocol::Srt => srt,
         };
         Ok(Self { child, hls, ingest })
     }

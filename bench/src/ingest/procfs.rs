@@ -124,11 +124,22 @@ fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
 /// Whether something listens on 127.0.0.1:`port` (from /proc/net/tcp: connecting would use
 /// up ffmpeg's one RTSP listen).
 pub fn listening(port: u16) -> bool {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    bound("/proc/net/tcp", port, "0A")
+}
+
+/// Whether a UDP socket is bound to 127.0.0.1:`port` (an SRT listener; from /proc/net/udp).
+pub fn udp_bound(port: u16) -> bool {
+    bound("/proc/net/udp", port, "07")
+}
+
+/// Whether `table` has a socket on 127.0.0.1:`port` in `state` (LISTEN for TCP, CLOSE, as
+/// the kernel shows a bound socket, for UDP).
+fn bound(table: &str, port: u16, state: &str) -> bool {
+    let table = std::fs::read_to_string(table).unwrap_or_default();
     let local = format!("0100007F:{port:04X}");
     table.lines().skip(1).any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")
+        f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&state)
     })
 }
 
