@@ -179,7 +179,15 @@ pub struct Listener {
     handle: Handle,
     eid: c_int,
     local: SocketAddr,
+    /// Where the callback finds the gatekeeper; emptied when the listener drops.
+    slot: &'static GateSlot,
 }
+
+/// The gatekeeper as libsrt's callback reaches it. libsrt may still be running the callback
+/// on its receiving thread when the listener's socket is closed, so the slot itself is never
+/// freed (a few bytes per listener); what it holds, the gatekeeper and everything it owns,
+/// is let go when the listener drops.
+type GateSlot = std::sync::Mutex<Option<Arc<dyn Gatekeeper>>>;
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -198,10 +206,16 @@ extern "C" fn on_caller(
     stream_id: *const c_char,
 ) -> c_int {
     let decided = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `opaque` is the `Arc<dyn Gatekeeper>` the listener leaked for as long as
-        // libsrt may call this (see `Listener::bind`); `peer` and `stream_id` are libsrt's,
-        // valid during the call (the stream id may be null).
-        let gate = unsafe { &*(opaque as *const Arc<dyn Gatekeeper>) };
+        // SAFETY: `opaque` is the listener's `GateSlot`, never freed (see `Listener::bind`);
+        // `peer` and `stream_id` are libsrt's, valid during the call (the stream id may be
+        // null).
+        let slot = unsafe { &*(opaque as *const GateSlot) };
+        let gate = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            // The listener is gone: nobody decides any more.
+            .ok_or(REJECT_INTERNAL)?;
         let peer = unsafe { from_sockaddr(peer) }.ok_or(REJECT_INTERNAL)?;
         let stream_id = if stream_id.is_null() {
             String::new()
@@ -234,16 +248,38 @@ impl Listener {
         // Accepting, and reading the sockets it accepts, never block.
         handle.set_bool("SRTO_RCVSYN", ffi::SRTO_RCVSYN, false)?;
         handle.set_bool("SRTO_SNDSYN", ffi::SRTO_SNDSYN, false)?;
-        // libsrt may run the callback on its receiving thread until the socket is gone, and
-        // a closed socket lingers inside it: the gate is left to live as long as the process
-        // (a pointer per listener), never freed under a running callback.
-        let opaque: &'static Arc<dyn Gatekeeper> = Box::leak(Box::new(gate));
-        // SAFETY: the callback matches libsrt's type; `opaque` lives forever.
+        let slot: &'static GateSlot = Box::leak(Box::new(std::sync::Mutex::new(Some(gate))));
+        let listening = Self::listen(&handle, addr, slot);
+        match listening {
+            Ok((eid, local)) => Ok(Self {
+                handle,
+                eid,
+                local,
+                slot,
+            }),
+            Err(err) => {
+                // Not listening: the gatekeeper goes at once, as on drop.
+                slot.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                Err(err)
+            }
+        }
+    }
+
+    /// Sets the callback on `slot`, binds, listens, and waits for callers with an epoll id:
+    /// that id and the address.
+    fn listen(
+        handle: &Handle,
+        addr: SocketAddr,
+        slot: &'static GateSlot,
+    ) -> Result<(c_int, SocketAddr)> {
+        // SAFETY: the callback matches libsrt's type; `slot` lives forever.
         let r = unsafe {
             ffi::srt_listen_callback(
                 handle.0,
                 on_caller,
-                (opaque as *const Arc<dyn Gatekeeper>).cast_mut().cast(),
+                (slot as *const GateSlot).cast_mut().cast(),
             )
         };
         check("srt_listen_callback", r)?;
@@ -259,7 +295,7 @@ impl Listener {
         check("srt_bind", r)?;
         // SAFETY: a bound socket.
         check("srt_listen", unsafe { ffi::srt_listen(handle.0, 64) })?;
-        let local = local_addr(&handle)?;
+        let local = local_addr(handle)?;
         // SAFETY: no arguments; the id is released on drop.
         let eid = unsafe { ffi::srt_epoll_create() };
         if eid < 0 {
@@ -274,7 +310,7 @@ impl Listener {
             unsafe { ffi::srt_epoll_release(eid) };
             return Err(err);
         }
-        Ok(Self { handle, eid, local })
+        Ok((eid, local))
     }
 
     /// Where it listens (the port chosen when bound to port 0).
@@ -321,6 +357,11 @@ impl Drop for Listener {
         unsafe {
             ffi::srt_epoll_release(self.eid);
         }
+        // The gatekeeper, and what it holds, go now; a late callback finds the slot empty.
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
     }
 }
 

@@ -165,3 +165,30 @@ fn nobody_listening_and_bad_stream_ids_are_errors_not_hangs() {
         SrtError::BadStreamId
     );
 }
+
+#[test]
+fn the_gatekeeper_is_let_go_with_its_listener_and_a_port_taken_keeps_nothing() {
+    let (listener, gate) = listen("x");
+    let addr = listener.local_addr();
+    assert_eq!(Arc::strong_count(&gate), 2, "the test's and the listener's");
+    drop(listener);
+    assert_eq!(
+        Arc::strong_count(&gate),
+        1,
+        "the listener held on to its gatekeeper"
+    );
+    // A bind that fails keeps nothing either.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port_taken = taken.local_addr().unwrap();
+    let err = Listener::bind(port_taken, Duration::from_millis(120), gate.clone()).unwrap_err();
+    assert!(matches!(err, SrtError::Call { .. }), "{err:?}");
+    assert_eq!(Arc::strong_count(&gate), 1);
+    // And a caller to the closed listener is not admitted.
+    assert!(connect(
+        addr,
+        "x",
+        Duration::from_millis(120),
+        Duration::from_millis(500)
+    )
+    .is_err());
+}

@@ -98,9 +98,26 @@ impl Protocol {
             Self::Rtmp => format!("rtmp://{addr}/live/{path}"),
             Self::Srt => match path.split_once("?key=") {
                 Some((id, key)) => format!("srt://{addr}?streamid=#!::r={id},k={key}"),
-                // ffmpeg's own listener: any caller.
-                None => format!("srt://{addr}?mode=listener"),
+                // To ffmpeg's own listener: no stream id.
+                None => format!("srt://{addr}"),
             },
+        }
+    }
+
+    /// What ffmpeg's remux to fMP4 HLS needs besides `-c copy`: AAC from MPEG-TS comes in
+    /// ADTS frames, which MP4 does not hold (ffmpeg refuses them without the filter).
+    fn remux_flags(self) -> &'static [&'static str] {
+        match self {
+            Self::Srt => &["-bsf:a", "aac_adtstoasc"],
+            Self::Rtsp | Self::Rtmp => &[],
+        }
+    }
+
+    /// Where ffmpeg listens for one publisher on `addr`.
+    fn listen_url(self, addr: &str) -> String {
+        match self {
+            Self::Srt => format!("srt://{addr}?mode=listener"),
+            Self::Rtsp | Self::Rtmp => self.url(addr, "x"),
         }
     }
 
@@ -421,8 +438,10 @@ impl Bench<'_> {
             cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning"])
                 .args(self.args.protocol.listen_flags())
                 .arg("-i")
-                .arg(self.args.protocol.url(&format!("127.0.0.1:{port}"), "x"))
-                .args(["-c", "copy", "-f", "hls", "-hls_time", "1"])
+                .arg(self.args.protocol.listen_url(&format!("127.0.0.1:{port}")))
+                .args(["-c", "copy"])
+                .args(self.args.protocol.remux_flags())
+                .args(["-f", "hls", "-hls_time", "1"])
                 .args(["-hls_segment_type", "fmp4", "-hls_list_size", "0"])
                 .arg(out.join("index.m3u8"));
             listeners.push(Proc::spawn(
