@@ -6,15 +6,15 @@
 mod support;
 
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{Duration, Utc};
 
 use support::streaming::{
-    assert_plays, closed_within, connect_from, connected, ffmpeg_publish_rtmp, ingest_reports,
-    metric, rtmp_url, segments, wait_ended, wait_for_text, wait_gate_open, wait_live, window,
-    Stack,
+    assert_live_then_recorded, assert_plays, closed_within, connect_from, connected,
+    ffmpeg_publish_rtmp, ingest_reports, metric, rtmp_url, segments, wait_ended, wait_for_text,
+    wait_gate_open, window, Stack,
 };
 use support::TestDb;
 
@@ -38,28 +38,6 @@ fn refused(url: &str) -> String {
     publisher.log()
 }
 
-/// Each stream's start time in the media at `url`, by ffprobe: (video, audio) in seconds.
-fn start_times(url: &str) -> (f64, f64) {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_type,start_time",
-        ])
-        .args(["-of", "csv=p=0", url])
-        .output()
-        .expect("ffprobe (scripts/services installs ffmpeg)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let start = |kind: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{kind},")))
-            .and_then(|t| t.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no {kind} start time: {text}"))
-    };
-    (start("video"), start("audio"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn ffmpeg_publishes_by_rtmp_and_viewers_watch_live_then_the_recording() {
     let db = TestDb::new().await;
@@ -71,41 +49,7 @@ async fn ffmpeg_publishes_by_rtmp_and_viewers_watch_live_then_the_recording() {
 
     let url = rtmp_url(stack.rtmp("carrier-a"), &id, &key);
     let mut publisher = ffmpeg_publish_rtmp(&url, 18, &[]);
-    let playlist_url = stack.hls(&format!("/hls/{id}/index.m3u8"));
-    wait_live(&playlist_url).await;
-    let report = connected(&db, &id).await;
-    assert_eq!(report["codec"], "h264,aac", "{report}");
-    assert_eq!(report["carrier"], "carrier-a", "{report}");
-
-    // ffmpeg reads the live playlist back: video and audio decode without a word.
-    assert_plays(&playlist_url, 3, "0:v:0", 50, "live video");
-    assert_plays(&playlist_url, 3, "0:a:0", 100, "live audio");
-
-    assert!(
-        publisher.wait(StdDuration::from_secs(30)) == Some(0),
-        "{}",
-        publisher.describe()
-    );
-    // The window closes: the playlist ends and stays watchable as a recording.
-    let ended = wait_ended(&playlist_url, 30).await;
-    assert!(segments(&ended) >= 10, "{ended}");
-    assert_plays(&playlist_url, 60, "0:v:0", 250, "the recording");
-    // RTMP stamps both tracks from one clock: the recording starts them together.
-    let (video, audio) = start_times(&playlist_url);
-    assert!(
-        (video - audio).abs() < 0.05,
-        "video starts at {video} s, audio at {audio} s"
-    );
-
-    // The history has what the streamer reported; the metrics count it.
-    let reports = ingest_reports(&db, &id).await;
-    let kinds: Vec<&str> = reports.iter().filter_map(|r| r["kind"].as_str()).collect();
-    assert!(
-        kinds.contains(&"connected") && kinds.contains(&"disconnected"),
-        "{reports:?}"
-    );
-    let key_publishers = metric(&stack, "slotcast_streamer_publishers_total{auth=\"key\"}").await;
-    assert_eq!(key_publishers, 1.0);
+    assert_live_then_recorded(&stack, &db, &id, &mut publisher).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

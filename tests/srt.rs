@@ -14,8 +14,8 @@ use slotcast_domain::contract::{RefusalCode, SRT_REJECT_BAD_STREAM_ID};
 use slotcast_srt::SrtError;
 
 use support::streaming::{
-    assert_plays, connected, ffmpeg_publish_srt, ingest_reports, metric, segments, srt_url,
-    wait_ended, wait_for_text, wait_gate_open, wait_live, window, Stack,
+    assert_live_then_recorded, ffmpeg_publish_srt, ingest_reports, metric, segments, srt_url,
+    wait_for_text, wait_gate_open, window, Stack,
 };
 use support::TestDb;
 
@@ -53,32 +53,7 @@ async fn ffmpeg_publishes_by_srt_and_viewers_watch_live_then_the_recording() {
     let b_frames = ["-profile:v", "high", "-bf", "2"];
     let url = srt_url(stack.srt("carrier-a"), &id, &key);
     let mut publisher = ffmpeg_publish_srt(&url, 18, &b_frames);
-    let playlist_url = stack.hls(&format!("/hls/{id}/index.m3u8"));
-    wait_live(&playlist_url).await;
-    let report = connected(&db, &id).await;
-    assert_eq!(report["codec"], "h264,aac", "{report}");
-    assert_eq!(report["carrier"], "carrier-a", "{report}");
-
-    assert_plays(&playlist_url, 3, "0:v:0", 50, "live video");
-    assert_plays(&playlist_url, 3, "0:a:0", 100, "live audio");
-
-    assert!(
-        publisher.wait(StdDuration::from_secs(30)) == Some(0),
-        "{}",
-        publisher.describe()
-    );
-    let ended = wait_ended(&playlist_url, 30).await;
-    assert!(segments(&ended) >= 10, "{ended}");
-    assert_plays(&playlist_url, 60, "0:v:0", 250, "the recording");
-
-    let reports = ingest_reports(&db, &id).await;
-    let kinds: Vec<&str> = reports.iter().filter_map(|r| r["kind"].as_str()).collect();
-    assert!(
-        kinds.contains(&"connected") && kinds.contains(&"disconnected"),
-        "{reports:?}"
-    );
-    let key_publishers = metric(&stack, "slotcast_streamer_publishers_total{auth=\"key\"}").await;
-    assert_eq!(key_publishers, 1.0);
+    assert_live_then_recorded(&stack, &db, &id, &mut publisher).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

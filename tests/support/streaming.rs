@@ -748,3 +748,66 @@ pub async fn metric(stack: &Stack, line_start: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Each stream's start time in the media at `url`, by ffprobe: (video, audio) in seconds.
+pub fn start_times(url: &str) -> (f64, f64) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,start_time",
+        ])
+        .args(["-of", "csv=p=0", url])
+        .output()
+        .expect("ffprobe (scripts/services installs ffmpeg)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let start = |kind: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{kind},")))
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {kind} start time: {text}"))
+    };
+    (start("video"), start("audio"))
+}
+
+/// `publisher`, publishing to reservation `id` over carrier-a, goes live (`connected`, as
+/// `h264,aac`); ffmpeg plays the live video and audio without a word; once it is done and the
+/// window closed, the recording plays, its tracks starting together (a publisher that stamps
+/// them from one clock); the history has `connected` and `disconnected`, and one publisher by
+/// key is counted.
+pub async fn assert_live_then_recorded(
+    stack: &Stack,
+    db: &TestDb,
+    id: &str,
+    publisher: &mut Publisher,
+) {
+    let playlist_url = stack.hls(&format!("/hls/{id}/index.m3u8"));
+    wait_live(&playlist_url).await;
+    let report = connected(db, id).await;
+    assert_eq!(report["codec"], "h264,aac", "{report}");
+    assert_eq!(report["carrier"], "carrier-a", "{report}");
+    assert_plays(&playlist_url, 3, "0:v:0", 50, "live video");
+    assert_plays(&playlist_url, 3, "0:a:0", 100, "live audio");
+    assert!(
+        publisher.wait(Duration::from_secs(30)) == Some(0),
+        "{}",
+        publisher.describe()
+    );
+    let ended = wait_ended(&playlist_url, 30).await;
+    assert!(segments(&ended) >= 10, "{ended}");
+    assert_plays(&playlist_url, 60, "0:v:0", 250, "the recording");
+    let (video, audio) = start_times(&playlist_url);
+    assert!(
+        (video - audio).abs() < 0.05,
+        "video starts at {video} s, audio at {audio} s"
+    );
+    let reports = ingest_reports(db, id).await;
+    let kinds: Vec<&str> = reports.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert!(
+        kinds.contains(&"connected") && kinds.contains(&"disconnected"),
+        "{reports:?}"
+    );
+    let by_key = metric(stack, "slotcast_streamer_publishers_total{auth=\"key\"}").await;
+    assert_eq!(by_key, 1.0);
+}
