@@ -13,6 +13,7 @@ pub const SRT_ERROR: c_int = -1;
 // SRT_SOCKOPT
 pub const SRTO_SNDSYN: c_int = 1;
 pub const SRTO_RCVSYN: c_int = 2;
+pub const SRTO_TSBPDMODE: c_int = 22;
 pub const SRTO_LATENCY: c_int = 23;
 pub const SRTO_CONNTIMEO: c_int = 36;
 pub const SRTO_STREAMID: c_int = 46;

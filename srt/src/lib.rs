@@ -247,6 +247,9 @@ impl Listener {
         handle.set_int("SRTO_LATENCY", ffi::SRTO_LATENCY, ms)?;
         // Accepting, and reading the sockets it accepts, never block.
         handle.set_bool("SRTO_RCVSYN", ffi::SRTO_RCVSYN, false)?;
+        // Packets are handed on as they arrive, in order, rather than each at its time by a
+        // thread per connection: the reader re-times the media itself.
+        handle.set_bool("SRTO_TSBPDMODE", ffi::SRTO_TSBPDMODE, false)?;
         handle.set_bool("SRTO_SNDSYN", ffi::SRTO_SNDSYN, false)?;
         let slot: &'static GateSlot = Box::leak(Box::new(std::sync::Mutex::new(Some(gate))));
         let listening = Self::listen(&handle, addr, slot);
