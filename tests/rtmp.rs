@@ -7,14 +7,14 @@ mod support;
 
 use std::net::Ipv4Addr;
 use std::process::Stdio;
-use std::time::{Duration as StdDuration, Instant};
+use std::time::Duration as StdDuration;
 
 use chrono::{Duration, Utc};
 
 use support::streaming::{
-    assert_live_then_recorded, assert_plays, closed_within, connect_from, connected,
-    ffmpeg_publish_rtmp, ingest_reports, metric, rtmp_url, segments, wait_ended, wait_for_text,
-    wait_gate_open, window, Stack,
+    assert_live_then_recorded, assert_plays, assert_refusals_recorded, closed_within, connect_from,
+    connected, ffmpeg_publish_rtmp, ingest_reports, metric, rtmp_url, segments, wait_ended,
+    wait_for_text, wait_gate_open, window, Stack,
 };
 use support::TestDb;
 
@@ -109,26 +109,14 @@ async fn rtmp_publishers_are_refused_outside_their_window_server_key_or_carrier_
     assert!(printed.contains("it opens at"), "{printed}");
     // The first refusal of a reservation goes into its history at once (later ones are
     // rolled up by the minute); each is a metric.
-    let deadline = Instant::now() + StdDuration::from_secs(10);
-    loop {
-        let reports = ingest_reports(&db, &later_id).await;
-        if let Some(r) = reports.iter().find(|r| r["kind"] == "refused") {
-            assert_eq!(r["refusals"]["not_open"], 1, "{r}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no refused report: {reports:?}");
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-    }
-    for reason in [
+    let reasons = [
         "not_open",
         "bad_key",
         "other_server",
         "not_a_carrier",
         "unknown",
-    ] {
-        let line = format!("slotcast_streamer_refusals_total{{reason=\"{reason}\"}}");
-        assert!(metric(&stack, &line).await >= 1.0, "{reason} not counted");
-    }
+    ];
+    assert_refusals_recorded(&stack, &db, &later_id, &reasons).await;
 
     // A publisher that would go on for a minute, with B-frames (as OBS's x264 sends by
     // default): viewers get every frame; a second publisher is refused while it is live, and

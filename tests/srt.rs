@@ -14,8 +14,8 @@ use slotcast_domain::contract::{RefusalCode, SRT_REJECT_BAD_STREAM_ID};
 use slotcast_srt::SrtError;
 
 use support::streaming::{
-    assert_live_then_recorded, ffmpeg_publish_srt, ingest_reports, metric, segments, srt_url,
-    wait_for_text, wait_gate_open, window, Stack,
+    assert_live_then_recorded, assert_refusals_recorded, ffmpeg_publish_srt, ingest_reports,
+    segments, srt_url, wait_for_text, wait_gate_open, window, Stack,
 };
 use support::TestDb;
 
@@ -114,27 +114,15 @@ async fn srt_callers_are_refused_by_code_before_their_handshake_and_cut_off_at_c
     let code = refused.wait(StdDuration::from_secs(20));
     assert!(code.is_some_and(|c| c != 0), "{}", refused.describe());
     // Refusals of a known reservation go into its history; each is a metric.
-    let deadline = Instant::now() + StdDuration::from_secs(10);
-    loop {
-        let reports = ingest_reports(&db, &later_id).await;
-        if let Some(r) = reports.iter().find(|r| r["kind"] == "refused") {
-            assert_eq!(r["refusals"]["not_open"], 1, "{r}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no refused report: {reports:?}");
-        tokio::time::sleep(StdDuration::from_millis(100)).await;
-    }
-    for reason in [
+    let reasons = [
         "not_open",
         "bad_key",
         "other_server",
         "not_a_carrier",
         "unknown",
         "malformed",
-    ] {
-        let line = format!("slotcast_streamer_refusals_total{{reason=\"{reason}\"}}");
-        assert!(metric(&stack, &line).await >= 1.0, "{reason} not counted");
-    }
+    ];
+    assert_refusals_recorded(&stack, &db, &later_id, &reasons).await;
 
     // A publisher that would go on for a minute: a second caller is refused while it is live
     // (busy), and the first is cut off when the window closes.

@@ -811,3 +811,27 @@ pub async fn assert_live_then_recorded(
     let by_key = metric(stack, "slotcast_streamer_publishers_total{auth=\"key\"}").await;
     assert_eq!(by_key, 1.0);
 }
+
+/// The first refusal of reservation `not_open_id` (refused as not open) reached its history
+/// as a `refused` report, and each of `reasons` is counted in the streamer's refusal metric.
+pub async fn assert_refusals_recorded(
+    stack: &Stack,
+    db: &TestDb,
+    not_open_id: &str,
+    reasons: &[&str],
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reports = ingest_reports(db, not_open_id).await;
+        if let Some(r) = reports.iter().find(|r| r["kind"] == "refused") {
+            assert_eq!(r["refusals"]["not_open"], 1, "{r}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refused report: {reports:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for reason in reasons {
+        let line = format!("slotcast_streamer_refusals_total{{reason=\"{reason}\"}}");
+        assert!(metric(stack, &line).await >= 1.0, "{reason} not counted");
+    }
+}
