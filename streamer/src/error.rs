@@ -28,6 +28,9 @@ pub enum StreamerError {
         what: &'static str,
         source: mp4_atom::Error,
     },
+    /// Audio could not be turned into what a viewer's player takes (WHEP: AAC into Opus).
+    #[error("transcoding: {0}")]
+    Transcode(String),
     /// A video stream went [`crate::media_path::KEYFRAME_WAIT`] or
     /// [`crate::media_path::KEYFRAME_BYTES`] without a keyframe.
     #[error("no_keyframe: no video keyframe for {seconds} s and {bytes} bytes")]

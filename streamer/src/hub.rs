@@ -30,6 +30,7 @@ use crate::config::StreamerConfig;
 use crate::control::{Action, Control, PullReport, Refused};
 use crate::gates::Camera;
 use crate::hush::Hush;
+use crate::live_tap::LiveTap;
 use crate::metrics::{AuthLabel, Metrics};
 use crate::playlist::Playlist;
 use crate::playout::{DiskWrite, Playout, PlayoutState};
@@ -47,6 +48,8 @@ pub struct PlayoutHandle {
     /// Names this playout in the validators of what it serves (`crate::caching`): unique per
     /// process start and playout.
     identity: String,
+    /// Its frames as they come, for real-time viewers.
+    tap: LiveTap,
 }
 
 /// A rendered playlist: the playout version it was rendered at, when (server clock), and the
@@ -70,11 +73,17 @@ impl PlayoutHandle {
             changed: watch::channel(0).0,
             rendered: Mutex::new(None),
             identity: format!("{nanos:x}-{made:x}"),
+            tap: LiveTap::default(),
         }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Playout> {
         lock(&self.playout)
+    }
+
+    /// Its frames as they come (`crate::live_tap`).
+    pub fn tap(&self) -> &LiveTap {
+        &self.tap
     }
 
     /// What names this playout in validators.

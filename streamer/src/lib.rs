@@ -23,6 +23,7 @@ pub mod hush;
 pub mod ingest;
 pub mod ingest_limits;
 mod ingest_socket;
+pub mod live_tap;
 pub mod media;
 pub mod media_path;
 pub mod metrics;
@@ -40,6 +41,7 @@ pub mod rtsp;
 mod srt_edge;
 #[cfg(test)]
 mod testing;
+pub mod whep;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

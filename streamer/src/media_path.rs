@@ -12,10 +12,12 @@
 //! (audio only) is not held to it.
 //! No I/O of its own: the playout is memory, the recording is queued to the disk writer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::hub::{Hub, PlayoutHandle};
+use crate::live_tap::TapFeed;
 use crate::media::segmenter::{Segmenter, SegmenterConfig};
 use crate::media::{CodecParams, Frame, TrackKind, TrackSpec};
 use crate::StreamerError;
@@ -82,12 +84,16 @@ pub enum Clocks {
     Shared,
 }
 
+/// Media paths made by this process: each one's connection number on the live tap.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
 pub struct MediaPath {
     reservation_id: String,
     segmenter: Segmenter,
     playout: Arc<PlayoutHandle>,
     errors: u32,
     keyframes: KeyframeWatch,
+    tap: TapFeed,
 }
 
 impl MediaPath {
@@ -110,11 +116,13 @@ impl MediaPath {
             playout,
             errors: 0,
             keyframes: KeyframeWatch::new(tracks),
+            tap: TapFeed::new(CONNECTIONS.fetch_add(1, Ordering::Relaxed), tracks),
         }
     }
 
     /// A track's parameters known before its first frame (from an SDP).
     pub fn set_params(&mut self, track: usize, params: CodecParams) {
+        self.tap.set_params(track, &params);
         if let Err(err) = self.segmenter.set_params(track, params) {
             tracing::info!(reservation = %self.reservation_id, track, %err,
                 "SDP parameters not usable; waiting for the media's own");
@@ -126,6 +134,7 @@ impl MediaPath {
     pub fn push(&mut self, hub: &Hub, now: Instant, frame: Frame) -> Result<(), StreamerError> {
         hub.metrics().frames.inc();
         self.keyframes.observe(now, &frame)?;
+        self.tap.offer(self.playout.tap(), &frame);
         self.segmenter.push(now, frame)
     }
 

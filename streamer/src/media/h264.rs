@@ -80,6 +80,28 @@ pub fn parse_avcc(record: &[u8]) -> Result<Avcc, StreamerError> {
     })
 }
 
+/// The SPS and PPS NAL units of a checked `avcC` record ([`parse_avcc`]'s), in its order:
+/// what a decoder needs before a keyframe when the stream does not repeat them itself.
+pub fn parameter_sets(record: &[u8]) -> Result<Vec<&[u8]>, StreamerError> {
+    let rest = record
+        .get(1..)
+        .filter(|r| r.len() >= 5)
+        .ok_or_else(|| error("avcC too short"))?;
+    let mut sets = Vec::new();
+    let mut at = 5;
+    for _ in 0..(rest[4] & 0b1_1111) {
+        sets.push(length_prefixed(rest, &mut at, "SPS")?);
+    }
+    let pps_count = *rest
+        .get(at)
+        .ok_or_else(|| error("avcC ends before its PPS count"))?;
+    at += 1;
+    for _ in 0..pps_count {
+        sets.push(length_prefixed(rest, &mut at, "PPS")?);
+    }
+    Ok(sets)
+}
+
 /// One NAL unit of `data` after its 2-byte length, at `*at`; moves `*at` past it.
 fn length_prefixed<'a>(
     data: &'a [u8],

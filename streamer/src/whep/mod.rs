@@ -1,0 +1,11 @@
+//! WHEP playback: the live stream to browsers by WebRTC, well under a second behind.
+//!
+//! Contract: `POST /whep/<reservation_id>` on the viewer port with a browser's SDP offer
+//! answers with an SDP answer and a session (`Location`), while the reservation is live; the
+//! viewer then gets the playout's live tap (`crate::live_tap`): H.264 passed through
+//! ([`feed`]), AAC turned into Opus in-process ([`transcode`], [`opus`]). The session ends
+//! with `DELETE` on its `Location`, when the peer goes, or when the playout ends.
+
+pub mod feed;
+pub mod opus;
+pub mod transcode;
