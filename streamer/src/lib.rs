@@ -42,6 +42,7 @@ mod srt_edge;
 #[cfg(test)]
 mod testing;
 pub mod whep;
+pub mod webrtc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
