@@ -41,8 +41,8 @@ pub mod rtsp;
 mod srt_edge;
 #[cfg(test)]
 mod testing;
-pub mod whep;
 pub mod webrtc;
+pub mod whep;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 //! ([`feed`]), AAC turned into Opus in-process ([`transcode`], [`opus`]). The session ends
 //! with `DELETE` on its `Location`, when the peer goes, or when the playout ends.
 
+pub mod edge;
 pub mod feed;
 pub mod opus;
 pub mod transcode;
