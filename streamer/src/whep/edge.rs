@@ -3,15 +3,17 @@
 //!
 //! Contract: `POST /whep/<id>` (`application/sdp`, at most [`OFFER_MAX`] bytes) answers `201`
 //! with the SDP answer and `Location: /whep/<id>/<session>` while the reservation is live on
-//! this streamer; `404` with `not_live` otherwise (the watch page retries), `503` when real
-//! time is off ([`crate::config::StreamerConfig::whep_address`]) or [`crate::config::StreamerConfig::whep_viewers`]
-//! are watching already, `415` for another content type, `400` for an offer that is no SDP
-//! or offers nothing to receive. `DELETE` on the `Location` ends the session (`204`); `PATCH`
-//! (trickle ICE) is `405`: the streamer is ICE-lite and answers with its one candidate.
-//! Each session is a task holding the peer ([`Peer`]: its own UDP socket on the WHEP address,
-//! an ephemeral port), the playout's live tap and the viewer's [`Feed`]. It ends when the
-//! viewer deletes it or goes (ICE disconnected), when it has not connected within
-//! [`CONNECT_WAIT`], when the stream stops being live, and at shutdown.
+//! this streamer. Otherwise: `404` with `not_live` (the watch page retries); `503` when real
+//! time is off ([`crate::config::StreamerConfig::whep_address`]) or as many viewers as
+//! [`crate::config::StreamerConfig::whep_viewers`] watch already; `429` when one viewer
+//! address holds [`PER_VIEWER`] sessions; `415` for another content type; `400` for an offer
+//! that is no SDP or receives neither H.264 nor Opus. `DELETE` on the `Location` ends the
+//! session (`204`); `PATCH` (trickle ICE) is `405`: the streamer is ICE-lite and its answer
+//! holds its one candidate. Each session is a task holding the peer ([`Peer`]: its own UDP
+//! socket on the WHEP address, an ephemeral port) and the reservation's relayed samples
+//! (`super::relay`). It ends when the viewer deletes it or goes (ICE disconnected), when it
+//! has not connected within [`CONNECT_WAIT`], when the stream stops being live, and at
+//! shutdown.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,8 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
@@ -29,7 +31,8 @@ use str0m::{Event, IceConnectionState};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::feed::{Feed, Sample};
+use super::feed::Sample;
+use super::relay::Relays;
 use crate::hub::Hub;
 use crate::media::TrackKind;
 use crate::playout::PlayoutState;
@@ -41,6 +44,8 @@ use crate::StreamerError;
 pub const OFFER_MAX: usize = 64 << 10;
 /// How long a viewer has to complete ICE and DTLS after the answer.
 pub const CONNECT_WAIT: Duration = Duration::from_secs(15);
+/// Real-time sessions one viewer address may hold: a household, not a flood.
+pub const PER_VIEWER: usize = 10;
 /// How often a session checks that the stream is still live.
 const LIVE_CHECK: Duration = Duration::from_secs(1);
 
@@ -49,12 +54,23 @@ const LIVE_CHECK: Duration = Duration::from_secs(1);
 pub struct Viewers {
     /// Made on first use: one DTLS certificate for every session (`None`: it failed).
     crypto: OnceLock<Option<Crypto>>,
-    /// Session id to (reservation id, its stop).
-    sessions: Mutex<HashMap<String, (String, CancellationToken)>>,
+    /// Session id to the session.
+    sessions: Mutex<HashMap<String, Session>>,
+    /// What the sessions send, shaped once per reservation.
+    pub(super) relays: Relays,
+}
+
+/// One real-time viewer.
+#[derive(Debug)]
+struct Session {
+    reservation: String,
+    /// The viewer's address (behind trusted proxies, the one they name).
+    viewer: IpAddr,
+    stop: CancellationToken,
 }
 
 impl Viewers {
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, CancellationToken)>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -64,7 +80,7 @@ impl Viewers {
     pub fn watching(&self, reservation_id: &str) -> usize {
         self.sessions()
             .values()
-            .filter(|(id, _)| id == reservation_id)
+            .filter(|s| s.reservation == reservation_id)
             .count()
     }
 
@@ -99,6 +115,7 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 pub async fn offer(
     State(hub): State<Hub>,
     Path(id): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -129,6 +146,24 @@ pub async fn offer(
         return text(StatusCode::NOT_FOUND, "not_live: the stream is not live");
     }
     let viewers = hub.whep();
+    let viewer = hub.config().trusted_proxies.client(
+        remote.ip(),
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
+    let from_viewer = viewers
+        .sessions()
+        .values()
+        .filter(|s| s.viewer == viewer)
+        .count();
+    if from_viewer >= PER_VIEWER {
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many: as many real-time sessions from this address as the streamer takes",
+        );
+    }
     if viewers.sessions().len() >= hub.config().whep_viewers {
         return (
             [(header::RETRY_AFTER, "10")],
@@ -165,16 +200,21 @@ pub async fn offer(
     };
     let session = hex::encode(rand::random::<[u8; 12]>());
     let stop = CancellationToken::new();
-    viewers
-        .sessions()
-        .insert(session.clone(), (id.clone(), stop.clone()));
+    viewers.sessions().insert(
+        session.clone(),
+        Session {
+            reservation: id.clone(),
+            viewer,
+            stop: stop.clone(),
+        },
+    );
     hub.metrics().realtime_viewers.inc();
-    let frames = playout.tap().subscribe();
+    let samples = viewers.relays.subscribe(&hub, &id, &playout);
     let task_hub = hub.clone();
     let task_session = session.clone();
     let task_id = id.clone();
     tokio::spawn(async move {
-        let why = run(&task_hub, &task_id, &mut peer, frames, mids, &stop).await;
+        let why = run(&task_hub, &task_id, &mut peer, samples, mids, &stop).await;
         tracing::debug!(reservation = %task_id, session = %task_session, why, "WHEP session over");
         task_hub.whep().sessions().remove(&task_session);
         task_hub.metrics().realtime_viewers.dec();
@@ -194,18 +234,14 @@ pub async fn offer(
 
 /// `DELETE /whep/<id>/<session>`.
 pub async fn end(State(hub): State<Hub>, Path((id, session)): Path<(String, String)>) -> Response {
-    let removed = hub.whep().sessions().remove(&session);
-    match removed {
-        Some((of, stop)) if of == id => {
-            stop.cancel();
+    let mut sessions = hub.whep().sessions();
+    match sessions.get(&session) {
+        Some(s) if s.reservation == id => {
+            s.stop.cancel();
+            sessions.remove(&session);
             StatusCode::NO_CONTENT.into_response()
         }
-        Some(other) => {
-            // Not this reservation's: put it back.
-            hub.whep().sessions().insert(session, other);
-            text(StatusCode::NOT_FOUND, "no such session")
-        }
-        None => text(StatusCode::NOT_FOUND, "no such session"),
+        _ => text(StatusCode::NOT_FOUND, "no such session"),
     }
 }
 
@@ -315,13 +351,13 @@ async fn run(
     hub: &Hub,
     id: &str,
     peer: &mut Peer<tokio::net::UdpSocket>,
-    mut frames: tokio::sync::broadcast::Receiver<Arc<crate::live_tap::LiveFrame>>,
+    mut samples: tokio::sync::broadcast::Receiver<Arc<Sample>>,
     mids: Mids,
     stop: &CancellationToken,
 ) -> &'static str {
     let shutdown = hub.shutdown_token();
-    let mut feed = Feed::new(id);
-    let mut samples = Vec::new();
+    // Video starts (and after a loss, starts again) at a keyframe.
+    let mut video_started = false;
     let mut scratch = vec![0u8; DATAGRAM_MAX];
     let mut connected = false;
     let connect_by = Instant::now() + CONNECT_WAIT;
@@ -337,11 +373,15 @@ async fn run(
                 }
             }
             () = tokio::time::sleep_until(due) => {}
-            frame = frames.recv() => match frame {
-                Ok(frame) if connected => {
-                    samples.clear();
-                    feed.push(&frame, &mut samples);
-                    if let Err(err) = write(peer, &mids, &samples) {
+            sample = samples.recv() => match sample {
+                Ok(sample) if connected => {
+                    if sample.kind == TrackKind::Video {
+                        video_started |= sample.keyframe;
+                        if !video_started {
+                            continue;
+                        }
+                    }
+                    if let Err(err) = write(peer, &mids, &sample) {
                         tracing::debug!(reservation = %id, %err, "WHEP: a write failed");
                         return "write failed";
                     }
@@ -349,7 +389,7 @@ async fn run(
                 Ok(_) => {}
                 Err(RecvError::Lagged(lost)) => {
                     tracing::debug!(reservation = %id, lost, "WHEP viewer fell behind");
-                    feed.lost();
+                    video_started = false;
                 }
                 Err(RecvError::Closed) => return "stream over",
             },
@@ -380,32 +420,27 @@ async fn run(
     }
 }
 
-/// Writes `samples` to the peer.
+/// Writes `sample` to the peer.
 fn write(
     peer: &mut Peer<tokio::net::UdpSocket>,
     mids: &Mids,
-    samples: &[Sample],
+    sample: &Sample,
 ) -> Result<(), StreamerError> {
-    if samples.is_empty() {
+    let (slot, rate) = match sample.kind {
+        TrackKind::Video => (0, Frequency::NINETY_KHZ),
+        TrackKind::Audio => (1, Frequency::FORTY_EIGHT_KHZ),
+    };
+    let Some((mid, pt)) = mids[slot] else {
         return Ok(());
-    }
+    };
+    let Some(writer) = peer.rtc().writer(mid) else {
+        return Ok(());
+    };
     let now = Instant::now();
-    for sample in samples {
-        let (slot, rate) = match sample.kind {
-            TrackKind::Video => (0, Frequency::NINETY_KHZ),
-            TrackKind::Audio => (1, Frequency::FORTY_EIGHT_KHZ),
-        };
-        let Some((mid, pt)) = mids[slot] else {
-            continue;
-        };
-        let Some(writer) = peer.rtc().writer(mid) else {
-            continue;
-        };
-        let time = MediaTime::new(u64::try_from(sample.time).unwrap_or(0), rate);
-        writer
-            .write(pt, now, time, sample.data.to_vec())
-            .map_err(|e| StreamerError::WebRtc(e.to_string()))?;
-    }
+    let time = MediaTime::new(u64::try_from(sample.time).unwrap_or(0), rate);
+    writer
+        .write(pt, now, time, &sample.data[..])
+        .map_err(|e| StreamerError::WebRtc(e.to_string()))?;
     peer.drain(now)
 }
 
