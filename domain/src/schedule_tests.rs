@@ -845,6 +845,7 @@ fn window_boundaries_are_recorded_with_their_lateness() {
         stream_key_hash: "k".into(),
         stream_key_digest: None,
         ingest: crate::contract::IngestMode::Push { carriers: vec![] },
+        title: None,
         due_at: due,
         published_at: due + Duration::milliseconds(3),
         late_ms: 3.0,

@@ -471,6 +471,7 @@ async fn status(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
     };
     let body = Status {
         viewers: hub.viewers_of(&id),
+        title: hub.title(&id),
         reservation_id: id,
         state,
         codec,
@@ -488,6 +489,8 @@ async fn status(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
 struct Status {
     reservation_id: String,
     state: PlayoutState,
+    /// The reservation's title, from its slot messages.
+    title: Option<String>,
     /// RFC 6381, as an HLS `CODECS` attribute: `avc1.42C01E,mp4a.40.2`.
     codec: Option<String>,
     /// Over the last few seconds; `None` while no playout is in memory.

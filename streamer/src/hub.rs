@@ -770,6 +770,14 @@ impl Hub {
         PlayoutState::Waiting
     }
 
+    /// The reservation's title, while the streamer knows the reservation.
+    pub fn title(&self, reservation_id: &str) -> Option<String> {
+        lock(&self.inner.state)
+            .control
+            .title(reservation_id)
+            .map(str::to_string)
+    }
+
     // ---- viewers ----------------------------------------------------------------------
 
     /// `ip` fetched the reservation's playlist.
