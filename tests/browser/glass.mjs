@@ -26,21 +26,14 @@
 // Needs `npm ci --prefix web` for playwright-core, and /usr/bin/chromium (or $CHROMIUM).
 // Never downloads a browser. Bounded: a hard timeout of N + S + 60 s, and the browser is
 // always closed.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { Chromium, ending } from "./chromium.mjs";
 import { readCode, latencyMs } from "./glass-code.mjs";
 
 const USAGE = "usage: node tests/browser/glass.mjs <watch-url> --time-url <api>/v1/time"
   + " [--seconds N] [--start-limit S] [--samples K]";
-const CHROMIUM_ARGS = [
-  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  // This machine's network is closed: without these Chromium keeps calling out to Google.
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  // WebRTC between loopback addresses (the streamer's WHEP and this browser), and the video
-  // playing without a click.
-  "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-];
+// Beside chromium.mjs's: WebRTC between loopback addresses (the streamer's WHEP and this
+// browser), and the video playing without a click.
+const EXTRA_ARGS = ["--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required"];
 const WINDOW_MS = 5000;
 const WHEP_REFUSALS = 3;
 
@@ -80,26 +73,8 @@ const result = {
 };
 const round = (x) => Math.round(x * 10) / 10;
 
-let context = null;
-let userDataDir = null;
-let finished = false;
-
-async function finish(reason) {
-  if (finished) return;
-  finished = true;
-  if (reason) result.reason = reason;
-  if (context) {
-    // A wedged browser must not hold the run: Playwright kills it on exit anyway.
-    await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
-  }
-  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
-  console.log(JSON.stringify(result));
-  process.exit(result.ok ? 0 : 1);
-}
-
-const hardTimeout = setTimeout(() => finish("hard timeout"),
-  (opts.seconds + opts.startLimit + 60) * 1000);
-hardTimeout.unref();
+const browser = new Chromium();
+const finish = ending(browser, result, (opts.seconds + opts.startLimit + 60) * 1000);
 
 /// An RFC 3339 time with up to microseconds, in ms since the epoch (Date.parse keeps only ms).
 function parseUs(text) {
@@ -160,27 +135,9 @@ async function main() {
   result.offset_ms = round(clock.offset);
   result.offset_delay_ms = round(clock.delay);
 
-  let chromium;
-  try {
-    // Resolved relative to this file, so it runs from any working directory.
-    ({ chromium } = await import(
-      new URL("../../web/node_modules/playwright-core/index.mjs", import.meta.url).href));
-  } catch (err) {
-    return finish(`playwright-core not installed (run scripts/services): ${err.message}`);
-  }
-  userDataDir = mkdtempSync(join(tmpdir(), "slotcast-chromium-"));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1280, height: 800 },
-    timeout: 30000,
+  const page = await browser.launch({
+    extraArgs: EXTRA_ARGS, consoleErrors: result.console_errors, viewport: { width: 1280, height: 800 },
   });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on("console", (msg) => {
-    if (msg.type() === "error") result.console_errors.push(msg.text());
-  });
-  page.on("pageerror", (err) => result.console_errors.push(`uncaught: ${err.message}`));
   page.on("response", async (res) => {
     if (res.request().method() !== "POST" || !new URL(res.url()).pathname.startsWith("/whep/")) return;
     const entry = { status: res.status(), body: "" };
@@ -197,7 +154,11 @@ async function main() {
     return finish(`page answered ${response ? response.status() : "nothing"}`);
   }
   await page.evaluate(install, clock.offset);
-  result.browser = (await page.evaluate(() => navigator.userAgent)).match(/Chrome\/([\d.]+)/)?.[1] ?? null;
+  // The user agent says only the major version.
+  result.browser = await page.evaluate(async () => {
+    const brands = (await navigator.userAgentData?.getHighEntropyValues(["fullVersionList"]))?.fullVersionList ?? [];
+    return brands.find((b) => /Chrom/.test(b.brand))?.version ?? null;
+  });
 
   let firstAt = null; // server time of the first readable frame
   const bufferAhead = [];

@@ -680,7 +680,11 @@ fn text(r: &Report) -> String {
         out.push_str(&format!(
             "\n{} ({}; {}; load average before: {}):\n",
             w.mode.name(),
-            v.engine.as_deref().unwrap_or("no engine"),
+            match (v.engine.as_deref(), v.player.as_deref()) {
+                (Some("hls.js"), Some(player)) => player,
+                (Some(engine), _) => engine,
+                (None, _) => "no engine",
+            },
             v.browser
                 .as_deref()
                 .map_or("Chromium".to_string(), |b| format!("Chromium {b}")),
