@@ -20,8 +20,10 @@
 //    "whep_answers":[{"status":…,"body":"…"}],"engine":"…","errors":[…],"reason":"…",…}
 // count is the frames read in the window, unreadable those whose code failed (not counted),
 // skipped the frames the page presented without a callback (requestVideoFrameCallback's
-// presentedFrames), windows_ms the median of each 5 s of the window. Exit 0 when frames
-// were read, 1 otherwise, 2 on bad arguments.
+// presentedFrames), windows_ms the median of each 5 s of the window. Sampled twice a second
+// and given as medians, to say where the time goes: buffer_ahead_ms (media buffered past the
+// playback position, LL-HLS), and hls.js's own hls_latency_ms, hls_target_latency_ms and
+// the video's playback_rate. Exit 0 when frames were read, 1 otherwise, 2 on bad arguments.
 //
 // Needs `npm ci --prefix web` for playwright-core, and /usr/bin/chromium (or $CHROMIUM).
 // Never downloads a browser. Bounded: a hard timeout of N + S + 60 s, and the browser is
@@ -68,7 +70,8 @@ const opts = parseArgs(process.argv.slice(2));
 const result = {
   ok: false, url: opts.url, count: 0, median_ms: null, p95_ms: null, min_ms: null, max_ms: null,
   unreadable: 0, frames: 0, skipped: 0, windows_ms: [], offset_ms: null, offset_delay_ms: null,
-  first_frame_s: null, buffer_ahead_ms: null, size: null, engine: null, player: null,
+  first_frame_s: null, buffer_ahead_ms: null, hls_latency_ms: null, hls_target_latency_ms: null,
+  playback_rate: null, size: null, engine: null, player: null,
   browser: null, whep_answers: [], errors: [], console_errors: [],
 };
 const round = (x) => Math.round(x * 10) / 10;
@@ -130,6 +133,22 @@ function install(offset) {
   video.requestVideoFrameCallback(onFrame);
 }
 
+// Runs in the page before its scripts: the page keeps its hls.js player to itself, so the
+// player's own view of its latency is read from the instance a subclass keeps in
+// window.__glassHls (the page sees the same class, statics included).
+function keepHls() {
+  let kept;
+  Object.defineProperty(window, "Hls", {
+    configurable: true,
+    get: () => kept,
+    set: (Hls) => {
+      kept = typeof Hls !== "function" ? Hls : class extends Hls {
+        constructor(...args) { super(...args); window.__glassHls = this; }
+      };
+    },
+  });
+}
+
 async function main() {
   const clock = await measureOffset();
   result.offset_ms = round(clock.offset);
@@ -146,7 +165,8 @@ async function main() {
   });
 
   await page.addInitScript({
-    content: `window.__glassReadCode = ${readCode}; window.__glassLatency = ${latencyMs};`,
+    content: `window.__glassReadCode = ${readCode}; window.__glassLatency = ${latencyMs};
+      (${keepHls})();`,
   });
   const started = Date.now();
   const response = await page.goto(opts.url, { waitUntil: "domcontentloaded", timeout: 20000 });
@@ -162,6 +182,7 @@ async function main() {
 
   let firstAt = null; // server time of the first readable frame
   const bufferAhead = [];
+  const hlsViews = []; // [latency s, target latency s, playback rate] as hls.js sees them
   for (;;) {
     await new Promise((r) => setTimeout(r, 500));
     const s = await page.evaluate(() => {
@@ -171,6 +192,8 @@ async function main() {
       return {
         first: window.__glass.frames.find((f) => f.ms !== null)?.at ?? null,
         ahead: b.length ? b.end(b.length - 1) - v.currentTime : null,
+        hls: window.__glassHls && Number.isFinite(window.__glassHls.latency)
+          ? [window.__glassHls.latency, window.__glassHls.targetLatency, v.playbackRate] : null,
         engine: p.engine ?? null, errors: Array.isArray(p.errors) ? p.errors : [],
         player: window.Hls ? "hls.js " + window.Hls.version : null,
       };
@@ -182,6 +205,7 @@ async function main() {
     }
     if (firstAt !== null) {
       if (s.ahead !== null && s.engine !== "whep") bufferAhead.push(s.ahead * 1000);
+      if (s.hls && s.engine === "hls.js") hlsViews.push(s.hls);
       if (Date.now() + clock.offset >= firstAt + opts.seconds * 1000) break;
     } else if (Date.now() - started > opts.startLimit * 1000) {
       return finish(`no readable frame within ${opts.startLimit} s`);
@@ -205,6 +229,13 @@ async function main() {
   for (let from = firstAt; from < end; from += WINDOW_MS) {
     const w = read.filter((f) => f.at >= from && f.at < from + WINDOW_MS).map((f) => f.ms).sort((a, b) => a - b);
     if (w.length) result.windows_ms.push(round(percentile(w, 0.5)));
+  }
+  if (hlsViews.length) {
+    const median = (k) => percentile(hlsViews.map((h) => h[k]).sort((a, b) => a - b), 0.5);
+    Object.assign(result, {
+      hls_latency_ms: round(median(0) * 1000), hls_target_latency_ms: round(median(1) * 1000),
+      playback_rate: Math.round(median(2) * 1000) / 1000,
+    });
   }
   if (bufferAhead.length) result.buffer_ahead_ms = round(percentile(bufferAhead.sort((a, b) => a - b), 0.5));
   result.ok = sorted.length > 0;

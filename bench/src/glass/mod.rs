@@ -155,6 +155,9 @@ struct Viewed {
     offset_delay_ms: Option<f64>,
     first_frame_s: Option<f64>,
     buffer_ahead_ms: Option<f64>,
+    hls_latency_ms: Option<f64>,
+    hls_target_latency_ms: Option<f64>,
+    playback_rate: Option<f64>,
     size: Option<String>,
     engine: Option<String>,
     player: Option<String>,
@@ -720,6 +723,13 @@ fn text(r: &Report) -> String {
                 "; buffered ahead of playback {b:.0} ms (median)"
             )),
         ));
+        if let (Some(l), Some(t)) = (v.hls_latency_ms, v.hls_target_latency_ms) {
+            out.push_str(&format!(
+                "  hls.js's own view (medians): {l:.0} ms behind its live edge, aiming at {t:.0} \
+                 ms, playing at {}x\n",
+                v.playback_rate.unwrap_or(f64::NAN)
+            ));
+        }
         if w.mode == Mode::Whep {
             let met = v.median_ms.is_some_and(|m| m < r.whep_goal_ms);
             out.push_str(&format!(
