@@ -57,6 +57,8 @@ pub struct StreamerSection {
     pub srt_listeners: Option<String>,
     pub srt_latency_ms: Option<u64>,
     pub hls_addr: Option<String>,
+    pub whep_ip: Option<String>,
+    pub whep_viewers: Option<u64>,
     pub recordings_dir: Option<String>,
     pub retention_s: Option<u64>,
     pub hls_js: Option<String>,
@@ -406,6 +408,11 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
             format!("SLOTCAST_HLS_ADDR / streamer.hls_addr = {addr}: expected host:port")
         })?;
     }
+    if let Some(ip) = pick("SLOTCAST_WHEP_IP", &section.whep_ip) {
+        config.whep_ip = Some(ip.parse().with_context(|| {
+            format!("SLOTCAST_WHEP_IP / streamer.whep_ip = {ip}: expected an IP address")
+        })?);
+    }
     if let Some(path) = pick("SLOTCAST_HLS_JS", &section.hls_js) {
         config.hls_js = path.into();
     }
@@ -443,6 +450,9 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
         section.ingest_max_unauth_per_addr,
     )? {
         config.max_unauth_per_addr = count(n);
+    }
+    if let Some(n) = number("SLOTCAST_WHEP_VIEWERS", section.whep_viewers)? {
+        config.whep_viewers = count(n);
     }
     if let Some(n) = number("SLOTCAST_INGEST_MAX_UNAUTH", section.ingest_max_unauth)? {
         config.max_unauth = count(n);

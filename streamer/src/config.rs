@@ -54,8 +54,15 @@ pub struct StreamerConfig {
     /// SRT's receiver delay (TSBPD) for each caller (`SLOTCAST_SRT_LATENCY_MS`): what it
     /// may take to resend a lost packet, and what it adds to the glass-to-glass time.
     pub srt_latency: Duration,
-    /// Viewer side: HLS, the watch page, metrics (`SLOTCAST_HLS_ADDR`).
+    /// Viewer side: HLS, the watch page, WHEP's offers, metrics (`SLOTCAST_HLS_ADDR`).
     pub hls_addr: SocketAddr,
+    /// The address real-time viewers (WHEP) reach the streamer's UDP on, each session on a
+    /// port of its own (`SLOTCAST_WHEP_IP`); unset: `hls_addr`'s, unless that is unspecified
+    /// (`0.0.0.0`), when real time is off ([`StreamerConfig::whep_address`]).
+    pub whep_ip: Option<std::net::IpAddr>,
+    /// Real-time viewers at most, all reservations together (`SLOTCAST_WHEP_VIEWERS`): each
+    /// costs a UDP socket, a task and, for AAC, an Opus encoder.
+    pub whep_viewers: usize,
     /// Where recordings are written (`<dir>/<reservation_id>/`); by default `recordings`
     /// under the state directory.
     pub recordings_dir: PathBuf,
@@ -129,6 +136,8 @@ impl StreamerConfig {
             hls_addr: Self::DEFAULT_HLS_ADDR
                 .parse()
                 .expect("the default HLS address is a literal socket address"),
+            whep_ip: None,
+            whep_viewers: 200,
             recordings_dir,
             retention: Duration::from_secs(7 * 24 * 3600),
             hls_js: Self::default_hls_js(),
@@ -144,6 +153,13 @@ impl StreamerConfig {
             http: slotcast_http::Limits::default(),
             trusted_proxies: crate::forwarded::TrustedProxies::default(),
         }
+    }
+
+    /// Where WHEP sessions bind their UDP sockets; `None`: real time is off.
+    pub fn whep_address(&self) -> Option<std::net::IpAddr> {
+        self.whep_ip
+            .or(Some(self.hls_addr.ip()))
+            .filter(|ip| !ip.is_unspecified())
     }
 
     pub fn validate(&self) -> Result<()> {

@@ -19,10 +19,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Extension;
 use axum::Router;
 use bytes::Bytes;
@@ -47,6 +48,15 @@ pub fn router(hub: Hub) -> Router {
         .route("/hls/{id}/status.json", get(status))
         .route("/hls/{id}/{file}", get(media_file))
         .route("/watch/{id}", get(watch))
+        .route(
+            "/whep/{id}",
+            post(crate::whep::edge::offer)
+                .layer(DefaultBodyLimit::max(crate::whep::edge::OFFER_MAX)),
+        )
+        .route(
+            "/whep/{id}/{session}",
+            delete(crate::whep::edge::end).patch(crate::whep::edge::no_trickle),
+        )
         .route("/assets/hls.min.js", get(hls_js))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -82,7 +92,7 @@ async fn cors(mut response: Response) -> Response {
     response
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id

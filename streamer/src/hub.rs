@@ -203,6 +203,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// The pull tasks, so the shutdown can wait for their last media and reports.
     pull_tasks: TaskTracker,
+    /// Real-time (WHEP) viewers.
+    whep: crate::whep::edge::Viewers,
 }
 
 /// Everything behind the hub's one lock.
@@ -259,12 +261,23 @@ impl Hub {
                 puller,
                 shutdown,
                 pull_tasks: TaskTracker::new(),
+                whep: crate::whep::edge::Viewers::default(),
             }),
         }
     }
 
     pub fn config(&self) -> &StreamerConfig {
         &self.inner.config
+    }
+
+    /// Real-time (WHEP) viewers.
+    pub fn whep(&self) -> &crate::whep::edge::Viewers {
+        &self.inner.whep
+    }
+
+    /// Fires when the streamer shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -41,6 +41,7 @@ pub mod rtsp;
 mod srt_edge;
 #[cfg(test)]
 mod testing;
+pub mod webrtc;
 pub mod whep;
 
 use std::net::SocketAddr;

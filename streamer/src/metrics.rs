@@ -40,6 +40,8 @@ pub struct Metrics {
     pub viewers: Gauge,
     /// From the arrival of a part's first frame to the part being in the playlist.
     pub part_latency: Histogram,
+    /// WHEP sessions open.
+    pub realtime_viewers: Gauge,
 }
 
 impl Metrics {
@@ -53,6 +55,7 @@ impl Metrics {
         let refusals = Family::<ReasonLabel, Counter>::default();
         let publishers = Family::<AuthLabel, Counter>::default();
         let viewers = Gauge::default();
+        let realtime_viewers = Gauge::default();
         // 5 ms steps up to 500 ms, then coarser: the latency target is part + 50 ms.
         let buckets = (1..=100)
             .map(|i| f64::from(i) * 0.005)
@@ -91,6 +94,11 @@ impl Metrics {
             "From a part's first frame arriving to the part being announced",
             part_latency.clone(),
         );
+        registry.register(
+            "realtime_viewers",
+            "WHEP sessions open (real-time viewers)",
+            realtime_viewers.clone(),
+        );
         Self {
             registry,
             connections,
@@ -102,6 +110,7 @@ impl Metrics {
             publishers,
             viewers,
             part_latency,
+            realtime_viewers,
         }
     }
 

@@ -14,6 +14,8 @@ export const CHROMIUM_ARGS = [
   "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   // This machine's network is closed: without these Chromium keeps calling out to Google.
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  // WebRTC to a streamer on loopback (real time): Chromium leaves loopback out otherwise.
+  "--allow-loopback-in-peer-connection",
 ];
 
 export class Chromium {

@@ -33,9 +33,9 @@ import { readCode, latencyMs } from "./glass-code.mjs";
 
 const USAGE = "usage: node tests/browser/glass.mjs <watch-url> --time-url <api>/v1/time"
   + " [--seconds N] [--start-limit S] [--samples K]";
-// Beside chromium.mjs's: WebRTC between loopback addresses (the streamer's WHEP and this
-// browser), and the video playing without a click.
-const EXTRA_ARGS = ["--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required"];
+// Beside chromium.mjs's (which let WebRTC reach a streamer on loopback): the video plays
+// without a click.
+const EXTRA_ARGS = ["--autoplay-policy=no-user-gesture-required"];
 const WINDOW_MS = 5000;
 const WHEP_REFUSALS = 3;
 

@@ -27,6 +27,8 @@ pub struct Sample {
     pub kind: TrackKind,
     /// On the track's WebRTC clock: 90 kHz video, 48 kHz Opus.
     pub time: i64,
+    /// Video a decoder can start at (led by its parameter sets); every audio packet is.
+    pub keyframe: bool,
     pub data: Bytes,
 }
 
@@ -45,7 +47,9 @@ impl Timeline {
     fn map(&mut self, connection: u64, time: i64, step: i64) -> i64 {
         if self.connection != Some(connection) {
             self.connection = Some(connection);
-            self.offset = self.last.map_or(0, |last| last + step - time);
+            // The first connection keeps its own times, but never below zero (RTP time is
+            // unsigned); a later one carries on from the last.
+            self.offset = self.last.map_or((-time).max(0), |last| last + step - time);
         }
         let mapped = time + self.offset;
         self.last = Some(mapped);
@@ -138,6 +142,7 @@ impl Feed {
         out.push(Sample {
             kind: TrackKind::Video,
             time: self.video_time.map(frame.connection, time, step),
+            keyframe: frame.keyframe,
             data,
         });
     }
@@ -172,6 +177,7 @@ impl Feed {
             out.push(Sample {
                 kind: TrackKind::Audio,
                 time: self.audio_time.map(frame.connection, packet.pts, 960),
+                keyframe: true,
                 data: packet.data,
             });
         }

@@ -81,24 +81,6 @@ impl Encoder {
         Ok(encoder)
     }
 
-    /// Samples per channel the encoder holds back: its packets' audio starts this much
-    /// before their timestamps say (the pre-skip).
-    pub fn lookahead(&self) -> Result<u32, StreamerError> {
-        let mut samples: i32 = 0;
-        // SAFETY: a live encoder; OPUS_GET_LOOKAHEAD writes one opus_int32.
-        let code = unsafe {
-            ffi::opus_encoder_ctl(
-                self.state.as_ptr(),
-                ffi::OPUS_GET_LOOKAHEAD_REQUEST,
-                &mut samples as *mut i32,
-            )
-        };
-        if code != ffi::OPUS_OK {
-            return Err(error("reading the lookahead", code));
-        }
-        u32::try_from(samples).map_err(|_| error("reading the lookahead", ffi::OPUS_INTERNAL_ERROR))
-    }
-
     /// One 20 ms frame (interleaved, [`FRAME_SAMPLES`] per channel) as one packet.
     pub fn encode(&mut self, pcm: &[f32]) -> Result<&[u8], StreamerError> {
         if pcm.len() != FRAME_SAMPLES * self.channels {

@@ -1,0 +1,110 @@
+//! Real time: a broadcaster publishes by RTSP (ffmpeg, H.264 and AAC at 44.1 kHz) and the
+//! watch page in headless Chromium plays the stream by WebRTC (WHEP, `?mode=realtime`):
+//! video decoded, audio (turned into Opus by the streamer) received. The WHEP exchange's
+//! answers to what is not an offer, to a stream that is not live and to trickle ICE, and the
+//! session's end when the window closes.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration as StdDuration, Instant};
+
+use support::streaming::{
+    ffmpeg_publish_with, get_text, publish_url, repo_root, wait_ended, wait_gate_open, wait_live,
+    window, Stack,
+};
+use support::TestDb;
+
+/// The streamer's real-time viewers, from its metrics.
+async fn realtime_viewers(stack: &Stack) -> Option<u64> {
+    let (_, metrics) = get_text(&stack.hls("/metrics")).await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("slotcast_streamer_realtime_viewers "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watch_page_plays_a_live_stream_in_real_time_by_whep() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", "carrier-a=127.0.0.2:0");
+    stack.register("s1", &["carrier-a"]).await;
+    let (start, end) = window(2, 34);
+    let (id, key) = stack.book("s1", start, end).await;
+    let addr = stack.rtsp("carrier-a");
+    wait_gate_open(addr, &id, &key);
+    let client = reqwest::Client::new();
+    let whep = stack.hls(&format!("/whep/{id}"));
+
+    // Before the publisher: not live, which the page takes as "not yet".
+    let answer = client
+        .post(&whep)
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    assert!(answer.text().await.unwrap().starts_with("not_live:"));
+
+    let mut publisher =
+        ffmpeg_publish_with(&publish_url(addr, &id, &key), "tcp", 22, &["-ar", "44100"]);
+    wait_live(&stack.hls(&format!("/hls/{id}/index.m3u8"))).await;
+
+    // What is not an offer is told so.
+    let answer = client.post(&whep).body("hello").send().await.unwrap();
+    assert_eq!(answer.status(), 415, "no content type");
+    let answer = client
+        .post(&whep)
+        .header("content-type", "application/sdp")
+        .body("not sdp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let answer = client
+        .patch(stack.hls(&format!("/whep/{id}/nosuchsession")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 405, "no trickle ICE");
+    let answer = client
+        .delete(stack.hls(&format!("/whep/{id}/nosuchsession")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+
+    // Chromium plays it in real time: video frames decoded, audio received.
+    let watch = stack.hls(&format!("/watch/{id}?mode=realtime"));
+    let out = Command::new("node")
+        .arg(repo_root().join("tests/browser/watch.mjs"))
+        .args([&watch, "--seconds", "8", "--min-advance", "2"])
+        .args(["--expect-state", "live", "--expect-engine", "whep"])
+        .output()
+        .expect("node (scripts/services installs it)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the watch page did not play in real time: {report} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The page has gone: its session ends (deleted, or the peer's silence noticed).
+    let deadline = Instant::now() + StdDuration::from_secs(40);
+    while realtime_viewers(&stack).await != Some(0) && Instant::now() < deadline {
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    assert_eq!(
+        realtime_viewers(&stack).await,
+        Some(0),
+        "the session outlived its page"
+    );
+
+    assert!(
+        publisher.wait(StdDuration::from_secs(40)).is_some(),
+        "{}",
+        publisher.describe()
+    );
+    wait_ended(&stack.hls(&format!("/hls/{id}/index.m3u8")), 30).await;
+}
