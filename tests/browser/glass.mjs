@@ -23,7 +23,11 @@
 // presentedFrames), windows_ms the median of each 5 s of the window. Sampled twice a second
 // and given as medians, to say where the time goes: buffer_ahead_ms (media buffered past the
 // playback position, LL-HLS), and hls.js's own hls_latency_ms, hls_target_latency_ms and
-// the video's playback_rate. Exit 0 when frames were read, 1 otherwise, 2 on bad arguments.
+// the video's playback_rate; and for WHEP, webrtc: the video receiver's own counters over the
+// window (getStats' inbound-rtp through window.slotcastPlayer.peer), as means per frame in ms
+// (jitter_buffer_ms, jitter_buffer_target_ms; processing_ms from the first packet received to
+// the frame decoded; decode_ms) and counts (frames_decoded, frames_dropped, packets_lost,
+// nacks, plis). Exit 0 when frames were read, 1 otherwise, 2 on bad arguments.
 //
 // Needs `npm ci --prefix web` for playwright-core, and /usr/bin/chromium (or $CHROMIUM).
 // Never downloads a browser. Bounded: a hard timeout of N + S + 60 s, and the browser is
@@ -71,7 +75,7 @@ const result = {
   ok: false, url: opts.url, count: 0, median_ms: null, p95_ms: null, min_ms: null, max_ms: null,
   unreadable: 0, frames: 0, skipped: 0, windows_ms: [], offset_ms: null, offset_delay_ms: null,
   first_frame_s: null, buffer_ahead_ms: null, hls_latency_ms: null, hls_target_latency_ms: null,
-  playback_rate: null, size: null, engine: null, player: null,
+  playback_rate: null, webrtc: null, size: null, engine: null, player: null,
   browser: null, whep_answers: [], errors: [], console_errors: [],
 };
 const round = (x) => Math.round(x * 10) / 10;
@@ -149,6 +153,32 @@ function keepHls() {
   });
 }
 
+// The real-time player's counters for its video (inbound-rtp), or null (LL-HLS).
+function rtcStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.slotcastPlayer?.peer;
+    if (!pc) return null;
+    for (const s of (await pc.getStats()).values()) {
+      if (s.type === "inbound-rtp" && s.kind === "video") return s;
+    }
+    return null;
+  });
+}
+
+/// What WebRTC says of the window between two counters' readings: means per frame in ms.
+function rtcDelta(a, b) {
+  const d = (k) => (b[k] ?? 0) - (a[k] ?? 0);
+  const per = (k, n) => (d(n) > 0 ? round((d(k) / d(n)) * 1000) : null);
+  return {
+    jitter_buffer_ms: per("jitterBufferDelay", "jitterBufferEmittedCount"),
+    jitter_buffer_target_ms: per("jitterBufferTargetDelay", "jitterBufferEmittedCount"),
+    processing_ms: per("totalProcessingDelay", "framesDecoded"),
+    decode_ms: per("totalDecodeTime", "framesDecoded"),
+    frames_decoded: d("framesDecoded"), frames_dropped: d("framesDropped"),
+    packets_lost: d("packetsLost"), nacks: d("nackCount"), plis: d("pliCount"),
+  };
+}
+
 async function main() {
   const clock = await measureOffset();
   result.offset_ms = round(clock.offset);
@@ -181,6 +211,7 @@ async function main() {
   });
 
   let firstAt = null; // server time of the first readable frame
+  let rtcFrom = null; // the video's WebRTC receive counters then
   const bufferAhead = [];
   const hlsViews = []; // [latency s, target latency s, playback rate] as hls.js sees them
   for (;;) {
@@ -201,6 +232,7 @@ async function main() {
     Object.assign(result, { engine: s.engine, errors: s.errors, player: s.player });
     if (firstAt === null && s.first !== null) {
       firstAt = s.first;
+      rtcFrom = await rtcStats(page);
       result.first_frame_s = round((Date.now() - started) / 100) / 10;
     }
     if (firstAt !== null) {
@@ -214,6 +246,8 @@ async function main() {
     }
   }
 
+  const rtcTo = await rtcStats(page);
+  if (rtcFrom && rtcTo) result.webrtc = rtcDelta(rtcFrom, rtcTo);
   const g = await page.evaluate(() => window.__glass);
   const end = firstAt + opts.seconds * 1000;
   const frames = g.frames.filter((f) => f.at >= firstAt && f.at <= end);

@@ -231,7 +231,7 @@ mod tests {
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", &size, "-r", "30",
         ];
         encode.extend(["-i", yuv.to_str().unwrap()]);
-        encode.extend(super::super::X264);
+        encode.extend(super::super::source::X264);
         encode.extend(["-b:v", "330k", mp4.to_str().unwrap()]);
         run(&encode);
         let decoded = |pix_fmt: &str, size: &str, name: &str| {

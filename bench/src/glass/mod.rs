@@ -2,10 +2,9 @@
 //! encoder to the moment the watch page presents it in Chromium, by LL-HLS and by WHEP. Prints
 //! figures, asserts none.
 //!
-//! Contract: this process is the broadcaster's camera. It writes 640x360 frames at 30 fps, in
-//! real time, into ffmpeg's stdin (x264 ultrafast, zerolatency, a keyframe a second, beside a
-//! sine tone in AAC), and ffmpeg publishes them by RTSP over TCP into a `slotcast server
-//! streamer` child whose gate is opened as the NATS contract says a scheduler opens it (under
+//! Contract: this process is the broadcaster's camera (`source.rs`). It hands 640x360 frames
+//! at 30 fps and a tone, in real time, to ffmpeg (x264 ultrafast, zerolatency, a keyframe a
+//! second; AAC), which publishes them by RTSP over TCP into a `slotcast server streamer` child whose gate is opened as the NATS contract says a scheduler opens it (under
 //! a NATS prefix of the run's own, deleted at the end, on error and on Ctrl-C too). Each frame
 //! carries, as the code in `code.rs`, the server clock's time when it was handed over: the
 //! local clock plus the offset measured NTP-style against `GET /v1/time` of a `slotcast server
@@ -17,10 +16,9 @@
 //! died, fails the run, while WHEP refused is reported as unavailable with the server's answer.
 
 mod code;
+mod source;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -28,18 +26,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use slotcast_domain::contract::Names;
 use slotcast_domain::time::Exchange;
-use tokio::io::AsyncWriteExt;
-use tokio::process::{ChildStdin, Command};
-use tokio::task::JoinHandle;
+use tokio::process::Command;
 
 use crate::nats::new_stream_key;
 use crate::report::{machine, print_report, until_interrupted};
 use crate::scratch::Scratch;
 use crate::slotcast::{free_ports, ntp_list, wait_ready, ApiOptions, Proc, Slotcast};
+use source::{Camera, SourceStats, FPS};
 
 const SERVER_ID: &str = "bench-glass";
 const RESERVATION: &str = "bench-glass-0";
-const FPS: u64 = 30;
 /// The streamer's LL-HLS settings for the run (its defaults, set so the report can name them).
 const PART_MS: u64 = 200;
 const SEGMENT_MS: u64 = 1000;
@@ -49,23 +45,6 @@ const WHEP_GOAL_MS: f64 = 500.0;
 const CLOCK_SAMPLES: usize = 8;
 /// How long the api's server clock gets to sync with the NTP servers given.
 const SYNC_LIMIT: Duration = Duration::from_secs(30);
-
-/// How the publisher codes the video: what a broadcaster's low-latency x264 settings look
-/// like (no lookahead, no B-frames, a keyframe each second). The bitrate is added apart.
-pub const X264: &[&str] = &[
-    "-c:v",
-    "libx264",
-    "-preset",
-    "ultrafast",
-    "-tune",
-    "zerolatency",
-    "-g",
-    "30",
-    "-bf",
-    "0",
-    "-pix_fmt",
-    "yuv420p",
-];
 
 /// Glass-to-glass latency in Chromium by LL-HLS and by WHEP: frames carrying the server
 /// clock's time in a code, published by ffmpeg over RTSP, read back off the watch page by
@@ -85,6 +64,10 @@ pub struct GlassArgs {
     /// The video's bitrate, kbit/s.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(100..=20_000))]
     bitrate_kbps: u32,
+    /// How far ahead of the pictures the camera hands its sound to ffmpeg, ms (ffmpeg holds
+    /// each frame until it has coded sound up to the same time).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=2000))]
+    audio_lead_ms: u64,
     /// Publish video only (no AAC track).
     #[arg(long)]
     no_audio: bool,
@@ -158,6 +141,7 @@ struct Viewed {
     hls_latency_ms: Option<f64>,
     hls_target_latency_ms: Option<f64>,
     playback_rate: Option<f64>,
+    webrtc: Option<WebRtcView>,
     size: Option<String>,
     engine: Option<String>,
     player: Option<String>,
@@ -166,6 +150,21 @@ struct Viewed {
     errors: Vec<serde_json::Value>,
     console_errors: Vec<String>,
     reason: Option<String>,
+}
+
+/// The real-time player's video receiver over the window, from its own counters.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct WebRtcView {
+    jitter_buffer_ms: Option<f64>,
+    jitter_buffer_target_ms: Option<f64>,
+    processing_ms: Option<f64>,
+    decode_ms: Option<f64>,
+    frames_decoded: f64,
+    frames_dropped: f64,
+    packets_lost: f64,
+    nacks: f64,
+    plis: f64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -185,15 +184,6 @@ struct Watched {
     viewed: Viewed,
 }
 
-/// What the camera did: every frame it wrote, and those it wrote late.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
-struct SourceStats {
-    frames: u64,
-    /// Frames handed over more than a frame interval after their turn.
-    late: u64,
-    max_behind_ms: f64,
-}
-
 #[derive(Debug, Serialize)]
 struct Report {
     seconds: u64,
@@ -201,7 +191,8 @@ struct Report {
     height: usize,
     fps: u64,
     bitrate_kbps: u32,
-    audio: bool,
+    /// How far ahead of the pictures the sound was handed over; `None`: no sound.
+    audio_lead_ms: Option<u64>,
     part_ms: u64,
     segment_ms: u64,
     clock: String,
@@ -323,12 +314,15 @@ async fn run(
     wait_ready(&http, &base, &mut streamer).await?;
 
     let url = format!("rtsp://{rtsp}/live/{RESERVATION}?key={key}");
-    let (mut publisher, stdin) = Proc::spawn_piped(
-        publish_command(&url, args.bitrate_kbps, !args.no_audio),
-        "ffmpeg publishing",
-        &dir.join("ffmpeg.log"),
-    )?;
-    let source = Source::start(stdin, clock);
+    let audio_lead = (!args.no_audio).then(|| Duration::from_millis(args.audio_lead_ms));
+    let (mut publisher, source) = Camera::start(
+        &url,
+        args.bitrate_kbps,
+        audio_lead,
+        move || clock.now_ms(),
+        dir,
+    )
+    .await?;
     let playlist = format!("{base}/hls/{RESERVATION}/index.m3u8");
     let live =
         crate::hls::wait_segments(&http, &playlist, 2, &mut [&mut publisher, &mut streamer]).await;
@@ -336,6 +330,7 @@ async fn run(
         return Err(source.stop().await.err().unwrap_or(err));
     }
 
+    source.restart_stats();
     let mut watched = Vec::new();
     for &mode in &args.modes {
         let load_before = load_average();
@@ -378,7 +373,7 @@ async fn run(
         height: code::HEIGHT,
         fps: FPS,
         bitrate_kbps: args.bitrate_kbps,
-        audio: !args.no_audio,
+        audio_lead_ms: (!args.no_audio).then_some(args.audio_lead_ms),
         part_ms: PART_MS,
         segment_ms: SEGMENT_MS,
         clock: describe,
@@ -394,31 +389,6 @@ async fn run(
         node,
         load_before,
     })
-}
-
-/// ffmpeg taking raw frames on stdin as they come and a sine tone in real time, publishing
-/// them by RTSP over TCP.
-fn publish_command(url: &str, bitrate_kbps: u32, audio: bool) -> Command {
-    let size = format!("{}x{}", code::WIDTH, code::HEIGHT);
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning"])
-        .args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", &size])
-        .args(["-framerate", &FPS.to_string(), "-i", "pipe:0"]);
-    if audio {
-        cmd.args([
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-        ])
-        .args(["-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "96k"]);
-    }
-    let bitrate = format!("{bitrate_kbps}k");
-    cmd.args(X264)
-        .args(["-b:v", &bitrate])
-        .args(["-f", "rtsp", "-rtsp_transport", "tcp", url]);
-    cmd
 }
 
 /// The server clock as this process reads it: the local clock plus the offset of the
@@ -515,54 +485,6 @@ async fn server_clock(
     }
 }
 
-/// The camera: a task writing a frame every 1/30 s into ffmpeg's stdin, each stamped with the
-/// server clock as it is handed over. A frame due while the last is still being written is
-/// written late, never skipped (x264 numbers frames by their count), and counted as late.
-struct Source {
-    stop: Arc<AtomicBool>,
-    task: JoinHandle<Result<SourceStats>>,
-}
-
-impl Source {
-    fn start(mut stdin: ChildStdin, clock: ServerClock) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let task = tokio::spawn(async move {
-            let mut frame = vec![0; code::FRAME_BYTES];
-            let mut stats = SourceStats::default();
-            let start = tokio::time::Instant::now();
-            for n in 0u64.. {
-                if stopping.load(Ordering::Relaxed) {
-                    break;
-                }
-                let due = start + Duration::from_nanos(n * 1_000_000_000 / FPS);
-                tokio::time::sleep_until(due).await;
-                let behind = due.elapsed();
-                if behind > Duration::from_nanos(1_000_000_000 / FPS) {
-                    stats.late += 1;
-                }
-                stats.max_behind_ms = stats.max_behind_ms.max(behind.as_secs_f64() * 1000.0);
-                code::render(&mut frame, clock.now_ms(), n);
-                stdin
-                    .write_all(&frame)
-                    .await
-                    .context("ffmpeg stopped taking frames")?;
-                stats.frames += 1;
-            }
-            Ok(stats)
-        });
-        Self { stop, task }
-    }
-
-    async fn stop(self) -> Result<SourceStats> {
-        self.stop.store(true, Ordering::Relaxed);
-        match tokio::time::timeout(Duration::from_secs(5), self.task).await {
-            Ok(joined) => joined.map_err(|e| anyhow!("the frame writer: {e}"))?,
-            Err(_) => bail!("the frame writer did not stop within 5 s"),
-        }
-    }
-}
-
 /// glass.mjs on `page`; its JSON line, whatever its exit code.
 async fn view(
     args: &GlassArgs,
@@ -645,8 +567,9 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
-fn opt(v: Option<f64>) -> String {
-    v.map_or("-".to_string(), |v| format!("{v:.0}"))
+/// `v` with `digits` decimals, or "-".
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.digits$}"))
 }
 
 fn text(r: &Report) -> String {
@@ -658,7 +581,10 @@ fn text(r: &Report) -> String {
         r.height,
         r.fps,
         r.bitrate_kbps,
-        if r.audio { ", AAC sine" } else { ", no audio" },
+        match r.audio_lead_ms {
+            Some(lead) => format!(", a 440 Hz tone in AAC handed over {lead} ms ahead"),
+            None => ", no audio".to_string(),
+        },
         r.part_ms,
         r.segment_ms,
         r.cpus,
@@ -670,7 +596,8 @@ fn text(r: &Report) -> String {
     );
     out.push_str(&format!(
         "server clock: {}; publisher's offset {:+.3} ms (round trip {:.3} ms)\n\
-         source: {} frames handed to the encoder, {} late by over a frame (at most {:.1} ms)\n",
+         source, while the viewers watched: {} frames handed to the encoder, {} late by over a \
+         frame (at most {:.1} ms behind)\n",
         r.clock,
         r.publisher_offset_ms,
         r.publisher_offset_delay_ms,
@@ -702,10 +629,10 @@ fn text(r: &Report) -> String {
              {} frames read over {} s from the first ({} s after the page opened), {} \
              unreadable, {} presented without a callback; viewer's offset {:+.1} ms (round \
              trip {:.1} ms); medians by 5 s: {}{}\n",
-            opt(v.median_ms),
-            opt(v.p95_ms),
-            opt(v.min_ms),
-            opt(v.max_ms),
+            opt(v.median_ms, 0),
+            opt(v.p95_ms, 0),
+            opt(v.min_ms, 0),
+            opt(v.max_ms, 0),
             v.count,
             r.seconds,
             v.first_frame_s
@@ -728,6 +655,22 @@ fn text(r: &Report) -> String {
                 "  hls.js's own view (medians): {l:.0} ms behind its live edge, aiming at {t:.0} \
                  ms, playing at {}x\n",
                 v.playback_rate.unwrap_or(f64::NAN)
+            ));
+        }
+        if let Some(rtc) = &v.webrtc {
+            out.push_str(&format!(
+                "  WebRTC's own view (means per frame): jitter buffer {} ms (its target {} ms), \
+                 first packet to decoded {} ms, decoding {} ms; {} frames decoded, {} dropped, \
+                 {} packets lost, {} NACKs, {} PLIs\n",
+                opt(rtc.jitter_buffer_ms, 1),
+                opt(rtc.jitter_buffer_target_ms, 1),
+                opt(rtc.processing_ms, 1),
+                opt(rtc.decode_ms, 1),
+                rtc.frames_decoded,
+                rtc.frames_dropped,
+                rtc.packets_lost,
+                rtc.nacks,
+                rtc.plis
             ));
         }
         if w.mode == Mode::Whep {
