@@ -89,10 +89,7 @@ pub fn render(frame: &mut [u8], ms: u64, n: u64) {
     }
     let bar = (n as usize * 8) % WIDTH;
     for y in TOP + ROWS * BLOCK + 64..HEIGHT - 32 {
-        let row = &mut luma[y * WIDTH..(y + 1) * WIDTH];
-        for x in bar..(bar + 48).min(WIDTH) {
-            row[x] = WHITE;
-        }
+        luma[y * WIDTH + bar..y * WIDTH + (bar + 48).min(WIDTH)].fill(WHITE);
     }
 }
 
