@@ -233,7 +233,7 @@ async function main() {
     if (firstAt === null && s.first !== null) {
       firstAt = s.first;
       rtcFrom = await rtcStats(page);
-      result.first_frame_s = round((Date.now() - started) / 100) / 10;
+      result.first_frame_s = Math.round((Date.now() - started) / 100) / 10;
     }
     if (firstAt !== null) {
       if (s.ahead !== null && s.engine !== "whep") bufferAhead.push(s.ahead * 1000);
