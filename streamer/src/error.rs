@@ -32,6 +32,9 @@ pub enum StreamerError {
     /// [`crate::media_path::KEYFRAME_BYTES`] without a keyframe.
     #[error("no_keyframe: no video keyframe for {seconds} s and {bytes} bytes")]
     NoKeyframe { seconds: u64, bytes: usize },
+    /// A WebRTC peer failed (str0m said why in words), or could not be made.
+    #[error("webrtc: {0}")]
+    WebRtc(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

@@ -40,6 +40,7 @@ pub mod rtsp;
 mod srt_edge;
 #[cfg(test)]
 mod testing;
+pub mod webrtc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
