@@ -7,6 +7,7 @@
 //! video, the sample rate for AAC), extended to 64 bits so they never wrap.
 
 pub mod aac;
+pub mod annex_b;
 pub mod frames;
 pub mod h264;
 pub mod retina_adapter;
