@@ -55,6 +55,7 @@ pub struct StreamerSection {
     pub ingest_listeners: Option<String>,
     pub rtmp_listeners: Option<String>,
     pub srt_listeners: Option<String>,
+    pub whip_listeners: Option<String>,
     pub srt_latency_ms: Option<u64>,
     pub hls_addr: Option<String>,
     pub recordings_dir: Option<String>,
@@ -400,6 +401,11 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
     if let Some(text) = pick("SLOTCAST_SRT_LISTENERS", &section.srt_listeners) {
         config.srt_listeners = slotcast_streamer::parse_listeners(&text)
             .context("SLOTCAST_SRT_LISTENERS / streamer.srt_listeners")?;
+    }
+    // WHIP too.
+    if let Some(text) = pick("SLOTCAST_WHIP_LISTENERS", &section.whip_listeners) {
+        config.whip_listeners = slotcast_streamer::parse_listeners(&text)
+            .context("SLOTCAST_WHIP_LISTENERS / streamer.whip_listeners")?;
     }
     if let Some(addr) = pick("SLOTCAST_HLS_ADDR", &section.hls_addr) {
         config.hls_addr = addr.parse().with_context(|| {
