@@ -49,6 +49,18 @@ fn a_post_with_the_key_as_bearer_and_an_sdp_offer_publishes() {
     );
 }
 
+/// Method, path, `Authorization`, `Content-Type`, `Content-Length`; the status, and words of
+/// the body.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<u64>,
+    u16,
+    &'a str,
+);
+
 #[test]
 fn requests_that_are_not_a_publish_get_their_answers() {
     let resource = format!("/whip/{ID}");
@@ -56,15 +68,7 @@ fn requests_that_are_not_a_publish_get_their_answers() {
     let sdp = Some("application/sdp");
     let key = Some("Bearer k");
     let too_long = format!("Bearer {}", "k".repeat(MAX_KEY_LEN + 1));
-    let cases: [(
-        &str,
-        &str,
-        Option<&str>,
-        Option<&str>,
-        Option<u64>,
-        u16,
-        &str,
-    ); 13] = [
+    let cases: [Case; 13] = [
         (
             "POST",
             "/whip/",
