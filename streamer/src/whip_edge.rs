@@ -141,7 +141,8 @@ async fn serve_connection(
     };
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(deadline)
+        // Past the deadline below, which closes the connection first (and counts it).
+        .header_read_timeout(deadline + Duration::from_secs(1))
         .keep_alive(false)
         .serve_connection(TokioIo::new(stream), service);
     tokio::select! {
@@ -424,8 +425,12 @@ async fn follow(edge: Arc<WhipEdge>, conn: WhipConnection, session: String) {
         }
     };
     let WhipConnection {
-        mut path, failure, ..
+        mut path,
+        mut peer,
+        failure,
+        ..
     } = conn;
+    peer.close(Instant::now());
     path.finish(&hub);
     tracing::info!(carrier = %entry.carrier, remote = %entry.remote, reason = %reason,
         "WHIP publisher gone");

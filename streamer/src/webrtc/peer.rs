@@ -158,6 +158,14 @@ impl<S: Datagrams> Peer<S> {
         self.dropped
     }
 
+    /// Says goodbye (RTCP BYE, DTLS close_notify) and sends it at `now`: the other peer
+    /// learns the session is over without waiting for its ICE checks to fail.
+    pub fn close(&mut self, now: Instant) {
+        if self.rtc.close().is_ok() {
+            let _ = self.drain(now);
+        }
+    }
+
     /// The next event the peer produced, in order.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()

@@ -1,0 +1,243 @@
+//! WHIP publishers: requests that are not a publish get WHIP's answers (401 asking for the
+//! bearer, 405 for trickle's PATCH, 415, 413), refused publishers get the refusal's status,
+//! code and words over real HTTP, strangers that never ask are held to the limits every
+//! ingest protocol shares; and (ignored, see below) GStreamer's webrtcbin
+//! (tests/support/whip_publish.py) publishing H.264 and Opus, played back by ffmpeg.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+
+use support::streaming::{
+    assert_live_then_recorded, assert_refusals_recorded, closed_within, connect_from,
+    gst_publish_whip, metric, wait_gate_open, whip_url, window, Stack,
+};
+use support::TestDb;
+
+/// `slotcast server all` with an RTSP listener on carrier-a (the tests wait for gates with
+/// it) and the WHIP listeners `whip`, and more environment.
+fn start(db: &TestDb, whip: &str, env: &[(&str, &str)]) -> Stack {
+    let mut env = env.to_vec();
+    env.push(("SLOTCAST_WHIP_LISTENERS", whip));
+    Stack::start_to(db, "s1", "carrier-a=127.0.0.2:0", &env, Stdio::inherit())
+}
+
+/// An answer as a WHIP client sees it.
+struct Answered {
+    status: u16,
+    refusal: Option<String>,
+    challenge: Option<String>,
+    body: String,
+}
+
+/// A WHIP request (a POST with an offer when `offer` is given) with these headers.
+async fn whip(method: &str, url: &str, headers: &[(&str, &str)], offer: &str) -> Answered {
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+    let mut request = client
+        .request(method, url)
+        .timeout(StdDuration::from_secs(10));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let answer = request
+        .body(offer.to_owned())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let header = |name: &str| {
+        answer
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (refusal, challenge) = (header("Slotcast-Refusal"), header("WWW-Authenticate"));
+    Answered {
+        status: answer.status().as_u16(),
+        refusal,
+        challenge,
+        body: answer.text().await.unwrap_or_default(),
+    }
+}
+
+/// A minimal offer: the gate decides before the offer is read as SDP.
+const OFFER: &str = "v=0\r\n";
+
+async fn publish(url: &str, key: &str) -> Answered {
+    let bearer = format!("Bearer {key}");
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/sdp"),
+    ];
+    whip("POST", url, &headers, OFFER).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whip_publishers_are_refused_with_the_gates_status_code_and_words() {
+    let db = TestDb::new().await;
+    // carrier-x is a WHIP listener of this streamer but not a carrier of server s1.
+    let stack = start(&db, "carrier-a=127.0.0.2:0,carrier-x=127.0.0.4:0", &[]);
+    stack.register("s1", &["carrier-a"]).await;
+    stack.register("s2", &["carrier-a"]).await;
+    let (start, end) = window(2, 30);
+    let (open_id, open_key) = stack.book("s1", start, end).await;
+    let (other_id, other_key) = stack.book("s2", start, end).await;
+    let later = (start + Duration::seconds(600), end + Duration::seconds(600));
+    let (later_id, later_key) = stack.book("s1", later.0, later.1).await;
+    wait_gate_open(stack.rtsp("carrier-a"), &open_id, &open_key);
+    let (a, x) = (stack.whip("carrier-a"), stack.whip("carrier-x"));
+
+    let wrong_key = "0123456789abcdef0123456789abcdef";
+    let cases = [
+        (whip_url(a, &later_id), later_key.as_str(), 403, "not_open"),
+        (whip_url(a, &open_id), wrong_key, 401, "bad_key"),
+        (
+            whip_url(a, &other_id),
+            other_key.as_str(),
+            403,
+            "other_server",
+        ),
+        (
+            whip_url(x, &open_id),
+            open_key.as_str(),
+            403,
+            "not_a_carrier",
+        ),
+        (
+            whip_url(a, "no-such-reservation"),
+            open_key.as_str(),
+            404,
+            "unknown",
+        ),
+    ];
+    for (url, key, status, code) in &cases {
+        let answer = publish(url, key).await;
+        if *code == "not_open" {
+            assert!(answer.body.contains("it opens at"), "{}", answer.body);
+        }
+        assert_eq!(answer.status, *status, "{url}: {}", answer.body);
+        assert_eq!(
+            answer.refusal.as_deref(),
+            Some(*code),
+            "{url}: {}",
+            answer.body
+        );
+        assert!(
+            answer.body.starts_with(&format!("{code}: ")),
+            "{url}: {}",
+            answer.body
+        );
+    }
+    let bad_key = publish(&whip_url(a, &open_id), wrong_key).await;
+    assert_eq!(
+        bad_key.challenge.as_deref(),
+        Some("Bearer error=\"invalid_token\"")
+    );
+    assert_refusals_recorded(
+        &stack,
+        &db,
+        &later_id,
+        &[
+            "not_open",
+            "bad_key",
+            "other_server",
+            "not_a_carrier",
+            "unknown",
+        ],
+    )
+    .await;
+
+    // What is not a publish: no refusal code, WHIP's answers.
+    let url = whip_url(a, &open_id);
+    let sdp = [("Content-Type", "application/sdp")];
+    let no_key = whip("POST", &url, &sdp, OFFER).await;
+    assert_eq!(no_key.status, 401, "{}", no_key.body);
+    assert_eq!(no_key.challenge.as_deref(), Some("Bearer"));
+    assert_eq!(no_key.refusal, None);
+    let bearer = format!("Bearer {open_key}");
+    let json = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    assert_eq!(whip("POST", &url, &json, "{}").await.status, 415);
+    let big = "a".repeat(64 * 1024 + 1);
+    let too_big = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/sdp"),
+    ];
+    assert_eq!(whip("POST", &url, &too_big, &big).await.status, 413);
+    let session = format!("{url}/0123456789abcdef0123456789abcdef");
+    let patch = whip("PATCH", &session, &too_big, "a=candidate:1").await;
+    assert_eq!(patch.status, 405, "{}", patch.body);
+    assert!(patch.body.contains("trickle"), "{}", patch.body);
+    assert_eq!(whip("DELETE", &session, &[], "").await.status, 404);
+    // Inside the window, with the key: the gate lets it in, and the offer decides.
+    let not_sdp = publish(&url, &open_key).await;
+    assert_eq!(not_sdp.status, 400, "{}", not_sdp.body);
+    assert_eq!(not_sdp.refusal, None, "{}", not_sdp.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strangers_that_never_ask_share_the_limits_and_deadline_of_every_ingest_protocol() {
+    let db = TestDb::new().await;
+    let stack = start(
+        &db,
+        "carrier-a=127.0.0.2:0",
+        &[("SLOTCAST_INGEST_RECORD_DEADLINE_S", "4")],
+    );
+    let (whip, rtsp) = (stack.whip("carrier-a"), stack.rtsp("carrier-a"));
+    // A stranger holds 8 WHIP connections that never send a request, its share: the 9th, by
+    // WHIP or by RTSP, is closed at once.
+    let stranger = Ipv4Addr::new(127, 0, 1, 1);
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(connect_from(stranger, whip).await.expect("connect"));
+    }
+    let mut ninth = connect_from(stranger, whip).await.expect("connect");
+    assert!(closed_within(&mut ninth, StdDuration::from_secs(3)).await);
+    let mut by_rtsp = connect_from(stranger, rtsp).await.expect("connect");
+    assert!(
+        closed_within(&mut by_rtsp, StdDuration::from_secs(3)).await,
+        "RTSP and WHIP share one book"
+    );
+    let per_source = "slotcast_streamer_refusals_total{reason=\"unauth_per_source\"}";
+    assert!(metric(&stack, per_source).await >= 2.0);
+    // They go at the record deadline.
+    for (n, stream) in held.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, StdDuration::from_secs(8)).await,
+            "connection {n} outlived the record deadline"
+        );
+    }
+    let deadline = "slotcast_streamer_refusals_total{reason=\"record_deadline\"}";
+    assert!(metric(&stack, deadline).await >= 8.0);
+}
+
+/// Ignored: webrtcbin cannot reach a streamer on loopback. libnice 0.1.21 (Debian 12) gathers
+/// no loopback candidate and pins each candidate's socket to its interface
+/// (`setsockopt(IP_UNICAST_IF)`, seen with strace): its checks to 127.0.0.2 leave by eth0 and
+/// never arrive (the streamer's port reads nothing; the publisher's connection fails after
+/// 7 s). To run, the streamer and the publisher must be hosts of one network of the
+/// namespace lab (`tests/support/netns.rs`), as tests/networks.rs places them.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "webrtcbin's libnice cannot reach a loopback streamer; needs the netns lab"]
+async fn webrtcbin_publishes_by_whip_and_viewers_watch_live_then_the_recording() {
+    let db = TestDb::new().await;
+    let stack = start(&db, "carrier-a=127.0.0.2:0", &[]);
+    stack.register("s1", &["carrier-a"]).await;
+    let (start, end) = window(2, 28);
+    let (id, key) = stack.book("s1", start, end).await;
+    wait_gate_open(stack.rtsp("carrier-a"), &id, &key);
+
+    let url = whip_url(stack.whip("carrier-a"), &id);
+    let mut publisher = gst_publish_whip(&url, &key, 18);
+    assert_live_then_recorded(&stack, &db, &id, "h264,opus", &mut publisher).await;
+    let said = publisher.log();
+    assert!(said.contains("status 201"), "{said}");
+    assert!(said.contains("deleted 200"), "{said}");
+}
