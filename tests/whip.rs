@@ -1,8 +1,12 @@
-//! WHIP publishers: requests that are not a publish get WHIP's answers (401 asking for the
-//! bearer, 405 for trickle's PATCH, 415, 413), refused publishers get the refusal's status,
-//! code and words over real HTTP, strangers that never ask are held to the limits every
-//! ingest protocol shares; and (ignored, see below) GStreamer's webrtcbin
-//! (tests/support/whip_publish.py) publishing H.264 and Opus, played back by ffmpeg.
+//! WHIP publishers with real peers: GStreamer's webrtcbin (tests/support/whip_publish.py)
+//! publishes H.264 and Opus by WHIP (`POST /whip/<reservation>`, the key as the bearer token)
+//! into reserved windows through the same gate as RTSP, from a host of its own on the
+//! dedicated network (see [`Lab`]), and ffmpeg reads the LL-HLS output and the recording
+//! back; a second publisher is refused `busy`, the first is cut off at the close. Refused
+//! publishers get the refusal's status, code and words over real HTTP; requests that are not
+//! a publish get WHIP's answers (401 asking for the bearer, 405 for trickle's PATCH, 415,
+//! 413); strangers that never ask are held to the limits every ingest protocol shares. The
+//! lab needs root (docs/testing.md).
 
 mod support;
 
@@ -10,11 +14,12 @@ use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::time::Duration as StdDuration;
 
-use chrono::Duration;
+use chrono::{Duration, Utc};
 
 use support::streaming::{
-    assert_live_then_recorded, assert_refusals_recorded, closed_within, connect_from,
-    gst_publish_whip, metric, wait_gate_open, whip_url, window, Stack,
+    assert_live_then_recorded, assert_plays, assert_refusals_recorded, closed_within, connect_from,
+    gst_publish_whip, ingest_reports, metric, segments, wait_ended, wait_for_text, wait_gate_open,
+    whip_url, window, Publisher, Stack,
 };
 use support::TestDb;
 
@@ -24,6 +29,13 @@ fn start(db: &TestDb, whip: &str, env: &[(&str, &str)]) -> Stack {
     let mut env = env.to_vec();
     env.push(("SLOTCAST_WHIP_LISTENERS", whip));
     Stack::start_to(db, "s1", "carrier-a=127.0.0.2:0", &env, Stdio::inherit())
+}
+
+/// Waits (bounded) for `publisher` to exit; what it said, which must end in exit `code`.
+fn exits(publisher: &mut Publisher, code: i32, limit: StdDuration) -> String {
+    let exited = publisher.wait(limit);
+    assert_eq!(exited, Some(code), "{}", publisher.describe());
+    publisher.log()
 }
 
 /// An answer as a WHIP client sees it.
@@ -218,26 +230,129 @@ async fn strangers_that_never_ask_share_the_limits_and_deadline_of_every_ingest_
     assert!(metric(&stack, deadline).await >= 8.0);
 }
 
-/// Ignored: webrtcbin cannot reach a streamer on loopback. libnice 0.1.21 (Debian 12) gathers
-/// no loopback candidate and pins each candidate's socket to its interface
-/// (`setsockopt(IP_UNICAST_IF)`, seen with strace): its checks to 127.0.0.2 leave by eth0 and
-/// never arrive (the streamer's port reads nothing; the publisher's connection fails after
-/// 7 s). To run, the streamer and the publisher must be hosts of one network of the
-/// namespace lab (`tests/support/netns.rs`), as tests/networks.rs places them.
+/// The lab for a real WebRTC publisher: webrtcbin's libnice gathers no loopback candidate
+/// and pins each candidate's socket to its interface (`IP_UNICAST_IF`), so it cannot reach a
+/// streamer on 127.0.0.x. The streamer is `server` (.1) and the publisher `publisher` (.2) on
+/// the dedicated network 10.93.0.0/24 of namespaces of the test's own
+/// (tests/support/netns.rs); the server reaches Postgres and NATS through relays.
+struct Lab {
+    lab: support::netns::Lab,
+    server: support::netns::Host,
+    publisher: support::netns::Host,
+    _relays: Vec<support::netns::Relay>,
+}
+
+const SERVER_WHIP: &str = "carrier-a=10.93.0.1:0";
+
+impl Lab {
+    fn new(db: &TestDb) -> Self {
+        let lab = support::netns::Lab::new();
+        let dedicated = lab.network("dedicated", [10, 93, 0]);
+        let server = lab.host("server", &[(&dedicated, 1)]);
+        let publisher = lab.host("publisher", &[(&dedicated, 2)]);
+        let relays = vec![
+            server.relay(&db.url),
+            server.relay(&support::nats::shared_url()),
+        ];
+        Self {
+            lab,
+            server,
+            publisher,
+            _relays: relays,
+        }
+    }
+
+    /// webrtcbin publishing from the publisher host (see [`gst_publish_whip`]).
+    fn publish(&self, url: &str, key: &str, seconds: u32) -> Publisher {
+        self.publisher.run(|| gst_publish_whip(url, key, seconds))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "webrtcbin's libnice cannot reach a loopback streamer; needs the netns lab"]
 async fn webrtcbin_publishes_by_whip_and_viewers_watch_live_then_the_recording() {
     let db = TestDb::new().await;
-    let stack = start(&db, "carrier-a=127.0.0.2:0", &[]);
-    stack.register("s1", &["carrier-a"]).await;
-    let (start, end) = window(2, 28);
-    let (id, key) = stack.book("s1", start, end).await;
-    wait_gate_open(stack.rtsp("carrier-a"), &id, &key);
+    let lab = Lab::new(&db);
+    let _lab = &lab.lab;
+    lab.server.block_on(|| async {
+        let stack = start(&db, SERVER_WHIP, &[]);
+        stack.register("s1", &["carrier-a"]).await;
+        let (start, end) = window(2, 28);
+        let (id, key) = stack.book("s1", start, end).await;
+        wait_gate_open(stack.rtsp("carrier-a"), &id, &key);
 
-    let url = whip_url(stack.whip("carrier-a"), &id);
-    let mut publisher = gst_publish_whip(&url, &key, 18);
-    assert_live_then_recorded(&stack, &db, &id, "h264,opus", &mut publisher).await;
-    let said = publisher.log();
-    assert!(said.contains("status 201"), "{said}");
-    assert!(said.contains("deleted 200"), "{said}");
+        let url = whip_url(stack.whip("carrier-a"), &id);
+        let mut publisher = lab.publish(&url, &key, 18);
+        assert_live_then_recorded(&stack, &db, &id, "h264,opus", &mut publisher).await;
+        let said = publisher.log();
+        assert!(said.contains("status 201"), "{said}");
+        assert!(said.contains("deleted 200"), "{said}");
+        let reports = ingest_reports(&db, &id).await;
+        let gone = reports
+            .iter()
+            .find(|r| r["kind"] == "disconnected")
+            .unwrap_or_else(|| panic!("no disconnected report: {reports:?}"));
+        assert!(
+            gone["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("publisher stopped publishing")),
+            "the DELETE ended it: {gone}"
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_webrtcbin_publisher_is_refused_busy_and_the_first_is_cut_off_at_close() {
+    let db = TestDb::new().await;
+    let lab = Lab::new(&db);
+    let _lab = &lab.lab;
+    lab.server.block_on(|| async {
+        let stack = start(&db, SERVER_WHIP, &[]);
+        stack.register("s1", &["carrier-a"]).await;
+        let (start, end) = window(2, 16);
+        let (id, key) = stack.book("s1", start, end).await;
+        wait_gate_open(stack.rtsp("carrier-a"), &id, &key);
+        let url = whip_url(stack.whip("carrier-a"), &id);
+
+        // One that would go on for a minute.
+        let mut first = lab.publish(&url, &key, 60);
+        let playlist = stack.hls(&format!("/hls/{id}/index.m3u8"));
+        wait_for_text(&playlist, "a segment", StdDuration::from_secs(15), |p| {
+            segments(p) >= 1
+        })
+        .await;
+        assert_plays(&playlist, 2, "0:a:0", 50, "live Opus");
+        let mut second = lab.publish(&url, &key, 10);
+        let said = exits(&mut second, 3, StdDuration::from_secs(20));
+        assert!(said.contains("status 403"), "{said}");
+        assert!(said.contains("refusal busy"), "{said}");
+        assert!(
+            said.contains("body busy: another publisher is live on this reservation"),
+            "{said}"
+        );
+
+        // The window closes: the first is cut off (sent RTCP BYE and a DTLS close_notify,
+        // which GStreamer 1.22's webrtcbin does not act on: it is stopped here).
+        let limit = (end - Utc::now()).num_seconds().max(0) as u64 + 10;
+        let ended = wait_ended(&playlist, limit).await;
+        assert!(
+            first.is_running(),
+            "cut off by the streamer, not gone by itself"
+        );
+        drop(first);
+        assert!(segments(&ended) >= 3, "{ended}");
+        let reports = ingest_reports(&db, &id).await;
+        let gone = reports
+            .iter()
+            .find(|r| r["kind"] == "disconnected")
+            .unwrap_or_else(|| panic!("no disconnected report: {reports:?}"));
+        assert!(
+            gone["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("the window closed")),
+            "{gone}"
+        );
+        let mut late = lab.publish(&url, &key, 10);
+        let said = exits(&mut late, 3, StdDuration::from_secs(20));
+        assert!(said.contains("refusal closed"), "after the window: {said}");
+    });
 }

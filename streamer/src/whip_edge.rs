@@ -511,17 +511,19 @@ impl WhipConnection {
                 }
                 Event::MediaData(data) => {
                     let framed = self.ingest.frame(
+                        data.network_time,
                         data.mid,
                         data.time.numer(),
                         data.time.denom(),
                         data.contiguous,
                         &data.data,
                     );
-                    let pushed = match framed {
-                        Ok(Some(frame)) => self.path.push(&self.hub, data.network_time, frame),
-                        Ok(None) => Ok(()),
-                        Err(err) => Err(err),
-                    };
+                    let pushed = framed.and_then(|frames| {
+                        frames.into_iter().try_for_each(|(arrival, frame)| {
+                            let pushed = self.path.push(&self.hub, arrival, frame);
+                            self.path.tolerate(pushed)
+                        })
+                    });
                     if let Err(err) = self.path.tolerate(pushed) {
                         let (reason, failure) = media_failed(&self.hub, &err);
                         self.failure = failure;

@@ -17,6 +17,7 @@ the N seconds are over (the streamer cut it off), 5 when it does not connect wit
 """
 
 import argparse
+import subprocess
 import sys
 import urllib.error
 import urllib.parse
@@ -44,6 +45,26 @@ PIPELINE = (
 )
 
 
+def ecdsa_pem():
+    """A self-signed P-256 certificate and its key, in PEM, and its SHA-256 fingerprint:
+    GStreamer's DTLS makes an RSA one, and the streamer's DTLS (str0m's dimpl) takes ECDSA
+    only, as browsers and OBS send."""
+    key = subprocess.run(
+        ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        check=True, capture_output=True,
+    ).stdout
+    cert = subprocess.run(
+        ["openssl", "req", "-new", "-x509", "-key", "/dev/stdin", "-subj", "/CN=whip-publish",
+         "-days", "1"],
+        input=key, check=True, capture_output=True,
+    ).stdout
+    fingerprint = subprocess.run(
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256"],
+        input=cert, check=True, capture_output=True,
+    ).stdout.decode().strip().split("=", 1)[1]
+    return (cert + key).decode(), fingerprint
+
+
 def say(*words):
     print(*words, file=sys.stderr, flush=True)
 
@@ -60,6 +81,15 @@ class Publisher:
         self.webrtc = self.pipe.get_by_name("whip")
         self.webrtc.connect("notify::ice-gathering-state", self.on_gathering)
         self.webrtc.connect("notify::connection-state", self.on_connection)
+        self.pem, self.fingerprint = ecdsa_pem()
+        # Keepalives as binding requests (libnice sends indications by default, which an
+        # ICE-lite peer such as the streamer does not count as the publisher's consent).
+        # (Both held for the run: PyGObject 3.42 lets go of what it gave a temporary, which
+        # takes webrtcbin's own ICE agent with it.)
+        self.ice = self.webrtc.get_property("ice-agent")
+        self.nice = self.ice.get_property("agent")
+        self.nice.set_property("keepalive-conncheck", True)
+        self.pipe.connect("deep-element-added", self.on_element)
         self.connected = False
         self.posted = False
         # The transceivers the linked pads made: send only.
@@ -73,6 +103,11 @@ class Publisher:
         self.code = code
         self.loop.quit()
         return False
+
+    def on_element(self, _bin, _sub, element):
+        factory = element.get_factory()
+        if factory is not None and factory.get_name() == "dtlsdec":
+            element.set_property("pem", self.pem)
 
     def make_offer(self):
         # Once media flows: webrtcbin offers the codecs its pads' caps say.
@@ -88,6 +123,12 @@ class Publisher:
         reply = promise.get_reply()
         made = reply.get_value("offer")
         text = made.sdp.as_text()
+        # The fingerprint of the certificate given to DTLS (webrtcbin wrote its own's).
+        text = "\r\n".join(
+            f"a=fingerprint:sha-256 {self.fingerprint}"
+            if line.startswith("a=fingerprint:") else line
+            for line in text.splitlines()
+        ) + "\r\n"
         _, sdp = GstSdp.SDPMessage.new_from_text(text)
         self.offer = GstWebRTC.WebRTCSessionDescription.new(
             GstWebRTC.WebRTCSDPType.OFFER, sdp

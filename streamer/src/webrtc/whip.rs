@@ -235,15 +235,23 @@ fn unsupported(why: impl std::fmt::Display) -> Answer {
     Answer::new(400, format!("unsupported: {why}")).counted("unsupported_codec")
 }
 
+/// The longest wait between two STUN retransmissions str0m's ICE counts with: an ICE-lite
+/// peer holds its pair this long times a few (about 55 s) without a binding request. A
+/// browser asks every 5 s (consent freshness); libnice, with binding requests as keepalives,
+/// every 25 s; the streamer's own silence timeout drops a peer that sends nothing at all.
+pub const STUN_RTO_MAX: Duration = Duration::from_secs(10);
+
 /// The `Rtc` configuration of a WHIP peer: ICE-lite (the streamer answers, never checks),
 /// H.264 and Opus only (str0m picks the H.264 profile the offer prefers among its own).
 pub fn rtc_config(crypto: &super::Crypto) -> str0m::RtcConfig {
-    crypto
+    let mut config = crypto
         .rtc_config()
         .set_ice_lite(true)
         .clear_codecs()
         .enable_h264(true)
-        .enable_opus(true, false)
+        .enable_opus(true, false);
+    config.set_max_stun_rto(STUN_RTO_MAX);
+    config
 }
 
 /// What the publisher's offer sends, as the answer took it: one video and one audio
@@ -332,14 +340,31 @@ pub fn opus_params() -> CodecParams {
 /// One track's shaping.
 enum Shape {
     Video(AnnexB),
-    Audio { described: bool },
+    Audio,
 }
 
+/// How long audio that came before the first keyframe is held for it, at most.
+pub const AUDIO_HOLD: Duration = Duration::from_millis(500);
+/// Audio frames held for the first keyframe, at most (25 of 20 ms).
+const AUDIO_HELD_MAX: usize = 25;
+
 /// A publisher's media, frame by frame, as the media path takes it.
+///
+/// The media path places a track that joins the video by its arrival (each RTP track has a
+/// clock of its own), so the first audio frame must be the one that arrived with the first
+/// keyframe: a keyframe is tens of packets and is handed on whole only after its last, while
+/// the audio that came meanwhile was handed on at once. So audio is held until the first
+/// keyframe (for at most [`AUDIO_HOLD`]), and what arrived after that keyframe's first packet
+/// follows it.
 pub struct Ingest {
     mids: Vec<Mid>,
     shapes: Vec<Shape>,
     keyframes: KeyframeAsk,
+    /// A keyframe has gone out.
+    started: bool,
+    held: std::collections::VecDeque<(Instant, Frame)>,
+    /// Opus's description went out on a frame.
+    described: bool,
 }
 
 impl Ingest {
@@ -351,10 +376,13 @@ impl Ingest {
                 .iter()
                 .map(|(_, kind)| match kind {
                     MediaKind::Video => Shape::Video(AnnexB::new()),
-                    MediaKind::Audio => Shape::Audio { described: false },
+                    MediaKind::Audio => Shape::Audio,
                 })
                 .collect(),
             keyframes: KeyframeAsk::default(),
+            started: false,
+            held: std::collections::VecDeque::new(),
+            described: false,
         }
     }
 
@@ -366,24 +394,27 @@ impl Ingest {
             .map(|t| self.mids[t])
     }
 
-    /// One frame str0m depacketized on `mid`, stamped `rtp_time` (its RTP timestamp extended
-    /// to 64 bits) ticks of `rate` a second (str0m's clock for the codec: put on the track's
-    /// own if they differ); `contiguous`: no packet was lost since the last. `None` for a
-    /// frame of no track of ours, or one that cannot be described yet.
+    /// One frame str0m depacketized on `mid`, whose first packet arrived at `arrival`,
+    /// stamped `rtp_time` (its RTP timestamp extended to 64 bits) ticks of `rate` a second
+    /// (str0m's clock for the codec: put on the track's own if they differ); `contiguous`: no
+    /// packet was lost since the last. The frames ready for the media path, each with its
+    /// arrival: none for a frame of no track of ours, one that cannot be described yet, or
+    /// audio held for the first keyframe; that keyframe and the audio held for it together.
     pub fn frame(
         &mut self,
+        arrival: Instant,
         mid: Mid,
         rtp_time: u64,
         rate: u32,
         contiguous: bool,
         data: &[u8],
-    ) -> Result<Option<Frame>, StreamerError> {
+    ) -> Result<Vec<(Instant, Frame)>, StreamerError> {
         let Some(track) = self.mids.iter().position(|m| *m == mid) else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let own = match self.shapes[track] {
             Shape::Video(_) => VIDEO_RATE,
-            Shape::Audio { .. } => OPUS_RATE,
+            Shape::Audio => OPUS_RATE,
         };
         let ticks = match rate {
             0 => None,
@@ -395,20 +426,53 @@ impl Ingest {
             .ok_or_else(|| StreamerError::Depacketize(format!("RTP time {rtp_time}/{rate}")))?;
         match &mut self.shapes[track] {
             Shape::Video(video) => {
-                let frame = video.frame(track, data, time, time)?;
-                let keyframe = frame.as_ref().is_some_and(|f| f.keyframe);
-                self.keyframes.saw_video(keyframe, contiguous);
-                Ok(frame)
+                let Some(frame) = video.frame(track, data, time, time)? else {
+                    self.keyframes.saw_video(false, contiguous);
+                    return Ok(Vec::new());
+                };
+                self.keyframes.saw_video(frame.keyframe, contiguous);
+                let starts = frame.keyframe && !std::mem::replace(&mut self.started, true);
+                let mut out = vec![(arrival, frame)];
+                if starts {
+                    let held: Vec<_> = self.held.drain(..).collect();
+                    for (at, frame) in held.into_iter().filter(|(at, _)| *at >= arrival) {
+                        out.push((at, self.describe(frame)));
+                    }
+                }
+                Ok(out)
             }
-            Shape::Audio { described } => Ok(Some(Frame {
-                track,
-                pts: time,
-                dts: time,
-                keyframe: true,
-                data: Bytes::copy_from_slice(data),
-                params: (!std::mem::replace(described, true)).then(opus_params),
-            })),
+            Shape::Audio => {
+                let frame = Frame {
+                    track,
+                    pts: time,
+                    dts: time,
+                    keyframe: true,
+                    data: Bytes::copy_from_slice(data),
+                    params: None,
+                };
+                if self.started {
+                    return Ok(vec![(arrival, self.describe(frame))]);
+                }
+                while self.held.len() >= AUDIO_HELD_MAX
+                    || self
+                        .held
+                        .front()
+                        .is_some_and(|(at, _)| arrival.saturating_duration_since(*at) > AUDIO_HOLD)
+                {
+                    self.held.pop_front();
+                }
+                self.held.push_back((arrival, frame));
+                Ok(Vec::new())
+            }
         }
+    }
+
+    /// Opus's description on the first audio frame that goes out.
+    fn describe(&mut self, mut frame: Frame) -> Frame {
+        if !std::mem::replace(&mut self.described, true) {
+            frame.params = Some(opus_params());
+        }
+        frame
     }
 
     /// Whether to ask the publisher for a keyframe at `now` (then asked: the next ask waits

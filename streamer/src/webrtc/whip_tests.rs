@@ -284,40 +284,87 @@ fn frames_go_to_their_tracks_on_their_rtp_clocks_and_opus_is_described_once() {
     let (video, audio) = (Mid::from("0"), Mid::from("1"));
     let mut ingest = Ingest::new(&[(video, MediaKind::Video), (audio, MediaKind::Audio)]);
     assert_eq!(ingest.video_mid(), Some(video));
+    let t0 = Instant::now();
     let idr: &[u8] = &[0x65, 0x88, 0x84];
-    let key = ingest
-        .frame(video, 90_000, 90_000, true, &annex_b(&[SPS, PPS, idr]))
-        .unwrap()
-        .expect("a keyframe");
+    let out = ingest
+        .frame(t0, video, 90_000, 90_000, true, &annex_b(&[SPS, PPS, idr]))
+        .unwrap();
+    let (at, key) = &out[0];
+    assert_eq!(*at, t0);
     assert_eq!(
         (key.track, key.pts, key.dts, key.keyframe),
         (0, 90_000, 90_000, true)
     );
     assert!(matches!(key.params, Some(CodecParams::H264 { .. })));
-    let first = ingest
-        .frame(audio, 960, 48_000, true, b"opus")
-        .unwrap()
-        .expect("audio");
+    let first = ingest.frame(t0, audio, 960, 48_000, true, b"opus").unwrap();
+    let (_, first) = &first[0];
     assert_eq!((first.track, first.pts), (1, 960));
     assert_eq!(first.params, Some(opus_params()));
     assert_eq!(&first.data[..], b"opus");
     let second = ingest
-        .frame(audio, 1920, 48_000, true, b"more")
-        .unwrap()
-        .expect("audio");
-    assert_eq!(second.params, None);
+        .frame(t0, audio, 1920, 48_000, true, b"more")
+        .unwrap();
+    assert_eq!(second[0].1.params, None);
     // A clock of another rate is put on the track's own.
-    let third = ingest
-        .frame(audio, 96, 16_000, true, b"x")
-        .unwrap()
-        .expect("audio");
-    assert_eq!(third.pts, 288);
+    let third = ingest.frame(t0, audio, 96, 16_000, true, b"x").unwrap();
+    assert_eq!(third[0].1.pts, 288);
     // Another m-line's frames are nobody's; a clock of no rate is an error, not a panic.
+    assert!(ingest
+        .frame(t0, Mid::from("2"), 0, 48_000, true, b"x")
+        .unwrap()
+        .is_empty());
+    assert!(ingest.frame(t0, audio, 1, 0, true, b"x").is_err());
+}
+
+#[test]
+fn audio_that_came_while_the_first_keyframe_was_on_its_way_follows_it() {
+    let (video, audio) = (Mid::from("0"), Mid::from("1"));
+    let mut ingest = Ingest::new(&[(video, MediaKind::Video), (audio, MediaKind::Audio)]);
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    // Audio every 20 ms from 0 to 1 s; the keyframe's first packet came at 900 ms, the frame
+    // whole at 980 ms (handed on then, stamped with its first packet's arrival).
+    for n in 0..50u64 {
+        let out = ingest
+            .frame(at(n * 20), audio, n * 960, 48_000, true, b"o")
+            .unwrap();
+        assert!(out.is_empty(), "held for the keyframe");
+    }
+    let idr: &[u8] = &[0x65, 0x88, 0x84];
+    let out = ingest
+        .frame(at(900), video, 0, 90_000, true, &annex_b(&[SPS, PPS, idr]))
+        .unwrap();
+    let tracks: Vec<usize> = out.iter().map(|(_, f)| f.track).collect();
     assert_eq!(
-        ingest.frame(Mid::from("2"), 0, 48_000, true, b"x").unwrap(),
-        None
+        tracks,
+        [0, 1, 1, 1, 1, 1],
+        "the keyframe, then the audio from 900 ms"
     );
-    assert!(ingest.frame(audio, 1, 0, true, b"x").is_err());
+    assert!(out[1..].iter().all(|(arrived, _)| *arrived >= at(900)));
+    assert_eq!(
+        out[1].1.params,
+        Some(opus_params()),
+        "described on the first that goes"
+    );
+    // From then on audio goes at once.
+    assert_eq!(
+        ingest
+            .frame(at(1000), audio, 48_000, 48_000, true, b"o")
+            .unwrap()
+            .len(),
+        1
+    );
+    // Held audio is bounded in time and count.
+    let mut late = Ingest::new(&[(video, MediaKind::Video), (audio, MediaKind::Audio)]);
+    for n in 0..500u64 {
+        late.frame(at(n * 20), audio, n * 960, 48_000, true, b"o")
+            .unwrap();
+    }
+    assert!(late.held.len() <= 25);
+    let out = late
+        .frame(at(5000), video, 0, 90_000, true, &annex_b(&[SPS, PPS, idr]))
+        .unwrap();
+    assert!(out.len() <= 26);
 }
 
 #[test]
