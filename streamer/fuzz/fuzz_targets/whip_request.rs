@@ -13,9 +13,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut fields = text.split('\0');
     let method = fields.next().unwrap_or_default();
     let path = fields.next().unwrap_or_default();
-    let optional = |f: Option<&str>| f.filter(|v| !v.is_empty());
-    let authorization = optional(fields.next());
-    let content_type = optional(fields.next());
+    let authorization = fields.next().filter(|v| !v.is_empty());
+    let content_type = fields.next().filter(|v| !v.is_empty());
     let length = fields.next().and_then(|v| v.parse().ok());
     match read_head(method, path, authorization, content_type, length) {
         Ok(Request::Publish {
