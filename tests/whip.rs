@@ -268,6 +268,31 @@ impl Lab {
     }
 }
 
+/// The part latency the streamer measured (a figure, printed; never asserted): its mean,
+/// and the histogram bucket its 95th percentile falls in.
+async fn print_part_latency(stack: &Stack) {
+    let (_, text) = support::streaming::get_text(&stack.hls("/metrics")).await;
+    let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let series = "slotcast_streamer_part_latency_seconds";
+    let find = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{series}_{name} ")))
+            .and_then(value)
+            .unwrap_or(0.0)
+    };
+    let (sum, count) = (find("sum"), find("count"));
+    let p95 = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{series}_bucket{{le=\"")))
+        .find(|l| value(l).is_some_and(|n| n >= 0.95 * count))
+        .and_then(|l| l.split('"').nth(1).map(str::to_owned))
+        .unwrap_or_default();
+    eprintln!(
+        "WHIP part latency: {count} parts, mean {:.0} ms, p95 at most {p95} s",
+        1000.0 * sum / count.max(1.0)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn webrtcbin_publishes_by_whip_and_viewers_watch_live_then_the_recording() {
     let db = TestDb::new().await;
@@ -283,6 +308,7 @@ async fn webrtcbin_publishes_by_whip_and_viewers_watch_live_then_the_recording()
         let url = whip_url(stack.whip("carrier-a"), &id);
         let mut publisher = lab.publish(&url, &key, 18);
         assert_live_then_recorded(&stack, &db, &id, "h264,opus", &mut publisher).await;
+        print_part_latency(&stack).await;
         let said = publisher.log();
         assert!(said.contains("status 201"), "{said}");
         assert!(said.contains("deleted 200"), "{said}");
