@@ -285,11 +285,12 @@ async fn print_part_latency(stack: &Stack) {
         .lines()
         .filter(|l| l.starts_with(&format!("{series}_bucket{{le=\"")))
         .find(|l| value(l).is_some_and(|n| n >= 0.95 * count))
-        .and_then(|l| l.split('"').nth(1).map(str::to_owned))
-        .unwrap_or_default();
+        .and_then(|l| l.split('"').nth(1)?.parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
     eprintln!(
-        "WHIP part latency: {count} parts, mean {:.0} ms, p95 at most {p95} s",
-        1000.0 * sum / count.max(1.0)
+        "WHIP part latency: {count} parts, mean {:.0} ms, p95 at most {:.0} ms",
+        1000.0 * sum / count.max(1.0),
+        1000.0 * p95
     );
 }
 

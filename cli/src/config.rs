@@ -694,7 +694,7 @@ mod tests {
     }
 
     #[test]
-    fn rtmp_and_srt_listeners_are_off_unless_given_in_the_file_or_the_environment() {
+    fn rtmp_srt_and_whip_listeners_are_off_unless_given_in_the_file_or_the_environment() {
         let base = [
             ("SLOTCAST_SERVER_ID", "srv"),
             ("SLOTCAST_RECORDINGS_DIR", "/srv/recordings"),
@@ -708,6 +708,19 @@ mod tests {
         let config = streamer(&none, &[]).unwrap().unwrap().streamer;
         assert!(config.rtmp_listeners.is_empty(), "RTMP is off by default");
         assert!(config.srt_listeners.is_empty(), "SRT is off by default");
+        assert!(config.whip_listeners.is_empty(), "WHIP is off by default");
+        let file: FileConfig =
+            toml::from_str("[streamer]\nwhip_listeners = \"carrier-a=10.20.0.5:8889\"\n").unwrap();
+        let config_whip = streamer(&file, &[]).unwrap().unwrap().streamer;
+        assert_eq!(config_whip.whip_listeners[0].addr.port(), 8889);
+        let bad = [("SLOTCAST_WHIP_LISTENERS", "carrier-a=whip.example:8889")];
+        let err = streamer(&none, &bad)
+            .err()
+            .expect("a name is not an address");
+        assert!(
+            format!("{err:#}").contains("SLOTCAST_WHIP_LISTENERS"),
+            "{err:#}"
+        );
         let srt = [
             ("SLOTCAST_SRT_LISTENERS", "carrier-a=127.0.0.2:9000"),
             ("SLOTCAST_SRT_LATENCY_MS", "200"),
