@@ -17,9 +17,9 @@ use std::time::Duration as StdDuration;
 use chrono::{Duration, Utc};
 
 use support::streaming::{
-    assert_live_then_recorded, assert_plays, assert_refusals_recorded, closed_within, connect_from,
-    gst_publish_whip, ingest_reports, metric, segments, wait_ended, wait_for_text, wait_gate_open,
-    whip_url, window, Publisher, Stack,
+    assert_closed_at_record_deadline, assert_live_then_recorded, assert_plays,
+    assert_refusals_recorded, disconnected_reason, gst_publish_whip, hold_a_strangers_share,
+    segments, wait_ended, wait_for_text, wait_gate_open, whip_url, window, Publisher, Stack,
 };
 use support::TestDb;
 
@@ -204,30 +204,10 @@ async fn strangers_that_never_ask_share_the_limits_and_deadline_of_every_ingest_
     );
     let (whip, rtsp) = (stack.whip("carrier-a"), stack.rtsp("carrier-a"));
     // A stranger holds 8 WHIP connections that never send a request, its share: the 9th, by
-    // WHIP or by RTSP, is closed at once.
+    // WHIP or by RTSP, is closed at once; they go at the record deadline.
     let stranger = Ipv4Addr::new(127, 0, 1, 1);
-    let mut held = Vec::new();
-    for _ in 0..8 {
-        held.push(connect_from(stranger, whip).await.expect("connect"));
-    }
-    let mut ninth = connect_from(stranger, whip).await.expect("connect");
-    assert!(closed_within(&mut ninth, StdDuration::from_secs(3)).await);
-    let mut by_rtsp = connect_from(stranger, rtsp).await.expect("connect");
-    assert!(
-        closed_within(&mut by_rtsp, StdDuration::from_secs(3)).await,
-        "RTSP and WHIP share one book"
-    );
-    let per_source = "slotcast_streamer_refusals_total{reason=\"unauth_per_source\"}";
-    assert!(metric(&stack, per_source).await >= 2.0);
-    // They go at the record deadline.
-    for (n, stream) in held.iter_mut().enumerate() {
-        assert!(
-            closed_within(stream, StdDuration::from_secs(8)).await,
-            "connection {n} outlived the record deadline"
-        );
-    }
-    let deadline = "slotcast_streamer_refusals_total{reason=\"record_deadline\"}";
-    assert!(metric(&stack, deadline).await >= 8.0);
+    let mut held = hold_a_strangers_share(&stack, stranger, whip, rtsp).await;
+    assert_closed_at_record_deadline(&stack, &mut held).await;
 }
 
 /// The lab for a real WebRTC publisher: webrtcbin's libnice gathers no loopback candidate
@@ -313,16 +293,10 @@ async fn webrtcbin_publishes_by_whip_and_viewers_watch_live_then_the_recording()
         let said = publisher.log();
         assert!(said.contains("status 201"), "{said}");
         assert!(said.contains("deleted 200"), "{said}");
-        let reports = ingest_reports(&db, &id).await;
-        let gone = reports
-            .iter()
-            .find(|r| r["kind"] == "disconnected")
-            .unwrap_or_else(|| panic!("no disconnected report: {reports:?}"));
+        let reason = disconnected_reason(&db, &id).await;
         assert!(
-            gone["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("publisher stopped publishing")),
-            "the DELETE ended it: {gone}"
+            reason.contains("publisher stopped publishing"),
+            "the DELETE: {reason}"
         );
     });
 }
@@ -367,17 +341,8 @@ async fn a_second_webrtcbin_publisher_is_refused_busy_and_the_first_is_cut_off_a
         );
         drop(first);
         assert!(segments(&ended) >= 3, "{ended}");
-        let reports = ingest_reports(&db, &id).await;
-        let gone = reports
-            .iter()
-            .find(|r| r["kind"] == "disconnected")
-            .unwrap_or_else(|| panic!("no disconnected report: {reports:?}"));
-        assert!(
-            gone["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("the window closed")),
-            "{gone}"
-        );
+        let reason = disconnected_reason(&db, &id).await;
+        assert!(reason.contains("the window closed"), "{reason}");
         let mut late = lab.publish(&url, &key, 10);
         let said = exits(&mut late, 3, StdDuration::from_secs(20));
         assert!(said.contains("refusal closed"), "after the window: {said}");

@@ -862,3 +862,53 @@ pub async fn assert_refusals_recorded(
         assert!(metric(stack, &line).await >= 1.0, "{reason} not counted");
     }
 }
+
+/// The reason in reservation `id`'s first `disconnected` report (which must be in its
+/// history).
+pub async fn disconnected_reason(db: &TestDb, id: &str) -> String {
+    let reports = ingest_reports(db, id).await;
+    let gone = reports
+        .iter()
+        .find(|r| r["kind"] == "disconnected")
+        .unwrap_or_else(|| panic!("no disconnected report: {reports:?}"));
+    gone["reason"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A stranger at `from` takes its whole share (8, `SLOTCAST_INGEST_MAX_UNAUTH_PER_ADDR`) of
+/// connections before authentication on the listener `at`: a 9th is closed at once, and so is
+/// one to the RTSP listener `rtsp` (one book for every protocol), each counted. The eight,
+/// still open.
+pub async fn hold_a_strangers_share(
+    stack: &Stack,
+    from: Ipv4Addr,
+    at: SocketAddr,
+    rtsp: SocketAddr,
+) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(connect_from(from, at).await.expect("connect"));
+    }
+    let mut ninth = connect_from(from, at).await.expect("connect");
+    assert!(closed_within(&mut ninth, Duration::from_secs(3)).await);
+    let mut by_rtsp = connect_from(from, rtsp).await.expect("connect");
+    assert!(
+        closed_within(&mut by_rtsp, Duration::from_secs(3)).await,
+        "RTSP and {at} share one book"
+    );
+    let per_source = "slotcast_streamer_refusals_total{reason=\"unauth_per_source\"}";
+    assert!(metric(stack, per_source).await >= 2.0);
+    held
+}
+
+/// Each of `held`, which never got as far as publishing, is closed by the record deadline (a
+/// streamer's of 4 s: within 8 s), and counted.
+pub async fn assert_closed_at_record_deadline(stack: &Stack, held: &mut [TcpStream]) {
+    for (n, stream) in held.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, Duration::from_secs(8)).await,
+            "connection {n} outlived the record deadline"
+        );
+    }
+    let deadline = "slotcast_streamer_refusals_total{reason=\"record_deadline\"}";
+    assert!(metric(stack, deadline).await >= held.len() as f64);
+}
