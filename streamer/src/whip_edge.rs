@@ -13,10 +13,12 @@
 //! live from that answer (`start_recording`, the `connected` report), as an RTSP publisher is
 //! from `RECORD`. At most [`PEERS_MAX`] peers at once. From then on the peer is polled on the
 //! grid by a [`Poller`] of its own: it must finish ICE and DTLS within [`CONNECT_WAIT`], stay
-//! heard from within the session timeout, and its frames (`whip::Ingest`) go into a
-//! [`MediaPath`], each track aligned by arrival ([`Clocks::PerTrack`]: RTP gives each track a
-//! clock of its own). A `DELETE` of the session's resource ends it; so do the cut-off (window
-//! closed, reservation cancelled, key rotated), the reports and the metrics are RTSP's.
+//! heard from within the session timeout, and its frames (`whip::Ingest`, which holds the
+//! audio for the first keyframe) go into a [`MediaPath`], each track aligned by arrival
+//! ([`Clocks::PerTrack`]: RTP gives each track a clock of its own). A `DELETE` of the
+//! session's resource ends it, and so does the cut-off (window closed, reservation cancelled,
+//! key rotated); a peer that goes says goodbye (RTCP BYE, DTLS close_notify). The reports and
+//! the metrics are RTSP's.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -9,8 +9,9 @@
 //! code: those come from the gate ([`refused`]). [`answer`] makes the SDP answer with a
 //! peer's `Rtc` (ICE-lite, H.264 and Opus only) and says which tracks the publisher sends.
 //! [`Ingest`] turns each frame str0m depacketized into a [`Frame`] of the track it belongs to
-//! (H.264 through [`AnnexB`], Opus as it is), on each track's RTP clock, and tells when to ask
-//! the publisher for a keyframe ([`KeyframeAsk`]).
+//! (H.264 through [`AnnexB`], Opus as it is), on each track's RTP clock, holds the audio for
+//! the first keyframe (bounded: [`AUDIO_HOLD`], 25 frames), and tells when to ask the
+//! publisher for a keyframe ([`KeyframeAsk`]).
 
 use std::time::{Duration, Instant};
 
