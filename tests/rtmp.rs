@@ -12,9 +12,10 @@ use std::time::Duration as StdDuration;
 use chrono::{Duration, Utc};
 
 use support::streaming::{
-    assert_live_then_recorded, assert_plays, assert_refusals_recorded, closed_within, connect_from,
-    connected, ffmpeg_publish_rtmp, ingest_reports, metric, rtmp_url, segments, wait_ended,
-    wait_for_text, wait_gate_open, window, Stack,
+    assert_closed_at_record_deadline, assert_live_then_recorded, assert_plays,
+    assert_refusals_recorded, connected, disconnected_reason, ffmpeg_publish_rtmp,
+    hold_a_strangers_share, rtmp_url, segments, wait_ended, wait_for_text, wait_gate_open, window,
+    Stack,
 };
 use support::TestDb;
 
@@ -49,7 +50,7 @@ async fn ffmpeg_publishes_by_rtmp_and_viewers_watch_live_then_the_recording() {
 
     let url = rtmp_url(stack.rtmp("carrier-a"), &id, &key);
     let mut publisher = ffmpeg_publish_rtmp(&url, 18, &[]);
-    assert_live_then_recorded(&stack, &db, &id, &mut publisher).await;
+    assert_live_then_recorded(&stack, &db, &id, "h264,aac", &mut publisher).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -143,17 +144,8 @@ async fn rtmp_publishers_are_refused_outside_their_window_server_key_or_carrier_
     );
     let ended = wait_ended(&url, 10).await;
     assert!(segments(&ended) >= 3, "{ended}");
-    let reports = ingest_reports(&db, &open_id).await;
-    let disconnected = reports
-        .iter()
-        .find(|r| r["kind"] == "disconnected")
-        .unwrap_or_else(|| panic!("no disconnected report: {reports:?}"));
-    assert!(
-        disconnected["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("the window closed")),
-        "{disconnected}"
-    );
+    let reason = disconnected_reason(&db, &open_id).await;
+    assert!(reason.contains("the window closed"), "{reason}");
     let printed = refused(&rtmp_url(a, &open_id, &open_key));
     assert!(
         printed.contains("Server error: closed: reservation not open: "),
@@ -176,22 +168,10 @@ async fn strangers_that_never_publish_share_rtsps_limits_and_deadline_while_a_pu
     wait_gate_open(stack.rtsp("carrier-a"), &id, &key);
     let (rtmp, rtsp) = (stack.rtmp("carrier-a"), stack.rtsp("carrier-a"));
 
-    // A stranger holds 8 RTMP connections, its share (SLOTCAST_INGEST_MAX_UNAUTH_PER_ADDR):
-    // the 9th, by RTMP or by RTSP, is closed at once.
+    // A stranger holds 8 RTMP connections, its share: the 9th, by RTMP or by RTSP, is closed
+    // at once.
     let stranger = Ipv4Addr::new(127, 0, 1, 1);
-    let mut held = Vec::new();
-    for _ in 0..8 {
-        held.push(connect_from(stranger, rtmp).await.expect("connect"));
-    }
-    let mut ninth = connect_from(stranger, rtmp).await.expect("connect");
-    assert!(closed_within(&mut ninth, StdDuration::from_secs(3)).await);
-    let mut by_rtsp = connect_from(stranger, rtsp).await.expect("connect");
-    assert!(
-        closed_within(&mut by_rtsp, StdDuration::from_secs(3)).await,
-        "RTSP and RTMP share one book"
-    );
-    let per_source = "slotcast_streamer_refusals_total{reason=\"unauth_per_source\"}";
-    assert!(metric(&stack, per_source).await >= 2.0);
+    let mut held = hold_a_strangers_share(&stack, stranger, rtmp, rtsp).await;
 
     // Meanwhile a publisher from its own address goes live by RTMP.
     let mut publisher = ffmpeg_publish_rtmp(&rtmp_url(rtmp, &id, &key), 12, &[]);
@@ -199,13 +179,6 @@ async fn strangers_that_never_publish_share_rtsps_limits_and_deadline_while_a_pu
     assert_eq!(report["codec"], "h264,aac", "{report}");
 
     // The stranger's connections, which never published, go at the record deadline.
-    for (n, stream) in held.iter_mut().enumerate() {
-        assert!(
-            closed_within(stream, StdDuration::from_secs(8)).await,
-            "connection {n} outlived the record deadline"
-        );
-    }
-    let deadline = "slotcast_streamer_refusals_total{reason=\"record_deadline\"}";
-    assert!(metric(&stack, deadline).await >= 8.0);
+    assert_closed_at_record_deadline(&stack, &mut held).await;
     assert!(publisher.is_running(), "{}", publisher.describe());
 }

@@ -275,7 +275,7 @@ async fn run(
 }
 
 /// Until the playlist lists `n` segments; fails if a child exits first.
-async fn wait_segments(
+pub(crate) async fn wait_segments(
     http: &reqwest::Client,
     url: &str,
     n: usize,

@@ -11,6 +11,7 @@
 
 mod booking;
 mod client;
+mod glass;
 mod hls;
 mod hls_load;
 mod ingest;
@@ -72,6 +73,11 @@ enum Command {
     /// playlist reload latency with many viewers waiting on each part. Needs ffmpeg, nginx
     /// and NATS; use a release build.
     Hls(hls::HlsArgs),
+    /// Glass-to-glass latency in Chromium, by LL-HLS and by WHEP: frames carrying the server
+    /// clock's time (from the api's /v1/time) in a code, published by ffmpeg over RTSP into a
+    /// streamer child, read back off the watch page by tests/browser/glass.mjs (median, p95).
+    /// Needs ffmpeg, Node, Chromium, Postgres and NATS; use a release build.
+    Glass(glass::GlassArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,5 +115,6 @@ async fn run(command: Command, slotcast: &Slotcast) -> Result<()> {
         Command::Ingest(args) => ingest::ingest(args, slotcast).await,
         Command::Rebuild(args) => rebuild::rebuild(args, slotcast).await,
         Command::Hls(args) => hls::hls(args, slotcast).await,
+        Command::Glass(args) => glass::glass(args, slotcast).await,
     }
 }

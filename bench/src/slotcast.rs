@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, Command};
 
 /// An NTP server address where nothing answers: a slotcast role given only this runs on the
 /// system clock and asks no one outside (an empty list would mean the default pool).
@@ -203,10 +203,25 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `cmd` with no stdin or stdout and its stderr to `log`; `what` names it in errors.
-    pub fn spawn(mut cmd: Command, what: &str, log: &Path) -> Result<Self> {
+    pub fn spawn(cmd: Command, what: &str, log: &Path) -> Result<Self> {
+        Self::start(cmd, Stdio::null(), what, log)
+    }
+
+    /// [`Proc::spawn`], with a pipe into its stdin for the caller to write.
+    pub fn spawn_piped(cmd: Command, what: &str, log: &Path) -> Result<(Self, ChildStdin)> {
+        let mut proc = Self::start(cmd, Stdio::piped(), what, log)?;
+        let stdin = proc
+            .child
+            .stdin
+            .take()
+            .with_context(|| format!("{what} has no stdin"))?;
+        Ok((proc, stdin))
+    }
+
+    fn start(mut cmd: Command, stdin: Stdio, what: &str, log: &Path) -> Result<Self> {
         let err = File::create(log).with_context(|| format!("create {}", log.display()))?;
         let child = cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::from(err))
             .kill_on_drop(true)

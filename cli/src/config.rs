@@ -55,6 +55,7 @@ pub struct StreamerSection {
     pub ingest_listeners: Option<String>,
     pub rtmp_listeners: Option<String>,
     pub srt_listeners: Option<String>,
+    pub whip_listeners: Option<String>,
     pub srt_latency_ms: Option<u64>,
     pub hls_addr: Option<String>,
     pub whep_ip: Option<String>,
@@ -403,6 +404,11 @@ pub fn streamer_config(file: &FileConfig, env: &Env) -> Result<Option<StreamerRo
         config.srt_listeners = slotcast_streamer::parse_listeners(&text)
             .context("SLOTCAST_SRT_LISTENERS / streamer.srt_listeners")?;
     }
+    // WHIP too.
+    if let Some(text) = pick("SLOTCAST_WHIP_LISTENERS", &section.whip_listeners) {
+        config.whip_listeners = slotcast_streamer::parse_listeners(&text)
+            .context("SLOTCAST_WHIP_LISTENERS / streamer.whip_listeners")?;
+    }
     if let Some(addr) = pick("SLOTCAST_HLS_ADDR", &section.hls_addr) {
         config.hls_addr = addr.parse().with_context(|| {
             format!("SLOTCAST_HLS_ADDR / streamer.hls_addr = {addr}: expected host:port")
@@ -698,7 +704,7 @@ mod tests {
     }
 
     #[test]
-    fn rtmp_and_srt_listeners_are_off_unless_given_in_the_file_or_the_environment() {
+    fn rtmp_srt_and_whip_listeners_are_off_unless_given_in_the_file_or_the_environment() {
         let base = [
             ("SLOTCAST_SERVER_ID", "srv"),
             ("SLOTCAST_RECORDINGS_DIR", "/srv/recordings"),
@@ -712,6 +718,19 @@ mod tests {
         let config = streamer(&none, &[]).unwrap().unwrap().streamer;
         assert!(config.rtmp_listeners.is_empty(), "RTMP is off by default");
         assert!(config.srt_listeners.is_empty(), "SRT is off by default");
+        assert!(config.whip_listeners.is_empty(), "WHIP is off by default");
+        let file: FileConfig =
+            toml::from_str("[streamer]\nwhip_listeners = \"carrier-a=10.20.0.5:8889\"\n").unwrap();
+        let config_whip = streamer(&file, &[]).unwrap().unwrap().streamer;
+        assert_eq!(config_whip.whip_listeners[0].addr.port(), 8889);
+        let bad = [("SLOTCAST_WHIP_LISTENERS", "carrier-a=whip.example:8889")];
+        let err = streamer(&none, &bad)
+            .err()
+            .expect("a name is not an address");
+        assert!(
+            format!("{err:#}").contains("SLOTCAST_WHIP_LISTENERS"),
+            "{err:#}"
+        );
         let srt = [
             ("SLOTCAST_SRT_LISTENERS", "carrier-a=127.0.0.2:9000"),
             ("SLOTCAST_SRT_LATENCY_MS", "200"),

@@ -57,7 +57,8 @@ pub async fn run(
 }
 
 /// What the streamer prints when it is up: its viewer address, then each ingest listener as
-/// `carrier=scheme://address` (RTSP listeners first, then RTMP, then SRT), comma-separated.
+/// `carrier=scheme://address` (RTSP listeners first, then RTMP, SRT, and WHIP as `whip://`),
+/// comma-separated.
 pub fn announce(bound: &Bound) {
     let rtsp = bound
         .ingest
@@ -71,9 +72,14 @@ pub fn announce(bound: &Bound) {
         .srt
         .iter()
         .map(|(carrier, addr)| (carrier, "srt", addr));
+    let whip = bound
+        .whip
+        .iter()
+        .map(|(carrier, addr)| (carrier, "whip", addr));
     let ingest: Vec<String> = rtsp
         .chain(rtmp)
         .chain(srt)
+        .chain(whip)
         .map(|(carrier, scheme, addr)| format!("{carrier}={scheme}://{addr}"))
         .collect();
     println!(

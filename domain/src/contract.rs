@@ -235,6 +235,22 @@ impl RefusalCode {
         matches!(self, Self::Unknown | Self::NotOpen | Self::Busy)
     }
 
+    /// The HTTP-like status a refusal is answered with (RTSP's and WHIP's, both by this):
+    /// 404 when the reservation is not known, 401 for a key that is not its key, 403 for the
+    /// rest.
+    pub const fn status(self) -> u16 {
+        match self {
+            Self::Unknown => 404,
+            Self::BadKey => 401,
+            Self::OtherServer
+            | Self::NotOpen
+            | Self::Closed
+            | Self::NotACarrier
+            | Self::PullsACamera
+            | Self::Busy => 403,
+        }
+    }
+
     /// The reject code an SRT listener refuses with: SRT carries a number only, so each
     /// refusal has its own, in SRT's predefined range (1000 + an HTTP-like status).
     pub const fn srt_reject(self) -> i32 {

@@ -1,8 +1,8 @@
 //! The streamer's typed configuration, parsed once at start (by the cli) and passed down.
 //!
 //! Contract: no environment reads here; [`parse_listeners`] turns the
-//! `SLOTCAST_INGEST_LISTENERS` (and `SLOTCAST_RTMP_LISTENERS`) text into listeners and says
-//! exactly what is wrong with it;
+//! `SLOTCAST_INGEST_LISTENERS` (and `SLOTCAST_RTMP_LISTENERS`, `SLOTCAST_SRT_LISTENERS`,
+//! `SLOTCAST_WHIP_LISTENERS`) text into listeners and says exactly what is wrong with it;
 //! [`parse_networks`] does the same for `SLOTCAST_CAMERA_NETWORKS`.
 
 use std::net::SocketAddr;
@@ -33,7 +33,7 @@ pub fn parse_networks(text: &str) -> Result<Vec<ipnet::IpNet>> {
         .collect()
 }
 
-/// One ingest listener (RTSP or RTMP) on the dedicated network, named after the carrier it
+/// One ingest listener (RTSP, RTMP, SRT or WHIP) on the dedicated network, named after the carrier it
 /// serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
@@ -51,6 +51,10 @@ pub struct StreamerConfig {
     pub rtmp_listeners: Vec<Listener>,
     /// SRT listeners (UDP), one per carrier (`SLOTCAST_SRT_LISTENERS`); none by default.
     pub srt_listeners: Vec<Listener>,
+    /// WHIP listeners (HTTP), one per carrier (`SLOTCAST_WHIP_LISTENERS`); none by default.
+    /// Each publisher's WebRTC peer gets a UDP port of its own on the address the publisher
+    /// reached the listener on.
+    pub whip_listeners: Vec<Listener>,
     /// SRT's receiver delay (TSBPD) for each caller (`SLOTCAST_SRT_LATENCY_MS`): what it
     /// may take to resend a lost packet, and what it adds to the glass-to-glass time.
     pub srt_latency: Duration,
@@ -132,6 +136,7 @@ impl StreamerConfig {
             listeners,
             rtmp_listeners: Vec::new(),
             srt_listeners: Vec::new(),
+            whip_listeners: Vec::new(),
             srt_latency: Duration::from_millis(120),
             hls_addr: Self::DEFAULT_HLS_ADDR
                 .parse()
@@ -169,6 +174,7 @@ impl StreamerConfig {
         if self.listeners.is_empty()
             && self.rtmp_listeners.is_empty()
             && self.srt_listeners.is_empty()
+            && self.whip_listeners.is_empty()
         {
             return Err(StreamerError::Config("no ingest listeners".into()));
         }

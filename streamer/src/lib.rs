@@ -1,11 +1,12 @@
-//! The distribution server: RTSP, RTMP and SRT ingest on the dedicated network inside the
-//! reserved window, served to viewers as low-latency HLS.
+//! The distribution server: RTSP, RTMP, SRT and WHIP ingest on the dedicated network inside
+//! the reserved window, served to viewers as low-latency HLS.
 //!
 //! Contract: protocol and media code here is sans-IO (bytes and events in, bytes and events
-//! out, time passed in): `rtsp`, `rtmp`, `mpegts`, `media`, `playlist`, `playout`, `gates`,
-//! `control`. Sockets and files live in thin edges: `ingest` (RTSP publishers), `rtmp_edge`
-//! (RTMP publishers, through the same gate), `srt_edge` (SRT callers, the same gate decided
-//! before their handshake completes), `camera` (RTSP cameras
+//! out, time passed in): `rtsp`, `rtmp`, `mpegts`, `webrtc` (over str0m), `media`,
+//! `playlist`, `playout`, `gates`, `control`. Sockets and files live in thin edges: `ingest`
+//! (RTSP publishers), `rtmp_edge` (RTMP publishers, through the same gate), `srt_edge` (SRT
+//! callers, the same gate decided before their handshake completes), `whip_edge` (WHIP
+//! publishers' requests and WebRTC peers, the same gate), `camera` (RTSP cameras
 //! pulled with retina), `http` (viewers), `nats_edge` (NATS), `recording` (disk); `hub`
 //! carries out `control`'s decisions. [`run`] starts them all
 //! and stops them when `shutdown` fires.
@@ -45,6 +46,7 @@ mod srt_edge;
 mod testing;
 pub mod webrtc;
 pub mod whep;
+mod whip_edge;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,6 +74,8 @@ pub struct Bound {
     pub rtmp: Vec<(String, SocketAddr)>,
     /// `(carrier, address)` of each SRT listener (UDP).
     pub srt: Vec<(String, SocketAddr)>,
+    /// `(carrier, address)` of each WHIP listener (HTTP).
+    pub whip: Vec<(String, SocketAddr)>,
 }
 
 /// Binds each of `listeners` (`what` they are for), failing with the address that could not
@@ -112,6 +116,7 @@ pub async fn run(
     config.validate()?;
     let ingest = bind_all(&config.listeners, "RTSP").await?;
     let rtmp = bind_all(&config.rtmp_listeners, "RTMP").await?;
+    let whip = bind_all(&config.whip_listeners, "WHIP").await?;
 
     let hls = TcpListener::bind(config.hls_addr)
         .await
@@ -159,6 +164,7 @@ pub async fn run(
             .iter()
             .map(|(carrier, _, l)| (carrier.clone(), l.local_addr()))
             .collect(),
+        whip: addresses(&whip)?,
     };
 
     // Recordings a stopped streamer left unfinished go on (or end) as their slots say: found
@@ -219,6 +225,20 @@ pub async fn run(
         )?;
         srt_threads.push(thread);
     }
+    // WHIP publishers' peers on a grid of their own too, in the same book before their key.
+    if !whip.is_empty() {
+        let whip_poller = Poller::new(hub.started(), config.ingest_poll, edges.clone());
+        let crypto = webrtc::Crypto::new()?;
+        let edge = whip_edge::WhipEdge::new(hub.clone(), whip_poller, limits.clone(), crypto);
+        for (listener, socket) in whip {
+            tasks.spawn(whip_edge::serve_listener(
+                edge.clone(),
+                listener,
+                socket,
+                edges.clone(),
+            ));
+        }
+    }
     {
         let (hub, edges) = (hub.clone(), edges.clone());
         tasks.spawn(async move {
@@ -245,7 +265,7 @@ pub async fn run(
     tail.spawn(recording::write(config.recordings_dir.clone(), disk_rx));
     on_listen(&bound);
     tracing::info!(server = %config.server_id, hls = %bound.hls, ingest = ?bound.ingest,
-        rtmp = ?bound.rtmp, srt = ?bound.srt, "streamer running");
+        rtmp = ?bound.rtmp, srt = ?bound.srt, whip = ?bound.whip, "streamer running");
 
     shutdown.cancelled().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), async {

@@ -33,6 +33,8 @@ pub struct Endpoints {
     pub rtmp: BTreeMap<String, SocketAddr>,
     /// SRT listeners by carrier.
     pub srt: BTreeMap<String, SocketAddr>,
+    /// WHIP listeners by carrier.
+    pub whip: BTreeMap<String, SocketAddr>,
 }
 
 fn parse_endpoints(line: &str) -> Endpoints {
@@ -41,6 +43,7 @@ fn parse_endpoints(line: &str) -> Endpoints {
     let mut ingest = BTreeMap::new();
     let mut rtmp = BTreeMap::new();
     let mut srt = BTreeMap::new();
+    let mut whip = BTreeMap::new();
     for item in listeners.split(", ") {
         let (carrier, url) = item.split_once('=').expect("carrier=url");
         let (scheme, addr) = url.split_once("://").expect("scheme://address");
@@ -49,6 +52,7 @@ fn parse_endpoints(line: &str) -> Endpoints {
             "rtsp" => &mut ingest,
             "rtmp" => &mut rtmp,
             "srt" => &mut srt,
+            "whip" => &mut whip,
             other => panic!("a listener of scheme {other} in {line:?}"),
         };
         by_scheme.insert(carrier.to_string(), addr);
@@ -58,6 +62,7 @@ fn parse_endpoints(line: &str) -> Endpoints {
         ingest,
         rtmp,
         srt,
+        whip,
     }
 }
 
@@ -161,6 +166,10 @@ impl Stack {
 
     pub fn srt(&self, carrier: &str) -> SocketAddr {
         self.streamer.srt[carrier]
+    }
+
+    pub fn whip(&self, carrier: &str) -> SocketAddr {
+        self.streamer.whip[carrier]
     }
 
     pub fn hls(&self, path: &str) -> String {
@@ -373,6 +382,23 @@ pub fn ffmpeg_publish_srt(url: &str, seconds: u32, extra: &[&str]) -> Publisher 
     cmd.args(extra);
     cmd.args(["-f", "mpegts", url]);
     Publisher::spawn(cmd, "ffmpeg publishing by SRT")
+}
+
+/// The WHIP endpoint of a reservation (the key goes as the bearer token).
+pub fn whip_url(addr: SocketAddr, reservation: &str) -> String {
+    format!("http://{addr}/whip/{reservation}")
+}
+
+/// GStreamer's webrtcbin publishing the live test pattern (H.264, Opus) by WHIP to `url` with
+/// `key` for `seconds` once connected, then ending its session (`tests/support/whip_publish.py`,
+/// through Debian's python3-gi; what it says is in its log).
+pub fn gst_publish_whip(url: &str, key: &str, seconds: u32) -> Publisher {
+    let script = repo_root().join("tests/support/whip_publish.py");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(script)
+        .args(["--url", url, "--key", key])
+        .args(["--seconds", &seconds.to_string()]);
+    Publisher::spawn(cmd, "webrtcbin publishing by WHIP")
 }
 
 /// GStreamer's rtspclientsink publishing a live test pattern, user `slotcast` and the key as
@@ -771,8 +797,8 @@ pub fn start_times(url: &str) -> (f64, f64) {
     (start("video"), start("audio"))
 }
 
-/// `publisher`, publishing to reservation `id` over carrier-a, goes live (`connected`, as
-/// `h264,aac`); ffmpeg plays the live video and audio without a word; once it is done and the
+/// `publisher`, publishing to reservation `id` over carrier-a, goes live (`connected`, its
+/// `codecs` as reports name them: `h264,aac`); ffmpeg plays the live video and audio without a word; once it is done and the
 /// window closed, the recording plays, its tracks starting together (a publisher that stamps
 /// them from one clock); the history has `connected` and `disconnected`, and one publisher by
 /// key is counted.
@@ -780,12 +806,13 @@ pub async fn assert_live_then_recorded(
     stack: &Stack,
     db: &TestDb,
     id: &str,
+    codecs: &str,
     publisher: &mut Publisher,
 ) {
     let playlist_url = stack.hls(&format!("/hls/{id}/index.m3u8"));
     wait_live(&playlist_url).await;
     let report = connected(db, id).await;
-    assert_eq!(report["codec"], "h264,aac", "{report}");
+    assert_eq!(report["codec"], codecs, "{report}");
     assert_eq!(report["carrier"], "carrier-a", "{report}");
     assert_plays(&playlist_url, 3, "0:v:0", 50, "live video");
     assert_plays(&playlist_url, 3, "0:a:0", 100, "live audio");
@@ -834,4 +861,54 @@ pub async fn assert_refusals_recorded(
         let line = format!("slotcast_streamer_refusals_total{{reason=\"{reason}\"}}");
         assert!(metric(stack, &line).await >= 1.0, "{reason} not counted");
     }
+}
+
+/// The reason in reservation `id`'s first `disconnected` report (which must be in its
+/// history).
+pub async fn disconnected_reason(db: &TestDb, id: &str) -> String {
+    let reports = ingest_reports(db, id).await;
+    let gone = reports
+        .iter()
+        .find(|r| r["kind"] == "disconnected")
+        .unwrap_or_else(|| panic!("no disconnected report: {reports:?}"));
+    gone["reason"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A stranger at `from` takes its whole share (8, `SLOTCAST_INGEST_MAX_UNAUTH_PER_ADDR`) of
+/// connections before authentication on the listener `at`: a 9th is closed at once, and so is
+/// one to the RTSP listener `rtsp` (one book for every protocol), each counted. The eight,
+/// still open.
+pub async fn hold_a_strangers_share(
+    stack: &Stack,
+    from: Ipv4Addr,
+    at: SocketAddr,
+    rtsp: SocketAddr,
+) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(connect_from(from, at).await.expect("connect"));
+    }
+    let mut ninth = connect_from(from, at).await.expect("connect");
+    assert!(closed_within(&mut ninth, Duration::from_secs(3)).await);
+    let mut by_rtsp = connect_from(from, rtsp).await.expect("connect");
+    assert!(
+        closed_within(&mut by_rtsp, Duration::from_secs(3)).await,
+        "RTSP and {at} share one book"
+    );
+    let per_source = "slotcast_streamer_refusals_total{reason=\"unauth_per_source\"}";
+    assert!(metric(stack, per_source).await >= 2.0);
+    held
+}
+
+/// Each of `held`, which never got as far as publishing, is closed by the record deadline (a
+/// streamer's of 4 s: within 8 s), and counted.
+pub async fn assert_closed_at_record_deadline(stack: &Stack, held: &mut [TcpStream]) {
+    for (n, stream) in held.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, Duration::from_secs(8)).await,
+            "connection {n} outlived the record deadline"
+        );
+    }
+    let deadline = "slotcast_streamer_refusals_total{reason=\"record_deadline\"}";
+    assert!(metric(stack, deadline).await >= held.len() as f64);
 }

@@ -668,7 +668,7 @@ fn count_segments(playlist: &str) -> usize {
 }
 
 /// `ffmpeg -version`'s version word.
-async fn tool_version(tool: &str) -> Result<String> {
+pub(crate) async fn tool_version(tool: &str) -> Result<String> {
     let out = tokio::time::timeout(
         Duration::from_secs(10),
         Command::new(tool)

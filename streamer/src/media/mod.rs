@@ -7,6 +7,7 @@
 //! video, the sample rate for AAC), extended to 64 bits so they never wrap.
 
 pub mod aac;
+pub mod annex_b;
 pub mod frames;
 pub mod h264;
 pub mod retina_adapter;
@@ -65,12 +66,25 @@ pub enum CodecParams {
         /// e.g. `mp4a.40.2`.
         codec: String,
     },
+    /// Opus (RFC 7587 over RTP, WebRTC's audio): always 48 kHz on the wire, whatever the
+    /// encoder's input rate; the sample entry's `dOps` is made from these.
+    Opus {
+        /// Output channels: 1 or 2 (WebRTC's SDP always says 2; a mono stream decodes to both).
+        channels: u16,
+        /// Samples at 48 kHz to drop from the decoder's start (RFC 7845's pre-skip).
+        pre_skip: u16,
+        /// `opus`.
+        codec: String,
+    },
 }
 
 impl CodecParams {
     pub fn codec(&self) -> &str {
         match self {
-            Self::H264 { codec, .. } | Self::H265 { codec, .. } | Self::Aac { codec, .. } => codec,
+            Self::H264 { codec, .. }
+            | Self::H265 { codec, .. }
+            | Self::Aac { codec, .. }
+            | Self::Opus { codec, .. } => codec,
         }
     }
 }

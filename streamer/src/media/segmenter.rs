@@ -133,12 +133,15 @@ impl Track {
 
     /// Duration of a sample whose successor has not arrived.
     fn estimate(&self) -> i64 {
-        self.interval.unwrap_or(match self.kind {
-            // An AAC frame is 1024 samples; the timescale is the sample rate.
-            TrackKind::Audio => 1024,
-            // Only for a track's very first frame: a guess of 30 fps.
-            TrackKind::Video => i64::from(self.timescale / 30).max(1),
-        })
+        self.interval
+            .unwrap_or(match (self.kind, self.current_params()) {
+                // An Opus frame is WebRTC's 20 ms: 960 at 48 kHz.
+                (TrackKind::Audio, Some(CodecParams::Opus { .. })) => 960,
+                // An AAC frame is 1024 samples; the timescale is the sample rate.
+                (TrackKind::Audio, _) => 1024,
+                // Only for a track's very first frame: a guess of 30 fps.
+                (TrackKind::Video, _) => i64::from(self.timescale / 30).max(1),
+            })
     }
 }
 

@@ -7,20 +7,15 @@
 //! frame before the first SPS and PPS, or audio before the first ADTS header, is dropped:
 //! nothing can describe it). A frame carries `params` on its track's first frame and
 //! whenever they change. Video samples get 4-byte NAL lengths, without parameter sets or
-//! delimiters ([`h264::to_sample`]); a keyframe is an access unit with an IDR slice. Audio
+//! delimiters (`crate::media::annex_b`); a keyframe is an access unit with an IDR slice. Audio
 //! frames of one PES follow each other on the sample clock ([`AudioClock`]).
-
-use bytes::{BufMut, Bytes, BytesMut};
 
 use super::demux::{Kind, Unit, CLOCK_RATE};
 use crate::media::aac::{self, AudioClock, AudioConfig};
+use crate::media::annex_b::AnnexB;
 use crate::media::frames::Codec;
-use crate::media::h264;
 use crate::media::{CodecParams, Frame, TrackSpec};
 use crate::StreamerError;
-
-const NAL_SPS: u8 = 7;
-const NAL_PPS: u8 = 8;
 
 fn error(msg: impl std::fmt::Display) -> StreamerError {
     StreamerError::Depacketize(format!("mpeg-ts: {msg}"))
@@ -28,13 +23,7 @@ fn error(msg: impl std::fmt::Display) -> StreamerError {
 
 /// One stream's state.
 enum Track {
-    Video {
-        sps: Option<Bytes>,
-        pps: Option<Bytes>,
-        params: Option<CodecParams>,
-        /// The parameters changed since the last frame: the next one carries them.
-        announce: bool,
-    },
+    Video(AnnexB),
     Audio {
         config: Option<AudioConfig>,
         clock: Option<AudioClock>,
@@ -52,12 +41,7 @@ impl TsFramer {
         let tracks = streams
             .iter()
             .map(|kind| match kind {
-                Kind::H264 => Track::Video {
-                    sps: None,
-                    pps: None,
-                    params: None,
-                    announce: false,
-                },
+                Kind::H264 => Track::Video(AnnexB::new()),
                 Kind::Aac => Track::Audio {
                     config: None,
                     clock: None,
@@ -73,8 +57,8 @@ impl TsFramer {
         self.tracks
             .iter()
             .map(|t| match t {
-                Track::Video { params, .. } => params
-                    .as_ref()
+                Track::Video(video) => video
+                    .params()
                     .map(|_| Codec::H264.track_spec(CLOCK_RATE, None)),
                 Track::Audio { config, .. } => config
                     .as_ref()
@@ -89,7 +73,7 @@ impl TsFramer {
         self.tracks
             .iter()
             .map(|t| match t {
-                Track::Video { params, .. } => params.clone(),
+                Track::Video(video) => video.params().cloned(),
                 Track::Audio { config, .. } => config.as_ref().map(AudioConfig::params),
             })
             .collect()
@@ -98,12 +82,9 @@ impl TsFramer {
     /// The frames of `unit`, which came from the demultiplexer's stream `track`.
     pub fn frames(&mut self, track: usize, unit: &Unit) -> Result<Vec<Frame>, StreamerError> {
         match self.tracks.get_mut(track) {
-            Some(Track::Video {
-                sps,
-                pps,
-                params,
-                announce,
-            }) => video(track, unit, sps, pps, params, announce).map(|f| f.into_iter().collect()),
+            Some(Track::Video(video)) => video
+                .frame(track, &unit.data, unit.pts, unit.dts)
+                .map(|f| f.into_iter().collect()),
             Some(Track::Audio {
                 config,
                 clock,
@@ -112,107 +93,6 @@ impl TsFramer {
             None => Ok(Vec::new()),
         }
     }
-}
-
-/// The NAL units of an Annex B byte stream (start codes of three or four bytes).
-fn annex_b(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let ends: Vec<usize> = starts
-        .iter()
-        .skip(1)
-        .map(|&next| {
-            // The start code before `next`, and the zero byte of a four-byte one.
-            let end = next - 3;
-            if end > 0 && data[end - 1] == 0 {
-                end - 1
-            } else {
-                end
-            }
-        })
-        .chain(std::iter::once(data.len()))
-        .collect();
-    starts
-        .into_iter()
-        .zip(ends)
-        .map(move |(s, e)| &data[s..e.max(s)])
-        .filter(|nal| !nal.is_empty())
-}
-
-fn video(
-    track: usize,
-    unit: &Unit,
-    sps: &mut Option<Bytes>,
-    pps: &mut Option<Bytes>,
-    params: &mut Option<CodecParams>,
-    announce: &mut bool,
-) -> Result<Option<Frame>, StreamerError> {
-    let mut sample = BytesMut::with_capacity(unit.data.len() + 16);
-    let mut sets_changed = false;
-    for nal in annex_b(&unit.data) {
-        let kind = nal[0] & 0x1f;
-        let set = match kind {
-            NAL_SPS => &mut *sps,
-            NAL_PPS => &mut *pps,
-            _ => {
-                let len = u32::try_from(nal.len()).map_err(|_| error("NAL unit too large"))?;
-                sample.put_u32(len);
-                sample.put_slice(nal);
-                continue;
-            }
-        };
-        if set.as_deref() != Some(nal) {
-            *set = Some(Bytes::copy_from_slice(nal));
-            sets_changed = true;
-        }
-    }
-    if sets_changed {
-        if let (Some(sps), Some(pps)) = (sps.as_ref(), pps.as_ref()) {
-            let record = avcc(sps, pps)?;
-            *params = Some(h264::parse_avcc(&record)?.params);
-            *announce = true;
-        }
-    }
-    if params.is_none() || sample.is_empty() {
-        return Ok(None);
-    }
-    let (data, keyframe) = h264::to_sample(sample.freeze(), 4)?;
-    if data.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Frame {
-        track,
-        pts: unit.pts,
-        dts: unit.dts,
-        keyframe,
-        data,
-        params: std::mem::take(announce).then(|| params.clone()).flatten(),
-    }))
-}
-
-/// An AVCDecoderConfigurationRecord of one SPS and one PPS, 4-byte NAL lengths.
-fn avcc(sps: &[u8], pps: &[u8]) -> Result<Vec<u8>, StreamerError> {
-    let (Ok(sps_len), Ok(pps_len)) = (u16::try_from(sps.len()), u16::try_from(pps.len())) else {
-        return Err(error("a parameter set over 64 KiB"));
-    };
-    if sps.len() < 4 {
-        return Err(error("SPS too short"));
-    }
-    let mut out = vec![1, sps[1], sps[2], sps[3], 0xff, 0xe1];
-    out.extend_from_slice(&sps_len.to_be_bytes());
-    out.extend_from_slice(sps);
-    out.push(1);
-    out.extend_from_slice(&pps_len.to_be_bytes());
-    out.extend_from_slice(pps);
-    Ok(out)
 }
 
 /// One ADTS header: the AudioSpecificConfig it implies, its own length, the frame's length.

@@ -2,16 +2,7 @@
 
 use super::super::demux::{tests::ffmpeg_ts, TsDemux};
 use super::*;
-
-#[test]
-fn annex_b_is_split_at_three_and_four_byte_start_codes() {
-    let data = [
-        0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5,
-    ];
-    let nals: Vec<&[u8]> = annex_b(&data).collect();
-    assert_eq!(nals, [&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 4, 5]]);
-    assert_eq!(annex_b(&[1, 2, 3]).count(), 0);
-}
+use bytes::Bytes;
 
 #[test]
 fn ffmpegs_stream_becomes_described_tracks_and_frames_on_their_clocks() {

@@ -544,15 +544,10 @@ impl Session {
     }
 
     fn refused(&self, refusal: &Refusal, digest: bool) -> Response {
-        let status = match refusal.code {
-            RefusalCode::Unknown => Status::NotFound,
-            RefusalCode::BadKey => Status::Unauthorized,
-            RefusalCode::OtherServer
-            | RefusalCode::NotOpen
-            | RefusalCode::Closed
-            | RefusalCode::NotACarrier
-            | RefusalCode::PullsACamera
-            | RefusalCode::Busy => Status::Forbidden,
+        let status = match refusal.code.status() {
+            404 => Status::NotFound,
+            401 => Status::Unauthorized,
+            _ => Status::Forbidden,
         };
         let response = Response::new(status)
             .header(REFUSAL_HEADER, refusal.code.as_str())

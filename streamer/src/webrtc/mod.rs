@@ -8,6 +8,7 @@
 //! whoever holds it.
 
 pub mod peer;
+pub mod whip;
 
 use std::sync::Arc;
 

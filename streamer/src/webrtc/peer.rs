@@ -158,6 +158,14 @@ impl<S: Datagrams> Peer<S> {
         self.dropped
     }
 
+    /// Says goodbye (RTCP BYE, DTLS close_notify) and sends it at `now`: the other peer
+    /// learns the session is over without waiting for its ICE checks to fail.
+    pub fn close(&mut self, now: Instant) {
+        if self.rtc.close().is_ok() {
+            let _ = self.drain(now);
+        }
+    }
+
     /// The next event the peer produced, in order.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -334,6 +342,46 @@ mod tests {
         assert_eq!(&data.data[..], &frame[..]);
         assert!(a.is_alive() && b.is_alive());
         assert_eq!(a.dropped() + b.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_peer_on_a_tokio_socket_is_driven_by_awaiting_it() {
+        // The shape of a task that holds a peer (a WHEP viewer's, say): await the socket or
+        // the peer's deadline, then poll.
+        let crypto = Crypto::new().unwrap();
+        let now = Instant::now();
+        let tokio_socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut a = Peer::on_std(crypto.rtc_config(), socket(), now).unwrap();
+        let mut b = Peer::new(crypto.rtc_config().set_ice_lite(true), tokio_socket, now).unwrap();
+        let mut change = a.rtc().sdp_api();
+        change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = change.apply().expect("an offer");
+        a.drain(now).unwrap();
+        let answer = b.rtc().sdp_api().accept_offer(offer).unwrap();
+        b.drain(now).unwrap();
+        a.rtc().sdp_api().accept_answer(pending, answer).unwrap();
+        a.drain(now).unwrap();
+        let mut scratch = vec![0u8; DATAGRAM_MAX];
+        let connected = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                a.poll(Instant::now(), &mut scratch).unwrap();
+                while a.poll_event().is_some() {}
+                let due = tokio::time::Instant::from_std(b.due().min(a.due()));
+                tokio::select! {
+                    _ = b.socket().readable() => {}
+                    () = tokio::time::sleep_until(due) => {}
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+                b.poll(Instant::now(), &mut scratch).unwrap();
+                while let Some(event) = b.poll_event() {
+                    if matches!(event, Event::Connected) {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(connected.is_ok(), "not connected within 5 s");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! Contract: [`Feed::push`] takes the tap's frames in order and returns the samples to write:
 //! H.264 as Annex B access units, starting at a keyframe (each keyframe led by the stream's
-//! SPS and PPS, which RTMP and SRT publishers keep out of band), and audio as 20 ms Opus
-//! packets (AAC transcoded, [`super::transcode`]). Times are continuous for the viewer: a
+//! SPS and PPS, which RTMP and SRT publishers keep out of band), and audio as Opus packets
+//! (a WHIP publisher's as they came, AAC transcoded into 20 ms ones, [`super::transcode`]). Times are continuous for the viewer: a
 //! publisher reconnecting (a new connection on the tap) carries on one frame after the last
 //! sample, not from its own zero. Video that is not H.264 is not sent (browsers' WebRTC has
 //! no H.265 to count on); audio that cannot be transcoded is dropped, once logged. Losing
@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::opus::OPUS_RATE;
 use super::transcode::{AacToOpus, OpusPacket};
 use crate::live_tap::LiveFrame;
 use crate::media::{h264, CodecParams, TrackKind};
@@ -57,9 +58,11 @@ impl Timeline {
     }
 }
 
-/// An audio route: AAC transcoded, or what could not be.
+/// An audio route: Opus passed through, AAC transcoded, or what could not be.
 enum Audio {
     Unset,
+    /// WebRTC's own audio (a WHIP publisher's): sent as it came.
+    Opus(Arc<CodecParams>),
     Aac {
         params: Arc<CodecParams>,
         transcoder: Box<AacToOpus>,
@@ -147,26 +150,47 @@ impl Feed {
         });
     }
 
+    /// How audio described by `params` reaches the viewer.
+    fn route(reservation_id: &str, params: &Arc<CodecParams>) -> Audio {
+        if let CodecParams::Opus { .. } = **params {
+            return Audio::Opus(params.clone());
+        }
+        match AacToOpus::new(params) {
+            Ok(t) => Audio::Aac {
+                params: params.clone(),
+                transcoder: Box::new(t),
+            },
+            Err(err) => {
+                tracing::info!(reservation = %reservation_id, %err,
+                    "real-time viewers get no audio");
+                Audio::Refused(params.clone())
+            }
+        }
+    }
+
     fn audio(&mut self, frame: &LiveFrame, out: &mut Vec<Sample>) {
         let current = match &self.audio {
-            Audio::Aac { params, .. } | Audio::Refused(params) => Some(params),
+            Audio::Opus(params) | Audio::Aac { params, .. } | Audio::Refused(params) => {
+                Some(params)
+            }
             Audio::Unset => None,
         };
         if current != Some(&frame.params) {
-            self.audio = match AacToOpus::new(&frame.params) {
-                Ok(t) => Audio::Aac {
-                    params: frame.params.clone(),
-                    transcoder: Box::new(t),
-                },
-                Err(err) => {
-                    tracing::info!(reservation = %self.reservation_id, %err,
-                        "real-time viewers get no audio");
-                    Audio::Refused(frame.params.clone())
-                }
-            };
+            self.audio = Self::route(&self.reservation_id, &frame.params);
         }
-        let Audio::Aac { transcoder, .. } = &mut self.audio else {
-            return;
+        let transcoder = match &mut self.audio {
+            Audio::Aac { transcoder, .. } => transcoder,
+            Audio::Opus(_) => {
+                let time = rescale(frame.pts, frame.clock_rate, OPUS_RATE);
+                out.push(Sample {
+                    kind: TrackKind::Audio,
+                    time: self.audio_time.map(frame.connection, time, 960),
+                    keyframe: true,
+                    data: frame.data.clone(),
+                });
+                return;
+            }
+            Audio::Unset | Audio::Refused(_) => return,
         };
         self.opus.clear();
         if let Err(err) = transcoder.push(frame.pts, &frame.data, &mut self.opus) {
@@ -272,6 +296,33 @@ mod tests {
         feed.push(&video(2, 3000, false, &params), &mut out);
         let times: Vec<i64> = out.iter().map(|s| s.time).collect();
         assert_eq!(times, [90_000, 93_000, 96_000]);
+    }
+
+    #[test]
+    fn opus_from_a_whip_publisher_is_passed_through_on_the_48_khz_clock() {
+        let opus = Arc::new(CodecParams::Opus {
+            channels: 2,
+            pre_skip: 312,
+            codec: "opus".into(),
+        });
+        let mut feed = Feed::new("r");
+        let mut out = Vec::new();
+        for pts in [0, 960, 1920] {
+            let frame = LiveFrame {
+                kind: TrackKind::Audio,
+                connection: 1,
+                clock_rate: 48_000,
+                pts,
+                dts: pts,
+                keyframe: true,
+                data: Bytes::from_static(b"an opus packet"),
+                params: opus.clone(),
+            };
+            feed.push(&frame, &mut out);
+        }
+        let times: Vec<i64> = out.iter().map(|s| s.time).collect();
+        assert_eq!(times, [0, 960, 1920]);
+        assert!(out.iter().all(|s| &s.data[..] == b"an opus packet"));
     }
 
     #[test]

@@ -8,9 +8,9 @@
 use bytes::{BufMut as _, Bytes};
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
-    Atom, Audio, Avc1, Avcc, Codec, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Hev1, Hvc1, Hvcc, Mdhd,
-    Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt,
-    Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd,
+    Atom, Audio, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, Esds, Ftyp, Hdlr, Hev1, Hvc1, Hvcc,
+    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz,
+    Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd,
 };
 
 use crate::media::{CodecParams, Pieces, TrackKind};
@@ -133,8 +133,40 @@ pub(super) fn sample_entry(params: &CodecParams) -> Result<Codec, StreamerError>
             }
             .into())
         }
+        CodecParams::Opus {
+            channels, pre_skip, ..
+        } => {
+            // Channel mapping family 0: mono or stereo, no table (what WebRTC sends).
+            let count = u8::try_from(*channels)
+                .ok()
+                .filter(|c| (1..=2).contains(c))
+                .ok_or_else(|| {
+                    StreamerError::Mux(format!("Opus with {channels} channels (need 1 or 2)"))
+                })?;
+            Ok(Opus {
+                audio: Audio {
+                    data_reference_index: 1,
+                    channel_count: *channels,
+                    sample_size: 16,
+                    // Opus in ISO BMFF: always 48 kHz, and the track's timescale with it.
+                    sample_rate: OPUS_RATE.into(),
+                },
+                dops: Dops {
+                    output_channel_count: count,
+                    pre_skip: *pre_skip,
+                    input_sample_rate: u32::from(OPUS_RATE),
+                    output_gain: 0,
+                    channel_mapping: None,
+                },
+                btrt: None,
+            }
+            .into())
+        }
     }
 }
+
+/// Opus's one clock rate in ISO BMFF (and on RTP).
+const OPUS_RATE: u16 = 48_000;
 
 fn visual(width: u16, height: u16) -> Visual {
     Visual {
@@ -195,7 +227,7 @@ fn trak(t: &InitTrack<'_>) -> Trak {
         CodecParams::H264 { width, height, .. } | CodecParams::H265 { width, height, .. } => {
             (*width, *height)
         }
-        CodecParams::Aac { .. } => (0, 0),
+        CodecParams::Aac { .. } | CodecParams::Opus { .. } => (0, 0),
     };
     let video = t.kind == TrackKind::Video;
     Trak {
