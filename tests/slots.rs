@@ -50,7 +50,22 @@ async fn book(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> String {
-    let body = json!({"server_id": server, "start": ts(start), "end": ts(end)});
+    book_titled(api, t, server, start, end, None).await
+}
+
+/// [`book`] with the reservation's title.
+async fn book_titled(
+    api: &Api,
+    t: &Tenant,
+    server: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    title: Option<&str>,
+) -> String {
+    let mut body = json!({"server_id": server, "start": ts(start), "end": ts(end)});
+    if let Some(title) = title {
+        body["title"] = json!(title);
+    }
     let (status, booked) = api.post("/v1/reservations", &t.alice, body).await;
     assert_eq!(status, 201, "{booked}");
     booked["id"].as_str().expect("id").to_string()
@@ -286,8 +301,10 @@ async fn reschedule_and_cancel_before_and_inside_the_window_tell_the_right_story
     let cancelled_early = book(&api, &t, "s1", s(30), s(90)).await;
     let shortened = book(&api, &t, "s1", s(2), s(60)).await;
     let cancelled_live = book(&api, &t, "s1", s(2), s(60)).await;
-    let rotated = book(&api, &t, "s1", s(2), s(60)).await;
-    let moved_later = book(&api, &t, "s1", s(2), s(60)).await;
+    // Two with a title, which every message of theirs carries (a streamer shows it).
+    const TITLE: &str = "Evening show — ライブ";
+    let rotated = book_titled(&api, &t, "s1", s(2), s(60), Some(TITLE)).await;
+    let moved_later = book_titled(&api, &t, "s1", s(2), s(60), Some(TITLE)).await;
 
     // Before the window: `scheduled` only, and nothing for the old window afterwards.
     let window = |from: i64, to: i64| json!({"start": ts(s(from)), "end": ts(s(to))});
@@ -366,6 +383,20 @@ async fn reschedule_and_cancel_before_and_inside_the_window_tell_the_right_story
     let hash_before = by_id(&rotated, "opened:1")["stream_key_hash"].clone();
     assert_ne!(rotated_msg["stream_key_hash"], hash_before);
     assert_eq!(time(&by_id(&moved_later, "opened:2")["due_at"]), s(8));
+    for m in &messages {
+        let id = m.payload["reservation_id"].as_str().unwrap_or_default();
+        let want = if id == rotated || id == moved_later {
+            json!(TITLE)
+        } else {
+            Value::Null
+        };
+        assert_eq!(
+            m.payload.get("title").unwrap_or(&Value::Null),
+            &want,
+            "{}",
+            m.payload
+        );
+    }
 
     // The history has the window as delivered; without ingest the slot is missed.
     wait_until("WindowClosed recorded", || async {

@@ -1,13 +1,16 @@
 //! Real time: a broadcaster publishes by RTSP (ffmpeg, H.264 and AAC at 44.1 kHz) and the
 //! watch page in headless Chromium plays the stream by WebRTC (WHEP, `?mode=realtime`):
-//! video decoded, audio (turned into Opus by the streamer) received. The WHEP exchange's
+//! video decoded, audio (turned into Opus by the streamer) received, the session counted
+//! among the viewers in `status.json`. The WHEP exchange's
 //! answers to what is not an offer, to a stream that is not live and to trickle ICE, and the
 //! session's end when the window closes.
 
 mod support;
 
-use std::process::Command;
+use std::process::Stdio;
 use std::time::{Duration as StdDuration, Instant};
+
+use tokio::process::Command;
 
 use support::streaming::{
     ffmpeg_publish_with, get_text, publish_url, repo_root, wait_ended, wait_gate_open, wait_live,
@@ -77,12 +80,50 @@ async fn the_watch_page_plays_a_live_stream_in_real_time_by_whep() {
 
     // Chromium plays it in real time: video frames decoded, audio received.
     let watch = stack.hls(&format!("/watch/{id}?mode=realtime"));
-    let out = Command::new("node")
+    let page = Command::new("node")
         .arg(repo_root().join("tests/browser/watch.mjs"))
         .args([&watch, "--seconds", "8", "--min-advance", "2"])
         .args(["--expect-state", "live", "--expect-engine", "whep"])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
         .expect("node (scripts/services installs it)");
+    // While it plays, status.json counts its session among the stream's viewers, beside the
+    // addresses that fetched the playlist (this test's, waiting for the stream).
+    let status_url = stack.hls(&format!("/hls/{id}/status.json"));
+    let deadline = Instant::now() + StdDuration::from_secs(30);
+    let mut page = page;
+    let (hls, realtime, status) = loop {
+        if let Ok(Some(code)) = page.try_wait() {
+            let out = page.wait_with_output().await.expect("the page's run");
+            panic!(
+                "the page ended ({code}) before its session was counted: {} {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let realtime = realtime_viewers(&stack).await;
+        let (_, metrics) = get_text(&stack.hls("/metrics")).await;
+        let hls: Option<u64> = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("slotcast_streamer_viewers "))
+            .and_then(|v| v.trim().parse().ok());
+        let (_, status) = get_text(&status_url).await;
+        let status: serde_json::Value = serde_json::from_str(&status).expect("status.json");
+        let counted = status["viewers"].as_u64();
+        if realtime == Some(1) && hls.zip(counted).is_some_and(|(h, c)| c == h + 1) {
+            break (hls, realtime, status);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status.json never counted the real-time session: {status}, HLS {hls:?}, real time \
+             {realtime:?}"
+        );
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    };
+    assert_eq!(status["state"], "live", "{status} ({hls:?} + {realtime:?})");
+    let out = page.wait_with_output().await.expect("the page's run");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

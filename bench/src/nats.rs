@@ -128,6 +128,7 @@ pub async fn open_gates(
             stream_key_hash: stream_key_hash(key),
             stream_key_digest: None,
             ingest: IngestMode::Push { carriers: vec![] },
+            title: None,
             due_at: opens,
             published_at: now,
             late_ms: 0.0,

@@ -528,6 +528,7 @@ impl Sim {
             ingest: IngestMode::Push {
                 carriers: vec!["carrier-a".into(), "carrier-b".into()],
             },
+            title: None,
             due_at,
             published_at: due_at + Duration::microseconds((late_ms * 1000.0) as i64),
             late_ms,

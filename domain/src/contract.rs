@@ -95,6 +95,9 @@ pub struct CameraSource {
     pub credentials: Option<String>,
 }
 
+/// The most bytes a reservation's title holds (the api refuses a longer one).
+pub const TITLE_MAX: usize = 200;
+
 /// One message on `SLOTCAST_SLOTS`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SlotMessage {
@@ -115,6 +118,10 @@ pub struct SlotMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_key_digest: Option<String>,
     pub ingest: IngestMode,
+    /// The reservation's title, shown to its viewers; absent without one (and in messages
+    /// from before titles travelled: older readers ignore it, as every unknown field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     /// When the boundary was due by the server clock.
     pub due_at: DateTime<Utc>,
     /// When the scheduler sent it, by the server clock.
@@ -520,6 +527,7 @@ mod tests {
             stream_key_hash: "ab".into(),
             stream_key_digest: None,
             ingest: IngestMode::Push { carriers: vec![] },
+            title: Some("Evening show".into()),
             due_at: t,
             published_at: t,
             late_ms: 1.5,
@@ -527,6 +535,31 @@ mod tests {
         let json = serde_json::to_value(&m).unwrap();
         assert_eq!(json["kind"], "opened");
         assert_eq!(json["ingest"]["mode"], "push");
+        assert_eq!(json["title"], "Evening show");
         assert_eq!(serde_json::from_value::<SlotMessage>(json).unwrap(), m);
+    }
+
+    #[test]
+    fn a_slot_message_without_a_title_reads_and_is_written_as_before_titles() {
+        // A message as a scheduler from before titles sent it.
+        let before = r#"{"schema":1,"kind":"scheduled","reservation_id":"r","server_id":"s","revision":1,"opens_at":"2026-11-21T10:00:00Z","closes_at":"2026-11-21T10:30:00Z","start":"2026-11-21T10:00:30Z","end":"2026-11-21T10:30:00Z","stream_key_hash":"ab","ingest":{"mode":"push","carriers":["carrier-a"]},"due_at":"2026-11-21T09:59:00Z","published_at":"2026-11-21T09:59:00.001Z","late_ms":1.0}"#;
+        let m: SlotMessage = serde_json::from_str(before).unwrap();
+        assert_eq!(m.title, None);
+        assert_eq!(m.kind, SlotKind::Scheduled);
+        // Without a title nothing is added: the payload (and so its signature) is as before.
+        assert_eq!(serde_json::to_string(&m).unwrap(), before);
+        // A reader that knows no titles (a streamer from before them) reads one with a
+        // title: an unknown field is ignored.
+        #[derive(Deserialize)]
+        struct Older {
+            kind: SlotKind,
+            revision: u32,
+        }
+        let with = SlotMessage {
+            title: Some("Evening show".into()),
+            ..m
+        };
+        let older: Older = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!((older.kind, older.revision), (SlotKind::Scheduled, 1));
     }
 }

@@ -116,6 +116,7 @@ struct Bulk {
     b_key_hash: Vec<String>,
     b_ingest: Vec<serde_json::Value>,
     b_digest: Vec<Option<String>>,
+    b_title: Vec<Option<String>>,
     // the cursors: where they must stand, and where they go
     c_id: Vec<String>,
     c_before: Vec<i64>,
@@ -165,6 +166,7 @@ impl Bulk {
                         stream_key_hash: stream_key_hash.clone(),
                         stream_key_digest: stream_key_digest.clone(),
                         ingest: serde_json::to_value(&ingest).unwrap_or(serde_json::Value::Null),
+                        title: title.clone(),
                     };
                     for (kind, due) in plan_for(&basis, *at, false) {
                         self.boundary(server_id, reservation_id, kind, due, &basis);
@@ -239,6 +241,7 @@ impl Bulk {
         self.b_key_hash.push(basis.stream_key_hash.clone());
         self.b_ingest.push(basis.ingest.clone());
         self.b_digest.push(basis.stream_key_digest.clone());
+        self.b_title.push(basis.title.clone());
     }
 
     /// Everything in one statement: both cursors of every stream (locked in aggregate-id
@@ -297,14 +300,14 @@ impl Bulk {
              b AS ( \
                  INSERT INTO public.slot_boundaries (reservation_id, kind, revision, \
                      server_id, due_at, opens_at, closes_at, start_at, end_at, \
-                     stream_key_hash, ingest, stream_key_digest) \
+                     stream_key_hash, ingest, stream_key_digest, title) \
                  SELECT reservation_id, kind, 1, server_id, due_at, opens_at, closes_at, \
-                     start_at, end_at, key_hash, ingest, digest \
+                     start_at, end_at, key_hash, ingest, digest, title \
                  FROM unnest($16::text[], $17::text[], $18::text[], $19::timestamptz[], \
                      $20::timestamptz[], $21::timestamptz[], $22::timestamptz[], \
-                     $23::timestamptz[], $24::text[], $25::jsonb[], $26::text[]) \
+                     $23::timestamptz[], $24::text[], $25::jsonb[], $26::text[], $32::text[]) \
                      WITH ORDINALITY AS u(reservation_id, kind, server_id, due_at, opens_at, \
-                         closes_at, start_at, end_at, key_hash, ingest, digest, n) \
+                         closes_at, start_at, end_at, key_hash, ingest, digest, title, n) \
                  WHERE server_id IN (SELECT id FROM slot_on) \
                  ORDER BY n \
                  RETURNING 1), \
@@ -346,6 +349,7 @@ impl Bulk {
         .bind(&self.c_last)
         .bind(CHANNEL)
         .bind(ReservationStatus::Accepted.as_str())
+        .bind(&self.b_title)
         .fetch_all(conn)
         .await?;
         Ok(lagging.into_iter().flatten().collect())

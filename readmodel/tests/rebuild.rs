@@ -197,6 +197,7 @@ impl History {
             stream_key_hash: "k".into(),
             stream_key_digest: None,
             ingest: IngestMode::Push { carriers: vec![] },
+            title: None,
             due_at: due,
             published_at: due + Duration::milliseconds(2),
             late_ms: 2.0,
@@ -260,6 +261,8 @@ fn history() -> History {
             name: format!("server {server}"),
             capacity: Some(capacity),
             carriers: carriers(2),
+            // Two servers say where they serve viewers; a change takes one away again.
+            viewer_url: (server != "s3").then(|| format!("http://{server}.example:8888")),
             ..ServerSpec::default()
         };
         h.decide(server, t, ops.clone(), CommandKind::RegisterServer(spec));
@@ -300,6 +303,7 @@ fn history() -> History {
     let patch = ServerPatch {
         name: Some("renamed".into()),
         carriers: Some(carriers(3)),
+        viewer_url: Some(None),
         ..ServerPatch::default()
     };
     h.decide(
@@ -580,8 +584,8 @@ async fn dump(pool: &PgPool) -> BTreeMap<&'static str, Value> {
         (
             "slot_boundaries",
             "SELECT reservation_id, kind, revision, server_id, due_at, opens_at, closes_at, \
-                 start_at, end_at, stream_key_hash, ingest, stream_key_digest, published_at, \
-                 late_ms, published_by \
+                 start_at, end_at, stream_key_hash, ingest, stream_key_digest, title, \
+                 published_at, late_ms, published_by \
              FROM slot_boundaries ORDER BY reservation_id, seq",
         ),
         (
@@ -627,6 +631,29 @@ async fn a_rebuild_gives_the_tables_the_writer_and_catch_up_gave() {
         live["reservations"].as_array().map_or(0, Vec::len) >= 27
             && live["slot_boundaries"].as_array().map_or(0, Vec::len) > 40,
         "the scenario books and announces: {live:?}"
+    );
+    let viewer_urls: Vec<&Value> = live["servers"]
+        .as_array()
+        .map(|rows| rows.iter().map(|r| &r["viewer_url"]).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        viewer_urls,
+        [&json!("http://s1.example:8888"), &Value::Null, &Value::Null],
+        "s1 keeps its viewer address, s2's was taken away, s3 never had one"
+    );
+    // Every boundary carries its reservation's title, through reschedules and rotations too.
+    let (titled, astray): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE b.title IS NOT NULL), \
+                count(*) FILTER (WHERE b.title IS DISTINCT FROM r.title) \
+         FROM slot_boundaries b JOIN rm.reservations r ON r.id = b.reservation_id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(titled > 0, "no boundary with a title");
+    assert_eq!(
+        astray, 0,
+        "boundaries whose title is not their reservation's"
     );
 
     let events = rebuild_now(&pool).await;

@@ -43,6 +43,8 @@ pub struct Basis {
     pub stream_key_hash: String,
     pub stream_key_digest: Option<String>,
     pub ingest: serde_json::Value,
+    /// The reservation's title, for its viewers.
+    pub title: Option<String>,
 }
 
 enum Change {
@@ -72,6 +74,7 @@ pub async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEve
             stream_key_hash,
             stream_key_digest,
             source,
+            title,
             ..
         } => {
             let ingest = match source {
@@ -88,6 +91,7 @@ pub async fn apply(conn: &mut PgConnection, server_id: &str, event: &ScheduleEve
                 stream_key_hash: stream_key_hash.clone(),
                 stream_key_digest: stream_key_digest.clone(),
                 ingest: ingest_json(&ingest),
+                title: title.clone(),
             };
             let plan = plan_for(&basis, *at, false);
             insert(conn, server_id, reservation_id, 1, &basis, &plan).await
@@ -174,8 +178,8 @@ async fn insert(
         "WITH ins AS ( \
              INSERT INTO public.slot_boundaries (reservation_id, kind, revision, server_id, \
                  due_at, opens_at, closes_at, start_at, end_at, stream_key_hash, ingest, \
-                 stream_key_digest) \
-             SELECT $1, p.kind, $3, $4, p.due, $5, $6, $7, $8, $9, $10, $13 \
+                 stream_key_digest, title) \
+             SELECT $1, p.kind, $3, $4, p.due, $5, $6, $7, $8, $9, $10, $13, $14 \
              FROM unnest($2::text[], $11::timestamptz[]) WITH ORDINALITY AS p(kind, due, n) \
              ORDER BY p.n \
              ON CONFLICT DO NOTHING) \
@@ -194,6 +198,7 @@ async fn insert(
     .bind(&dues)
     .bind(CHANNEL)
     .bind(&basis.stream_key_digest)
+    .bind(&basis.title)
     .execute(conn)
     .await?;
     Ok(())
@@ -210,7 +215,7 @@ async fn revise(
     let rows = sqlx::query(
         "SELECT kind, revision, published_at IS NOT NULL AS published, due_at <= $2 AS due, \
                 opens_at, closes_at, start_at, end_at, stream_key_hash, stream_key_digest, \
-                ingest \
+                ingest, title \
          FROM public.slot_boundaries WHERE reservation_id = $1 ORDER BY seq FOR UPDATE",
     )
     .bind(reservation_id)
@@ -249,6 +254,7 @@ async fn revise(
         stream_key_hash: latest.try_get("stream_key_hash")?,
         stream_key_digest: latest.try_get("stream_key_digest")?,
         ingest: latest.try_get("ingest")?,
+        title: latest.try_get("title")?,
     };
     sqlx::query(
         "DELETE FROM public.slot_boundaries WHERE reservation_id = $1 AND published_at IS NULL",
@@ -314,6 +320,7 @@ mod tests {
             stream_key_hash: "k".into(),
             stream_key_digest: None,
             ingest: serde_json::Value::Null,
+            title: None,
         }
     }
 

@@ -97,6 +97,7 @@ struct Due {
     stream_key_hash: String,
     stream_key_digest: Option<String>,
     ingest: IngestMode,
+    title: Option<String>,
 }
 
 impl Scheduler {
@@ -266,6 +267,7 @@ impl Scheduler {
                 stream_key_hash: row.stream_key_hash.clone(),
                 stream_key_digest: row.stream_key_digest.clone(),
                 ingest: row.ingest.clone(),
+                title: row.title.clone(),
                 due_at: row.due_at,
                 published_at,
                 late_ms,
@@ -319,7 +321,7 @@ async fn claim(conn: &mut PgConnection, now: DateTime<Utc>, batch: i64) -> Resul
     let rows = sqlx::query(
         "SELECT b.reservation_id, b.kind, b.revision, b.server_id, b.due_at, b.opens_at, \
                 b.closes_at, b.start_at, b.end_at, b.stream_key_hash, b.stream_key_digest, \
-                b.ingest \
+                b.ingest, b.title \
          FROM public.slot_boundaries b \
          WHERE b.published_at IS NULL AND b.due_at <= $1 \
            AND NOT EXISTS (SELECT 1 FROM public.slot_boundaries e \
@@ -355,6 +357,7 @@ async fn claim(conn: &mut PgConnection, now: DateTime<Utc>, batch: i64) -> Resul
                     what: "slot ingest mode".into(),
                     source,
                 })?,
+                title: row.try_get("title")?,
             })
         })
         .collect()

@@ -361,6 +361,11 @@ impl Control {
         self.gates.forget_over();
     }
 
+    /// The reservation's title, for its viewers ([`Gates::title`]).
+    pub fn title(&self, reservation_id: &str) -> Option<&str> {
+        self.gates.title(reservation_id)
+    }
+
     /// Whether the reservation's slot is over (closed, cancelled or expired).
     pub fn is_over(&self, reservation_id: &str) -> bool {
         self.gates.is_over(reservation_id)

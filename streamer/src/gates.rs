@@ -13,14 +13,15 @@
 //! instead of "unknown" (404). A `scheduled` slot is known but admits nobody before
 //! `opens_at`, so an early publisher is told when it opens (403). A slot that names a camera
 //! admits no publisher; [`Gates::cameras_open`] lists the cameras to pull now, with their
-//! sealed logins opened.
+//! sealed logins opened. Each reservation's title (from its newest message) is kept for its
+//! viewers while the reservation is known, if a page may show it.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use slotcast_domain::contract::{
-    CameraSource, CameraTransport, IngestMode, RefusalCode, SlotKind, SlotMessage,
+    CameraSource, CameraTransport, IngestMode, RefusalCode, SlotKind, SlotMessage, TITLE_MAX,
 };
 use slotcast_domain::secret::{constant_time_eq, CameraLogin, SecretKey};
 
@@ -113,6 +114,8 @@ struct Gate {
     carriers: Vec<String>,
     /// The camera to pull, for a pull reservation.
     camera: Option<Camera>,
+    /// The reservation's title, for its viewers ([`Gates::title`]).
+    title: Option<String>,
 }
 
 /// A camera to pull while its window is open, with its login opened.
@@ -127,10 +130,12 @@ pub struct Camera {
 #[derive(Clone, Debug)]
 enum Entry {
     Live(Gate),
-    /// Closed or cancelled, at this revision: kept so a late publisher hears "closed".
+    /// Closed or cancelled, at this revision: kept so a late publisher hears "closed" (and
+    /// the recording's viewers see the title).
     Over {
         revision: u32,
         kind: SlotKind,
+        title: Option<String>,
     },
 }
 
@@ -141,6 +146,17 @@ impl Entry {
             Self::Over { revision, .. } => *revision,
         }
     }
+}
+
+/// The message's title, if it is one a page may show: within [`TITLE_MAX`] bytes and without
+/// control characters, as the api takes titles. Anything else is not kept.
+fn shown_title(msg: &SlotMessage) -> Option<String> {
+    let title = msg.title.as_deref()?;
+    if title.len() > TITLE_MAX || title.chars().any(char::is_control) {
+        tracing::warn!(reservation = %msg.reservation_id, "slot message with an unusable title");
+        return None;
+    }
+    Some(title.to_string())
 }
 
 /// Other servers' reservations remembered at most (ids only).
@@ -182,12 +198,14 @@ impl Gates {
                 }
             }
         }
+        let title = shown_title(msg);
         if msg.kind.ends_the_slot() {
             self.entries.insert(
                 msg.reservation_id.clone(),
                 Entry::Over {
                     revision: msg.revision,
                     kind: msg.kind,
+                    title,
                 },
             );
             return Applied::Ended;
@@ -200,6 +218,7 @@ impl Gates {
                 Entry::Over {
                     revision: msg.revision,
                     kind: SlotKind::Cancelled,
+                    title,
                 },
             );
             return Applied::Ended;
@@ -220,9 +239,19 @@ impl Gates {
                 digest_ha1,
                 carriers,
                 camera,
+                title,
             }),
         );
         Applied::Updated
+    }
+
+    /// The reservation's title as its last message gave it, while the reservation is known
+    /// (its slot, and a while after: until [`Gates::forget_over`]).
+    pub fn title(&self, reservation_id: &str) -> Option<&str> {
+        match self.entries.get(reservation_id)? {
+            Entry::Live(gate) => gate.title.as_deref(),
+            Entry::Over { title, .. } => title.as_deref(),
+        }
     }
 
     /// The HA1 sealed in `msg`, if there is one and it opens with our key.
@@ -372,6 +401,7 @@ impl Gates {
                     *entry = Entry::Over {
                         revision: gate.revision,
                         kind: SlotKind::Closed,
+                        title: gate.title.take(),
                     };
                 }
             }
@@ -439,6 +469,52 @@ mod tests {
             key,
             pushed(&["carrier-a", "carrier-b"]),
         )
+    }
+
+    fn titled(kind: SlotKind, revision: u32, title: &str) -> SlotMessage {
+        SlotMessage {
+            title: Some(title.into()),
+            ..msg(kind, revision, 0, 100, "k")
+        }
+    }
+
+    #[test]
+    fn the_title_is_the_last_message_s_while_the_reservation_is_known() {
+        let mut gates = Gates::new("s1", None);
+        assert_eq!(gates.title("r1"), None);
+        gates.apply(&titled(SlotKind::Scheduled, 1, "Evening show"));
+        assert_eq!(gates.title("r1"), Some("Evening show"));
+        // A message without one (from a scheduler before titles) says there is none.
+        gates.apply(&msg(SlotKind::Opened, 1, 0, 100, "k"));
+        assert_eq!(gates.title("r1"), None);
+        gates.apply(&titled(SlotKind::Changed, 2, "Evening show — ライブ"));
+        assert_eq!(gates.title("r1"), Some("Evening show — ライブ"));
+        // An older revision changes nothing.
+        gates.apply(&titled(SlotKind::Opened, 1, "stale"));
+        assert_eq!(gates.title("r1"), Some("Evening show — ライブ"));
+        // Closed on time, then by its message: the recording's viewers still see it.
+        gates.expire(at(100));
+        assert_eq!(gates.title("r1"), Some("Evening show — ライブ"));
+        gates.apply(&titled(SlotKind::Closed, 3, "Evening show (ended)"));
+        assert_eq!(gates.title("r1"), Some("Evening show (ended)"));
+        gates.forget_over();
+        assert_eq!(gates.title("r1"), None);
+    }
+
+    #[test]
+    fn a_title_no_page_should_show_is_not_kept() {
+        let mut gates = Gates::new("s1", None);
+        for bad in [
+            "x".repeat(TITLE_MAX + 1),
+            "evening\nshow".into(),
+            "\u{1b}[2J".into(),
+        ] {
+            gates.apply(&titled(SlotKind::Scheduled, 1, &bad));
+            assert_eq!(gates.title("r1"), None, "{bad:?}");
+            assert!(gates.knows("r1"), "the slot itself is taken");
+        }
+        gates.apply(&titled(SlotKind::Scheduled, 1, &"é".repeat(TITLE_MAX / 2)));
+        assert_eq!(gates.title("r1").map(str::len), Some(TITLE_MAX));
     }
 
     #[test]

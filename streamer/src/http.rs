@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
@@ -462,8 +462,43 @@ async fn status(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
     {
         state = PlayoutState::Ended;
     }
-    let body = serde_json::json!({ "reservation_id": id, "state": state });
+    let (codec, intake) = match hub.find_playout(&id) {
+        Some(playout) => {
+            let codec = playout.lock().codecs().map(str::to_string);
+            (codec, Some(playout.intake(Instant::now())))
+        }
+        None => (None, None),
+    };
+    let body = Status {
+        viewers: hub.viewers_of(&id),
+        title: hub.title(&id),
+        reservation_id: id,
+        state,
+        codec,
+        bitrate_bps: intake.map(|i| i.bitrate_bps),
+        frames: intake.map(|i| i.frames),
+    };
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
+/// `/hls/<id>/status.json` (docs/api.md, "Viewers"): what the watch page and the console
+/// show of a stream. Every watch page asks every 2 s, so each field is a map read or a
+/// count kept up to date as media and viewers come (`crate::ingest_meter`,
+/// `crate::hls_viewers`).
+#[derive(Debug, serde::Serialize)]
+struct Status {
+    reservation_id: String,
+    state: PlayoutState,
+    /// The reservation's title, from its slot messages.
+    title: Option<String>,
+    /// RFC 6381, as an HLS `CODECS` attribute: `avc1.42C01E,mp4a.40.2`.
+    codec: Option<String>,
+    /// Over the last few seconds; `None` while no playout is in memory.
+    bitrate_bps: Option<u64>,
+    /// Received on this playout; `None` while no playout is in memory.
+    frames: Option<u64>,
+    /// Distinct HLS viewer addresses lately, plus real-time (WHEP) sessions.
+    viewers: usize,
 }
 
 async fn watch(Path(id): Path<String>) -> Response {

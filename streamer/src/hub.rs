@@ -29,7 +29,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::StreamerConfig;
 use crate::control::{Action, Control, PullReport, Refused};
 use crate::gates::Camera;
+use crate::hls_viewers::HlsViewers;
 use crate::hush::Hush;
+use crate::ingest_meter::IngestMeter;
 use crate::live_tap::LiveTap;
 use crate::metrics::{AuthLabel, Metrics};
 use crate::playlist::Playlist;
@@ -50,6 +52,15 @@ pub struct PlayoutHandle {
     identity: String,
     /// Its frames as they come, for real-time viewers.
     tap: LiveTap,
+    /// What it has received, for its status (a leaf lock, taken per frame).
+    meter: Mutex<IngestMeter>,
+}
+
+/// What a playout has received ([`crate::ingest_meter`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intake {
+    pub frames: u64,
+    pub bitrate_bps: u64,
 }
 
 /// A rendered playlist: the playout version it was rendered at, when (server clock), and the
@@ -74,6 +85,21 @@ impl PlayoutHandle {
             rendered: Mutex::new(None),
             identity: format!("{nanos:x}-{made:x}"),
             tap: LiveTap::default(),
+            meter: Mutex::new(IngestMeter::new(Instant::now())),
+        }
+    }
+
+    /// A frame of `bytes` arrived at `now` (for [`PlayoutHandle::intake`]).
+    pub fn received(&self, now: Instant, bytes: usize) {
+        lock(&self.meter).record(now, bytes);
+    }
+
+    /// What it has received by `now`: frames, and bits per second over the last few seconds.
+    pub fn intake(&self, now: Instant) -> Intake {
+        let meter = lock(&self.meter);
+        Intake {
+            frames: meter.frames(),
+            bitrate_bps: meter.bitrate_bps(now),
         }
     }
 
@@ -190,7 +216,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     started: Instant,
     state: Mutex<State>,
-    viewers: Mutex<HashMap<(String, IpAddr), Instant>>,
+    /// HLS viewers by reservation (a leaf lock).
+    viewers: Mutex<HlsViewers>,
     metrics: Metrics,
     /// Media mapped from memfds, which the viewer port sends by `sendfile`.
     files: Arc<MappedFiles>,
@@ -217,7 +244,6 @@ struct State {
 
 /// Viewer entries kept at most (a flood of addresses must not grow memory).
 const VIEWERS_MAX: usize = 100_000;
-const VIEWER_WINDOW: Duration = Duration::from_secs(10);
 /// How long a recording's final writes wait for room in a full disk queue.
 const END_WRITE_WAIT: Duration = Duration::from_secs(10);
 /// At most one log line per kind of refusal this often.
@@ -252,7 +278,7 @@ impl Hub {
                     pulls: HashMap::new(),
                     playouts: HashMap::new(),
                 }),
-                viewers: Mutex::new(HashMap::new()),
+                viewers: Mutex::new(HlsViewers::new(VIEWERS_MAX)),
                 metrics: Metrics::new(),
                 files,
                 hush: Hush::new(HUSH_PERIOD),
@@ -744,28 +770,31 @@ impl Hub {
         PlayoutState::Waiting
     }
 
+    /// The reservation's title, while the streamer knows the reservation.
+    pub fn title(&self, reservation_id: &str) -> Option<String> {
+        lock(&self.inner.state)
+            .control
+            .title(reservation_id)
+            .map(str::to_string)
+    }
+
     // ---- viewers ----------------------------------------------------------------------
 
+    /// `ip` fetched the reservation's playlist.
     pub fn saw_viewer(&self, reservation_id: &str, ip: IpAddr) {
-        let mut viewers = lock(&self.inner.viewers);
-        if viewers.len() >= VIEWERS_MAX {
-            let now = Instant::now();
-            viewers.retain(|_, seen| now.duration_since(*seen) < VIEWER_WINDOW);
-            if viewers.len() >= VIEWERS_MAX {
-                return;
-            }
-        }
-        viewers.insert((reservation_id.to_string(), ip), Instant::now());
+        lock(&self.inner.viewers).saw(reservation_id, ip, Instant::now());
+    }
+
+    /// Who watches the reservation now: the distinct addresses that fetched its playlist
+    /// lately ([`crate::hls_viewers`]) and its real-time (WHEP) sessions.
+    pub fn viewers_of(&self, reservation_id: &str) -> usize {
+        let hls = lock(&self.inner.viewers).count(reservation_id, Instant::now());
+        hls + self.whep().watching(reservation_id)
     }
 
     /// Updates the viewers gauge and encodes the metrics.
     pub fn encode_metrics(&self) -> String {
-        let now = Instant::now();
-        let count = {
-            let mut viewers = lock(&self.inner.viewers);
-            viewers.retain(|_, seen| now.duration_since(*seen) < VIEWER_WINDOW);
-            viewers.len()
-        };
+        let count = lock(&self.inner.viewers).count_all(Instant::now());
         self.inner
             .metrics
             .viewers

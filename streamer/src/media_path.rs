@@ -133,6 +133,7 @@ impl MediaPath {
     /// [`MediaPath::tolerate`].
     pub fn push(&mut self, hub: &Hub, now: Instant, frame: Frame) -> Result<(), StreamerError> {
         hub.metrics().frames.inc();
+        self.playout.received(now, frame.data.len());
         self.keyframes.observe(now, &frame)?;
         self.tap.offer(self.playout.tap(), &frame);
         self.segmenter.push(now, frame)

@@ -169,6 +169,8 @@ pub struct Playout {
     inits: Vec<(u32, Arc<Held>)>,
     /// The init number the next parts use.
     init: u32,
+    /// RFC 6381 codecs of the newest init (`avc1.64001f,mp4a.40.2`): what the stream is now.
+    codecs: Option<String>,
     parts: VecDeque<((u64, usize), Arc<Held>)>,
     /// Complete segments as their parts: a segment is never copied into one buffer.
     segments: VecDeque<(u64, Vec<Arc<Held>>)>,
@@ -210,6 +212,7 @@ impl Playout {
             state: PlayoutState::Waiting,
             inits: Vec::new(),
             init: 0,
+            codecs: None,
             parts: VecDeque::new(),
             segments: VecDeque::new(),
             building: Vec::new(),
@@ -226,6 +229,11 @@ impl Playout {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The stream's codecs as an HLS `CODECS` attribute names them, once media has come.
+    pub fn codecs(&self) -> Option<&str> {
+        self.codecs.as_deref()
     }
 
     /// The disk queue refused these writes (it was full): the next segment makes up for
@@ -253,7 +261,8 @@ impl Playout {
         }
         let mut announced = None;
         match output {
-            SegmenterOutput::Init { data, .. } => {
+            SegmenterOutput::Init { data, codecs, .. } => {
+                self.codecs = Some(codecs);
                 // An init once media is listed (a publisher reconnected, its parameters
                 // changed, or the playout resumed a recording) starts a discontinuity: the
                 // segment being cut ends here.
@@ -438,9 +447,13 @@ mod tests {
     }
 
     fn init() -> SegmenterOutput {
+        init_of("avc1.64001f")
+    }
+
+    fn init_of(codecs: &str) -> SegmenterOutput {
         SegmenterOutput::Init {
             data: Bytes::from_static(b"init"),
-            codecs: "avc1.64001f".into(),
+            codecs: codecs.into(),
             resolution: Some((320, 240)),
         }
     }
@@ -457,6 +470,18 @@ mod tests {
                 DiskWrite::End { .. } => "end".into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn the_codecs_are_the_newest_inits() {
+        let mut c = Playout::new(Duration::from_secs(1), Duration::from_millis(200));
+        let mut w = Vec::new();
+        assert_eq!(c.codecs(), None);
+        c.apply(init(), at(), &mut w);
+        assert_eq!(c.codecs(), Some("avc1.64001f"));
+        // A publisher reconnects with audio as well.
+        c.apply(init_of("avc1.42c01e,mp4a.40.2"), at(), &mut w);
+        assert_eq!(c.codecs(), Some("avc1.42c01e,mp4a.40.2"));
     }
 
     #[test]

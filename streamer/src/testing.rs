@@ -46,6 +46,7 @@ pub fn slot(
         stream_key_hash: key_hash(key),
         stream_key_digest: None,
         ingest,
+        title: None,
         due_at: at(opens),
         published_at: at(opens),
         late_ms: 0.0,

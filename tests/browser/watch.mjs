@@ -2,7 +2,8 @@
 // Watch a slotcast watch page in Debian's headless Chromium and say whether the video played.
 //
 //   node tests/browser/watch.mjs <watch-url> [--seconds N] [--min-advance S]
-//        [--expect-state waiting|live|ended] [--expect-engine hls.js|whep] [--screenshot FILE]
+//        [--expect-state waiting|live|ended] [--expect-engine hls.js|whep]
+//        [--expect-title TEXT] [--screenshot FILE]
 //
 // Opens the page, then once a second samples video.currentTime, window.slotcastPlayer.state
 // and its errors, for N seconds (default 20; less when the stream has ended and played out).
@@ -15,7 +16,8 @@
 // last state is that one; with --expect-engine, the page played with that engine, and for
 // whep (real time, WebRTC) its peer connection decoded video frames and received audio
 // samples (the "whep" field: framesDecoded, totalSamplesReceived, packetsLost from getStats);
-// exit 1 otherwise, 2 on bad arguments.
+// with --expect-title, the page's heading ("heading") is that text and the document's title
+// ("document_title") names it; exit 1 otherwise, 2 on bad arguments.
 //
 // Needs `npm ci --prefix web` (scripts/services does it) for playwright-core, and
 // /usr/bin/chromium (or $CHROMIUM). Never downloads a browser. Bounded: a hard timeout of
@@ -23,11 +25,13 @@
 import { Chromium, ending } from "./chromium.mjs";
 
 const USAGE = "usage: node tests/browser/watch.mjs <watch-url> [--seconds N] [--min-advance S]"
-  + " [--expect-state waiting|live|ended] [--expect-engine hls.js|whep] [--screenshot FILE]";
+  + " [--expect-state waiting|live|ended] [--expect-engine hls.js|whep] [--expect-title TEXT]"
+  + " [--screenshot FILE]";
 
 function parseArgs(argv) {
   const opts = {
-    url: null, seconds: 20, minAdvance: 2, expectState: null, expectEngine: null, screenshot: null,
+    url: null, seconds: 20, minAdvance: 2, expectState: null, expectEngine: null, expectTitle: null,
+    screenshot: null,
   };
   const number = (flag, value) => {
     const n = Number(value);
@@ -40,6 +44,7 @@ function parseArgs(argv) {
     else if (arg === "--min-advance") opts.minAdvance = number(arg, argv[++i]);
     else if (arg === "--expect-state") opts.expectState = argv[++i] ?? usage(`${arg} needs a state`);
     else if (arg === "--expect-engine") opts.expectEngine = argv[++i] ?? usage(`${arg} needs an engine`);
+    else if (arg === "--expect-title") opts.expectTitle = argv[++i] ?? usage(`${arg} needs a text`);
     else if (arg === "--screenshot") opts.screenshot = argv[++i] ?? usage(`${arg} needs a file`);
     else if (arg === "-h" || arg === "--help") { console.log(USAGE); process.exit(0); }
     else if (arg.startsWith("-") || opts.url !== null) usage(`unexpected argument: ${arg}`);
@@ -57,7 +62,8 @@ function usage(message) {
 const opts = parseArgs(process.argv.slice(2));
 const result = {
   ok: false, url: opts.url, first_time: null, last_time: null, advanced: 0, state: null,
-  engine: null, samples: 0, errors: [], console_errors: [], whep: null,
+  engine: null, samples: 0, errors: [], console_errors: [], whep: null, title: null, heading: null,
+  document_title: null,
 };
 const round = (x) => Math.round(x * 1000) / 1000;
 
@@ -94,6 +100,9 @@ async function main() {
         ended: !!v && v.ended,
         state: p.state ?? null,
         engine: p.engine ?? null,
+        title: p.title ?? null,
+        heading: document.querySelector("header h1")?.textContent ?? null,
+        documentTitle: document.title,
         errors: Array.isArray(p.errors) ? p.errors : [],
       };
     });
@@ -101,6 +110,9 @@ async function main() {
     result.state = s.state;
     result.engine = s.engine;
     result.errors = s.errors;
+    result.title = s.title;
+    result.heading = s.heading;
+    result.document_title = s.documentTitle;
     if (s.whep) result.whep = s.whep;
     if (s.time !== null && (result.first_time !== null || s.playing)) {
       if (result.first_time === null) result.first_time = round(s.time);
@@ -122,6 +134,11 @@ async function main() {
   }
   if (opts.expectEngine && result.engine !== opts.expectEngine) {
     problems.push(`engine ${result.engine}, expected ${opts.expectEngine}`);
+  }
+  if (opts.expectTitle !== null && (result.heading !== opts.expectTitle
+    || !result.document_title?.includes(opts.expectTitle))) {
+    problems.push(`heading ${JSON.stringify(result.heading)}, document title `
+      + `${JSON.stringify(result.document_title)}, expected ${JSON.stringify(opts.expectTitle)}`);
   }
   if (opts.expectEngine === "whep" && !(result.whep?.framesDecoded > 0)) problems.push("no video frame decoded");
   if (opts.expectEngine === "whep" && !(result.whep?.totalSamplesReceived > 0)) problems.push("no audio received");
