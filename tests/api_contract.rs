@@ -419,3 +419,77 @@ async fn a_carrier_that_takes_rtmp_srt_and_whip_gives_each_address_without_the_k
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_says_where_it_serves_viewers_and_an_operator_changes_or_removes_it() {
+    let db = TestDb::new().await;
+    let operator = token(&db, "operator", "ops");
+    let alice = token(&db, "distributor", "alice");
+    let api = Api::start(&db, &[]);
+    let mut body = server_body("srv", 1);
+    body["viewer_url"] = json!("http://127.0.0.2:8888");
+    let (status, created) = api.post("/v1/servers", &operator, body).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["viewer_url"], "http://127.0.0.2:8888");
+    let (_, shown) = api.get("/v1/servers/srv", &alice).await;
+    assert_eq!(shown["viewer_url"], "http://127.0.0.2:8888", "{shown}");
+    let (_, listed) = api.get("/v1/servers", &alice).await;
+    assert_eq!(listed["servers"][0]["viewer_url"], "http://127.0.0.2:8888");
+
+    // A change that does not name it keeps it; one that does replaces it; null removes it.
+    let patch = |body: Value| api.call("PATCH", "/v1/servers/srv", Some(&operator), Some(body));
+    let (status, kept) = patch(json!({"capacity": 2})).await;
+    assert_eq!(
+        (status, &kept["viewer_url"]),
+        (200, &json!("http://127.0.0.2:8888"))
+    );
+    let (status, moved) = patch(json!({"viewer_url": "https://watch.example"})).await;
+    assert_eq!(
+        (status, &moved["viewer_url"]),
+        (200, &json!("https://watch.example"))
+    );
+    let (_, shown) = api.get("/v1/servers/srv", &alice).await;
+    assert_eq!(shown["viewer_url"], "https://watch.example");
+    let (status, removed) = patch(json!({"viewer_url": null})).await;
+    assert_eq!(status, 200, "{removed}");
+    assert!(removed.get("viewer_url").is_none(), "{removed}");
+    let (_, shown) = api.get("/v1/servers/srv", &alice).await;
+    assert!(shown.get("viewer_url").is_none(), "{shown}");
+
+    // What is not an origin is refused, naming the field, on registering and on changing.
+    for bad in [
+        "http://127.0.0.2:8888/watch",
+        "rtsp://127.0.0.2",
+        "http://x:99999",
+    ] {
+        let mut body = server_body("bad", 1);
+        body["viewer_url"] = json!(bad);
+        let (status, answer) = api.post("/v1/servers", &operator, body).await;
+        assert_eq!(status, 422, "{bad}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("viewer_url: must be http://host[:port]")),
+            "{answer}"
+        );
+        let (status, answer) = patch(json!({ "viewer_url": bad })).await;
+        assert_eq!(status, 422, "{bad}: {answer}");
+    }
+    // A distributor may not set it.
+    let (status, _) = api
+        .call(
+            "PATCH",
+            "/v1/servers/srv",
+            Some(&alice),
+            Some(json!({"viewer_url": null})),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // The OpenAPI document describes it on registering, changing and reading.
+    let (_, spec) = api.call("GET", "/openapi.json", None, None).await;
+    for schema in ["CreateServer", "PatchServer", "ServerDto"] {
+        let field = &spec["components"]["schemas"][schema]["properties"]["viewer_url"];
+        assert!(field.is_object(), "{schema} lacks viewer_url: {field}");
+    }
+}

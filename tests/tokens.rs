@@ -1,5 +1,6 @@
 //! API tokens as an operator manages them: listed, revoked everywhere at
-//! once, expiring on their own; and what the api says to a token that is not one.
+//! once, expiring on their own; what the api says to a token that is not one; and `GET
+//! /v1/me`, whose token it is.
 
 mod support;
 
@@ -12,9 +13,14 @@ use support::{slotcast, token, Api, TestDb};
 /// far below the token cache's own 30 s, so only the announced revocation (or the expiry
 /// check) can make it.
 async fn until_status(api: &Api, token: &str, want: u16, within: Duration) -> Value {
+    until_status_of(api, "/v1/reservations", token, want, within).await
+}
+
+/// [`until_status`] on `GET path`.
+async fn until_status_of(api: &Api, path: &str, token: &str, want: u16, within: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let (status, body) = api.get("/v1/reservations", token).await;
+        let (status, body) = api.get(path, token).await;
         if status == want {
             return body;
         }
@@ -125,5 +131,54 @@ async fn something_that_is_not_a_token_is_refused_without_asking_the_database() 
     assert_eq!(
         body["error"]["message"],
         "unknown, expired or revoked token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn me_says_whose_token_it_is_and_its_role_and_refuses_what_is_not_a_token() {
+    let db = TestDb::new().await;
+    let operator = token(&db, "operator", "ops");
+    let alice = token(&db, "distributor", "alice");
+    let api = Api::start(&db, &[]);
+    let (status, me) = api.get("/v1/me", &operator).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me, serde_json::json!({"name": "ops", "role": "operator"}));
+    let (status, me) = api.get("/v1/me", &alice).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        me,
+        serde_json::json!({"name": "alice", "role": "distributor"})
+    );
+
+    // The same refusals as every other route: no token, not a token, a token nobody issued,
+    // a revoked one.
+    let (status, body) = api.call("GET", "/v1/me", None, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, body) = api.get("/v1/me", "sct_1234").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["message"], "that is not a slotcast token");
+    let (status, body) = api.get("/v1/me", &format!("sct_{}", "0".repeat(64))).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "unknown, expired or revoked token"
+    );
+    let id = token_id(&db, "alice");
+    let (code, _, err) = slotcast(&db, &["admin", "token", "revoke", &id.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let body = until_status_of(&api, "/v1/me", &alice, 401, Duration::from_secs(10)).await;
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    // The OpenAPI document describes it.
+    let (_, spec) = api.call("GET", "/openapi.json", None, None).await;
+    let get = &spec["paths"]["/v1/me"]["get"];
+    assert!(get["responses"]["200"].is_object(), "{get}");
+    assert!(get["responses"]["401"].is_object(), "{get}");
+    assert_eq!(
+        spec["components"]["schemas"]["TokenRole"]["enum"],
+        serde_json::json!(["operator", "distributor"])
     );
 }

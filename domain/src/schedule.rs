@@ -107,7 +107,9 @@ impl Carrier {
     }
 }
 
-/// A server as an operator registers it; unset rules take the defaults.
+/// A server as an operator registers it; unset rules take the defaults. (Recorded in the
+/// events' metadata as the command, so a field added later is left out when unset: commands
+/// recorded before it read and hash as they did.)
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerSpec {
     pub id: String,
@@ -119,6 +121,9 @@ pub struct ServerSpec {
     pub preroll_s: Option<u64>,
     pub grace_s: Option<u64>,
     pub carriers: Vec<Carrier>,
+    /// See [`ServerSettings::viewer_url`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewer_url: Option<String>,
 }
 
 /// A change to a server: every field that is set replaces the current one.
@@ -132,6 +137,24 @@ pub struct ServerPatch {
     pub preroll_s: Option<u64>,
     pub grace_s: Option<u64>,
     pub carriers: Option<Vec<Carrier>>,
+    /// `None`: unchanged; `Some(None)`: removed (`null`); `Some(Some(url))`: replaced.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub viewer_url: Option<Option<String>>,
+}
+
+/// For an `Option<Option<T>>` field with `#[serde(default)]`: a field that is there, `null`
+/// included, is `Some`, so an absent field (`None`, "unchanged") differs from `null`
+/// (`Some(None)`, "removed").
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// A server's settings with every default resolved, as recorded in its events.
@@ -146,6 +169,11 @@ pub struct ServerSettings {
     pub preroll_s: u64,
     pub grace_s: u64,
     pub carriers: Vec<Carrier>,
+    /// `http[s]://host[:port]`: where the server's streamer serves viewers (its watch page at
+    /// `/watch/<reservation_id>`, its `/hls/<reservation_id>/…`). Not set: not said. Left out
+    /// of the events when not set, so events recorded before it read and hash as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewer_url: Option<String>,
 }
 
 impl ServerSettings {
@@ -160,6 +188,7 @@ impl ServerSettings {
             preroll_s: spec.preroll_s.unwrap_or(defaults::PREROLL_S),
             grace_s: spec.grace_s.unwrap_or(defaults::GRACE_S),
             carriers: spec.carriers,
+            viewer_url: spec.viewer_url,
         };
         settings.validate()?;
         Ok(settings)
@@ -176,6 +205,7 @@ impl ServerSettings {
             preroll_s: patch.preroll_s.unwrap_or(self.preroll_s),
             grace_s: patch.grace_s.unwrap_or(self.grace_s),
             carriers: patch.carriers.unwrap_or_else(|| self.carriers.clone()),
+            viewer_url: patch.viewer_url.unwrap_or_else(|| self.viewer_url.clone()),
         };
         settings.validate()?;
         Ok(settings)
@@ -234,17 +264,16 @@ impl ServerSettings {
                 ),
             ];
             for (field, url, schemes, port_required, form) in others {
-                if let Some(url) = url {
-                    check_origin(url, schemes, port_required).map_err(|()| {
-                        invalid(
-                            field,
-                            &format!("must be {form}, with no path, query or fragment"),
-                        )
-                    })?;
-                }
+                check_optional_origin(field, url.as_deref(), schemes, port_required, form)?;
             }
         }
-        Ok(())
+        check_optional_origin(
+            "viewer_url",
+            self.viewer_url.as_deref(),
+            &["http", "https"],
+            false,
+            "http://host[:port] or https://…",
+        )
     }
 
     fn seconds(s: u64) -> Duration {
@@ -309,6 +338,25 @@ fn check_ingest_url(url: &str) -> Result<(), ScheduleError> {
             "carriers[].ingest_url",
             "must be rtsp://host[:port][/path] or rtsps://…, without a trailing '/', query or fragment",
         ))
+    }
+}
+
+/// [`check_origin`] for `field`'s `url`, when it is set; the refusal says it must be `form`.
+fn check_optional_origin(
+    field: &'static str,
+    url: Option<&str>,
+    schemes: &[&str],
+    port_required: bool,
+    form: &str,
+) -> Result<(), ScheduleError> {
+    match url {
+        Some(url) => check_origin(url, schemes, port_required).map_err(|()| {
+            invalid(
+                field,
+                &format!("must be {form}, with no path, query or fragment"),
+            )
+        }),
+        None => Ok(()),
     }
 }
 
@@ -1119,3 +1167,7 @@ impl Aggregate for ServerSchedule {
 #[cfg(test)]
 #[path = "schedule_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "viewer_url_tests.rs"]
+mod viewer_url_tests;

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-fn t0() -> DateTime<Utc> {
+pub(super) fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 12, 0, 0).unwrap()
 }
 
@@ -14,7 +14,7 @@ fn min(m: i64) -> DateTime<Utc> {
     t0() + Duration::minutes(m)
 }
 
-fn operator() -> Actor {
+pub(super) fn operator() -> Actor {
     Actor {
         role: Role::Operator,
         name: "ops".into(),
@@ -35,7 +35,7 @@ fn bob() -> Actor {
     }
 }
 
-fn spec(capacity: u32) -> ServerSpec {
+pub(super) fn spec(capacity: u32) -> ServerSpec {
     ServerSpec {
         id: "srv-1".into(),
         name: "Server one".into(),
@@ -47,7 +47,7 @@ fn spec(capacity: u32) -> ServerSpec {
 
 /// Runs the real `Aggregate::handle` (which applies through the sink) to completion. Nothing
 /// in it waits, so a single poll finishes it.
-fn handle(
+pub(super) fn handle(
     state: &mut ServerSchedule,
     command: Command,
 ) -> Result<Vec<ScheduleEvent>, ScheduleError> {
@@ -69,7 +69,7 @@ fn handle(
     }
 }
 
-fn cmd(now: DateTime<Utc>, actor: Actor, kind: CommandKind) -> Command {
+pub(super) fn cmd(now: DateTime<Utc>, actor: Actor, kind: CommandKind) -> Command {
     Command { now, actor, kind }
 }
 
@@ -105,7 +105,7 @@ fn book(s: &mut ServerSchedule, who: Actor, id: &str, start: i64, end: i64) -> S
     events.remove(0)
 }
 
-fn field_of(err: ScheduleError) -> &'static str {
+pub(super) fn field_of(err: ScheduleError) -> &'static str {
     match err {
         ScheduleError::Invalid { field, .. } => field,
         other => panic!("expected Invalid, got {other:?}"),

@@ -22,6 +22,7 @@ fn settings(name: &str) -> ServerSettings {
         preroll_s: 30,
         grace_s: 10,
         carriers: vec![Carrier::rtsp("a", "rtsp://127.0.0.2:8554")],
+        viewer_url: Some("http://127.0.0.2:8888".into()),
     }
 }
 

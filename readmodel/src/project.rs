@@ -285,11 +285,12 @@ async fn upsert_server(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO servers (id, name, capacity, min_lead_s, max_duration_s, horizon_s, \
-                              preroll_s, grace_s, carriers, registered_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+                              preroll_s, grace_s, carriers, registered_at, updated_at, \
+                              viewer_url) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
          ON CONFLICT (id) DO UPDATE SET name = $2, capacity = $3, min_lead_s = $4, \
             max_duration_s = $5, horizon_s = $6, preroll_s = $7, grace_s = $8, carriers = $9, \
-            updated_at = $10",
+            updated_at = $10, viewer_url = $11",
     )
     .bind(&settings.id)
     .bind(&settings.name)
@@ -301,6 +302,7 @@ async fn upsert_server(
     .bind(settings.grace_s as i64)
     .bind(carriers_json(settings))
     .bind(at)
+    .bind(&settings.viewer_url)
     .execute(conn)
     .await?;
     Ok(())

@@ -27,6 +27,7 @@ pub struct ServerRow {
     pub preroll_s: i64,
     pub grace_s: i64,
     pub carriers: Value,
+    pub viewer_url: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -65,7 +66,7 @@ pub struct HistoryRow {
 }
 
 const SERVER_COLUMNS: &str = "id, name, capacity, min_lead_s, max_duration_s, horizon_s, \
-    preroll_s, grace_s, carriers, registered_at, updated_at";
+    preroll_s, grace_s, carriers, viewer_url, registered_at, updated_at";
 
 pub async fn servers(pool: &PgPool) -> Result<Vec<ServerRow>> {
     let sql = format!("SELECT {SERVER_COLUMNS} FROM servers ORDER BY id");

@@ -475,8 +475,8 @@ impl Default for Tables {
             ),
             servers: Table::new(
                 "COPY rm_next.servers (id, name, capacity, min_lead_s, max_duration_s, \
-                 horizon_s, preroll_s, grace_s, carriers, registered_at, updated_at) \
-                 FROM STDIN (FORMAT binary)",
+                 horizon_s, preroll_s, grace_s, carriers, registered_at, updated_at, \
+                 viewer_url) FROM STDIN (FORMAT binary)",
             ),
             reservations: Table::new(
                 "COPY rm_next.reservations (id, server_id, owner, title, start_at, end_at, \
@@ -520,7 +520,7 @@ impl Tables {
             let carriers = serde_json::to_string(&s.carriers).unwrap_or_else(|_| "null".into());
             self.servers
                 .rows
-                .row(11)
+                .row(12)
                 .text(&s.id)
                 .text(&s.name)
                 .int4(s.capacity as i32)
@@ -531,7 +531,8 @@ impl Tables {
                 .int8(s.grace_s as i64)
                 .jsonb(&carriers)
                 .timestamptz(server.registered_at)
-                .timestamptz(server.updated_at);
+                .timestamptz(server.updated_at)
+                .opt_text(s.viewer_url.as_deref());
         }
         for r in &rows.reservations {
             self.reservations

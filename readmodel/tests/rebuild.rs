@@ -260,6 +260,8 @@ fn history() -> History {
             name: format!("server {server}"),
             capacity: Some(capacity),
             carriers: carriers(2),
+            // Two servers say where they serve viewers; a change takes one away again.
+            viewer_url: (server != "s3").then(|| format!("http://{server}.example:8888")),
             ..ServerSpec::default()
         };
         h.decide(server, t, ops.clone(), CommandKind::RegisterServer(spec));
@@ -300,6 +302,7 @@ fn history() -> History {
     let patch = ServerPatch {
         name: Some("renamed".into()),
         carriers: Some(carriers(3)),
+        viewer_url: Some(None),
         ..ServerPatch::default()
     };
     h.decide(
@@ -627,6 +630,15 @@ async fn a_rebuild_gives_the_tables_the_writer_and_catch_up_gave() {
         live["reservations"].as_array().map_or(0, Vec::len) >= 27
             && live["slot_boundaries"].as_array().map_or(0, Vec::len) > 40,
         "the scenario books and announces: {live:?}"
+    );
+    let viewer_urls: Vec<&Value> = live["servers"]
+        .as_array()
+        .map(|rows| rows.iter().map(|r| &r["viewer_url"]).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        viewer_urls,
+        [&json!("http://s1.example:8888"), &Value::Null, &Value::Null],
+        "s1 keeps its viewer address, s2's was taken away, s3 never had one"
     );
 
     let events = rebuild_now(&pool).await;

@@ -19,6 +19,7 @@
 
 mod clock;
 mod error;
+mod me;
 mod reservations;
 mod servers;
 mod time;
@@ -26,6 +27,7 @@ mod whole;
 
 pub use clock::{ClockSource, NtpInfo, ServerTime, StepRefused, SyncState};
 pub use error::{ErrorBody, ErrorDetail};
+pub use me::{Me, TokenRole};
 pub use reservations::{
     Accepted, BookRequest, CarrierUrl, CarrierUrls, Concealed, History, HistoryCursor,
     HistoryEntry, IngestDto, Rejected, RescheduleRequest, ReservationDto, ReservationList,

@@ -132,6 +132,18 @@ pub struct CreateServer {
     pub grace_s: Option<u64>,
     #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 16))]
     pub carriers: Vec<CarrierInput>,
+    /// `http://host[:port]` (or `https://`), no path: where the server's streamer serves
+    /// viewers (`/watch/<reservation id>`, `/hls/<reservation id>/…`).
+    // The pattern is `whip_url`'s again: utoipa takes a pattern as a literal only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^https?://([^/?#@:\\[\\] \\x00-\\x1f\\x7f-\\x9f]+|\\[[0-9A-Fa-f:.]+\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?$",
+            max_length = 200
+        )
+    )]
+    pub viewer_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +178,21 @@ pub struct PatchServer {
     pub grace_s: Option<u64>,
     #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 16))]
     pub carriers: Option<Vec<CarrierInput>>,
+    /// A new viewer address (as in registering), or `null` to remove it; left out, it stays.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "slotcast_domain::schedule::present"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            value_type = Option<String>,
+            pattern = "^https?://([^/?#@:\\[\\] \\x00-\\x1f\\x7f-\\x9f]+|\\[[0-9A-Fa-f:.]+\\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?$",
+            max_length = 200
+        )
+    )]
+    pub viewer_url: Option<Option<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +207,9 @@ pub struct ServerDto {
     pub preroll_s: u64,
     pub grace_s: u64,
     pub carriers: Vec<CarrierDto>,
+    /// Where the server's streamer serves viewers, when the operator said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewer_url: Option<String>,
     #[serde(
         serialize_with = "serde_ms::option::serialize",
         skip_serializing_if = "Option::is_none"

@@ -18,6 +18,7 @@ use crate::state::AppState;
 use crate::store::{Context, Decided};
 use crate::wire::ServerTime;
 
+mod me;
 mod ops;
 mod reservations;
 mod servers;
@@ -78,10 +79,12 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.body_limit;
-    // The routes that decide: each request runs in a task of its own, so a client that hangs
-    // up (or a proxy that cuts it) after sending does not stop a decision halfway.
-    // All of them need Postgres: while it is down they are answered 503 at once.
+    // The routes that decide, and those that read what was decided: each request runs in a
+    // task of its own, so a client that hangs up (or a proxy that cuts it) after sending does
+    // not stop a decision halfway. All of them need Postgres (`/v1/me` for a token not yet
+    // cached): while it is down they are answered 503 at once.
     let deciding = Router::new()
+        .merge(me::router())
         .merge(servers::router())
         .merge(reservations::router())
         .layer(middleware::from_fn(carry_through))

@@ -195,6 +195,7 @@ impl Modify for CommonAnswers {
     modifiers(&BearerAuth, &CommonAnswers),
     paths(
         super::time::time,
+        super::me::me,
         super::servers::create, super::servers::list, super::servers::show,
         super::servers::update, super::servers::schedule,
         super::reservations::book, super::reservations::list, super::reservations::show,

@@ -52,6 +52,7 @@ fn from_settings(s: &ServerSettings) -> ServerDto {
         preroll_s: s.preroll_s,
         grace_s: s.grace_s,
         carriers: s.carriers.iter().cloned().map(CarrierDto::from).collect(),
+        viewer_url: s.viewer_url.clone(),
         registered_at: None,
         updated_at: None,
     }
@@ -69,6 +70,7 @@ pub(crate) fn from_row(row: ServerRow) -> ServerDto {
         preroll_s: u64::try_from(row.preroll_s).unwrap_or(0),
         grace_s: u64::try_from(row.grace_s).unwrap_or(0),
         carriers: carriers.into_iter().map(CarrierDto::from).collect(),
+        viewer_url: row.viewer_url,
         registered_at: Some(row.registered_at),
         updated_at: Some(row.updated_at),
     }
@@ -97,6 +99,7 @@ pub async fn create(
         preroll_s: input.preroll_s,
         grace_s: input.grace_s,
         carriers: carriers(input.carriers),
+        viewer_url: input.viewer_url,
     };
     // The domain validates the id; the store keeps no cache entry for one that is refused.
     let id = input.id;
@@ -164,6 +167,7 @@ pub async fn update(
         preroll_s: p.preroll_s,
         grace_s: p.grace_s,
         carriers: p.carriers.map(carriers),
+        viewer_url: p.viewer_url,
     };
     let decided = state
         .decide(&ctx, &caller, &id, CommandKind::UpdateServer(patch))

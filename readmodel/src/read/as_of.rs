@@ -263,6 +263,7 @@ fn server_row(
         preroll_s: settings.preroll_s as i64,
         grace_s: settings.grace_s as i64,
         carriers: serde_json::to_value(&settings.carriers).unwrap_or(serde_json::Value::Null),
+        viewer_url: settings.viewer_url.clone(),
         registered_at,
         updated_at,
     }

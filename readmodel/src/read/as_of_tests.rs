@@ -28,6 +28,7 @@ fn settings(carrier: &str) -> ServerSettings {
         preroll_s: 30,
         grace_s: 10,
         carriers: vec![Carrier::rtsp(carrier, format!("rtsp://{carrier}:8554"))],
+        viewer_url: None,
     }
 }
 
