@@ -20,20 +20,10 @@
 // Needs `npm ci --prefix web` (scripts/services does it) for playwright-core, and
 // /usr/bin/chromium (or $CHROMIUM). Never downloads a browser. Bounded: a hard timeout of
 // N + 60 s covers launch and navigation, and the browser is always closed.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { launch } from "./chromium.mjs";
 
 const USAGE = "usage: node tests/browser/watch.mjs <watch-url> [--seconds N] [--min-advance S]"
   + " [--expect-state waiting|live|ended] [--expect-engine hls.js|whep] [--screenshot FILE]";
-const CHROMIUM_ARGS = [
-  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  // This machine's network is closed: without these Chromium keeps calling out to Google.
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  // WebRTC to a streamer on loopback (real time): Chromium leaves loopback out otherwise.
-  "--allow-loopback-in-peer-connection",
-];
-
 function parseArgs(argv) {
   const opts = {
     url: null, seconds: 20, minAdvance: 2, expectState: null, expectEngine: null, screenshot: null,
@@ -70,19 +60,14 @@ const result = {
 };
 const round = (x) => Math.round(x * 1000) / 1000;
 
-let context = null;
-let userDataDir = null;
+let browser = null;
 let finished = false;
 
 async function finish(reason) {
   if (finished) return;
   finished = true;
   if (reason) result.reason = reason;
-  if (context) {
-    // A wedged browser must not hold the run: Playwright kills it on exit anyway.
-    await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
-  }
-  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+  if (browser) await browser.close();
   console.log(JSON.stringify(result));
   process.exit(result.ok ? 0 : 1);
 }
@@ -91,22 +76,12 @@ const hardTimeout = setTimeout(() => finish("hard timeout"), (opts.seconds + 60)
 hardTimeout.unref();
 
 async function main() {
-  let chromium;
   try {
-    // Resolved relative to this file, so it runs from any working directory.
-    ({ chromium } = await import(
-      new URL("../../web/node_modules/playwright-core/index.mjs", import.meta.url).href));
+    browser = await launch();
   } catch (err) {
-    return finish(`playwright-core not installed (run scripts/services): ${err.message}`);
+    return finish(err.message);
   }
-  userDataDir = mkdtempSync(join(tmpdir(), "slotcast-chromium-"));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: CHROMIUM_ARGS,
-    timeout: 30000,
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
+  const { page } = browser;
   page.on("console", (msg) => {
     if (msg.type() === "error") result.console_errors.push(msg.text());
   });
