@@ -1,7 +1,8 @@
 //! The web console served by the api at `/`, driven in Debian's headless Chromium
 //! (tests/browser/console.mjs): an operator registers a server through the form; a broadcaster
 //! books, is refused on an overlapping window and books a suggestion, sees the setting info
-//! once. Then the API is asked whether what the page said happened did happen.
+//! once; on the reservations' pages moves, rotates and cancels, each confirmed. Then the API
+//! is asked whether what the page said happened did happen.
 
 mod support;
 
@@ -75,26 +76,52 @@ async fn an_operator_registers_and_a_broadcaster_books_through_the_console() {
     assert_eq!(s["carriers"][0]["rtmp_url"], "rtmp://127.0.0.2:1935");
 
     // The two bookings the page showed, at the instants it was asked for (the first typed in
-    // Tokyo time, the second a suggestion), the broadcaster's own; and the refusal recorded.
+    // Tokyo time, the second a suggestion), the broadcaster's own; then the first moved into
+    // the second's window once the second was cancelled; and the refusal recorded.
     let bookings = report["bookings"].as_array().expect("bookings");
     assert_eq!(bookings.len(), 2, "{report}");
+    let mut shown = Vec::new();
     for b in bookings {
         let id = b["id"].as_str().expect("an id");
         let (status, r) = api
             .get(&format!("/v1/reservations/{id}"), &broadcaster)
             .await;
         assert_eq!(status, 200, "{r}");
-        assert_eq!(r["status"], "accepted");
         assert_eq!(r["server_id"], server.as_str());
         assert_eq!(r["owner"], "studio-7");
         assert_eq!(r["title"], "Console test show");
-        assert_eq!(time(&r["start"]), time(&b["start"]), "{r}");
         assert_eq!(
             (time(&r["end"]) - time(&r["start"])).num_minutes(),
             30,
             "{r}"
         );
+        shown.push(r);
     }
+    assert_eq!(shown[0]["status"], "accepted", "{}", shown[0]);
+    assert_eq!(time(&shown[0]["start"]), time(&bookings[0]["moved_to"]));
+    assert_eq!(shown[1]["status"], "cancelled", "{}", shown[1]);
+    assert_eq!(time(&shown[1]["start"]), time(&bookings[1]["start"]));
+    assert_ne!(bookings[0]["start"], bookings[1]["start"]);
+    let first = bookings[0]["id"].as_str().expect("an id");
+    let (_, history) = api
+        .get(&format!("/v1/reservations/{first}/history"), &broadcaster)
+        .await;
+    let types: Vec<&str> = history["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "ReservationAccepted",
+            "RescheduleRejected",
+            "StreamKeyRotated",
+            "ReservationRescheduled"
+        ],
+        "{history}"
+    );
     let (_, rejected) = api
         .get(
             &format!("/v1/reservations?status=rejected&server_id={server}"),

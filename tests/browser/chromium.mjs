@@ -51,3 +51,23 @@ export async function launch(options = {}) {
   };
   return { context, page, close };
 }
+
+/**
+ * A run's one way out: `finish(reason)` closes the browser given to `started` (if any),
+ * prints `result` as one JSON line (with `reason`) and exits 0 when `result.ok`, 1 otherwise;
+ * it also runs by itself after `limitMs`, as "hard timeout". Only the first call counts.
+ */
+export function runner(result, limitMs) {
+  let browser = null;
+  let finished = false;
+  const finish = async (reason) => {
+    if (finished) return;
+    finished = true;
+    if (reason) result.reason = reason;
+    if (browser) await browser.close();
+    console.log(JSON.stringify(result));
+    process.exit(result.ok ? 0 : 1);
+  };
+  setTimeout(() => finish("hard timeout"), limitMs).unref();
+  return { finish, started: (b) => { browser = b; } };
+}

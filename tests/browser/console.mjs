@@ -16,12 +16,15 @@
 //      time in Tokyo) and gets the setting info with a key; books the same window again, is
 //      refused with the conflict listed, books the first suggestion, gets a second key;
 //      closes it; the timeline shows both slots and the now line at the server's time;
-//   4. after a reload (the same tab), no stream key is shown anywhere.
-// Prints one JSON line ({"ok", "steps", "bookings": [{id, start}], "offset_ms", …}); exit 0
+//   4. after a reload (the same tab), no stream key is shown anywhere;
+//   5. on the first reservation's page, a move onto the second is refused; its key is rotated
+//      (after a "no", then a "yes"), the new key shown; the second is cancelled (confirmed);
+//      the first is moved into the freed window; each audit trail reads newest first.
+// Prints one JSON line ({"ok", "steps", "bookings": [{id, start, moved_to?}], "offset_ms", …}); exit 0
 // only when every step passed, 1 otherwise, 2 on bad arguments. Needs `npm ci --prefix web`
 // for playwright-core and /usr/bin/chromium (or $CHROMIUM); never downloads a browser.
 import { join } from "node:path";
-import { launch } from "./chromium.mjs";
+import { launch, runner } from "./chromium.mjs";
 
 const USAGE = "usage: node tests/browser/console.mjs <api-base-url> --operator TOKEN"
   + " --broadcaster TOKEN --server ID [--screenshot-dir DIR]";
@@ -52,18 +55,7 @@ function usage(message) {
 
 const opts = parseArgs(process.argv.slice(2));
 const result = { ok: false, steps: [], bookings: [], offset_ms: null, console_errors: [] };
-let browser = null;
-let finished = false;
-
-async function finish(reason) {
-  if (finished) return;
-  finished = true;
-  if (reason) result.reason = reason;
-  if (browser) await browser.close();
-  console.log(JSON.stringify(result));
-  process.exit(result.ok ? 0 : 1);
-}
-setTimeout(() => finish("hard timeout"), 150000).unref();
+const { finish, started } = runner(result, 150000);
 
 class Failed extends Error {}
 function check(cond, what) {
@@ -81,11 +73,13 @@ function localInput(ms, zone) {
 }
 
 async function main() {
+  let browser;
   try {
     browser = await launch({ timezoneId: ZONE, viewport: { width: 1100, height: 900 } });
   } catch (err) {
     return finish(err.message);
   }
+  started(browser);
   const { page } = browser;
   page.setDefaultTimeout(WAIT);
   // The refusals this run asks for on purpose (a 401 and two 409s) are logged by Chromium as
@@ -219,6 +213,55 @@ async function main() {
   const html = await page.content();
   check(!html.includes(first.key) && !html.includes(second.key), "a stream key is shown again");
   step("after a reload, still signed in and no key shown again");
+
+  // 5. The reservations' pages: move, rotate, cancel, each asked again; the audit trail.
+  const view = page.locator("#reservation-view");
+  const openIt = async (id) => {
+    await page.locator(`#reservation-list li[data-reservation="${id}"] button`, { hasText: "Open" }).click();
+    await view.locator("code", { hasText: id }).first().waitFor();
+  };
+  const trail = async () => view.locator("ol.history li").evaluateAll((lis) => lis.map((li) => li.dataset.type));
+  await openIt(first.id);
+  await view.locator('ol.history li[data-type="ReservationAccepted"]').waitFor();
+  const move = view.locator("form.reschedule");
+  await move.getByLabel("New start").fill(localInput(Date.parse(suggested), ZONE));
+  await move.getByRole("button", { name: "Reschedule" }).click();
+  await view.getByRole("button", { name: "Yes, move it" }).click();
+  const moveRefused = view.locator(".refusal");
+  await moveRefused.waitFor();
+  check((await moveRefused.textContent()).includes("the slot stays"), "no refusal shown for the move");
+  step("moving the first slot onto the second is refused, the slot stays");
+
+  await view.getByRole("button", { name: "Rotate key" }).click();
+  await view.getByRole("button", { name: "No" }).click();
+  check(await view.locator(".setting code").count() === 0, "rotated without a yes");
+  await view.getByRole("button", { name: "Rotate key" }).click();
+  await view.getByRole("button", { name: "Yes, rotate" }).click();
+  await view.locator(".setting .copyable").first().waitFor();
+  const rotated = await view.locator(".setting .copyable code").nth(1).textContent();
+  check(/^[0-9a-f]{32}$/.test(rotated) && rotated !== first.key, `rotated key shown as ${rotated}`);
+  await view.locator('ol.history li[data-type="StreamKeyRotated"]').waitFor();
+  await view.getByRole("button", { name: /I have stored it/ }).click();
+  step("the key rotated after a confirmation, the new one shown once");
+
+  await openIt(second.id);
+  await view.getByRole("button", { name: "Cancel reservation" }).click();
+  await view.getByRole("button", { name: "Yes, cancel it" }).click();
+  await view.locator('[data-status="cancelled"]').waitFor();
+  const secondTrail = await trail();
+  check(secondTrail[0] === "ReservationCancelled" && secondTrail.at(-1) === "ReservationAccepted", `trail: ${secondTrail}`);
+  step("the second cancelled after a confirmation; its trail newest first");
+
+  await openIt(first.id);
+  await move.getByLabel("New start").fill(localInput(Date.parse(suggested), ZONE));
+  await move.getByRole("button", { name: "Reschedule" }).click();
+  await view.getByRole("button", { name: "Yes, move it" }).click();
+  await view.locator('ol.history li[data-type="ReservationRescheduled"]').waitFor();
+  result.first_trail = await trail();
+  check(result.first_trail[0] === "ReservationRescheduled", `trail: ${result.first_trail}`);
+  check(result.first_trail.includes("StreamKeyRotated") && result.first_trail.includes("RescheduleRejected"), `trail: ${result.first_trail}`);
+  result.bookings[0].moved_to = suggested;
+  step("the first moved into the freed slot; its trail tells the whole story");
   if (opts.shots) {
     await page.setViewportSize({ width: 390, height: 844 });
     await page.screenshot({ path: join(opts.shots, "console-phone.png"), fullPage: true });

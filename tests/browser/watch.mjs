@@ -20,7 +20,7 @@
 // Needs `npm ci --prefix web` (scripts/services does it) for playwright-core, and
 // /usr/bin/chromium (or $CHROMIUM). Never downloads a browser. Bounded: a hard timeout of
 // N + 60 s covers launch and navigation, and the browser is always closed.
-import { launch } from "./chromium.mjs";
+import { launch, runner } from "./chromium.mjs";
 
 const USAGE = "usage: node tests/browser/watch.mjs <watch-url> [--seconds N] [--min-advance S]"
   + " [--expect-state waiting|live|ended] [--expect-engine hls.js|whep] [--screenshot FILE]";
@@ -60,27 +60,16 @@ const result = {
 };
 const round = (x) => Math.round(x * 1000) / 1000;
 
-let browser = null;
-let finished = false;
-
-async function finish(reason) {
-  if (finished) return;
-  finished = true;
-  if (reason) result.reason = reason;
-  if (browser) await browser.close();
-  console.log(JSON.stringify(result));
-  process.exit(result.ok ? 0 : 1);
-}
-
-const hardTimeout = setTimeout(() => finish("hard timeout"), (opts.seconds + 60) * 1000);
-hardTimeout.unref();
+const { finish, started } = runner(result, (opts.seconds + 60) * 1000);
 
 async function main() {
+  let browser;
   try {
     browser = await launch();
   } catch (err) {
     return finish(err.message);
   }
+  started(browser);
   const { page } = browser;
   page.on("console", (msg) => {
     if (msg.type() === "error") result.console_errors.push(msg.text());

@@ -1,39 +1,17 @@
-// The console: sign-in, servers, a server's day, booking. Everything it shows comes from the
-// API as the signed-in token may see it (the API decides; the page only hides the forms a
-// role may not use). Errors are shown as the API words them (api.js).
+// The console: sign-in, servers, a server's day, booking, a reservation's page. Everything it
+// shows comes from the API as the signed-in token may see it (the API decides; the page only
+// hides the forms a role may not use). Errors are shown as the API words them (api.js).
 
 import { ApiError, call, token } from "./api.js";
 import { describe as describeClock, measure } from "./clock.js";
+import { openReservation } from "./reservation.js";
+import { forgetSettings, showSetting } from "./setting.js";
 import { dayBounds, moveNow, render as renderTimeline } from "./timeline.js";
-import { publishers, terminalCommands } from "./publish.js";
+import { $, announce, el, local, localTime, showError } from "./ui.js";
 
-const $ = (sel, root = document) => root.querySelector(sel);
 const state = { me: null, servers: [], offset: 0, nowLine: null, lastBooking: null };
 
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k.startsWith("data-") || k.startsWith("aria-")) e.setAttribute(k, v);
-    else e[k] = v;
-  }
-  e.append(...children.filter((c) => c != null));
-  return e;
-}
-
-/** Shows `err` in the form's (or section's) error line; `null` clears it. */
-function showError(where, err) {
-  const line = $("[data-error]", where);
-  if (!line) return;
-  line.textContent = err == null ? "" : err instanceof ApiError ? err.describe() : String(err.message ?? err);
-}
-
-function announce(text) {
-  $("#status").textContent = text;
-}
-
 const serverNow = () => Date.now() + state.offset;
-const local = (iso) => new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
-const localTime = (iso) => new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 
 // ---- sign-in ----
 
@@ -53,7 +31,9 @@ async function signIn(t) {
   $("#register-form").hidden = state.me.role !== "operator";
   $("#booking").hidden = state.me.role !== "distributor";
   document.body.dataset.role = state.me.role;
-  await Promise.all([measureClock(), loadServers()]);
+  await Promise.all([measureClock(), loadServers(), loadReservations()]);
+  const wanted = /^#reservation=(.+)$/.exec(location.hash);
+  if (wanted) open(decodeURIComponent(wanted[1]));
 }
 
 function signOut() {
@@ -63,9 +43,11 @@ function signOut() {
   $("#signed-in").hidden = true;
   $("#sign-out").hidden = true;
   $("#sign-in").hidden = false;
-  $("#setting").replaceChildren();
-  $("#setting").hidden = true;
+  forgetSettings();
   $("#refusal").hidden = true;
+  $("#reservation").hidden = true;
+  $("#reservation-view").replaceChildren();
+  history.replaceState(null, "", location.pathname);
   $("#timeline-view").replaceChildren();
   state.nowLine = null;
   delete document.body.dataset.role;
@@ -192,7 +174,7 @@ async function showDay(serverId, dayMs, conflicts = []) {
   const q = new URLSearchParams({ from: new Date(start).toISOString(), to: new Date(end).toISOString() });
   try {
     const { body } = await call("GET", `/v1/servers/${encodeURIComponent(serverId)}/schedule?${q}`);
-    state.nowLine = renderTimeline($("#timeline-view"), { server, slots: body.slots, dayMs, conflicts });
+    state.nowLine = renderTimeline($("#timeline-view"), { server, slots: body.slots, dayMs, conflicts, open });
     $("#timeline-view").dataset.server = serverId;
     showError(section, null);
     tick();
@@ -234,7 +216,7 @@ async function book(body) {
   $("#refusal").replaceChildren();
   if (status === 409) return refused(body, answer);
   accepted(answer);
-  await showDay(body.server_id, Date.parse(body.start));
+  await refresh(body.server_id, body.start);
 }
 
 function refused(request, r) {
@@ -263,54 +245,39 @@ function refused(request, r) {
   if (first) first.focus();
 }
 
-/** A value with its Copy button; `full` names it for screen readers (default: `label`). */
-function copyable(label, value, full = label) {
-  const code = el("code", {}, value);
-  return el("div", { className: "copyable" },
-    el("span", { className: "label" }, `${label}:`), code,
-    el("button", {
-      type: "button", className: "secondary", "aria-label": `Copy ${full}`,
-      onclick: async () => {
-        try {
-          await navigator.clipboard.writeText(value);
-          announce(`${full} copied.`);
-        } catch {
-          getSelection().selectAllChildren(code);
-          announce(`${full} selected: press Ctrl+C to copy.`);
-        }
-      },
-    }, "Copy"));
-}
-
 /** The setting info, shown this once: the API never repeats the key. */
 function accepted(a) {
-  const box = $("#setting");
-  const s = a.setting;
-  box.replaceChildren(
-    el("h3", {}, `Booked: ${a.title ?? a.id}, ${local(a.start)} – ${localTime(a.end)}`),
-    el("p", { className: "once" }, "The stream key is shown this once: copy what you need now. slotcast keeps only its hash; a lost key is replaced with “rotate key”."),
-    copyable("Reservation", a.id),
-    copyable("Stream key", s.stream_key),
-    el("p", {}, `Ingest opens ${local(s.opens_at)} and closes ${localTime(s.closes_at)} (your time zone).`),
-    ...publishers(a).map((p) => el("div", { className: "publisher", "data-protocol": p.protocol, "data-carrier": p.carrier },
-      el("h4", {}, `${p.protocol} on ${p.carrier}`),
-      el("p", { className: "hint" }, p.note),
-      ...p.fields.map(([label, value]) => copyable(label, value, `${p.protocol} ${p.carrier} ${label}`)))),
-    el("div", { className: "publisher", "data-protocol": "slotcast" },
-      el("h4", {}, "slotcast live (the terminal)"),
-      el("p", { className: "hint" }, "The terminal publishes with the setting info it stores itself; rotating the key stores a fresh one there (the key above then stops working)."),
-      ...terminalCommands(a).map((c, i) => copyable(`${i + 1}`, c, `slotcast command ${i + 1}`))),
-    el("button", {
-      type: "button", id: "setting-done",
-      onclick: () => {
-        box.replaceChildren();
-        box.hidden = true;
-        announce("Setting info closed; the key is no longer shown.");
-        $("#book-form button[type=submit]").focus();
-      },
-    }, "I have stored it: close"));
-  box.hidden = false;
-  box.focus();
+  showSetting($("#setting"), a, "Booked", $("#book-form button[type=submit]"));
+}
+
+// ---- reservations ----
+
+/** Opens reservation `id` below, and says so in the address (a reload comes back to it). */
+function open(id) {
+  if (location.hash !== `#reservation=${id}`) history.replaceState(null, "", `#reservation=${encodeURIComponent(id)}`);
+  openReservation($("#reservation"), id, refresh);
+  $("#reservation").scrollIntoView();
+}
+
+/** After a change: the timeline of the server's day and the list of reservations again. */
+async function refresh(serverId, startIso) {
+  await Promise.all([showDay(serverId, Date.parse(startIso)), loadReservations()]);
+}
+
+async function loadReservations() {
+  const section = $("#reservations");
+  try {
+    const { body } = await call("GET", "/v1/reservations?limit=100");
+    const rows = body.reservations.filter((r) => r.status !== "rejected");
+    $("#reservation-list").replaceChildren(...rows.map((r) => el("li", { "data-reservation": r.id },
+      el("span", { className: `badge status-${r.status}` }, r.status), ` ${local(r.start)} – ${localTime(r.end)} `,
+      el("strong", {}, r.title ?? r.id), el("span", { className: "muted" }, ` on ${r.server_id} · ${r.owner} `),
+      el("button", { type: "button", className: "secondary", "aria-label": `Open ${r.title ?? r.id}, ${local(r.start)}`, onclick: () => open(r.id) }, "Open"))));
+    if (!rows.length) $("#reservation-list").append(el("li", { className: "muted" }, "None yet."));
+    showError(section, null);
+  } catch (err) {
+    showError(section, err);
+  }
 }
 
 // ---- wiring ----

@@ -3,6 +3,8 @@
 // server's clock. `layout` is pure (times in, percentages out); `render` draws it, beside a
 // plain list of the same slots for screen readers and for reading on a phone.
 
+import { el } from "./ui.js";
+
 const DAY_MS = 24 * 3600 * 1000;
 
 /** Local midnight of the day holding `ms`, and the next midnight (23 or 25 h across a DST change). */
@@ -46,23 +48,13 @@ export function nowAt(serverNow, from, to) {
 
 const time = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "style") Object.assign(e.style, v);
-    else if (k.startsWith("data-")) e.setAttribute(k, v);
-    else e[k] = v;
-  }
-  e.append(...children.filter((c) => c != null));
-  return e;
-}
-
 /**
  * Draws `schedule` (its `slots`) for the day of `dayMs` into `container`, for `server` (its
- * pre-roll and grace); `conflicts` (windows) are marked. Returns the now line, which the
+ * pre-roll and grace); `conflicts` (windows) are marked; a slot the caller may see (its title
+ * or owner is shown) gets an Open button calling `open(id)`. Returns the now line, which the
  * caller moves with `moveNow`.
  */
-export function render(container, { server, slots, dayMs, conflicts = [] }) {
+export function render(container, { server, slots, dayMs, conflicts = [], open = null }) {
   const { start: from, end: to } = dayBounds(dayMs);
   const placed = layout(slots, from, to, server.preroll_s, server.grace_s);
   const isConflict = (s) => conflicts.some((c) => c.start === s.start && c.end === s.end);
@@ -96,7 +88,10 @@ export function render(container, { server, slots, dayMs, conflicts = [] }) {
       s.title ? el("strong", {}, s.title) : el("span", {}, s.reservation_id),
       isConflict(s) ? el("em", {}, " (conflicts with your request)") : null,
       el("span", { className: "muted" },
-        ` · ingest ${time(a - server.preroll_s * 1000)}–${time(b + server.grace_s * 1000)}`)));
+        ` · ingest ${time(a - server.preroll_s * 1000)}–${time(b + server.grace_s * 1000)} `),
+      open && (s.title || s.owner)
+        ? el("button", { type: "button", className: "secondary", "aria-label": `Open ${s.title ?? s.reservation_id}, ${time(a)}`, onclick: () => open(s.reservation_id) }, "Open")
+        : null));
   }
   if (!placed.length) list.append(el("li", { className: "muted" }, "No slots on this day."));
   container.replaceChildren(track, list);

@@ -42,6 +42,21 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../../web/console/timeline.js"),
     ),
     (
+        "ui.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/console/ui.js"),
+    ),
+    (
+        "setting.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/console/setting.js"),
+    ),
+    (
+        "reservation.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/console/reservation.js"),
+    ),
+    (
         "publish.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/console/publish.js"),
