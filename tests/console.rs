@@ -57,6 +57,7 @@ async fn an_operator_registers_and_a_broadcaster_books_through_the_console() {
     if let Ok(dir) = std::env::var("SLOTCAST_CONSOLE_SHOTS") {
         for name in [
             "console-timeline.png",
+            "console-week.png",
             "console-booked.png",
             "console-phone.png",
         ] {

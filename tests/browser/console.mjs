@@ -203,6 +203,14 @@ async function main() {
     await page.locator("#timeline").screenshot({ path: join(opts.shots, "console-timeline.png") });
     await page.screenshot({ path: join(opts.shots, "console-booked.png"), fullPage: true });
   }
+  await page.getByLabel("Span").selectOption("week");
+  await page.locator("#timeline-form").getByRole("button", { name: "Show" }).click();
+  await page.locator('#timeline-view[data-span="week"]').waitFor();
+  check(await page.locator("#timeline-view .week-day").count() === 7, "the week has no seven days");
+  check(await page.locator(`#timeline-view .slot[data-reservation="${first.id}"]`).count() === 1, "the first slot is not in the week");
+  check(await page.locator("#timeline-view .now:visible").count() === 1, "not one now line in the week");
+  step("the week view shows seven days, the slot and one now line");
+  if (opts.shots) await page.locator("#timeline").screenshot({ path: join(opts.shots, "console-week.png") });
   await page.getByRole("button", { name: /I have stored it/ }).click();
   check(!(await page.content()).includes(second.key), "the key is still in the page");
 

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { best, exchange, measure, parseMs } from "../../web/console/clock.js";
-import { layout, nowAt } from "../../web/console/timeline.js";
+import { layout, nowAt, weekDays } from "../../web/console/timeline.js";
 import { publishers } from "../../web/console/publish.js";
 
 test("parseMs keeps microseconds", () => {
@@ -78,4 +78,15 @@ test("publisher settings follow docs/publishing.md for each protocol a carrier t
   assert.equal(Object.fromEntries(p[2].fields)["OBS Server"], `srt://h:9000?streamid=#!::r=${id},k=${key}`);
   assert.equal(Object.fromEntries(p[3].fields)["OBS Bearer Token"], key);
   assert.match(Object.fromEntries(p[4].fields).ffmpeg, new RegExp(`'rtsp://g:8554/live/${id}\\?key=${key}'$`));
+});
+
+test("a week is Monday to Sunday in the local zone, 23 or 25 h days included", () => {
+  process.env.TZ = "Europe/Berlin";
+  // Wednesday 2030-03-27; the clocks go forward on Sunday 2030-03-31.
+  const days = weekDays(Date.parse("2030-03-27T10:00:00+01:00"));
+  assert.equal(days.length, 7);
+  assert.equal(new Date(days[0].start).toISOString(), "2030-03-24T23:00:00.000Z");
+  assert.equal(days[6].end - days[6].start, 23 * 3600e3);
+  assert.equal(new Date(days[6].end).toISOString(), "2030-03-31T22:00:00.000Z");
+  for (let i = 1; i < 7; i++) assert.equal(days[i].start, days[i - 1].end);
 });

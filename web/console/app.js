@@ -6,10 +6,10 @@ import { ApiError, call, token } from "./api.js";
 import { describe as describeClock, measure } from "./clock.js";
 import { openReservation } from "./reservation.js";
 import { forgetSettings, showSetting } from "./setting.js";
-import { dayBounds, moveNow, render as renderTimeline } from "./timeline.js";
+import { dayBounds, moveNow, render as renderTimeline, renderWeek, weekDays } from "./timeline.js";
 import { $, announce, el, local, localTime, showError } from "./ui.js";
 
-const state = { me: null, servers: [], offset: 0, nowLine: null, lastBooking: null };
+const state = { me: null, servers: [], offset: 0, nowLines: [], span: "day", lastBooking: null };
 
 const serverNow = () => Date.now() + state.offset;
 
@@ -49,7 +49,7 @@ function signOut() {
   $("#reservation-view").replaceChildren();
   history.replaceState(null, "", location.pathname);
   $("#timeline-view").replaceChildren();
-  state.nowLine = null;
+  state.nowLines = [];
   delete document.body.dataset.role;
   $("#token").value = "";
   $("#token").focus();
@@ -78,7 +78,7 @@ async function measureClock() {
 function tick() {
   if (!state.me) return;
   $("#server-now").textContent = new Date(serverNow()).toLocaleString([], { dateStyle: "medium", timeStyle: "medium" });
-  if (state.nowLine) moveNow(state.nowLine, serverNow());
+  for (const line of state.nowLines) moveNow(line, serverNow());
 }
 
 // ---- servers ----
@@ -121,7 +121,7 @@ async function loadServers() {
     sel.replaceChildren(...state.servers.map((s) => el("option", { value: s.id }, `${s.name} (${s.id})`)));
     if (keep && state.servers.some((s) => s.id === keep)) sel.value = keep;
   }
-  if (state.servers.length && !state.nowLine) await showDay($("#timeline-server").value, serverNow());
+  if (state.servers.length && !state.nowLines.length) await showDay($("#timeline-server").value, serverNow());
 }
 
 function addCarrier() {
@@ -170,11 +170,15 @@ async function showDay(serverId, dayMs, conflicts = []) {
   if (!server) return;
   $("#timeline-server").value = serverId;
   $("#timeline-day").value = dayInput(dayMs);
-  const { start, end } = dayBounds(dayMs);
+  const week = state.span === "week";
+  const { start, end } = week ? { start: weekDays(dayMs)[0].start, end: weekDays(dayMs)[6].end } : dayBounds(dayMs);
   const q = new URLSearchParams({ from: new Date(start).toISOString(), to: new Date(end).toISOString() });
   try {
     const { body } = await call("GET", `/v1/servers/${encodeURIComponent(serverId)}/schedule?${q}`);
-    state.nowLine = renderTimeline($("#timeline-view"), { server, slots: body.slots, dayMs, conflicts, open });
+    const view = $("#timeline-view");
+    const what = { server, slots: body.slots, dayMs, conflicts, open };
+    state.nowLines = week ? renderWeek(view, what) : [renderTimeline(view, what)];
+    view.dataset.span = state.span;
     $("#timeline-view").dataset.server = serverId;
     showError(section, null);
     tick();
@@ -308,6 +312,7 @@ function wire() {
   });
   $("#timeline-form").addEventListener("submit", (e) => {
     e.preventDefault();
+    state.span = $("#timeline-span").value;
     const day = $("#timeline-day").value;
     const [y, m, d] = day.split("-").map(Number);
     showDay($("#timeline-server").value, day ? new Date(y, m - 1, d, 12).getTime() : serverNow());

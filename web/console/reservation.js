@@ -8,6 +8,7 @@ import { $, announce, confirmFirst, el, local, localTime, showError } from "./ui
 
 const PAGE = 20;
 const NEWEST = String(Number.MAX_SAFE_INTEGER);
+const TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
 
 /** The local `YYYY-MM-DDTHH:MM` a datetime-local input shows for `iso`. */
 function inputTime(iso) {
@@ -21,7 +22,7 @@ function eventItem(e) {
   const data = e.data && typeof e.data === "object" ? e.data : {};
   const facts = Object.entries(data)
     .filter(([k, v]) => v != null && typeof v !== "object" && !/hash|ha1|sealed/i.test(k))
-    .map(([k, v]) => `${k}: ${v}`);
+    .map(([k, v]) => `${k}: ${typeof v === "string" && TIME.test(v) ? local(v) : v}`);
   return el("li", { "data-sequence": String(e.sequence), "data-type": e.type },
     el("strong", {}, e.type), " ",
     el("span", { className: "muted" }, `#${e.sequence} · ${e.recorded_at ? local(e.recorded_at) : "time not recorded"}${e.actor ? ` · ${e.actor}` : ""}`),

@@ -15,6 +15,14 @@ export function dayBounds(ms) {
   return { start, end };
 }
 
+/** The seven local days of the week (Monday first) holding `ms`: `[{start, end}]`. */
+export function weekDays(ms) {
+  const d = new Date(ms);
+  const monday = d.getDate() - ((d.getDay() + 6) % 7);
+  return Array.from({ length: 7 }, (_, i) =>
+    dayBounds(new Date(d.getFullYear(), d.getMonth(), monday + i, 12).getTime()));
+}
+
 const pct = (x) => Math.round(x * 10000) / 100;
 
 /**
@@ -49,7 +57,7 @@ export function nowAt(serverNow, from, to) {
 const time = (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 
 /**
- * Draws `schedule` (its `slots`) for the day of `dayMs` into `container`, for `server` (its
+ * Draws `slots` for the day of `dayMs` into `container`, for `server` (its
  * pre-roll and grace); `conflicts` (windows) are marked; a slot the caller may see (its title
  * or owner is shown) gets an Open button calling `open(id)`. Returns the now line, which the
  * caller moves with `moveNow`.
@@ -93,8 +101,8 @@ export function render(container, { server, slots, dayMs, conflicts = [], open =
         ? el("button", { type: "button", className: "secondary", "aria-label": `Open ${s.title ?? s.reservation_id}, ${time(a)}`, onclick: () => open(s.reservation_id) }, "Open")
         : null));
   }
-  if (!placed.length) list.append(el("li", { className: "muted" }, "No slots on this day."));
-  container.replaceChildren(track, list);
+  const empty = el("p", { className: "muted" }, "No slots on this day.");
+  container.replaceChildren(track, placed.length ? list : empty);
   return now;
 }
 
@@ -109,3 +117,19 @@ export function moveNow(line, serverNow) {
 }
 
 export { DAY_MS };
+
+/**
+ * Draws the week (Monday to Sunday) holding `dayMs`, a day per row, each as `render` draws
+ * one; returns the seven now lines (each hidden off its day).
+ */
+export function renderWeek(container, { dayMs, ...rest }) {
+  const lines = [];
+  const days = weekDays(dayMs).map(({ start }) => {
+    const day = el("div", { className: "day" });
+    lines.push(render(day, { ...rest, dayMs: start }));
+    const label = new Date(start).toLocaleDateString([], { weekday: "long", month: "short", day: "numeric" });
+    return el("section", { className: "week-day", "aria-label": label }, el("h3", {}, label), day);
+  });
+  container.replaceChildren(...days);
+  return lines;
+}
