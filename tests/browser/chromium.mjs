@@ -1,5 +1,5 @@
 // Debian's headless Chromium through playwright-core, as the browser scripts here drive it
-// (watch.mjs, glass.mjs): a throwaway profile, flags for a machine with no way out, the page's
+// (watch.mjs, glass.mjs, console.mjs): a throwaway profile, flags for a machine with no way out, the page's
 // console errors collected, and the one way such a script ends (ending()).
 //
 // Needs `npm ci --prefix web` (scripts/services does it) for playwright-core, and
@@ -24,9 +24,10 @@ export class Chromium {
     this.userDataDir = null;
   }
 
-  /// Launches Chromium with CHROMIUM_ARGS and `extraArgs`; its first page, whose console
-  /// errors and uncaught exceptions go into `consoleErrors`.
-  async launch({ extraArgs = [], consoleErrors = [], viewport } = {}) {
+  /// Launches Chromium with CHROMIUM_ARGS and `extraArgs` (and more of Playwright's context
+  /// options in `context`, e.g. a `timezoneId`); its first page, whose console errors and
+  /// uncaught exceptions go into `consoleErrors`.
+  async launch({ extraArgs = [], consoleErrors = [], viewport, context = {} } = {}) {
     let chromium;
     try {
       // Resolved relative to this file, so it runs from any working directory.
@@ -42,6 +43,7 @@ export class Chromium {
       args: [...CHROMIUM_ARGS, ...extraArgs],
       ...(viewport ? { viewport } : {}),
       timeout: 30000,
+      ...context,
     });
     const page = this.context.pages()[0] ?? (await this.context.newPage());
     page.on("console", (msg) => {

@@ -18,6 +18,7 @@ use crate::state::AppState;
 use crate::store::{Context, Decided};
 use crate::wire::ServerTime;
 
+mod console;
 mod me;
 mod ops;
 mod reservations;
@@ -94,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(time::router())
+        .merge(console::router())
         .merge(deciding)
         .merge(ops::router())
         .layer(DefaultBodyLimit::max(limit))

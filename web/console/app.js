@@ -1,0 +1,334 @@
+// The console: sign-in, servers, a server's day, booking, a reservation's page. Everything it
+// shows comes from the API as the signed-in token may see it (the API decides; the page only
+// hides the forms a role may not use). Errors are shown as the API words them (api.js).
+
+import { ApiError, call, token } from "./api.js";
+import { describe as describeClock, measure } from "./clock.js";
+import { openReservation } from "./reservation.js";
+import { forgetSettings, showSetting } from "./setting.js";
+import { dayBounds, moveNow, render as renderTimeline, renderWeek, weekDays } from "./timeline.js";
+import { $, announce, el, local, localTime, showError } from "./ui.js";
+
+const state = { me: null, servers: [], offset: 0, nowLines: [], span: "day", lastBooking: null };
+
+const serverNow = () => Date.now() + state.offset;
+
+// ---- sign-in ----
+
+async function signIn(t) {
+  token.set(t);
+  try {
+    const { body } = await call("GET", "/v1/me");
+    state.me = body;
+  } catch (err) {
+    token.clear();
+    throw err;
+  }
+  $("#who").textContent = `Signed in as ${state.me.name} (${state.me.role === "operator" ? "operator" : "broadcaster"})`;
+  $("#sign-in").hidden = true;
+  $("#signed-in").hidden = false;
+  $("#sign-out").hidden = false;
+  $("#register-form").hidden = state.me.role !== "operator";
+  $("#booking").hidden = state.me.role !== "distributor";
+  document.body.dataset.role = state.me.role;
+  await Promise.all([measureClock(), loadServers(), loadReservations()]);
+  const wanted = /^#reservation=(.+)$/.exec(location.hash);
+  if (wanted) open(decodeURIComponent(wanted[1]));
+}
+
+function signOut() {
+  token.clear();
+  state.me = null;
+  $("#who").textContent = "";
+  $("#signed-in").hidden = true;
+  $("#sign-out").hidden = true;
+  $("#sign-in").hidden = false;
+  forgetSettings();
+  $("#refusal").hidden = true;
+  $("#reservation").hidden = true;
+  $("#reservation-view").replaceChildren();
+  history.replaceState(null, "", location.pathname);
+  $("#timeline-view").replaceChildren();
+  state.nowLines = [];
+  delete document.body.dataset.role;
+  $("#token").value = "";
+  $("#token").focus();
+  announce("Signed out.");
+}
+
+// ---- clock ----
+
+async function measureClock() {
+  const section = $("#clock");
+  showError(section, null);
+  try {
+    const m = await measure(async () => (await call("GET", "/v1/time", { auth: false })).body, 8);
+    state.offset = m.offset;
+    const out = $("#clock-offset");
+    out.textContent = `${describeClock(m.offset, m.delay)}; best of ${m.samples} exchanges.`;
+    out.dataset.offsetMs = String(m.offset);
+    out.dataset.delayMs = String(m.delay);
+    const s = m.server;
+    $("#server-clock-state").textContent = `(${s.source}, ${s.state}${s.ntp ? `, NTP ${s.ntp.server}` : ""})`;
+  } catch (err) {
+    showError(section, err);
+  }
+}
+
+function tick() {
+  if (!state.me) return;
+  $("#server-now").textContent = new Date(serverNow()).toLocaleString([], { dateStyle: "medium", timeStyle: "medium" });
+  for (const line of state.nowLines) moveNow(line, serverNow());
+}
+
+// ---- servers ----
+
+const RULES = [
+  ["capacity", "Capacity", (v) => String(v)],
+  ["min_lead_s", "Minimum lead", (v) => `${v} s`],
+  ["max_duration_s", "Longest slot", (v) => `${v} s`],
+  ["horizon_s", "Horizon", (v) => `${Math.round(v / 86400)} days`],
+  ["preroll_s", "Pre-roll", (v) => `${v} s`],
+  ["grace_s", "Grace", (v) => `${v} s`],
+];
+
+function protocolsOf(c) {
+  return ["RTSP", c.rtmp_url && "RTMP", c.srt_url && "SRT", c.whip_url && "WHIP"].filter(Boolean);
+}
+
+async function loadServers() {
+  const section = $("#servers");
+  try {
+    const { body } = await call("GET", "/v1/servers");
+    state.servers = body.servers;
+    showError(section, null);
+  } catch (err) {
+    showError(section, err);
+    return;
+  }
+  const list = $("#server-list");
+  list.replaceChildren(...state.servers.map((s) => el("li", { "data-server": s.id },
+    el("h3", {}, `${s.name} `, el("span", { className: "muted" }, s.id)),
+    el("dl", { className: "rules" }, ...RULES.flatMap(([k, label, f]) => [el("dt", {}, label), el("dd", {}, f(s[k]))])),
+    el("p", {}, "Carriers:"),
+    el("ul", {}, ...s.carriers.map((c) => el("li", {}, el("strong", {}, c.name), ` ${protocolsOf(c).join(", ")} · `, el("code", {}, c.ingest_url)))),
+    s.viewer_url ? el("p", { className: "muted" }, `Viewers: ${s.viewer_url}`) : null,
+    el("button", { type: "button", className: "secondary", onclick: () => showDay(s.id, serverNow()) }, `Timeline of ${s.id}`),
+  )));
+  if (!state.servers.length) list.append(el("li", { className: "muted" }, "No servers registered yet."));
+  for (const sel of [$("#timeline-server"), $("#book-server")]) {
+    const keep = sel.value;
+    sel.replaceChildren(...state.servers.map((s) => el("option", { value: s.id }, `${s.name} (${s.id})`)));
+    if (keep && state.servers.some((s) => s.id === keep)) sel.value = keep;
+  }
+  if (state.servers.length && !state.nowLines.length) await showDay($("#timeline-server").value, serverNow());
+}
+
+function addCarrier() {
+  const n = $("#carriers").querySelectorAll(".carrier").length + 1;
+  const field = (name, label, attrs = {}) => el("label", {}, label, el("input", { name, autocomplete: "off", ...attrs }));
+  const row = el("div", { className: "carrier grid" },
+    field("c_name", `Carrier ${n} name`, { required: true }),
+    field("c_ingest_url", "RTSP ingest URL", { required: true, placeholder: "rtsp://host:8554" }),
+    field("c_rtmp_url", "RTMP URL (optional)", { placeholder: "rtmp://host:1935" }),
+    field("c_srt_url", "SRT URL (optional)", { placeholder: "srt://host:9000" }),
+    field("c_whip_url", "WHIP URL (optional)", { placeholder: "http://host:8889" }));
+  $("#carriers").append(row);
+  return row;
+}
+
+async function register(form) {
+  const f = new FormData(form);
+  const body = { id: f.get("id").trim(), name: f.get("name").trim(), carriers: [] };
+  for (const k of ["capacity", "min_lead_s", "max_duration_s", "horizon_s", "preroll_s", "grace_s"]) {
+    if (f.get(k) !== "") body[k] = Number(f.get(k));
+  }
+  if (f.get("viewer_url")) body.viewer_url = f.get("viewer_url").trim();
+  for (const row of form.querySelectorAll(".carrier")) {
+    const v = (n) => $(`[name=${n}]`, row).value.trim();
+    const c = { name: v("c_name"), ingest_url: v("c_ingest_url") };
+    for (const p of ["rtmp_url", "srt_url", "whip_url"]) if (v(`c_${p}`)) c[p] = v(`c_${p}`);
+    body.carriers.push(c);
+  }
+  await call("POST", "/v1/servers", { body });
+  form.reset();
+  announce(`Server ${body.id} registered.`);
+  await loadServers();
+}
+
+// ---- timeline ----
+
+function dayInput(ms) {
+  const d = new Date(ms);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`;
+}
+
+async function showDay(serverId, dayMs, conflicts = []) {
+  const section = $("#timeline");
+  const server = state.servers.find((s) => s.id === serverId);
+  if (!server) return;
+  $("#timeline-server").value = serverId;
+  $("#timeline-day").value = dayInput(dayMs);
+  const week = state.span === "week";
+  const { start, end } = week ? { start: weekDays(dayMs)[0].start, end: weekDays(dayMs)[6].end } : dayBounds(dayMs);
+  const q = new URLSearchParams({ from: new Date(start).toISOString(), to: new Date(end).toISOString() });
+  try {
+    const { body } = await call("GET", `/v1/servers/${encodeURIComponent(serverId)}/schedule?${q}`);
+    const view = $("#timeline-view");
+    const what = { server, slots: body.slots, dayMs, conflicts, open };
+    state.nowLines = week ? renderWeek(view, what) : [renderTimeline(view, what)];
+    view.dataset.span = state.span;
+    $("#timeline-view").dataset.server = serverId;
+    showError(section, null);
+    tick();
+  } catch (err) {
+    showError(section, err);
+  }
+}
+
+// ---- booking ----
+
+function zoneName() {
+  return Intl.DateTimeFormat().resolvedOptions().timeZone || "your time zone";
+}
+
+/** The request the form describes: its start read in the user's time zone. */
+function bookingRequest(form) {
+  const f = new FormData(form);
+  const start = new Date(f.get("start")); // datetime-local: read as local time
+  if (Number.isNaN(start.getTime())) throw new Error("The start is not a time.");
+  const end = new Date(start.getTime() + Number(f.get("minutes")) * 60000);
+  const body = { server_id: f.get("server_id"), start: start.toISOString(), end: end.toISOString() };
+  const title = f.get("title").trim();
+  if (title) body.title = title;
+  return body;
+}
+
+/** Books `body`; a retry of the same request (after a network failure, a 503) reuses its key. */
+async function book(body) {
+  const text = JSON.stringify(body);
+  if (!state.lastBooking || state.lastBooking.text !== text) {
+    state.lastBooking = { text, key: crypto.randomUUID() };
+  }
+  const { status, body: answer } = await call("POST", "/v1/reservations", {
+    body, headers: { "Idempotency-Key": state.lastBooking.key }, accept: [409],
+  });
+  if (status === 409 && answer && answer.error) throw new ApiError(409, answer, "");
+  state.lastBooking = null;
+  $("#refusal").hidden = true;
+  $("#refusal").replaceChildren();
+  if (status === 409) return refused(body, answer);
+  accepted(answer);
+  await refresh(body.server_id, body.start);
+}
+
+function refused(request, r) {
+  const box = $("#refusal");
+  const len = Date.parse(request.end) - Date.parse(request.start);
+  box.replaceChildren(
+    el("h3", {}, "Refused"),
+    el("p", {}, `${r.reason}: ${r.message}`),
+    el("p", {}, "It overlaps:"),
+    el("ul", { className: "conflicts" }, ...r.conflicts.map((c) => el("li", {}, `${local(c.start)} – ${localTime(c.end)}`))),
+    r.suggestions.length ? el("p", {}, "Free windows of the same length (book one):") : el("p", {}, "No free window of that length nearby."),
+    el("div", { className: "row suggestions" }, ...r.suggestions.map((s) => el("button", {
+      type: "button",
+      className: "suggestion",
+      "data-start": s.start,
+      onclick: (e) => {
+        e.target.disabled = true;
+        book({ ...request, start: s.start, end: new Date(Date.parse(s.start) + len).toISOString() })
+          .catch((err) => showError($("#book-form"), err))
+          .finally(() => { e.target.disabled = false; });
+      },
+    }, `Book ${local(s.start)} – ${localTime(s.end)}`))));
+  box.hidden = false;
+  showDay(request.server_id, Date.parse(request.start), r.conflicts);
+  const first = $("button.suggestion", box);
+  if (first) first.focus();
+}
+
+/** The setting info, shown this once: the API never repeats the key. */
+function accepted(a) {
+  showSetting($("#setting"), a, "Booked", $("#book-form button[type=submit]"));
+}
+
+// ---- reservations ----
+
+/** Opens reservation `id` below, and says so in the address (a reload comes back to it). */
+function open(id) {
+  if (location.hash !== `#reservation=${id}`) history.replaceState(null, "", `#reservation=${encodeURIComponent(id)}`);
+  openReservation($("#reservation"), id, refresh);
+  $("#reservation").scrollIntoView();
+}
+
+/** After a change: the timeline of the server's day and the list of reservations again. */
+async function refresh(serverId, startIso) {
+  await Promise.all([showDay(serverId, Date.parse(startIso)), loadReservations()]);
+}
+
+async function loadReservations() {
+  const section = $("#reservations");
+  try {
+    const { body } = await call("GET", "/v1/reservations?limit=100");
+    const rows = body.reservations.filter((r) => r.status !== "rejected");
+    $("#reservation-list").replaceChildren(...rows.map((r) => el("li", { "data-reservation": r.id },
+      el("span", { className: `badge status-${r.status}` }, r.status), ` ${local(r.start)} – ${localTime(r.end)} `,
+      el("strong", {}, r.title ?? r.id), el("span", { className: "muted" }, ` on ${r.server_id} · ${r.owner} `),
+      el("button", { type: "button", className: "secondary", "aria-label": `Open ${r.title ?? r.id}, ${local(r.start)}`, onclick: () => open(r.id) }, "Open"))));
+    if (!rows.length) $("#reservation-list").append(el("li", { className: "muted" }, "None yet."));
+    showError(section, null);
+  } catch (err) {
+    showError(section, err);
+  }
+}
+
+// ---- wiring ----
+
+function wire() {
+  $(".zone").textContent = zoneName();
+  $("#sign-in-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showError(e.target, null);
+    try {
+      await signIn($("#token").value.trim());
+    } catch (err) {
+      showError(e.target, err);
+    }
+  });
+  $("#sign-out").addEventListener("click", signOut);
+  $("#measure").addEventListener("click", measureClock);
+  $("#add-carrier").addEventListener("click", () => $("input", addCarrier()).focus());
+  addCarrier();
+  $("#register-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showError(e.target, null);
+    try {
+      await register(e.target);
+    } catch (err) {
+      showError(e.target, err);
+    }
+  });
+  $("#timeline-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.span = $("#timeline-span").value;
+    const day = $("#timeline-day").value;
+    const [y, m, d] = day.split("-").map(Number);
+    showDay($("#timeline-server").value, day ? new Date(y, m - 1, d, 12).getTime() : serverNow());
+  });
+  $("#book-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    showError(e.target, null);
+    try {
+      await book(bookingRequest(e.target));
+    } catch (err) {
+      showError(e.target, err);
+    }
+  });
+  setInterval(tick, 1000);
+  const saved = token.get();
+  if (saved) signIn(saved).catch((err) => showError($("#sign-in-form"), err));
+}
+
+wire();
