@@ -73,6 +73,15 @@ pub async fn servers(pool: &PgPool) -> Result<Vec<ServerRow>> {
     Ok(sqlx::query_as(&sql).fetch_all(pool).await?)
 }
 
+/// Every server's `viewer_url`, once each, in order: the origins the console may show.
+pub async fn viewer_origins(pool: &PgPool) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT viewer_url FROM servers WHERE viewer_url IS NOT NULL ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
 pub async fn server(pool: &PgPool, id: &str) -> Result<Option<ServerRow>> {
     let sql = format!("SELECT {SERVER_COLUMNS} FROM servers WHERE id = $1");
     Ok(sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?)

@@ -16,7 +16,8 @@
 //      time in Tokyo) and gets the setting info with a key; books the same window again, is
 //      refused with the conflict listed, books the first suggestion, gets a second key;
 //      closes it; the timeline shows both slots and the now line at the server's time;
-//   4. after a reload (the same tab), no stream key is shown anywhere;
+//   4. after a reload (the same tab), no stream key is shown anywhere; a camera is booked
+//      (URL, login, UDP) and the page says what will be pulled, its password nowhere;
 //   5. on the first reservation's page, a move onto the second is refused; its key is rotated
 //      (after a "no", then a "yes"), the new key shown; the second is cancelled (confirmed);
 //      the first is moved into the freed window; each audit trail reads newest first.
@@ -25,6 +26,7 @@
 // for playwright-core and /usr/bin/chromium (or $CHROMIUM); never downloads a browser.
 import { join } from "node:path";
 import { Chromium, ending } from "./chromium.mjs";
+import { check, consolePage, Failed, localInput, parseArgs, signIn } from "./console_steps.mjs";
 
 const USAGE = "usage: node tests/browser/console.mjs <api-base-url> --operator TOKEN"
   + " --broadcaster TOKEN --server ID [--screenshot-dir DIR]";
@@ -32,65 +34,24 @@ const ZONE = "Asia/Tokyo";
 const BEHIND_MS = 3600 * 1000;
 const WAIT = 15000;
 
-function parseArgs(argv) {
-  const o = { base: null, operator: null, broadcaster: null, server: null, shots: null };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => argv[++i] ?? usage(`${a} needs a value`);
-    if (a === "--operator") o.operator = next();
-    else if (a === "--broadcaster") o.broadcaster = next();
-    else if (a === "--server") o.server = next();
-    else if (a === "--screenshot-dir") o.shots = next();
-    else if (a.startsWith("-") || o.base !== null) usage(`unexpected argument: ${a}`);
-    else o.base = a.replace(/\/$/, "");
-  }
-  if (!o.base || !o.operator || !o.broadcaster || !o.server) usage("missing arguments");
-  return o;
-}
-
-function usage(message) {
-  console.error(`${message}\n${USAGE}`);
-  process.exit(2);
-}
-
-const opts = parseArgs(process.argv.slice(2));
+const opts = parseArgs(process.argv.slice(2), {
+  "--operator": "operator", "--broadcaster": "broadcaster", "--server": "server", "--screenshot-dir": "shots",
+}, ["operator", "broadcaster", "server"], USAGE);
 const result = { ok: false, steps: [], bookings: [], offset_ms: null, console_errors: [] };
 const browser = new Chromium();
 const finish = ending(browser, result, 150000);
 
-class Failed extends Error {}
-function check(cond, what) {
-  if (!cond) throw new Failed(what);
-}
 const step = (name) => result.steps.push(name);
-
-/** `YYYY-MM-DDTHH:MM` of `ms` in `zone`, as a datetime-local input takes it. */
-function localInput(ms, zone) {
-  const parts = Object.fromEntries(new Intl.DateTimeFormat("en-CA", {
-    timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit",
-    hour: "2-digit", minute: "2-digit", hourCycle: "h23",
-  }).formatToParts(new Date(ms)).map((p) => [p.type, p.value]));
-  return `${parts.year}-${parts.month}-${parts.day}T${parts.hour}:${parts.minute}`;
-}
 
 async function main() {
   let page;
   try {
-    // Its console errors are sorted here, not by the launcher.
-    page = await browser.launch({
-      consoleErrors: [], viewport: { width: 1100, height: 900 }, context: { timezoneId: ZONE },
-    });
+    // The refusals this run asks for on purpose: a 401 and two 409s.
+    page = await consolePage(browser, result, [401, 409], { timezoneId: ZONE });
   } catch (err) {
     return finish(err.message);
   }
   page.setDefaultTimeout(WAIT);
-  // The refusals this run asks for on purpose (a 401 and two 409s) are logged by Chromium as
-  // failed loads; anything else is an error of the page.
-  const expected = /^Failed to load resource: the server responded with a status of (401|409) /;
-  page.on("console", (m) => {
-    if (m.type() === "error" && !expected.test(m.text())) result.console_errors.push(m.text());
-  });
-  page.on("pageerror", (e) => result.console_errors.push(`uncaught: ${e.message}`));
   // The browser's clock an hour behind the machine's (the server's); time still flows.
   await page.clock.install({ time: Date.now() - BEHIND_MS });
 
@@ -152,9 +113,7 @@ async function main() {
   step("signed out");
 
   // 3. The broadcaster.
-  await page.getByLabel("Token").fill(opts.broadcaster);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.locator("#who").filter({ hasText: "(broadcaster)" }).waitFor();
+  await signIn(page, opts.broadcaster, "broadcaster");
   await page.locator(`#server-list li[data-server="${opts.server}"]`).waitFor();
   check(!(await page.locator("#register-form").isVisible()), "a broadcaster sees the registration form");
   step("broadcaster signed in, without the registration form");
@@ -223,6 +182,27 @@ async function main() {
   const html = await page.content();
   check(!html.includes(first.key) && !html.includes(second.key), "a stream key is shown again");
   step("after a reload, still signed in and no key shown again");
+
+  // A camera to pull instead of a publisher: what will be pulled and when, no key to keep.
+  await book.getByLabel("Server").selectOption(opts.server);
+  await book.getByLabel(/^Start/).fill(localInput(startMs + 3 * 3600000, ZONE));
+  await book.getByLabel("Title").fill("Console camera");
+  await book.getByRole("radio", { name: /^A camera/ }).check();
+  await book.getByLabel("Camera URL").fill("rtsp://10.20.0.5:554/stream1");
+  await book.getByLabel("Camera user name").fill("viewer");
+  await book.getByLabel("Camera password").fill("cam-secret-1");
+  await book.getByLabel("Transport").selectOption("udp");
+  await book.getByRole("button", { name: "Book" }).click();
+  await setting.or(book.locator("[data-error]:not(:empty)")).first().waitFor();
+  check(await setting.isVisible(), `the camera booking refused: ${await book.locator("[data-error]").textContent()}`);
+  await setting.locator("code", { hasText: "rtsp://10.20.0.5:554/stream1" }).waitFor();
+  const cameraText = await setting.textContent();
+  check(cameraText.includes("nobody needs to publish") && cameraText.includes("(udp)"), `camera booking shown as: ${cameraText}`);
+  check(!(await page.content()).includes("cam-secret-1"), "the camera's password is shown");
+  result.camera = { id: await setting.locator("code").nth(1).textContent() };
+  await setting.getByRole("button", { name: "Close" }).click();
+  await book.getByRole("radio", { name: /^A publisher/ }).check();
+  step("a camera booked: what will be pulled, and when");
 
   // 5. The reservations' pages: move, rotate, cancel, each asked again; the audit trail.
   const view = page.locator("#reservation-view");

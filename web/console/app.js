@@ -1,10 +1,12 @@
-// The console: sign-in, servers, a server's day, booking, a reservation's page. Everything it
+// The console: sign-in, what is live, servers, a server's day, booking, a reservation's page. Everything it
 // shows comes from the API as the signed-in token may see it (the API decides; the page only
 // hides the forms a role may not use). Errors are shown as the API words them (api.js).
 
 import { ApiError, call, token } from "./api.js";
 import { describe as describeClock, measure } from "./clock.js";
+import { startLive, stopLive } from "./live.js";
 import { openReservation } from "./reservation.js";
+import { renderServers, wireRegister } from "./servers.js";
 import { forgetSettings, showSetting } from "./setting.js";
 import { dayBounds, moveNow, render as renderTimeline, renderWeek, weekDays } from "./timeline.js";
 import { $, announce, el, local, localTime, showError } from "./ui.js";
@@ -32,6 +34,7 @@ async function signIn(t) {
   $("#booking").hidden = state.me.role !== "distributor";
   document.body.dataset.role = state.me.role;
   await Promise.all([measureClock(), loadServers(), loadReservations()]);
+  startLive($("#live"), { servers: () => state.servers, open });
   const wanted = /^#reservation=(.+)$/.exec(location.hash);
   if (wanted) open(decodeURIComponent(wanted[1]));
 }
@@ -39,6 +42,7 @@ async function signIn(t) {
 function signOut() {
   token.clear();
   state.me = null;
+  stopLive();
   $("#who").textContent = "";
   $("#signed-in").hidden = true;
   $("#sign-out").hidden = true;
@@ -83,19 +87,6 @@ function tick() {
 
 // ---- servers ----
 
-const RULES = [
-  ["capacity", "Capacity", (v) => String(v)],
-  ["min_lead_s", "Minimum lead", (v) => `${v} s`],
-  ["max_duration_s", "Longest slot", (v) => `${v} s`],
-  ["horizon_s", "Horizon", (v) => `${Math.round(v / 86400)} days`],
-  ["preroll_s", "Pre-roll", (v) => `${v} s`],
-  ["grace_s", "Grace", (v) => `${v} s`],
-];
-
-function protocolsOf(c) {
-  return ["RTSP", c.rtmp_url && "RTMP", c.srt_url && "SRT", c.whip_url && "WHIP"].filter(Boolean);
-}
-
 async function loadServers() {
   const section = $("#servers");
   try {
@@ -106,54 +97,17 @@ async function loadServers() {
     showError(section, err);
     return;
   }
-  const list = $("#server-list");
-  list.replaceChildren(...state.servers.map((s) => el("li", { "data-server": s.id },
-    el("h3", {}, `${s.name} `, el("span", { className: "muted" }, s.id)),
-    el("dl", { className: "rules" }, ...RULES.flatMap(([k, label, f]) => [el("dt", {}, label), el("dd", {}, f(s[k]))])),
-    el("p", {}, "Carriers:"),
-    el("ul", {}, ...s.carriers.map((c) => el("li", {}, el("strong", {}, c.name), ` ${protocolsOf(c).join(", ")} · `, el("code", {}, c.ingest_url)))),
-    s.viewer_url ? el("p", { className: "muted" }, `Viewers: ${s.viewer_url}`) : null,
-    el("button", { type: "button", className: "secondary", onclick: () => showDay(s.id, serverNow()) }, `Timeline of ${s.id}`),
-  )));
-  if (!state.servers.length) list.append(el("li", { className: "muted" }, "No servers registered yet."));
+  renderServers($("#server-list"), state.servers, {
+    operator: state.me.role === "operator",
+    timeline: (id) => showDay(id, serverNow()),
+    changed: loadServers,
+  });
   for (const sel of [$("#timeline-server"), $("#book-server")]) {
     const keep = sel.value;
     sel.replaceChildren(...state.servers.map((s) => el("option", { value: s.id }, `${s.name} (${s.id})`)));
     if (keep && state.servers.some((s) => s.id === keep)) sel.value = keep;
   }
   if (state.servers.length && !state.nowLines.length) await showDay($("#timeline-server").value, serverNow());
-}
-
-function addCarrier() {
-  const n = $("#carriers").querySelectorAll(".carrier").length + 1;
-  const field = (name, label, attrs = {}) => el("label", {}, label, el("input", { name, autocomplete: "off", ...attrs }));
-  const row = el("div", { className: "carrier grid" },
-    field("c_name", `Carrier ${n} name`, { required: true }),
-    field("c_ingest_url", "RTSP ingest URL", { required: true, placeholder: "rtsp://host:8554" }),
-    field("c_rtmp_url", "RTMP URL (optional)", { placeholder: "rtmp://host:1935" }),
-    field("c_srt_url", "SRT URL (optional)", { placeholder: "srt://host:9000" }),
-    field("c_whip_url", "WHIP URL (optional)", { placeholder: "http://host:8889" }));
-  $("#carriers").append(row);
-  return row;
-}
-
-async function register(form) {
-  const f = new FormData(form);
-  const body = { id: f.get("id").trim(), name: f.get("name").trim(), carriers: [] };
-  for (const k of ["capacity", "min_lead_s", "max_duration_s", "horizon_s", "preroll_s", "grace_s"]) {
-    if (f.get(k) !== "") body[k] = Number(f.get(k));
-  }
-  if (f.get("viewer_url")) body.viewer_url = f.get("viewer_url").trim();
-  for (const row of form.querySelectorAll(".carrier")) {
-    const v = (n) => $(`[name=${n}]`, row).value.trim();
-    const c = { name: v("c_name"), ingest_url: v("c_ingest_url") };
-    for (const p of ["rtmp_url", "srt_url", "whip_url"]) if (v(`c_${p}`)) c[p] = v(`c_${p}`);
-    body.carriers.push(c);
-  }
-  await call("POST", "/v1/servers", { body });
-  form.reset();
-  announce(`Server ${body.id} registered.`);
-  await loadServers();
 }
 
 // ---- timeline ----
@@ -202,6 +156,13 @@ function bookingRequest(form) {
   const body = { server_id: f.get("server_id"), start: start.toISOString(), end: end.toISOString() };
   const title = f.get("title").trim();
   if (title) body.title = title;
+  if (f.get("source") === "pull") {
+    const source = { pull_url: f.get("pull_url").trim(), transport: f.get("pull_transport") };
+    if (!source.pull_url) throw new Error("Give the camera's URL (rtsp://…), or choose a publisher.");
+    if (f.get("pull_username")) source.username = f.get("pull_username");
+    if (f.get("pull_password")) source.password = f.get("pull_password");
+    body.source = source;
+  }
   return body;
 }
 
@@ -249,9 +210,22 @@ function refused(request, r) {
   if (first) first.focus();
 }
 
-/** The setting info, shown this once: the API never repeats the key. */
+/**
+ * The setting info, shown this once: the API never repeats the key. A camera's booking needs
+ * no publisher: it says what the streamer will pull, and when.
+ */
 function accepted(a) {
-  showSetting($("#setting"), a, "Booked", $("#book-form button[type=submit]"));
+  const after = $("#book-form button[type=submit]");
+  if (!a.source) return showSetting($("#setting"), a, "Booked", after);
+  const box = $("#setting");
+  const server = state.servers.find((s) => s.id === a.server_id);
+  box.replaceChildren(
+    el("h3", {}, `Booked: ${a.title ?? a.id}, ${local(a.start)} – ${localTime(a.end)}`),
+    el("p", {}, "The streamer pulls ", el("code", {}, a.source.pull_url), ` (${a.source.transport ?? "tcp"}) from ${local(a.setting.opens_at)} to ${localTime(a.setting.closes_at)}; nobody needs to publish.`),
+    el("p", {}, "Reservation ", el("code", {}, a.id), ...(server?.viewer_url ? [" · viewers watch at ", el("code", {}, `${server.viewer_url}/watch/${a.id}`)] : [])),
+    el("button", { type: "button", className: "setting-done", onclick: () => { box.replaceChildren(); box.hidden = true; after.focus(); } }, "Close"));
+  box.hidden = false;
+  box.focus();
 }
 
 // ---- reservations ----
@@ -299,17 +273,10 @@ function wire() {
   });
   $("#sign-out").addEventListener("click", signOut);
   $("#measure").addEventListener("click", measureClock);
-  $("#add-carrier").addEventListener("click", () => $("input", addCarrier()).focus());
-  addCarrier();
-  $("#register-form").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    showError(e.target, null);
-    try {
-      await register(e.target);
-    } catch (err) {
-      showError(e.target, err);
-    }
-  });
+  wireRegister($("#register-form"), loadServers);
+  for (const radio of document.querySelectorAll("#book-source input[name=source]")) {
+    radio.addEventListener("change", () => { $("#camera-fields").hidden = $("#book-source input[value=pull]").checked === false; });
+  }
   $("#timeline-form").addEventListener("submit", (e) => {
     e.preventDefault();
     state.span = $("#timeline-span").value;

@@ -21,7 +21,7 @@ function inputTime(iso) {
 function eventItem(e) {
   const data = e.data && typeof e.data === "object" ? e.data : {};
   const facts = Object.entries(data)
-    .filter(([k, v]) => v != null && typeof v !== "object" && !/hash|ha1|sealed/i.test(k))
+    .filter(([k, v]) => v != null && typeof v !== "object" && !/hash|ha1|sealed|digest/i.test(k))
     .map(([k, v]) => `${k}: ${typeof v === "string" && TIME.test(v) ? local(v) : v}`);
   return el("li", { "data-sequence": String(e.sequence), "data-type": e.type },
     el("strong", {}, e.type), " ",
