@@ -493,3 +493,63 @@ async fn a_server_says_where_it_serves_viewers_and_an_operator_changes_or_remove
         assert!(field.is_object(), "{schema} lacks viewer_url: {field}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_gives_each_slot_the_window_it_was_booked_with() {
+    let db = TestDb::new().await;
+    let operator = token(&db, "operator", "ops");
+    let alice = token(&db, "distributor", "alice");
+    let bob = token(&db, "distributor", "bob");
+    let api = Api::start(&db, &[]);
+    let mut body = server_body("srv", 1);
+    body["preroll_s"] = json!(60);
+    body["grace_s"] = json!(10);
+    let (status, created) = api.post("/v1/servers", &operator, body).await;
+    assert_eq!(status, 201, "{created}");
+    let start = Utc::now() + Duration::hours(1);
+    let end = start + Duration::minutes(30);
+    let (status, booked) = api
+        .post(
+            "/v1/reservations",
+            &alice,
+            json!({"server_id": "srv", "start": ts(start), "end": ts(end)}),
+        )
+        .await;
+    assert_eq!(status, 201, "{booked}");
+
+    // The operator widens the rules afterwards: the booked slot keeps its window, and the
+    // schedule says which, to anyone who may see the slot at all (bob sees neither title nor
+    // owner, but the window).
+    let (status, changed) = api
+        .call(
+            "PATCH",
+            "/v1/servers/srv",
+            Some(&operator),
+            Some(json!({"preroll_s": 600, "grace_s": 120})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    for who in [&alice, &bob] {
+        let (status, schedule) = api.get("/v1/servers/srv/schedule", who).await;
+        assert_eq!(status, 200, "{schedule}");
+        let slot = &schedule["slots"][0];
+        assert_eq!(
+            time(&slot["opens_at"]),
+            time(&booked["setting"]["opens_at"])
+        );
+        assert_eq!(
+            time(&slot["closes_at"]),
+            time(&booked["setting"]["closes_at"])
+        );
+        assert_eq!(
+            time(&slot["opens_at"]),
+            time(&slot["start"]) - Duration::seconds(60),
+            "{slot}"
+        );
+        assert_eq!(
+            time(&slot["closes_at"]),
+            time(&slot["end"]) + Duration::seconds(10),
+            "{slot}"
+        );
+    }
+}

@@ -56,6 +56,19 @@ test("layout widens each slot by pre-roll and grace and clips to the day", () =>
   assert.equal(nowAt(to, from, to), null);
 });
 
+test("layout draws a slot's window as it was booked, whatever today's rules say", () => {
+  const from = Date.parse("2030-01-01T00:00:00Z");
+  const to = from + 24 * 3600e3;
+  const slots = [{
+    reservation_id: "a", status: "accepted", start: "2030-01-01T06:00:00.000Z", end: "2030-01-01T12:00:00.000Z",
+    opens_at: "2030-01-01T05:30:00.000Z", closes_at: "2030-01-01T12:00:10.000Z",
+  }];
+  const [a] = layout(slots, from, to, 3600, 1800);
+  assert.equal(a.opens, Date.parse("2030-01-01T05:30:00Z"));
+  assert.equal(a.closes, Date.parse("2030-01-01T12:00:10Z"));
+  assert.deepEqual(a.window, { left: 22.92, width: 27.09 });
+});
+
 test("publisher settings follow docs/publishing.md for each protocol a carrier takes", () => {
   const id = "0190aaaa";
   const key = "k".repeat(32);

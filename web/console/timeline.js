@@ -1,5 +1,5 @@
 // A server's day on a line: each slot a block coloured by its status, the ingest window (the
-// slot widened by the server's pre-roll and grace) drawn around it, and a "now" line on the
+// slot widened by the pre-roll and grace it was booked with) drawn around it, and a "now" line on the
 // server's clock. `layout` is pure (times in, percentages out); `render` draws it, beside a
 // plain list of the same slots for screen readers and for reading on a phone.
 
@@ -40,10 +40,11 @@ export function layout(slots, from, to, prerollS, graceS) {
   for (const s of slots) {
     const start = Date.parse(s.start);
     const end = Date.parse(s.end);
-    const opens = start - prerollS * 1000;
-    const closes = end + graceS * 1000;
+    // The window as booked; a slot from an api without it, widened by today's rules.
+    const opens = s.opens_at ? Date.parse(s.opens_at) : start - prerollS * 1000;
+    const closes = s.closes_at ? Date.parse(s.closes_at) : end + graceS * 1000;
     if (closes <= from || opens >= to) continue;
-    out.push({ ...s, slot: place(start, end), window: place(opens, closes) });
+    out.push({ ...s, slot: place(start, end), window: place(opens, closes), opens, closes });
   }
   return out;
 }
@@ -96,7 +97,7 @@ export function render(container, { server, slots, dayMs, conflicts = [], open =
       s.title ? el("strong", {}, s.title) : el("span", {}, s.reservation_id),
       isConflict(s) ? el("em", {}, " (conflicts with your request)") : null,
       el("span", { className: "muted" },
-        ` · ingest ${time(a - server.preroll_s * 1000)}–${time(b + server.grace_s * 1000)} `),
+        ` · ingest ${time(s.opens)}–${time(s.closes)} `),
       open && (s.title || s.owner)
         ? el("button", { type: "button", className: "secondary", "aria-label": `Open ${s.title ?? s.reservation_id}, ${time(a)}`, onclick: () => open(s.reservation_id) }, "Open")
         : null));

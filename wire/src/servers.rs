@@ -237,6 +237,20 @@ pub struct ScheduleSlot {
     #[serde(serialize_with = "serde_ms::serialize")]
     pub end: DateTime<Utc>,
     pub status: ReservationStatus,
+    /// The slot's ingest window as it was booked (or last moved): the slot widened by the
+    /// server's pre-roll and grace of that moment, which later rule changes leave alone.
+    #[serde(
+        default,
+        serialize_with = "serde_ms::option::serialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub opens_at: Option<DateTime<Utc>>,
+    #[serde(
+        default,
+        serialize_with = "serde_ms::option::serialize",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub closes_at: Option<DateTime<Utc>>,
     /// Only for the reservation's owner or an operator.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,

@@ -258,6 +258,8 @@ fn slot(r: ReservationRow, caller: &Caller) -> ScheduleSlot {
         start: r.start_at,
         end: r.end_at,
         status: r.status,
+        opens_at: r.opens_at,
+        closes_at: r.closes_at,
         title: if visible { r.title } else { None },
         owner: visible.then_some(r.owner),
     }
