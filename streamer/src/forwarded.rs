@@ -47,6 +47,18 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(&ip))
     }
 
+    /// The viewer of a request from TCP peer `peer` with these `headers` (its
+    /// `X-Forwarded-For` lines), as [`TrustedProxies::client`] reads them.
+    pub fn viewer(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        self.client(
+            peer,
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(axum::http::HeaderValue::as_bytes),
+        )
+    }
+
     /// The viewer behind `peer`, the TCP peer of a request whose `X-Forwarded-For` field
     /// lines are `forwarded_for`, in order.
     pub fn client<'a>(

@@ -140,13 +140,7 @@ async fn playlist(
         return not_found();
     }
     let headers = request.headers();
-    let viewer = hub.config().trusted_proxies.client(
-        remote.ip(),
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(HeaderValue::as_bytes),
-    );
+    let viewer = hub.config().trusted_proxies.viewer(remote.ip(), headers);
     hub.saw_viewer(&id, viewer);
     let Some(playout) = hub.find_playout(&id) else {
         return match read_recording(&hub, &id, "index.m3u8").await {

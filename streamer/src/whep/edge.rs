@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
@@ -146,13 +146,7 @@ pub async fn offer(
         return text(StatusCode::NOT_FOUND, "not_live: the stream is not live");
     }
     let viewers = hub.whep();
-    let viewer = hub.config().trusted_proxies.client(
-        remote.ip(),
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(HeaderValue::as_bytes),
-    );
+    let viewer = hub.config().trusted_proxies.viewer(remote.ip(), &headers);
     let from_viewer = viewers
         .sessions()
         .values()
