@@ -2,7 +2,8 @@
 //! logs in, books, and goes live from a clip over the preset carrier; ffmpeg reads the HLS
 //! back; a terminal whose clock runs 3 s slow still starts on the true opening; `--fallback`
 //! moves to the next carrier when the preset one is down; the streamer's refusals are retried
-//! or not by their code.
+//! or not by their code; a booking made through the API goes live once `slotcast import` has
+//! stored it.
 
 mod support;
 
@@ -15,7 +16,7 @@ use support::camera::Camera;
 use support::nats::free_tcp_port;
 use support::streaming::{connected, ffmpeg_read_frames, ingest_reports, make_clip, Stack};
 use support::terminal::{booked_id, finish, mode, ok, output, Run, Terminal};
-use support::TestDb;
+use support::{ts, TestDb};
 
 const TWO_CARRIERS: &str = "carrier-a=127.0.0.2:0,carrier-b=127.0.0.3:0";
 
@@ -184,6 +185,63 @@ async fn a_terminal_3_s_slow_goes_live_within_50_ms_of_the_true_opening() {
         "connected {late} after the true opening (the terminal's clock is 3 s slow):\n{}",
         run.stderr
     );
+}
+
+/// A booking made through the API (as the console makes it) goes live from the terminal once
+/// `slotcast import` has stored the answer: with the key the booking showed, not a new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_booking_made_through_the_api_is_imported_and_goes_live_with_its_own_key() {
+    let db = TestDb::new().await;
+    let stack = Stack::start(&db, "s1", "carrier-a=127.0.0.2:0");
+    register(&stack, &real_carriers(&stack, &["carrier-a"])).await;
+    let dir = clip_dir();
+    let clip = make_clip(dir.path(), 4);
+
+    let now = Utc::now();
+    let body = json!({
+        "server_id": "s1",
+        "start": ts(now + chrono::Duration::seconds(6)),
+        "end": ts(now + chrono::Duration::seconds(10)),
+    });
+    let (status, mut booked) = stack.api.post("/v1/reservations", &stack.alice, body).await;
+    assert_eq!(status, 201, "{booked}");
+    let id = booked["id"].as_str().unwrap().to_string();
+    // What the console's "Copy for slotcast import" gives: the answer and the API's address.
+    booked["api"] = json!(stack.api.base);
+
+    let t = broadcaster(&stack);
+    let imported = t.run_with_input(&["import"], booked.to_string().as_bytes());
+    ok(&imported, "import");
+    let (run, summary) = live_to_the_close(&t, &id, &[path(&clip)]);
+    assert_eq!(summary["carriers"], json!(["carrier-a"]), "{summary}");
+    let frames = summary["frames"].as_u64().unwrap();
+    assert!(
+        frames >= 100,
+        "{frames} frames in a 4 s window: {summary}\n{}",
+        run.stderr
+    );
+    assert_eq!(connected(&db, &id).await["carrier"], "carrier-a");
+    // The key the booking showed is the one it went live with: none was rotated.
+    assert_eq!(
+        serde_json::from_slice::<Value>(&std::fs::read(t.setting(&id)).unwrap()).unwrap()
+            ["stream_key"],
+        booked["setting"]["stream_key"]
+    );
+    let (_, history) = stack
+        .api
+        .get(&format!("/v1/reservations/{id}/history"), &stack.alice)
+        .await;
+    let kinds: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{history}"))
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(kinds.contains(&"ReservationAccepted"), "{kinds:?}");
+    assert!(!kinds.contains(&"StreamKeyRotated"), "{kinds:?}");
+    // And a viewer sees it.
+    let (decoded, errors) = ffmpeg_read_frames(&stack.hls(&format!("/hls/{id}/index.m3u8")), 12);
+    assert!(decoded >= 50, "ffmpeg decoded {decoded} frames: {errors}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,13 +1,14 @@
 //! The broadcaster's terminal against a running `slotcast server all`: login, the clock
 //! (also under libfaketime with a known skew), booking and the stored setting info, refusals,
-//! `--json`, a wrong token, and the reservation commands.
+//! `--json`, a wrong token, the reservation commands, and `slotcast import` of a booking
+//! made through the API (as the console makes it).
 
 mod support;
 
 use futures_util::StreamExt;
-use serde_json::Value;
-use support::terminal::{mode, ok, output, Terminal};
-use support::{server_body, token, Api, TestDb};
+use serde_json::{json, Value};
+use support::terminal::{mode, ok, output, Run, Terminal};
+use support::{server_body, token, ts, Api, TestDb};
 
 /// `server all` (api and scheduler; no streamer) with a server `s1` of one slot at a time.
 async fn stack(db: &TestDb) -> (Api, String) {
@@ -466,5 +467,181 @@ async fn a_long_history_is_paged_both_ways_and_the_terminal_follows_every_page()
             .filter(|l| l.contains("StreamKeyRotated"))
             .count(),
         1004
+    );
+}
+
+/// Books `[now + from_min, now + to_min)` minutes on s1 through the API as `who`, the way the
+/// console does; returns the answer as sent (201).
+async fn book_over_http(api: &Api, who: &str, from_min: i64, to_min: i64) -> Value {
+    let now = chrono::Utc::now();
+    let body = json!({
+        "server_id": "s1",
+        "start": ts(now + chrono::Duration::minutes(from_min)),
+        "end": ts(now + chrono::Duration::minutes(to_min)),
+        "title": "From the console",
+    });
+    let (status, answer) = api.post("/v1/reservations", who, body).await;
+    assert_eq!(status, 201, "{answer}");
+    answer
+}
+
+/// The setting file `t` stores for `id`.
+fn stored(t: &Terminal, id: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(t.setting(id)).unwrap()).unwrap()
+}
+
+/// Refused with `code`, saying `shown` in one line, with nothing stored for `id`.
+fn refused(t: &Terminal, run: &Run, code: i32, shown: &str, id: &str) {
+    assert_eq!(run.code, code, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains(shown),
+        "{shown:?} missing in {}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(!t.setting(id).exists(), "stored after a refusal: {id}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_booking_made_through_the_api_is_imported_from_standard_input_and_shown() {
+    let db = TestDb::new().await;
+    let (api, alice) = stack(&db).await;
+    let t = Terminal::new();
+    ok(
+        &t.run(&["login", "--api", &api.base, "--token", &alice]),
+        "login",
+    );
+
+    // The API's answer, piped in whole: stored as `slotcast book` stores it.
+    let booked = book_over_http(&api, &alice, 3, 33).await;
+    let id = booked["id"].as_str().unwrap().to_string();
+    let key = booked["setting"]["stream_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = t.run_with_input(&["import"], booked.to_string().as_bytes());
+    ok(&run, "import");
+    for shown in [
+        &format!("Imported {id} on s1 (accepted)"),
+        "carrier-a rtsp://127.0.0.2:8554/live/",
+        "(mode 0600)",
+        &format!("slotcast live {id} --input FILE"),
+    ] {
+        assert!(
+            run.stdout.contains(shown),
+            "{shown:?} missing in:\n{}",
+            run.stdout
+        );
+    }
+    assert!(!run.stdout.contains("replaced"), "{}", run.stdout);
+    assert!(!format!("{}{}", run.stdout, run.stderr).contains(&key));
+    assert_eq!(mode(&t.setting(&id)), 0o600);
+    let setting = stored(&t, &id);
+    assert_eq!(setting["stream_key"], key.as_str());
+    assert_eq!(setting["carriers"], booked["setting"]["carriers"]);
+    assert_eq!(setting["title"], "From the console");
+    assert_eq!(setting["api"], api.base.as_str());
+
+    // `show` finds it, as it finds a booking of its own.
+    let shown = t.run(&["show", &id]);
+    ok(&shown, "show");
+    assert!(
+        shown.stdout.contains("stream key inside"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown
+            .stdout
+            .contains("carrier-b rtsp://127.0.0.3:8554/live/"),
+        "{}",
+        shown.stdout
+    );
+    assert!(!shown.stdout.contains("not booked from this terminal"));
+
+    // The console's copy (the answer and its address), from a file, after the slot moved:
+    // the key is the copy's, the slot and window the API's now, and both changes are said.
+    let (status, moved) = api
+        .post(
+            &format!("/v1/reservations/{id}/reschedule"),
+            &alice,
+            json!({"start": ts(chrono::Utc::now() + chrono::Duration::minutes(40)),
+                   "end": ts(chrono::Utc::now() + chrono::Duration::minutes(70))}),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    let copy = t.home.path().join(format!("{id}.json"));
+    let mut console = booked.clone();
+    console["api"] = json!(api.base);
+    std::fs::write(&copy, console.to_string()).unwrap();
+    let again = t.run(&["--json", "import", copy.to_str().unwrap()]).json();
+    assert_eq!(again["replaced"], true, "{again}");
+    assert_eq!(
+        again["updated_from_api"],
+        json!(["slot", "window"]),
+        "{again}"
+    );
+    assert_eq!(
+        support::time(&stored(&t, &id)["start"]),
+        support::time(&moved["start"])
+    );
+    assert_eq!(stored(&t, &id)["stream_key"], key.as_str());
+
+    // A key rotation's answer replaces the key, and says so.
+    let (status, rotated) = api
+        .post(
+            &format!("/v1/reservations/{id}/rotate-key"),
+            &alice,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let run = t.run_with_input(&["import", "-"], rotated.to_string().as_bytes());
+    ok(&run, "import of a rotation");
+    assert!(run.stdout.contains("had another key"), "{}", run.stdout);
+    assert_eq!(
+        stored(&t, &id)["stream_key"],
+        rotated["setting"]["stream_key"]
+    );
+
+    // Refusals: one line each, a distinct exit code, nothing stored.
+    let other = book_over_http(&api, &alice, 80, 90).await;
+    let other_id = other["id"].as_str().unwrap();
+    let text = other.to_string();
+    refused(
+        &t,
+        &t.run_with_input(&["import"], &text.as_bytes()[..text.len() / 2]),
+        2,
+        "the setting info does not read: it is not JSON (EOF while parsing",
+        other_id,
+    );
+    let (_, page) = api
+        .get(&format!("/v1/reservations/{other_id}"), &alice)
+        .await;
+    refused(
+        &t,
+        &t.run_with_input(&["import"], page.to_string().as_bytes()),
+        2,
+        "setting.stream_key is missing",
+        other_id,
+    );
+    let bob = token(&db, "distributor", "bob");
+    let bobs = book_over_http(&api, &bob, 100, 110).await;
+    let bobs_id = bobs["id"].as_str().unwrap();
+    let run = t.run_with_input(&["import"], bobs.to_string().as_bytes());
+    refused(&t, &run, 1, "HTTP 404", bobs_id);
+    assert!(
+        run.stderr
+            .contains(&format!("{bobs_id} is not a reservation of yours")),
+        "{}",
+        run.stderr
+    );
+    ok(&t.run(&["cancel", other_id]), "cancel");
+    refused(
+        &t,
+        &t.run_with_input(&["import"], text.as_bytes()),
+        2,
+        &format!("reservation {other_id} is cancelled"),
+        other_id,
     );
 }

@@ -16,6 +16,7 @@ mod streamer_role;
 mod terminal_book;
 mod terminal_cmd;
 mod terminal_ctx;
+mod terminal_import;
 mod terminal_live;
 
 use std::path::PathBuf;

@@ -301,7 +301,8 @@ fn print_windows(what: &str, windows: &[WindowDto]) {
     }
 }
 
-fn print_setting(setting: &Setting, ctx: &Ctx, now: DateTime<Utc>) {
+/// The slot, the ingest window and the carriers of a stored setting (`live`'s one marked).
+pub(crate) fn print_setting(setting: &Setting, ctx: &Ctx, now: DateTime<Utc>) {
     println!(
         "  slot      {}",
         view::span(setting.start, setting.end, &Local)

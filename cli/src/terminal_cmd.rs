@@ -1,7 +1,7 @@
 //! The broadcaster's commands: their arguments, which command runs, and the account and
 //! clock commands (`login`, `time`, `carrier`, `completions`). Booking and the reservation
-//! commands are in `terminal_book`, `live` in `terminal_live`, the profile in use in
-//! `terminal_ctx`.
+//! commands are in `terminal_book`, `import` in `terminal_import`, `live` in `terminal_live`,
+//! the profile in use in `terminal_ctx`.
 //!
 //! Contract: every command runs with its profile resolved once ([`Ctx`]). Output for people
 //! goes to stdout; `--json` prints the API's answer (or the command's own object) instead;
@@ -33,6 +33,21 @@ pub enum Command {
     },
     /// Book a slot; on acceptance, store its setting info (carriers, stream key).
     Book(terminal_book::BookArgs),
+    /// Store the setting info of a booking made elsewhere (the web console, the API), so
+    /// that `slotcast live` can publish with it.
+    ///
+    /// Reads the JSON the console's "Copy for slotcast import" gives, or the API's answer to
+    /// POST /v1/reservations (or to a key rotation), from FILE or from standard input (paste,
+    /// then Ctrl-D): never from an argument, so the stream key stays out of the process list
+    /// and the shell's history. It checks the document (a reservation id, a stream key,
+    /// carriers) and asks the API, with this profile's token, for the reservation: one that
+    /// is not yours, cancelled or over is refused and nothing is stored. The slot, the ingest
+    /// window and the carriers are stored as the API answers them now (a copy made before a
+    /// reschedule is brought up to date, and the output says so); the key is the document's.
+    /// The file is the one `slotcast book` writes (~/.local/share/slotcast/reservations/ID.json,
+    /// mode 0600); setting info already stored for that reservation is replaced, and the
+    /// output says so.
+    Import(crate::terminal_import::ImportArgs),
     /// The carrier `live` connects over.
     Carrier {
         #[command(subcommand)]
@@ -135,6 +150,7 @@ async fn reservation_command(command: Command, ctx: &mut Ctx) -> Result<(), Term
     let client = ctx.client()?;
     match command {
         Command::Book(args) => terminal_book::book(ctx, &client, args).await,
+        Command::Import(args) => crate::terminal_import::import(ctx, &client, args).await,
         Command::Reservations { status, server } => {
             terminal_book::reservations(ctx, &client, status, server).await
         }

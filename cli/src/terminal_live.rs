@@ -25,7 +25,7 @@ use crate::terminal_ctx::Ctx;
 #[derive(Args, Debug)]
 pub struct LiveArgs {
     /// The reservation (its setting info must be stored here: booked from this terminal, or
-    /// `slotcast rotate-key ID` to fetch a new key).
+    /// stored with `slotcast import` from the console's or the API's answer).
     pub id: String,
     /// What to send: an MP4 file (H.264 without B-frames, and/or AAC), sent in real time, or a
     /// camera's rtsp://[user:pass@]host/… URL, relayed as it comes.
@@ -66,8 +66,9 @@ impl From<ProtocolArg> for Protocol {
 pub async fn live(ctx: &mut Ctx, args: LiveArgs) -> Result<(), TerminalError> {
     let setting = Setting::load(&ctx.dirs, &args.id)?.ok_or_else(|| {
         TerminalError::Usage(format!(
-            "no setting info stored for {}: book from this terminal, or run `slotcast \
-             rotate-key {}` to get a new stream key stored here",
+            "no setting info stored for {}: book from this terminal, or store the booking's \
+             setting info with `slotcast import` (the console's \"Copy for slotcast import\", \
+             or the API's answer), or run `slotcast rotate-key {}` for a new key stored here",
             args.id, args.id
         ))
     })?;

@@ -90,7 +90,7 @@ impl Answer {
 }
 
 /// `T` from a JSON value, or the path of the field that does not fit and why.
-fn read_as<T: DeserializeOwned>(body: &Value) -> Result<T, (String, String)> {
+pub(crate) fn read_as<T: DeserializeOwned>(body: &Value) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(body).map_err(|err| {
         let path = err.path().to_string();
         let message = err.into_inner().to_string();

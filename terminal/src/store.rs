@@ -177,7 +177,7 @@ impl Profiles {
 
 /// Whether `id` has the form of a reservation id (1 to 64 of `A-Z a-z 0-9 - _`), so that it
 /// can name a file: a path separator or `..` never gets that far.
-fn id_form(id: &str) -> bool {
+pub(crate) fn id_form(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id

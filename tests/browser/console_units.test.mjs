@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { best, exchange, measure, parseMs } from "../../web/console/clock.js";
 import { layout, nowAt, weekDays } from "../../web/console/timeline.js";
-import { publishers } from "../../web/console/publish.js";
+import { importDocument, publishers, terminalCommands } from "../../web/console/publish.js";
 
 test("parseMs keeps microseconds", () => {
   const frac = parseMs("2030-01-01T00:00:00.123456Z") - Date.parse("2030-01-01T00:00:00Z");
@@ -91,6 +91,36 @@ test("publisher settings follow docs/publishing.md for each protocol a carrier t
   assert.equal(Object.fromEntries(p[2].fields)["OBS Server"], `srt://h:9000?streamid=#!::r=${id},k=${key}`);
   assert.equal(Object.fromEntries(p[3].fields)["OBS Bearer Token"], key);
   assert.match(Object.fromEntries(p[4].fields).ffmpeg, new RegExp(`'rtsp://g:8554/live/${id}\\?key=${key}'$`));
+});
+
+test("the terminal gets the acceptance whole to import, then goes live with that key", () => {
+  const id = "0190aaaa";
+  const key = "k".repeat(32);
+  // The API's answer to POST /v1/reservations, as the console received it.
+  const accepted = {
+    id, status: "accepted", server_id: "s1", title: "Evening",
+    start: "2030-01-01T12:00:00.000Z", end: "2030-01-01T12:30:00.000Z",
+    setting: {
+      stream_key: key, opens_at: "2030-01-01T11:59:00.000Z", closes_at: "2030-01-01T12:31:00.000Z",
+      carriers: [{ carrier: "a", url: `rtsp://h:8554/live/${id}`, urls: { rtsp: `rtsp://h:8554/live/${id}` } }],
+    },
+    server_time: { now: "2030-01-01T11:00:00.000Z" },
+  };
+  const doc = JSON.parse(importDocument(accepted, "http://127.0.0.1:8080"));
+  assert.deepEqual(doc, { ...accepted, api: "http://127.0.0.1:8080" }, "the answer whole, and where it came from");
+  assert.equal(doc.setting.stream_key, key);
+  assert.equal(accepted.api, undefined, "the answer itself is left as it was");
+  const commands = terminalCommands(accepted);
+  assert.deepEqual(commands.map(([, c]) => c), [
+    "slotcast import",
+    `slotcast import ${id}.json`,
+    `slotcast live ${id} --input INPUT.mp4`,
+  ]);
+  assert.equal(commands[0][0], "Paste, then Ctrl-D");
+  for (const [, c] of commands) {
+    assert.ok(!c.includes(key), `the key on a command line: ${c}`);
+    assert.ok(!c.includes("rotate-key"), `a rotation advised: ${c}`);
+  }
 });
 
 test("a week is Monday to Sunday in the local zone, 23 or 25 h days included", () => {

@@ -4,6 +4,7 @@
 //! Contract: every command gets a clean environment (PATH, HOME, TZ only); the home goes
 //! with the guard.
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -90,6 +91,22 @@ impl Terminal {
         output(self.command(args))
     }
 
+    /// Runs `args` with `input` on standard input, closed after it (as Ctrl-D closes a paste).
+    pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Run {
+        let mut cmd = self.command(args);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run slotcast");
+        if let Some(mut stdin) = child.stdin.take() {
+            // A command that refuses before reading closes the pipe: its output says why.
+            let _ = stdin.write_all(input);
+        }
+        ran(child.wait_with_output().expect("output"))
+    }
+
     pub fn profiles(&self) -> PathBuf {
         self.home.path().join(".config/slotcast/profiles.toml")
     }
@@ -102,7 +119,10 @@ impl Terminal {
 }
 
 pub fn output(mut cmd: Command) -> Run {
-    let out = cmd.output().expect("run slotcast");
+    ran(cmd.output().expect("run slotcast"))
+}
+
+fn ran(out: std::process::Output) -> Run {
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -148,12 +168,7 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let out = child.wait_with_output().expect("output");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        ran(child.wait_with_output().expect("output"))
     }
 }
 

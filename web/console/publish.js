@@ -1,7 +1,8 @@
 // Ready-made publisher settings from a booking's setting info: for each carrier and each
 // protocol it takes, what to type into OBS Studio and an ffmpeg command, following
-// docs/publishing.md (how each protocol passes the stream key). Pure: the accepted booking
-// in, a list of entries out.
+// docs/publishing.md (how each protocol passes the stream key); and for the terminal, the
+// document `slotcast import` stores and the commands. Pure: the accepted booking in, entries
+// and text out.
 
 const quote = (s) => `'${s.replaceAll("'", "'\\''")}'`;
 const FFMPEG_IN = "ffmpeg -re -i INPUT.mp4 -c:v libx264 -bf 0 -g 60 -c:a aac";
@@ -54,11 +55,24 @@ export function publishers(accepted) {
 }
 
 /**
- * The terminal's way: `slotcast live` publishes from the setting info stored by the terminal
- * that booked, and this booking was made here; `slotcast rotate-key` stores a fresh key
- * there (the key shown here then stops working).
+ * What `slotcast import` reads: the acceptance as the API answered it (or, after a key
+ * rotation, the reservation with the rotation's setting), and `api`, the address the console
+ * is served from, which the terminal names if its own profile is another API's. Pretty JSON.
+ */
+export function importDocument(accepted, api) {
+  return JSON.stringify({ ...accepted, api }, null, 2);
+}
+
+/**
+ * The terminal's way, as `[label, command]`: `slotcast import` stores the document above
+ * (pasted, then Ctrl-D; or saved to a file), as `slotcast book` would have; `slotcast live`
+ * then publishes with it, this very key.
  */
 export function terminalCommands(accepted) {
   const id = accepted.id;
-  return [`slotcast rotate-key ${id}`, `slotcast live ${id} --input INPUT.mp4`];
+  return [
+    ["Paste, then Ctrl-D", "slotcast import"],
+    ["Or from a file", `slotcast import ${id}.json`],
+    ["Then", `slotcast live ${id} --input INPUT.mp4`],
+  ];
 }

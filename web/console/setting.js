@@ -1,7 +1,8 @@
 // The setting info of an acceptance or a key rotation, shown this once: the API never repeats
-// the stream key, and the page keeps it nowhere but in this box, emptied when closed.
+// the stream key, and the page keeps it nowhere but in this box, emptied when closed (the
+// document copied for `slotcast import` is built from it and shown only inside it too).
 
-import { publishers, terminalCommands } from "./publish.js";
+import { importDocument, publishers, terminalCommands } from "./publish.js";
 import { announce, copyable, el, local, localTime } from "./ui.js";
 
 /** Fills `box` with reservation `a`'s setting (with its key); `after` gets focus on close. */
@@ -19,8 +20,9 @@ export function showSetting(box, a, heading, after) {
       ...p.fields.map(([label, value]) => copyable(label, value, `${p.protocol} ${p.carrier} ${label}`)))),
     el("div", { className: "publisher", "data-protocol": "slotcast" },
       el("h4", {}, "slotcast live (the terminal)"),
-      el("p", { className: "hint" }, "The terminal publishes with the setting info it stores itself; rotating the key stores a fresh one there (the key above then stops working)."),
-      ...terminalCommands(a).map((c, i) => copyable(`${i + 1}`, c, `slotcast command ${i + 1}`))),
+      el("p", { className: "hint" }, "The terminal publishes with setting info it has stored. Copy it with the button below, run slotcast import, paste and press Ctrl-D (or save it to a file and run slotcast import FILE), then slotcast live. It publishes with the key above: nothing is rotated."),
+      importCopy(importDocument(a, location.origin)),
+      ...terminalCommands(a).map(([label, c], i) => copyable(label, c, `slotcast command ${i + 1}`))),
     el("button", {
       type: "button", className: "setting-done",
       onclick: () => {
@@ -32,6 +34,29 @@ export function showSetting(box, a, heading, after) {
     }, "I have stored it: close"));
   box.hidden = false;
   box.focus();
+}
+
+/**
+ * "Copy for slotcast import": the document on the clipboard; where the browser will not
+ * (a page not served over HTTPS or from localhost), shown and selected for Ctrl+C.
+ */
+function importCopy(doc) {
+  const text = el("pre", { className: "import-document", style: { whiteSpace: "pre-wrap", overflowWrap: "anywhere" } }, doc);
+  const shown = el("details", {}, el("summary", {}, "Show what is copied (JSON, the key inside)"), text);
+  const button = el("button", {
+    type: "button", className: "import-copy",
+    onclick: async () => {
+      try {
+        await navigator.clipboard.writeText(doc);
+        announce("Setting info for slotcast import copied.");
+      } catch {
+        shown.open = true;
+        getSelection().selectAllChildren(text);
+        announce("Setting info for slotcast import selected: press Ctrl+C to copy.");
+      }
+    },
+  }, "Copy for slotcast import");
+  return el("div", { className: "import" }, button, shown);
 }
 
 /** Empties every setting box (signing out). */
