@@ -135,6 +135,10 @@ async function main() {
   const first = await keyOf();
   check(/^[0-9a-f]{32}$/.test(first.key), `stream key shown as ${first.key}`);
   check(await setting.locator('[data-protocol="RTMP"] code', { hasText: "rtmp://127.0.0.2:1935/live" }).count() > 0, "no RTMP settings");
+  const terminal = setting.locator('[data-protocol="slotcast"]');
+  check(await terminal.getByRole("button", { name: /slotcast import/ }).count() > 0, "no Copy for slotcast import");
+  const terminalText = await terminal.textContent();
+  check(terminalText.includes("slotcast import") && terminalText.includes(`slotcast live ${first.id}`) && !terminalText.includes("rotate-key"), `the terminal's commands: ${terminalText}`);
   result.bookings.push({ id: first.id, start: new Date(startMs).toISOString() });
   step("booked: setting info shown with the stream key and publisher settings");
   await page.getByRole("button", { name: /I have stored it/ }).click();
