@@ -152,11 +152,17 @@ impl Entry {
 /// control characters, as the api takes titles. Anything else is not kept.
 fn shown_title(msg: &SlotMessage) -> Option<String> {
     let title = msg.title.as_deref()?;
-    if title.len() > TITLE_MAX || title.chars().any(char::is_control) {
+    if !page_safe(title) {
         tracing::warn!(reservation = %msg.reservation_id, "slot message with an unusable title");
         return None;
     }
     Some(title.to_string())
+}
+
+/// Whether `title` is one a page may show: within [`TITLE_MAX`] bytes, without control
+/// characters.
+pub(crate) fn page_safe(title: &str) -> bool {
+    title.len() <= TITLE_MAX && !title.chars().any(char::is_control)
 }
 
 /// Other servers' reservations remembered at most (ids only).

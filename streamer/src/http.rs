@@ -425,14 +425,32 @@ async fn wait_for_file(
 async fn read_recording(hub: &Hub, id: &str, name: &str) -> Option<recording::Recorded> {
     let dir = hub.config().recordings_dir.join(id);
     let name = name.to_string();
-    match tokio::task::spawn_blocking(move || recording::read_file(&dir, &name)).await {
-        Ok(Ok(file)) => file,
+    off_thread(id, "recording file", move || {
+        recording::read_file(&dir, &name)
+    })
+    .await
+}
+
+async fn recorded_title(hub: &Hub, id: &str) -> Option<String> {
+    let dir = hub.config().recordings_dir.join(id);
+    off_thread(id, "recording title", move || recording::read_title(&dir)).await
+}
+
+/// Runs a read of reservation `id`'s recording on the blocking pool; an error (or a panic)
+/// is logged as `what` unreadable, and is nothing.
+async fn off_thread<T: Send + 'static>(
+    id: &str,
+    what: &str,
+    read: impl FnOnce() -> std::io::Result<Option<T>> + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(found)) => found,
         Ok(Err(err)) => {
-            tracing::warn!(reservation = id, %err, "recording file unreadable");
+            tracing::warn!(reservation = id, %err, "{what} unreadable");
             None
         }
         Err(err) => {
-            tracing::error!(%err, "recording read panicked");
+            tracing::error!(%err, "{what} read panicked");
             None
         }
     }
@@ -463,9 +481,16 @@ async fn status(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
         }
         None => (None, None),
     };
+    let title = match hub.title(&id) {
+        Some(title) => Some(title),
+        // A slot the streamer has forgotten (or one from before a restart): the title its
+        // recording kept.
+        None if state == PlayoutState::Ended => recorded_title(&hub, &id).await,
+        None => None,
+    };
     let body = Status {
         viewers: hub.viewers_of(&id),
-        title: hub.title(&id),
+        title,
         reservation_id: id,
         state,
         codec,

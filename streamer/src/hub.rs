@@ -416,11 +416,12 @@ impl Hub {
                         reservation = %reservation_id,
                         "an unfinished recording is ended: its slot is over"
                     );
-                    let end = DiskWrite::End {
+                    let mut writes = self.title_write(&reservation_id);
+                    writes.push(DiskWrite::End {
                         playlist,
                         start: false,
-                    };
-                    self.queue_end(&reservation_id, vec![end]);
+                    });
+                    self.queue_end(&reservation_id, writes);
                 }
             }
         }
@@ -620,7 +621,7 @@ impl Hub {
     // ---- playouts and recordings ---------------------------------------------------------
 
     fn end_playout(&self, reservation_id: &str, handle: &PlayoutHandle) {
-        let mut writes = Vec::new();
+        let mut writes = self.title_write(reservation_id);
         let version = {
             let mut playout = handle.lock();
             playout.end(&mut writes);
@@ -628,6 +629,14 @@ impl Hub {
             playout.version()
         };
         handle.notify(version);
+    }
+
+    /// The reservation's title for its recording's directory, if it has one.
+    fn title_write(&self, reservation_id: &str) -> Vec<DiskWrite> {
+        self.title(reservation_id)
+            .map(|title| DiskWrite::Title { title })
+            .into_iter()
+            .collect()
     }
 
     /// Queues a recording's last writes. Nothing follows them, so a full queue is waited out

@@ -109,7 +109,9 @@ async fn a_closing_window_cuts_its_publisher_off_and_its_playout_ends_once_it_ha
     } = rig(no_pulls);
     clock.set(150);
     let push = testing::pushed(&["carrier-a"]);
-    hub.apply_slot(&slot("r1", SlotKind::Opened, 1, push));
+    let mut opened = slot("r1", SlotKind::Opened, 1, push);
+    opened.title = Some("Morning news".into());
+    hub.apply_slot(&opened);
     let publisher = hub.register_session("carrier-a", "127.0.0.9:4000".parse().expect("addr"));
     let key = Credential::Key("k".into());
     hub.admit(&publisher, "r1", &key, Instant::now())
@@ -136,6 +138,11 @@ async fn a_closing_window_cuts_its_publisher_off_and_its_playout_ends_once_it_ha
     let last = disk.try_recv().expect("the recording's end is queued");
     assert!(
         matches!(last.writes.last(), Some(DiskWrite::End { playlist, .. }) if playlist.contains("#EXT-X-ENDLIST")),
+        "{last:?}"
+    );
+    // The title is kept beside the recording, for its page once the slot is forgotten.
+    assert!(
+        matches!(&last.writes[..], [DiskWrite::Title { title }, .., DiskWrite::End { .. }] if title == "Morning news"),
         "{last:?}"
     );
 }

@@ -51,6 +51,9 @@ pub enum DiskWrite {
     /// recording's files are closed. `start`: no segment of this playout reached the disk
     /// queue, so what the directory held before is not part of it.
     End { playlist: String, start: bool },
+    /// The reservation's title, kept beside its recording ([`crate::recording::TITLE_FILE`])
+    /// so the recording's page still names it once the streamer has forgotten the slot.
+    Title { title: String },
 }
 
 /// How many times media could not be mapped for `sendfile` (see [`Held::served`]).
@@ -468,6 +471,7 @@ mod tests {
                 } => format!("start {msn}"),
                 DiskWrite::Segment { msn, .. } => format!("seg {msn}"),
                 DiskWrite::End { .. } => "end".into(),
+                DiskWrite::Title { .. } => "title".into(),
             })
             .collect()
     }

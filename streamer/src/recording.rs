@@ -13,6 +13,9 @@
 //!   ending the recording leaves it readable up to there (as an EVENT playlist without an
 //!   end); at the window's close, the final playlist, written whole and renamed over it.
 //!
+//! - `title.txt`: the reservation's title, when it has one, written whole at the end
+//!   ([`read_title`] gives it back, if a page may still show it).
+//!
 //! A recording a stopped streamer left without its end is found at start ([`unfinished`]):
 //! a playout made for it appends to its files, and one whose slot is over gets its final
 //! playlist.
@@ -276,6 +279,10 @@ impl Writer {
                     self.unlisted.push((id.to_string(), journal));
                 }
             }
+            DiskWrite::Title { title } => {
+                std::fs::create_dir_all(&dir)?;
+                write_whole(&dir, TITLE_FILE, title.as_bytes())?;
+            }
             DiskWrite::End { playlist, start } => {
                 // The last segments synced and listed before the final playlist replaces them.
                 self.list_synced();
@@ -338,6 +345,19 @@ pub struct Recorded {
 /// The file `name` of the recording in `dir` (`<recordings>/<reservation_id>`), a name the
 /// caller has checked against the stream's patterns: a segment from `segments.m4s`, anything
 /// else as the file of that name; `None` if there is none.
+/// The file beside a recording that holds its reservation's title.
+pub const TITLE_FILE: &str = "title.txt";
+
+/// The title kept beside the recording in `dir`, if there is one a page may show.
+pub fn read_title(dir: &Path) -> std::io::Result<Option<String>> {
+    let Some(file) = read_whole(&dir.join(TITLE_FILE))? else {
+        return Ok(None);
+    };
+    Ok(String::from_utf8(file.data)
+        .ok()
+        .filter(|t| crate::gates::page_safe(t)))
+}
+
 pub fn read_file(dir: &Path, name: &str) -> std::io::Result<Option<Recorded>> {
     match playlist::parse_segment(name) {
         Some(msn) => segment_file(dir, msn),
@@ -852,6 +872,27 @@ mod tests {
                 );
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_recording_keeps_its_title_for_its_page() {
+        let dir = temp_dir("recording-title");
+        let mut w = writer(dir.parent().unwrap());
+        let id = dir.file_name().unwrap().to_str().unwrap();
+        assert_eq!(read_title(&dir).unwrap(), None, "no title yet");
+        let title = "Évening news <live>";
+        w.write_now(
+            id,
+            DiskWrite::Title {
+                title: title.into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(read_title(&dir).unwrap().as_deref(), Some(title));
+        // What a page may not show (here, a control character) is not given back.
+        std::fs::write(dir.join(TITLE_FILE), "bad\u{7}title").unwrap();
+        assert_eq!(read_title(&dir).unwrap(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
