@@ -186,6 +186,7 @@ async function main() {
   const html = await page.content();
   check(!html.includes(first.key) && !html.includes(second.key), "a stream key is shown again");
   step("after a reload, still signed in and no key shown again");
+  check((await page.locator("#reservations-since").textContent()).startsWith("Ending after"), "the list does not say which reservations it shows");
 
   // A camera to pull instead of a publisher: what will be pulled and when, no key to keep.
   await book.getByLabel("Server").selectOption(opts.server);

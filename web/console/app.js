@@ -11,7 +11,10 @@ import { forgetSettings, showSetting } from "./setting.js";
 import { dayBounds, moveNow, render as renderTimeline, renderWeek, weekDays } from "./timeline.js";
 import { $, announce, el, local, localTime, showError } from "./ui.js";
 
-const state = { me: null, servers: [], offset: 0, nowLines: [], span: "day", lastBooking: null };
+const state = { me: null, servers: [], offset: 0, nowLines: [], span: "day", lastBooking: null, sinceDays: 7 };
+
+/** The reservations list asks for this many at most, in start order. */
+const RESERVATIONS_MAX = 500;
 
 const serverNow = () => Date.now() + state.offset;
 
@@ -42,6 +45,7 @@ async function signIn(t) {
 function signOut() {
   token.clear();
   state.me = null;
+  state.sinceDays = 7;
   stopLive();
   $("#who").textContent = "";
   $("#signed-in").hidden = true;
@@ -245,7 +249,13 @@ async function refresh(serverId, startIso) {
 async function loadReservations() {
   const section = $("#reservations");
   try {
-    const { body } = await call("GET", "/v1/reservations?limit=100");
+    // Those still to come and the recent ones: a long history would otherwise fill the list
+    // with its oldest.
+    const since = new Date(serverNow() - state.sinceDays * 86400e3).toISOString();
+    const q = new URLSearchParams({ from: since, limit: String(RESERVATIONS_MAX) });
+    const { body } = await call("GET", `/v1/reservations?${q}`);
+    const full = body.reservations.length === RESERVATIONS_MAX;
+    $("#reservations-since").textContent = `Ending after ${local(since)}, in start order${full ? ` (the first ${RESERVATIONS_MAX})` : ""}; refused bookings left out.`;
     const rows = body.reservations.filter((r) => r.status !== "rejected");
     $("#reservation-list").replaceChildren(...rows.map((r) => el("li", { "data-reservation": r.id },
       el("span", { className: `badge status-${r.status}` }, r.status), ` ${local(r.start)} – ${localTime(r.end)} `,
@@ -272,6 +282,10 @@ function wire() {
     }
   });
   $("#sign-out").addEventListener("click", signOut);
+  $("#reservations-older").addEventListener("click", () => {
+    state.sinceDays += 30;
+    loadReservations();
+  });
   $("#measure").addEventListener("click", measureClock);
   wireRegister($("#register-form"), loadServers);
   for (const radio of document.querySelectorAll("#book-source input[name=source]")) {
