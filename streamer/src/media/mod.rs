@@ -15,6 +15,24 @@ pub mod segmenter;
 
 use bytes::Bytes;
 
+/// `ticks` of a `from` Hz clock in ticks of a `to` Hz clock, rounded down (toward minus
+/// infinity, so times before an anchor stay before it); 0 on a clock of 0 Hz.
+pub fn rescale_wide(ticks: i128, from: u32, to: u32) -> i128 {
+    if from == 0 {
+        return 0;
+    }
+    if from == to {
+        return ticks;
+    }
+    (ticks * i128::from(to)).div_euclid(i128::from(from))
+}
+
+/// [`rescale_wide`] for 64-bit times, saturated at the ends of `i64`.
+pub fn rescale(ticks: i64, from: u32, to: u32) -> i64 {
+    let scaled = rescale_wide(i128::from(ticks), from, to);
+    i64::try_from(scaled).unwrap_or(if scaled < 0 { i64::MIN } else { i64::MAX })
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TrackKind {
     Video,
@@ -130,5 +148,21 @@ impl Pieces {
 impl From<Bytes> for Pieces {
     fn from(bytes: Bytes) -> Self {
         Self::new(vec![bytes])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rescaling_rounds_down_and_saturates() {
+        assert_eq!(rescale(90_000, 90_000, 48_000), 48_000);
+        assert_eq!(rescale(1, 48_000, 90_000), 1); // 1.875 ticks: down to 1
+        assert_eq!(rescale(-1, 48_000, 90_000), -2); // -1.875: down, before the anchor
+        assert_eq!(rescale(i64::MAX, 1, 90_000), i64::MAX);
+        assert_eq!(rescale(i64::MIN, 1, 90_000), i64::MIN);
+        assert_eq!(rescale(1234, 0, 90_000), 0);
+        assert_eq!(rescale_wide(-7, 44_100, 44_100), -7);
     }
 }

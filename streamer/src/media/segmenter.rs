@@ -490,7 +490,7 @@ impl Segmenter {
         }
         let primary = &self.tracks[self.primary?];
         let (primary_dts, primary_t0) = primary.anchor?;
-        let offset = rescale(
+        let offset = super::rescale_wide(
             i128::from(primary_t0) - i128::from(primary_dts),
             primary.timescale,
             self.tracks[idx].timescale,
@@ -507,7 +507,7 @@ impl Segmenter {
         let Some((_, start)) = self.tracks[primary].anchor else {
             return false;
         };
-        let start = rescale(
+        let start = super::rescale_wide(
             i128::from(start),
             self.tracks[primary].timescale,
             self.tracks[idx].timescale,
@@ -694,13 +694,6 @@ fn duration_to_ticks(d: Duration, timescale: u32) -> i64 {
 }
 
 /// `ticks` at `from` ticks a second, at `to` ticks a second (rounded down).
-fn rescale(ticks: i128, from: u32, to: u32) -> i128 {
-    if from == 0 {
-        return 0;
-    }
-    (ticks * i128::from(to)).div_euclid(i128::from(from))
-}
-
 fn ticks_to_duration(ticks: i64, timescale: u32) -> Duration {
     if timescale == 0 || ticks <= 0 {
         return Duration::ZERO;

@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::opus::OPUS_RATE;
 use super::transcode::{AacToOpus, OpusPacket};
 use crate::live_tap::LiveFrame;
-use crate::media::{h264, CodecParams, TrackKind};
+use crate::media::{h264, rescale, CodecParams, TrackKind};
 
 /// The RTP clock of H.264 in WebRTC.
 pub const VIDEO_RATE: u32 = 90_000;
@@ -227,15 +227,6 @@ fn annex_b(sets: &[&[u8]], sample: &[u8]) -> Option<Bytes> {
         rest = &tail[len..];
     }
     Some(out.freeze())
-}
-
-/// `ticks` on a clock of `from` Hz, on one of `to` Hz.
-pub fn rescale(ticks: i64, from: u32, to: u32) -> i64 {
-    if from == to {
-        return ticks;
-    }
-    let scaled = i128::from(ticks) * i128::from(to) / i128::from(from.max(1));
-    i64::try_from(scaled).unwrap_or(if scaled < 0 { i64::MIN } else { i64::MAX })
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use symphonia_core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDec
 use symphonia_core::packet::PacketRef;
 use symphonia_core::units::{Duration as Ticks, Timestamp};
 
-use super::feed::rescale;
 use super::opus::{Encoder, FRAME_SAMPLES, OPUS_RATE};
+use crate::media::rescale;
 use crate::media::CodecParams;
 use crate::StreamerError;
 
