@@ -228,7 +228,7 @@ pub async fn run(
     // WHIP publishers' peers on a grid of their own too, in the same book before their key.
     if !whip.is_empty() {
         let whip_poller = Poller::new(hub.started(), config.ingest_poll, edges.clone());
-        let crypto = webrtc::Crypto::new()?;
+        let crypto = webrtc::Crypto::shared()?;
         let edge = whip_edge::WhipEdge::new(hub.clone(), whip_poller, limits.clone(), crypto);
         for (listener, socket) in whip {
             tasks.spawn(whip_edge::serve_listener(

@@ -35,6 +35,16 @@ impl std::fmt::Debug for Crypto {
 }
 
 impl Crypto {
+    /// The process's one provider and certificate, made by the first caller (WHIP's edge or
+    /// the first WHEP viewer); every later caller gets the same.
+    pub fn shared() -> Result<Self, StreamerError> {
+        static SHARED: std::sync::OnceLock<Result<Crypto, String>> = std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| Self::new().map_err(|e| e.to_string()))
+            .clone()
+            .map_err(StreamerError::WebRtc)
+    }
+
     /// The provider and a fresh certificate.
     pub fn new() -> Result<Self, StreamerError> {
         let provider = str0m::crypto::from_feature_flags();
@@ -56,5 +66,18 @@ impl Crypto {
         Rtc::builder()
             .set_crypto_provider(self.provider.clone())
             .set_dtls_cert(self.cert.clone())
+    }
+}
+
+#[cfg(test)]
+mod crypto_tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_of_the_process_shares_one_certificate() {
+        let (a, b) = (Crypto::shared().unwrap(), Crypto::shared().unwrap());
+        assert!(Arc::ptr_eq(&a.provider, &b.provider));
+        let fresh = Crypto::new().unwrap();
+        assert!(!Arc::ptr_eq(&a.provider, &fresh.provider));
     }
 }

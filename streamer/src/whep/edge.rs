@@ -86,7 +86,7 @@ impl Viewers {
 
     fn crypto(&self) -> Option<&Crypto> {
         self.crypto
-            .get_or_init(|| match Crypto::new() {
+            .get_or_init(|| match Crypto::shared() {
                 Ok(crypto) => Some(crypto),
                 Err(err) => {
                     tracing::error!(%err, "WHEP: no DTLS certificate; real time is off");
