@@ -74,7 +74,7 @@ const opts = parseArgs(process.argv.slice(2));
 const result = {
   ok: false, url: opts.url, count: 0, median_ms: null, p95_ms: null, min_ms: null, max_ms: null,
   unreadable: 0, frames: 0, skipped: 0, windows_ms: [], offset_ms: null, offset_delay_ms: null,
-  first_frame_s: null, buffer_ahead_ms: null, hls_latency_ms: null, hls_target_latency_ms: null,
+  first_frame_s: null, buffer_ahead_ms: null, caught_up_ms: null, hls_latency_ms: null, hls_target_latency_ms: null,
   playback_rate: null, webrtc: null, size: null, engine: null, player: null,
   browser: null, whep_answers: [], errors: [], console_errors: [],
 };
@@ -271,6 +271,8 @@ async function main() {
       playback_rate: Math.round(median(2) * 1000) / 1000,
     });
   }
+  result.caught_up_ms = await page.evaluate(() => window.slotcastPlayer?.caughtUp ?? null)
+    .then((s) => (s == null ? null : round(s * 1000))).catch(() => null);
   if (bufferAhead.length) result.buffer_ahead_ms = round(percentile(bufferAhead.sort((a, b) => a - b), 0.5));
   result.ok = sorted.length > 0;
   return finish();

@@ -138,6 +138,8 @@ struct Viewed {
     offset_delay_ms: Option<f64>,
     first_frame_s: Option<f64>,
     buffer_ahead_ms: Option<f64>,
+    /// How far the watch page moved a late LL-HLS start forward, if it did.
+    caught_up_ms: Option<f64>,
     hls_latency_ms: Option<f64>,
     hls_target_latency_ms: Option<f64>,
     playback_rate: Option<f64>,
@@ -653,8 +655,11 @@ fn text(r: &Report) -> String {
         if let (Some(l), Some(t)) = (v.hls_latency_ms, v.hls_target_latency_ms) {
             out.push_str(&format!(
                 "  hls.js's own view (medians): {l:.0} ms behind its live edge, aiming at {t:.0} \
-                 ms, playing at {}x\n",
-                v.playback_rate.unwrap_or(f64::NAN)
+                 ms, playing at {}x{}\n",
+                v.playback_rate.unwrap_or(f64::NAN),
+                v.caught_up_ms.map_or(String::new(), |c| format!(
+                    "; the page moved its late start {c:.0} ms forward"
+                )),
             ));
         }
         if let Some(rtc) = &v.webrtc {
