@@ -604,6 +604,22 @@ async fn a_booking_made_through_the_api_is_imported_from_standard_input_and_show
         rotated["setting"]["stream_key"]
     );
 
+    // The booking's answer again, now that its key was rotated away: refused, and the
+    // working key stays stored.
+    let run = t.run_with_input(&["import"], console.to_string().as_bytes());
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("was replaced by a key rotation at")
+            && run.stderr.contains("nothing stored"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(&key), "the key shown: {}", run.stderr);
+    assert_eq!(
+        stored(&t, &id)["stream_key"],
+        rotated["setting"]["stream_key"]
+    );
+
     // Refusals: one line each, a distinct exit code, nothing stored.
     let other = book_over_http(&api, &alice, 80, 90).await;
     let other_id = other["id"].as_str().unwrap();

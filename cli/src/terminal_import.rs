@@ -6,8 +6,10 @@
 //! stream key stays off the command line and out of the shell's history; at most
 //! [`DOCUMENT_MAX`] bytes are read. It is checked ([`import::read_document`]), then the
 //! reservation is asked of the API with the profile's token (another tenant's id answers 404,
-//! and nothing is stored), and the setting the two make is written where `slotcast book`
-//! writes it (mode 0600), replacing any stored before, which the output says.
+//! and nothing is stored), its history is read back to the answer that gave the key (a key
+//! rotated since then would replace a working key with a dead one: refused, nothing stored),
+//! and the setting the two make is written where `slotcast book` writes it (mode 0600),
+//! replacing any stored before, which the output says.
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -15,10 +17,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::json;
 use slotcast_terminal::client::{Client, Reply};
-use slotcast_terminal::import::{self, Document, DOCUMENT_MAX};
+use slotcast_terminal::import::{self, Document, KeyCheck, DOCUMENT_MAX};
 use slotcast_terminal::store::{Dirs, Setting};
 use slotcast_terminal::TerminalError;
-use slotcast_wire::ReservationDto;
+use slotcast_wire::{History, ReservationDto};
 
 use crate::terminal_book::print_setting;
 use crate::terminal_ctx::{with_fields, Ctx};
@@ -101,6 +103,45 @@ async fn current(client: &Client, doc: &Document) -> Result<Reply<ReservationDto
         })
 }
 
+/// Pages of a history (100 events each) read back for a later key rotation, at most.
+const HISTORY_PAGES: usize = 100;
+
+/// Refuses a document whose key a rotation recorded after its answer replaced: storing it
+/// would swap whatever key this terminal holds for one that no longer works. A document
+/// without the answer's `server_time` is not checked.
+async fn key_still_current(client: &Client, doc: &Document) -> Result<(), TerminalError> {
+    let Some(issued) = doc.issued_at else {
+        return Ok(());
+    };
+    let id = &doc.id;
+    let mut before = 9_007_199_254_740_991_i64;
+    for _ in 0..HISTORY_PAGES {
+        let page: Reply<History> = client
+            .get(&format!(
+                "/v1/reservations/{id}/history?before={before}&limit=100"
+            ))
+            .await?;
+        match import::check_key(issued, &page.value.events) {
+            KeyCheck::Current => return Ok(()),
+            KeyCheck::Replaced(at) => {
+                return Err(TerminalError::Usage(format!(
+                    "the stream key in this setting info was replaced by a key rotation at {} \
+                     (server clock), after it was issued at {}: it no longer works; nothing \
+                     stored. Import the rotation's setting info instead, or rotate again \
+                     (`slotcast rotate-key {id}`)",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    issued.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                )))
+            }
+            KeyCheck::ReadOn => match page.value.next.and_then(|n| n.before) {
+                Some(next) => before = next,
+                None => return Ok(()),
+            },
+        }
+    }
+    Ok(())
+}
+
 /// What was stored for the reservation before the import.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Before {
@@ -127,6 +168,7 @@ pub async fn import(ctx: &Ctx, client: &Client, args: ImportArgs) -> Result<(), 
     let doc = import::read_document(&text)?;
     let answer = current(client, &doc).await?;
     let imported = import::imported(&doc, &answer.value, client.api())?;
+    key_still_current(client, &doc).await?;
     let before = Before::of(&ctx.dirs, &imported.setting);
     let path = imported.setting.save(&ctx.dirs)?;
     if ctx.globals.json {

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use slotcast_wire::{CarrierUrl, ReservationDto, ReservationStatus};
+use slotcast_wire::{CarrierUrl, HistoryEntry, ReservationDto, ReservationStatus};
 
 use crate::client::read_as;
 use crate::store::{id_form, Setting};
@@ -40,6 +40,9 @@ pub struct Document {
     /// The API the console that gave it was served by (the console's copy says; the API's
     /// answers do not).
     pub api: Option<String>,
+    /// When the answer that gave the key was sent, on the server's clock (its
+    /// `server_time`): a key rotation recorded after it replaced this key.
+    pub issued_at: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for Document {
@@ -69,6 +72,21 @@ struct Form {
     setting: slotcast_wire::Setting,
     #[serde(default)]
     api: Option<String>,
+    /// Read loosely: a document without it (or with another shape) is not refused, only not
+    /// checked against later rotations.
+    #[serde(default)]
+    server_time: Option<serde_json::Value>,
+}
+
+/// The answer's send time from its `server_time` (`t_transmit`, else `now`).
+fn issued_at(server_time: Option<&serde_json::Value>) -> Option<DateTime<Utc>> {
+    let t = server_time?;
+    ["t_transmit", "now"].iter().find_map(|k| {
+        t.get(k)?
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|d| d.with_timezone(&Utc))
+    })
 }
 
 fn refused(what: String) -> TerminalError {
@@ -132,7 +150,41 @@ pub fn read_document(text: &str) -> Result<Document, TerminalError> {
         closes_at: form.setting.closes_at,
         carriers: form.setting.carriers,
         api: form.api,
+        issued_at: issued_at(form.server_time.as_ref()),
     })
+}
+
+/// What a reservation's history, read newest first, says of a document's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// No rotation was recorded after the key was issued: it is the reservation's key.
+    Current,
+    /// A rotation recorded at this instant (server clock) replaced it: it no longer works.
+    Replaced(DateTime<Utc>),
+    /// The page ended with events still newer than the key: read the next (older) page.
+    ReadOn,
+}
+
+/// Reads one page of the history, newest first, for a rotation after `issued_at`. An event
+/// whose time does not read is passed over.
+pub fn check_key(issued_at: DateTime<Utc>, newest_first: &[HistoryEntry]) -> KeyCheck {
+    for event in newest_first {
+        let at = event
+            .data
+            .get("at")
+            .and_then(serde_json::Value::as_str)
+            .or(event.recorded_at.as_deref())
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|d| d.with_timezone(&Utc));
+        let Some(at) = at else { continue };
+        if at <= issued_at {
+            return KeyCheck::Current;
+        }
+        if event.kind == "StreamKeyRotated" {
+            return KeyCheck::Replaced(at);
+        }
+    }
+    KeyCheck::ReadOn
 }
 
 /// A part of the setting info the document gave otherwise than the API answers it now.
@@ -347,6 +399,43 @@ mod tests {
     }
 
     /// Each wrong or partial document, and the words that name what is wrong.
+    #[test]
+    fn a_key_rotated_after_the_document_was_made_is_found() {
+        let entry = |kind: &str, at: &str| HistoryEntry {
+            sequence: 0,
+            kind: kind.into(),
+            recorded_at: Some(at.into()),
+            actor: None,
+            request_id: None,
+            data: json!({"at": at}),
+        };
+        let doc = read_document(&acceptance().to_string()).unwrap();
+        let issued = doc.issued_at.expect("the answer's server_time");
+        assert_eq!(issued, t("2030-01-01T11:00:00Z"));
+        // Newest first: a report, then a rotation after the key was issued.
+        let later = [
+            entry("IngestReported", "2030-01-01T11:30:00Z"),
+            entry("StreamKeyRotated", "2030-01-01T11:20:00Z"),
+            entry("ReservationAccepted", "2030-01-01T10:59:59Z"),
+        ];
+        assert_eq!(
+            check_key(issued, &later),
+            KeyCheck::Replaced(t("2030-01-01T11:20:00Z"))
+        );
+        // The rotation that issued this very key comes before its answer: current.
+        let own = [
+            entry("IngestReported", "2030-01-01T11:30:00Z"),
+            entry("StreamKeyRotated", "2030-01-01T10:59:59Z"),
+        ];
+        assert_eq!(check_key(issued, &own), KeyCheck::Current);
+        // Only newer events on this page: the next page decides.
+        assert_eq!(check_key(issued, &later[..1]), KeyCheck::ReadOn);
+        // A hand-made document without server_time is not checked.
+        let mut bare = acceptance();
+        bare.as_object_mut().unwrap().remove("server_time");
+        assert_eq!(read_document(&bare.to_string()).unwrap().issued_at, None);
+    }
+
     #[test]
     fn a_wrong_or_partial_document_is_refused_naming_what_is_missing() {
         let without = |path: &[&str]| {
