@@ -1,7 +1,8 @@
 //! Real time: a broadcaster publishes by RTSP (ffmpeg, H.264 and AAC at 44.1 kHz) and the
 //! watch page in headless Chromium plays the stream by WebRTC (WHEP, `?mode=realtime`):
-//! video decoded, audio (turned into Opus by the streamer) received, the session counted
-//! among the viewers in `status.json`. The WHEP exchange's
+//! video decoded, audio (turned into Opus by the streamer) received; two pages at once share
+//! one relay (the stream shaped and its AAC made Opus once), each session counted among the
+//! viewers in `status.json`. The WHEP exchange's
 //! answers to what is not an offer, to a stream that is not live and to trickle ICE, and the
 //! session's end when the window closes.
 
@@ -18,13 +19,19 @@ use support::streaming::{
 };
 use support::TestDb;
 
-/// The streamer's real-time viewers, from its metrics.
-async fn realtime_viewers(stack: &Stack) -> Option<u64> {
+/// A gauge of the streamer's metrics (`slotcast_streamer_<name>`).
+async fn gauge(stack: &Stack, name: &str) -> Option<u64> {
     let (_, metrics) = get_text(&stack.hls("/metrics")).await;
+    let prefix = format!("slotcast_streamer_{name} ");
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("slotcast_streamer_realtime_viewers "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The streamer's real-time viewers, from its metrics.
+async fn realtime_viewers(stack: &Stack) -> Option<u64> {
+    gauge(stack, "realtime_viewers").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,58 +85,58 @@ async fn the_watch_page_plays_a_live_stream_in_real_time_by_whep() {
         .unwrap();
     assert_eq!(answer.status(), 404);
 
-    // Chromium plays it in real time: video frames decoded, audio received.
+    // Chromium plays it in real time, in two pages at once: video frames decoded, audio
+    // received, both fed by one relay.
     let watch = stack.hls(&format!("/watch/{id}?mode=realtime"));
-    let page = Command::new("node")
-        .arg(repo_root().join("tests/browser/watch.mjs"))
-        .args([&watch, "--seconds", "8", "--min-advance", "2"])
-        .args(["--expect-state", "live", "--expect-engine", "whep"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node (scripts/services installs it)");
-    // While it plays, status.json counts its session among the stream's viewers, beside the
-    // addresses that fetched the playlist (this test's, waiting for the stream).
+    let open_page = || {
+        Command::new("node")
+            .arg(repo_root().join("tests/browser/watch.mjs"))
+            .args([&watch, "--seconds", "8", "--min-advance", "2"])
+            .args(["--expect-state", "live", "--expect-engine", "whep"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node (scripts/services installs it)")
+    };
+    let mut pages = [open_page(), open_page()];
+    // While they play, status.json counts their sessions among the stream's viewers, beside
+    // the addresses that fetched the playlist (this test's, waiting for the stream).
     let status_url = stack.hls(&format!("/hls/{id}/status.json"));
     let deadline = Instant::now() + StdDuration::from_secs(30);
-    let mut page = page;
-    let (hls, realtime, status) = loop {
-        if let Ok(Some(code)) = page.try_wait() {
-            let out = page.wait_with_output().await.expect("the page's run");
-            panic!(
-                "the page ended ({code}) before its session was counted: {} {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+    let (hls, realtime, relays, status) = loop {
+        for page in &mut pages {
+            if let Ok(Some(code)) = page.try_wait() {
+                panic!("a page ended ({code}) before both sessions were counted");
+            }
         }
         let realtime = realtime_viewers(&stack).await;
-        let (_, metrics) = get_text(&stack.hls("/metrics")).await;
-        let hls: Option<u64> = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("slotcast_streamer_viewers "))
-            .and_then(|v| v.trim().parse().ok());
+        let relays = gauge(&stack, "realtime_relays").await;
+        let hls = gauge(&stack, "viewers").await;
         let (_, status) = get_text(&status_url).await;
         let status: serde_json::Value = serde_json::from_str(&status).expect("status.json");
         let counted = status["viewers"].as_u64();
-        if realtime == Some(1) && hls.zip(counted).is_some_and(|(h, c)| c == h + 1) {
-            break (hls, realtime, status);
+        if realtime == Some(2) && hls.zip(counted).is_some_and(|(h, c)| c == h + 2) {
+            break (hls, realtime, relays, status);
         }
         assert!(
             Instant::now() < deadline,
-            "status.json never counted the real-time session: {status}, HLS {hls:?}, real time \
-             {realtime:?}"
+            "status.json never counted both real-time sessions: {status}, HLS {hls:?}, real \
+             time {realtime:?}"
         );
         tokio::time::sleep(StdDuration::from_millis(200)).await;
     };
     assert_eq!(status["state"], "live", "{status} ({hls:?} + {realtime:?})");
-    let out = page.wait_with_output().await.expect("the page's run");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the watch page did not play in real time: {report} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(relays, Some(1), "two viewers of one stream, one relay");
+    for page in pages {
+        let out = page.wait_with_output().await.expect("the page's run");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "the watch page did not play in real time: {report} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // The page has gone: its session ends (deleted, or the peer's silence noticed).
     let deadline = Instant::now() + StdDuration::from_secs(40);
@@ -140,6 +147,16 @@ async fn the_watch_page_plays_a_live_stream_in_real_time_by_whep() {
         realtime_viewers(&stack).await,
         Some(0),
         "the session outlived its page"
+    );
+    // Nobody watches: the relay stops too.
+    let deadline = Instant::now() + StdDuration::from_secs(20);
+    while gauge(&stack, "realtime_relays").await != Some(0) && Instant::now() < deadline {
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    assert_eq!(
+        gauge(&stack, "realtime_relays").await,
+        Some(0),
+        "the relay outlived its viewers"
     );
 
     assert!(

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub part_latency: Histogram,
     /// WHEP sessions open.
     pub realtime_viewers: Gauge,
+    /// WHEP relays running: streams shaped (and their AAC made Opus) once for their viewers.
+    pub realtime_relays: Gauge,
 }
 
 impl Metrics {
@@ -56,6 +58,7 @@ impl Metrics {
         let publishers = Family::<AuthLabel, Counter>::default();
         let viewers = Gauge::default();
         let realtime_viewers = Gauge::default();
+        let realtime_relays = Gauge::default();
         // 5 ms steps up to 500 ms, then coarser: the latency target is part + 50 ms.
         let buckets = (1..=100)
             .map(|i| f64::from(i) * 0.005)
@@ -99,6 +102,11 @@ impl Metrics {
             "WHEP sessions open (real-time viewers)",
             realtime_viewers.clone(),
         );
+        registry.register(
+            "realtime_relays",
+            "WHEP relays running: streams shaped for real time once, however many watch",
+            realtime_relays.clone(),
+        );
         Self {
             registry,
             connections,
@@ -111,6 +119,7 @@ impl Metrics {
             viewers,
             part_latency,
             realtime_viewers,
+            realtime_relays,
         }
     }
 

@@ -78,7 +78,7 @@ impl Relays {
     }
 }
 
-/// One reservation's relay until it is not wanted.
+/// One reservation's relay until it is not wanted, counted while it runs.
 async fn relay(
     hub: Hub,
     id: String,
@@ -86,8 +86,23 @@ async fn relay(
     sender: Sender,
 ) {
     let relays = &hub.whep().relays;
+    let running = &hub.metrics().realtime_relays;
+    running.inc();
+    relay_until_unwatched(&hub, relays, &id, &mut frames, &sender).await;
+    running.dec();
+}
+
+/// The relay's work: the tap's frames shaped into samples for every viewer, until nobody
+/// watches, the stream is no longer live, or the streamer stops.
+async fn relay_until_unwatched(
+    hub: &Hub,
+    relays: &Relays,
+    id: &str,
+    frames: &mut broadcast::Receiver<Arc<crate::live_tap::LiveFrame>>,
+    sender: &Sender,
+) {
     let shutdown = hub.shutdown_token();
-    let mut feed = Feed::new(&id);
+    let mut feed = Feed::new(id);
     let mut samples = Vec::new();
     let mut idle = tokio::time::interval(IDLE_CHECK);
     loop {
@@ -108,14 +123,14 @@ async fn relay(
                 Err(RecvError::Closed) => break,
             },
             _ = idle.tick() => {
-                if hub.status(&id) != PlayoutState::Live {
+                if hub.status(id) != PlayoutState::Live {
                     break;
                 }
             }
         }
-        if sender.receiver_count() == 0 && relays.retire_if_unwatched(&id, &sender) {
+        if sender.receiver_count() == 0 && relays.retire_if_unwatched(id, sender) {
             return;
         }
     }
-    relays.retire(&id, &sender);
+    relays.retire(id, sender);
 }
