@@ -229,9 +229,13 @@ async fn a_broadcaster_books_publishes_and_watches_it_live_in_the_console() {
         opened < connected && connected < disconnected && opened.is_some(),
         "{kinds:?}"
     );
-    let carrier = events
+    let connected = events
         .iter()
         .find(|e| e["data"]["kind"] == "connected")
-        .map(|e| e["data"]["carrier"].clone());
-    assert_eq!(carrier, Some(Value::from("carrier-a")), "{history}");
+        .map(|e| (e["data"]["carrier"].clone(), e["data"]["protocol"].clone()));
+    assert_eq!(
+        connected,
+        Some((Value::from("carrier-a"), Value::from("rtsp"))),
+        "{history}"
+    );
 }

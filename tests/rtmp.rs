@@ -50,7 +50,7 @@ async fn ffmpeg_publishes_by_rtmp_and_viewers_watch_live_then_the_recording() {
 
     let url = rtmp_url(stack.rtmp("carrier-a"), &id, &key);
     let mut publisher = ffmpeg_publish_rtmp(&url, 18, &[]);
-    assert_live_then_recorded(&stack, &db, &id, "h264,aac", &mut publisher).await;
+    assert_live_then_recorded(&stack, &db, &id, ("rtmp", "h264,aac"), &mut publisher).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

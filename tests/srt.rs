@@ -53,7 +53,7 @@ async fn ffmpeg_publishes_by_srt_and_viewers_watch_live_then_the_recording() {
     let b_frames = ["-profile:v", "high", "-bf", "2"];
     let url = srt_url(stack.srt("carrier-a"), &id, &key);
     let mut publisher = ffmpeg_publish_srt(&url, 18, &b_frames);
-    assert_live_then_recorded(&stack, &db, &id, "h264,aac", &mut publisher).await;
+    assert_live_then_recorded(&stack, &db, &id, ("srt", "h264,aac"), &mut publisher).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -288,7 +288,7 @@ async fn webrtcbin_publishes_by_whip_and_viewers_watch_live_then_the_recording()
 
         let url = whip_url(stack.whip("carrier-a"), &id);
         let mut publisher = lab.publish(&url, &key, 18);
-        assert_live_then_recorded(&stack, &db, &id, "h264,opus", &mut publisher).await;
+        assert_live_then_recorded(&stack, &db, &id, ("whip", "h264,opus"), &mut publisher).await;
         print_part_latency(&stack).await;
         let said = publisher.log();
         assert!(said.contains("status 201"), "{said}");

@@ -167,6 +167,16 @@ spelled! {
     }
 }
 
+spelled! {
+    /// How a publisher reached the streamer (a camera the streamer pulls is `rtsp`).
+    pub enum IngestProtocol {
+        Rtsp = "rtsp",
+        Rtmp = "rtmp",
+        Srt = "srt",
+        Whip = "whip",
+    }
+}
+
 /// One message on `SLOTCAST_INGEST`, published by the streamer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestMessage {
@@ -188,6 +198,10 @@ pub struct IngestMessage {
     /// Why it disconnected or failed.
     #[serde(default)]
     pub reason: Option<String>,
+    /// How the publisher came in (or `rtsp` for a camera pulled); absent from streamers
+    /// before it, and from `refused` reports (they count attempts of every protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<IngestProtocol>,
     /// For `refused`: how many attempts were refused, per reason (a [`RefusalCode`]:
     /// `bad_key`, `not_open`, `busy`...), since the reservation's last such report.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::booking::Window;
 use crate::contract::{
-    CameraSource, IngestKind, IngestMessage, SlotKind, SlotMessage, StreamCursor,
+    CameraSource, IngestKind, IngestMessage, IngestProtocol, SlotKind, SlotMessage, StreamCursor,
 };
 pub use crate::slot_index::Slot;
 use crate::slot_index::SlotIndex;
@@ -612,6 +612,9 @@ pub enum ScheduleEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         refusals: Option<BTreeMap<String, u64>>,
         cursor: StreamCursor,
+        /// How the publisher came in, when the report said (events before it have none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        protocol: Option<IngestProtocol>,
     },
     /// The scheduler announced the ingest window open.
     WindowOpened {
@@ -1011,6 +1014,7 @@ impl ServerSchedule {
                     reason: report.reason.map(bounded),
                     refusals,
                     cursor,
+                    protocol: report.protocol,
                 })
             }
             CommandKind::RecordWindow { message, cursor } => {

@@ -686,7 +686,40 @@ fn ingest(kind: IngestKind, reservation_id: &str) -> IngestMessage {
         codec: Some("h264,aac".into()),
         reason: None,
         refusals: None,
+        protocol: None,
     }
+}
+
+#[test]
+fn a_report_says_how_the_publisher_came_in_and_one_from_before_reads_as_it_was() {
+    let mut s = server(1);
+    book(&mut s, alice(), "r1", 60, 90);
+    let mut report = ingest(IngestKind::Connected, "r1");
+    report.protocol = Some(IngestProtocol::Srt);
+    let cmd_of = |report, seq| CommandKind::RecordIngest {
+        report,
+        cursor: at(1, seq),
+    };
+    let events = handle(&mut s, cmd(min(1), service(), cmd_of(report, 1))).unwrap();
+    assert!(matches!(
+        &events[..],
+        [ScheduleEvent::IngestReported {
+            protocol: Some(IngestProtocol::Srt),
+            ..
+        }]
+    ));
+    let text = serde_json::to_string(&events[0]).unwrap();
+    assert!(text.contains(r#""protocol":"srt""#), "{text}");
+
+    // A streamer from before the field: its message reads without one, and the event it makes
+    // is written without the field, byte for byte as before.
+    let old = serde_json::to_value(ingest(IngestKind::Disconnected, "r1")).unwrap();
+    assert!(old.get("protocol").is_none(), "{old}");
+    let read: IngestMessage = serde_json::from_value(old).unwrap();
+    assert_eq!(read.protocol, None);
+    let events = handle(&mut s, cmd(min(2), service(), cmd_of(read, 2))).unwrap();
+    let text = serde_json::to_string(&events[0]).unwrap();
+    assert!(!text.contains("protocol"), "{text}");
 }
 
 fn at(epoch_ms: i64, sequence: u64) -> StreamCursor {

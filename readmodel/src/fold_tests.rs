@@ -53,6 +53,7 @@ fn ingest(id: &str, at: i64, kind: IngestKind, carrier: Option<&str>) -> Schedul
         codec: None,
         reason: None,
         refusals: None,
+        protocol: None,
         cursor: StreamCursor {
             epoch_ms: 1,
             sequence: at as u64,

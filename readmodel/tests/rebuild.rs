@@ -9,8 +9,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{json, Value};
 use slotcast_domain::contract::{
-    CameraSource, CameraTransport, IngestKind, IngestMessage, IngestMode, SlotKind, SlotMessage,
-    StreamCursor,
+    CameraSource, CameraTransport, IngestKind, IngestMessage, IngestMode, IngestProtocol, SlotKind,
+    SlotMessage, StreamCursor,
 };
 use slotcast_domain::{
     Actor, Carrier, Command, CommandKind, Role, ScheduleEvent, ServerPatch, ServerSchedule,
@@ -225,6 +225,7 @@ impl History {
             reason: (kind == IngestKind::Failed).then(|| "reset".into()),
             refusals: (kind == IngestKind::Refused)
                 .then(|| BTreeMap::from([("bad_key".to_string(), 3)])),
+            protocol: (kind != IngestKind::Refused).then_some(IngestProtocol::Rtmp),
         };
         let cursor = self.cursor();
         let kind = CommandKind::RecordIngest { report, cursor };

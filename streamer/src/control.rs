@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use slotcast_domain::contract::{
-    IngestKind, IngestMessage, RefusalCode, SlotKind, SlotMessage, SCHEMA,
+    IngestKind, IngestMessage, IngestProtocol, RefusalCode, SlotKind, SlotMessage, SCHEMA,
 };
 use slotcast_domain::secret::SecretKey;
 
@@ -109,6 +109,7 @@ pub struct PullReport {
 struct Publisher {
     carrier: String,
     remote: SocketAddr,
+    protocol: IngestProtocol,
     recording: Option<(String, Credential)>,
     /// Why it was cut off, once it was (the first reason given).
     cut: Option<String>,
@@ -156,7 +157,7 @@ impl Control {
     // ---- publishers ---------------------------------------------------------------------
 
     /// A new publisher connection on `carrier`: its session id.
-    pub fn connect(&mut self, carrier: &str, remote: SocketAddr) -> u64 {
+    pub fn connect(&mut self, carrier: &str, remote: SocketAddr, protocol: IngestProtocol) -> u64 {
         let id = self.next_session;
         self.next_session += 1;
         self.publishers.insert(
@@ -164,6 +165,7 @@ impl Control {
             Publisher {
                 carrier: carrier.to_string(),
                 remote,
+                protocol,
                 recording: None,
                 cut: None,
             },
@@ -263,6 +265,20 @@ impl Control {
             .is_some_and(|p| p.recording.is_some())
     }
 
+    /// How the stream of `reservation_id` comes in now: its recording publisher's protocol,
+    /// `rtsp` while a camera is pulled, `None` otherwise.
+    pub fn protocol_of(&self, reservation_id: &str) -> Option<IngestProtocol> {
+        self.publishers
+            .values()
+            .find(|p| p.records(reservation_id))
+            .map(|p| p.protocol)
+            .or_else(|| {
+                self.pulls
+                    .contains(reservation_id)
+                    .then_some(IngestProtocol::Rtsp)
+            })
+    }
+
     /// The credential `session` records with.
     #[cfg(test)]
     pub fn credential(&self, session: u64) -> Option<&Credential> {
@@ -347,6 +363,7 @@ impl Control {
                     at: now,
                     carrier: None,
                     remote_addr: None,
+                    protocol: None,
                     codec: None,
                     reason: None,
                     refusals: Some(counts),
@@ -445,6 +462,7 @@ impl Control {
             kind: what.kind,
             carrier: None,
             remote_addr: what.camera,
+            protocol: IngestProtocol::Rtsp,
             codec: what.codec,
             reason: what.reason,
         };
@@ -530,6 +548,7 @@ impl Control {
             codec: what.codec,
             reason: what.reason,
             refusals: None,
+            protocol: Some(what.protocol),
         })
     }
 }
@@ -539,6 +558,7 @@ struct Report {
     kind: IngestKind,
     carrier: Option<String>,
     remote_addr: String,
+    protocol: IngestProtocol,
     codec: Option<String>,
     reason: Option<String>,
 }
@@ -553,6 +573,7 @@ fn publisher_report(
         kind,
         carrier: Some(publisher.carrier.clone()),
         remote_addr: publisher.remote.to_string(),
+        protocol: publisher.protocol,
         codec,
         reason,
     }

@@ -42,7 +42,7 @@ fn open_slot() -> Control {
 
 /// A publisher of `r1` recording since `now`.
 fn recording(control: &mut Control, now: i64) -> u64 {
-    let session = control.connect("carrier-a", remote());
+    let session = control.connect("carrier-a", remote(), IngestProtocol::Rtsp);
     control
         .admit(session, "r1", &key("k"), at(now), |_| false)
         .expect("admitted");
@@ -50,7 +50,8 @@ fn recording(control: &mut Control, now: i64) -> u64 {
         .start_recording(session, "r1", key("k"), "H264", at(now), |_| false)
         .expect("nobody else records");
     assert!(
-        matches!(&actions[..], [Action::Report(m)] if m.kind == IngestKind::Connected),
+        matches!(&actions[..], [Action::Report(m)]
+            if m.kind == IngestKind::Connected && m.protocol == Some(IngestProtocol::Rtsp)),
         "{actions:?}"
     );
     session
@@ -75,8 +76,10 @@ fn end_playout(id: &str) -> Action {
 #[test]
 fn a_publisher_records_inside_its_window_and_is_cut_off_when_it_closes() {
     let mut control = open_slot();
+    assert_eq!(control.protocol_of("r1"), None);
     let session = recording(&mut control, 150);
     assert!(control.is_recording(session));
+    assert_eq!(control.protocol_of("r1"), Some(IngestProtocol::Rtsp));
     assert_eq!(control.credential(session), Some(&key("k")));
 
     // The window closes by the clock before any `closed` message: the publisher is cut off,
@@ -114,7 +117,7 @@ fn a_publisher_that_hangs_up_inside_its_window_leaves_the_channel_open() {
     );
     assert!(!gone.contains(&end_playout("r1")), "{gone:?}");
     // A connection that never recorded leaves no trace in the history.
-    let stranger = control.connect("carrier-a", remote());
+    let stranger = control.connect("carrier-a", remote(), IngestProtocol::Rtsp);
     assert_eq!(control.disconnect(stranger, "bye", false, at(161)), []);
     // Bad media is a failure.
     let session = recording(&mut control, 170);
@@ -129,7 +132,7 @@ fn a_publisher_that_hangs_up_inside_its_window_leaves_the_channel_open() {
 fn one_publisher_at_a_time_and_a_silent_one_is_taken_over() {
     let mut control = open_slot();
     let first = recording(&mut control, 150);
-    let second = control.connect("carrier-a", remote());
+    let second = control.connect("carrier-a", remote(), IngestProtocol::Rtsp);
     assert_eq!(
         control.admit(second, "r1", &key("k"), at(151), |_| false),
         Err(Refused::Busy)
@@ -155,8 +158,8 @@ fn one_publisher_at_a_time_and_a_silent_one_is_taken_over() {
 #[test]
 fn of_two_publishers_admitted_at_once_the_first_to_record_keeps_the_reservation() {
     let mut control = open_slot();
-    let first = control.connect("carrier-a", remote());
-    let second = control.connect("carrier-a", remote());
+    let first = control.connect("carrier-a", remote(), IngestProtocol::Rtsp);
+    let second = control.connect("carrier-a", remote(), IngestProtocol::Rtsp);
     // Both asked before either recorded: both were let in.
     for session in [first, second] {
         control
@@ -181,7 +184,7 @@ fn of_two_publishers_admitted_at_once_the_first_to_record_keeps_the_reservation(
 #[test]
 fn the_gate_decides_and_its_refusals_are_rolled_up_for_this_servers_reservations() {
     let mut control = open_slot();
-    let session = control.connect("carrier-a", remote());
+    let session = control.connect("carrier-a", remote(), IngestProtocol::Rtsp);
     let wrong = control.admit(session, "r1", &key("nope"), at(150), |_| false);
     assert_eq!(wrong, Err(Refused::Gate(Denied::BadKey)));
     let unknown = control.admit(session, "r9", &key("k"), at(150), |_| false);
@@ -311,6 +314,7 @@ fn a_camera_is_pulled_exactly_while_its_window_is_open() {
             codec: Some("H264".into()),
             reason: None,
             refusals: None,
+            protocol: Some(IngestProtocol::Rtsp),
         })
     );
     // Not over yet: the pull's end leaves the playout.
@@ -399,7 +403,7 @@ fn an_unfinished_recording_whose_publisher_never_came_back_ends_with_its_window(
 fn a_reservation_of_another_server_is_told_apart_from_an_unknown_one() {
     let mut control = Control::new("s1", None);
     control.elsewhere("r2", "s2");
-    let session = control.connect("carrier-a", remote());
+    let session = control.connect("carrier-a", remote(), IngestProtocol::Rtsp);
     assert_eq!(
         control.admit(session, "r2", &key("k"), at(150), |_| false),
         Err(Refused::Gate(Denied::OtherServer("s2".into())))

@@ -490,6 +490,7 @@ async fn status(State(hub): State<Hub>, Path(id): Path<String>) -> Response {
     };
     let body = Status {
         viewers: hub.viewers_of(&id),
+        protocol: hub.protocol_of(&id).map(|p| p.as_str()),
         title,
         reservation_id: id,
         state,
@@ -518,6 +519,9 @@ struct Status {
     frames: Option<u64>,
     /// Distinct HLS viewer addresses lately, plus real-time (WHEP) sessions.
     viewers: usize,
+    /// How the stream comes in now (`rtsp`, `rtmp`, `srt`, `whip`; `rtsp` for a camera);
+    /// `None` while nothing does.
+    protocol: Option<&'static str>,
 }
 
 async fn watch(Path(id): Path<String>) -> Response {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use slotcast_domain::contract::{IngestKind, IngestMessage, SlotMessage};
+use slotcast_domain::contract::{IngestKind, IngestMessage, IngestProtocol, SlotMessage};
 use slotcast_domain::time::Clock;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -448,9 +448,14 @@ impl Hub {
     // ---- publishers ---------------------------------------------------------------------
 
     /// A new RTSP connection on `carrier`.
-    pub fn register_session(&self, carrier: &str, remote: SocketAddr) -> Arc<SessionEntry> {
+    pub fn register_session(
+        &self,
+        carrier: &str,
+        remote: SocketAddr,
+        protocol: IngestProtocol,
+    ) -> Arc<SessionEntry> {
         let mut state = lock(&self.inner.state);
-        let id = state.control.connect(carrier, remote);
+        let id = state.control.connect(carrier, remote, protocol);
         let entry = Arc::new(SessionEntry {
             id,
             carrier: carrier.to_string(),
@@ -777,6 +782,11 @@ impl Hub {
             return PlayoutState::Ended;
         }
         PlayoutState::Waiting
+    }
+
+    /// How the reservation's stream comes in now ([`Control::protocol_of`]).
+    pub fn protocol_of(&self, reservation_id: &str) -> Option<IngestProtocol> {
+        lock(&self.inner.state).control.protocol_of(reservation_id)
     }
 
     /// The reservation's title, while the streamer knows the reservation.

@@ -112,7 +112,11 @@ async fn a_closing_window_cuts_its_publisher_off_and_its_playout_ends_once_it_ha
     let mut opened = slot("r1", SlotKind::Opened, 1, push);
     opened.title = Some("Morning news".into());
     hub.apply_slot(&opened);
-    let publisher = hub.register_session("carrier-a", "127.0.0.9:4000".parse().expect("addr"));
+    let publisher = hub.register_session(
+        "carrier-a",
+        "127.0.0.9:4000".parse().expect("addr"),
+        slotcast_domain::contract::IngestProtocol::Rtsp,
+    );
     let key = Credential::Key("k".into());
     hub.admit(&publisher, "r1", &key, Instant::now())
         .expect("admitted");

@@ -309,7 +309,11 @@ async fn connection(
         place,
     } = accepted;
     let _ = stream.set_nodelay(true);
-    let entry = hub.register_session(&carrier, remote);
+    let entry = hub.register_session(
+        &carrier,
+        remote,
+        slotcast_domain::contract::IngestProtocol::Rtsp,
+    );
     let stop = CancellationToken::new();
     let (udp_tx, udp_rx) = mpsc::channel(UDP_QUEUE);
     let host = EdgeHost {

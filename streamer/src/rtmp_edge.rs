@@ -250,7 +250,11 @@ async fn connection(
         place,
     } = accepted;
     let _ = stream.set_nodelay(true);
-    let entry = hub.register_session(&carrier, remote);
+    let entry = hub.register_session(
+        &carrier,
+        remote,
+        slotcast_domain::contract::IngestProtocol::Rtmp,
+    );
     let config = RtmpConfig {
         carrier: carrier.clone(),
         timeout: hub.config().session_timeout,

@@ -133,7 +133,11 @@ impl Gatekeeper for SrtGate {
         }
         let named = stream_id::parse(stream_id)
             .map_err(|why| self.refuse("malformed", peer, &why, SRT_REJECT_BAD_STREAM_ID))?;
-        let entry = self.hub.register_session(&self.carrier, peer);
+        let entry = self.hub.register_session(
+            &self.carrier,
+            peer,
+            slotcast_domain::contract::IngestProtocol::Srt,
+        );
         let credential = Credential::Key(named.key);
         let admission = Admission {
             carrier: &self.carrier,

@@ -293,7 +293,11 @@ impl WhipEdge {
             });
         }
         let now = Instant::now();
-        let entry = hub.register_session(asked.carrier, asked.remote);
+        let entry = hub.register_session(
+            asked.carrier,
+            asked.remote,
+            slotcast_domain::contract::IngestProtocol::Whip,
+        );
         let credential = Credential::Key(asked.key.to_owned());
         let admission = Admission {
             carrier: asked.carrier,

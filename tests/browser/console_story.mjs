@@ -15,8 +15,8 @@
 //      info once;
 //   3. publishes into the first with the ffmpeg command the console gave for RTSP (its input
 //      replaced by a test picture and tone);
-//   4. "Live now" lists it: ingest connected via the carrier, its codec, a bitrate and frames
-//      going up; "Watch here" plays it inline (the watch page's video advancing in the
+//   4. "Live now" lists it: ingest connected via the carrier, by RTSP, its codec, a bitrate
+//      and frames going up; "Watch here" plays it inline (the watch page's video advancing in the
 //      frame); the viewer counted;
 //   5. an operator's tab served before the viewer URL was set says to reload it;
 //   6. the publisher stops; the reservation's page reads the story newest first: the reports
@@ -155,7 +155,8 @@ async function main() {
   const bitrate = await figure("bitrate");
   check(/\d+ kbit\/s|Mbit\/s/.test(bitrate) && !bitrate.startsWith("0 "), `bitrate: ${bitrate}`);
   check((await live.textContent()).includes("The story show"), "the title is not shown");
-  step("Live now lists it: connected via the carrier, its codec, bitrate and frames going up");
+  check(await figure("protocol") === "RTSP", `protocol: ${await figure("protocol")}`);
+  step("Live now lists it: connected via the carrier by RTSP, its codec, bitrate and frames going up");
 
   await live.getByRole("button", { name: "Watch here" }).click();
   const iframe = live.locator("iframe");

@@ -797,8 +797,8 @@ pub fn start_times(url: &str) -> (f64, f64) {
     (start("video"), start("audio"))
 }
 
-/// `publisher`, publishing to reservation `id` over carrier-a, goes live (`connected`, its
-/// `codecs` as reports name them: `h264,aac`); ffmpeg plays the live video and audio without a word; once it is done and the
+/// `publisher`, publishing to reservation `id` over carrier-a, goes live (`connected` by its
+/// `protocol`, its `codecs` as reports name them: `("rtmp", "h264,aac")`); ffmpeg plays the live video and audio without a word; once it is done and the
 /// window closed, the recording plays, its tracks starting together (a publisher that stamps
 /// them from one clock); the history has `connected` and `disconnected`, and one publisher by
 /// key is counted.
@@ -806,7 +806,7 @@ pub async fn assert_live_then_recorded(
     stack: &Stack,
     db: &TestDb,
     id: &str,
-    codecs: &str,
+    (protocol, codecs): (&str, &str),
     publisher: &mut Publisher,
 ) {
     let playlist_url = stack.hls(&format!("/hls/{id}/index.m3u8"));
@@ -814,6 +814,7 @@ pub async fn assert_live_then_recorded(
     let report = connected(db, id).await;
     assert_eq!(report["codec"], codecs, "{report}");
     assert_eq!(report["carrier"], "carrier-a", "{report}");
+    assert_eq!(report["protocol"], protocol, "{report}");
     assert_plays(&playlist_url, 3, "0:v:0", 50, "live video");
     assert_plays(&playlist_url, 3, "0:a:0", 100, "live audio");
     assert!(

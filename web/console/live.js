@@ -1,8 +1,8 @@
 // Live now: the slots live at this moment, as the signed-in token may see them
 // (`GET /v1/reservations?status=live`: an operator every tenant's, a broadcaster its own),
 // each with its ingest state and carrier from slotcast, and from its server's streamer
-// (`<viewer_url>/hls/<id>/status.json`, the watch page's own source) its codec, bitrate,
-// frames and viewers; "Watch here" opens the streamer's watch page inline.
+// (`<viewer_url>/hls/<id>/status.json`, the watch page's own source) the protocol it comes in
+// by, its codec, bitrate, frames and viewers; "Watch here" opens the streamer's watch page inline.
 //
 // Contract: the token goes to the API only, never to a streamer; a card keeps its player
 // across refreshes (only its figures change); polling stops on sign-out (`stopLive`).
@@ -85,6 +85,7 @@ function makeCard(r) {
   const figures = el("dl", { className: "rules figures" },
     el("dt", {}, "Ingest"), figure("ingest"),
     el("dt", {}, "Stream"), figure("state"),
+    el("dt", {}, "Protocol"), figure("protocol"),
     el("dt", {}, "Codec"), figure("codec"),
     el("dt", {}, "Bitrate"), figure("bitrate"),
     el("dt", {}, "Frames"), figure("frames"),
@@ -124,6 +125,7 @@ function makeCard(r) {
     figures(s) {
       node.dataset.stream = s.state;
       set("state", s.state);
+      set("protocol", s.protocol ? s.protocol.toUpperCase() : "–");
       set("codec", s.codec ?? "–");
       set("bitrate", bitrate(s.bitrate_bps));
       set("frames", s.frames == null ? "–" : s.frames.toLocaleString("en"));

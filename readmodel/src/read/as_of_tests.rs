@@ -66,6 +66,7 @@ fn ingest(id: &str, at: DateTime<Utc>, kind: IngestKind, carrier: Option<&str>) 
         codec: None,
         reason: None,
         refusals: None,
+        protocol: None,
         cursor: cursor(1),
     }
 }
