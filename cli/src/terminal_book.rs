@@ -653,7 +653,14 @@ fn detail(kind: &str, data: &Value) -> String {
     let fields: &[&str] = match kind {
         "ReservationAccepted" | "ReservationRescheduled" => &["start", "end"],
         "ReservationRejected" | "RescheduleRejected" => &["reason"],
-        "IngestReported" => &["kind", "carrier", "remote_addr", "reason", "refusals"],
+        "IngestReported" => &[
+            "kind",
+            "carrier",
+            "protocol",
+            "remote_addr",
+            "reason",
+            "refusals",
+        ],
         "WindowOpened" | "WindowClosed" => &["due_at"],
         _ => &[],
     };
@@ -791,6 +798,12 @@ mod tests {
         assert_eq!(
             detail("IngestReported", &refused),
             "kind=refused refusals=bad_key:3"
+        );
+        let connected = serde_json::json!({"kind": "connected", "carrier": "carrier-a",
+            "protocol": "srt", "remote_addr": "10.0.0.9:4000"});
+        assert_eq!(
+            detail("IngestReported", &connected),
+            "kind=connected carrier=carrier-a protocol=srt remote_addr=10.0.0.9:4000"
         );
     }
 }
