@@ -161,7 +161,10 @@ async fn a_silent_server_times_out() {
     // It waited its timeout out (a lower bound: a slow machine cannot break it), and no
     // longer than four times it (the outer timeout).
     let elapsed = started.elapsed();
-    assert!(timeout - Duration::from_millis(50) <= elapsed, "{elapsed:?}");
+    assert!(
+        timeout - Duration::from_millis(50) <= elapsed,
+        "{elapsed:?}"
+    );
     match result {
         Err(ClockError::AllServersFailed(errors)) => {
             assert!(
