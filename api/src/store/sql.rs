@@ -11,7 +11,7 @@ use std::time::Duration;
 use slotcast_domain::audit::{Hash, StoredRow};
 use slotcast_domain::ServerSchedule;
 use slotcast_readmodel::Stream;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::idempotency::{self, Sealed};
 use cqrs_es::Aggregate;
@@ -35,7 +35,7 @@ pub(super) enum Fail {
     Unknown { txid: String, error: sqlx::Error },
 }
 
-fn classify(err: sqlx::Error) -> Fail {
+pub(super) fn classify(err: sqlx::Error) -> Fail {
     if let sqlx::Error::Database(db) = &err {
         if db.code().as_deref() == Some("23505") {
             match db.constraint() {
@@ -48,18 +48,19 @@ fn classify(err: sqlx::Error) -> Fail {
     Fail::NotCommitted(Box::new(err))
 }
 
-/// Commits a group: `events` (in sequence order per aggregate), their projection when
-/// `project` (`streams` describes the same events per aggregate) and `answers`, in four round
-/// trips whatever the group's size: `BEGIN`, the events with the answers (and the read model's
-/// shared lock), the projection, `COMMIT`.
+/// Commits a group on `conn`: `events` (in sequence order per aggregate), their projection
+/// when `project` (`streams` describes the same events per aggregate) and `answers`, in four
+/// round trips whatever the group's size: `BEGIN`, the events with the answers (and the read
+/// model's shared lock), the projection, `COMMIT`. On any error the transaction is rolled
+/// back (queued on `conn`, sent with its next use).
 pub(super) async fn commit(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     events: &[&StoredRow],
     streams: &[Stream<'_>],
     answers: &[&Sealed],
     project: bool,
 ) -> Result<(), Fail> {
-    let mut tx = pool.begin().await.map_err(classify)?;
+    let mut tx = conn.begin().await.map_err(classify)?;
     let txid = insert(&mut tx, events, answers, project)
         .await
         .map_err(classify)?;
