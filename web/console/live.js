@@ -30,7 +30,7 @@ export function startLive(section, { servers, open }) {
   stopLive();
   Object.assign(live, { section, servers, open });
   refreshList();
-  live.timers.push(setInterval(refreshList, LIST_EVERY_MS), setInterval(refreshFigures, STATUS_EVERY_MS));
+  live.timers.push(setInterval(refreshList, LIST_EVERY_MS), setInterval(() => refreshFigures(), STATUS_EVERY_MS));
 }
 
 /** Stops polling and empties the view (signing out). */
@@ -67,15 +67,18 @@ async function refreshList() {
       live.cards.delete(id);
     }
   }
+  const fresh = [];
   for (const r of rows) {
-    const card = live.cards.get(r.id) ?? makeCard(r);
+    let card = live.cards.get(r.id);
+    if (!card) fresh.push([r.id, (card = makeCard(r))]);
     card.update(r);
     if (!card.node.isConnected) list.append(card.node);
   }
   const empty = $(".empty", list);
   if (!rows.length && !empty) list.append(el("li", { className: "empty muted" }, "Nothing is live right now."));
   if (rows.length && empty) empty.remove();
-  refreshFigures();
+  // A new card's figures at once; the others' come with the next status round.
+  refreshFigures(fresh);
 }
 
 function makeCard(r) {
@@ -142,8 +145,9 @@ function makeCard(r) {
   return card;
 }
 
-async function refreshFigures() {
-  await Promise.all([...live.cards].filter(([, c]) => c.viewer).map(async ([id, card]) => {
+/** Asks each card's streamer for its figures (by default every card's). */
+async function refreshFigures(cards = [...live.cards]) {
+  await Promise.all(cards.filter(([, c]) => c.viewer).map(async ([id, card]) => {
     try {
       const resp = await fetch(`${card.viewer}/hls/${encodeURIComponent(id)}/status.json`, { cache: "no-store", credentials: "omit" });
       if (!resp.ok) throw new Error(`${resp.status} ${resp.statusText}`);

@@ -6,16 +6,15 @@
 import { call } from "./api.js";
 import { $, announce, el, showError } from "./ui.js";
 
+/** Each rule: its field, its name, its unit in the form, how a card shows it, its least value, the API's default. */
 const RULES = [
-  ["capacity", "Capacity", (v) => String(v), 1],
-  ["min_lead_s", "Minimum lead", (v) => `${v} s`, 0],
-  ["max_duration_s", "Longest slot", (v) => `${v} s`, 1],
-  ["horizon_s", "Horizon", (v) => `${Math.round(v / 86400)} days`, 1],
-  ["preroll_s", "Pre-roll", (v) => `${v} s`, 0],
-  ["grace_s", "Grace", (v) => `${v} s`, 0],
+  { key: "capacity", name: "Capacity", unit: "", show: (v) => String(v), min: 1, default: 1 },
+  { key: "min_lead_s", name: "Minimum lead", unit: " (s)", show: (v) => `${v} s`, min: 0, default: 30 },
+  { key: "max_duration_s", name: "Longest slot", unit: " (s)", show: (v) => `${v} s`, min: 1, default: 43200 },
+  { key: "horizon_s", name: "Horizon", unit: " (s)", show: (v) => `${Math.round(v / 86400)} days`, min: 1, default: 7776000 },
+  { key: "preroll_s", name: "Pre-roll", unit: " (s)", show: (v) => `${v} s`, min: 0, default: 30 },
+  { key: "grace_s", name: "Grace", unit: " (s)", show: (v) => `${v} s`, min: 0, default: 10 },
 ];
-const RULE_LABELS = { capacity: "Capacity", min_lead_s: "Minimum lead (s)", max_duration_s: "Longest slot (s)", horizon_s: "Horizon (s)", preroll_s: "Pre-roll (s)", grace_s: "Grace (s)" };
-const DEFAULTS = { capacity: 1, min_lead_s: 30, max_duration_s: 43200, horizon_s: 7776000, preroll_s: 30, grace_s: 10 };
 const OPTIONAL_URLS = [["rtmp_url", "RTMP URL (optional)", "rtmp://host:1935"], ["srt_url", "SRT URL (optional)", "srt://host:9000"], ["whip_url", "WHIP URL (optional)", "http://host:8889"]];
 
 export function protocolsOf(c) {
@@ -28,8 +27,8 @@ function fields(s) {
   return el("div", { className: "grid" },
     s ? null : el("label", {}, "Id", input("id", { required: true })),
     el("label", {}, "Name", input("name", { required: true, value: s ? s.name : "" })),
-    ...RULES.map(([k, , , min]) => el("label", {}, RULE_LABELS[k], input(k, {
-      type: "number", min: String(min), placeholder: String(DEFAULTS[k]), value: s ? String(s[k]) : "",
+    ...RULES.map((r) => el("label", {}, r.name + r.unit, input(r.key, {
+      type: "number", min: String(r.min), placeholder: String(r.default), value: s ? String(s[r.key]) : "",
     }))),
     el("label", {}, "Viewer URL", input("viewer_url", { type: "url", placeholder: "http://host:8888", value: s?.viewer_url ?? "" })));
 }
@@ -53,7 +52,7 @@ function addCarrier(fieldset, c) {
 function read(form) {
   const f = new FormData(form);
   const body = { name: f.get("name").trim(), carriers: [] };
-  for (const [k] of RULES) if (f.get(k) !== "") body[k] = Number(f.get(k));
+  for (const { key } of RULES) if (f.get(key) !== "") body[key] = Number(f.get(key));
   const viewer = f.get("viewer_url").trim();
   body.viewer_url = viewer || null;
   for (const row of form.querySelectorAll(".carrier")) {
@@ -119,7 +118,7 @@ function editForm(s, done) {
 export function renderServers(list, servers, { operator, timeline, changed }) {
   list.replaceChildren(...servers.map((s) => {
     const details = el("div", {},
-      el("dl", { className: "rules" }, ...RULES.flatMap(([k, label, f]) => [el("dt", {}, label), el("dd", {}, f(s[k]))])),
+      el("dl", { className: "rules" }, ...RULES.flatMap((r) => [el("dt", {}, r.name), el("dd", {}, r.show(s[r.key]))])),
       el("p", {}, "Carriers:"),
       el("ul", {}, ...s.carriers.map((c) => el("li", {}, el("strong", {}, c.name), ` ${protocolsOf(c).join(", ")} · `, el("code", {}, c.ingest_url)))),
       el("p", { className: "muted" }, s.viewer_url ? `Viewers: ${s.viewer_url}` : "No viewer URL: the live view cannot show its streams."));
